@@ -1,0 +1,413 @@
+//! Admission: defaulting and validation of objects before they are stored, per kind.
+//!
+//! Defaults follow what a Kubernetes API server fills in, so `kubectl get -o yaml` shows the
+//! fields users expect; validation rejects what Kubernetes rejects, with its field paths.
+
+use serde_json::{json, Map, Value};
+
+use super::names;
+use super::object;
+
+/// One invalid field: its path and what is wrong.
+pub type Cause = (String, String);
+
+fn set_default(map: &mut Map<String, Value>, key: &str, value: Value) {
+    if map.get(key).is_none_or(Value::is_null) {
+        map.insert(key.to_string(), value);
+    }
+}
+
+fn obj_at<'a>(value: &'a mut Value, path: &[&str]) -> Option<&'a mut Map<String, Value>> {
+    let mut cur = value;
+    for key in path {
+        cur = cur.get_mut(*key)?;
+    }
+    cur.as_object_mut()
+}
+
+/// Fills in the defaults Kubernetes applies on create and update.
+pub fn default(kind: &str, obj: &mut Value) {
+    match kind {
+        "Pod" => {
+            if let Some(spec) = obj_at(obj, &["spec"]) {
+                default_pod_spec(spec);
+            }
+            if let Some(map) = obj.as_object_mut() {
+                let status = map.entry("status").or_insert_with(|| json!({}));
+                if let Some(status) = status.as_object_mut() {
+                    set_default(status, "phase", json!("Pending"));
+                    set_default(status, "qosClass", json!("BestEffort"));
+                }
+            }
+        }
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
+            if let Some(spec) = obj_at(obj, &["spec"]) {
+                if kind != "DaemonSet" {
+                    set_default(spec, "replicas", json!(1));
+                }
+                set_default(spec, "revisionHistoryLimit", json!(10));
+                match kind {
+                    "Deployment" => {
+                        set_default(spec, "progressDeadlineSeconds", json!(600));
+                        set_default(
+                            spec,
+                            "strategy",
+                            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
+                        );
+                    }
+                    "StatefulSet" => {
+                        set_default(spec, "podManagementPolicy", json!("OrderedReady"));
+                        set_default(
+                            spec,
+                            "updateStrategy",
+                            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+                        );
+                    }
+                    "DaemonSet" => {
+                        set_default(
+                            spec,
+                            "updateStrategy",
+                            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(pod) = obj_at(obj, &["spec", "template", "spec"]) {
+                default_pod_spec(pod);
+            }
+        }
+        "Job" => default_job(obj),
+        "CronJob" => {
+            if let Some(spec) = obj_at(obj, &["spec"]) {
+                set_default(spec, "concurrencyPolicy", json!("Allow"));
+                set_default(spec, "suspend", json!(false));
+                set_default(spec, "successfulJobsHistoryLimit", json!(3));
+                set_default(spec, "failedJobsHistoryLimit", json!(1));
+            }
+            if let Some(pod) = obj_at(obj, &["spec", "jobTemplate", "spec", "template", "spec"]) {
+                default_pod_spec(pod);
+                set_default(pod, "restartPolicy", json!("OnFailure"));
+            }
+        }
+        "Service" => default_service(obj),
+        "Namespace" => {
+            if let Some(map) = obj.as_object_mut() {
+                let spec = map.entry("spec").or_insert_with(|| json!({}));
+                if let Some(spec) = spec.as_object_mut() {
+                    set_default(spec, "finalizers", json!(["kubernetes"]));
+                }
+                let status = map.entry("status").or_insert_with(|| json!({}));
+                if let Some(status) = status.as_object_mut() {
+                    set_default(status, "phase", json!("Active"));
+                }
+            }
+            let name = object::name(obj).to_string();
+            let labels = object::meta_mut(obj).entry("labels").or_insert_with(|| json!({}));
+            if let Some(labels) = labels.as_object_mut() {
+                labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+            }
+        }
+        "Secret" => {
+            if let Some(map) = obj.as_object_mut() {
+                set_default(map, "type", json!("Opaque"));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn default_pod_spec(spec: &mut Map<String, Value>) {
+    set_default(spec, "restartPolicy", json!("Always"));
+    set_default(spec, "terminationGracePeriodSeconds", json!(30));
+    set_default(spec, "dnsPolicy", json!("ClusterFirst"));
+    set_default(spec, "schedulerName", json!("default-scheduler"));
+    set_default(spec, "securityContext", json!({}));
+    set_default(spec, "enableServiceLinks", json!(true));
+    for list in ["containers", "initContainers"] {
+        if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            for c in containers.iter_mut().filter_map(Value::as_object_mut) {
+                let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_string();
+                let policy = if image_tag_is_latest(&image) { "Always" } else { "IfNotPresent" };
+                set_default(c, "imagePullPolicy", json!(policy));
+                set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
+                set_default(c, "terminationMessagePolicy", json!("File"));
+                set_default(c, "resources", json!({}));
+                if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+                    for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                        set_default(p, "protocol", json!("TCP"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `:latest` or no tag (and no digest) pulls always, as in Kubernetes.
+fn image_tag_is_latest(image: &str) -> bool {
+    if image.contains('@') {
+        return false;
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.split_once(':') {
+        Some((_, tag)) => tag == "latest",
+        None => true,
+    }
+}
+
+fn default_job(obj: &mut Value) {
+    let uid = object::str_at(obj, &["metadata", "uid"]).unwrap_or("").to_string();
+    let name = object::name(obj).to_string();
+    let Some(spec) = obj_at(obj, &["spec"]) else { return };
+    set_default(spec, "parallelism", json!(1));
+    set_default(spec, "completions", json!(1));
+    set_default(spec, "backoffLimit", json!(6));
+    set_default(spec, "completionMode", json!("NonIndexed"));
+    set_default(spec, "suspend", json!(false));
+    set_default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+    let manual = spec.get("manualSelector").and_then(Value::as_bool).unwrap_or(false);
+    if !manual && !uid.is_empty() {
+        let generated = json!({"batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,
+            "controller-uid": uid, "job-name": name});
+        set_default(spec, "selector", json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}));
+        if let Some(template) = spec.get_mut("template").and_then(Value::as_object_mut) {
+            let meta = template.entry("metadata").or_insert_with(|| json!({}));
+            if let Some(meta) = meta.as_object_mut() {
+                let labels = meta.entry("labels").or_insert_with(|| json!({}));
+                if let (Some(labels), Some(generated)) = (labels.as_object_mut(), generated.as_object()) {
+                    for (k, v) in generated {
+                        labels.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                }
+            }
+        }
+    }
+    if let Some(pod) = spec.get_mut("template").and_then(|t| t.get_mut("spec")).and_then(Value::as_object_mut) {
+        default_pod_spec(pod);
+    }
+}
+
+fn default_service(obj: &mut Value) {
+    let Some(spec) = obj_at(obj, &["spec"]) else { return };
+    set_default(spec, "type", json!("ClusterIP"));
+    set_default(spec, "sessionAffinity", json!("None"));
+    set_default(spec, "internalTrafficPolicy", json!("Cluster"));
+    set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
+    set_default(spec, "ipFamilies", json!(["IPv4"]));
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+            set_default(p, "protocol", json!("TCP"));
+            if let Some(port) = p.get("port").cloned() {
+                set_default(p, "targetPort", port);
+            }
+        }
+    }
+}
+
+/// Checks an object about to be stored. Returns every cause found.
+pub fn validate(kind: &str, namespaced: bool, obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let name = object::name(obj);
+    let name_check = match kind {
+        "Namespace" | "Service" => names::check_dns1123_label(name),
+        _ => check_path_segment_name(name).and_then(|_| match kind {
+            "Pod"
+            | "Deployment"
+            | "ReplicaSet"
+            | "StatefulSet"
+            | "DaemonSet"
+            | "Job"
+            | "CronJob"
+            | "ConfigMap"
+            | "Secret"
+            | "Node"
+            | "ServiceAccount"
+            | "PersistentVolumeClaim"
+            | "PersistentVolume"
+            | "Lease"
+            | "RuntimeClass"
+            | "StorageClass"
+            | "Ingress"
+            | "NetworkPolicy"
+            | "EndpointSlice"
+            | "Endpoints" => names::check_dns1123_subdomain(name),
+            _ => Ok(()),
+        }),
+    };
+    if name.is_empty() {
+        causes.push(("metadata.name".into(), "Required value: name or generateName is required".into()));
+    } else if let Err(msg) = name_check {
+        causes.push(("metadata.name".into(), format!("Invalid value: \"{name}\": {msg}")));
+    }
+    if namespaced && object::namespace(obj).is_none_or(str::is_empty) {
+        causes.push(("metadata.namespace".into(), "Required value".into()));
+    }
+    for (key, value) in object::labels(obj) {
+        if let Err(msg) = names::check_qualified_name(&key) {
+            causes.push(("metadata.labels".into(), format!("Invalid value: \"{key}\": {msg}")));
+        }
+        match value.as_str() {
+            Some(v) => {
+                if let Err(msg) = names::check_label_value(v) {
+                    causes.push((format!("metadata.labels"), format!("Invalid value: \"{v}\": {msg}")));
+                }
+            }
+            None => causes.push(("metadata.labels".into(), format!("Invalid value: {value}: must be a string"))),
+        }
+    }
+    match kind {
+        "Pod" => validate_pod_spec(obj.get("spec"), "spec", &mut causes),
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => validate_workload(obj, &mut causes),
+        "Job" => validate_pod_spec(obj.pointer("/spec/template/spec"), "spec.template.spec", &mut causes),
+        "CronJob" => {
+            if object::str_at(obj, &["spec", "schedule"]).is_none_or(str::is_empty) {
+                causes.push(("spec.schedule".into(), "Required value".into()));
+            }
+            validate_pod_spec(
+                obj.pointer("/spec/jobTemplate/spec/template/spec"),
+                "spec.jobTemplate.spec.template.spec",
+                &mut causes,
+            );
+        }
+        "Service" => validate_service(obj, &mut causes),
+        _ => {}
+    }
+    causes
+}
+
+/// Names must be usable as one URL path segment.
+fn check_path_segment_name(name: &str) -> Result<(), String> {
+    if name == "." || name == ".." {
+        return Err(format!("may not be '{name}'"));
+    }
+    if name.contains('/') || name.contains('%') {
+        return Err("may not contain '/' or '%'".into());
+    }
+    Ok(())
+}
+
+fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+    let Some(spec) = spec else {
+        causes.push((path.to_string(), "Required value".into()));
+        return;
+    };
+    let containers = spec.get("containers").and_then(Value::as_array).cloned().unwrap_or_default();
+    if containers.is_empty() {
+        causes.push((format!("{path}.containers"), "Required value".into()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (list, items) in [
+        ("initContainers", spec.get("initContainers").and_then(Value::as_array).cloned().unwrap_or_default()),
+        ("containers", containers),
+    ] {
+        for (i, c) in items.iter().enumerate() {
+            let field = format!("{path}.{list}[{i}]");
+            let name = c.get("name").and_then(Value::as_str).unwrap_or("");
+            if name.is_empty() {
+                causes.push((format!("{field}.name"), "Required value".into()));
+            } else if let Err(msg) = names::check_dns1123_label(name) {
+                causes.push((format!("{field}.name"), format!("Invalid value: \"{name}\": {msg}")));
+            } else if !seen.insert(name.to_string()) {
+                causes.push((format!("{field}.name"), format!("Duplicate value: \"{name}\"")));
+            }
+            if c.get("image").and_then(Value::as_str).is_none_or(|s| s.trim().is_empty()) {
+                causes.push((format!("{field}.image"), "Required value".into()));
+            }
+        }
+    }
+    if let Some(policy) = spec.get("restartPolicy").and_then(Value::as_str) {
+        if !matches!(policy, "Always" | "OnFailure" | "Never") {
+            causes.push((
+                format!("{path}.restartPolicy"),
+                format!("Unsupported value: \"{policy}\": supported values: \"Always\", \"OnFailure\", \"Never\""),
+            ));
+        }
+    }
+}
+
+fn validate_workload(obj: &Value, causes: &mut Vec<Cause>) {
+    let selector = obj.pointer("/spec/selector");
+    match selector {
+        None | Some(Value::Null) => causes.push(("spec.selector".into(), "Required value".into())),
+        Some(sel) => {
+            let template_labels =
+                obj.pointer("/spec/template/metadata/labels").and_then(Value::as_object).cloned().unwrap_or_default();
+            let empty = ["matchLabels", "matchExpressions"].iter().all(|k| {
+                sel.get(*k).is_none_or(|v| {
+                    v.as_object().is_some_and(Map::is_empty) || v.as_array().is_some_and(Vec::is_empty) || v.is_null()
+                })
+            });
+            match super::selector::from_label_selector(sel) {
+                Ok(_) if empty => causes
+                    .push(("spec.selector".into(), "Invalid value: empty selector is invalid for deployment".into())),
+                Ok(parsed) if !parsed.matches(&template_labels) => causes.push((
+                    "spec.template.metadata.labels".into(),
+                    format!(
+                        "Invalid value: {}: `selector` does not match template `labels`",
+                        Value::Object(template_labels)
+                    ),
+                )),
+                Ok(_) => {}
+                Err(e) => causes.push(("spec.selector".into(), format!("Invalid value: {e}"))),
+            }
+        }
+    }
+    if let Some(replicas) = obj.pointer("/spec/replicas").and_then(Value::as_i64) {
+        if replicas < 0 {
+            causes.push((
+                "spec.replicas".into(),
+                format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+            ));
+        }
+    }
+    validate_pod_spec(obj.pointer("/spec/template/spec"), "spec.template.spec", causes);
+}
+
+fn validate_service(obj: &Value, causes: &mut Vec<Cause>) {
+    let ty = object::str_at(obj, &["spec", "type"]).unwrap_or("ClusterIP");
+    if !matches!(ty, "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName") {
+        causes.push(("spec.type".into(), format!("Unsupported value: \"{ty}\"")));
+    }
+    let ports = obj.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default();
+    if ports.is_empty() && ty != "ExternalName" && object::str_at(obj, &["spec", "clusterIP"]) != Some("None") {
+        causes.push(("spec.ports".into(), "Required value".into()));
+    }
+    for (i, p) in ports.iter().enumerate() {
+        match p.get("port").and_then(Value::as_i64) {
+            Some(port) if (1..=65535).contains(&port) => {}
+            Some(port) => causes.push((
+                format!("spec.ports[{i}].port"),
+                format!("Invalid value: {port}: must be between 1 and 65535, inclusive"),
+            )),
+            None => causes.push((format!("spec.ports[{i}].port"), "Required value".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_defaults_and_validation() {
+        let mut pod = json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}});
+        default("Pod", &mut pod);
+        assert_eq!(pod["spec"]["restartPolicy"], "Always");
+        assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(pod["status"]["phase"], "Pending");
+        assert!(validate("Pod", true, &pod).is_empty());
+
+        let bad = json!({"metadata": {"name": "Bad_Name", "namespace": "d"}, "spec": {"containers": []}});
+        let causes = validate("Pod", true, &bad);
+        assert!(causes.iter().any(|(f, _)| f == "metadata.name"));
+        assert!(causes.iter().any(|(f, _)| f == "spec.containers"));
+    }
+
+    #[test]
+    fn image_pull_policy_by_tag() {
+        assert!(image_tag_is_latest("nginx"));
+        assert!(image_tag_is_latest("127.0.0.1:5000/x:latest"));
+        assert!(!image_tag_is_latest("127.0.0.1:5000/x:1"));
+        assert!(!image_tag_is_latest("x@sha256:abc"));
+    }
+}

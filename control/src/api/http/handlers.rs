@@ -1,0 +1,580 @@
+//! Verbs on resources: get, list, watch, create, update, patch, delete, deletecollection and the
+//! `status`, `scale`, `binding` and `eviction` subresources.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::body::{self, PatchKind};
+use super::query::Query;
+use super::respond::{self, json_response, Shape};
+use super::target::Target;
+use super::watch::{self, Start, WatchRequest};
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::object;
+use crate::api::registry::{DeleteOptions, ListQuery, Registry, WriteOptions, Written};
+use crate::api::resources::ResourceInfo;
+use crate::api::selector::{FieldSelector, LabelSelector};
+use crate::patch;
+
+/// Everything about one resource request.
+pub struct Request<'a> {
+    pub method: Method,
+    pub target: Target<'a>,
+    pub query: Query,
+    pub headers: HeaderMap,
+}
+
+/// The Kubernetes verb of a request, for metrics and logs.
+pub fn verb(method: &Method, target: &Target<'_>, query: &Query) -> &'static str {
+    let watch = query.flag("watch").unwrap_or(false);
+    match (method.as_str(), target.name.is_some()) {
+        ("GET", _) if watch => "WATCH",
+        ("GET", true) => "GET",
+        ("GET", false) => "LIST",
+        ("POST", _) => "POST",
+        ("PUT", _) => "PUT",
+        ("PATCH", _) => {
+            if target.subresource.is_none() && is_apply(&HeaderMap::new()) {
+                "APPLY"
+            } else {
+                "PATCH"
+            }
+        }
+        ("DELETE", true) => "DELETE",
+        ("DELETE", false) => "DELETECOLLECTION",
+        _ => "OTHER",
+    }
+}
+
+fn is_apply(headers: &HeaderMap) -> bool {
+    content_type(headers).is_some_and(|c| c.starts_with("application/apply-patch"))
+}
+
+fn content_type(headers: &HeaderMap) -> Option<&str> {
+    headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok())
+}
+
+/// Serves one resource request.
+pub async fn serve(registry: Arc<Registry>, req: Request<'_>, body: Body) -> ApiResult<Response> {
+    let ri = req.target.resource;
+    let ns = req.target.namespace.clone();
+    match (req.target.name.clone(), req.target.subresource.clone()) {
+        (None, _) => match req.method {
+            Method::GET if req.query.flag("watch")? => watch(registry, &req),
+            Method::GET => list(&registry, &req).await,
+            Method::POST => create(&registry, ri, ns.as_deref(), req, body).await,
+            Method::DELETE => delete_collection(&registry, &req).await,
+            _ => Err(ApiError::MethodNotAllowed),
+        },
+        (Some(name), None) => match req.method {
+            Method::GET if req.query.flag("watch")? => watch(registry, &req),
+            Method::GET => {
+                let obj = registry.get(ri, ns.as_deref(), &name).await?;
+                let shape = Shape::from_headers(&req.headers);
+                Ok(json_response(StatusCode::OK, &respond::single(ri, obj, shape, include_object(&req.query)), &[]))
+            }
+            Method::PUT => update(&registry, ri, ns.as_deref(), &name, None, req, body).await,
+            Method::PATCH => patch_object(&registry, ri, ns.as_deref(), &name, None, req, body).await,
+            Method::DELETE => delete(&registry, ri, ns.as_deref(), &name, req, body).await,
+            _ => Err(ApiError::MethodNotAllowed),
+        },
+        (Some(name), Some(sub)) => match (sub.as_str(), req.method.clone()) {
+            ("status", Method::GET) => {
+                Ok(json_response(StatusCode::OK, &registry.get(ri, ns.as_deref(), &name).await?, &[]))
+            }
+            ("status", Method::PUT) => update(&registry, ri, ns.as_deref(), &name, Some("status"), req, body).await,
+            ("status", Method::PATCH) => {
+                patch_object(&registry, ri, ns.as_deref(), &name, Some("status"), req, body).await
+            }
+            ("finalize", Method::PUT) => update(&registry, ri, ns.as_deref(), &name, None, req, body).await,
+            ("scale", Method::GET) => {
+                let obj = registry.get(ri, ns.as_deref(), &name).await?;
+                Ok(json_response(StatusCode::OK, &to_scale(&obj), &[]))
+            }
+            ("scale", Method::PUT | Method::PATCH) => scale(&registry, ri, ns.as_deref(), &name, req, body).await,
+            ("binding", Method::POST) => bind(&registry, ri, ns.as_deref(), &name, req, body).await,
+            ("eviction", Method::POST) => {
+                registry.delete(ri, ns.as_deref(), &name, &DeleteOptions::default()).await?;
+                let status =
+                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+                Ok(json_response(StatusCode::CREATED, &status, &[]))
+            }
+            ("log", Method::GET) => {
+                Err(ApiError::BadRequest(format!("pod \"{name}\" has no node agent serving its logs yet")))
+            }
+            _ => Err(ApiError::MethodNotAllowed),
+        },
+    }
+}
+
+fn include_object(query: &Query) -> &str {
+    query.get("includeObject").unwrap_or("Metadata")
+}
+
+fn write_options(req: &Request<'_>) -> ApiResult<WriteOptions> {
+    Ok(WriteOptions {
+        dry_run: req.query.dry_run()?,
+        field_manager: req.query.get("fieldManager").map(String::from),
+        field_validation: req.query.field_validation()?,
+    })
+}
+
+/// Parses `labelSelector`, `fieldSelector`, `limit` and `continue` for a list or watch.
+pub fn list_query(ri: &ResourceInfo, namespace: Option<String>, query: &Query) -> ApiResult<ListQuery> {
+    let labels = query
+        .get("labelSelector")
+        .map(LabelSelector::parse)
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(format!("unable to parse requirement: {e}")))?;
+    let fields = query
+        .get("fieldSelector")
+        .map(|s| {
+            let parsed =
+                FieldSelector::parse(s).map_err(|e| ApiError::BadRequest(format!("invalid field selector: {e}")))?;
+            for field in parsed.fields() {
+                if !crate::api::selector::is_supported(ri.kind, field) {
+                    return Err(ApiError::BadRequest(format!("field label not supported: {field}")));
+                }
+            }
+            Ok(parsed)
+        })
+        .transpose()?;
+    let limit = query.int("limit")?.filter(|l| *l > 0).map(|l| l as usize);
+    let exact_revision = match (query.get("resourceVersionMatch"), query.get("resourceVersion")) {
+        (Some("Exact"), Some(rv)) => {
+            Some(rv.parse().map_err(|_| ApiError::BadRequest(format!("invalid resource version: {rv:?}")))?)
+        }
+        (Some("Exact" | "NotOlderThan"), None) => {
+            return Err(ApiError::BadRequest(
+                "resourceVersionMatch is forbidden unless resourceVersion is provided".into(),
+            ))
+        }
+        (Some("NotOlderThan") | None, _) => None,
+        (Some(other), _) => {
+            return Err(ApiError::BadRequest(format!("resourceVersionMatch: Unsupported value: \"{other}\"")))
+        }
+    };
+    Ok(ListQuery {
+        namespace,
+        labels,
+        fields,
+        limit,
+        continue_token: query.get("continue").map(String::from),
+        exact_revision,
+    })
+}
+
+async fn list(registry: &Registry, req: &Request<'_>) -> ApiResult<Response> {
+    let ri = req.target.resource;
+    let q = list_query(ri, req.target.namespace.clone(), &req.query)?;
+    let listed = registry.list(ri, &q).await?;
+    let shape = Shape::from_headers(&req.headers);
+    Ok(json_response(StatusCode::OK, &respond::list(ri, listed, shape, include_object(&req.query)), &[]))
+}
+
+fn watch(registry: Arc<Registry>, req: &Request<'_>) -> ApiResult<Response> {
+    let ri = req.target.resource;
+    let mut q = list_query(ri, req.target.namespace.clone(), &req.query)?;
+    if let Some(name) = &req.target.name {
+        let combined = match req.query.get("fieldSelector") {
+            Some(existing) => format!("{existing},metadata.name={name}"),
+            None => format!("metadata.name={name}"),
+        };
+        q.fields = Some(FieldSelector::parse(&combined).map_err(|e| ApiError::BadRequest(e.to_string()))?);
+    }
+    let send_initial = req.query.flag("sendInitialEvents")?;
+    let rv = req.query.get("resourceVersion");
+    let start = match rv {
+        _ if send_initial => Start::InitialState,
+        None | Some("0") => Start::InitialState,
+        Some(rv) => {
+            Start::After(rv.parse().map_err(|_| ApiError::BadRequest(format!("invalid resource version: {rv:?}")))?)
+        }
+    };
+    let bookmarks = req.query.flag("allowWatchBookmarks")?;
+    let timeout = req
+        .query
+        .int("timeoutSeconds")?
+        .filter(|t| *t > 0)
+        .map(|t| t as u64)
+        .unwrap_or(1800 + rand::random::<u64>() % 1800);
+    let w = WatchRequest {
+        resource: ri.clone(),
+        query: q,
+        start,
+        bookmarks,
+        initial_events_end: send_initial && bookmarks,
+        timeout: Duration::from_secs(timeout),
+        shape: Shape::from_headers(&req.headers),
+        include_object: include_object(&req.query).to_string(),
+    };
+    let body = Body::from_stream(watch::stream(registry, w));
+    Ok((
+        StatusCode::OK,
+        [(http::header::CONTENT_TYPE, "application/json"), (http::header::CACHE_CONTROL, "no-cache")],
+        body,
+    )
+        .into_response())
+}
+
+async fn read_object(headers: &HeaderMap, body: Body) -> ApiResult<Value> {
+    let bytes = body::read(body).await?;
+    body::decode(&bytes, content_type(headers))
+}
+
+fn written(status_created: bool, w: Written) -> Response {
+    let code = if status_created { StatusCode::CREATED } else { StatusCode::OK };
+    json_response(code, &w.object, &w.warnings)
+}
+
+async fn create(
+    registry: &Registry,
+    ri: &ResourceInfo,
+    ns: Option<&str>,
+    req: Request<'_>,
+    body: Body,
+) -> ApiResult<Response> {
+    let opts = write_options(&req)?;
+    let obj = read_object(&req.headers, body).await?;
+    let w = registry.create(ri, ns, obj, &opts).await?;
+    Ok(written(true, w))
+}
+
+async fn update(
+    registry: &Registry,
+    ri: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    sub: Option<&str>,
+    req: Request<'_>,
+    body: Body,
+) -> ApiResult<Response> {
+    let opts = write_options(&req)?;
+    let obj = read_object(&req.headers, body).await?;
+    let w = registry.update_with(ri, ns, name, sub, &opts, |_| Ok(obj.clone())).await?;
+    Ok(written(false, w))
+}
+
+async fn patch_object(
+    registry: &Registry,
+    ri: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    sub: Option<&str>,
+    req: Request<'_>,
+    body: Body,
+) -> ApiResult<Response> {
+    let kind = PatchKind::from_content_type(content_type(&req.headers))?;
+    let mut opts = write_options(&req)?;
+    let force = req.query.flag("force")?;
+    let ct = content_type(&req.headers).map(String::from);
+    let bytes = body::read(body).await?;
+    let patch_body = body::decode(&bytes, ct.as_deref())?;
+    if kind == PatchKind::Apply {
+        let manager = opts.field_manager.take().ok_or_else(|| {
+            ApiError::BadRequest(
+                "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+                    .into(),
+            )
+        })?;
+        return apply(registry, ri, ns, name, patch_body, &manager, force, &opts).await;
+    }
+    let w =
+        registry.update_with(ri, ns, name, sub, &opts, |current| apply_patch(ri, kind, current, &patch_body)).await?;
+    Ok(written(false, w))
+}
+
+/// Applies a JSON, merge or strategic merge patch to an object.
+pub fn apply_patch(ri: &ResourceInfo, kind: PatchKind, current: &Value, patch_body: &Value) -> ApiResult<Value> {
+    let unprocessable = |msg: String| ApiError::invalid(ri.kind, object::name(current), vec![("patch".into(), msg)]);
+    let mut next = current.clone();
+    match kind {
+        PatchKind::Json => {
+            let ops: json_patch::Patch = serde_json::from_value(patch_body.clone())
+                .map_err(|e| ApiError::BadRequest(format!("the JSON patch is malformed: {e}")))?;
+            json_patch::patch(&mut next, &ops).map_err(|e| unprocessable(e.to_string()))?;
+        }
+        PatchKind::Merge => {
+            if !patch_body.is_object() {
+                return Err(ApiError::BadRequest("a merge patch must be a JSON object".into()));
+            }
+            json_patch::merge(&mut next, patch_body);
+        }
+        PatchKind::Strategic => {
+            if !patch_body.is_object() {
+                return Err(ApiError::BadRequest("a strategic merge patch must be a JSON object".into()));
+            }
+            next = patch::strategic::strategic_merge(ri.kind, current, patch_body)
+                .map_err(|e| unprocessable(e.to_string()))?;
+        }
+        PatchKind::Apply => return Err(ApiError::Internal("apply patches are served by apply()".into())),
+    }
+    // A patch that does not name a resourceVersion must not trip the concurrency check.
+    if patch_body.pointer("/metadata/resourceVersion").is_none() {
+        if let Some(rv) = object::resource_version(current).map(String::from) {
+            object::meta_mut(&mut next).insert("resourceVersion".into(), json!(rv));
+        }
+    }
+    Ok(next)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn apply(
+    registry: &Registry,
+    ri: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    applied: Value,
+    manager: &str,
+    force: bool,
+    opts: &WriteOptions,
+) -> ApiResult<Response> {
+    let now = object::now_rfc3339();
+    let apply_error = |e: patch::apply::ApplyError| match e {
+        patch::apply::ApplyError::Conflicts(_) => ApiError::ApplyConflict(e.to_string()),
+        other => ApiError::BadRequest(other.to_string()),
+    };
+    let applied_name = object::name(&applied);
+    if !applied_name.is_empty() && applied_name != name {
+        return Err(ApiError::BadRequest(format!(
+            "the name of the object ({applied_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    let opts_plain = WriteOptions { field_manager: None, ..opts.clone() };
+    match registry.get(ri, ns, name).await {
+        Err(ApiError::NotFound { .. }) => {
+            let mut created =
+                patch::apply::apply(ri.kind, None, &applied, manager, force, &now).map_err(apply_error)?;
+            object::meta_mut(&mut created).insert("name".into(), json!(name));
+            let w = registry.create(ri, ns, created, &opts_plain).await?;
+            Ok(written(true, w))
+        }
+        Err(e) => Err(e),
+        Ok(_) => {
+            let w = registry
+                .update_with(ri, ns, name, None, &opts_plain, |current| {
+                    let mut next = patch::apply::apply(ri.kind, Some(current), &applied, manager, force, &now)
+                        .map_err(apply_error)?;
+                    if let Some(rv) = object::resource_version(current).map(String::from) {
+                        object::meta_mut(&mut next).insert("resourceVersion".into(), json!(rv));
+                    }
+                    Ok(next)
+                })
+                .await?;
+            Ok(written(false, w))
+        }
+    }
+}
+
+fn delete_options(req_query: &Query, body: Option<&Value>) -> ApiResult<DeleteOptions> {
+    let body = body.cloned().unwrap_or(Value::Null);
+    let grace = body.get("gracePeriodSeconds").and_then(Value::as_i64).or(req_query.int("gracePeriodSeconds")?);
+    let dry_run = body.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v == "All"))
+        || req_query.dry_run()?;
+    let policy = body
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .map(String::from)
+        .or_else(|| req_query.get("propagationPolicy").map(String::from))
+        .or_else(|| {
+            match body
+                .get("orphanDependents")
+                .and_then(Value::as_bool)
+                .or(req_query.flag("orphanDependents").ok().filter(|b| *b))
+            {
+                Some(true) => Some("Orphan".into()),
+                _ => None,
+            }
+        });
+    if let Some(p) = &policy {
+        if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
+            return Err(ApiError::BadRequest(format!("propagationPolicy: Unsupported value: \"{p}\"")));
+        }
+    }
+    Ok(DeleteOptions {
+        grace_period_seconds: grace,
+        precondition_uid: body.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from),
+        precondition_resource_version: body
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(String::from),
+        propagation_policy: policy,
+        dry_run,
+    })
+}
+
+async fn delete_body(req: Request<'_>, body: Body) -> ApiResult<(Query, Option<Value>)> {
+    let ct = content_type(&req.headers).map(String::from);
+    let bytes = body::read(body).await?;
+    let value =
+        if bytes.iter().all(u8::is_ascii_whitespace) { None } else { Some(body::decode(&bytes, ct.as_deref())?) };
+    Ok((req.query, value))
+}
+
+async fn delete(
+    registry: &Registry,
+    ri: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    req: Request<'_>,
+    body: Body,
+) -> ApiResult<Response> {
+    let (query, body) = delete_body(req, body).await?;
+    let opts = delete_options(&query, body.as_ref())?;
+    let (obj, gone) = registry.delete(ri, ns, name, &opts).await?;
+    let code = if gone { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let code = if ri.kind == "Pod" || gone { StatusCode::OK } else { code };
+    Ok(json_response(code, &obj, &[]))
+}
+
+async fn delete_collection(registry: &Registry, req: &Request<'_>) -> ApiResult<Response> {
+    let ri = req.target.resource;
+    let q = list_query(ri, req.target.namespace.clone(), &req.query)?;
+    let listed = registry.list(ri, &q).await?;
+    let opts = delete_options(&req.query, None)?;
+    let mut deleted = Vec::new();
+    for item in listed.items {
+        let name = object::name(&item).to_string();
+        match registry.delete(ri, object::namespace(&item), &name, &opts).await {
+            Ok((obj, _)) => deleted.push(obj),
+            Err(ApiError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let list =
+        json!({"kind": format!("{}List", ri.kind), "apiVersion": ri.api_version(), "metadata": {}, "items": deleted});
+    Ok(json_response(StatusCode::OK, &list, &[]))
+}
+
+/// The `autoscaling/v1 Scale` view of a workload.
+fn to_scale(obj: &Value) -> Value {
+    let meta = object::meta(obj);
+    let selector = obj
+        .pointer("/spec/selector")
+        .and_then(|s| crate::api::selector::from_label_selector(s).ok())
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"), "creationTimestamp": meta.get("creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector},
+    })
+}
+
+async fn scale(
+    registry: &Registry,
+    ri: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    req: Request<'_>,
+    body: Body,
+) -> ApiResult<Response> {
+    let is_patch = req.method == Method::PATCH;
+    let kind = if is_patch { Some(PatchKind::from_content_type(content_type(&req.headers))?) } else { None };
+    let opts = write_options(&req)?;
+    let ct = content_type(&req.headers).map(String::from);
+    let bytes = body::read(body).await?;
+    let input = body::decode(&bytes, ct.as_deref())?;
+    let scale_ri = ri.clone();
+    let w = registry
+        .update_with(ri, ns, name, None, &opts, |current| {
+            let scale = to_scale(current);
+            let desired_scale = match kind {
+                Some(PatchKind::Apply) => {
+                    return Err(ApiError::UnsupportedMediaType("apply is not supported on scale".into()))
+                }
+                Some(PatchKind::Strategic) => {
+                    let mut s = scale.clone();
+                    json_patch::merge(&mut s, &input);
+                    s
+                }
+                Some(k) => apply_patch(&scale_ri, k, &scale, &input)?,
+                None => input.clone(),
+            };
+            let replicas = desired_scale.pointer("/spec/replicas").and_then(Value::as_i64).ok_or_else(|| {
+                ApiError::invalid("Scale", name, vec![("spec.replicas".into(), "Required value".into())])
+            })?;
+            if replicas < 0 {
+                return Err(ApiError::invalid(
+                    "Scale",
+                    name,
+                    vec![(
+                        "spec.replicas".into(),
+                        format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+                    )],
+                ));
+            }
+            let mut next = current.clone();
+            if let Some(spec) = next.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.insert("replicas".into(), json!(replicas));
+            }
+            if let Some(rv) = desired_scale.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+                object::meta_mut(&mut next).insert("resourceVersion".into(), json!(rv));
+            }
+            Ok(next)
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &to_scale(&w.object), &w.warnings))
+}
+
+async fn bind(
+    registry: &Registry,
+    ri: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    req: Request<'_>,
+    body: Body,
+) -> ApiResult<Response> {
+    let opts = write_options(&req)?;
+    let binding = read_object(&req.headers, body).await?;
+    let node = object::str_at(&binding, &["target", "name"])
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::invalid("Binding", name, vec![("target.name".into(), "Required value".into())]))?
+        .to_string();
+    registry
+        .update_with(ri, ns, name, Some("binding"), &opts, |current| {
+            if let Some(existing) = object::str_at(current, &["spec", "nodeName"]).filter(|n| !n.is_empty()) {
+                return Err(ApiError::Conflict {
+                    group: String::new(),
+                    resource: "pods".into(),
+                    name: name.into(),
+                    reason: format!("pod {name} is already assigned to node \"{existing}\""),
+                });
+            }
+            let mut next = current.clone();
+            if let Some(spec) = next.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.insert("nodeName".into(), json!(node));
+            }
+            set_condition(&mut next, "PodScheduled", "True", None);
+            Ok(next)
+        })
+        .await?;
+    let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+    Ok(json_response(StatusCode::CREATED, &status, &[]))
+}
+
+/// Sets or replaces one entry of `status.conditions`.
+pub fn set_condition(obj: &mut Value, kind: &str, status: &str, reason: Option<&str>) {
+    let Some(map) = obj.as_object_mut() else { return };
+    let st = map.entry("status").or_insert_with(|| json!({}));
+    let Some(st) = st.as_object_mut() else { return };
+    let conditions = st.entry("conditions").or_insert_with(|| json!([]));
+    let Some(list) = conditions.as_array_mut() else { return };
+    list.retain(|c| c.get("type").and_then(Value::as_str) != Some(kind));
+    let mut cond =
+        json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": object::now_rfc3339()});
+    if let Some(reason) = reason {
+        cond["reason"] = json!(reason);
+    }
+    list.push(cond);
+}

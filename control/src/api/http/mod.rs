@@ -1,0 +1,198 @@
+//! The HTTP face of the API: routing, discovery, OpenAPI, health, metrics and resource verbs.
+
+pub mod body;
+pub mod handlers;
+pub mod query;
+pub mod respond;
+pub mod target;
+pub mod watch;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use serde_json::{json, Value};
+
+use super::discovery;
+use super::error::ApiError;
+use super::metrics::Metrics;
+use super::openapi;
+use super::registry::Registry;
+use query::Query;
+use respond::json_response;
+use target::Route;
+
+/// Kubernetes version reported by `/version`: kubectl's dispatcher picks its binary by `minor`.
+pub const KUBERNETES_MINOR: &str = "32";
+
+/// Shared state of every request handler.
+#[derive(Clone)]
+pub struct ApiState {
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    /// `host:port` clients reach this server on, for the legacy `/api` document.
+    pub advertise: String,
+}
+
+/// The API router (authentication is layered on by the server).
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/version", get(version))
+        .route("/version/", get(version))
+        .route("/healthz", get(health))
+        .route("/livez", get(health))
+        .route("/readyz", get(health))
+        .route("/metrics", get(metrics))
+        .route("/openapi/v3", get(openapi_index))
+        .route("/openapi/v3/{*path}", get(openapi_document))
+        .route("/api", get(api_root))
+        .route("/api/", get(api_root))
+        .route("/apis", get(apis_root))
+        .route("/apis/", get(apis_root))
+        .route("/api/{*rest}", any(legacy_resource))
+        .route("/apis/{*rest}", any(group_resource))
+        .fallback(|| async { ApiError::NoSuchResource.into_response() })
+        .with_state(state)
+}
+
+async fn version() -> Response {
+    let body = json!({
+        "major": "1", "minor": KUBERNETES_MINOR, "gitVersion": format!("v1.{KUBERNETES_MINOR}.0-skiff"),
+        "gitCommit": env!("CARGO_PKG_VERSION"), "gitTreeState": "clean", "buildDate": "2026-11-23T00:00:00Z",
+        "goVersion": "rust", "compiler": "rustc", "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+    });
+    json_response(StatusCode::OK, &body, &[])
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let extra = crate::api::http::store_metrics(&state.registry).await;
+    (StatusCode::OK, [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&extra))
+        .into_response()
+}
+
+async fn store_metrics(registry: &Registry) -> String {
+    let revision = registry.store.current_revision().await.unwrap_or(0);
+    let cached = registry.cache.latest();
+    format!(
+        "# HELP skiff_store_revision Current store revision.\n# TYPE skiff_store_revision gauge\nskiff_store_revision {revision}\n\
+         # HELP skiff_watch_cache_revision Newest revision in the watch cache.\n# TYPE skiff_watch_cache_revision gauge\nskiff_watch_cache_revision {cached}\n"
+    )
+}
+
+async fn openapi_index(State(state): State<ApiState>) -> Response {
+    json_response(StatusCode::OK, &openapi::index(&state.registry.resources), &[])
+}
+
+async fn openapi_document(State(state): State<ApiState>, Path(path): Path<String>) -> Response {
+    match openapi::document(&state.registry.resources, path.trim_matches('/')) {
+        Some(doc) => json_response(StatusCode::OK, &doc, &[]),
+        None => ApiError::NoSuchResource.into_response(),
+    }
+}
+
+fn accept(headers: &HeaderMap) -> &str {
+    headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+fn discovery_response(body: Value) -> Response {
+    (StatusCode::OK, [(http::header::CONTENT_TYPE, discovery::AGGREGATED_CONTENT_TYPE)], body.to_string())
+        .into_response()
+}
+
+async fn api_root(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if discovery::wants_aggregated(accept(&headers)) {
+        return discovery_response(discovery::aggregated(&state.registry.resources, true));
+    }
+    json_response(StatusCode::OK, &discovery::api_versions(&state.advertise), &[])
+}
+
+async fn apis_root(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if discovery::wants_aggregated(accept(&headers)) {
+        return discovery_response(discovery::aggregated(&state.registry.resources, false));
+    }
+    json_response(StatusCode::OK, &discovery::api_group_list(&state.registry.resources), &[])
+}
+
+async fn legacy_resource(
+    state: State<ApiState>,
+    path: Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    send(resource(state, true, path, method, uri, headers, body)).await
+}
+
+async fn group_resource(
+    state: State<ApiState>,
+    path: Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    send(resource(state, false, path, method, uri, headers, body)).await
+}
+
+/// Pins the future's `Send`-ness where rustc cannot prove it through the handler trait's
+/// higher-ranked bounds (the request borrows the resource table across awaits).
+fn send<F: std::future::Future + Send>(f: F) -> F {
+    f
+}
+
+async fn resource(
+    State(state): State<ApiState>,
+    legacy: bool,
+    Path(rest): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let registry = Arc::clone(&state.registry);
+    let route = match target::parse(&registry.resources, legacy, &rest) {
+        Ok(route) => route,
+        Err(e) => return e.into_response(),
+    };
+    let target = match route {
+        Route::GroupVersion { group, version } => {
+            return json_response(
+                StatusCode::OK,
+                &discovery::api_resource_list(&registry.resources, &group, &version),
+                &[],
+            );
+        }
+        Route::Group { group } => {
+            return match discovery::api_group(&registry.resources, &group) {
+                Some(doc) => json_response(StatusCode::OK, &doc, &[]),
+                None => ApiError::NoSuchResource.into_response(),
+            };
+        }
+        Route::Resource(target) => target,
+    };
+    let query = Query::parse(uri.query());
+    let verb = handlers::verb(&method, &target, &query);
+    let resource_name = match &target.subresource {
+        Some(sub) => format!("{}/{sub}", target.resource.plural),
+        None => target.resource.plural.to_string(),
+    };
+    let span = tracing::debug_span!("request", verb, resource = %resource_name, namespace = ?target.namespace, name = ?target.name);
+    let served = handlers::serve(Arc::clone(&registry), handlers::Request { method, target, query, headers }, body);
+    let response = match tracing::Instrument::instrument(served, span).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    };
+    state.metrics.observe(verb, &resource_name, response.status().as_u16(), started.elapsed());
+    response
+}

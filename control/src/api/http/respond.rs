@@ -1,0 +1,109 @@
+//! Response shapes: objects, lists, `meta.k8s.io/v1 Table`, and the `Warning` header.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use crate::api::object;
+use crate::api::registry::Listed;
+use crate::api::resources::ResourceInfo;
+use crate::api::table;
+
+/// What the client asked to get back, from its `Accept` header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Object,
+    Table,
+}
+
+impl Shape {
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let accept = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if accept.split(',').any(|part| part.contains("as=Table")) {
+            Shape::Table
+        } else {
+            Shape::Object
+        }
+    }
+}
+
+/// A JSON response with optional warnings (`Warning: 299 - "..."`).
+pub fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Response {
+    let mut response = (code, [(http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+    for warning in warnings {
+        let text = format!("299 - \"{}\"", warning.replace('"', "\\\""));
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            response.headers_mut().append(http::header::WARNING, value);
+        }
+    }
+    response
+}
+
+fn partial_metadata(obj: &Value) -> Value {
+    let mut meta = object::meta(obj).clone();
+    if let Some(map) = meta.as_object_mut() {
+        map.remove("managedFields");
+    }
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
+}
+
+/// One table row for an object.
+pub fn table_row(ri: &ResourceInfo, obj: &Value, include_object: &str) -> Value {
+    let now = jiff::Timestamp::now();
+    let object = match include_object {
+        "None" => Value::Null,
+        "Object" => obj.clone(),
+        _ => partial_metadata(obj),
+    };
+    json!({"cells": table::row_cells(ri.kind, obj, now), "object": object})
+}
+
+/// A `Table` of the given objects.
+pub fn table(ri: &ResourceInfo, objects: &[Value], list_meta: Value, include_object: &str) -> Value {
+    let rows: Vec<Value> = objects.iter().map(|o| table_row(ri, o, include_object)).collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_meta,
+        "columnDefinitions": table::column_definitions(ri.kind),
+        "rows": rows,
+    })
+}
+
+fn list_meta(listed: &Listed) -> Value {
+    let mut meta = json!({"resourceVersion": listed.revision.to_string()});
+    if let Some(token) = &listed.continue_token {
+        meta["continue"] = json!(token);
+    }
+    if let Some(remaining) = listed.remaining {
+        meta["remainingItemCount"] = json!(remaining);
+    }
+    meta
+}
+
+/// A list response in the requested shape.
+pub fn list(ri: &ResourceInfo, listed: Listed, shape: Shape, include_object: &str) -> Value {
+    match shape {
+        Shape::Table => table(ri, &listed.items, list_meta(&listed), include_object),
+        Shape::Object => {
+            let meta = list_meta(&listed);
+            json!({
+                "kind": format!("{}List", ri.kind),
+                "apiVersion": ri.api_version(),
+                "metadata": meta,
+                "items": listed.items,
+            })
+        }
+    }
+}
+
+/// A single object in the requested shape.
+pub fn single(ri: &ResourceInfo, obj: Value, shape: Shape, include_object: &str) -> Value {
+    match shape {
+        Shape::Table => {
+            let rv = object::resource_version(&obj).unwrap_or("").to_string();
+            table(ri, &[obj], json!({"resourceVersion": rv}), include_object)
+        }
+        Shape::Object => obj,
+    }
+}

@@ -1,0 +1,180 @@
+//! Watch streams: one JSON event per line, flushed per event, over chunked HTTP/1.1 or HTTP/2.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::respond::{self, Shape};
+use crate::api::error::ApiError;
+use crate::api::registry::{ListQuery, Registry};
+use crate::api::resources::ResourceInfo;
+use crate::api::watch_cache::CachedEvent;
+use crate::store::Revision;
+
+/// Where a watch starts.
+#[derive(Clone, Copy, Debug)]
+pub enum Start {
+    /// Synthetic ADDED events for the current state first (no `resourceVersion`, or `0`, or
+    /// `sendInitialEvents=true`).
+    InitialState,
+    /// Only changes after this revision.
+    After(Revision),
+}
+
+/// Everything one watch needs, owned by its stream.
+pub struct WatchRequest {
+    pub resource: ResourceInfo,
+    pub query: ListQuery,
+    pub start: Start,
+    pub bookmarks: bool,
+    /// Send the `k8s.io/initial-events-end` bookmark after the initial state.
+    pub initial_events_end: bool,
+    pub timeout: Duration,
+    pub shape: Shape,
+    pub include_object: String,
+}
+
+/// The watch interval between bookmarks.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
+
+fn line(kind: &str, object: &str) -> Bytes {
+    Bytes::from(format!("{{\"type\":\"{kind}\",\"object\":{object}}}\n"))
+}
+
+fn error_line(err: &ApiError) -> Bytes {
+    line("ERROR", &err.status().to_string())
+}
+
+/// The type a watcher sees for a store event, given its selectors: moving into the selection
+/// is ADDED, moving out is DELETED.
+fn event_type(registry: &Registry, w: &WatchRequest, ev: &CachedEvent) -> Option<&'static str> {
+    let now = registry.matches(&w.resource, &ev.object, &w.query);
+    if ev.deleted {
+        return now.then_some("DELETED");
+    }
+    let before = ev.prev.as_ref().is_some_and(|p| registry.matches(&w.resource, p, &w.query));
+    match (before, now) {
+        (false, true) => Some("ADDED"),
+        (true, true) => Some("MODIFIED"),
+        (true, false) => Some("DELETED"),
+        (false, false) => None,
+    }
+}
+
+fn encode_object(w: &WatchRequest, ev_object: &Value, cached_json: Option<&str>) -> String {
+    match w.shape {
+        Shape::Object => cached_json.map(str::to_string).unwrap_or_else(|| ev_object.to_string()),
+        Shape::Table => {
+            let rv = crate::api::object::resource_version(ev_object).unwrap_or("").to_string();
+            respond::table(
+                &w.resource,
+                std::slice::from_ref(ev_object),
+                json!({"resourceVersion": rv}),
+                &w.include_object,
+            )
+            .to_string()
+        }
+    }
+}
+
+fn bookmark(w: &WatchRequest, revision: Revision, initial_end: bool) -> Bytes {
+    let mut meta = json!({"resourceVersion": revision.to_string()});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    let object = match w.shape {
+        Shape::Object => json!({"kind": w.resource.kind, "apiVersion": w.resource.api_version(), "metadata": meta}),
+        Shape::Table => {
+            json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": [], "rows": []})
+        }
+    };
+    line("BOOKMARK", &object.to_string())
+}
+
+/// The body of a watch response.
+pub fn stream(registry: Arc<Registry>, w: WatchRequest) -> impl Stream<Item = Result<Bytes, Infallible>> {
+    async_stream::stream! {
+        let prefix = w.resource.namespace_prefix(w.query.namespace.as_deref());
+        let (mut last, mut rx) = match w.start {
+            Start::InitialState => {
+                let (latest, rx) = registry.cache.subscribe_now();
+                let query = ListQuery { exact_revision: Some(latest), ..clone_query(&w.query) };
+                match registry.list(&w.resource, &query).await {
+                    Ok(listed) => {
+                        for item in &listed.items {
+                            yield Ok(line("ADDED", &encode_object(&w, item, None)));
+                        }
+                    }
+                    Err(err) => {
+                        yield Ok(error_line(&err));
+                        return;
+                    }
+                }
+                if w.initial_events_end {
+                    yield Ok(bookmark(&w, latest, true));
+                }
+                (latest, rx)
+            }
+            Start::After(after) => match registry.cache.subscribe_from(after) {
+                Ok((backlog, rx)) => {
+                    let mut last = after;
+                    for ev in backlog {
+                        last = ev.revision;
+                        if !ev.key.starts_with(&prefix) { continue; }
+                        if let Some(kind) = event_type(&registry, &w, &ev) {
+                            yield Ok(line(kind, &encode_object(&w, &ev.object, Some(ev.object_json()))));
+                        }
+                    }
+                    (last, rx)
+                }
+                Err(err) => {
+                    yield Ok(error_line(&err));
+                    return;
+                }
+            },
+        };
+        let deadline = tokio::time::sleep(w.timeout);
+        tokio::pin!(deadline);
+        let mut ticks = tokio::time::interval(BOOKMARK_EVERY);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return,
+                _ = ticks.tick(), if w.bookmarks => {
+                    yield Ok(bookmark(&w, last, false));
+                }
+                received = rx.recv() => match received {
+                    Ok(ev) => {
+                        if ev.revision <= last { continue; }
+                        last = ev.revision;
+                        if !ev.key.starts_with(&prefix) { continue; }
+                        if let Some(kind) = event_type(&registry, &w, &ev) {
+                            yield Ok(line(kind, &encode_object(&w, &ev.object, Some(ev.object_json()))));
+                        }
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, resource = w.resource.plural, "watcher fell behind; closing it");
+                        return;
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+}
+
+fn clone_query(q: &ListQuery) -> ListQuery {
+    ListQuery {
+        namespace: q.namespace.clone(),
+        labels: q.labels.clone(),
+        fields: q.fields.clone(),
+        limit: None,
+        continue_token: None,
+        exact_revision: q.exact_revision,
+    }
+}

@@ -1,0 +1,19 @@
+//! Kubernetes REST machinery, generic over a table of resources.
+//!
+//! A request flows: [`http`] (routing, query, body) -> [`registry`] (the Kubernetes object rules:
+//! admission, optimistic concurrency, finalizers, graceful deletion) -> [`crate::store`]. Watches
+//! are served from the [`watch_cache`], never from the store per client.
+
+pub mod admission;
+pub mod discovery;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod names;
+pub mod object;
+pub mod openapi;
+pub mod registry;
+pub mod resources;
+pub mod selector;
+pub mod table;
+pub mod watch_cache;

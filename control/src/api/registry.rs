@@ -1,0 +1,626 @@
+//! Object operations over the store: the Kubernetes rules for create, update, patch and delete,
+//! independent of HTTP. The HTTP handlers and the in-process controllers both go through here,
+//! never to the store directly.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::admission;
+use super::error::{from_store, ApiError, ApiResult};
+use super::object::{self, meta_mut};
+use super::resources::{ResourceInfo, Resources};
+use super::selector::{FieldSelector, LabelSelector};
+use super::watch_cache::WatchCache;
+use crate::patch;
+use crate::store::{KeyValue, ListOptions, Revision, Store, StoreError};
+
+/// How unknown fields in a request body are treated (`fieldValidation`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FieldValidation {
+    Strict,
+    #[default]
+    Warn,
+    Ignore,
+}
+
+/// Options common to every write.
+#[derive(Clone, Debug, Default)]
+pub struct WriteOptions {
+    pub dry_run: bool,
+    pub field_manager: Option<String>,
+    pub field_validation: FieldValidation,
+}
+
+/// The result of a write: the object as stored, and warnings for the client.
+#[derive(Debug)]
+pub struct Written {
+    pub object: Value,
+    pub warnings: Vec<String>,
+    pub created: bool,
+}
+
+/// Options of a delete (`metav1.DeleteOptions`).
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOptions {
+    pub grace_period_seconds: Option<i64>,
+    pub precondition_uid: Option<String>,
+    pub precondition_resource_version: Option<String>,
+    pub propagation_policy: Option<String>,
+    pub dry_run: bool,
+}
+
+/// A list request, already parsed.
+#[derive(Default)]
+pub struct ListQuery {
+    pub namespace: Option<String>,
+    pub labels: Option<LabelSelector>,
+    pub fields: Option<FieldSelector>,
+    pub limit: Option<usize>,
+    pub continue_token: Option<String>,
+    /// Read at exactly this revision (`resourceVersionMatch=Exact`).
+    pub exact_revision: Option<Revision>,
+}
+
+/// A list answer: items with `resourceVersion` set, the list revision, and the continue token.
+pub struct Listed {
+    pub items: Vec<Value>,
+    pub revision: Revision,
+    pub continue_token: Option<String>,
+    pub remaining: Option<i64>,
+}
+
+/// Objects as the API sees them, on top of a [`Store`].
+pub struct Registry {
+    pub store: Arc<dyn Store>,
+    pub resources: Resources,
+    pub cache: Arc<WatchCache>,
+}
+
+fn decode(kv: &KeyValue) -> ApiResult<Value> {
+    let mut obj: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::Internal(format!("stored object {} does not decode: {e}", kv.key)))?;
+    object::set_resource_version(&mut obj, kv.mod_revision);
+    Ok(obj)
+}
+
+/// The stored form: no `resourceVersion` (it is the store's revision).
+fn encode(obj: &Value) -> Vec<u8> {
+    let mut obj = obj.clone();
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+    }
+    serde_json::to_vec(&obj).unwrap_or_default()
+}
+
+fn random_suffix() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+fn parse_revision(rv: &str) -> ApiResult<Revision> {
+    rv.parse().map_err(|_| ApiError::BadRequest(format!("invalid resource version: {rv:?}")))
+}
+
+fn encode_continue(revision: Revision, last_key: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE
+        .encode(json!({"v": "meta.k8s.io/v1", "rv": revision, "start": last_key}).to_string())
+}
+
+fn decode_continue(token: &str) -> ApiResult<(Revision, String)> {
+    use base64::Engine;
+    let bad = || {
+        ApiError::BadRequest(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)".into(),
+        )
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE.decode(token).map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let rv = v.get("rv").and_then(Value::as_i64).ok_or_else(bad)?;
+    let start = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;
+    Ok((rv, start.to_string()))
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn Store>, cache: Arc<WatchCache>) -> Self {
+        Self { store, resources: Resources::default(), cache }
+    }
+
+    pub fn resource(&self, group: &str, kind: &str) -> ApiResult<&ResourceInfo> {
+        self.resources.by_kind(group, kind).ok_or(ApiError::NoSuchResource)
+    }
+
+    /// Reads one object.
+    pub async fn get(&self, ri: &ResourceInfo, ns: Option<&str>, name: &str) -> ApiResult<Value> {
+        let key = ri.key(ns, name);
+        match self.store.get(&key).await? {
+            Some(kv) => decode(&kv),
+            None => Err(ApiError::not_found(ri.group, ri.plural, name)),
+        }
+    }
+
+    /// Lists objects, applying selectors and pagination.
+    pub async fn list(&self, ri: &ResourceInfo, q: &ListQuery) -> ApiResult<Listed> {
+        let prefix = ri.namespace_prefix(q.namespace.as_deref());
+        let (mut revision, mut start_after) = match &q.continue_token {
+            Some(token) => {
+                let (rv, start) = decode_continue(token)?;
+                (Some(rv), Some(start))
+            }
+            None => (q.exact_revision, None),
+        };
+        let want = q.limit.filter(|l| *l > 0);
+        let mut items = Vec::new();
+        loop {
+            let page = self
+                .store
+                .list(
+                    &prefix,
+                    ListOptions {
+                        start_after: start_after.clone(),
+                        limit: want.map(|w| (w - items.len()).max(1)),
+                        revision,
+                    },
+                )
+                .await
+                .map_err(|e| match e {
+                    StoreError::Compacted { .. } if q.continue_token.is_some() => {
+                        ApiError::Gone { requested: revision.unwrap_or(0), oldest: 0 }
+                    }
+                    e => e.into(),
+                })?;
+            revision = Some(page.revision);
+            let last_key = page.items.last().map(|kv| kv.key.clone());
+            for kv in &page.items {
+                let obj = decode(kv)?;
+                if self.matches(ri, &obj, q) {
+                    items.push(obj);
+                }
+            }
+            let full = want.is_some_and(|w| items.len() >= w);
+            if !page.more || want.is_none() {
+                return Ok(Listed { items, revision: page.revision, continue_token: None, remaining: None });
+            }
+            if full {
+                let token = last_key.map(|k| encode_continue(page.revision, &k));
+                let remaining = self.store.count(&prefix).await.ok().map(|c| c as i64 - items.len() as i64);
+                return Ok(Listed {
+                    items,
+                    revision: page.revision,
+                    continue_token: token,
+                    remaining: remaining.filter(|r| *r > 0 && q.labels.is_none() && q.fields.is_none()),
+                });
+            }
+            start_after = last_key;
+        }
+    }
+
+    /// Whether an object passes the query's namespace, label and field selectors.
+    pub fn matches(&self, ri: &ResourceInfo, obj: &Value, q: &ListQuery) -> bool {
+        if let Some(ns) = &q.namespace {
+            if ri.namespaced && object::namespace(obj) != Some(ns.as_str()) {
+                return false;
+            }
+        }
+        if let Some(labels) = &q.labels {
+            if !labels.matches(&object::labels(obj)) {
+                return false;
+            }
+        }
+        if let Some(fields) = &q.fields {
+            if !fields.matches_kind(ri.kind, obj) {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn check_namespace_open(&self, ri: &ResourceInfo, ns: Option<&str>) -> ApiResult<()> {
+        let (true, Some(ns)) = (ri.namespaced, ns) else { return Ok(()) };
+        let nsri = self.resource("", "Namespace")?;
+        let namespace = self.get(nsri, None, ns).await?;
+        if object::deletion_timestamp(&namespace).is_some() {
+            return Err(ApiError::Forbidden(format!(
+                "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                ri.plural, "",
+            )));
+        }
+        Ok(())
+    }
+
+    /// Decodes through the typed struct, honouring `fieldValidation`.
+    fn normalize(
+        &self,
+        ri: &ResourceInfo,
+        obj: Value,
+        opts: &WriteOptions,
+        warnings: &mut Vec<String>,
+    ) -> ApiResult<Value> {
+        let (value, unknown) = (ri.normalize)(obj).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "{} in version \"{}\" cannot be handled as a {}: {e}",
+                ri.kind, ri.version, ri.kind
+            ))
+        })?;
+        if !unknown.is_empty() {
+            let listed: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+            match opts.field_validation {
+                FieldValidation::Strict => {
+                    return Err(ApiError::BadRequest(format!("strict decoding error: {}", listed.join(", "))))
+                }
+                FieldValidation::Warn => warnings.extend(listed),
+                FieldValidation::Ignore => {}
+            }
+        }
+        Ok(value)
+    }
+
+    /// Checks `apiVersion`/`kind` of a body against the URL and fills them in when absent.
+    fn check_type(&self, ri: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
+        let Some(map) = obj.as_object_mut() else {
+            return Err(ApiError::BadRequest("the request body must be a JSON or YAML object".into()));
+        };
+        let api_version = ri.api_version();
+        match map.get("apiVersion").and_then(Value::as_str) {
+            Some(v) if v != api_version => {
+                return Err(ApiError::BadRequest(format!(
+                    "the API version in the data ({v}) does not match the expected API version ({api_version})"
+                )))
+            }
+            _ => {
+                map.insert("apiVersion".into(), json!(api_version));
+            }
+        }
+        match map.get("kind").and_then(Value::as_str) {
+            Some(k) if k != ri.kind => {
+                return Err(ApiError::BadRequest(format!(
+                    "the kind in the data ({k}) does not match the expected kind ({})",
+                    ri.kind
+                )))
+            }
+            _ => {
+                map.insert("kind".into(), json!(ri.kind));
+            }
+        }
+        Ok(())
+    }
+
+    fn admit(
+        &self,
+        ri: &ResourceInfo,
+        obj: Value,
+        opts: &WriteOptions,
+        warnings: &mut Vec<String>,
+    ) -> ApiResult<Value> {
+        let mut obj = obj;
+        admission::default(ri.kind, &mut obj);
+        let obj = self.normalize(ri, obj, opts, warnings)?;
+        let causes = admission::validate(ri.kind, ri.namespaced, &obj);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(ri.kind, object::name(&obj), causes));
+        }
+        Ok(obj)
+    }
+
+    /// Creates an object (POST).
+    pub async fn create(
+        &self,
+        ri: &ResourceInfo,
+        ns: Option<&str>,
+        mut obj: Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<Written> {
+        self.check_type(ri, &mut obj)?;
+        let mut warnings = Vec::new();
+        {
+            let meta = meta_mut(&mut obj);
+            if ri.namespaced {
+                match (meta.get("namespace").and_then(Value::as_str), ns) {
+                    (Some(given), Some(url)) if !given.is_empty() && given != url => {
+                        return Err(ApiError::BadRequest(
+                            "the namespace of the provided object does not match the namespace sent on the request"
+                                .into(),
+                        ))
+                    }
+                    (_, Some(url)) => {
+                        meta.insert("namespace".into(), json!(url));
+                    }
+                    _ => {}
+                }
+            } else {
+                meta.remove("namespace");
+            }
+            let has_name = meta.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+            if !has_name {
+                if let Some(prefix) = meta.get("generateName").and_then(Value::as_str).filter(|p| !p.is_empty()) {
+                    let name = format!("{prefix}{}", random_suffix());
+                    meta.insert("name".into(), json!(name));
+                }
+            }
+            meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+            meta.insert("creationTimestamp".into(), json!(object::now_rfc3339()));
+            meta.remove("resourceVersion");
+            meta.remove("deletionTimestamp");
+            meta.remove("deletionGracePeriodSeconds");
+            meta.remove("selfLink");
+        }
+        if obj.get("spec").is_some() && ri.kind != "Namespace" {
+            meta_mut(&mut obj).insert("generation".into(), json!(1));
+        }
+        if let Some(manager) = &opts.field_manager {
+            obj = patch::apply::record_update(None, &obj, manager, &object::now_rfc3339());
+        }
+        let obj = self.admit(ri, obj, opts, &mut warnings)?;
+        let name = object::name(&obj).to_string();
+        self.check_namespace_open(ri, ns).await?;
+        if opts.dry_run {
+            return Ok(Written { object: obj, warnings, created: true });
+        }
+        let kv = self
+            .store
+            .create(&ri.key(ns, &name), encode(&obj))
+            .await
+            .map_err(|e| from_store(e, ri.group, ri.plural, &name))?;
+        let mut obj = obj;
+        object::set_resource_version(&mut obj, kv.mod_revision);
+        tracing::debug!(resource = ri.plural, name, revision = kv.mod_revision, "created");
+        Ok(Written { object: obj, warnings, created: true })
+    }
+
+    /// Read-modify-write of one object with optimistic concurrency. `change` turns the current
+    /// object into the desired one; it is retried on a store conflict unless the caller pinned a
+    /// `resourceVersion` (then 409). `subresource` is `None`, `Some("status")` and so on.
+    pub async fn update_with<F>(
+        &self,
+        ri: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        subresource: Option<&str>,
+        opts: &WriteOptions,
+        mut change: F,
+    ) -> ApiResult<Written>
+    where
+        F: FnMut(&Value) -> ApiResult<Value>,
+    {
+        let key = ri.key(ns, name);
+        for _attempt in 0..32 {
+            let kv = self.store.get(&key).await?.ok_or_else(|| ApiError::not_found(ri.group, ri.plural, name))?;
+            let current = decode(&kv)?;
+            let mut desired = change(&current)?;
+            self.check_type(ri, &mut desired)?;
+            if let Some(rv) = object::resource_version(&desired) {
+                if parse_revision(rv)? != kv.mod_revision {
+                    return Err(from_store(
+                        StoreError::Conflict { key: key.clone(), expected: 0, current: Box::new(kv) },
+                        ri.group,
+                        ri.plural,
+                        name,
+                    ));
+                }
+            }
+            let mut warnings = Vec::new();
+            let next = self.merge_update(ri, &current, desired, subresource, opts, &mut warnings)?;
+            if strip_rv(&next) == strip_rv(&current) {
+                return Ok(Written { object: current, warnings, created: false });
+            }
+            if opts.dry_run {
+                return Ok(Written { object: next, warnings, created: false });
+            }
+            let finished = object::deletion_timestamp(&next).is_some()
+                && object::finalizers(&next).is_empty()
+                && !awaits_kubelet(ri, &next);
+            let result = if finished {
+                self.store.delete(&key, Some(kv.mod_revision)).await
+            } else {
+                self.store.update(&key, encode(&next), kv.mod_revision).await
+            };
+            match result {
+                Ok(written) => {
+                    let mut next = next;
+                    object::set_resource_version(&mut next, written.mod_revision);
+                    return Ok(Written { object: next, warnings, created: false });
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(from_store(e, ri.group, ri.plural, name)),
+            }
+        }
+        Err(ApiError::Conflict {
+            group: ri.group.into(),
+            resource: ri.plural.into(),
+            name: name.into(),
+            reason: "too many concurrent writers; try again".into(),
+        })
+    }
+
+    /// Applies the Kubernetes update rules: identity fields kept, status only through the status
+    /// subresource, generation bumped on spec changes, admission run again.
+    fn merge_update(
+        &self,
+        ri: &ResourceInfo,
+        current: &Value,
+        mut desired: Value,
+        subresource: Option<&str>,
+        opts: &WriteOptions,
+        warnings: &mut Vec<String>,
+    ) -> ApiResult<Value> {
+        let name = object::name(current).to_string();
+        let desired_name = object::name(&desired);
+        if !desired_name.is_empty() && desired_name != name {
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({desired_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        if subresource == Some("status") {
+            // Only status (and, as Kubernetes allows, nothing else) changes through /status.
+            let mut next = current.clone();
+            if let (Some(map), Some(status)) = (next.as_object_mut(), desired.get("status")) {
+                map.insert("status".into(), status.clone());
+            }
+            desired = next;
+        } else if ri.has_status() && subresource != Some("binding") {
+            if let Some(map) = desired.as_object_mut() {
+                match current.get("status") {
+                    Some(status) => map.insert("status".into(), status.clone()),
+                    None => map.remove("status"),
+                };
+            }
+        }
+        {
+            let cur_meta = object::meta(current).clone();
+            let meta = meta_mut(&mut desired);
+            for field in [
+                "uid",
+                "creationTimestamp",
+                "namespace",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ] {
+                match cur_meta.get(field) {
+                    Some(v) => meta.insert(field.into(), v.clone()),
+                    None => meta.remove(field),
+                };
+            }
+            meta.insert("name".into(), json!(name));
+            meta.remove("resourceVersion");
+        }
+        if let Some(manager) = &opts.field_manager {
+            desired = patch::apply::record_update(Some(current), &desired, manager, &object::now_rfc3339());
+        }
+        let mut next = self.admit(ri, desired, opts, warnings)?;
+        if object::spec_part(&next) != object::spec_part(current) && object::meta(current).get("generation").is_some() {
+            let generation = object::meta(current).get("generation").and_then(Value::as_i64).unwrap_or(0);
+            meta_mut(&mut next).insert("generation".into(), json!(generation + 1));
+        }
+        Ok(next)
+    }
+
+    /// Deletes one object, honouring finalizers and graceful pod deletion. Returns the object as
+    /// it is after the call (deleted, or marked with `deletionTimestamp`).
+    pub async fn delete(
+        &self,
+        ri: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> ApiResult<(Value, bool)> {
+        let key = ri.key(ns, name);
+        for _attempt in 0..32 {
+            let kv = self.store.get(&key).await?.ok_or_else(|| ApiError::not_found(ri.group, ri.plural, name))?;
+            let current = decode(&kv)?;
+            let conflict = |what: &str, want: &str, have: &str| ApiError::Conflict {
+                group: ri.group.into(),
+                resource: ri.plural.into(),
+                name: name.into(),
+                reason: format!("Precondition failed: {what}: {want}, {what} in object meta: {have}"),
+            };
+            if let Some(uid) = &opts.precondition_uid {
+                let have = object::str_at(&current, &["metadata", "uid"]).unwrap_or("");
+                if uid != have {
+                    return Err(conflict("UID in precondition", uid, have));
+                }
+            }
+            if let Some(rv) = &opts.precondition_resource_version {
+                if parse_revision(rv)? != kv.mod_revision {
+                    return Err(conflict("ResourceVersion in precondition", rv, &kv.mod_revision.to_string()));
+                }
+            }
+            let grace = self.grace_period(ri, &current, opts);
+            let must_wait = !object::finalizers(&current).is_empty() || grace > 0 || ri.kind == "Namespace";
+            if must_wait {
+                let mut next = current.clone();
+                let meta = meta_mut(&mut next);
+                let already = meta.contains_key("deletionTimestamp");
+                let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
+                let deadline = deadline.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+                if !already {
+                    meta.insert("deletionTimestamp".into(), json!(deadline));
+                    meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+                } else if grace < meta.get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(i64::MAX) {
+                    meta.insert("deletionTimestamp".into(), json!(deadline));
+                    meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+                } else {
+                    return Ok((current, false));
+                }
+                if opts.propagation_policy.as_deref() == Some("Foreground") && !already {
+                    let finalizers = meta.entry("finalizers").or_insert_with(|| json!([]));
+                    if let Some(list) = finalizers.as_array_mut() {
+                        list.push(json!("foregroundDeletion"));
+                    }
+                }
+                if ri.kind == "Namespace" {
+                    if let Some(status) = next.get_mut("status").and_then(Value::as_object_mut) {
+                        status.insert("phase".into(), json!("Terminating"));
+                    }
+                }
+                if opts.dry_run {
+                    return Ok((next, false));
+                }
+                match self.store.update(&key, encode(&next), kv.mod_revision).await {
+                    Ok(written) => {
+                        object::set_resource_version(&mut next, written.mod_revision);
+                        return Ok((next, false));
+                    }
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(from_store(e, ri.group, ri.plural, name)),
+                }
+            }
+            if opts.dry_run {
+                return Ok((current, true));
+            }
+            match self.store.delete(&key, Some(kv.mod_revision)).await {
+                Ok(deleted) => {
+                    let mut obj = current;
+                    object::set_resource_version(&mut obj, deleted.mod_revision);
+                    return Ok((obj, true));
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(from_store(e, ri.group, ri.plural, name)),
+            }
+        }
+        Err(ApiError::Internal("delete kept conflicting".into()))
+    }
+
+    /// Removes an object at once, bypassing finalizers: only for the controller that owns the
+    /// last step of its deletion (the namespace controller).
+    pub async fn remove_now(&self, ri: &ResourceInfo, ns: Option<&str>, name: &str) -> ApiResult<()> {
+        match self.store.delete(&ri.key(ns, name), None).await {
+            Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
+            Err(e) => Err(from_store(e, ri.group, ri.plural, name)),
+        }
+    }
+
+    /// Seconds a pod gets to stop: the request's, else the pod's own; zero for pods no node
+    /// runs (nothing to wait for) and for every other kind.
+    fn grace_period(&self, ri: &ResourceInfo, obj: &Value, opts: &DeleteOptions) -> i64 {
+        if ri.kind != "Pod" || object::str_at(obj, &["spec", "nodeName"]).is_none_or(str::is_empty) {
+            return 0;
+        }
+        if matches!(object::str_at(obj, &["status", "phase"]), Some("Succeeded" | "Failed")) {
+            return 0;
+        }
+        opts.grace_period_seconds
+            .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+            .unwrap_or(30)
+            .max(0)
+    }
+}
+
+/// A pod with a node and a grace period left stays until the kubelet confirms.
+fn awaits_kubelet(ri: &ResourceInfo, obj: &Value) -> bool {
+    ri.kind == "Pod"
+        && object::str_at(obj, &["spec", "nodeName"]).is_some_and(|n| !n.is_empty())
+        && obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0
+}
+
+fn strip_rv(obj: &Value) -> Value {
+    let mut obj = obj.clone();
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+        meta.remove("managedFields");
+    }
+    obj
+}

@@ -1,0 +1,15 @@
+//! In-process controllers. Each is a client of the [`Registry`](crate::api::registry::Registry)
+//! (the API machinery with its admission rules), never of the store.
+
+pub mod compaction;
+pub mod namespace;
+
+use std::sync::Arc;
+
+use crate::api::registry::Registry;
+
+/// Starts every controller as a background task.
+pub fn start(registry: Arc<Registry>) {
+    tokio::spawn(namespace::run(Arc::clone(&registry)));
+    tokio::spawn(compaction::run(registry));
+}

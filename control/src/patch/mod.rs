@@ -1,0 +1,4 @@
+//! Patch flavours the API server accepts, as pure functions on JSON values.
+
+pub mod apply;
+pub mod strategic;

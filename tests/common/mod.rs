@@ -1,0 +1,225 @@
+//! Test harness: a real `skiff server` process in a temporary directory, driven by the real
+//! kubectl. Everything a test starts is stopped when its guard drops, also on failure.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// kubectl matching the server's reported minor version (see shared/KUBECTL.md).
+pub const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct Process(pub Option<Child>);
+
+impl Process {
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running `skiff server`.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub datastore: String,
+    process: Process,
+    cache_dir: PathBuf,
+}
+
+impl Cluster {
+    /// Starts a server on the embedded SQLite store.
+    pub fn start() -> Self {
+        Self::start_with("sqlite")
+    }
+
+    pub fn start_with(datastore: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let cache_dir = dir.path().join("kube-cache");
+        let mut cluster = Cluster { dir, port, datastore: datastore.to_string(), process: Process(None), cache_dir };
+        cluster.spawn();
+        cluster
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// (Re)starts the server process on the same data directory and port.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(["server", "--data-dir"])
+            .arg(self.dir.path())
+            .args(["--listen", &format!("127.0.0.1:{}", self.port), "--datastore", &self.datastore])
+            .env("SKIFF_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn skiff server");
+        self.process = Process(Some(child));
+        self.wait_ready();
+    }
+
+    /// Kills the server with SIGKILL.
+    pub fn kill9(&mut self) {
+        self.process.kill();
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.kubeconfig().exists() {
+                let out = Command::new("curl").args(["-sk", &format!("https://127.0.0.1:{}/readyz", self.port)]).output();
+                if out.is_ok_and(|o| o.stdout == b"ok") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("skiff server did not become ready:\n{}", self.server_log());
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("admin.token")).expect("token").trim().to_string()
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs kubectl with this cluster's kubeconfig and a private discovery cache.
+    pub fn kubectl_output(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(KUBECTL);
+        cmd.arg("--kubeconfig").arg(self.kubeconfig()).arg("--cache-dir").arg(&self.cache_dir).args(args);
+        cmd.env("HOME", self.dir.path());
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("run kubectl");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        }
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// Runs kubectl and returns stdout; panics with stderr if it fails.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        self.kubectl_stdin(args, None)
+    }
+
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_output(args, stdin);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "kubectl {args:?} failed\nstdout: {stdout}\nstderr: {stderr}\nserver log tail: {}", tail(&self.server_log()));
+        stdout
+    }
+
+    /// Runs kubectl expecting failure; returns stderr.
+    pub fn kubectl_fails(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_output(args, stdin);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "kubectl {args:?} should fail but printed: {}", String::from_utf8_lossy(&out.stdout));
+        stderr
+    }
+
+    /// `kubectl get -o json` parsed.
+    pub fn get_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&self.kubectl(&all)).expect("kubectl json")
+    }
+
+    /// A raw HTTPS request with curl (for status codes kubectl hides). Returns (code, body).
+    pub fn curl(&self, method: &str, path: &str, content_type: &str, body: Option<&[u8]>) -> (u16, String) {
+        let body_file = self.dir.path().join("curl-body");
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sk", "-o", "-", "-w", "\n%{http_code}", "-X", method, "-H", &format!("Authorization: Bearer {}", self.token())]);
+        cmd.args(["-H", &format!("Content-Type: {content_type}")]);
+        if let Some(body) = body {
+            std::fs::write(&body_file, body).expect("body file");
+            cmd.arg("--data-binary").arg(format!("@{}", body_file.display()));
+        }
+        cmd.arg(format!("{}{path}", self.url()));
+        let out = cmd.output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+}
+
+pub fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Waits for `check` to hold, polling; panics with `what` on timeout.
+pub fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// A single-member etcd on free loopback ports, killed on drop.
+pub struct Etcd {
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+    _process: Process,
+}
+
+impl Etcd {
+    pub fn start() -> Self {
+        assert!(Path::new("/usr/bin/etcd").exists(), "etcd is not installed: run the README's install step (apt-get install etcd-server)");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (client, peer) = (free_port(), free_port());
+        let child = Command::new("/usr/bin/etcd")
+            .arg("--data-dir")
+            .arg(dir.path().join("etcd"))
+            .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
+            .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args(["--initial-cluster", &format!("default=http://127.0.0.1:{peer}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn etcd");
+        let process = Process(Some(child));
+        let endpoint = format!("127.0.0.1:{client}");
+        eventually("etcd to answer", Duration::from_secs(20), || {
+            Command::new("curl").args(["-s", &format!("http://{endpoint}/health")]).output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("true"))
+        });
+        Etcd { endpoint, _dir: dir, _process: process }
+    }
+}
