@@ -94,14 +94,27 @@ impl Scope for ClusterResourceScope {
 
 fn normalize<T: DeserializeOwned + Serialize>(value: Value) -> Result<(Value, Vec<String>), String> {
     let mut unknown = Vec::new();
-    let typed: T = serde_ignored::deserialize(value, |path| {
-        let path = path.to_string();
-        // serde_ignored renders the root as "?"; kubectl prints fields as `.spec.foo`.
-        unknown.push(path.trim_start_matches('?').trim_start_matches('.').to_string());
-    })
+    let typed: T = serde_ignored::deserialize(value, |path| unknown.push(field_path(&path.to_string())))
     .map_err(|e| e.to_string())?;
     let value = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
     Ok((value, unknown))
+}
+
+/// Turns serde_ignored's path (`?.spec.containers.0.bogus`, `?` for map levels) into the form
+/// Kubernetes prints (`spec.containers[0].bogus`).
+fn field_path(raw: &str) -> String {
+    let mut out = String::new();
+    for seg in raw.split('.').filter(|s| !s.is_empty() && *s != "?") {
+        if seg.chars().all(|c| c.is_ascii_digit()) {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+    }
+    out
 }
 
 macro_rules! resource {
@@ -223,6 +236,7 @@ mod tests {
         });
         let (_, unknown) = (pods.normalize)(pod).expect("decodes");
         assert_eq!(unknown.len(), 2, "{unknown:?}");
-        assert!(unknown.iter().any(|u| u.contains("nope")));
+        assert!(unknown.contains(&"spec.nope".to_string()), "{unknown:?}");
+        assert!(unknown.contains(&"spec.containers[0].bogus".to_string()), "{unknown:?}");
     }
 }

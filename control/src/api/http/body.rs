@@ -26,6 +26,14 @@ pub fn decode(bytes: &[u8], content_type: Option<&str>) -> ApiResult<Value> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::BadRequest("the request body is empty".into()));
     }
+    if content_type.is_some_and(|c| c.starts_with("application/vnd.kubernetes.protobuf")) {
+        return super::protobuf::decode(bytes);
+    }
+    if let Some(ct) = content_type.filter(|c| c.contains("protobuf") || c.contains("cbor")) {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "the body of the request was in an unknown format ({ct}) - accepted media types include: application/json, application/yaml"
+        )));
+    }
     let is_yaml = content_type.is_some_and(|c| c.contains("yaml"));
     if !is_yaml {
         if let Ok(v) = serde_json::from_slice::<Value>(bytes) {

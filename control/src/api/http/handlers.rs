@@ -130,7 +130,7 @@ pub fn list_query(ri: &ResourceInfo, namespace: Option<String>, query: &Query) -
         .get("labelSelector")
         .map(LabelSelector::parse)
         .transpose()
-        .map_err(|e| ApiError::BadRequest(format!("unable to parse requirement: {e}")))?;
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let fields = query
         .get("fieldSelector")
         .map(|s| {

@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod handlers;
+pub mod protobuf;
 pub mod query;
 pub mod respond;
 pub mod target;

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what skiff's build, tests and benchmarks need on a fresh Debian 12 machine.
+# Idempotent; needs root (apt-get) and reaches only Debian's packages, crates.io and PyPI.
+set -euo pipefail
+
+packages=(
+  protobuf-compiler      # gRPC clients (etcd, containerd)
+  etcd-server etcd-client # the HA store backend, tested for real
+  curl ca-certificates
+  containerd runc containernetworking-plugins docker-registry skopeo umoci busybox-static iproute2 wrk
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# The Debian etcd package starts a system etcd on the default ports; tests use their own.
+systemctl disable --now etcd >/dev/null 2>&1 || true
+
+# The official Python client, for the second-client end-to-end test.
+python3 -c 'import kubernetes' 2>/dev/null || python3 -m pip install -q kubernetes
+
+# Wasm guest targets (workloads/).
+if command -v rustup >/dev/null; then
+  rustup target add wasm32-wasip1 wasm32-wasip2 >/dev/null 2>&1 || true
+fi
+
+# kubectl ships on the machine image (/usr/lib/google-cloud-sdk/bin/kubectl.1.32); say so if not.
+[ -x /usr/lib/google-cloud-sdk/bin/kubectl.1.32 ] || echo "warning: kubectl 1.32 not found at /usr/lib/google-cloud-sdk/bin/kubectl.1.32" >&2

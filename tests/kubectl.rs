@@ -1,0 +1,257 @@
+//! The real kubectl against a real `skiff server`, on SQLite and on a real etcd.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{eventually, Cluster, Etcd, KUBECTL};
+
+const APP: &str = include_str!("fixtures/app.yaml");
+
+/// Everything a user does in issue 3's walkthrough, checking printed output and stored objects.
+fn user_walkthrough(c: &Cluster) {
+    assert!(c.kubectl(&["create", "namespace", "tools"]).contains("namespace/tools created"));
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], Some(APP));
+    for line in ["namespace/shop created", "configmap/web-config created", "secret/web-secret created", "deployment.apps/web created", "service/web created", "job.batch/migrate created"] {
+        assert!(out.contains(line), "apply printed {out}");
+    }
+
+    let all = c.kubectl(&["get", "all", "-n", "shop"]);
+    assert!(all.contains("service/web") && all.contains("ClusterIP") && all.contains("80/TCP"), "{all}");
+    assert!(all.contains("deployment.apps/web") && all.contains("0/2"), "{all}");
+    assert!(all.contains("job.batch/migrate") && all.contains("0/1"), "{all}");
+
+    c.kubectl(&["run", "solo", "-n", "shop", "--image=127.0.0.1:5000/hello:1", "--labels=app=solo,tier=edge"]);
+    let wide = c.kubectl(&["get", "po", "-A", "-o", "wide", "--show-labels"]);
+    let header: Vec<&str> = wide.lines().next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(header[..5], ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS"], "{wide}");
+    assert!(wide.contains("NODE") && wide.contains("LABELS"), "{wide}");
+    assert!(wide.lines().any(|l| l.starts_with("shop") && l.contains("solo") && l.contains("Pending") && l.contains("app=solo,tier=edge")), "{wide}");
+
+    let yaml = c.kubectl(&["get", "deploy", "web", "-n", "shop", "-o", "yaml"]);
+    let deploy: serde_yaml::Value = serde_yaml::from_str(&yaml).expect("deployment yaml");
+    assert_eq!(deploy["metadata"]["generation"].as_i64(), Some(1));
+    assert_eq!(deploy["spec"]["strategy"]["type"].as_str(), Some("RollingUpdate"), "defaults applied");
+    assert!(deploy["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36));
+    assert!(deploy["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"].as_str().is_some());
+
+    // Second apply after editing the image: a strategic merge patch.
+    let edited = APP.replace("hello-http:1", "hello-http:2");
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], Some(&edited));
+    assert!(out.contains("deployment.apps/web configured") && out.contains("configmap/web-config unchanged"), "{out}");
+    let d = c.get_json(&["deploy", "web", "-n", "shop"]);
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "127.0.0.1:5000/hello-http:2");
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][1]["name"], "sidecar", "merge by name keeps the sidecar");
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["env"][0]["name"], "GREETING");
+    assert_eq!(d["metadata"]["generation"], 2);
+
+    // Server-side apply: create and update through field managers.
+    let out = c.kubectl_stdin(&["apply", "--server-side", "-f", "-"], Some(&edited));
+    assert!(out.contains("deployment.apps/web serverside-applied"), "{out}");
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\n  namespace: shop\ndata:\n  a: '1'\n";
+    c.kubectl_stdin(&["apply", "--server-side", "-f", "-"], Some(cm));
+    let other = cm.replace("'1'", "'2'");
+    let err = c.kubectl_fails(&["apply", "--server-side", "--field-manager=other", "-f", "-"], Some(&other));
+    assert!(err.contains("conflict") && err.contains(".data.a"), "{err}");
+    c.kubectl_stdin(&["apply", "--server-side", "--field-manager=other", "--force-conflicts", "-f", "-"], Some(&other));
+    assert_eq!(c.get_json(&["cm", "ssa", "-n", "shop"])["data"]["a"], "2");
+
+    let describe = c.kubectl(&["describe", "pod", "solo", "-n", "shop"]);
+    assert!(describe.contains("Name:") && describe.contains("solo") && describe.contains("127.0.0.1:5000/hello:1"), "{describe}");
+    c.kubectl(&["get", "events", "-A"]);
+
+    assert!(c.kubectl(&["scale", "deploy", "web", "-n", "shop", "--replicas=5"]).contains("deployment.apps/web scaled"));
+    assert_eq!(c.get_json(&["deploy", "web", "-n", "shop"])["spec"]["replicas"], 5);
+
+    let out = c.kubectl_stdin(&["delete", "-f", "-"], Some(&edited));
+    assert!(out.contains("deployment.apps \"web\" deleted") && out.contains("namespace \"shop\" deleted"), "{out}");
+    eventually("namespace shop and its objects to go", Duration::from_secs(20), || {
+        !c.kubectl(&["get", "ns"]).contains("shop")
+    });
+    let leftovers = c.kubectl_output(&["get", "pods", "-n", "shop"], None);
+    assert!(String::from_utf8_lossy(&leftovers.stderr).contains("No resources found"), "pods left behind");
+}
+
+#[test]
+fn kubectl_walkthrough_on_sqlite() {
+    let c = Cluster::start();
+    let ns = c.kubectl(&["get", "ns"]);
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(ns.contains(name), "{ns}");
+    }
+    user_walkthrough(&c);
+}
+
+#[test]
+fn kubectl_walkthrough_on_etcd() {
+    let etcd = Etcd::start();
+    let c = Cluster::start_with(&format!("etcd://{}", etcd.endpoint));
+    user_walkthrough(&c);
+    let keys = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &etcd.endpoint, "get", "--prefix", "--keys-only", "/registry/core/namespaces/"])
+        .output()
+        .expect("etcdctl");
+    let keys = String::from_utf8_lossy(&keys.stdout);
+    assert!(keys.contains("/registry/core/namespaces/tools"), "objects are in etcd: {keys}");
+}
+
+#[test]
+fn get_pods_watch_prints_changes() {
+    let c = Cluster::start();
+    let mut watch = Command::new(KUBECTL)
+        .arg("--kubeconfig")
+        .arg(c.kubeconfig())
+        .args(["--cache-dir", &c.data_dir().join("watch-cache").display().to_string(), "get", "pods", "-w", "--request-timeout=20s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl get -w");
+    let stdout = watch.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    c.kubectl(&["run", "watched", "--image=x:1"]);
+    c.kubectl(&["label", "pod", "watched", "stage=two"]);
+    c.kubectl(&["delete", "pod", "watched"]);
+    let mut lines = Vec::new();
+    while lines.iter().filter(|l: &&String| l.starts_with("watched")).count() < 3 {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => lines.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(lines.iter().filter(|l| l.starts_with("watched")).count() >= 3, "added, modified, deleted: {lines:?}");
+}
+
+#[test]
+fn bad_input_gets_the_right_status() {
+    let c = Cluster::start();
+    // Malformed YAML never reaches the server through kubectl; send it raw.
+    let (code, body) = c.curl("POST", "/api/v1/namespaces/default/configmaps", "application/yaml", Some(b"metadata: [\n"));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("\"kind\":\"Status\"") && body.contains("YAML"), "{body}");
+    let (code, body) = c.curl("POST", "/api/v1/namespaces/default/configmaps", "application/json", Some(b"{\"metadata\":"));
+    assert_eq!(code, 400, "{body}");
+
+    let (code, body) = c.curl("POST", "/api/v1/namespaces/default/pods", "application/json", Some(br#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"x"}}"#));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("does not match the expected API version"), "{body}");
+
+    let err = c.kubectl_fails(&["create", "configmap", "Not_DNS"], None);
+    assert!(err.contains("Invalid value: \"Not_DNS\""), "{err}");
+
+    let big = vec![b'x'; 3 * 1024 * 1024 + 10];
+    let (code, body) = c.curl("POST", "/api/v1/namespaces/default/configmaps", "application/json", Some(&big));
+    assert_eq!(code, 413, "{body}");
+    assert!(body.contains("RequestEntityTooLarge"), "{body}");
+
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"strict"},"spec":{"bogus":1,"containers":[{"name":"c","image":"i","nope":2}]}}"#;
+    let err = c.kubectl_fails(&["create", "-f", "-"], Some(pod));
+    assert!(err.contains("unknown field \"spec.bogus\"") && err.contains("spec.containers[0].nope"), "{err}");
+    // Warn (the default for raw clients) stores the object without the unknown fields.
+    let (code, body) = c.curl("POST", "/api/v1/namespaces/default/pods?fieldValidation=Warn", "application/json", Some(pod.as_bytes()));
+    assert_eq!(code, 201, "{body}");
+    assert!(!body.contains("bogus"), "{body}");
+
+    let err = c.kubectl_fails(&["get", "pods", "-l", "a in ("], None);
+    assert!(err.contains("unable to parse requirement"), "{err}");
+    let err = c.kubectl_fails(&["get", "pods", "--field-selector", "spec.bogus=1"], None);
+    assert!(err.contains("field label not supported"), "{err}");
+
+    let err = c.kubectl_fails(&["patch", "cm", "missing", "-p", "{}"], None);
+    assert!(err.contains("NotFound"), "{err}");
+    c.kubectl(&["create", "configmap", "patched", "--from-literal=a=1"]);
+    let err = c.kubectl_fails(&["patch", "cm", "patched", "--type=json", "-p", r#"[{"op":"replace","path":"/data/zzz/q","value":1}]"#], None);
+    assert!(err.contains("Invalid") || err.contains("invalid"), "{err}");
+    let (code, body) = c.curl("PATCH", "/api/v1/namespaces/default/configmaps/patched", "application/json-patch+json", Some(b"[{\"op\":\"explode\"}]"));
+    assert_eq!(code, 400, "{body}");
+
+    let err = c.kubectl_fails(&["create", "configmap", "patched"], None);
+    assert!(err.contains("already exists"), "{err}");
+
+    // A stale resourceVersion is a 409 Conflict.
+    let cm = c.get_json(&["cm", "patched"]);
+    let mut stale = cm.clone();
+    stale["metadata"]["resourceVersion"] = serde_json::json!("1");
+    let (code, body) = c.curl("PUT", "/api/v1/namespaces/default/configmaps/patched", "application/json", Some(stale.to_string().as_bytes()));
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("the object has been modified"), "{body}");
+
+    // Unauthenticated requests get 401, health stays open.
+    let out = Command::new("curl").args(["-sk", "-w", "%{http_code}", &format!("{}/api/v1/pods", c.url())]).output().expect("curl");
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("401"));
+    let out = Command::new("curl").args(["-sk", &format!("{}/version", c.url())]).output().expect("curl");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"minor\":\"32\""));
+
+    // The server survived all of it.
+    assert!(c.kubectl(&["get", "cm"]).contains("patched"));
+    assert!(!c.server_log().contains("panicked"), "{}", c.server_log());
+}
+
+#[test]
+fn api_machinery_semantics() {
+    let c = Cluster::start();
+    // generateName, dry run, pagination, label selectors, graceful pod deletion, finalizers.
+    let gen = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"generateName":"gen-"}}"#;
+    let (code, body) = c.curl("POST", "/api/v1/namespaces/default/configmaps", "application/json", Some(gen.as_bytes()));
+    assert_eq!(code, 201, "{body}");
+    let created: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert!(created["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("gen-") && n.len() == 9));
+
+    let out = c.kubectl(&["create", "configmap", "dry", "--dry-run=server", "-o", "name"]);
+    assert!(out.contains("configmap/dry"));
+    assert!(c.kubectl_output(&["get", "cm", "dry"], None).status.code() != Some(0), "dry run stored nothing");
+
+    for i in 0..7 {
+        c.kubectl(&["create", "configmap", &format!("page-{i}"), &format!("--from-literal=i={i}")]);
+    }
+    c.kubectl(&["label", "cm", "page-3", "page-5", "pick=yes"]);
+    let (_, body) = c.curl("GET", "/api/v1/namespaces/default/configmaps?limit=3", "application/json", None);
+    let first: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(first["items"].as_array().map(Vec::len), Some(3));
+    let token = first["metadata"]["continue"].as_str().expect("continue token").to_string();
+    let (_, body) = c.curl("GET", &format!("/api/v1/namespaces/default/configmaps?limit=3&continue={token}"), "application/json", None);
+    let second: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(second["items"].as_array().map(Vec::len), Some(3));
+    assert_ne!(first["items"][0]["metadata"]["name"], second["items"][0]["metadata"]["name"]);
+    let picked = c.kubectl(&["get", "cm", "-l", "pick in (yes),!absent", "-o", "name"]);
+    assert_eq!(picked.lines().collect::<Vec<_>>(), vec!["configmap/page-3", "configmap/page-5"]);
+
+    // A finalizer holds the object until it is removed.
+    c.kubectl(&["patch", "cm", "page-0", "--type=merge", "-p", r#"{"metadata":{"finalizers":["example.com/hold"]}}"#]);
+    c.kubectl(&["delete", "cm", "page-0", "--wait=false"]);
+    let held = c.get_json(&["cm", "page-0"]);
+    assert!(held["metadata"]["deletionTimestamp"].is_string(), "{held}");
+    c.kubectl(&["patch", "cm", "page-0", "--type=json", "-p", r#"[{"op":"remove","path":"/metadata/finalizers"}]"#]);
+    assert!(c.kubectl_output(&["get", "cm", "page-0"], None).status.code() != Some(0), "gone once the finalizer is removed");
+
+    // A pod bound to a node waits for its kubelet; an unbound one goes at once.
+    c.kubectl(&["run", "bound", "--image=x:1"]);
+    let binding = r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"bound"},"target":{"kind":"Node","name":"n1"}}"#;
+    let (code, body) = c.curl("POST", "/api/v1/namespaces/default/pods/bound/binding", "application/json", Some(binding.as_bytes()));
+    assert_eq!(code, 201, "{body}");
+    c.kubectl(&["delete", "pod", "bound", "--wait=false"]);
+    let pod = c.get_json(&["pod", "bound"]);
+    assert_eq!(pod["metadata"]["deletionGracePeriodSeconds"], 30);
+    assert_eq!(pod["spec"]["nodeName"], "n1");
+    c.kubectl(&["delete", "pod", "bound", "--grace-period=0", "--force"]);
+    assert!(c.kubectl_output(&["get", "pod", "bound"], None).status.code() != Some(0));
+    c.kubectl(&["run", "unbound", "--image=x:1"]);
+    c.kubectl(&["delete", "pod", "unbound", "--wait=false"]);
+    assert!(c.kubectl_output(&["get", "pod", "unbound"], None).status.code() != Some(0));
+
+    // Metrics count requests per verb and resource.
+    let (code, metrics) = c.curl("GET", "/metrics", "text/plain", None);
+    assert_eq!(code, 200);
+    assert!(metrics.contains("apiserver_request_total{verb=\"POST\",resource=\"configmaps\",code=\"201\"}"), "{metrics}");
+    assert!(metrics.contains("apiserver_request_duration_seconds_bucket"), "{metrics}");
+}
