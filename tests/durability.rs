@@ -85,7 +85,8 @@ async fn writer(client: reqwest::Client, url: String, token: String, id: usize, 
             outcome.unexpected.push((status, text));
             continue;
         }
-        let object: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("201 body is not JSON ({e}): {text}"));
+        let object: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("201 body is not JSON ({e}): {text}"));
         assert_eq!(object["metadata"]["name"], name, "201 answer names another object: {text}");
         let uid = object["metadata"]["uid"].as_str().unwrap_or_default().to_string();
         outcome.acknowledged.insert(name, (parse_rv(&object), uid));
@@ -151,10 +152,12 @@ fn acknowledged_writes_survive_kill9_sqlite() {
     // Restart on the same data directory.
     cluster.spawn();
 
-    let (code, body) = cluster.curl("GET", &format!("/api/v1/namespaces/{NAMESPACE}/configmaps"), "application/json", None);
+    let (code, body) =
+        cluster.curl("GET", &format!("/api/v1/namespaces/{NAMESPACE}/configmaps"), "application/json", None);
     assert_eq!(code, 200, "list configmaps after restart: {body}");
     let list: Value = serde_json::from_str(&body).expect("list JSON");
-    let list_rv: u64 = list["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok()).expect("list resourceVersion");
+    let list_rv: u64 =
+        list["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok()).expect("list resourceVersion");
     let mut stored = BTreeMap::new();
     for item in list["items"].as_array().expect("items") {
         let name = item["metadata"]["name"].as_str().expect("name").to_string();
@@ -188,17 +191,28 @@ fn acknowledged_writes_survive_kill9_sqlite() {
         "POST",
         &format!("/api/v1/namespaces/{NAMESPACE}/configmaps"),
         "application/json",
-        Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "after-restart"}, "data": {"k": "v"}}).to_string().as_bytes()),
+        Some(
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "after-restart"}, "data": {"k": "v"}})
+                .to_string()
+                .as_bytes(),
+        ),
     );
     assert_eq!(code, 201, "create after restart: {body}");
     let new_rv = parse_rv(&serde_json::from_str(&body).expect("create JSON"));
     assert!(new_rv > max_rv, "write after restart got resourceVersion {new_rv}, not above acknowledged {max_rv}");
-    assert!(new_rv > list_rv, "write after restart got resourceVersion {new_rv}, not above list resourceVersion {list_rv}");
+    assert!(
+        new_rv > list_rv,
+        "write after restart got resourceVersion {new_rv}, not above list resourceVersion {list_rv}"
+    );
 
     // And the restarted server also sees the acknowledged objects through kubectl.
     let via_kubectl = cluster.get_json(&["configmaps", "-n", NAMESPACE]);
     let count = via_kubectl["items"].as_array().map(Vec::len).unwrap_or(0);
-    assert!(count > acknowledged.len(), "kubectl lists {count} ConfigMaps, fewer than the {} acknowledged plus one", acknowledged.len());
+    assert!(
+        count > acknowledged.len(),
+        "kubectl lists {count} ConfigMaps, fewer than the {} acknowledged plus one",
+        acknowledged.len()
+    );
 }
 
 /// Awaits every writer task (a panic in a writer fails the test with its message).

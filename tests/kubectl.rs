@@ -14,7 +14,14 @@ const APP: &str = include_str!("fixtures/app.yaml");
 fn user_walkthrough(c: &Cluster) {
     assert!(c.kubectl(&["create", "namespace", "tools"]).contains("namespace/tools created"));
     let out = c.kubectl_stdin(&["apply", "-f", "-"], Some(APP));
-    for line in ["namespace/shop created", "configmap/web-config created", "secret/web-secret created", "deployment.apps/web created", "service/web created", "job.batch/migrate created"] {
+    for line in [
+        "namespace/shop created",
+        "configmap/web-config created",
+        "secret/web-secret created",
+        "deployment.apps/web created",
+        "service/web created",
+        "job.batch/migrate created",
+    ] {
         assert!(out.contains(line), "apply printed {out}");
     }
 
@@ -28,7 +35,13 @@ fn user_walkthrough(c: &Cluster) {
     let header: Vec<&str> = wide.lines().next().unwrap_or("").split_whitespace().collect();
     assert_eq!(header[..5], ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS"], "{wide}");
     assert!(wide.contains("NODE") && wide.contains("LABELS"), "{wide}");
-    assert!(wide.lines().any(|l| l.starts_with("shop") && l.contains("solo") && l.contains("Pending") && l.contains("app=solo,tier=edge")), "{wide}");
+    assert!(
+        wide.lines().any(|l| l.starts_with("shop")
+            && l.contains("solo")
+            && l.contains("Pending")
+            && l.contains("app=solo,tier=edge")),
+        "{wide}"
+    );
 
     let yaml = c.kubectl(&["get", "deploy", "web", "-n", "shop", "-o", "yaml"]);
     let deploy: serde_yaml::Value = serde_yaml::from_str(&yaml).expect("deployment yaml");
@@ -59,10 +72,15 @@ fn user_walkthrough(c: &Cluster) {
     assert_eq!(c.get_json(&["cm", "ssa", "-n", "shop"])["data"]["a"], "2");
 
     let describe = c.kubectl(&["describe", "pod", "solo", "-n", "shop"]);
-    assert!(describe.contains("Name:") && describe.contains("solo") && describe.contains("127.0.0.1:5000/hello:1"), "{describe}");
+    assert!(
+        describe.contains("Name:") && describe.contains("solo") && describe.contains("127.0.0.1:5000/hello:1"),
+        "{describe}"
+    );
     c.kubectl(&["get", "events", "-A"]);
 
-    assert!(c.kubectl(&["scale", "deploy", "web", "-n", "shop", "--replicas=5"]).contains("deployment.apps/web scaled"));
+    assert!(c
+        .kubectl(&["scale", "deploy", "web", "-n", "shop", "--replicas=5"])
+        .contains("deployment.apps/web scaled"));
     assert_eq!(c.get_json(&["deploy", "web", "-n", "shop"])["spec"]["replicas"], 5);
 
     let out = c.kubectl_stdin(&["delete", "-f", "-"], Some(&edited));
@@ -104,7 +122,14 @@ fn get_pods_watch_prints_changes() {
     let mut watch = Command::new(KUBECTL)
         .arg("--kubeconfig")
         .arg(c.kubeconfig())
-        .args(["--cache-dir", &c.data_dir().join("watch-cache").display().to_string(), "get", "pods", "-w", "--request-timeout=20s"])
+        .args([
+            "--cache-dir",
+            &c.data_dir().join("watch-cache").display().to_string(),
+            "get",
+            "pods",
+            "-w",
+            "--request-timeout=20s",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -136,13 +161,20 @@ fn get_pods_watch_prints_changes() {
 fn bad_input_gets_the_right_status() {
     let c = Cluster::start();
     // Malformed YAML never reaches the server through kubectl; send it raw.
-    let (code, body) = c.curl("POST", "/api/v1/namespaces/default/configmaps", "application/yaml", Some(b"metadata: [\n"));
+    let (code, body) =
+        c.curl("POST", "/api/v1/namespaces/default/configmaps", "application/yaml", Some(b"metadata: [\n"));
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("\"kind\":\"Status\"") && body.contains("YAML"), "{body}");
-    let (code, body) = c.curl("POST", "/api/v1/namespaces/default/configmaps", "application/json", Some(b"{\"metadata\":"));
+    let (code, body) =
+        c.curl("POST", "/api/v1/namespaces/default/configmaps", "application/json", Some(b"{\"metadata\":"));
     assert_eq!(code, 400, "{body}");
 
-    let (code, body) = c.curl("POST", "/api/v1/namespaces/default/pods", "application/json", Some(br#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"x"}}"#));
+    let (code, body) = c.curl(
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        "application/json",
+        Some(br#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"x"}}"#),
+    );
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("does not match the expected API version"), "{body}");
 
@@ -158,7 +190,12 @@ fn bad_input_gets_the_right_status() {
     let err = c.kubectl_fails(&["create", "-f", "-"], Some(pod));
     assert!(err.contains("unknown field \"spec.bogus\"") && err.contains("spec.containers[0].nope"), "{err}");
     // Warn (the default for raw clients) stores the object without the unknown fields.
-    let (code, body) = c.curl("POST", "/api/v1/namespaces/default/pods?fieldValidation=Warn", "application/json", Some(pod.as_bytes()));
+    let (code, body) = c.curl(
+        "POST",
+        "/api/v1/namespaces/default/pods?fieldValidation=Warn",
+        "application/json",
+        Some(pod.as_bytes()),
+    );
     assert_eq!(code, 201, "{body}");
     assert!(!body.contains("bogus"), "{body}");
 
@@ -170,9 +207,17 @@ fn bad_input_gets_the_right_status() {
     let err = c.kubectl_fails(&["patch", "cm", "missing", "-p", "{}"], None);
     assert!(err.contains("NotFound"), "{err}");
     c.kubectl(&["create", "configmap", "patched", "--from-literal=a=1"]);
-    let err = c.kubectl_fails(&["patch", "cm", "patched", "--type=json", "-p", r#"[{"op":"replace","path":"/data/zzz/q","value":1}]"#], None);
+    let err = c.kubectl_fails(
+        &["patch", "cm", "patched", "--type=json", "-p", r#"[{"op":"replace","path":"/data/zzz/q","value":1}]"#],
+        None,
+    );
     assert!(err.contains("Invalid") || err.contains("invalid"), "{err}");
-    let (code, body) = c.curl("PATCH", "/api/v1/namespaces/default/configmaps/patched", "application/json-patch+json", Some(b"[{\"op\":\"explode\"}]"));
+    let (code, body) = c.curl(
+        "PATCH",
+        "/api/v1/namespaces/default/configmaps/patched",
+        "application/json-patch+json",
+        Some(b"[{\"op\":\"explode\"}]"),
+    );
     assert_eq!(code, 400, "{body}");
 
     let err = c.kubectl_fails(&["create", "configmap", "patched"], None);
@@ -182,12 +227,20 @@ fn bad_input_gets_the_right_status() {
     let cm = c.get_json(&["cm", "patched"]);
     let mut stale = cm.clone();
     stale["metadata"]["resourceVersion"] = serde_json::json!("1");
-    let (code, body) = c.curl("PUT", "/api/v1/namespaces/default/configmaps/patched", "application/json", Some(stale.to_string().as_bytes()));
+    let (code, body) = c.curl(
+        "PUT",
+        "/api/v1/namespaces/default/configmaps/patched",
+        "application/json",
+        Some(stale.to_string().as_bytes()),
+    );
     assert_eq!(code, 409, "{body}");
     assert!(body.contains("the object has been modified"), "{body}");
 
     // Unauthenticated requests get 401, health stays open.
-    let out = Command::new("curl").args(["-sk", "-w", "%{http_code}", &format!("{}/api/v1/pods", c.url())]).output().expect("curl");
+    let out = Command::new("curl")
+        .args(["-sk", "-w", "%{http_code}", &format!("{}/api/v1/pods", c.url())])
+        .output()
+        .expect("curl");
     assert!(String::from_utf8_lossy(&out.stdout).ends_with("401"));
     let out = Command::new("curl").args(["-sk", &format!("{}/version", c.url())]).output().expect("curl");
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"minor\":\"32\""));
@@ -202,7 +255,8 @@ fn api_machinery_semantics() {
     let c = Cluster::start();
     // generateName, dry run, pagination, label selectors, graceful pod deletion, finalizers.
     let gen = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"generateName":"gen-"}}"#;
-    let (code, body) = c.curl("POST", "/api/v1/namespaces/default/configmaps", "application/json", Some(gen.as_bytes()));
+    let (code, body) =
+        c.curl("POST", "/api/v1/namespaces/default/configmaps", "application/json", Some(gen.as_bytes()));
     assert_eq!(code, 201, "{body}");
     let created: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert!(created["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("gen-") && n.len() == 9));
@@ -219,7 +273,12 @@ fn api_machinery_semantics() {
     let first: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(first["items"].as_array().map(Vec::len), Some(3));
     let token = first["metadata"]["continue"].as_str().expect("continue token").to_string();
-    let (_, body) = c.curl("GET", &format!("/api/v1/namespaces/default/configmaps?limit=3&continue={token}"), "application/json", None);
+    let (_, body) = c.curl(
+        "GET",
+        &format!("/api/v1/namespaces/default/configmaps?limit=3&continue={token}"),
+        "application/json",
+        None,
+    );
     let second: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(second["items"].as_array().map(Vec::len), Some(3));
     assert_ne!(first["items"][0]["metadata"]["name"], second["items"][0]["metadata"]["name"]);
@@ -232,12 +291,17 @@ fn api_machinery_semantics() {
     let held = c.get_json(&["cm", "page-0"]);
     assert!(held["metadata"]["deletionTimestamp"].is_string(), "{held}");
     c.kubectl(&["patch", "cm", "page-0", "--type=json", "-p", r#"[{"op":"remove","path":"/metadata/finalizers"}]"#]);
-    assert!(c.kubectl_output(&["get", "cm", "page-0"], None).status.code() != Some(0), "gone once the finalizer is removed");
+    assert!(
+        c.kubectl_output(&["get", "cm", "page-0"], None).status.code() != Some(0),
+        "gone once the finalizer is removed"
+    );
 
     // A pod bound to a node waits for its kubelet; an unbound one goes at once.
     c.kubectl(&["run", "bound", "--image=x:1"]);
-    let binding = r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"bound"},"target":{"kind":"Node","name":"n1"}}"#;
-    let (code, body) = c.curl("POST", "/api/v1/namespaces/default/pods/bound/binding", "application/json", Some(binding.as_bytes()));
+    let binding =
+        r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"bound"},"target":{"kind":"Node","name":"n1"}}"#;
+    let (code, body) =
+        c.curl("POST", "/api/v1/namespaces/default/pods/bound/binding", "application/json", Some(binding.as_bytes()));
     assert_eq!(code, 201, "{body}");
     c.kubectl(&["delete", "pod", "bound", "--wait=false"]);
     let pod = c.get_json(&["pod", "bound"]);
@@ -252,6 +316,9 @@ fn api_machinery_semantics() {
     // Metrics count requests per verb and resource.
     let (code, metrics) = c.curl("GET", "/metrics", "text/plain", None);
     assert_eq!(code, 200);
-    assert!(metrics.contains("apiserver_request_total{verb=\"POST\",resource=\"configmaps\",code=\"201\"}"), "{metrics}");
+    assert!(
+        metrics.contains("apiserver_request_total{verb=\"POST\",resource=\"configmaps\",code=\"201\"}"),
+        "{metrics}"
+    );
     assert!(metrics.contains("apiserver_request_duration_seconds_bucket"), "{metrics}");
 }

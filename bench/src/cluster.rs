@@ -96,7 +96,8 @@ impl Etcd {
             .stderr(log)
             .spawn()
             .context("spawning etcd")?;
-        let mut etcd = Etcd { process: Process::new(child, "etcd"), endpoint: format!("127.0.0.1:{client}"), _dir: dir };
+        let mut etcd =
+            Etcd { process: Process::new(child, "etcd"), endpoint: format!("127.0.0.1:{client}"), _dir: dir };
         let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -229,8 +230,11 @@ impl Server {
     /// Warnings and errors the server logged, for the report (at most `max`, and the count).
     pub fn log_problems(&self, max: usize) -> (usize, Vec<String>) {
         let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let bad: Vec<String> =
-            log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("panicked")).map(str::to_string).collect();
+        let bad: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("panicked"))
+            .map(str::to_string)
+            .collect();
         (bad.len(), bad.into_iter().take(max).collect())
     }
 
@@ -250,7 +254,8 @@ impl Server {
 pub fn rss(pid: u32) -> Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| -> Result<u64> {
-        let line = status.lines().find(|l| l.starts_with(name)).ok_or_else(|| anyhow!("no {name} in /proc/{pid}/status"))?;
+        let line =
+            status.lines().find(|l| l.starts_with(name)).ok_or_else(|| anyhow!("no {name} in /proc/{pid}/status"))?;
         let kb: u64 = line.split_whitespace().nth(1).ok_or_else(|| anyhow!("bad {name} line"))?.parse()?;
         Ok(kb * 1024)
     };

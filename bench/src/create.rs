@@ -82,12 +82,8 @@ pub async fn create_pods(
                 }
                 let body = pod(&format!("{prefix}-{i}"), None);
                 let started = Instant::now();
-                let outcome = client
-                    .post(&url)
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body)
-                    .send()
-                    .await;
+                let outcome =
+                    client.post(&url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body).send().await;
                 let result = match outcome {
                     Ok(resp) if resp.status() == reqwest::StatusCode::CREATED => {
                         // Read the body: the request is done when the response is.

@@ -94,7 +94,14 @@ pub async fn run(bin: &Path, backend: Backend, pods: usize, runs: usize) -> Resu
     server.report_log();
     let row = |what: &str, times: Vec<Duration>, size: String| {
         let l = Latencies::from_durations(times);
-        println!("| {backend} | {} | {what} | {} | **{}** | {} | {} | {size} |", count(pods), l.len(), ms(l.p(50.0)), ms(l.0[0]), ms(l.max()));
+        println!(
+            "| {backend} | {} | {what} | {} | **{}** | {} | {} | {size} |",
+            count(pods),
+            l.len(),
+            ms(l.p(50.0)),
+            ms(l.0[0]),
+            ms(l.max())
+        );
     };
     println!("| backend | pods | request | runs | p50 ms | min ms | max ms | response |");
     println!("|---|---:|---|---:|---:|---:|---:|---|");

@@ -61,7 +61,11 @@ pub async fn run(bin: &Path, backend: Backend, pods: usize, limit: Duration) -> 
     let body = client.get(format!("{}{PODS}", server.url)).send().await?.error_for_status()?.bytes().await?;
     let list_time = started.elapsed();
     let (after_list, peak) = rss(pid)?;
-    rows.push((format!("after one full list ({} MB body, {:.2} s)", mb(body.len() as u64), list_time.as_secs_f64()), stored, after_list));
+    rows.push((
+        format!("after one full list ({} MB body, {:.2} s)", mb(body.len() as u64), list_time.as_secs_f64()),
+        stored,
+        after_list,
+    ));
     drop(body);
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (settled, peak2) = rss(pid)?;
@@ -72,7 +76,8 @@ pub async fn run(bin: &Path, backend: Backend, pods: usize, limit: Duration) -> 
     println!("| backend | pods stored | when | server VmRSS MB | per pod above idle |");
     println!("|---|---:|---|---:|---:|");
     for (when, n, r) in &rows {
-        let per = if *n > 0 { format!("{:.2} KB", (*r as f64 - idle as f64) / *n as f64 / 1024.0) } else { "–".into() };
+        let per =
+            if *n > 0 { format!("{:.2} KB", (*r as f64 - idle as f64) / *n as f64 / 1024.0) } else { "–".into() };
         println!("| {backend} | {} | {when} | **{}** | {per} |", count(*n), mb(*r));
     }
     println!();
@@ -83,7 +88,11 @@ pub async fn run(bin: &Path, backend: Backend, pods: usize, limit: Duration) -> 
         fill.elapsed.as_secs_f64(),
         fill.rate(),
         fill.errors,
-        if fill.hit_time_limit { format!("; stopped at the {} s cap before {}", limit.as_secs(), count(pods)) } else { String::new() },
+        if fill.hit_time_limit {
+            format!("; stopped at the {} s cap before {}", limit.as_secs(), count(pods))
+        } else {
+            String::new()
+        },
     );
     Ok(())
 }

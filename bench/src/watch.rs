@@ -99,7 +99,8 @@ pub async fn run(bin: &Path, backend: Backend, watchers: usize, events: usize, s
     // A handful of client objects; HTTP/1.1 gives each concurrent watch its own connection.
     let clients: Vec<reqwest::Client> = (0..8).map(|_| server.client()).collect::<Result<_>>()?;
     let connect = Arc::new(Semaphore::new(32));
-    let (opened, warm, done) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (opened, warm, done) =
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let (tx, mut rx) = mpsc::unbounded_channel();
     eprintln!("api-watch: opening {watchers} watches …");
     let opening = Instant::now();
@@ -128,7 +129,8 @@ pub async fn run(bin: &Path, backend: Backend, watchers: usize, events: usize, s
             let sent = unix_ns();
             let body = pod(&name, Some(json!({SENT: sent.to_string(), SEQ: seq.to_string()})));
             let started = Instant::now();
-            let resp = creator.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body).send().await?;
+            let resp =
+                creator.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body).send().await?;
             let status = resp.status();
             let text = resp.text().await?;
             if status != reqwest::StatusCode::CREATED {
@@ -157,7 +159,11 @@ pub async fn run(bin: &Path, backend: Backend, watchers: usize, events: usize, s
     if established < watchers {
         bail!("only {established} of {watchers} watches saw the warm-up pod within 120 s");
     }
-    eprintln!("api-watch: {watchers} watches streaming after {:.1} s; creating {events} pods {} ms apart …", open_time.as_secs_f64(), spacing.as_millis());
+    eprintln!(
+        "api-watch: {watchers} watches streaming after {:.1} s; creating {events} pods {} ms apart …",
+        open_time.as_secs_f64(),
+        spacing.as_millis()
+    );
 
     let cpu_before = Cpu::now(&server);
     let mut creates = Vec::with_capacity(events);

@@ -63,7 +63,11 @@ impl Cluster {
 
     /// (Re)starts the server process on the same data directory and port.
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).expect("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
             .args(["server", "--data-dir"])
             .arg(self.dir.path())
@@ -86,7 +90,8 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if self.kubeconfig().exists() {
-                let out = Command::new("curl").args(["-sk", &format!("https://127.0.0.1:{}/readyz", self.port)]).output();
+                let out =
+                    Command::new("curl").args(["-sk", &format!("https://127.0.0.1:{}/readyz", self.port)]).output();
                 if out.is_ok_and(|o| o.stdout == b"ok") {
                     return;
                 }
@@ -136,7 +141,11 @@ impl Cluster {
         let out = self.kubectl_output(args, stdin);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "kubectl {args:?} failed\nstdout: {stdout}\nstderr: {stderr}\nserver log tail: {}", tail(&self.server_log()));
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed\nstdout: {stdout}\nstderr: {stderr}\nserver log tail: {}",
+            tail(&self.server_log())
+        );
         stdout
     }
 
@@ -144,7 +153,11 @@ impl Cluster {
     pub fn kubectl_fails(&self, args: &[&str], stdin: Option<&str>) -> String {
         let out = self.kubectl_output(args, stdin);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(!out.status.success(), "kubectl {args:?} should fail but printed: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} should fail but printed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         stderr
     }
 
@@ -160,7 +173,17 @@ impl Cluster {
     pub fn curl(&self, method: &str, path: &str, content_type: &str, body: Option<&[u8]>) -> (u16, String) {
         let body_file = self.dir.path().join("curl-body");
         let mut cmd = Command::new("curl");
-        cmd.args(["-sk", "-o", "-", "-w", "\n%{http_code}", "-X", method, "-H", &format!("Authorization: Bearer {}", self.token())]);
+        cmd.args([
+            "-sk",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            method,
+            "-H",
+            &format!("Authorization: Bearer {}", self.token()),
+        ]);
         cmd.args(["-H", &format!("Content-Type: {content_type}")]);
         if let Some(body) = body {
             std::fs::write(&body_file, body).expect("body file");
@@ -200,7 +223,10 @@ pub struct Etcd {
 
 impl Etcd {
     pub fn start() -> Self {
-        assert!(Path::new("/usr/bin/etcd").exists(), "etcd is not installed: run the README's install step (apt-get install etcd-server)");
+        assert!(
+            Path::new("/usr/bin/etcd").exists(),
+            "etcd is not installed: run the README's install step (apt-get install etcd-server)"
+        );
         let dir = tempfile::tempdir().expect("tempdir");
         let (client, peer) = (free_port(), free_port());
         let child = Command::new("/usr/bin/etcd")
@@ -218,7 +244,10 @@ impl Etcd {
         let process = Process(Some(child));
         let endpoint = format!("127.0.0.1:{client}");
         eventually("etcd to answer", Duration::from_secs(20), || {
-            Command::new("curl").args(["-s", &format!("http://{endpoint}/health")]).output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("true"))
+            Command::new("curl")
+                .args(["-s", &format!("http://{endpoint}/health")])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("true"))
         });
         Etcd { endpoint, _dir: dir, _process: process }
     }

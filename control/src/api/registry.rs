@@ -350,10 +350,11 @@ impl Registry {
         if obj.get("spec").is_some() && ri.kind != "Namespace" {
             meta_mut(&mut obj).insert("generation".into(), json!(1));
         }
+        let mut obj = self.admit(ri, obj, opts, &mut warnings)?;
+        // Ownership is recorded on the admitted object: only fields the type knows are owned.
         if let Some(manager) = &opts.field_manager {
             obj = patch::apply::record_update(None, &obj, manager, &object::now_rfc3339());
         }
-        let obj = self.admit(ri, obj, opts, &mut warnings)?;
         let name = object::name(&obj).to_string();
         self.check_namespace_open(ri, ns).await?;
         if opts.dry_run {
@@ -487,10 +488,10 @@ impl Registry {
             meta.insert("name".into(), json!(name));
             meta.remove("resourceVersion");
         }
-        if let Some(manager) = &opts.field_manager {
-            desired = patch::apply::record_update(Some(current), &desired, manager, &object::now_rfc3339());
-        }
         let mut next = self.admit(ri, desired, opts, warnings)?;
+        if let Some(manager) = &opts.field_manager {
+            next = patch::apply::record_update(Some(current), &next, manager, &object::now_rfc3339());
+        }
         if object::spec_part(&next) != object::spec_part(current) && object::meta(current).get("generation").is_some() {
             let generation = object::meta(current).get("generation").and_then(Value::as_i64).unwrap_or(0);
             meta_mut(&mut next).insert("generation".into(), json!(generation + 1));

@@ -95,7 +95,7 @@ impl Scope for ClusterResourceScope {
 fn normalize<T: DeserializeOwned + Serialize>(value: Value) -> Result<(Value, Vec<String>), String> {
     let mut unknown = Vec::new();
     let typed: T = serde_ignored::deserialize(value, |path| unknown.push(field_path(&path.to_string())))
-    .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?;
     let value = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
     Ok((value, unknown))
 }

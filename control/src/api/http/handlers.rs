@@ -119,7 +119,11 @@ fn include_object(query: &Query) -> &str {
 fn write_options(req: &Request<'_>) -> ApiResult<WriteOptions> {
     Ok(WriteOptions {
         dry_run: req.query.dry_run()?,
-        field_manager: req.query.get("fieldManager").map(String::from),
+        // Kubernetes names an unnamed manager after the client's user agent.
+        field_manager: req.query.get("fieldManager").map(String::from).or_else(|| {
+            let agent = req.headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("unknown");
+            Some(agent.split('/').next().unwrap_or("unknown").to_string())
+        }),
         field_validation: req.query.field_validation()?,
     })
 }

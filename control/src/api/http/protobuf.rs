@@ -111,7 +111,9 @@ fn decode_kind(kind: &str, raw: &[u8]) -> Option<Value> {
             (_, 1, Field::Bytes(b)) => _ = obj.insert("metadata".into(), object_meta(b)?),
             ("ConfigMap", 2, Field::Bytes(b)) => insert_map_entry(&mut obj, "data", b, false)?,
             ("ConfigMap", 3, Field::Bytes(b)) => insert_map_entry(&mut obj, "binaryData", b, true)?,
-            ("ConfigMap", 4, Field::Varint(v)) | ("Secret", 5, Field::Varint(v)) => _ = obj.insert("immutable".into(), json!(v != 0)),
+            ("ConfigMap", 4, Field::Varint(v)) | ("Secret", 5, Field::Varint(v)) => {
+                _ = obj.insert("immutable".into(), json!(v != 0))
+            }
             ("Secret", 2, Field::Bytes(b)) => insert_map_entry(&mut obj, "data", b, true)?,
             ("Secret", 3, Field::Bytes(b)) => _ = obj.insert("type".into(), text(b)?),
             ("Secret", 4, Field::Bytes(b)) => insert_map_entry(&mut obj, "stringData", b, false)?,
