@@ -322,3 +322,32 @@ fn api_machinery_semantics() {
     );
     assert!(metrics.contains("apiserver_request_duration_seconds_bucket"), "{metrics}");
 }
+
+#[test]
+fn owner_references_cascade() {
+    let c = Cluster::start();
+    let dependent = |name: &str, owner: &serde_json::Value| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}","ownerReferences":[{{"apiVersion":"v1","kind":"ConfigMap","name":"{}","uid":"{}"}}]}}}}"#,
+            owner["metadata"]["name"].as_str().unwrap_or(""),
+            owner["metadata"]["uid"].as_str().unwrap_or("")
+        )
+    };
+    c.kubectl(&["create", "configmap", "owner"]);
+    let owner = c.get_json(&["cm", "owner"]);
+    c.kubectl_stdin(&["create", "-f", "-"], Some(&dependent("child", &owner)));
+    c.kubectl(&["delete", "cm", "owner"]);
+    eventually("the dependent to be collected", Duration::from_secs(10), || {
+        c.kubectl_output(&["get", "cm", "child"], None).status.code() != Some(0)
+    });
+
+    c.kubectl(&["create", "configmap", "parent"]);
+    let parent = c.get_json(&["cm", "parent"]);
+    c.kubectl_stdin(&["create", "-f", "-"], Some(&dependent("orphan", &parent)));
+    c.kubectl(&["delete", "cm", "parent", "--cascade=orphan"]);
+    eventually("the parent to go", Duration::from_secs(10), || {
+        c.kubectl_output(&["get", "cm", "parent"], None).status.code() != Some(0)
+    });
+    let orphan = c.get_json(&["cm", "orphan"]);
+    assert!(orphan["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty), "{orphan}");
+}

@@ -114,6 +114,8 @@ async fn run(command: Command) -> Result<()> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    // reqwest is built without a TLS provider of its own; even plain-HTTP clients need one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // On Ctrl-C or SIGTERM the benchmark future is dropped, and with it the process guards.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -215,7 +215,7 @@ pub async fn run(bin: &Path, backend: Backend, watchers: usize, events: usize, s
     println!("| backend | watchers | events | deliveries received / expected | create sent → watcher received p50 ms | p99 ms | max ms | first watcher p50 ms | fan-out spread (last − first watcher) p50 ms | p99 ms | create latency p50 ms | p99 ms | server CPU s |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| {backend} | {} | {events} | {} / {} | {} | **{}** | {} | {} | {} | {} | {} | {} | {:.1} |",
+        "| {backend} | {} | {events} | {} / {} | {} | **{}** | {} | {} | {} | {} | {} | {} | {:.2} |",
         count(watchers),
         count(received),
         count(expected),

@@ -530,7 +530,15 @@ impl Registry {
                 }
             }
             let grace = self.grace_period(ri, &current, opts);
-            let must_wait = !object::finalizers(&current).is_empty() || grace > 0 || ri.kind == "Namespace";
+            let policy_finalizer = match opts.propagation_policy.as_deref() {
+                Some("Foreground") => Some("foregroundDeletion"),
+                Some("Orphan") => Some("orphan"),
+                _ => None,
+            };
+            let must_wait = !object::finalizers(&current).is_empty()
+                || grace > 0
+                || ri.kind == "Namespace"
+                || (policy_finalizer.is_some() && ri.kind != "Namespace");
             if must_wait {
                 let mut next = current.clone();
                 let meta = meta_mut(&mut next);
@@ -546,10 +554,13 @@ impl Registry {
                 } else {
                     return Ok((current, false));
                 }
-                if opts.propagation_policy.as_deref() == Some("Foreground") && !already {
+                if let (Some(finalizer), false) = (policy_finalizer, already) {
+                    // The garbage collector acts on these and then removes them.
                     let finalizers = meta.entry("finalizers").or_insert_with(|| json!([]));
                     if let Some(list) = finalizers.as_array_mut() {
-                        list.push(json!("foregroundDeletion"));
+                        if !list.iter().any(|f| f == finalizer) {
+                            list.push(json!(finalizer));
+                        }
                     }
                 }
                 if ri.kind == "Namespace" {

@@ -2,6 +2,7 @@
 //! (the API machinery with its admission rules), never of the store.
 
 pub mod compaction;
+pub mod garbage_collector;
 pub mod namespace;
 
 use std::sync::Arc;
@@ -11,5 +12,6 @@ use crate::api::registry::Registry;
 /// Starts every controller as a background task.
 pub fn start(registry: Arc<Registry>) {
     tokio::spawn(namespace::run(Arc::clone(&registry)));
+    tokio::spawn(garbage_collector::run(Arc::clone(&registry)));
     tokio::spawn(compaction::run(registry));
 }
