@@ -18,6 +18,9 @@ pub enum ApiError {
     NotFound { group: String, resource: String, name: String },
     #[error("the server could not find the requested resource")]
     NoSuchResource,
+    /// Something that exists but cannot be served (yet), such as logs before a node runs the pod.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{resource} \"{name}\" already exists")]
     AlreadyExists { group: String, resource: String, name: String },
     #[error("Operation cannot be fulfilled on {resource} \"{name}\": {reason}")]
@@ -61,7 +64,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::NotFound { .. } | Self::NoSuchResource => StatusCode::NOT_FOUND,
+            Self::NotFound { .. } | Self::NoSuchResource | Self::Unavailable(_) => StatusCode::NOT_FOUND,
             Self::AlreadyExists { .. } | Self::Conflict { .. } | Self::ApplyConflict(_) => StatusCode::CONFLICT,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -78,7 +81,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => "BadRequest",
             Self::Invalid { .. } => "Invalid",
-            Self::NotFound { .. } | Self::NoSuchResource => "NotFound",
+            Self::NotFound { .. } | Self::NoSuchResource | Self::Unavailable(_) => "NotFound",
             Self::AlreadyExists { .. } => "AlreadyExists",
             Self::Conflict { .. } | Self::ApplyConflict(_) => "Conflict",
             Self::Forbidden(_) => "Forbidden",

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::strategic::{merge_key, MergeKey, MAX_DEPTH};
+use super::strategic::{merge_key, MergeKey, PatchError, MAX_DEPTH};
 
 /// A field that the applied configuration would change although another manager owns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,28 +37,9 @@ pub enum ApplyError {
     /// The live object is not a JSON object.
     #[error("live object must be a JSON object, got {0}")]
     LiveNotAnObject(&'static str),
-    /// An element of a merge list lacks the list's merge key.
-    #[error("element of list {path} is missing its merge key \"{key}\"")]
-    MissingMergeKey {
-        /// Field path of the list.
-        path: String,
-        /// The merge key the element should carry.
-        key: &'static str,
-    },
-    /// A merge list keyed by a field has an element that is not an object.
-    #[error("list {path} merges by key \"{key}\", so its elements must be objects")]
-    ElementNotAnObject {
-        /// Field path of the list.
-        path: String,
-        /// The list's merge key.
-        key: &'static str,
-    },
-    /// A list merged as a set of scalars has an object or list element.
-    #[error("list {path} is a set of scalars and cannot hold objects or lists")]
-    NotAScalar {
-        /// Field path of the list.
-        path: String,
-    },
+    /// A merge list the applied configuration cannot be merged by (shared with strategic merge).
+    #[error(transparent)]
+    Merge(#[from] PatchError),
     /// The applied configuration nests more than [`MAX_DEPTH`] levels.
     #[error("applied configuration nests deeper than {MAX_DEPTH} levels")]
     TooDeep,
@@ -972,8 +953,11 @@ fn keyed_element<'v>(
     key: &'static str,
     path: &[&str],
 ) -> Result<(&'v Map<String, Value>, &'v Value), ApplyError> {
-    let map = element.as_object().ok_or_else(|| ApplyError::ElementNotAnObject { path: render_names(path), key })?;
-    let value = map.get(key).ok_or_else(|| ApplyError::MissingMergeKey { path: render_names(path), key })?;
+    let map = element
+        .as_object()
+        .ok_or_else(|| ApplyError::Merge(PatchError::ElementNotAnObject { path: render_names(path), key }))?;
+    let value =
+        map.get(key).ok_or_else(|| ApplyError::Merge(PatchError::MissingMergeKey { path: render_names(path), key }))?;
     Ok((map, value))
 }
 
@@ -982,7 +966,7 @@ fn set_elements(list: &[Value], path: &[&str]) -> Result<BTreeMap<String, FieldS
     let mut children = BTreeMap::new();
     for value in list.iter().filter(|v| !v.is_null()) {
         if !is_scalar(value) {
-            return Err(ApplyError::NotAScalar { path: render_names(path) });
+            return Err(ApplyError::Merge(PatchError::NotAScalar { path: render_names(path) }));
         }
         children.insert(value_step(value), FieldSet::leaf());
     }
@@ -999,7 +983,7 @@ fn merge_set(target: &mut Value, list: &[Value], path: &[&str]) -> Result<(), Ap
     };
     for value in list.iter().filter(|v| !v.is_null()) {
         if !is_scalar(value) {
-            return Err(ApplyError::NotAScalar { path: render_names(path) });
+            return Err(ApplyError::Merge(PatchError::NotAScalar { path: render_names(path) }));
         }
         if !target.contains(value) {
             target.push(value.clone());

@@ -105,7 +105,8 @@ pub async fn serve(registry: Arc<Registry>, req: Request<'_>, body: Body) -> Api
                 Ok(json_response(StatusCode::CREATED, &status, &[]))
             }
             ("log", Method::GET) => {
-                Err(ApiError::BadRequest(format!("pod \"{name}\" has no node agent serving its logs yet")))
+                registry.get(ri, ns.as_deref(), &name).await?;
+                Err(ApiError::Unavailable(format!("no node agent serves the logs of pod \"{name}\" yet")))
             }
             _ => Err(ApiError::MethodNotAllowed),
         },
