@@ -351,3 +351,50 @@ fn owner_references_cascade() {
     let orphan = c.get_json(&["cm", "orphan"]);
     assert!(orphan["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty), "{orphan}");
 }
+
+#[test]
+fn pending_pods_are_bound_to_a_node_that_fits() {
+    let c = Cluster::start();
+    let node = |name: &str, extra: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{name}","labels":{{"zone":"{name}"}}}},{extra}"status":{{"allocatable":{{"cpu":"2","memory":"4Gi","pods":"110"}},"capacity":{{"cpu":"2","memory":"4Gi","pods":"110"}},"conditions":[{{"type":"Ready","status":"True"}}],"runtimeHandlers":[{{"name":"skiff-wasm"}}]}}}}"#
+        )
+    };
+    // Status is not written on create through the main resource; nodes report it via /status.
+    for (name, extra) in
+        [("edge-a", ""), ("edge-b", r#""spec":{"taints":[{"key":"dedicated","value":"gpu","effect":"NoSchedule"}]},"#)]
+    {
+        c.kubectl_stdin(&["create", "-f", "-"], Some(&node(name, extra)));
+        let (code, body) = c.curl(
+            "PUT",
+            &format!("/api/v1/nodes/{name}/status"),
+            "application/json",
+            Some(node(name, extra).as_bytes()),
+        );
+        assert_eq!(code, 200, "{body}");
+    }
+    c.kubectl(&["run", "anywhere", "--image=x:1"]);
+    c.kubectl(&["run", "picky", "--image=x:1", "--overrides", r#"{"spec":{"nodeSelector":{"zone":"edge-b"}}}"#]);
+    c.kubectl(&[
+        "run",
+        "huge",
+        "--image=x:1",
+        "--overrides",
+        r#"{"spec":{"containers":[{"name":"huge","image":"x:1","resources":{"requests":{"cpu":"64"}}}]}}"#,
+    ]);
+    eventually("the schedulable pod to be bound", Duration::from_secs(10), || {
+        c.get_json(&["pod", "anywhere"])["spec"]["nodeName"] == "edge-a"
+    });
+    eventually("FailedScheduling events", Duration::from_secs(10), || {
+        let events = c.kubectl(&["get", "events"]);
+        events.contains("FailedScheduling")
+            && events.contains("Insufficient cpu")
+            && events.contains("untolerated taint")
+    });
+    assert!(c.get_json(&["pod", "picky"])["spec"]["nodeName"].is_null(), "the taint keeps picky off edge-b");
+    let describe = c.kubectl(&["describe", "pod", "anywhere"]);
+    assert!(
+        describe.contains("Scheduled") && describe.contains("Successfully assigned default/anywhere to edge-a"),
+        "{describe}"
+    );
+}

@@ -79,6 +79,9 @@ enum Command {
         datastore: Backend,
         #[arg(long, default_value_t = 100_000)]
         pods: usize,
+        /// Pod watches held open (and read) while the pods are created, as controllers would.
+        #[arg(long, default_value_t = 0)]
+        watchers: usize,
         /// Time cap for creating the pods, in seconds.
         #[arg(long, default_value_t = 600)]
         max_seconds: u64,
@@ -105,8 +108,8 @@ async fn run(command: Command) -> Result<()> {
             }
             list::run(&server_bin, datastore, pods, runs).await
         }
-        Command::ApiRss { server_bin, datastore, pods, max_seconds } => {
-            rss::run(&server_bin, datastore, pods, Duration::from_secs(max_seconds)).await
+        Command::ApiRss { server_bin, datastore, pods, watchers, max_seconds } => {
+            rss::run(&server_bin, datastore, pods, watchers, Duration::from_secs(max_seconds)).await
         }
     }
 }

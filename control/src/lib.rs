@@ -7,5 +7,6 @@
 pub mod api;
 pub mod controllers;
 pub mod patch;
+pub mod scheduler;
 pub mod server;
 pub mod store;

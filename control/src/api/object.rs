@@ -84,3 +84,19 @@ pub fn parse_bool(s: &str) -> Option<bool> {
         _ => None,
     }
 }
+
+/// Sets or replaces one entry of `status.conditions`.
+pub fn set_condition(obj: &mut Value, kind: &str, status: &str, reason: Option<&str>) {
+    let Some(map) = obj.as_object_mut() else { return };
+    let st = map.entry("status").or_insert_with(|| Value::Object(Map::new()));
+    let Some(st) = st.as_object_mut() else { return };
+    let conditions = st.entry("conditions").or_insert_with(|| Value::Array(Vec::new()));
+    let Some(list) = conditions.as_array_mut() else { return };
+    list.retain(|c| c.get("type").and_then(Value::as_str) != Some(kind));
+    let mut cond =
+        serde_json::json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now_rfc3339()});
+    if let Some(reason) = reason {
+        cond["reason"] = Value::String(reason.to_string());
+    }
+    list.push(cond);
+}

@@ -596,6 +596,35 @@ impl Registry {
         Err(ApiError::Internal("delete kept conflicting".into()))
     }
 
+    /// Assigns an unbound pod to a node (the `binding` subresource); 409 if it already has one.
+    pub async fn bind_pod(
+        &self,
+        ri: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        node: &str,
+        opts: &WriteOptions,
+    ) -> ApiResult<()> {
+        self.update_with(ri, ns, name, Some("binding"), opts, |current| {
+            if let Some(existing) = object::str_at(current, &["spec", "nodeName"]).filter(|n| !n.is_empty()) {
+                return Err(ApiError::Conflict {
+                    group: String::new(),
+                    resource: "pods".into(),
+                    name: name.into(),
+                    reason: format!("pod {name} is already assigned to node \"{existing}\""),
+                });
+            }
+            let mut next = current.clone();
+            if let Some(spec) = next.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.insert("nodeName".into(), json!(node));
+            }
+            object::set_condition(&mut next, "PodScheduled", "True", None);
+            Ok(next)
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Removes an object at once, bypassing finalizers: only for the controller that owns the
     /// last step of its deletion (the namespace controller).
     pub async fn remove_now(&self, ri: &ResourceInfo, ns: Option<&str>, name: &str) -> ApiResult<()> {

@@ -13,5 +13,6 @@ use crate::api::registry::Registry;
 pub fn start(registry: Arc<Registry>) {
     tokio::spawn(namespace::run(Arc::clone(&registry)));
     tokio::spawn(garbage_collector::run(Arc::clone(&registry)));
+    tokio::spawn(crate::scheduler::run(Arc::clone(&registry)));
     tokio::spawn(compaction::run(registry));
 }

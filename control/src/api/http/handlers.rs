@@ -544,42 +544,8 @@ async fn bind(
     let binding = read_object(&req.headers, body).await?;
     let node = object::str_at(&binding, &["target", "name"])
         .filter(|n| !n.is_empty())
-        .ok_or_else(|| ApiError::invalid("Binding", name, vec![("target.name".into(), "Required value".into())]))?
-        .to_string();
-    registry
-        .update_with(ri, ns, name, Some("binding"), &opts, |current| {
-            if let Some(existing) = object::str_at(current, &["spec", "nodeName"]).filter(|n| !n.is_empty()) {
-                return Err(ApiError::Conflict {
-                    group: String::new(),
-                    resource: "pods".into(),
-                    name: name.into(),
-                    reason: format!("pod {name} is already assigned to node \"{existing}\""),
-                });
-            }
-            let mut next = current.clone();
-            if let Some(spec) = next.get_mut("spec").and_then(Value::as_object_mut) {
-                spec.insert("nodeName".into(), json!(node));
-            }
-            set_condition(&mut next, "PodScheduled", "True", None);
-            Ok(next)
-        })
-        .await?;
+        .ok_or_else(|| ApiError::invalid("Binding", name, vec![("target.name".into(), "Required value".into())]))?;
+    registry.bind_pod(ri, ns, name, node, &opts).await?;
     let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
     Ok(json_response(StatusCode::CREATED, &status, &[]))
-}
-
-/// Sets or replaces one entry of `status.conditions`.
-pub fn set_condition(obj: &mut Value, kind: &str, status: &str, reason: Option<&str>) {
-    let Some(map) = obj.as_object_mut() else { return };
-    let st = map.entry("status").or_insert_with(|| json!({}));
-    let Some(st) = st.as_object_mut() else { return };
-    let conditions = st.entry("conditions").or_insert_with(|| json!([]));
-    let Some(list) = conditions.as_array_mut() else { return };
-    list.retain(|c| c.get("type").and_then(Value::as_str) != Some(kind));
-    let mut cond =
-        json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": object::now_rfc3339()});
-    if let Some(reason) = reason {
-        cond["reason"] = json!(reason);
-    }
-    list.push(cond);
 }
