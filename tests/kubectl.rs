@@ -321,6 +321,8 @@ fn api_machinery_semantics() {
         "{metrics}"
     );
     assert!(metrics.contains("apiserver_request_duration_seconds_bucket"), "{metrics}");
+    assert!(metrics.contains("skiff_store_operation_duration_seconds_bucket{le="), "{metrics}");
+    assert!(metrics.contains("operation=\"create\""), "{metrics}");
 }
 
 #[test]

@@ -28,6 +28,11 @@ pub struct ResourceLabel {
     pub resource: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreOpLabel {
+    pub operation: String,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
@@ -38,6 +43,7 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
     pub watches: Family<ResourceLabel, Gauge>,
+    pub store_latency: Family<StoreOpLabel, Histogram, fn() -> Histogram>,
 }
 
 impl Default for Metrics {
@@ -55,7 +61,15 @@ impl Default for Metrics {
             latency.clone(),
         );
         registry.register("apiserver_registered_watchers", "Open watches by resource", watches.clone());
-        Self { registry, requests, latency, watches }
+        let store_latency = Family::<StoreOpLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "skiff_store_operation_duration_seconds",
+            "Store latency by operation",
+            store_latency.clone(),
+        );
+        Self { registry, requests, latency, watches, store_latency }
     }
 }
 

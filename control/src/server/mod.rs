@@ -137,7 +137,11 @@ async fn bootstrap(registry: &Registry) -> Result<(), ApiError> {
 pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let dir = &config.data_dir;
     std::fs::create_dir_all(dir).map_err(|source| ServerError::DataDir { path: dir.clone(), source })?;
-    let store = open_store(&config).await?;
+    let metrics = Arc::new(Metrics::default());
+    let store: Arc<dyn Store> = Arc::new(crate::store::instrumented::Instrumented::new(
+        open_store(&config).await?,
+        metrics.store_latency.clone(),
+    ));
     let cache = WatchCache::start(Arc::clone(&store)).await?;
     let registry = Arc::new(Registry::new(store, cache));
     bootstrap(&registry).await?;
@@ -158,11 +162,8 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     std::fs::write(&kubeconfig_path, kubeconfig(&url, &certs.ca_pem, &admin_token))
         .map_err(|source| ServerError::DataDir { path: kubeconfig_path.clone(), source })?;
 
-    let state = ApiState {
-        registry: Arc::clone(&registry),
-        metrics: Arc::new(Metrics::default()),
-        advertise: format!("{advertise_host}:{}", addr.port()),
-    };
+    let state =
+        ApiState { registry: Arc::clone(&registry), metrics, advertise: format!("{advertise_host}:{}", addr.port()) };
     let tokens = auth::Tokens(Arc::new(HashSet::from([admin_token.clone()])));
     let app = router(state).layer(axum::middleware::from_fn_with_state(tokens, auth::require_token));
 

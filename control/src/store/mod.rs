@@ -9,6 +9,7 @@
 mod conformance;
 mod error;
 pub mod etcd;
+pub mod instrumented;
 pub mod sqlite;
 
 pub use error::StoreError;

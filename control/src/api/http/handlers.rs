@@ -15,6 +15,7 @@ use super::respond::{self, json_response, Shape};
 use super::target::Target;
 use super::watch::{self, Start, WatchRequest};
 use crate::api::error::{ApiError, ApiResult};
+use crate::api::metrics::{Metrics, ResourceLabel};
 use crate::api::object;
 use crate::api::registry::{DeleteOptions, ListQuery, Registry, WriteOptions, Written};
 use crate::api::resources::ResourceInfo;
@@ -60,19 +61,19 @@ fn content_type(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Serves one resource request.
-pub async fn serve(registry: Arc<Registry>, req: Request<'_>, body: Body) -> ApiResult<Response> {
+pub async fn serve(registry: Arc<Registry>, metrics: &Metrics, req: Request<'_>, body: Body) -> ApiResult<Response> {
     let ri = req.target.resource;
     let ns = req.target.namespace.clone();
     match (req.target.name.clone(), req.target.subresource.clone()) {
         (None, _) => match req.method {
-            Method::GET if req.query.flag("watch")? => watch(registry, &req),
+            Method::GET if req.query.flag("watch")? => watch(registry, metrics, &req),
             Method::GET => list(&registry, &req).await,
             Method::POST => create(&registry, ri, ns.as_deref(), req, body).await,
             Method::DELETE => delete_collection(&registry, &req).await,
             _ => Err(ApiError::MethodNotAllowed),
         },
         (Some(name), None) => match req.method {
-            Method::GET if req.query.flag("watch")? => watch(registry, &req),
+            Method::GET if req.query.flag("watch")? => watch(registry, metrics, &req),
             Method::GET => {
                 let obj = registry.get(ri, ns.as_deref(), &name).await?;
                 let shape = Shape::from_headers(&req.headers);
@@ -182,7 +183,7 @@ async fn list(registry: &Registry, req: &Request<'_>) -> ApiResult<Response> {
     Ok(json_response(StatusCode::OK, &respond::list(ri, listed, shape, include_object(&req.query)), &[]))
 }
 
-fn watch(registry: Arc<Registry>, req: &Request<'_>) -> ApiResult<Response> {
+fn watch(registry: Arc<Registry>, metrics: &Metrics, req: &Request<'_>) -> ApiResult<Response> {
     let ri = req.target.resource;
     let mut q = list_query(ri, req.target.namespace.clone(), &req.query)?;
     if let Some(name) = &req.target.name {
@@ -217,6 +218,7 @@ fn watch(registry: Arc<Registry>, req: &Request<'_>) -> ApiResult<Response> {
         timeout: Duration::from_secs(timeout),
         shape: Shape::from_headers(&req.headers),
         include_object: include_object(&req.query).to_string(),
+        open_watches: metrics.watches.get_or_create(&ResourceLabel { resource: ri.plural.to_string() }).clone(),
     };
     let body = Body::from_stream(watch::stream(registry, w));
     Ok((

@@ -189,7 +189,12 @@ async fn resource(
         None => target.resource.plural.to_string(),
     };
     let span = tracing::debug_span!("request", verb, resource = %resource_name, namespace = ?target.namespace, name = ?target.name);
-    let served = handlers::serve(Arc::clone(&registry), handlers::Request { method, target, query, headers }, body);
+    let served = handlers::serve(
+        Arc::clone(&registry),
+        &state.metrics,
+        handlers::Request { method, target, query, headers },
+        body,
+    );
     let response = match tracing::Instrument::instrument(served, span).await {
         Ok(response) => response,
         Err(e) => e.into_response(),

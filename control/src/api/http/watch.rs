@@ -37,6 +37,17 @@ pub struct WatchRequest {
     pub timeout: Duration,
     pub shape: Shape,
     pub include_object: String,
+    /// The open-watches gauge of this resource; counted while the stream lives.
+    pub open_watches: prometheus_client::metrics::gauge::Gauge,
+}
+
+/// Decrements the open-watches gauge when the stream is dropped (client gone or timeout).
+struct Counted(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// The watch interval between bookmarks.
@@ -98,7 +109,10 @@ fn bookmark(w: &WatchRequest, revision: Revision, initial_end: bool) -> Bytes {
 
 /// The body of a watch response.
 pub fn stream(registry: Arc<Registry>, w: WatchRequest) -> impl Stream<Item = Result<Bytes, Infallible>> {
+    w.open_watches.inc();
+    let counted = Counted(w.open_watches.clone());
     async_stream::stream! {
+        let _counted = counted;
         let prefix = w.resource.namespace_prefix(w.query.namespace.as_deref());
         let (mut last, mut rx) = match w.start {
             Start::InitialState => {
