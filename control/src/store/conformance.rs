@@ -171,6 +171,7 @@ conformance!(
     list_pages_with_start_after_and_limit,
     list_at_an_old_revision,
     count_live_keys,
+    unlimited_list_larger_than_one_response,
     revisions_strictly_increase_across_keys,
     watch_replays_history_then_follows_live,
     watch_filters_by_prefix,
@@ -416,6 +417,25 @@ async fn list_at_an_old_revision(store: Arc<dyn Store>) {
         }
         other => panic!("expected FutureRevision, got {other:?}"),
     }
+}
+
+/// An unlimited list returns every key even when they exceed one backend response (etcd's gRPC
+/// limit is 4 MiB).
+async fn unlimited_list_larger_than_one_response(store: Arc<dyn Store>) {
+    let big = vec![b'x'; 4096];
+    let writes: Vec<_> = (0..1500)
+        .map(|i| {
+            let (store, value) = (Arc::clone(&store), big.clone());
+            async move { store.create(&format!("/big/{i:05}"), value).await }
+        })
+        .collect();
+    for write in futures::future::join_all(writes).await {
+        write.expect("create");
+    }
+    let listed = store.list("/big/", ListOptions::default()).await.expect("list all");
+    assert_eq!(listed.items.len(), 1500);
+    assert!(!listed.more);
+    assert!(listed.items.windows(2).all(|w| w[0].key < w[1].key), "in key order");
 }
 
 async fn count_live_keys(store: Arc<dyn Store>) {

@@ -246,40 +246,24 @@ impl Store for EtcdStore {
     }
 
     async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListResult, StoreError> {
-        let end = prefix_end(prefix.as_bytes());
-        let mut start = prefix.as_bytes().to_vec();
-        if let Some(after) = &opts.start_after {
-            let mut above = after.as_bytes().to_vec();
-            above.push(0);
-            start = start.max(above);
+        if opts.limit.is_some_and(|l| l > 0) {
+            return self.list_page(prefix, opts).await;
         }
-        if start.is_empty() {
-            start = PROBE_KEY.to_vec();
+        // An unlimited list is read in pages at one revision: one etcd response must stay under
+        // the gRPC message limit (4 MiB), which 10,000 pods exceed.
+        let mut page = self.list_page(prefix, ListOptions { limit: Some(UNLIMITED_PAGE), ..opts }).await?;
+        let mut items = std::mem::take(&mut page.items);
+        while page.more {
+            let start_after = items.last().map(|kv| kv.key.clone());
+            page = self
+                .list_page(
+                    prefix,
+                    ListOptions { start_after, limit: Some(UNLIMITED_PAGE), revision: Some(page.revision) },
+                )
+                .await?;
+            items.append(&mut page.items);
         }
-        let limit = opts.limit.filter(|&l| l > 0);
-        let revision = opts.revision.filter(|&r| r > 0);
-        let mut options = GetOptions::new().with_range(end);
-        if let Some(limit) = limit {
-            // One more than asked tells whether more keys follow.
-            options = options.with_limit(i64::try_from(limit).unwrap_or(i64::MAX - 1).saturating_add(1));
-        }
-        if let Some(revision) = revision {
-            options = options.with_revision(revision);
-        }
-        let resp = match self.kv().get(start, Some(options)).await {
-            Ok(resp) => resp,
-            Err(err) => return Err(self.read_error(err, revision.unwrap_or(0)).await),
-        };
-        let mut items = resp.kvs().iter().map(to_kv).collect::<Result<Vec<_>, _>>()?;
-        let more = limit.is_some_and(|l| items.len() > l);
-        if let Some(limit) = limit {
-            items.truncate(limit);
-        }
-        let revision = match revision {
-            Some(revision) => revision,
-            None => header_revision(resp.header())?,
-        };
-        Ok(ListResult { items, revision, more })
+        Ok(ListResult { items, revision: page.revision, more: false })
     }
 
     async fn count(&self, prefix: &str) -> Result<u64, StoreError> {
@@ -379,5 +363,48 @@ mod tests {
         assert_eq!(prefix_end(b"/a/"), b"/a0".to_vec());
         assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
         assert_eq!(prefix_end(b""), vec![0]);
+    }
+}
+
+/// Keys per etcd request when the caller asked for all of them.
+const UNLIMITED_PAGE: usize = 1000;
+
+impl EtcdStore {
+    /// One etcd range request (`limit` honoured as given).
+    async fn list_page(&self, prefix: &str, opts: ListOptions) -> Result<ListResult, StoreError> {
+        let end = prefix_end(prefix.as_bytes());
+        let mut start = prefix.as_bytes().to_vec();
+        if let Some(after) = &opts.start_after {
+            let mut above = after.as_bytes().to_vec();
+            above.push(0);
+            start = start.max(above);
+        }
+        if start.is_empty() {
+            start = PROBE_KEY.to_vec();
+        }
+        let limit = opts.limit.filter(|&l| l > 0);
+        let revision = opts.revision.filter(|&r| r > 0);
+        let mut options = GetOptions::new().with_range(end);
+        if let Some(limit) = limit {
+            // One more than asked tells whether more keys follow.
+            options = options.with_limit(i64::try_from(limit).unwrap_or(i64::MAX - 1).saturating_add(1));
+        }
+        if let Some(revision) = revision {
+            options = options.with_revision(revision);
+        }
+        let resp = match self.kv().get(start, Some(options)).await {
+            Ok(resp) => resp,
+            Err(err) => return Err(self.read_error(err, revision.unwrap_or(0)).await),
+        };
+        let mut items = resp.kvs().iter().map(to_kv).collect::<Result<Vec<_>, _>>()?;
+        let more = limit.is_some_and(|l| items.len() > l);
+        if let Some(limit) = limit {
+            items.truncate(limit);
+        }
+        let revision = match revision {
+            Some(revision) => revision,
+            None => header_revision(resp.header())?,
+        };
+        Ok(ListResult { items, revision, more })
     }
 }
