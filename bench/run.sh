@@ -5,7 +5,7 @@
 #   bench/run.sh                            # build skiff + skiff-bench, run everything
 #   SKIFF_BIN=/path/to/skiff bench/run.sh   # benchmark that server binary (builds skiff-bench only)
 #
-# Needs /usr/bin/etcd for the etcd rows. About 5 minutes on 2 cores, after the build.
+# Needs /usr/bin/etcd for the etcd rows. About 10 minutes on 2 cores, after the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "${SKIFF_BIN:-}" ]; then
@@ -20,7 +20,11 @@ BENCH=./target/release/skiff-bench
 echo "#### Machine"
 echo
 echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (working tree has uncommitted changes)'); server binary: $SERVER"
+if [ -n "${SKIFF_BIN:-}" ]; then
+    echo "- server binary: $SERVER (sha256 $(sha256sum "$SERVER" | cut -c1-12)); harness from commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+else
+    echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (working tree has uncommitted changes)')"
+fi
 echo "- nproc: $(nproc); CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 echo "- memory: $(free -h | awk '/^Mem:/ {print $2 " total, " $7 " available"}')"
 echo
@@ -34,14 +38,16 @@ run() {
     echo
     echo "Load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
-    "$BENCH" "$@"
+    "$BENCH" "$@" || echo "**This benchmark failed** (exit status $?); its error is on stderr."
     echo
 }
 
-run api-create --server-bin "$SERVER" --datastore sqlite --clients 1,16,64 --count 5000
-run api-create --server-bin "$SERVER" --datastore etcd --clients 1,16,64 --count 5000
+run api-create --server-bin "$SERVER" --datastore sqlite --clients 1,16,64 --count 20000
+run api-create --server-bin "$SERVER" --datastore etcd --clients 1,16,64 --count 20000
 run api-watch --server-bin "$SERVER" --watchers 100 --events 200
 run api-watch --server-bin "$SERVER" --watchers 1000 --events 200
 run api-list --server-bin "$SERVER" --pods 10000 --runs 5
+run api-list --server-bin "$SERVER" --datastore etcd --pods 10000 --runs 5
+run api-list --server-bin "$SERVER" --pods 100000 --runs 1
 run api-rss --server-bin "$SERVER" --pods 100000
 run api-rss --server-bin "$SERVER" --pods 100000 --watchers 1

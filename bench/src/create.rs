@@ -60,19 +60,19 @@ pub async fn create_pods(
     let url = format!("{}{PODS}", server.url);
     let next = Arc::new(AtomicUsize::new(0));
     let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
-    let deadline = Arc::new(std::sync::OnceLock::<Instant>::new());
     let mut tasks = Vec::with_capacity(clients);
     for _ in 0..clients {
         let client = server.client()?;
-        let (url, next, barrier, deadline, progress) =
-            (url.clone(), next.clone(), barrier.clone(), deadline.clone(), progress.clone());
+        let (url, next, barrier, progress) = (url.clone(), next.clone(), barrier.clone(), progress.clone());
+        let version = format!("{}/version", server.url);
         let prefix = prefix.to_string();
         tasks.push(tokio::spawn(async move {
-            // Warm the connection (TCP + TLS) outside the timed part.
-            let warm = client.get(format!("{url}?limit=1")).send().await.and_then(|r| r.error_for_status());
+            // Warm the connection (TCP + TLS) outside the timed part, with a request that costs the
+            // server nothing (a list, even with limit=1, counts every pod).
+            let warm = client.get(version).send().await.and_then(|r| r.error_for_status());
             barrier.wait().await;
             warm?;
-            let deadline = *deadline.get().expect("deadline set before the barrier opens");
+            let deadline = Instant::now() + limit;
             let mut latencies = Vec::new();
             let (mut errors, mut first_error) = (0usize, None::<String>);
             loop {
@@ -111,10 +111,10 @@ pub async fn create_pods(
             Ok::<_, reqwest::Error>((latencies, errors, first_error))
         }));
     }
+    // The clock starts when every client is connected and released.
+    barrier.wait().await;
     let cpu_before = Cpu::now(server);
     let started = Instant::now();
-    let _ = deadline.set(started + limit);
-    barrier.wait().await;
     let mut all = Vec::with_capacity(total);
     let (mut errors, mut first_error) = (0, None);
     for task in tasks {
@@ -143,9 +143,9 @@ pub async fn create_pods(
 pub async fn run(bin: &Path, backend: Backend, clients: &[usize], total: usize, limit: Duration) -> Result<()> {
     let mut server = Server::start(bin, backend).await?;
     let mut rows = Vec::new();
-    for &n in clients {
+    for (level, &n) in clients.iter().enumerate() {
         eprintln!("api-create: {backend}, {n} clients, {total} pods …");
-        let run = create_pods(&server, &format!("c{n}"), total, n, limit, None).await?;
+        let run = create_pods(&server, &format!("l{level}-c{n}"), total, n, limit, None).await?;
         server.check_alive()?;
         if let Some(e) = &run.first_error {
             eprintln!("api-create: {} errors; first: {e}", run.errors);

@@ -19,9 +19,67 @@ async fn get(
     accept: &str,
 ) -> Result<(Duration, impl AsRef<[u8]>)> {
     let started = Instant::now();
-    let resp = client.get(url).query(query).header(reqwest::header::ACCEPT, accept).send().await?.error_for_status()?;
+    let resp = client.get(url).query(query).header(reqwest::header::ACCEPT, accept).send().await?;
+    let status = resp.status();
     let body = resp.bytes().await?;
-    Ok((started.elapsed(), body))
+    let elapsed = started.elapsed();
+    if !status.is_success() {
+        bail!("list {query:?} answered {status}: {}", String::from_utf8_lossy(&body));
+    }
+    Ok((elapsed, body))
+}
+
+/// One request (or, for pagination, one walk through every page) of kind `k`: (time, size).
+async fn measure(k: usize, client: &reqwest::Client, base: &str, pods: usize) -> Result<(Duration, String)> {
+    match k {
+        0 => {
+            let (t, body) = get(client, base, &[], "application/json").await?;
+            let (n, _) = items(body.as_ref(), "items")?;
+            if n != pods {
+                bail!("full list returned {n} pods, expected {pods}");
+            }
+            Ok((t, format!("{} MB", mb(body.as_ref().len() as u64))))
+        }
+        1 => {
+            // limit=500 and the continue token until done; the time includes reading each page's
+            // token (a JSON parse of the page), as any client must.
+            let started = Instant::now();
+            let (mut seen, mut cont, mut pages) = (0, None::<String>, 0);
+            loop {
+                let mut query = vec![("limit", "500")];
+                if let Some(c) = &cont {
+                    query.push(("continue", c));
+                }
+                let (_, body) = get(client, base, &query, "application/json").await?;
+                let (n, next) = items(body.as_ref(), "items")?;
+                seen += n;
+                pages += 1;
+                match next {
+                    Some(c) => cont = Some(c),
+                    None => break,
+                }
+            }
+            if seen != pods {
+                bail!("paginated list returned {seen} pods, expected {pods}");
+            }
+            Ok((started.elapsed(), format!("{pages} pages")))
+        }
+        2 => {
+            // One page alone: what a client waits for before it sees anything.
+            let (t, body) = get(client, base, &[("limit", "500")], "application/json").await?;
+            let (n, _) = items(body.as_ref(), "items")?;
+            Ok((t, format!("{n} pods")))
+        }
+        _ => {
+            // What `kubectl get pods` asks for (without --chunk-size): a server-side Table.
+            let (t, body) = get(client, base, &[], TABLE).await?;
+            let (n, _) = items(body.as_ref(), "rows")?;
+            if n != pods {
+                bail!("table list returned {n} rows, expected {pods}");
+            }
+            Ok((t, format!("{} MB", mb(body.as_ref().len() as u64))))
+        }
+    }
 }
 
 fn items(body: &[u8], field: &str) -> Result<(usize, Option<String>)> {
@@ -43,70 +101,53 @@ pub async fn run(bin: &Path, backend: Backend, pods: usize, runs: usize) -> Resu
     let client = server.client()?;
     let base = format!("{}{PODS}", server.url);
     // Warm the connection.
-    get(&client, &base, &[("limit", "1")], "application/json").await?;
+    client.get(format!("{}/version", server.url)).send().await?.error_for_status()?;
 
-    let (mut full, mut paged, mut table) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut full_bytes, mut table_bytes, mut pages) = (0, 0, 0);
+    // Each kind of request is measured on its own; one that fails is reported in its row.
+    let kinds = [
+        "full list, JSON (no limit)",
+        "paginated, limit=500, all pages",
+        "first page only, limit=500",
+        "full list as Table (`kubectl get pods`)",
+    ];
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); kinds.len()];
+    let mut sizes = vec![String::new(); kinds.len()];
+    let mut failed: Vec<Option<String>> = vec![None; kinds.len()];
     for run in 0..runs {
         eprintln!("api-list: run {}/{runs} …", run + 1);
-        let (t, body) = get(&client, &base, &[], "application/json").await?;
-        let (n, _) = items(body.as_ref(), "items")?;
-        if n != pods {
-            bail!("full list returned {n} pods, expected {pods}");
-        }
-        full.push(t);
-        full_bytes = body.as_ref().len();
-
-        // Paginated: limit=500 and the continue token until done; the time includes reading each
-        // page's token (a JSON parse of the page), as any client must.
-        let started = Instant::now();
-        let (mut seen, mut cont, mut n_pages) = (0, None::<String>, 0);
-        loop {
-            let mut query = vec![("limit", "500")];
-            if let Some(c) = &cont {
-                query.push(("continue", c));
+        for (k, _) in kinds.iter().enumerate() {
+            if failed[k].is_some() {
+                continue;
             }
-            let (_, body) = get(&client, &base, &query, "application/json").await?;
-            let (n, next) = items(body.as_ref(), "items")?;
-            seen += n;
-            n_pages += 1;
-            match next {
-                Some(c) => cont = Some(c),
-                None => break,
+            match measure(k, &client, &base, pods).await {
+                Ok((t, size)) => {
+                    times[k].push(t);
+                    sizes[k] = size;
+                }
+                Err(e) => failed[k] = Some(format!("{e:#}")),
             }
         }
-        paged.push(started.elapsed());
-        if seen != pods {
-            bail!("paginated list returned {seen} pods, expected {pods}");
-        }
-        pages = n_pages;
-
-        // What `kubectl get pods` asks for: a server-side Table.
-        let (t, body) = get(&client, &base, &[], TABLE).await?;
-        let (n, _) = items(body.as_ref(), "rows")?;
-        if n != pods {
-            bail!("table list returned {n} rows, expected {pods}");
-        }
-        table.push(t);
-        table_bytes = body.as_ref().len();
     }
     server.check_alive()?;
     server.report_log();
-    let row = |what: &str, times: Vec<Duration>, size: String| {
-        let l = Latencies::from_durations(times);
+    println!("| backend | pods | request | runs | p50 ms | min ms | max ms | response |");
+    println!("|---|---:|---|---:|---:|---:|---:|---|");
+    for (k, what) in kinds.iter().enumerate() {
+        if let Some(err) = &failed[k] {
+            let err: String = err.chars().take(300).collect();
+            println!("| {backend} | {} | {what} | – | **failed** | | | {} |", count(pods), err.replace('|', "\\|"));
+            continue;
+        }
+        let l = Latencies::from_durations(times[k].clone());
         println!(
-            "| {backend} | {} | {what} | {} | **{}** | {} | {} | {size} |",
+            "| {backend} | {} | {what} | {} | **{}** | {} | {} | {} |",
             count(pods),
             l.len(),
             ms(l.p(50.0)),
-            ms(l.0[0]),
-            ms(l.max())
+            ms(l.0.first().copied().unwrap_or(f64::NAN)),
+            ms(l.max()),
+            sizes[k],
         );
-    };
-    println!("| backend | pods | request | runs | p50 ms | min ms | max ms | response |");
-    println!("|---|---:|---|---:|---:|---:|---:|---|");
-    row("full list, JSON (no limit)", full, format!("{} MB", mb(full_bytes as u64)));
-    row("paginated, limit=500, all pages", paged, format!("{pages} pages"));
-    row("full list as Table (`kubectl get pods`)", table, format!("{} MB", mb(table_bytes as u64)));
+    }
     Ok(())
 }
