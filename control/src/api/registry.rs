@@ -67,7 +67,6 @@ pub struct Listed {
     pub items: Vec<Value>,
     pub revision: Revision,
     pub continue_token: Option<String>,
-    pub remaining: Option<i64>,
 }
 
 /// Objects as the API sees them, on top of a [`Store`].
@@ -182,17 +181,13 @@ impl Registry {
             }
             let full = want.is_some_and(|w| items.len() >= w);
             if !page.more || want.is_none() {
-                return Ok(Listed { items, revision: page.revision, continue_token: None, remaining: None });
+                return Ok(Listed { items, revision: page.revision, continue_token: None });
             }
             if full {
+                // `remainingItemCount` is optional; it is left out rather than paid for with a count
+                // of the whole prefix on every page.
                 let token = last_key.map(|k| encode_continue(page.revision, &k));
-                let remaining = self.store.count(&prefix).await.ok().map(|c| c as i64 - items.len() as i64);
-                return Ok(Listed {
-                    items,
-                    revision: page.revision,
-                    continue_token: token,
-                    remaining: remaining.filter(|r| *r > 0 && q.labels.is_none() && q.fields.is_none()),
-                });
+                return Ok(Listed { items, revision: page.revision, continue_token: token });
             }
             start_after = last_key;
         }

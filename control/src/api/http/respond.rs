@@ -75,9 +75,6 @@ fn list_meta(listed: &Listed) -> Value {
     if let Some(token) = &listed.continue_token {
         meta["continue"] = json!(token);
     }
-    if let Some(remaining) = listed.remaining {
-        meta["remainingItemCount"] = json!(remaining);
-    }
     meta
 }
 
