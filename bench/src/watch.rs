@@ -37,22 +37,32 @@ fn annotation<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 /// One received event: watcher, sequence number, latency in ns.
 type Record = (u32, i64, i64);
 
+/// What every watcher shares with the driver.
+struct Shared {
+    url: String,
+    /// Bounds how many watches connect at once (TLS handshakes), not how many stay open.
+    connect: Semaphore,
+    /// Timed events each watcher waits for.
+    events: usize,
+    /// Watchers whose response headers arrived.
+    opened: AtomicUsize,
+    /// Watchers that saw the warm-up pod.
+    warm: AtomicUsize,
+    /// Watchers that saw every timed event.
+    done: AtomicUsize,
+}
+
 async fn watcher(
     id: u32,
     client: reqwest::Client,
-    url: String,
-    connect: Arc<Semaphore>,
-    events: usize,
-    opened: Arc<AtomicUsize>,
-    warm: Arc<AtomicUsize>,
-    done: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
     out: mpsc::UnboundedSender<Record>,
 ) -> Result<()> {
     let resp = {
-        let _permit = connect.acquire().await?;
-        client.get(&url).send().await?.error_for_status()?
+        let _permit = shared.connect.acquire().await?;
+        client.get(&shared.url).send().await?.error_for_status()?
     };
-    opened.fetch_add(1, Ordering::Relaxed);
+    shared.opened.fetch_add(1, Ordering::Relaxed);
     let mut body = resp.bytes_stream();
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let (mut warmed, mut seen) = (false, 0usize);
@@ -73,14 +83,14 @@ async fn watcher(
             if seq < 0 {
                 if !warmed {
                     warmed = true;
-                    warm.fetch_add(1, Ordering::Relaxed);
+                    shared.warm.fetch_add(1, Ordering::Relaxed);
                 }
                 continue;
             }
             let _ = out.send((id, seq, received - sent.parse::<i64>()?));
             seen += 1;
-            if seen == events {
-                done.fetch_add(1, Ordering::Relaxed);
+            if seen == shared.events {
+                shared.done.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
         }
@@ -98,26 +108,22 @@ pub async fn run(bin: &Path, backend: Backend, watchers: usize, events: usize, s
 
     // A handful of client objects; HTTP/1.1 gives each concurrent watch its own connection.
     let clients: Vec<reqwest::Client> = (0..8).map(|_| server.client()).collect::<Result<_>>()?;
-    let connect = Arc::new(Semaphore::new(32));
-    let (opened, warm, done) =
-        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let shared = Arc::new(Shared {
+        url,
+        connect: Semaphore::new(32),
+        events,
+        opened: AtomicUsize::new(0),
+        warm: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+    });
+    let (opened, warm, done) = (&shared.opened, &shared.warm, &shared.done);
     let (tx, mut rx) = mpsc::unbounded_channel();
     eprintln!("api-watch: opening {watchers} watches …");
     let opening = Instant::now();
     let mut tasks = Vec::with_capacity(watchers);
     for id in 0..watchers {
         let client = clients[id % clients.len()].clone();
-        tasks.push(tokio::spawn(watcher(
-            id as u32,
-            client,
-            url.clone(),
-            connect.clone(),
-            events,
-            opened.clone(),
-            warm.clone(),
-            done.clone(),
-            tx.clone(),
-        )));
+        tasks.push(tokio::spawn(watcher(id as u32, client, shared.clone(), tx.clone())));
     }
     drop(tx);
 
