@@ -219,8 +219,7 @@ impl Registry {
         let namespace = self.get(nsri, None, ns).await?;
         if object::deletion_timestamp(&namespace).is_some() {
             return Err(ApiError::Forbidden(format!(
-                "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-                ri.plural, "",
+                "unable to create new content in namespace {ns} because it is being terminated"
             )));
         }
         Ok(())

@@ -25,9 +25,6 @@ async fn sync_all(registry: &Registry) -> ApiResult<()> {
     let namespaces = registry.list(ri, &ListQuery::default()).await?;
     for ns in namespaces.items.iter().filter(|ns| object::deletion_timestamp(ns).is_some()) {
         let name = object::name(ns).to_string();
-        let span = tracing::info_span!("namespace-finalize", namespace = %name);
-        let _guard = span.enter();
-        drop(_guard);
         if empty(registry, &name).await? {
             finish(registry, ns).await?;
             tracing::info!(namespace = %name, "namespace deleted");

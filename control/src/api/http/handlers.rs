@@ -31,7 +31,7 @@ pub struct Request<'a> {
 }
 
 /// The Kubernetes verb of a request, for metrics and logs.
-pub fn verb(method: &Method, target: &Target<'_>, query: &Query) -> &'static str {
+pub fn verb(method: &Method, target: &Target<'_>, query: &Query, headers: &HeaderMap) -> &'static str {
     let watch = query.flag("watch").unwrap_or(false);
     match (method.as_str(), target.name.is_some()) {
         ("GET", _) if watch => "WATCH",
@@ -40,7 +40,7 @@ pub fn verb(method: &Method, target: &Target<'_>, query: &Query) -> &'static str
         ("POST", _) => "POST",
         ("PUT", _) => "PUT",
         ("PATCH", _) => {
-            if target.subresource.is_none() && is_apply(&HeaderMap::new()) {
+            if target.subresource.is_none() && is_apply(headers) {
                 "APPLY"
             } else {
                 "PATCH"

@@ -183,7 +183,7 @@ async fn resource(
         Route::Resource(target) => target,
     };
     let query = Query::parse(uri.query());
-    let verb = handlers::verb(&method, &target, &query);
+    let verb = handlers::verb(&method, &target, &query, &headers);
     let resource_name = match &target.subresource {
         Some(sub) => format!("{}/{sub}", target.resource.plural),
         None => target.resource.plural.to_string(),
