@@ -1,0 +1,54 @@
+//! `hello-http` (wasm32-wasip2 component exporting `wasi:http/incoming-handler`): a tiny HTTP
+//! service for the Wasm HTTP serving tests and benchmarks. `routes` decides the reply; this file
+//! adapts it to `wasi:http` with as few host calls and allocations as possible.
+
+mod routes;
+
+use wasip2::exports::http::incoming_handler::Guest;
+use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+
+/// `blocking-write-and-flush` accepts at most 4096 bytes per call.
+const MAX_WRITE: usize = 4096;
+
+struct Handler;
+
+wasip2::http::proxy::export!(Handler);
+
+impl Guest for Handler {
+    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+        let path_and_query = request.path_with_query();
+        drop(request);
+        let full = path_and_query.as_deref().unwrap_or("/");
+        let path = full.split_once('?').map_or(full, |(p, _)| p);
+        let reply = routes::route(path);
+        respond(response_out, reply.status, &reply.body);
+    }
+}
+
+/// Sends `status` and `body` with a `content-length` header. Failures past `set` can only mean
+/// the client went away, so they end the response early and are otherwise ignored.
+fn respond(out: ResponseOutparam, status: u16, body: &[u8]) {
+    let length = body.len().to_string();
+    let headers = match Fields::from_list(&[("content-length".to_string(), length.into_bytes())]) {
+        Ok(h) => h,
+        Err(_) => Fields::new(),
+    };
+    let response = OutgoingResponse::new(headers);
+    // Status codes in 100..=999 are always accepted; routes produce only those.
+    let _ = response.set_status_code(status);
+    let Ok(outgoing) = response.body() else {
+        return;
+    };
+    ResponseOutparam::set(out, Ok(response));
+    {
+        let Ok(stream) = outgoing.write() else {
+            return;
+        };
+        for chunk in body.chunks(MAX_WRITE) {
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                return;
+            }
+        }
+    }
+    let _ = OutgoingBody::finish(outgoing, None);
+}
