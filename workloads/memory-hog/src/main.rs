@@ -11,14 +11,15 @@ fn main() {
     let mut kept: Vec<Vec<u8>> = Vec::new();
     let mut mib: u64 = 0;
     loop {
-        let mut chunk = Vec::<u8>::with_capacity(CHUNK);
-        chunk.resize(CHUNK, 0);
+        let mut chunk = vec![0u8; CHUNK];
+        // Zeroed memory may never be written by the allocator: write one byte per page so
+        // the host really commits it.
         for i in (0..CHUNK).step_by(PAGE) {
             chunk[i] = (mib as u8).wrapping_add(1);
         }
         kept.push(black_box(chunk));
         mib += 1;
-        if mib % 16 == 0 {
+        if mib.is_multiple_of(16) {
             println!("allocated {mib} MiB");
         }
     }
