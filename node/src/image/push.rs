@@ -95,7 +95,7 @@ pub async fn push_wasm(
     let digest = sha256(&body);
     let content_type = http::HeaderValue::from_static(OCI_IMAGE_MEDIA_TYPE);
     client.push_manifest_raw(&image.oci, body, content_type).await.map_err(err)?;
-    tracing::info!(%digest, reference = %image.normalized, "pushed");
+    tracing::debug!(%digest, reference = %image.normalized, "pushed");
     Ok(digest)
 }
 
