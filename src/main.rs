@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use skiff_control::server::{self, Datastore, ServerConfig};
+use skiff_node::image::{push_wasm, ImageConfig, RegistryAuth};
 
 #[derive(Parser)]
 #[command(name = "skiff", version, about = "A small, fast Kubernetes: Wasm and OCI pods side by side")]
@@ -28,6 +29,40 @@ enum Command {
         #[arg(long, default_value = "sqlite")]
         datastore: Datastore,
     },
+    /// Works with Wasm images in OCI registries.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Pushes a .wasm module or component as a Wasm OCI artifact; prints the manifest digest.
+    Push {
+        /// The .wasm file.
+        file: PathBuf,
+        /// Where to push it, e.g. 127.0.0.1:5000/hello:1.
+        reference: String,
+        /// Registry username (basic auth).
+        #[arg(long, requires = "password")]
+        username: Option<String>,
+        /// Registry password.
+        #[arg(long, env = "SKIFF_REGISTRY_PASSWORD", hide_env_values = true, requires = "username")]
+        password: Option<String>,
+        /// A `host:port` to reach over plain HTTP (loopback registries always are). Repeatable.
+        #[arg(long = "insecure-registry")]
+        insecure_registries: Vec<String>,
+    },
+}
+
+/// Bytes in KiB/MiB for progress lines.
+fn human(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
 }
 
 fn init_tracing() {
@@ -59,6 +94,19 @@ async fn main() -> anyhow::Result<()> {
             shutdown_signal().await;
             running.shutdown();
         }
+        Command::Image { command } => match command {
+            ImageCommand::Push { file, reference, username, password, insecure_registries } => {
+                let auth = username.zip(password).map(|(username, password)| RegistryAuth { username, password });
+                let cfg = ImageConfig { insecure_registries, ..ImageConfig::default() };
+                let name = file.display().to_string();
+                let progress = |sent: u64, total: u64| eprint!("\rpushing {name}: {} / {}", human(sent), human(total));
+                let digest = push_wasm(&file, &reference, &cfg, auth.as_ref(), &progress).await;
+                eprintln!();
+                let digest = digest.with_context(|| format!("pushing {name} to {reference}"))?;
+                eprintln!("pushed {reference}@{digest}");
+                println!("{digest}");
+            }
+        },
     }
     Ok(())
 }

@@ -1,0 +1,134 @@
+//! The on-disk cache: content-addressed blobs, unpacked root filesystems and `index.json`
+//! (reference -> image), every file written atomically (temporary name + rename).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::ImageError;
+use super::WasmImage;
+
+const INDEX_VERSION: u32 = 1;
+const TMP_PREFIX: &str = ".tmp-";
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Paths and atomic writes inside the cache directory.
+#[derive(Debug, Clone)]
+pub(crate) struct CacheDir {
+    root: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct IndexFile {
+    version: u32,
+    images: HashMap<String, WasmImage>,
+}
+
+impl CacheDir {
+    /// Creates the layout under `root` and removes temporary files left by an interrupted run.
+    pub fn open(root: &Path) -> Result<Self, ImageError> {
+        let cache = CacheDir { root: root.to_path_buf() };
+        for dir in [cache.blobs_dir(), cache.rootfs_dir()] {
+            std::fs::create_dir_all(&dir).map_err(|e| ImageError::io("creating", &dir, e))?;
+            sweep_tmp(&dir);
+        }
+        sweep_tmp(&cache.root);
+        Ok(cache)
+    }
+
+    fn blobs_dir(&self) -> PathBuf {
+        self.root.join("blobs").join("sha256")
+    }
+
+    fn rootfs_dir(&self) -> PathBuf {
+        self.root.join("rootfs")
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.root.join("index.json")
+    }
+
+    /// `blobs/sha256/<hex>` for a `sha256:<hex>` digest.
+    pub fn blob_path(&self, digest: &str) -> Option<PathBuf> {
+        sha256_hex(digest).map(|hex| self.blobs_dir().join(hex))
+    }
+
+    /// `rootfs/<hex>` for a manifest digest.
+    pub fn rootfs_path(&self, manifest_digest: &str) -> Option<PathBuf> {
+        sha256_hex(manifest_digest).map(|hex| self.rootfs_dir().join(hex))
+    }
+
+    /// A fresh temporary path next to `target` (same filesystem, so a rename is atomic).
+    pub fn tmp_for(target: &Path) -> PathBuf {
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        target.with_file_name(format!("{TMP_PREFIX}{name}-{}-{n}", std::process::id()))
+    }
+
+    /// Loads `index.json`, keeping only images whose files are still on disk. No file -> empty.
+    pub fn load_index(&self) -> Result<HashMap<String, WasmImage>, ImageError> {
+        let path = self.index_path();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+            Err(e) => return Err(ImageError::io("reading", &path, e)),
+        };
+        let index: IndexFile = match serde_json::from_slice(&bytes) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable image index");
+                return Ok(HashMap::new());
+            }
+        };
+        if index.version != INDEX_VERSION {
+            tracing::warn!(version = index.version, "ignoring image index of another version");
+            return Ok(HashMap::new());
+        }
+        Ok(index
+            .images
+            .into_iter()
+            .filter(|(_, img)| img.wasm_path.is_file() && img.rootfs.as_ref().is_none_or(|r| r.is_dir()))
+            .collect())
+    }
+
+    /// Writes `index.json` atomically.
+    pub fn save_index(&self, images: HashMap<String, WasmImage>) -> Result<(), ImageError> {
+        let path = self.index_path();
+        let bytes = serde_json::to_vec_pretty(&IndexFile { version: INDEX_VERSION, images })
+            .map_err(|e| ImageError::io("encoding", &path, std::io::Error::other(e)))?;
+        write_atomic(&path, &bytes)
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
+    let tmp = CacheDir::tmp_for(path);
+    std::fs::write(&tmp, bytes).map_err(|e| ImageError::io("writing", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        ImageError::io("renaming into", path, e)
+    })
+}
+
+/// The hex part of a well-formed `sha256:<64 lowercase hex>` digest.
+pub(crate) fn sha256_hex(digest: &str) -> Option<&str> {
+    let hex = digest.strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))).then_some(hex)
+}
+
+fn sweep_tmp(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        let result = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        if let Err(e) = result {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove leftover temporary file");
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Fetching and reading manifests: the top-level manifest a reference names, and, for an index,
+//! the entry for platform `wasi/wasm`.
+
+use oci_client::manifest::{
+    IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
+};
+use oci_client::Client;
+use serde::Deserialize;
+
+use super::error::ImageError;
+use super::reference::ImageRef;
+use super::registry::map_oci_error;
+
+const ACCEPTED: &[&str] =
+    &[OCI_IMAGE_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, IMAGE_MANIFEST_LIST_MEDIA_TYPE];
+
+/// A content descriptor (config or layer).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Descriptor {
+    pub media_type: String,
+    pub digest: String,
+    #[serde(default)]
+    pub size: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Platform {
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    architecture: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct IndexEntry {
+    digest: String,
+    platform: Option<Platform>,
+}
+
+/// Either kind of manifest, read loosely: an image manifest has `config` + `layers`, an index `manifests`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AnyManifest {
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+    manifests: Option<Vec<IndexEntry>>,
+}
+
+/// An image manifest (not an index) and its digest.
+#[derive(Debug, Clone)]
+pub(crate) struct ImageManifest {
+    pub digest: String,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+}
+
+/// GETs the manifest `image` names; returns its bytes and verified digest.
+pub(crate) async fn fetch_top(
+    client: &Client,
+    image: &ImageRef,
+    auth: &oci_client::secrets::RegistryAuth,
+) -> Result<(bytes::Bytes, String), ImageError> {
+    client.pull_manifest_raw(&image.oci, auth, ACCEPTED).await.map_err(|e| map_oci_error(image, e))
+}
+
+/// Reads the top-level manifest; for an index, fetches the `wasi/wasm` entry's manifest.
+pub(crate) async fn select_image_manifest(
+    client: &Client,
+    image: &ImageRef,
+    auth: &oci_client::secrets::RegistryAuth,
+    top: &[u8],
+    top_digest: &str,
+) -> Result<ImageManifest, ImageError> {
+    let parsed = parse(image, top)?;
+    let Some(entries) = parsed.manifests else {
+        return into_image_manifest(image, parsed, top_digest);
+    };
+    let Some(entry) = entries.iter().find(|e| e.platform.as_ref().is_some_and(is_wasi_wasm)) else {
+        let platforms: Vec<String> = entries
+            .iter()
+            .filter_map(|e| e.platform.as_ref())
+            .map(|p| format!("{}/{}", p.os, p.architecture))
+            .collect();
+        let detail = format!("image has no wasi/wasm platform (it has: {})", list_or_none(&platforms));
+        return Err(ImageError::NotWasm { reference: image.normalized.clone(), detail });
+    };
+    let by_digest = ImageRef { oci: image.oci.clone_with_digest(entry.digest.clone()), ..image.clone() };
+    let (bytes, digest) =
+        client.pull_manifest_raw(&by_digest.oci, auth, ACCEPTED).await.map_err(|e| map_oci_error(image, e))?;
+    let parsed = parse(image, &bytes)?;
+    if parsed.manifests.is_some() {
+        let detail = "the wasi/wasm entry of the image index is itself an index".to_string();
+        return Err(ImageError::InvalidImage { reference: image.normalized.clone(), detail });
+    }
+    into_image_manifest(image, parsed, &digest)
+}
+
+fn is_wasi_wasm(p: &Platform) -> bool {
+    p.architecture == "wasm" && p.os.starts_with("wasi")
+}
+
+pub(crate) fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn parse(image: &ImageRef, bytes: &[u8]) -> Result<AnyManifest, ImageError> {
+    serde_json::from_slice(bytes).map_err(|e| ImageError::InvalidImage {
+        reference: image.normalized.clone(),
+        detail: format!("unreadable manifest: {e}"),
+    })
+}
+
+fn into_image_manifest(image: &ImageRef, m: AnyManifest, digest: &str) -> Result<ImageManifest, ImageError> {
+    let config = m.config.ok_or_else(|| ImageError::InvalidImage {
+        reference: image.normalized.clone(),
+        detail: "manifest has no config".to_string(),
+    })?;
+    Ok(ImageManifest { digest: digest.to_string(), config, layers: m.layers })
+}
