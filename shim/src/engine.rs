@@ -13,6 +13,7 @@
 //! `on_thread_start` to do the same on its blocking pool, which resolves names).
 
 mod component;
+mod config;
 mod http;
 mod limits;
 mod output;
@@ -31,7 +32,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use wasmtime::{Config, Engine};
+use wasmtime::Engine;
 
 pub use output::{Output, OutputSink};
 pub use program::Program;
@@ -63,9 +64,7 @@ impl WasmEngine {
     pub fn new(cache_dir: &Path) -> Result<Self, EngineError> {
         // The guest's outgoing HTTPS (wasi:http) uses rustls, which needs a process-wide provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| EngineError::Config(format!("{e:#}")))?;
+        let engine = Engine::new(&config::config()).map_err(|e| EngineError::Config(format!("{e:#}")))?;
         let p1_linker = p1::linker(&engine)?;
         let linker = component::linker(&engine)?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();

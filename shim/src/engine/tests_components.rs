@@ -199,3 +199,25 @@ async fn a_busy_request_is_cut_by_its_deadline() {
     let (served, ()) = tokio::join!(engine.serve_http(&program, spec, listener), client);
     assert_eq!(served.expect("serves"), Exit::Killed);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_waiting_guest_is_cancelled_and_a_p1_binary_sees_its_preopen() {
+    let (dir, engine) = engine();
+    let program = load(&engine, "tool");
+    assert!(!program.is_component());
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        trigger.cancel();
+    });
+    let spec = RunSpec { args: vec!["tool.wasm".into(), "forever".into()], cancel: Some(cancel), ..Default::default() };
+    assert_eq!(engine.run(&program, spec).await.expect("runs"), Exit::Killed);
+    let spec = RunSpec {
+        args: vec!["tool.wasm".into(), "write".into(), "/data/out.txt".into(), "written".into()],
+        preopens: vec![Preopen { host: dir.path().to_path_buf(), guest: "/data".into(), read_only: false }],
+        ..Default::default()
+    };
+    assert_eq!(engine.run(&program, spec).await.expect("runs"), Exit::Code(0));
+    assert_eq!(std::fs::read_to_string(dir.path().join("out.txt")).expect("written"), "written");
+}
