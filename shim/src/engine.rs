@@ -1,113 +1,55 @@
-//! Compile-once, run-bounded WASI preview 1 execution on wasmtime.
+//! The Wasm engine: compiles programs (WASI preview 1 modules and preview 2 components) once per content
+//! digest and engine version, and runs them as async tasks with a memory cap, a CPU share, cancellation,
+//! and the guest's exit code; serves `wasi:http/incoming-handler` components over HTTP/1.1.
+//!
+//! # Threads and network namespaces
+//!
+//! Every future of this engine makes its sockets (the guest's listeners and outbound connections, the
+//! connections `serve_http` accepts) on the thread that polls it, and spawns its helper tasks with
+//! `tokio::spawn` onto the caller's runtime: it never starts threads or runtimes of its own for socket
+//! work. On Linux a socket belongs to the network namespace of the thread that creates it, so to give a
+//! pod's guests the pod's network, poll these futures on a runtime whose threads entered the pod's
+//! namespace (e.g. a current-thread runtime on a thread that did `setns(CLONE_NEWNET)`; set
+//! `on_thread_start` to do the same on its blocking pool, which resolves names).
 
-use std::fs::File;
+mod component;
+mod config;
+mod http;
+mod limits;
+mod output;
+mod p1;
+mod program;
+mod spec;
+mod wasi;
+
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use wasmtime::{Config, Engine, Linker, Module, ResourceLimiter, Store, UpdateDeadline};
-use wasmtime_wasi::cli::OutputFile;
-use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use wasmtime::Engine;
 
-/// How often the engine's epoch advances: the granularity of CPU bounds and cancellation.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
+pub use output::{Output, OutputSink};
+pub use program::Program;
+pub use spec::{EngineError, Exit, Preopen, RunSpec};
 
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error("configuring wasmtime: {0}")]
-    Config(String),
-    #[error("the module does not compile: {0}")]
-    Compile(String),
-    #[error("the module cannot be instantiated: {0}")]
-    Instantiate(String),
-    #[error("the module has no entry point (`_start`)")]
-    NoEntryPoint,
-    #[error("preopening {host} at {guest}: {reason}")]
-    Preopen { host: PathBuf, guest: String, reason: String },
-    #[error("compile cache {path}: {source}")]
-    Cache { path: PathBuf, source: std::io::Error },
-}
-
-/// A host directory the guest sees at `guest` (nothing else of the host is visible).
-#[derive(Clone, Debug)]
-pub struct Preopen {
-    pub host: PathBuf,
-    pub guest: String,
-    pub read_only: bool,
-}
-
-/// What one run of a module gets.
-#[derive(Debug, Default)]
-pub struct RunSpec {
-    /// argv, including argv[0] (the module's file name).
-    pub args: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub preopens: Vec<Preopen>,
-    pub stdout: Option<File>,
-    pub stderr: Option<File>,
-    /// Cap on the guest's linear memory, in bytes.
-    pub memory_limit: Option<usize>,
-    /// Wall-clock budget while running; past it the guest is stopped.
-    pub deadline: Option<Duration>,
-    /// Set to stop the guest (container kill).
-    pub cancel: Option<Arc<AtomicBool>>,
-}
-
-/// How a run ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Exit {
-    /// The guest returned from `_start` (0) or called `proc_exit`.
-    Code(i32),
-    /// The guest trapped; the message says where.
-    Trap(String),
-    /// The guest wanted more memory than its limit (Kubernetes reason `OOMKilled`).
-    OutOfMemory,
-    /// Cancelled or over its deadline.
-    Killed,
-}
-
-impl Exit {
-    /// The exit code Kubernetes reports: 137 for OOM and kills, 1 for traps.
-    pub fn code(&self) -> i32 {
-        match self {
-            Exit::Code(c) => *c,
-            Exit::Trap(_) => 1,
-            Exit::OutOfMemory | Exit::Killed => 137,
-        }
-    }
-}
-
-struct Limits {
-    memory: Option<usize>,
-    exceeded: bool,
-}
-
-impl ResourceLimiter for Limits {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let allowed = self.memory.is_none_or(|limit| desired <= limit);
-        self.exceeded |= !allowed;
-        Ok(allowed)
-    }
-
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
-    }
-}
-
-struct Guest {
-    wasi: WasiP1Ctx,
-    limits: Limits,
-}
+use limits::EPOCH_TICK;
+use program::Kind;
+use wasi::{GuestEnv, P1State, P2State};
 
 /// The engine: one per process, shared by every container.
 pub struct WasmEngine {
     engine: Engine,
-    linker: Linker<Guest>,
+    p1_linker: wasmtime::Linker<P1State>,
+    linker: wasmtime::component::Linker<P2State>,
     cache_dir: PathBuf,
     compiles: AtomicU64,
+    programs: Mutex<HashMap<String, Program>>,
     ticking: Arc<AtomicBool>,
 }
 
@@ -120,12 +62,11 @@ impl Drop for WasmEngine {
 impl WasmEngine {
     /// An engine whose compiled code is cached under `cache_dir`.
     pub fn new(cache_dir: &Path) -> Result<Self, EngineError> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| EngineError::Config(e.to_string()))?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |g: &mut Guest| &mut g.wasi)
-            .map_err(|e| EngineError::Config(e.to_string()))?;
+        // The guest's outgoing HTTPS (wasi:http) uses rustls, which needs a process-wide provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let engine = Engine::new(&config::config()).map_err(|e| EngineError::Config(format!("{e:#}")))?;
+        let p1_linker = p1::linker(&engine)?;
+        let linker = component::linker(&engine)?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let cache_dir = cache_dir.join(format!("{:016x}", hasher.finish()));
@@ -144,93 +85,122 @@ impl WasmEngine {
                 }
             })
             .map_err(|e| EngineError::Config(e.to_string()))?;
-        Ok(Self { engine, linker, cache_dir, compiles: AtomicU64::new(0), ticking })
+        Ok(Self {
+            engine,
+            p1_linker,
+            linker,
+            cache_dir,
+            compiles: AtomicU64::new(0),
+            programs: Mutex::new(HashMap::new()),
+            ticking,
+        })
     }
 
-    /// How many modules this engine compiled (cache misses); exported as a metric.
+    /// How many programs this engine compiled (cache misses); exported as a metric.
     pub fn compiles(&self) -> u64 {
         self.compiles.load(Ordering::Relaxed)
     }
 
-    /// The module for `bytes` (content `digest`), from the disk cache when it was compiled before.
-    pub fn load(&self, digest: &str, bytes: &[u8]) -> Result<Module, EngineError> {
-        let safe: String = digest.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-        let path = self.cache_dir.join(format!("{safe}.cwasm"));
-        if path.exists() {
-            // SAFETY: the file was written by `Module::serialize` of an engine with the same
-            // compatibility hash (the directory name), into a directory only skiff writes.
-            match unsafe { Module::deserialize_file(&self.engine, &path) } {
-                Ok(module) => return Ok(module),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "compile cache entry unusable; recompiling")
-                }
-            }
+    /// The program for `bytes` (content `digest`): from memory when this engine loaded it before, else from
+    /// the disk cache when any engine of the same version compiled it, else compiled (and cached).
+    pub fn load(&self, digest: &str, bytes: &[u8]) -> Result<Program, EngineError> {
+        if let Some(program) = self.programs.lock().ok().and_then(|map| map.get(digest).cloned()) {
+            return Ok(program);
         }
-        let module = Module::new(&self.engine, bytes).map_err(|e| EngineError::Compile(format!("{e:#}")))?;
-        self.compiles.fetch_add(1, Ordering::Relaxed);
-        let serialized = module.serialize().map_err(|e| EngineError::Compile(e.to_string()))?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, serialized)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|source| EngineError::Cache { path: path.clone(), source })?;
-        Ok(module)
+        let _span = tracing::info_span!("load wasm", digest).entered();
+        let path = Program::cache_path(&self.cache_dir, digest, bytes);
+        let program = match Program::from_cache(&self.engine, &path, bytes) {
+            Some(program) => program,
+            None => {
+                let program = Program::compile(&self.engine, bytes)?;
+                self.compiles.fetch_add(1, Ordering::Relaxed);
+                program.store_cache(&path)?;
+                program
+            }
+        };
+        if let Ok(mut map) = self.programs.lock() {
+            map.insert(digest.to_string(), program.clone());
+        }
+        Ok(program)
     }
 
-    /// Runs a WASI preview 1 module to its end on the calling thread.
-    pub fn run(&self, module: &Module, spec: RunSpec) -> Result<Exit, EngineError> {
-        if module.get_export("_start").is_none() {
-            return Err(EngineError::NoEntryPoint);
-        }
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.args(&spec.args).envs(&spec.env);
-        if let Some(out) = spec.stdout {
-            wasi.stdout(OutputFile::new(out));
-        }
-        if let Some(err) = spec.stderr {
-            wasi.stderr(OutputFile::new(err));
-        }
-        for p in &spec.preopens {
-            let perms = if p.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
-            wasi.preopened_dir(&p.host, &p.guest, perms).map_err(|e| EngineError::Preopen {
-                host: p.host.clone(),
-                guest: p.guest.clone(),
-                reason: e.to_string(),
-            })?;
-        }
-        let guest = Guest { wasi: wasi.build_p1(), limits: Limits { memory: spec.memory_limit, exceeded: false } };
-        let mut store = Store::new(&self.engine, guest);
-        store.limiter(|g| &mut g.limits);
-        let started = Instant::now();
-        let (deadline, cancel) = (spec.deadline, spec.cancel.clone());
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            let cancelled = cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
-            let late = deadline.is_some_and(|d| started.elapsed() > d);
-            if cancelled || late {
-                return Err(wasmtime::Error::msg(KILLED));
+    /// Runs a preview 1 module (`_start`) or a preview 2 command component (`wasi:cli/run`) to its end.
+    ///
+    /// The guest yields to the executor at every epoch tick (10 ms), so a busy guest does not starve the
+    /// other tasks of a current-thread runtime. [`Exit::Killed`] when `spec.cancel` fires or `spec.deadline`
+    /// passes, whether the guest computes or waits. See the module docs about threads and sockets.
+    pub async fn run(&self, program: &Program, mut spec: RunSpec) -> Result<Exit, EngineError> {
+        let env = GuestEnv::take(&mut spec);
+        let span = tracing::info_span!("run wasm", program = ?program, argv0 = env.argv0());
+        let guest = async {
+            match &program.kind {
+                Kind::Module(module) => p1::run(&self.p1_linker, module, &env, spec.cpu_millis).await,
+                Kind::Component { component, .. } => {
+                    component::run(&self.linker, component, &env, spec.cpu_millis).await
+                }
             }
-            // Give the core to others at every tick: a busy loop cannot starve other pods.
-            std::thread::yield_now();
-            Ok(UpdateDeadline::Continue(1))
-        });
-        let instance =
-            self.linker.instantiate(&mut store, module).map_err(|e| EngineError::Instantiate(format!("{e:#}")))?;
-        let start = instance.get_typed_func::<(), ()>(&mut store, "_start").map_err(|_| EngineError::NoEntryPoint)?;
-        let outcome = start.call(&mut store, ());
-        let exceeded = store.data().limits.exceeded;
-        Ok(match outcome {
-            Ok(()) => Exit::Code(0),
-            Err(e) => match e.downcast_ref::<I32Exit>() {
-                Some(exit) => Exit::Code(exit.0),
-                None if exceeded => Exit::OutOfMemory,
-                None if format!("{e:#}").contains(KILLED) => Exit::Killed,
-                None => Exit::Trap(format!("{e:#}")),
-            },
-        })
+        };
+        let cancelled = cancelled(spec.cancel.as_ref());
+        let late = elapsed(spec.deadline);
+        let bounded = async {
+            let exit = tokio::select! {
+                biased;
+                () = cancelled => Ok(Exit::Killed),
+                () = late => Ok(Exit::Killed),
+                exit = guest => exit,
+            };
+            tracing::debug!(?exit, "guest ended");
+            exit
+        };
+        bounded.instrument(span).await
+    }
+
+    /// Serves a component exporting `wasi:http/incoming-handler` on `listener` (HTTP/1.1, keep-alive) until
+    /// `spec.cancel` fires, then returns [`Exit::Killed`].
+    ///
+    /// Every request gets a fresh instance with `spec`'s args, env, preopens, memory limit, CPU share and
+    /// output; `spec.deadline` bounds each request. A request whose guest traps, runs out of memory or
+    /// passes its deadline gets a 500 and a line on the stderr output; the server goes on serving.
+    /// Connections and requests are spawned with `tokio::spawn` on the caller's runtime (a current-thread
+    /// runtime works); see the module docs about threads and sockets.
+    pub async fn serve_http(
+        &self,
+        program: &Program,
+        mut spec: RunSpec,
+        listener: TcpListener,
+    ) -> Result<Exit, EngineError> {
+        let Kind::Component { component, http: true } = &program.kind else {
+            return Err(EngineError::NotHttp);
+        };
+        let env = GuestEnv::take(&mut spec);
+        let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let span = tracing::info_span!("serve wasi-http", %address, argv0 = env.argv0());
+        let cancel = spec.cancel.unwrap_or_default();
+        http::serve(&self.linker, component, env, spec.cpu_millis, spec.deadline, listener, cancel)
+            .instrument(span)
+            .await
     }
 }
 
-const KILLED: &str = "skiff: container killed";
+/// Resolves when `cancel` fires; never without one.
+async fn cancelled(cancel: Option<&CancellationToken>) {
+    match cancel {
+        Some(cancel) => cancel.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves after `deadline`; never without one.
+async fn elapsed(deadline: Option<Duration>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep(deadline).await,
+        None => std::future::pending().await,
+    }
+}
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_components;
+#[cfg(test)]
+mod tests_netns;

@@ -1,10 +1,10 @@
 //! skiff's Wasm engine as a library: the kubelet runs it in-process, and the containerd shim
 //! (`containerd-shim-skiff-v1`) runs the same engine inside containerd.
 //!
-//! [`engine::WasmEngine`] compiles modules once per content digest and engine version (cached on
-//! disk), and runs WASI preview 1 modules with a memory cap, a CPU bound by epoch interruption,
-//! cancellation, and the guest's exit code.
+//! [`engine::WasmEngine`] compiles programs once per content digest and engine version (cached on
+//! disk), runs WASI preview 1 modules and preview 2 command components as async tasks with a memory cap,
+//! a CPU share, cancellation and the guest's exit code, and serves `wasi:http` components.
 
 pub mod engine;
 
-pub use engine::{Exit, Preopen, RunSpec, WasmEngine};
+pub use engine::{EngineError, Exit, Output, OutputSink, Preopen, Program, RunSpec, WasmEngine};

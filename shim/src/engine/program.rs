@@ -1,0 +1,112 @@
+//! [`Program`]: a compiled core module or component, told apart by its header, compiled once per content
+//! digest and engine version (cached on disk) and kept in memory by digest.
+
+use std::path::{Path, PathBuf};
+
+use wasmtime::component::Component;
+use wasmtime::{Engine, Module};
+
+use super::spec::EngineError;
+
+/// A compiled Wasm program; cloning is cheap (the code is shared).
+#[derive(Clone)]
+pub struct Program {
+    pub(super) kind: Kind,
+}
+
+#[derive(Clone)]
+pub(super) enum Kind {
+    /// A core module (WASI preview 1).
+    Module(Module),
+    /// A component (WASI preview 2); `http` when it exports `wasi:http/incoming-handler`.
+    Component { component: Component, http: bool },
+}
+
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            Kind::Module(_) => f.write_str("Program::Module"),
+            Kind::Component { http, .. } => write!(f, "Program::Component {{ http: {http} }}"),
+        }
+    }
+}
+
+/// The interface an HTTP handler component exports (any 0.2.x version).
+const HTTP_HANDLER: &str = "wasi:http/incoming-handler@0.2";
+
+impl Program {
+    /// Whether this is a component exporting `wasi:http/incoming-handler` (served by `serve_http`).
+    pub fn is_http(&self) -> bool {
+        matches!(self.kind, Kind::Component { http: true, .. })
+    }
+
+    /// Whether this is a component (preview 2) rather than a core module (preview 1).
+    pub fn is_component(&self) -> bool {
+        matches!(self.kind, Kind::Component { .. })
+    }
+
+    fn component(engine: &Engine, component: Component) -> Self {
+        let http = component.component_type().exports(engine).any(|(name, _)| name.starts_with(HTTP_HANDLER));
+        Program { kind: Kind::Component { component, http } }
+    }
+
+    /// Compiles `bytes` (binary, or WAT text in tests).
+    pub(super) fn compile(engine: &Engine, bytes: &[u8]) -> Result<Self, EngineError> {
+        let compile_error = |e: wasmtime::Error| EngineError::Compile(format!("{e:#}"));
+        if is_component(bytes) {
+            let component = Component::new(engine, bytes).map_err(compile_error)?;
+            Ok(Self::component(engine, component))
+        } else {
+            Ok(Program { kind: Kind::Module(Module::new(engine, bytes).map_err(compile_error)?) })
+        }
+    }
+
+    /// The file this program's compiled code is cached in under `dir`, for content `digest`.
+    pub(super) fn cache_path(dir: &Path, digest: &str, bytes: &[u8]) -> PathBuf {
+        let safe: String = digest.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        let kind = if is_component(bytes) { "component" } else { "module" };
+        dir.join(format!("{safe}.{kind}.cwasm"))
+    }
+
+    /// The program cached at `path`, if it is there and usable.
+    pub(super) fn from_cache(engine: &Engine, path: &Path, bytes: &[u8]) -> Option<Self> {
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: the file was written by `serialize` of an engine with the same compatibility hash (the
+        // directory name), into a directory only skiff writes, under a name that says its kind.
+        let loaded = if is_component(bytes) {
+            unsafe { Component::deserialize_file(engine, path) }.map(|c| Self::component(engine, c))
+        } else {
+            unsafe { Module::deserialize_file(engine, path) }.map(|m| Program { kind: Kind::Module(m) })
+        };
+        match loaded {
+            Ok(program) => Some(program),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "compile cache entry unusable; recompiling");
+                None
+            }
+        }
+    }
+
+    /// Writes the compiled code to `path` (atomically: a reader sees all of it or nothing).
+    pub(super) fn store_cache(&self, path: &Path) -> Result<(), EngineError> {
+        let serialized = match &self.kind {
+            Kind::Module(m) => m.serialize(),
+            Kind::Component { component, .. } => component.serialize(),
+        }
+        .map_err(|e| EngineError::Compile(e.to_string()))?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, serialized)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|source| EngineError::Cache { path: path.to_path_buf(), source })
+    }
+}
+
+/// Whether `bytes` are a component: binary layer header `0d 00 01 00`, or WAT text starting `(component`.
+fn is_component(bytes: &[u8]) -> bool {
+    match bytes {
+        [0, b'a', b's', b'm', _, _, layer_lo, layer_hi, ..] => (*layer_lo, *layer_hi) == (1, 0),
+        _ => std::str::from_utf8(bytes).is_ok_and(|text| text.trim_start().starts_with("(component")),
+    }
+}

@@ -1,0 +1,223 @@
+//! Engine tests with real component guests from `workloads/` (built once by `scripts/build-workloads.sh`):
+//! a preview 2 command, and `hello-http` served over loopback sockets.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use super::tests::Collect;
+use super::*;
+
+/// The directory with the built workloads (`<name>.wasm`); builds them on first use. Panics (fails the
+/// test) when the build fails.
+pub(super) fn workloads() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+        let out = target.join("skiff-shim-workloads");
+        let status = std::process::Command::new("bash")
+            .arg(root.join("scripts/build-workloads.sh"))
+            .arg(&out)
+            .status()
+            .expect("run scripts/build-workloads.sh");
+        assert!(status.success(), "scripts/build-workloads.sh failed: {status}");
+        out
+    })
+}
+
+/// Loads workload `name` into `engine`.
+pub(super) fn load(engine: &WasmEngine, name: &str) -> Program {
+    let bytes = std::fs::read(workloads().join(format!("{name}.wasm"))).expect("read workload");
+    engine.load(&format!("test:{name}"), &bytes).expect("compiles")
+}
+
+/// `GET path` on a new connection (closed after the answer): status and body.
+pub(super) async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    parse(&answer)
+}
+
+fn parse(answer: &str) -> (u16, String) {
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn engine() -> (tempfile::TempDir, WasmEngine) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = WasmEngine::new(dir.path()).expect("engine");
+    (dir, engine)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_p2_command_prints_and_exits_zero() {
+    let (dir, engine) = engine();
+    let program = load(&engine, "hello-p2");
+    assert!(program.is_component() && !program.is_http());
+    let sink = Arc::new(Collect::default());
+    let spec = RunSpec {
+        args: vec!["hello-p2.wasm".into(), "one".into(), "two".into()],
+        env: vec![("HELLO_NAME".into(), "skiff".into())],
+        stdout: Some(Output::Sink(sink.clone())),
+        ..Default::default()
+    };
+    assert_eq!(engine.run(&program, spec).await.expect("runs"), Exit::Code(0));
+    let out = sink.text();
+    assert!(out.contains("hello from a component\n"), "{out}");
+    assert!(out.contains("args: one two\n"), "{out}");
+    assert!(out.contains("HELLO_NAME=skiff\n"), "{out}");
+    // A second engine on the same cache directory deserializes the component instead of compiling it.
+    let again = WasmEngine::new(dir.path()).expect("second engine");
+    let program = load(&again, "hello-p2");
+    assert_eq!(again.compiles(), 0);
+    assert_eq!(again.run(&program, RunSpec::default()).await.expect("runs"), Exit::Code(0));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn serve_http_answers_until_cancelled() {
+    let (dir, engine) = engine();
+    let program = load(&engine, "hello-http");
+    assert!(program.is_http());
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    std::fs::write(data.join("greeting.txt"), "hi from a volume").expect("write");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let cancel = CancellationToken::new();
+    let spec = RunSpec {
+        args: vec!["hello-http.wasm".into()],
+        env: vec![("GREETING".into(), "hola".into())],
+        preopens: vec![Preopen { host: data, guest: "/data".into(), read_only: true }],
+        cancel: Some(cancel.clone()),
+        ..Default::default()
+    };
+    let client = async {
+        assert_eq!(get(addr, "/").await, (200, "hello from skiff\n".into()));
+        assert_eq!(get(addr, "/status/503").await, (503, "status 503".into()));
+        assert_eq!(get(addr, "/env/GREETING").await, (200, "hola".into()));
+        assert_eq!(get(addr, "/file/data/greeting.txt").await, (200, "hi from a volume".into()));
+        assert_ne!(get(addr, "/file/etc/passwd").await.0, 200, "nothing of the host but preopens");
+        // Keep-alive: two requests on one connection.
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let two = "GET / HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        stream.write_all(two.as_bytes()).await.expect("send");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read");
+        assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
+        assert!(answer.contains("hello from skiff\n") && answer.ends_with("ok"), "{answer}");
+        cancel.cancel();
+    };
+    let (served, ()) = tokio::join!(engine.serve_http(&program, spec, listener), client);
+    assert_eq!(served.expect("serves"), Exit::Killed);
+    // The listener is gone with the server.
+    assert!(TcpStream::connect(addr).await.is_err());
+}
+
+/// A handler component that traps (`unreachable`) on every request.
+const TRAPPING_HANDLER: &str = r#"(component
+  (import "wasi:http/types@0.2.0" (instance $types
+    (export "incoming-request" (type (sub resource)))
+    (export "response-outparam" (type (sub resource)))))
+  (alias export $types "incoming-request" (type $request))
+  (alias export $types "response-outparam" (type $outparam))
+  (core module $m (func (export "handle") (param i32 i32) unreachable))
+  (core instance $i (instantiate $m))
+  (func $handle (param "request" (own $request)) (param "response-out" (own $outparam))
+    (canon lift (core func $i "handle")))
+  (instance $handler (export "handle" (func $handle)))
+  (export "wasi:http/incoming-handler@0.2.0" (instance $handler)))"#;
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failing_request_gets_500_and_a_stderr_line_and_the_server_goes_on() {
+    let (_dir, engine) = engine();
+    let program = engine.load("test:trapping-handler", TRAPPING_HANDLER.as_bytes()).expect("compiles");
+    assert!(program.is_http());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (cancel, stderr) = (CancellationToken::new(), Arc::new(Collect::default()));
+    let spec =
+        RunSpec { stderr: Some(Output::Sink(stderr.clone())), cancel: Some(cancel.clone()), ..Default::default() };
+    let client = async {
+        assert_eq!(get(addr, "/boom").await.0, 500);
+        assert_eq!(get(addr, "/again").await.0, 500, "the server survives a trap");
+        cancel.cancel();
+    };
+    let (served, ()) = tokio::join!(engine.serve_http(&program, spec, listener), client);
+    assert_eq!(served.expect("serves"), Exit::Killed);
+    let log = stderr.text();
+    assert!(log.contains("GET /boom failed: trap") && log.contains("GET /again failed"), "{log}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_over_the_memory_limit_is_500_out_of_memory() {
+    let (_dir, engine) = engine();
+    let program = load(&engine, "hello-http");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (cancel, stderr) = (CancellationToken::new(), Arc::new(Collect::default()));
+    let spec = RunSpec {
+        memory_limit: Some(64 << 10),
+        stderr: Some(Output::Sink(stderr.clone())),
+        cancel: Some(cancel.clone()),
+        ..Default::default()
+    };
+    let client = async {
+        assert_eq!(get(addr, "/").await.0, 500);
+        cancel.cancel();
+    };
+    let (served, ()) = tokio::join!(engine.serve_http(&program, spec, listener), client);
+    assert_eq!(served.expect("serves"), Exit::Killed);
+    assert!(stderr.text().contains("GET / failed: out of memory"), "{}", stderr.text());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_busy_request_is_cut_by_its_deadline() {
+    const SPINNING_HANDLER: &str = "(core module $m (func (export \"handle\") (param i32 i32) (loop (br 0))))";
+    let (_dir, engine) = engine();
+    let wat = TRAPPING_HANDLER
+        .replace("(core module $m (func (export \"handle\") (param i32 i32) unreachable))", SPINNING_HANDLER);
+    let program = engine.load("test:spinning-handler", wat.as_bytes()).expect("compiles");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let cancel = CancellationToken::new();
+    let spec =
+        RunSpec { deadline: Some(Duration::from_millis(100)), cancel: Some(cancel.clone()), ..Default::default() };
+    let client = async {
+        assert_eq!(get(addr, "/spin").await.0, 500);
+        cancel.cancel();
+    };
+    let (served, ()) = tokio::join!(engine.serve_http(&program, spec, listener), client);
+    assert_eq!(served.expect("serves"), Exit::Killed);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_waiting_guest_is_cancelled_and_a_p1_binary_sees_its_preopen() {
+    let (dir, engine) = engine();
+    let program = load(&engine, "tool");
+    assert!(!program.is_component());
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        trigger.cancel();
+    });
+    let spec = RunSpec { args: vec!["tool.wasm".into(), "forever".into()], cancel: Some(cancel), ..Default::default() };
+    assert_eq!(engine.run(&program, spec).await.expect("runs"), Exit::Killed);
+    let spec = RunSpec {
+        args: vec!["tool.wasm".into(), "write".into(), "/data/out.txt".into(), "written".into()],
+        preopens: vec![Preopen { host: dir.path().to_path_buf(), guest: "/data".into(), read_only: false }],
+        ..Default::default()
+    };
+    assert_eq!(engine.run(&program, spec).await.expect("runs"), Exit::Code(0));
+    assert_eq!(std::fs::read_to_string(dir.path().join("out.txt")).expect("written"), "written");
+}

@@ -1,0 +1,118 @@
+//! The WASI view a guest gets: args, env, preopens, stdio and the network, built fresh for every store,
+//! and the store data of preview 1 modules ([`P1State`]) and components ([`P2State`]).
+//!
+//! Sockets: guests get TCP and UDP sockets and name lookups (`inherit_network`). wasmtime-wasi creates a
+//! socket inside the host call, on the thread polling the guest's future, so the socket belongs to that
+//! thread's network namespace. Name lookups run `getaddrinfo` on tokio's blocking pool: a runtime whose
+//! threads (`on_thread_start`) entered the pod's namespace makes those resolve in the pod too.
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::limits::{HasLimits, Limits};
+use super::output::Stdio;
+use super::spec::{EngineError, Preopen, RunSpec};
+
+/// Everything of a [`RunSpec`] a guest's WASI context is made of, reusable for many stores.
+#[derive(Clone)]
+pub(super) struct GuestEnv {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    preopens: Vec<Preopen>,
+    stdout: Option<Stdio>,
+    pub(super) stderr: Option<Stdio>,
+    pub(super) memory_limit: Option<usize>,
+}
+
+impl GuestEnv {
+    /// Takes the WASI parts out of `spec` (the rest stays for the caller).
+    pub(super) fn take(spec: &mut RunSpec) -> Self {
+        Self {
+            args: std::mem::take(&mut spec.args),
+            env: std::mem::take(&mut spec.env),
+            preopens: std::mem::take(&mut spec.preopens),
+            stdout: spec.stdout.take().map(Stdio::from),
+            stderr: spec.stderr.take().map(Stdio::from),
+            memory_limit: spec.memory_limit,
+        }
+    }
+
+    /// The guest's argv[0] (empty without args), for spans.
+    pub(super) fn argv0(&self) -> &str {
+        self.args.first().map(String::as_str).unwrap_or_default()
+    }
+
+    fn builder(&self) -> Result<WasiCtxBuilder, EngineError> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.args(&self.args).envs(&self.env);
+        if let Some(out) = &self.stdout {
+            wasi.stdout(out.clone());
+        }
+        if let Some(err) = &self.stderr {
+            wasi.stderr(err.clone());
+        }
+        for p in &self.preopens {
+            let perms = if p.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+            wasi.preopened_dir(&p.host, &p.guest, perms).map_err(|e| EngineError::Preopen {
+                host: p.host.clone(),
+                guest: p.guest.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        }
+        wasi.inherit_network().allow_tcp(true).allow_udp(true).allow_ip_name_lookup(true);
+        Ok(wasi)
+    }
+
+    pub(super) fn p1(&self) -> Result<P1State, EngineError> {
+        Ok(P1State { wasi: self.builder()?.build_p1(), limits: Limits::new(self.memory_limit) })
+    }
+
+    pub(super) fn p2(&self) -> Result<P2State, EngineError> {
+        Ok(P2State {
+            wasi: self.builder()?.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limits: Limits::new(self.memory_limit),
+        })
+    }
+}
+
+/// Store data of a preview 1 module.
+pub(super) struct P1State {
+    pub(super) wasi: WasiP1Ctx,
+    limits: Limits,
+}
+
+impl HasLimits for P1State {
+    fn limits(&mut self) -> &mut Limits {
+        &mut self.limits
+    }
+}
+
+/// Store data of a component (command or HTTP handler).
+pub(super) struct P2State {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    limits: Limits,
+}
+
+impl HasLimits for P2State {
+    fn limits(&mut self) -> &mut Limits {
+        &mut self.limits
+    }
+}
+
+impl WasiView for P2State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for P2State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: Default::default() }
+    }
+}
