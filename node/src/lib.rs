@@ -1,1 +1,3 @@
 //! skiff node agent
+pub mod kubelet_server;
+pub mod logs;
