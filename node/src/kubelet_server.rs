@@ -218,3 +218,7 @@ async fn open_logs(
     let body = Body::from_stream(stream.take_until(stopped));
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }
+
+#[cfg(test)]
+#[path = "kubelet_server_tests.rs"]
+mod tests;
