@@ -138,10 +138,9 @@ fn parse_bool(query: &HashMap<String, String>, key: &str) -> Result<bool, Failur
 fn parse_int(query: &HashMap<String, String>, key: &str) -> Result<Option<i64>, Failure> {
     match query.get(key).map(String::as_str) {
         None | Some("") => Ok(None),
-        Some(v) => v
-            .parse()
-            .map(Some)
-            .map_err(|_| Failure(StatusCode::BAD_REQUEST, format!("invalid value for {key}: {v:?}"))),
+        Some(v) => {
+            v.parse().map(Some).map_err(|_| Failure(StatusCode::BAD_REQUEST, format!("invalid value for {key}: {v:?}")))
+        }
     }
 }
 
@@ -153,9 +152,10 @@ fn parse_query(query: &HashMap<String, String>) -> Result<LogQuery, Failure> {
     let since_seconds = parse_int(query, "sinceSeconds")?;
     let since_time = match query.get("sinceTime").map(String::as_str) {
         None | Some("") => None,
-        Some(v) => Some(v.parse::<Timestamp>().map_err(|_| {
-            Failure(StatusCode::BAD_REQUEST, format!("invalid value for sinceTime: {v:?}"))
-        })?),
+        Some(v) => Some(
+            v.parse::<Timestamp>()
+                .map_err(|_| Failure(StatusCode::BAD_REQUEST, format!("invalid value for sinceTime: {v:?}")))?,
+        ),
     };
     if tail_lines.is_some_and(|n| n < 0)
         || limit_bytes.is_some_and(|n| n < 1)

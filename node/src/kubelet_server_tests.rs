@@ -131,7 +131,10 @@ async fn refuses_without_token_and_maps_errors() {
     assert_eq!(previous.status(), 400);
     assert_eq!(text(previous).await, "previous terminated container \"app\" in pod \"web\" not found");
     assert_eq!(get(&url("shop/web/app?tailLines=-3"), Some(TOKEN)).await.status(), 422);
-    assert_eq!(get(&url("shop/web/app?sinceSeconds=5&sinceTime=2024-01-01T00:00:00Z"), Some(TOKEN)).await.status(), 422);
+    assert_eq!(
+        get(&url("shop/web/app?sinceSeconds=5&sinceTime=2024-01-01T00:00:00Z"), Some(TOKEN)).await.status(),
+        422
+    );
     assert_eq!(get(&url("shop/web/app?follow=maybe"), Some(TOKEN)).await.status(), 400);
 }
 

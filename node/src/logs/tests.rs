@@ -75,7 +75,12 @@ fn full_lines_per_stream() {
     writer.write(Stream::Stderr, b"oops\r\n\n").expect("write");
     assert_eq!(
         lines(&path),
-        vec![full(Stream::Stdout, "hello"), full(Stream::Stdout, "world"), full(Stream::Stderr, "oops"), full(Stream::Stderr, "")]
+        vec![
+            full(Stream::Stdout, "hello"),
+            full(Stream::Stdout, "world"),
+            full(Stream::Stderr, "oops"),
+            full(Stream::Stderr, "")
+        ]
     );
     let raw = std::fs::read_to_string(&path).expect("read");
     let first = raw.lines().next().expect("a line");
@@ -127,7 +132,12 @@ async fn reader_joins_partials_and_prints_timestamps() {
     let path = log_path(dir.path());
     write_cri(
         &path,
-        &[(0, Stream::Stdout, false, "one"), (1, Stream::Stdout, true, "tw"), (2, Stream::Stdout, false, "o"), (3, Stream::Stderr, false, "")],
+        &[
+            (0, Stream::Stdout, false, "one"),
+            (1, Stream::Stdout, true, "tw"),
+            (2, Stream::Stdout, false, "o"),
+            (3, Stream::Stderr, false, ""),
+        ],
     );
     assert_eq!(read_all(LogFiles::finished(path.clone()), LogOptions::default()).await, "one\ntwo\n\n");
     let with_ts = read_all(LogFiles::finished(path), LogOptions { timestamps: true, ..Default::default() }).await;
@@ -190,7 +200,8 @@ async fn rotation_keeps_order_and_count() {
     let rotated = writer::rotated_files(&path).expect("list");
     assert!(rotated.len() >= 5, "rotated {} times", rotated.len());
     assert_eq!(read_all(LogFiles::finished(path.clone()), LogOptions::default()).await, expected);
-    let tail = read_all(LogFiles::finished(path.clone()), LogOptions { tail_lines: Some(30), ..Default::default() }).await;
+    let tail =
+        read_all(LogFiles::finished(path.clone()), LogOptions { tail_lines: Some(30), ..Default::default() }).await;
     assert_eq!(tail, expected.lines().skip(10).map(|l| format!("{l}\n")).collect::<String>());
 
     let small = LogWriter::create(dir.path().join("other/0.log"), Rotation { max_size: 100, max_files: 2 }).expect("w");
@@ -200,8 +211,7 @@ async fn rotation_keeps_order_and_count() {
     assert_eq!(writer::rotated_files(small.path()).expect("list").len(), 2, "oldest rotated files removed");
     let rest = read_all(LogFiles::finished(small.path().to_path_buf()), LogOptions::default()).await;
     assert!(rest.ends_with("line 48\nline 49\n"), "{rest}");
-    let numbers: Vec<u32> =
-        rest.lines().map(|l| l.trim_start_matches("line ").parse().expect("number")).collect();
+    let numbers: Vec<u32> = rest.lines().map(|l| l.trim_start_matches("line ").parse().expect("number")).collect();
     assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "contiguous and ordered: {numbers:?}");
 }
 
@@ -212,12 +222,10 @@ async fn follow_sees_new_lines_across_rotation_and_ends_when_stopped() {
     let writer = Arc::new(LogWriter::create(path.clone(), Rotation { max_size: 300, max_files: 50 }).expect("w"));
     writer.write(Stream::Stdout, b"before\n").expect("write");
     let (running_tx, running_rx) = watch::channel(true);
-    let stream = stream_logs(
-        LogFiles::running(path.clone(), running_rx),
-        LogOptions { follow: true, ..Default::default() },
-    )
-    .await
-    .expect("open");
+    let stream =
+        stream_logs(LogFiles::running(path.clone(), running_rx), LogOptions { follow: true, ..Default::default() })
+            .await
+            .expect("open");
     let mut stream = Box::pin(stream);
     let mut seen = String::new();
     while !seen.contains("before\n") {
@@ -238,7 +246,8 @@ async fn follow_sees_new_lines_across_rotation_and_ends_when_stopped() {
     writer.flush().expect("flush");
     running_tx.send(false).expect("send");
     let rest: Vec<_> = tokio::time::timeout(GUARD, stream.collect::<Vec<_>>()).await.expect("stream ends");
-    let rest: String = rest.into_iter().map(|c| String::from_utf8(c.expect("chunk").to_vec()).expect("utf-8")).collect();
+    let rest: String =
+        rest.into_iter().map(|c| String::from_utf8(c.expect("chunk").to_vec()).expect("utf-8")).collect();
     assert_eq!(rest, "bye\n");
 }
 
