@@ -88,8 +88,9 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     match Cli::parse().command {
         Command::Server { data_dir, listen, datastore } => {
-            let running =
-                server::start(ServerConfig { data_dir, listen, datastore }).await.context("starting the API server")?;
+            let running = server::start(ServerConfig { data_dir, listen, datastore, kubelet_token: None })
+                .await
+                .context("starting the API server")?;
             println!("skiff API server ready at {}; export KUBECONFIG={}", running.url(), running.kubeconfig.display());
             shutdown_signal().await;
             running.shutdown();

@@ -1,2 +1,4 @@
 //! skiff node agent
 pub mod image;
+pub mod kubelet_server;
+pub mod logs;

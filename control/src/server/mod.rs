@@ -12,6 +12,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::api::error::ApiError;
+use crate::api::http::pod_logs::KubeletClient;
 use crate::api::http::{router, ApiState};
 use crate::api::metrics::Metrics;
 use crate::api::registry::{Registry, WriteOptions};
@@ -51,6 +52,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub datastore: Datastore,
+    /// The bearer token presented to kubelets (for `pods/log`); `None`: the admin token, which node
+    /// agents started from the admin kubeconfig accept.
+    pub kubelet_token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +69,8 @@ pub enum ServerError {
     Store(#[from] crate::store::StoreError),
     #[error("bootstrap: {0}")]
     Bootstrap(#[from] ApiError),
+    #[error("kubelet client: {0}")]
+    KubeletClient(#[from] reqwest::Error),
     #[error("listening on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -162,8 +168,13 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     std::fs::write(&kubeconfig_path, kubeconfig(&url, &certs.ca_pem, &admin_token))
         .map_err(|source| ServerError::DataDir { path: kubeconfig_path.clone(), source })?;
 
-    let state =
-        ApiState { registry: Arc::clone(&registry), metrics, advertise: format!("{advertise_host}:{}", addr.port()) };
+    let kubelet_token = config.kubelet_token.clone().unwrap_or_else(|| admin_token.clone());
+    let state = ApiState {
+        registry: Arc::clone(&registry),
+        metrics,
+        advertise: format!("{advertise_host}:{}", addr.port()),
+        kubelet: Arc::new(KubeletClient::new(kubelet_token)?),
+    };
     let tokens = auth::Tokens(Arc::new(HashSet::from([admin_token.clone()])));
     let app = router(state).layer(axum::middleware::from_fn_with_state(tokens, auth::require_token));
 

@@ -1,5 +1,5 @@
 //! Verbs on resources: get, list, watch, create, update, patch, delete, deletecollection and the
-//! `status`, `scale`, `binding` and `eviction` subresources.
+//! `status`, `scale`, `binding` and `eviction` subresources (`log` is in [`super::pod_logs`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,10 +104,6 @@ pub async fn serve(registry: Arc<Registry>, metrics: &Metrics, req: Request<'_>,
                 let status =
                     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
                 Ok(json_response(StatusCode::CREATED, &status, &[]))
-            }
-            ("log", Method::GET) => {
-                registry.get(ri, ns.as_deref(), &name).await?;
-                Err(ApiError::Unavailable(format!("no node agent serves the logs of pod \"{name}\" yet")))
             }
             _ => Err(ApiError::MethodNotAllowed),
         },

@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod handlers;
+pub mod pod_logs;
 pub mod protobuf;
 pub mod query;
 pub mod respond;
@@ -38,6 +39,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// `host:port` clients reach this server on, for the legacy `/api` document.
     pub advertise: String,
+    /// How `pods/log` reaches kubelets.
+    pub kubelet: Arc<pod_logs::KubeletClient>,
 }
 
 /// The API router (authentication is layered on by the server).
@@ -189,12 +192,18 @@ async fn resource(
         None => target.resource.plural.to_string(),
     };
     let span = tracing::debug_span!("request", verb, resource = %resource_name, namespace = ?target.namespace, name = ?target.name);
-    let served = handlers::serve(
-        Arc::clone(&registry),
-        &state.metrics,
-        handlers::Request { method, target, query, headers },
-        body,
-    );
+    let served = async {
+        if method == Method::GET && target.subresource.as_deref() == Some("log") {
+            return pod_logs::serve(&registry, &state.kubelet, &target, &query).await;
+        }
+        handlers::serve(
+            Arc::clone(&registry),
+            &state.metrics,
+            handlers::Request { method, target, query, headers },
+            body,
+        )
+        .await
+    };
     let response = match tracing::Instrument::instrument(served, span).await {
         Ok(response) => response,
         Err(e) => e.into_response(),

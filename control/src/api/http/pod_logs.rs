@@ -1,0 +1,215 @@
+//! `GET /api/v1/namespaces/{ns}/pods/{name}/log`: validates the request as Kubernetes does, finds
+//! the pod's node and its kubelet endpoint, and streams the kubelet's `containerLogs` answer through
+//! unbuffered (so `kubectl logs -f` follows).
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+use super::query::Query;
+use super::target::Target;
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::registry::Registry;
+
+/// The port a kubelet serves on when its Node does not say.
+const DEFAULT_KUBELET_PORT: i32 = 10250;
+/// The most of a kubelet's error answer that is read.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// How the API server talks to kubelets: plain HTTP with a bearer token.
+pub struct KubeletClient {
+    http: reqwest::Client,
+    token: String,
+}
+
+impl KubeletClient {
+    /// A client that presents `token` to every kubelet.
+    pub fn new(token: String) -> Result<Self, reqwest::Error> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self { http, token })
+    }
+}
+
+/// The `pods/log` query, validated.
+struct LogQuery {
+    container: Option<String>,
+    /// The kubelet's query parameters, as given.
+    forward: Vec<(&'static str, String)>,
+}
+
+fn parse_query(name: &str, query: &Query) -> ApiResult<LogQuery> {
+    let mut forward = Vec::new();
+    for key in ["follow", "previous", "timestamps"] {
+        if query.flag(key)? {
+            forward.push((key, "true".to_string()));
+        }
+    }
+    let mut causes = Vec::new();
+    let tail_lines = query.int("tailLines")?;
+    if let Some(n) = tail_lines.filter(|n| *n < 0) {
+        causes.push(("tailLines".into(), format!("Invalid value: {n}: must be greater than or equal to 0")));
+    }
+    let since_seconds = query.int("sinceSeconds")?;
+    if let Some(n) = since_seconds.filter(|n| *n < 1) {
+        causes.push(("sinceSeconds".into(), format!("Invalid value: {n}: must be greater than 0")));
+    }
+    let limit_bytes = query.int("limitBytes")?;
+    if let Some(n) = limit_bytes.filter(|n| *n < 1) {
+        causes.push(("limitBytes".into(), format!("Invalid value: {n}: must be greater than 0")));
+    }
+    let since_time = query.get("sinceTime");
+    if let Some(t) = since_time {
+        t.parse::<jiff::Timestamp>()
+            .map_err(|_| ApiError::BadRequest(format!("invalid value for sinceTime: {t:?}: not an RFC3339 time")))?;
+        if since_seconds.is_some() {
+            causes.push((
+                String::new(),
+                "Forbidden: at most one of `sinceTime` or `sinceSeconds` may be specified".into(),
+            ));
+        }
+    }
+    if !causes.is_empty() {
+        return Err(ApiError::invalid("PodLogOptions", name, causes));
+    }
+    for (key, value) in [("tailLines", tail_lines), ("sinceSeconds", since_seconds), ("limitBytes", limit_bytes)] {
+        if let Some(v) = value {
+            forward.push((key, v.to_string()));
+        }
+    }
+    if let Some(t) = since_time {
+        forward.push(("sinceTime", t.to_string()));
+    }
+    Ok(LogQuery { container: query.get("container").map(String::from), forward })
+}
+
+/// The container whose logs are asked for, as Kubernetes picks it.
+fn pick_container(pod: &Pod, name: &str, requested: Option<String>) -> ApiResult<String> {
+    let spec = pod.spec.as_ref();
+    let init = spec.into_iter().flat_map(|s| s.init_containers.iter().flatten().map(|c| c.name.clone()));
+    let main: Vec<String> = spec.into_iter().flat_map(|s| s.containers.iter().map(|c| c.name.clone())).collect();
+    let ephemeral = spec.into_iter().flat_map(|s| s.ephemeral_containers.iter().flatten().map(|c| c.name.clone()));
+    let all: Vec<String> = init.chain(main.iter().cloned()).chain(ephemeral).collect();
+    match requested {
+        Some(c) if all.contains(&c) => Ok(c),
+        Some(c) => Err(ApiError::BadRequest(format!("container {c} is not valid for pod {name}"))),
+        None => match main.as_slice() {
+            [only] => Ok(only.clone()),
+            [] => Err(ApiError::BadRequest(format!("no container found for pod {name}"))),
+            _ => Err(ApiError::BadRequest(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                all.join(" ")
+            ))),
+        },
+    }
+}
+
+/// `host:port` of the kubelet on `node`.
+fn kubelet_endpoint(node: &Node) -> ApiResult<(String, i32)> {
+    let status = node.status.as_ref();
+    let addresses = status.and_then(|s| s.addresses.as_deref()).unwrap_or_default();
+    let host = ["InternalIP", "Hostname", "ExternalIP"]
+        .iter()
+        .find_map(|kind| addresses.iter().find(|a| a.type_ == *kind && !a.address.is_empty()))
+        .map(|a| a.address.clone())
+        .ok_or_else(|| {
+            let known: Vec<String> = addresses.iter().map(|a| format!("{}:{}", a.type_, a.address)).collect();
+            ApiError::Internal(format!("no preferred addresses found; known addresses: [{}]", known.join(" ")))
+        })?;
+    let port = status
+        .and_then(|s| s.daemon_endpoints.as_ref())
+        .and_then(|d| d.kubelet_endpoint.as_ref())
+        .map(|e| e.port)
+        .filter(|p| *p > 0)
+        .unwrap_or(DEFAULT_KUBELET_PORT);
+    Ok((host, port))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value, what: &str) -> ApiResult<T> {
+    serde_json::from_value(value).map_err(|e| ApiError::Internal(format!("decoding {what}: {e}")))
+}
+
+/// Serves `pods/log` by proxying to the pod's kubelet.
+pub async fn serve(
+    registry: &Registry,
+    kubelet: &KubeletClient,
+    target: &Target<'_>,
+    query: &Query,
+) -> ApiResult<Response> {
+    let ns = target.namespace.as_deref().unwrap_or("default");
+    let name = target.name.as_deref().ok_or(ApiError::MethodNotAllowed)?;
+    let pod: Pod = decode(registry.get(target.resource, Some(ns), name).await?, "pod")?;
+    let LogQuery { container, forward } = parse_query(name, query)?;
+    let container = pick_container(&pod, name, container)?;
+    let node_name = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty());
+    let node_name =
+        node_name.ok_or_else(|| ApiError::BadRequest(format!("pod {name} does not have a host assigned")))?;
+    let node_ri = registry.resource("", "Node")?;
+    let node: Node = decode(registry.get(node_ri, None, node_name).await?, "node")?;
+    let (host, port) = kubelet_endpoint(&node)?;
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+
+    let mut url = reqwest::Url::parse(&format!("http://{host}:{port}/"))
+        .map_err(|e| ApiError::Internal(format!("kubelet address {host}:{port} of node {node_name}: {e}")))?;
+    url.path_segments_mut()
+        .map_err(|()| ApiError::Internal(format!("kubelet address {host}:{port} of node {node_name}")))?
+        .pop_if_empty()
+        .extend(["containerLogs", ns, name, &container]);
+    if !forward.is_empty() {
+        url.query_pairs_mut().extend_pairs(forward.iter().map(|(k, v)| (*k, v.as_str())));
+    }
+    tracing::debug!(node = node_name, %url, "proxying pod logs to the kubelet");
+    let answer = kubelet
+        .http
+        .get(url.clone())
+        .bearer_auth(&kubelet.token)
+        .send()
+        .await
+        .map_err(|e| ApiError::Internal(format!("Get \"{url}\": {}", error_chain(&e))))?;
+    let code = answer.status();
+    if !code.is_success() {
+        return Err(kubelet_error(code, answer).await);
+    }
+    let body = Body::from_stream(answer.bytes_stream());
+    Ok((StatusCode::OK, [(http::header::CONTENT_TYPE, "text/plain")], body).into_response())
+}
+
+/// An error and its causes on one line, as Go prints a wrapped error.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+/// A kubelet's failure answer as the API error with its message and (where one fits) its code.
+async fn kubelet_error(code: reqwest::StatusCode, mut answer: reqwest::Response) -> ApiError {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = answer.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= MAX_ERROR_BODY {
+            body.truncate(MAX_ERROR_BODY);
+            break;
+        }
+    }
+    let message = String::from_utf8_lossy(&body).trim().to_string();
+    match code.as_u16() {
+        400 | 422 => ApiError::BadRequest(message),
+        401 => ApiError::Unauthorized,
+        403 => ApiError::Forbidden(message),
+        404 => ApiError::Unavailable(message),
+        504 => ApiError::Timeout(message),
+        500 => ApiError::Internal(message),
+        other => ApiError::Internal(format!("the kubelet answered {other}: {message}")),
+    }
+}

@@ -1,0 +1,224 @@
+//! The kubelet's HTTP endpoint: `GET /containerLogs/{namespace}/{pod}/{container}` streams a
+//! container's logs to the API server (which proxies `pods/log` here), behind a bearer token;
+//! `GET /healthz` answers `ok`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures::StreamExt;
+use jiff::{SignedDuration, Timestamp};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::logs::{stream_logs, LogFiles, LogOptions};
+
+/// Finds the log files of a container for the endpoint; implemented by the kubelet.
+pub trait LogSource: Send + Sync {
+    /// The files of the container's current run, or with `previous` of its last terminated run.
+    fn locate(&self, namespace: &str, pod: &str, container: &str, previous: bool) -> Result<LogFiles, LocateError>;
+}
+
+/// Why a container's logs cannot be served; the messages are the Kubernetes kubelet's.
+#[derive(Debug, thiserror::Error)]
+pub enum LocateError {
+    #[error("pod \"{pod}\" does not exist")]
+    PodNotFound { pod: String },
+    #[error("container \"{container}\" not found in pod \"{pod}\"")]
+    ContainerNotFound { pod: String, container: String },
+    #[error("previous terminated container \"{container}\" in pod \"{pod}\" not found")]
+    NoPrevious { pod: String, container: String },
+    #[error("container \"{container}\" in pod \"{pod}\" is waiting to start: {reason}")]
+    Waiting { pod: String, container: String, reason: String },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl LocateError {
+    /// The HTTP status the kubelet answers with.
+    pub fn code(&self) -> StatusCode {
+        match self {
+            Self::PodNotFound { .. } | Self::ContainerNotFound { .. } => StatusCode::NOT_FOUND,
+            Self::NoPrevious { .. } | Self::Waiting { .. } => StatusCode::BAD_REQUEST,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// A failed request: status and a plain-text message, as the kubelet answers.
+struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.1).into_response()
+    }
+}
+
+impl From<LocateError> for Failure {
+    fn from(e: LocateError) -> Self {
+        Self(e.code(), e.to_string())
+    }
+}
+
+#[derive(Clone)]
+struct ServerState {
+    token: Arc<str>,
+    source: Arc<dyn LogSource>,
+    /// Turns `true` at shutdown: open log streams end so connections can drain.
+    stopping: watch::Receiver<bool>,
+}
+
+/// The endpoint's router.
+fn router(state: ServerState) -> Router {
+    let logs = Router::new()
+        .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(logs)
+        .fallback(|| async { Failure(StatusCode::NOT_FOUND, "404 page not found".into()) })
+        .with_state(state)
+}
+
+/// Serves the endpoint on `listener` until `shutdown` completes; open log streams are then ended.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    token: String,
+    source: Arc<dyn LogSource>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop, stopping) = watch::channel(false);
+    let app = router(ServerState { token: token.into(), source, stopping });
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "kubelet endpoint listening");
+    }
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
+        .await
+}
+
+async fn require_token(State(state): State<ServerState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(token) if !state.token.is_empty() && token.as_bytes() == state.token.as_bytes() => next.run(request).await,
+        _ => Failure(StatusCode::UNAUTHORIZED, "Unauthorized".into()).into_response(),
+    }
+}
+
+/// The query of `containerLogs`, parsed.
+struct LogQuery {
+    previous: bool,
+    options: LogOptions,
+}
+
+fn parse_bool(query: &HashMap<String, String>, key: &str) -> Result<bool, Failure> {
+    match query.get(key).map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
+        Some(other) => Err(Failure(StatusCode::BAD_REQUEST, format!("invalid boolean value for {key}: {other:?}"))),
+    }
+}
+
+fn parse_int(query: &HashMap<String, String>, key: &str) -> Result<Option<i64>, Failure> {
+    match query.get(key).map(String::as_str) {
+        None | Some("") => Ok(None),
+        Some(v) => {
+            v.parse().map(Some).map_err(|_| Failure(StatusCode::BAD_REQUEST, format!("invalid value for {key}: {v:?}")))
+        }
+    }
+}
+
+fn parse_query(query: &HashMap<String, String>) -> Result<LogQuery, Failure> {
+    // The kubelet validates like the API server and answers 422 "Invalid request.".
+    let invalid = || Failure(StatusCode::UNPROCESSABLE_ENTITY, "Invalid request.".into());
+    let tail_lines = parse_int(query, "tailLines")?;
+    let limit_bytes = parse_int(query, "limitBytes")?;
+    let since_seconds = parse_int(query, "sinceSeconds")?;
+    let since_time = match query.get("sinceTime").map(String::as_str) {
+        None | Some("") => None,
+        Some(v) => Some(
+            v.parse::<Timestamp>()
+                .map_err(|_| Failure(StatusCode::BAD_REQUEST, format!("invalid value for sinceTime: {v:?}")))?,
+        ),
+    };
+    if tail_lines.is_some_and(|n| n < 0)
+        || limit_bytes.is_some_and(|n| n < 1)
+        || since_seconds.is_some_and(|n| n < 1)
+        || (since_seconds.is_some() && since_time.is_some())
+    {
+        return Err(invalid());
+    }
+    let since = match since_seconds {
+        Some(secs) => Timestamp::now().checked_sub(SignedDuration::from_secs(secs)).ok(),
+        None => since_time,
+    };
+    Ok(LogQuery {
+        previous: parse_bool(query, "previous")?,
+        options: LogOptions {
+            follow: parse_bool(query, "follow")?,
+            tail_lines,
+            since,
+            timestamps: parse_bool(query, "timestamps")?,
+            limit_bytes,
+        },
+    })
+}
+
+async fn container_logs(
+    State(state): State<ServerState>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let span = tracing::info_span!("container_logs", %namespace, %pod, %container);
+    async move {
+        match open_logs(&state, &namespace, &pod, &container, &query).await {
+            Ok(response) => response,
+            Err(failure) => {
+                tracing::debug!(code = failure.0.as_u16(), message = %failure.1, "container logs refused");
+                failure.into_response()
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn open_logs(
+    state: &ServerState,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    query: &HashMap<String, String>,
+) -> Result<Response, Failure> {
+    let LogQuery { previous, options } = parse_query(query)?;
+    let files = state.source.locate(namespace, pod, container, previous)?;
+    let stream = stream_logs(files, options)
+        .await
+        .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, format!("failed to read container logs: {e}")))?;
+    let mut stopping = state.stopping.clone();
+    let stopped = async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    };
+    let body = Body::from_stream(stream.take_until(stopped));
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+}
+
+#[cfg(test)]
+#[path = "kubelet_server_tests.rs"]
+mod tests;
