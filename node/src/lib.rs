@@ -1,1 +1,2 @@
 //! skiff node agent
+pub mod sandbox;
