@@ -3,7 +3,8 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+
+use parking_lot::Mutex;
 
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -29,8 +30,9 @@ pub fn enter_netns(path: &Path) -> Result<(), SandboxError> {
 /// Makes /var/run/netns a shared mount point, as iproute2 does, so the namespace mounts propagate
 /// to mount namespaces created later (e.g. containerd's). Done once per process.
 fn prepare_run_dir() -> Result<(), SandboxError> {
-    static READY: OnceLock<()> = OnceLock::new();
-    if READY.get().is_some() {
+    static READY: Mutex<bool> = Mutex::new(false);
+    let mut ready = READY.lock();
+    if *ready {
         return Ok(());
     }
     let dir = Path::new(NETNS_RUN_DIR);
@@ -47,7 +49,7 @@ fn prepare_run_dir() -> Result<(), SandboxError> {
             Err(e) => return Err(SandboxError::sys("make-shared", dir, e)),
         }
     }
-    let _ = READY.set(());
+    *ready = true;
     Ok(())
 }
 
