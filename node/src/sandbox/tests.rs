@@ -273,8 +273,9 @@ async fn bad_and_overlapping_cidrs_are_refused() {
     for cidr in [net.cfg.pod_cidr.clone(), "10.213.0.0/16".to_string(), format!("{}/25", taken.addr)] {
         let cfg = test_config(other.path(), n, cidr.clone(), 0);
         match SandboxManager::new(cfg).await {
+            // The /16 may hit a parallel test's bridge first; the others only overlap ours.
             Err(e @ SandboxError::CidrOverlap { .. }) => {
-                assert!(e.to_string().contains(&net.cfg.bridge), "{e}");
+                assert!(cidr.ends_with("/16") || e.to_string().contains(&net.cfg.bridge), "{e}");
             }
             Err(e) => panic!("{cidr}: wrong error {e}"),
             Ok(_) => panic!("{cidr}: overlap accepted"),
