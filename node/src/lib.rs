@@ -2,3 +2,4 @@
 pub mod image;
 pub mod kubelet_server;
 pub mod logs;
+pub mod sandbox;
