@@ -7,6 +7,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use skiff_control::server::{self, Datastore, ServerConfig};
 use skiff_node::image::{push_wasm, ImageConfig, RegistryAuth};
+use skiff_node::Agent;
+
+mod node_args;
+use node_args::NodeArgs;
 
 #[derive(Parser)]
 #[command(name = "skiff", version, about = "A small, fast Kubernetes: Wasm and OCI pods side by side")]
@@ -28,6 +32,28 @@ enum Command {
         /// `sqlite` (embedded, the default) or `etcd://host:port[,host:port...]`.
         #[arg(long, default_value = "sqlite")]
         datastore: Datastore,
+        /// Run only the control plane, without the in-process node agent.
+        #[arg(long)]
+        no_agent: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Runs a node agent that joins the cluster at `--server` and runs the pods bound to its node.
+    Agent {
+        /// The API server's URL, e.g. https://10.0.0.1:6443.
+        #[arg(long)]
+        server: String,
+        /// A file holding the bearer token to authenticate with.
+        #[arg(long)]
+        token_file: PathBuf,
+        /// The cluster CA certificate (default: `ca.crt` beside the token file).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Where sandboxes, volumes, logs, images and compiled code live.
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        node: NodeArgs,
     },
     /// Works with Wasm images in OCI registries.
     Image {
@@ -87,12 +113,23 @@ async fn shutdown_signal() {
 async fn main() -> anyhow::Result<()> {
     init_tracing();
     match Cli::parse().command {
-        Command::Server { data_dir, listen, datastore } => {
-            let running = server::start(ServerConfig { data_dir, listen, datastore, kubelet_token: None })
+        Command::Server { data_dir, listen, datastore, no_agent, node } => {
+            let running = server::start(ServerConfig { data_dir: data_dir.clone(), listen, datastore, kubelet_token: None })
                 .await
                 .context("starting the API server")?;
             println!("skiff API server ready at {}; export KUBECONFIG={}", running.url(), running.kubeconfig.display());
+            let agent = if no_agent {
+                None
+            } else {
+                let config = node.config(&running.url(), &running.ca_pem, &running.admin_token, data_dir.join("node"));
+                let agent = Agent::start(config).await.context("starting the node agent")?;
+                println!("skiff node agent ready; kubelet endpoint on {}", agent.kubelet_addr);
+                Some(agent)
+            };
             shutdown_signal().await;
+            if let Some(agent) = agent {
+                agent.shutdown().await;
+            }
             running.shutdown();
         }
         Command::Image { command } => match command {
@@ -108,6 +145,18 @@ async fn main() -> anyhow::Result<()> {
                 println!("{digest}");
             }
         },
+        Command::Agent { server, token_file, ca_file, data_dir, node } => {
+            let token = std::fs::read_to_string(&token_file)
+                .with_context(|| format!("reading the token file {}", token_file.display()))?;
+            let ca_file = ca_file.unwrap_or_else(|| token_file.with_file_name("ca.crt"));
+            let ca_pem = std::fs::read_to_string(&ca_file)
+                .with_context(|| format!("reading the cluster CA {}", ca_file.display()))?;
+            let config = node.config(&server, &ca_pem, token.trim(), data_dir);
+            let agent = Agent::start(config).await.context("starting the node agent")?;
+            println!("skiff node agent ready; kubelet endpoint on {}", agent.kubelet_addr);
+            shutdown_signal().await;
+            agent.shutdown().await;
+        }
     }
     Ok(())
 }

@@ -1,5 +1,21 @@
-//! skiff node agent
+//! skiff's node agent (the kubelet): registers its Node, keeps its Lease, watches the pods bound to it
+//! and runs them: sandbox (network namespace + CNI), volumes, images, Wasm containers in-process,
+//! probes, restarts, logs and status.
+
+pub mod agent;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod events;
 pub mod image;
 pub mod kubelet_server;
+pub mod lease;
 pub mod logs;
+pub mod node_status;
+pub mod pods;
+pub mod runtime;
 pub mod sandbox;
+
+pub use agent::Agent;
+pub use config::AgentConfig;
+pub use error::AgentError;

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod node;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -19,6 +21,22 @@ pub fn free_port() -> u16 {
 pub struct Process(pub Option<Child>);
 
 impl Process {
+    /// SIGTERM, then SIGKILL if the process is still there after `grace`.
+    pub fn terminate(&mut self, grace: Duration) {
+        if let Some(child) = &mut self.0 {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    self.0 = None;
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.kill();
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.0.take() {
             let _ = child.kill();
@@ -40,6 +58,15 @@ pub struct Cluster {
     pub datastore: String,
     process: Process,
     cache_dir: PathBuf,
+    /// Extra `skiff server` arguments (the in-process node agent's network), `--no-agent` when none.
+    pub server_args: Vec<String>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // A clean stop lets the node agent remove its sandboxes and bridge (`--teardown-on-exit`).
+        self.process.terminate(Duration::from_secs(15));
+    }
 }
 
 impl Cluster {
@@ -52,9 +79,42 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let cache_dir = dir.path().join("kube-cache");
-        let mut cluster = Cluster { dir, port, datastore: datastore.to_string(), process: Process(None), cache_dir };
+        let server_args = vec!["--no-agent".to_string()];
+        let mut cluster =
+            Cluster { dir, port, datastore: datastore.to_string(), process: Process(None), cache_dir, server_args };
         cluster.spawn();
         cluster
+    }
+
+    /// Starts a server with its in-process node agent on a private pod network.
+    pub fn with_node() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let cache_dir = dir.path().join("kube-cache");
+        let server_args = node::TestNet::new().agent_args();
+        let mut cluster =
+            Cluster { dir, port, datastore: "sqlite".into(), process: Process(None), cache_dir, server_args };
+        cluster.spawn();
+        cluster.wait_node_ready();
+        cluster
+    }
+
+    /// The node's name (the in-process agent's).
+    pub fn node_name(&self) -> String {
+        let at = self.server_args.iter().position(|a| a == "--node-name").expect("a node cluster");
+        self.server_args[at + 1].clone()
+    }
+
+    /// Waits until the node is registered and Ready.
+    pub fn wait_node_ready(&self) {
+        let node = self.node_name();
+        eventually(&format!("node {node} Ready"), Duration::from_secs(60), || {
+            let out = self.kubectl_output(
+                &["get", "node", &node, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
+                None,
+            );
+            String::from_utf8_lossy(&out.stdout) == "True"
+        });
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -72,6 +132,7 @@ impl Cluster {
             .args(["server", "--data-dir"])
             .arg(self.dir.path())
             .args(["--listen", &format!("127.0.0.1:{}", self.port), "--datastore", &self.datastore])
+            .args(&self.server_args)
             .env("SKIFF_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

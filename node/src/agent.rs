@@ -1,0 +1,129 @@
+//! The node agent: joins the cluster (Node + Lease), serves its kubelet endpoint and runs the pods
+//! bound to it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use skiff_shim::engine::WasmEngine;
+use tokio::task::JoinHandle;
+
+use crate::config::AgentConfig;
+use crate::error::AgentError;
+use crate::events::Recorder;
+use crate::image::{ImageConfig, ImageStore};
+use crate::pods::log_index::LogIndex;
+use crate::pods::{self, Deps};
+use crate::runtime::wasm::WasmRuntime;
+use crate::runtime::ContainerRuntime;
+use crate::sandbox::{NetworkConfig, SandboxManager};
+
+/// A running node agent.
+pub struct Agent {
+    pub kubelet_addr: SocketAddr,
+    deps: Arc<Deps>,
+    sandboxes: Arc<SandboxManager>,
+    tasks: Vec<JoinHandle<()>>,
+    stop_server: Option<tokio::sync::oneshot::Sender<()>>,
+    teardown: bool,
+}
+
+impl Agent {
+    /// Joins the cluster and starts running the pods bound to this node.
+    #[tracing::instrument(skip_all, fields(node = %config.node_name))]
+    pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|source| AgentError::Io { path: dir.clone(), source })?;
+        let client = crate::client::connect(&config).await?;
+        let engine = Arc::new(WasmEngine::new(&dir.join("wasm-cache"))?);
+        let images = Arc::new(ImageStore::new(ImageConfig {
+            cache_dir: dir.join("images"),
+            insecure_registries: config.insecure_registries.clone(),
+        })?);
+        let runtime: Arc<dyn ContainerRuntime> = Arc::new(WasmRuntime::new(engine, images));
+        let sandboxes = SandboxManager::new(NetworkConfig {
+            bridge: config.bridge.clone(),
+            pod_cidr: config.pod_cidr.clone(),
+            cni_bin_dir: config.cni_bin_dir.clone(),
+            state_dir: dir.join("network"),
+            netns_prefix: config.netns_prefix(),
+            pool_size: config.sandbox_pool,
+        })
+        .await?;
+        let log_index = Arc::new(LogIndex::default());
+        let listener = tokio::net::TcpListener::bind(config.kubelet_listen)
+            .await
+            .map_err(|source| AgentError::Listen { addr: config.kubelet_listen, source })?;
+        let kubelet_addr =
+            listener.local_addr().map_err(|source| AgentError::Listen { addr: config.kubelet_listen, source })?;
+        let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics_runtime = Arc::clone(&runtime);
+        let source: Arc<dyn crate::kubelet_server::LogSource> = log_index.clone();
+        let token = config.token.clone();
+        let mut tasks = vec![tokio::spawn(async move {
+            let _keep = metrics_runtime;
+            if let Err(e) = crate::kubelet_server::serve(listener, token, source, async {
+                let _ = stopped.await;
+            })
+            .await
+            {
+                tracing::error!(error = %e, "kubelet endpoint stopped");
+            }
+        })];
+        register_until_done(&client, &config, kubelet_addr.port()).await;
+        tasks.push(tokio::spawn(crate::lease::keep_fresh(client.clone(), config.clone())));
+        let (status_client, status_config, port) = (client.clone(), config.clone(), kubelet_addr.port());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = crate::node_status::refresh(&status_client, &status_config, port).await {
+                    tracing::warn!(error = %e, "refreshing the node status");
+                }
+            }
+        }));
+        let recorder = Recorder::new(client.clone(), &config.node_name);
+        let teardown = config.teardown_on_shutdown;
+        let deps = Deps::new(client, config, runtime, Arc::clone(&sandboxes), recorder, log_index);
+        tasks.push(tokio::spawn(pods::watch(Arc::clone(&deps))));
+        tracing::info!(%kubelet_addr, "node agent running");
+        Ok(Self { kubelet_addr, deps, sandboxes, tasks, stop_server: Some(stop_server), teardown })
+    }
+
+    /// How many pods this agent runs.
+    pub fn pod_count(&self) -> usize {
+        self.deps.pod_count()
+    }
+
+    /// Stops watching and running pods. Sandboxes stay for the next start to adopt, unless the
+    /// configuration asks to tear everything down.
+    pub async fn shutdown(mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.deps.shutdown();
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if self.teardown {
+            self.sandboxes.teardown_all().await;
+        }
+    }
+}
+
+/// Registers the Node, retrying while the API server is not reachable yet.
+async fn register_until_done(client: &kube::Client, config: &AgentConfig, port: u16) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match crate::node_status::register(client, config, port).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "registering the node; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! The agent's Kubernetes client: the same `kube` client any controller would use, over HTTPS with the
+//! cluster CA and a bearer token.
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::config::AgentConfig;
+use crate::error::AgentError;
+
+/// A client for the API server of `config`.
+pub async fn connect(config: &AgentConfig) -> Result<kube::Client, AgentError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode(&config.ca_pem);
+    let yaml = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\n\
+         users:\n- name: u\n  user:\n    token: {}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\n",
+        config.server_url, config.token
+    );
+    let kubeconfig = Kubeconfig::from_yaml(&yaml).map_err(|e| AgentError::Client(e.to_string()))?;
+    let mut cfg = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| AgentError::Client(e.to_string()))?;
+    // Watches idle longer than this between bookmarks; the default read timeout would cut them.
+    cfg.read_timeout = None;
+    kube::Client::try_from(cfg).map_err(|e| AgentError::Client(e.to_string()))
+}

@@ -1,0 +1,70 @@
+//! How a node agent is configured: its identity, where it keeps state, its pod network and its endpoints.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a node agent needs to join a cluster and run pods.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The Node's name (defaults to the host name in the CLI).
+    pub node_name: String,
+    /// The API server's URL (`https://host:port`).
+    pub server_url: String,
+    /// PEM of the CA that signed the API server's certificate.
+    pub ca_pem: String,
+    /// Bearer token for the API server; the kubelet endpoint accepts the same token.
+    pub token: String,
+    /// Pod sandboxes, volumes, logs, image and compile caches live here.
+    pub data_dir: PathBuf,
+    /// The address the Node reports (`InternalIP`) and the kubelet endpoint binds.
+    pub node_ip: IpAddr,
+    /// The kubelet endpoint (logs); port 0 picks a free one, reported in the Node's `daemonEndpoints`.
+    pub kubelet_listen: SocketAddr,
+    /// The pod network: a /24 (or larger) that overlaps no host route.
+    pub pod_cidr: String,
+    /// The Linux bridge the pods of this node hang on (at most 15 characters).
+    pub bridge: String,
+    /// Where the CNI plugins are (`bridge`, `host-local`, `loopback`, `portmap`).
+    pub cni_bin_dir: PathBuf,
+    /// Sandboxes prepared ahead of demand.
+    pub sandbox_pool: usize,
+    /// Registries reached over plain HTTP besides loopback ones (`host:port`).
+    pub insecure_registries: Vec<String>,
+    /// Pods this node accepts.
+    pub max_pods: u32,
+    /// How often the Lease is renewed (the Node's heartbeat).
+    pub lease_interval: Duration,
+    /// Remove every sandbox and the bridge when the agent stops (tests; a real node keeps them to adopt).
+    pub teardown_on_shutdown: bool,
+}
+
+impl AgentConfig {
+    /// A configuration with the defaults of a single-node cluster, for the given identity and server.
+    pub fn new(node_name: &str, server_url: &str, ca_pem: &str, token: &str, data_dir: PathBuf) -> Self {
+        Self {
+            node_name: node_name.to_string(),
+            server_url: server_url.to_string(),
+            ca_pem: ca_pem.to_string(),
+            token: token.to_string(),
+            data_dir,
+            node_ip: IpAddr::from([127, 0, 0, 1]),
+            kubelet_listen: SocketAddr::from(([127, 0, 0, 1], 10250)),
+            pod_cidr: "10.88.0.0/24".into(),
+            bridge: "skiff0".into(),
+            cni_bin_dir: PathBuf::from("/usr/lib/cni"),
+            sandbox_pool: 4,
+            insecure_registries: Vec::new(),
+            max_pods: 1100,
+            lease_interval: Duration::from_secs(10),
+            teardown_on_shutdown: false,
+        }
+    }
+
+    /// The prefix of every network namespace this agent creates (unique per node, so that several
+    /// agents on one machine never touch each other's).
+    pub fn netns_prefix(&self) -> String {
+        let short: String = self.node_name.chars().filter(|c| c.is_ascii_alphanumeric()).take(20).collect();
+        format!("skiff-{short}-")
+    }
+}

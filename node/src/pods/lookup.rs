@@ -1,0 +1,82 @@
+//! Reads the ConfigMaps and Secrets a pod refers to (env, envFrom, volumes, pull secrets).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Api;
+
+/// Why a referenced object could not be used (the message Kubernetes users know).
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("{kind} \"{name}\" not found")]
+    NotFound { kind: &'static str, name: String },
+    #[error("couldn't find key {key} in {kind} {namespace}/{name}")]
+    MissingKey { kind: &'static str, namespace: String, name: String, key: String },
+    #[error("reading {kind} {name}: {detail}")]
+    Api { kind: &'static str, name: String, detail: String },
+}
+
+/// The data of a ConfigMap or Secret, as bytes per key.
+pub type Data = BTreeMap<String, Vec<u8>>;
+
+#[derive(Clone)]
+pub struct Lookup {
+    client: kube::Client,
+    namespace: String,
+}
+
+impl Lookup {
+    pub fn new(client: kube::Client, namespace: &str) -> Self {
+        Self { client, namespace: namespace.to_string() }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// A ConfigMap's data (`data` and `binaryData`); `None` when missing and `optional`.
+    pub async fn config_map(&self, name: &str, optional: bool) -> Result<Option<Data>, LookupError> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+        match api.get_opt(name).await {
+            Ok(Some(cm)) => {
+                let mut data: Data = cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+                data.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+                Ok(Some(data))
+            }
+            Ok(None) if optional => Ok(None),
+            Ok(None) => Err(LookupError::NotFound { kind: "configmap", name: name.into() }),
+            Err(e) => Err(LookupError::Api { kind: "configmap", name: name.into(), detail: e.to_string() }),
+        }
+    }
+
+    /// A Secret's data (`data` and `stringData`); `None` when missing and `optional`.
+    pub async fn secret(&self, name: &str, optional: bool) -> Result<Option<Data>, LookupError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        match api.get_opt(name).await {
+            Ok(Some(s)) => {
+                let mut data: Data = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+                data.extend(s.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
+                Ok(Some(data))
+            }
+            Ok(None) if optional => Ok(None),
+            Ok(None) => Err(LookupError::NotFound { kind: "secret", name: name.into() }),
+            Err(e) => Err(LookupError::Api { kind: "secret", name: name.into(), detail: e.to_string() }),
+        }
+    }
+
+    /// One key of a ConfigMap or Secret (`valueFrom`); `None` when optional and absent.
+    pub async fn key(&self, secret: bool, name: &str, key: &str, optional: bool) -> Result<Option<String>, LookupError> {
+        let data = if secret { self.secret(name, optional).await? } else { self.config_map(name, optional).await? };
+        let kind = if secret { "secret" } else { "configmap" };
+        match data.and_then(|d| d.get(key).cloned()) {
+            Some(v) => Ok(Some(String::from_utf8_lossy(&v).into_owned())),
+            None if optional => Ok(None),
+            None => Err(LookupError::MissingKey {
+                kind,
+                namespace: self.namespace.clone(),
+                name: name.into(),
+                key: key.into(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,883 @@
+//! One pod's worker: drives the pod from bound to running to gone (sandbox, volumes, images, init
+//! containers in order, containers, restarts with back-off, probes, deadline, graceful deletion) and
+//! reports its status. All of a pod's state changes happen on this one task.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::Api;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use super::backoff::Backoff;
+use super::env::{self, PodFacts};
+use super::lookup::Lookup;
+use super::probes::{self, ProbeEvent, ProbeTarget};
+use super::status::{self, ContainerView, State, Terminated};
+use super::volumes::{self, PodVolumes};
+use super::Deps;
+use crate::events::Kind;
+use crate::image::PullPolicy;
+use crate::logs::{LogWriter, Rotation};
+use crate::runtime::{ContainerExit, Launch, PodContext};
+use crate::sandbox::{PortMapping, Protocol, Sandbox};
+
+/// What the worker hears about.
+pub enum Msg {
+    /// The pod as the API server has it now.
+    Update(Box<Pod>),
+    /// The pod is gone from the API server.
+    Gone,
+    /// The agent stops: stop the containers but keep the sandbox for adoption.
+    Shutdown,
+    Exited { name: String, run: u64, exit: ContainerExit },
+    Probe { name: String, run: u64, event: ProbeEvent },
+}
+
+struct Run {
+    id: u64,
+    started_at: String,
+    since: Instant,
+    stop: Box<dyn Fn() + Send + Sync>,
+    probes: Option<tokio::task::AbortHandle>,
+    running_tx: watch::Sender<bool>,
+    log: Arc<LogWriter>,
+}
+
+struct Ctr {
+    spec: Container,
+    image_id: String,
+    state: State,
+    last: Option<Terminated>,
+    restarts: i32,
+    backoff: Backoff,
+    pull_backoff: Backoff,
+    run: Option<Run>,
+    ready: bool,
+    started: bool,
+    ever_ran: bool,
+}
+
+impl Ctr {
+    fn new(spec: Container, previous: Option<&Value>) -> Self {
+        let restarts = previous.and_then(|p| p["restartCount"].as_i64()).unwrap_or(0) as i32;
+        // After an agent restart the old run is gone with the old process: it shows as the last state.
+        let last = previous.and_then(|p| {
+            let running = p["state"].get("running")?;
+            Some(Terminated {
+                exit_code: 137,
+                reason: "Unknown".into(),
+                message: Some("the node agent restarted".into()),
+                started_at: running["startedAt"].as_str().unwrap_or_default().to_string(),
+                finished_at: now(),
+                container_id: p["containerID"].as_str().unwrap_or_default().to_string(),
+            })
+        });
+        let image_id = previous.and_then(|p| p["imageID"].as_str()).unwrap_or_default().to_string();
+        let done = previous.and_then(|p| {
+            let t = p["state"].get("terminated")?;
+            Some(Terminated {
+                exit_code: t["exitCode"].as_i64().unwrap_or(0) as i32,
+                reason: t["reason"].as_str().unwrap_or_default().to_string(),
+                message: t["message"].as_str().map(str::to_string),
+                started_at: t["startedAt"].as_str().unwrap_or_default().to_string(),
+                finished_at: t["finishedAt"].as_str().unwrap_or_default().to_string(),
+                container_id: t["containerID"].as_str().unwrap_or_default().to_string(),
+            })
+        });
+        let previous_last = previous.and_then(|p| {
+            let t = p["lastState"].get("terminated")?;
+            Some(Terminated {
+                exit_code: t["exitCode"].as_i64().unwrap_or(0) as i32,
+                reason: t["reason"].as_str().unwrap_or_default().to_string(),
+                message: t["message"].as_str().map(str::to_string),
+                started_at: t["startedAt"].as_str().unwrap_or_default().to_string(),
+                finished_at: t["finishedAt"].as_str().unwrap_or_default().to_string(),
+                container_id: t["containerID"].as_str().unwrap_or_default().to_string(),
+            })
+        });
+        if let Some(t) = done {
+            return Self {
+                spec,
+                image_id,
+                state: State::Terminated(t),
+                last: previous_last,
+                restarts,
+                backoff: Backoff::default(),
+                pull_backoff: Backoff::default(),
+                run: None,
+                ready: false,
+                started: false,
+                ever_ran: true,
+            };
+        }
+        let last = last.or(previous_last);
+        let ever_ran = last.is_some();
+        Self {
+            spec,
+            image_id,
+            state: State::Waiting { reason: "ContainerCreating".into(), message: None },
+            last,
+            restarts,
+            backoff: Backoff::default(),
+            pull_backoff: Backoff::default(),
+            run: None,
+            ready: false,
+            started: false,
+            ever_ran,
+        }
+    }
+
+    fn view(&self) -> ContainerView {
+        ContainerView {
+            name: self.spec.name.clone(),
+            image: self.spec.image.clone().unwrap_or_default(),
+            image_id: self.image_id.clone(),
+            container_id: match &self.state {
+                State::Terminated(t) => Some(t.container_id.clone()),
+                _ => self.run.as_ref().map(|_| self.container_id()),
+            },
+            state: self.state.clone(),
+            last: self.last.clone(),
+            restart_count: self.restarts,
+            ready: self.ready,
+            started: self.started,
+        }
+    }
+
+    fn container_id(&self) -> String {
+        format!("wasm://{}-{}", self.spec.name, self.restarts)
+    }
+
+    fn succeeded(&self) -> bool {
+        matches!(&self.state, State::Terminated(t) if t.exit_code == 0)
+    }
+}
+
+pub struct Worker {
+    deps: Arc<Deps>,
+    pod: Pod,
+    uid: String,
+    ns: String,
+    name: String,
+    tx: mpsc::UnboundedSender<Msg>,
+    sandbox: Option<Sandbox>,
+    ctx: Option<Arc<dyn PodContext>>,
+    volumes: Option<PodVolumes>,
+    init: Vec<Ctr>,
+    containers: Vec<Ctr>,
+    start_time: Option<String>,
+    started: Instant,
+    failed: Option<(String, String)>,
+    retry_at: Option<Instant>,
+    published: Option<Value>,
+    runs: u64,
+    gone: bool,
+    released: bool,
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+impl Worker {
+    pub fn spawn(deps: Arc<Deps>, pod: Pod) -> mpsc::UnboundedSender<Msg> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let previous = pod.status.as_ref().map(|s| serde_json::to_value(s).unwrap_or_default());
+        let find = |list: &str, name: &str| -> Option<Value> {
+            previous.as_ref()?.get(list)?.as_array()?.iter().find(|c| c["name"] == name).cloned()
+        };
+        let spec = pod.spec.clone().unwrap_or_default();
+        let init = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| Ctr::new(c.clone(), find("initContainerStatuses", &c.name).as_ref()))
+            .collect();
+        let containers =
+            spec.containers.iter().map(|c| Ctr::new(c.clone(), find("containerStatuses", &c.name).as_ref())).collect();
+        let start_time = pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0.to_string());
+        let span = tracing::info_span!("pod", pod = %format!("{ns}/{name}"));
+        let worker = Worker {
+            deps,
+            pod,
+            uid,
+            ns,
+            name,
+            tx: tx.clone(),
+            sandbox: None,
+            ctx: None,
+            volumes: None,
+            init,
+            containers,
+            start_time,
+            started: Instant::now(),
+            failed: None,
+            retry_at: None,
+            published: previous.map(|p| json!(p)),
+            runs: 0,
+            gone: false,
+            released: false,
+        };
+        tokio::spawn(worker.run(rx).instrument(span));
+        tx
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        let mut shutdown = false;
+        loop {
+            if self.terminating() || self.gone {
+                self.terminate(&mut rx).await;
+                return;
+            }
+            self.reconcile().await;
+            self.publish().await;
+            let wake = self.retry_at.take();
+            let msg = match wake {
+                Some(at) => tokio::select! {
+                    m = rx.recv() => m,
+                    _ = tokio::time::sleep_until(at.into()) => continue,
+                },
+                None => rx.recv().await,
+            };
+            let Some(msg) = msg else { break };
+            let mut next = Some(msg);
+            while let Some(m) = next {
+                match m {
+                    Msg::Shutdown => shutdown = true,
+                    m => self.handle(m),
+                }
+                next = rx.try_recv().ok();
+            }
+            if shutdown {
+                break;
+            }
+        }
+        self.stop_all("the node agent is stopping");
+    }
+
+    fn terminating(&self) -> bool {
+        self.pod.metadata.deletion_timestamp.is_some()
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Update(pod) => self.pod = *pod,
+            Msg::Gone => self.gone = true,
+            Msg::Shutdown => {}
+            Msg::Exited { name, run, exit } => self.exited(&name, run, exit),
+            Msg::Probe { name, run, event } => self.probe(&name, run, event),
+        }
+    }
+
+    fn ctr_mut(&mut self, name: &str, run: u64) -> Option<&mut Ctr> {
+        self.init
+            .iter_mut()
+            .chain(self.containers.iter_mut())
+            .find(|c| c.spec.name == name && c.run.as_ref().is_some_and(|r| r.id == run))
+    }
+
+    fn restart_policy(&self) -> String {
+        self.pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into())
+    }
+
+    fn exited(&mut self, name: &str, run: u64, exit: ContainerExit) {
+        let policy = self.restart_policy();
+        let Some(c) = self.ctr_mut(name, run) else { return };
+        let Some(r) = c.run.take() else { return };
+        if let Some(p) = &r.probes {
+            p.abort();
+        }
+        let _ = r.log.flush();
+        let _ = r.running_tx.send(false);
+        let term = Terminated {
+            exit_code: exit.exit_code,
+            reason: exit.reason.clone(),
+            message: exit.message.clone(),
+            started_at: r.started_at.clone(),
+            finished_at: now(),
+            container_id: c.container_id(),
+        };
+        c.ready = false;
+        c.started = false;
+        let is_init = self.init.iter().any(|i| i.spec.name == name);
+        let Some(c) = self.init.iter_mut().chain(self.containers.iter_mut()).find(|c| c.spec.name == name) else { return };
+        let restart = match policy.as_str() {
+            "Never" => false,
+            "OnFailure" => exit.exit_code != 0,
+            _ => exit.exit_code != 0 || !is_init,
+        };
+        tracing::info!(container = name, code = exit.exit_code, reason = %exit.reason, "container exited");
+        if restart {
+            c.backoff.failed(r.since.elapsed(), Instant::now());
+        }
+        c.state = State::Terminated(term);
+    }
+
+    fn probe(&mut self, name: &str, run: u64, event: ProbeEvent) {
+        let pod = self.pod.clone();
+        let recorder = self.deps.recorder.clone();
+        let Some(c) = self.ctr_mut(name, run) else { return };
+        match event {
+            ProbeEvent::Started => c.started = true,
+            ProbeEvent::Ready(ready) => c.ready = ready && c.started,
+            ProbeEvent::Failure { probe, message } => {
+                recorder.record(&pod, Some(name), Kind::Warning, "Unhealthy", &format!("{probe} probe failed: {message}"))
+            }
+            ProbeEvent::LivenessFailed(_) | ProbeEvent::StartupFailed(_) => {
+                let which = if matches!(event, ProbeEvent::LivenessFailed(_)) { "liveness" } else { "startup" };
+                recorder.record(
+                    &pod,
+                    Some(name),
+                    Kind::Normal,
+                    "Killing",
+                    &format!("Container {name} failed {which} probe, will be restarted"),
+                );
+                if let Some(r) = &c.run {
+                    (r.stop)();
+                }
+                c.ready = false;
+            }
+        }
+    }
+
+    fn stop_all(&mut self, why: &str) {
+        for c in self.init.iter_mut().chain(self.containers.iter_mut()) {
+            if let Some(r) = &c.run {
+                tracing::debug!(container = %c.spec.name, why, "stopping");
+                (r.stop)();
+                if let Some(p) = &r.probes {
+                    p.abort();
+                }
+            }
+        }
+    }
+
+    fn retry_in(&mut self, delay: Duration) {
+        let at = Instant::now() + delay;
+        self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
+    }
+
+    fn event(&self, container: Option<&str>, kind: Kind, reason: &str, message: &str) {
+        self.deps.recorder.record(&self.pod, container, kind, reason, message);
+    }
+
+    fn is_terminal(&self) -> bool {
+        matches!(self.phase(), "Succeeded" | "Failed")
+    }
+
+    fn init_done(&self) -> bool {
+        self.init.iter().all(Ctr::succeeded)
+    }
+
+    fn phase(&self) -> &'static str {
+        if self.failed.is_some() {
+            return "Failed";
+        }
+        let init: Vec<_> = self.init.iter().map(Ctr::view).collect();
+        let containers: Vec<_> = self.containers.iter().map(Ctr::view).collect();
+        status::phase(&self.restart_policy(), &init, &containers, self.init_done())
+    }
+
+    /// Moves the pod forward as far as it can go now.
+    async fn reconcile(&mut self) {
+        if self.is_terminal() {
+            self.release().await;
+            return;
+        }
+        if self.start_time.is_none() {
+            self.start_time = Some(now());
+        }
+        if let Some(deadline) = self.pod.spec.as_ref().and_then(|s| s.active_deadline_seconds) {
+            let elapsed = self.started.elapsed();
+            let limit = Duration::from_secs(deadline.max(0) as u64);
+            if elapsed >= limit {
+                let message = format!("Pod was active on the node longer than the specified deadline ({deadline}s)");
+                self.event(None, Kind::Normal, "DeadlineExceeded", &message);
+                self.stop_all("active deadline");
+                self.failed = Some(("DeadlineExceeded".into(), message));
+                return;
+            }
+            self.retry_in(limit - elapsed);
+        }
+        if !self.ensure_sandbox().await || !self.ensure_volumes().await {
+            return;
+        }
+        for i in 0..self.init.len() {
+            let c = &self.init[i];
+            if c.succeeded() {
+                continue;
+            }
+            if c.run.is_some() {
+                return;
+            }
+            if c.ever_ran && self.restart_policy() == "Never" {
+                return;
+            }
+            self.maybe_start(true, i).await;
+            return;
+        }
+        for i in 0..self.containers.len() {
+            let c = &self.containers[i];
+            if c.run.is_some() {
+                continue;
+            }
+            if c.ever_ran {
+                let code = match &c.state {
+                    State::Terminated(t) => t.exit_code,
+                    _ => c.last.as_ref().map_or(1, |t| t.exit_code),
+                };
+                let restart = match self.restart_policy().as_str() {
+                    "Never" => false,
+                    "OnFailure" => code != 0,
+                    _ => true,
+                };
+                if !restart {
+                    continue;
+                }
+            }
+            self.maybe_start(false, i).await;
+        }
+    }
+
+    async fn ensure_sandbox(&mut self) -> bool {
+        if self.ctx.is_some() {
+            return true;
+        }
+        if self.sandbox.is_none() {
+            let ports: Vec<PortMapping> = self
+                .pod
+                .spec
+                .iter()
+                .flat_map(|s| s.containers.iter())
+                .flat_map(|c| c.ports.iter().flatten())
+                .filter_map(|p| {
+                    let host_port = u16::try_from(p.host_port?).ok().filter(|hp| *hp > 0)?;
+                    Some(PortMapping {
+                        host_port,
+                        container_port: u16::try_from(p.container_port).ok()?,
+                        protocol: if p.protocol.as_deref() == Some("UDP") { Protocol::Udp } else { Protocol::Tcp },
+                        host_ip: p.host_ip.as_deref().and_then(|ip| ip.parse().ok()),
+                    })
+                })
+                .collect();
+            match self.deps.sandboxes.create(&self.uid, &ports).await {
+                Ok(sb) => self.sandbox = Some(sb),
+                Err(e) => {
+                    self.event(None, Kind::Warning, "FailedCreatePodSandBox", &format!("Failed to create pod sandbox: {e}"));
+                    self.retry_in(Duration::from_secs(5));
+                    return false;
+                }
+            }
+        }
+        let Some(sb) = &self.sandbox else { return false };
+        match self.deps.runtime.pod_context(&self.uid, sb).await {
+            Ok(ctx) => {
+                self.ctx = Some(ctx);
+                true
+            }
+            Err(e) => {
+                self.event(None, Kind::Warning, "FailedCreatePodSandBox", &format!("Failed to create pod sandbox: {e}"));
+                self.retry_in(Duration::from_secs(5));
+                false
+            }
+        }
+    }
+
+    fn facts(&self) -> PodFacts<'_> {
+        PodFacts {
+            pod: &self.pod,
+            pod_ip: self.sandbox.as_ref().map(|s| s.ip.to_string()),
+            host_ip: self.deps.config.node_ip.to_string(),
+            node_name: &self.deps.config.node_name,
+        }
+    }
+
+    fn pod_dir(&self) -> PathBuf {
+        self.deps.pods_root.join(&self.uid)
+    }
+
+    async fn ensure_volumes(&mut self) -> bool {
+        if self.volumes.is_some() {
+            return true;
+        }
+        let volumes = self.pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
+        let lookup = Lookup::new(self.deps.client.clone(), &self.ns);
+        let root = self.pod_dir().join("volumes");
+        match PodVolumes::prepare(&volumes, &root, &self.facts(), &lookup).await {
+            Ok(v) => {
+                self.volumes = Some(v);
+                true
+            }
+            Err(e) => {
+                self.event(None, Kind::Warning, "FailedMount", &format!("MountVolume.SetUp failed: {e}"));
+                for c in self.init.iter_mut().chain(self.containers.iter_mut()) {
+                    c.state = State::Waiting { reason: "ContainerCreating".into(), message: None };
+                }
+                self.retry_in(Duration::from_secs(5));
+                false
+            }
+        }
+    }
+
+    fn ctr(&mut self, init: bool, i: usize) -> &mut Ctr {
+        if init {
+            &mut self.init[i]
+        } else {
+            &mut self.containers[i]
+        }
+    }
+
+    /// Starts container `i` unless its back-off says to wait.
+    async fn maybe_start(&mut self, init: bool, i: usize) {
+        let now_i = Instant::now();
+        let (name, backoff, pull_backoff) = {
+            let c = self.ctr(init, i);
+            (c.spec.name.clone(), c.backoff.waiting(now_i), c.pull_backoff.waiting(now_i))
+        };
+        if let Some(until) = backoff {
+            let pod_name = self.name.clone();
+            let secs = until.saturating_duration_since(now_i).as_secs().max(1);
+            let c = self.ctr(init, i);
+            if let State::Terminated(t) = &c.state {
+                c.last = Some(t.clone());
+            }
+            let already = matches!(&c.state, State::Waiting { reason, .. } if reason == "CrashLoopBackOff");
+            c.state = State::Waiting {
+                reason: "CrashLoopBackOff".into(),
+                message: Some(format!("back-off {secs}s restarting failed container={name} pod={pod_name}")),
+            };
+            if !already {
+                self.event(Some(&name), Kind::Warning, "BackOff", "Back-off restarting failed container");
+            }
+            self.retry_in(until - now_i);
+            return;
+        }
+        if let Some(until) = pull_backoff {
+            let image = self.ctr(init, i).spec.image.clone().unwrap_or_default();
+            let c = self.ctr(init, i);
+            let mut already = false;
+            if let State::Waiting { reason, .. } = &mut c.state {
+                already = reason == "ImagePullBackOff";
+                *reason = "ImagePullBackOff".into();
+            }
+            if !already {
+                self.event(Some(&name), Kind::Normal, "BackOff", &format!("Back-off pulling image \"{image}\""));
+            }
+            self.retry_in(until - now_i);
+            return;
+        }
+        if let Err((reason, message)) = self.start(init, i).await {
+            let c = self.ctr(init, i);
+            c.state = State::Waiting { reason, message: Some(message) };
+        }
+    }
+
+    async fn start(&mut self, init: bool, i: usize) -> Result<(), (String, String)> {
+        let spec = self.ctr(init, i).spec.clone();
+        let name = spec.name.clone();
+        let image = spec.image.clone().unwrap_or_default();
+        // Image.
+        let policy = PullPolicy::from_k8s(spec.image_pull_policy.as_deref(), &image)
+            .unwrap_or_else(|_| PullPolicy::default_for(&image));
+        let auths = self.pull_auths().await;
+        let started_pull = Instant::now();
+        match self.deps.runtime.ensure_image(&image, policy, &auths).await {
+            Ok(ready) => {
+                if ready.pulled {
+                    self.event(Some(&name), Kind::Normal, "Pulling", &format!("Pulling image \"{image}\""));
+                    let ms = started_pull.elapsed().as_millis();
+                    self.event(Some(&name), Kind::Normal, "Pulled", &format!("Successfully pulled image \"{image}\" in {ms}ms"));
+                } else if !self.ctr(init, i).ever_ran {
+                    let msg = format!("Container image \"{image}\" already present on machine");
+                    self.event(Some(&name), Kind::Normal, "Pulled", &msg);
+                }
+                self.ctr(init, i).image_id = ready.image_id;
+            }
+            Err(e) => {
+                let message = e.to_string();
+                self.event(Some(&name), Kind::Warning, "Failed", &format!("Failed to pull image \"{image}\": {message}"));
+                let c = self.ctr(init, i);
+                let delay = c.pull_backoff.failed(Duration::ZERO, Instant::now());
+                self.retry_in(delay);
+                return Err((e.reason().into(), message));
+            }
+        }
+        // Environment, command, mounts.
+        let lookup = Lookup::new(self.deps.client.clone(), &self.ns);
+        let env = match env::resolve(&spec, &self.facts(), &lookup).await {
+            Ok(env) => env,
+            Err(e) => {
+                self.event(Some(&name), Kind::Warning, "Failed", &format!("Error: {e}"));
+                self.retry_in(Duration::from_secs(5));
+                return Err(("CreateContainerConfigError".into(), e.to_string()));
+            }
+        };
+        let mounts = match self.volumes.as_ref().map(|v| v.mounts(&spec, &env)) {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                self.event(Some(&name), Kind::Warning, "Failed", &format!("Error: {e}"));
+                self.retry_in(Duration::from_secs(5));
+                return Err(("CreateContainerConfigError".into(), e.to_string()));
+            }
+            None => return Err(("ContainerCreating".into(), "volumes are not ready".into())),
+        };
+        let expand = |v: &Option<Vec<String>>| v.as_ref().map(|l| l.iter().map(|s| env::expand(s, &env)).collect());
+        let restarts = {
+            let c = self.ctr(init, i);
+            if c.ever_ran {
+                c.restarts += 1;
+                if let State::Terminated(t) = &c.state {
+                    c.last = Some(t.clone());
+                }
+            }
+            c.restarts
+        };
+        let log_dir = crate::logs::pod_log_dir(&self.deps.logs_root, &self.ns, &self.name, &self.uid);
+        let log_path = crate::logs::container_log_path(&log_dir, &name, restarts.max(0) as u32);
+        let log = match LogWriter::create(log_path.clone(), Rotation::default()) {
+            Ok(l) => Arc::new(l),
+            Err(e) => return Err(("CreateContainerError".into(), e.to_string())),
+        };
+        let resources = spec.resources.as_ref();
+        let limit = |name: &str| resources.and_then(|r| r.limits.as_ref()).and_then(|l| l.get(name)).map(|q| q.0.clone());
+        let launch = Launch {
+            pod_uid: self.uid.clone(),
+            name: name.clone(),
+            image: image.clone(),
+            command: expand(&spec.command),
+            args: expand(&spec.args),
+            env: env.clone(),
+            working_dir: spec.working_dir.clone(),
+            mounts,
+            memory_limit: limit("memory").and_then(|q| super::quantity::bytes(&q)),
+            cpu_millis: limit("cpu").and_then(|q| super::quantity::millicores(&q)).map(|m| m.min(u32::MAX as u64) as u32),
+            http_port: spec.ports.iter().flatten().find_map(|p| u16::try_from(p.container_port).ok()),
+            log: Arc::clone(&log),
+            scratch_dir: self.pod_dir().join("containers").join(&name),
+        };
+        let Some(ctx) = self.ctx.clone() else { return Err(("ContainerCreating".into(), "no sandbox".into())) };
+        let started = match self.deps.runtime.start(&ctx, launch.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.event(Some(&name), Kind::Warning, "Failed", &format!("Error: {e}"));
+                let c = self.ctr(init, i);
+                c.ever_ran = true;
+                let delay = c.backoff.failed(Duration::ZERO, Instant::now());
+                self.retry_in(delay);
+                return Err((e.reason().into(), e.to_string()));
+            }
+        };
+        self.event(Some(&name), Kind::Normal, "Created", &format!("Created container {name}"));
+        self.event(Some(&name), Kind::Normal, "Started", &format!("Started container {name}"));
+        self.runs += 1;
+        let run_id = self.runs;
+        let (running_tx, running_rx) = watch::channel(true);
+        self.deps.log_index.started(&self.ns, &self.name, &name, log_path, running_rx);
+        let tx = self.tx.clone();
+        let exited = started.exited;
+        let exit_name = name.clone();
+        tokio::spawn(async move {
+            let exit = exited.await.unwrap_or(ContainerExit {
+                exit_code: 137,
+                reason: "Error".into(),
+                message: Some("the runtime lost the container".into()),
+            });
+            let _ = tx.send(Msg::Exited { name: exit_name, run: run_id, exit });
+        });
+        let has_probes = !init && (spec.startup_probe.is_some() || spec.liveness_probe.is_some() || spec.readiness_probe.is_some());
+        let probes = match (&self.sandbox, has_probes) {
+            (Some(sb), true) => {
+                let target = ProbeTarget { pod_ip: sb.ip, runtime: Arc::clone(&self.deps.runtime), pod: ctx, launch };
+                let tx = self.tx.clone();
+                let probe_name = name.clone();
+                let report = move |event| {
+                    let _ = tx.send(Msg::Probe { name: probe_name.clone(), run: run_id, event });
+                };
+                Some(tokio::spawn(probes::run(spec.clone(), target, report)).abort_handle())
+            }
+            _ => None,
+        };
+        let started_at = now();
+        let c = self.ctr(init, i);
+        c.ever_ran = true;
+        c.state = State::Running { started_at: started_at.clone() };
+        c.started = spec.startup_probe.is_none() || init;
+        c.ready = !init && !has_probes;
+        if !has_probes {
+            c.started = true;
+        }
+        c.run = Some(Run { id: run_id, started_at, since: Instant::now(), stop: started.stop, probes, running_tx, log });
+        Ok(())
+    }
+
+    /// Registry credentials from the pod's `imagePullSecrets`.
+    async fn pull_auths(&self) -> Vec<crate::image::RegistryAuth> {
+        let secrets = self.pod.spec.as_ref().and_then(|s| s.image_pull_secrets.clone()).unwrap_or_default();
+        let image = |c: &Ctr| c.spec.image.clone().unwrap_or_default();
+        let registry = self.containers.first().map(image).and_then(|i| crate::image::registry_of(&i).ok()).unwrap_or_default();
+        let lookup = Lookup::new(self.deps.client.clone(), &self.ns);
+        let mut auths = Vec::new();
+        for s in secrets {
+            let Ok(Some(data)) = lookup.secret(&s.name, true).await else { continue };
+            let Some(config) = data.get(".dockerconfigjson").or_else(|| data.get(".dockercfg")) else { continue };
+            if let Ok(map) = crate::image::auths_from_docker_config(config) {
+                auths.extend(map.into_iter().filter(|(host, _)| *host == registry).map(|(_, a)| a));
+            }
+        }
+        auths
+    }
+
+    /// Stops everything the pod holds on this node except its status and logs (terminal pods).
+    async fn release(&mut self) {
+        if self.released {
+            return;
+        }
+        self.released = true;
+        self.stop_all("the pod is done");
+        self.ctx = None;
+        if let Some(v) = &mut self.volumes {
+            v.release();
+        }
+        if let Err(e) = self.deps.sandboxes.destroy(&self.uid).await {
+            tracing::warn!(error = %e, "removing the sandbox of a finished pod");
+        }
+    }
+
+    /// Graceful deletion (or the pod vanished): stop the containers within the grace period, remove
+    /// the sandbox and the pod's files, then let the API server remove the pod.
+    async fn terminate(&mut self, rx: &mut mpsc::UnboundedReceiver<Msg>) {
+        let grace = self.pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64;
+        for c in self.init.iter().chain(self.containers.iter()) {
+            if c.run.is_some() {
+                let name = &c.spec.name;
+                self.event(Some(name), Kind::Normal, "Killing", &format!("Stopping container {name}"));
+            }
+        }
+        self.stop_all("the pod is being deleted");
+        let deadline = Instant::now() + Duration::from_secs(grace);
+        while self.init.iter().chain(self.containers.iter()).any(|c| c.run.is_some()) {
+            match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+                Ok(Some(Msg::Exited { name, run, exit })) => self.exited(&name, run, exit),
+                Ok(Some(Msg::Update(pod))) => self.pod = *pod,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        for c in self.init.iter_mut().chain(self.containers.iter_mut()) {
+            c.run = None;
+        }
+        self.ctx = None;
+        if let Some(v) = &mut self.volumes {
+            v.release();
+        }
+        if let Err(e) = self.deps.sandboxes.destroy(&self.uid).await {
+            tracing::warn!(error = %e, "removing the pod's sandbox");
+        }
+        volumes::unmount_all_under(&self.pod_dir());
+        let _ = std::fs::remove_dir_all(self.pod_dir());
+        let log_dir = crate::logs::pod_log_dir(&self.deps.logs_root, &self.ns, &self.name, &self.uid);
+        let _ = std::fs::remove_dir_all(log_dir);
+        self.deps.log_index.remove_pod(&self.ns, &self.name);
+        self.deps.recorder.forget(&self.uid);
+        if !self.gone {
+            let pods: Api<Pod> = Api::namespaced(self.deps.client.clone(), &self.ns);
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions { uid: Some(self.uid.clone()), resource_version: None }),
+                ..DeleteParams::default()
+            };
+            match pods.delete(&self.name, &params).await {
+                Ok(_) => tracing::info!("pod removed"),
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                Err(e) => tracing::warn!(error = %e, "removing the pod from the API server"),
+            }
+        }
+        self.deps.forget(&self.uid);
+    }
+
+    fn status(&self) -> Value {
+        let stamp = now();
+        let prev = self.published.as_ref();
+        let init: Vec<ContainerView> = self.init.iter().map(Ctr::view).collect();
+        let containers: Vec<ContainerView> = self.containers.iter().map(Ctr::view).collect();
+        let phase = self.phase();
+        let init_done = self.init_done();
+        let all_ready = !containers.is_empty() && containers.iter().all(|c| c.ready) && phase == "Running";
+        let not_ready = || {
+            let names: Vec<&str> = containers.iter().filter(|c| !c.ready).map(|c| c.name.as_str()).collect();
+            (!names.is_empty()).then(|| format!("containers with unready status: [{}]", names.join(" ")))
+        };
+        let mut conditions = vec![
+            status::condition(prev, "PodReadyToStartContainers", self.ctx.is_some(), None, &stamp),
+            status::condition(prev, "Initialized", init_done, (!init_done).then_some("ContainersNotInitialized"), &stamp),
+            status::condition(prev, "Ready", all_ready, (!all_ready).then_some("ContainersNotReady"), &stamp),
+            status::condition(prev, "ContainersReady", all_ready, (!all_ready).then_some("ContainersNotReady"), &stamp),
+            status::condition(prev, "PodScheduled", true, None, &stamp),
+        ];
+        if !all_ready {
+            if let Some(msg) = not_ready() {
+                conditions[2]["message"] = json!(msg);
+                conditions[3]["message"] = json!(msg);
+            }
+        }
+        let host_ip = self.deps.config.node_ip.to_string();
+        let mut s = json!({
+            "phase": phase,
+            "conditions": conditions,
+            "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
+            "startTime": self.start_time,
+            "qosClass": status::qos_class(&self.pod),
+            "containerStatuses": containers.iter().map(ContainerView::to_json).collect::<Vec<_>>(),
+        });
+        if !init.is_empty() {
+            s["initContainerStatuses"] = json!(init.iter().map(ContainerView::to_json).collect::<Vec<_>>());
+        }
+        if let Some(sb) = &self.sandbox {
+            if !self.released {
+                s["podIP"] = json!(sb.ip.to_string());
+                s["podIPs"] = json!([{"ip": sb.ip.to_string()}]);
+            }
+        }
+        if let Some((reason, message)) = &self.failed {
+            s["reason"] = json!(reason);
+            s["message"] = json!(message);
+        }
+        s
+    }
+
+    /// Sends the status when it changed since the last time.
+    async fn publish(&mut self) {
+        let status = self.status();
+        if self.published.as_ref() == Some(&status) {
+            return;
+        }
+        for c in self.init.iter().chain(self.containers.iter()) {
+            if let State::Waiting { reason, .. } = &c.state {
+                self.deps.log_index.waiting(&self.ns, &self.name, &c.spec.name, reason);
+            }
+        }
+        let pods: Api<Pod> = Api::namespaced(self.deps.client.clone(), &self.ns);
+        // Merge patch: lists (conditions, containerStatuses) are replaced whole; `null` clears podIP.
+        let mut body = status.clone();
+        if body.get("podIP").is_none() {
+            body["podIP"] = Value::Null;
+            body["podIPs"] = Value::Null;
+        }
+        match pods.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(json!({"status": body}))).await {
+            Ok(_) => self.published = Some(status),
+            Err(kube::Error::Api(e)) if e.code == 404 => self.gone = true,
+            Err(e) => {
+                tracing::warn!(error = %e, "updating the pod status");
+                self.retry_in(Duration::from_secs(1));
+            }
+        }
+    }
+}

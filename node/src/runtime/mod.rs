@@ -1,0 +1,133 @@
+//! The kubelet's runtime seam: what a container runtime must do for the pod worker.
+//!
+//! The pod worker owns the lifecycle (order, restarts, probes, status) and speaks only this interface;
+//! `wasm.rs` implements it in-process on wasmtime. An OCI runtime (containerd) slots in beside it by
+//! implementing the same trait; the worker picks the runtime per container from its image.
+
+pub mod executor;
+pub mod wasm;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::logs::LogWriter;
+use crate::sandbox::Sandbox;
+
+/// A directory the container sees at `container_path`.
+#[derive(Clone, Debug)]
+pub struct Mount {
+    pub host_path: PathBuf,
+    pub container_path: String,
+    pub read_only: bool,
+}
+
+/// Everything needed to start one container of a pod (after images, volumes and env are resolved).
+#[derive(Clone)]
+pub struct Launch {
+    pub pod_uid: String,
+    pub name: String,
+    pub image: String,
+    /// `command` as Kubernetes gives it (replaces the image entrypoint); `None` keeps the image's.
+    pub command: Option<Vec<String>>,
+    /// `args` (replaces the image's cmd); `None` keeps the image's.
+    pub args: Option<Vec<String>>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    pub mounts: Vec<Mount>,
+    pub memory_limit: Option<u64>,
+    pub cpu_millis: Option<u32>,
+    /// The first declared TCP container port: where an HTTP component is served.
+    pub http_port: Option<u16>,
+    pub log: Arc<LogWriter>,
+    /// A private directory for this container (its copy of the image's files, if any).
+    pub scratch_dir: PathBuf,
+}
+
+/// How a container's run ended, in Kubernetes terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerExit {
+    pub exit_code: i32,
+    /// `Completed`, `Error`, `OOMKilled`, `DeadlineExceeded`, `ContainerCannotRun`...
+    pub reason: String,
+    pub message: Option<String>,
+}
+
+impl ContainerExit {
+    pub fn from_code(code: i32) -> Self {
+        let reason = if code == 0 { "Completed" } else { "Error" };
+        Self { exit_code: code, reason: reason.into(), message: None }
+    }
+}
+
+/// The result of pulling (or finding) a container's image.
+#[derive(Clone, Debug)]
+pub struct ImageReady {
+    pub image_id: String,
+    pub pulled: bool,
+}
+
+/// A started container: a way to stop it and its exit.
+pub struct Started {
+    pub stop: Box<dyn Fn() + Send + Sync>,
+    pub exited: oneshot::Receiver<ContainerExit>,
+}
+
+/// Why a container could not start (shown as the waiting reason and in an event).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{0}")]
+    Image(#[from] crate::image::ImageError),
+    #[error("{0}")]
+    Engine(#[from] skiff_shim::engine::EngineError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl RuntimeError {
+    /// The Kubernetes waiting reason for this failure.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RuntimeError::Image(_) => "ErrImagePull",
+            RuntimeError::Engine(_) | RuntimeError::Other(_) => "CreateContainerError",
+        }
+    }
+}
+
+/// The output of an exec (probe) in a container.
+#[derive(Clone, Debug)]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    pub output: String,
+}
+
+/// A per-pod context the runtime keeps (for Wasm: the thread inside the pod's network namespace).
+pub trait PodContext: Send + Sync {
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+#[async_trait::async_trait]
+pub trait ContainerRuntime: Send + Sync {
+    /// Makes the image present, honouring the pull policy and pull secrets.
+    async fn ensure_image(
+        &self,
+        image: &str,
+        policy: crate::image::PullPolicy,
+        auths: &[crate::image::RegistryAuth],
+    ) -> Result<ImageReady, RuntimeError>;
+    /// Prepares what the pod's containers share in this runtime.
+    async fn pod_context(&self, pod_uid: &str, sandbox: &Sandbox) -> Result<Arc<dyn PodContext>, RuntimeError>;
+    /// Starts a container; it runs until it exits or `stop` is called.
+    async fn start(&self, pod: &Arc<dyn PodContext>, launch: Launch) -> Result<Started, RuntimeError>;
+    /// Runs `command` in the container's context (exec probes), bounded by `timeout`.
+    async fn exec(
+        &self,
+        pod: &Arc<dyn PodContext>,
+        launch: &Launch,
+        command: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<ExecOutput, RuntimeError>;
+    /// The compile/instantiate counters and such, for /metrics.
+    fn compiles(&self) -> u64;
+}

@@ -1,0 +1,259 @@
+//! The in-process Wasm runtime: images from the image store, compiled once by the shared engine, each
+//! container a task on its pod's executor (the thread inside the pod's network namespace).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use skiff_shim::engine::{Exit, Output, OutputSink, Preopen, Program, RunSpec, WasmEngine};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::executor::PodExecutor;
+use super::{ContainerExit, ContainerRuntime, ExecOutput, ImageReady, Launch, PodContext, RuntimeError, Started};
+use crate::image::{ImageStore, PullPolicy, RegistryAuth, WasmImage};
+use crate::logs::{LogWriter, Stream};
+use crate::sandbox::Sandbox;
+
+pub struct WasmRuntime {
+    engine: Arc<WasmEngine>,
+    images: Arc<ImageStore>,
+    programs: parking_lot::Mutex<HashMap<String, Program>>,
+}
+
+impl WasmRuntime {
+    pub fn new(engine: Arc<WasmEngine>, images: Arc<ImageStore>) -> Self {
+        Self { engine, images, programs: parking_lot::Mutex::new(HashMap::new()) }
+    }
+
+    fn image(&self, reference: &str) -> Result<Arc<WasmImage>, RuntimeError> {
+        self.images.cached(reference).ok_or_else(|| RuntimeError::Other(format!("image {reference} is not present")))
+    }
+
+    /// The compiled program of an image: from memory, else from the engine (disk cache or compile).
+    async fn program(&self, image: &WasmImage) -> Result<Program, RuntimeError> {
+        if let Some(p) = self.programs.lock().get(&image.wasm_digest) {
+            return Ok(p.clone());
+        }
+        let (engine, digest, path) = (Arc::clone(&self.engine), image.wasm_digest.clone(), image.wasm_path.clone());
+        let program = tokio::task::spawn_blocking(move || -> Result<Program, RuntimeError> {
+            let bytes = std::fs::read(&path).map_err(|e| RuntimeError::Other(format!("{}: {e}", path.display())))?;
+            Ok(engine.load(&digest, &bytes)?)
+        })
+        .await
+        .map_err(|e| RuntimeError::Other(e.to_string()))??;
+        self.programs.lock().insert(image.wasm_digest.clone(), program.clone());
+        Ok(program)
+    }
+
+    /// argv, env, working dir and preopens of a container, Kubernetes rules applied to Wasm.
+    fn run_spec(&self, image: &WasmImage, launch: &Launch, extra_args: Option<&[String]>) -> Result<RunSpec, RuntimeError> {
+        let argv = argv(image, launch, extra_args);
+        let mut env: Vec<(String, String)> = image.env.clone();
+        for (k, v) in &launch.env {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
+        let mut preopens = Vec::new();
+        if let Some(rootfs) = &image.rootfs {
+            preopens.push(Preopen { host: private_rootfs(rootfs, &launch.scratch_dir)?, guest: "/".into(), read_only: false });
+        }
+        for m in &launch.mounts {
+            preopens.push(Preopen { host: m.host_path.clone(), guest: m.container_path.clone(), read_only: m.read_only });
+        }
+        let out: Arc<dyn OutputSink> = Arc::new(LogSink { log: Arc::clone(&launch.log), stream: Stream::Stdout });
+        let err: Arc<dyn OutputSink> = Arc::new(LogSink { log: Arc::clone(&launch.log), stream: Stream::Stderr });
+        Ok(RunSpec {
+            args: argv,
+            env,
+            preopens,
+            stdout: Some(Output::Sink(out)),
+            stderr: Some(Output::Sink(err)),
+            memory_limit: launch.memory_limit.map(|m| m as usize),
+            cpu_millis: launch.cpu_millis,
+            ..RunSpec::default()
+        })
+    }
+}
+
+/// argv for a Wasm container. argv[0] is the module's file name; then `command` (or the image's
+/// entrypoint after its `.wasm` path) and `args` (or the image's cmd). For an exec probe, its command
+/// replaces both.
+fn argv(image: &WasmImage, launch: &Launch, exec: Option<&[String]>) -> Vec<String> {
+    let argv0 = image
+        .entrypoint
+        .first()
+        .and_then(|p| Path::new(p).file_name())
+        .or_else(|| image.wasm_path.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "main.wasm".into());
+    let mut argv = vec![argv0];
+    if let Some(cmd) = exec {
+        argv.extend(cmd.iter().cloned());
+        return argv;
+    }
+    match (&launch.command, &launch.args) {
+        (Some(command), args) => {
+            // A command naming the module itself (`/app/x.wasm`) is the entrypoint, not an argument.
+            let skip = usize::from(command.first().is_some_and(|c| c.ends_with(".wasm")));
+            argv.extend(command.iter().skip(skip).cloned());
+            argv.extend(args.iter().flatten().cloned());
+        }
+        (None, Some(args)) => {
+            argv.extend(image.entrypoint.iter().skip(1).cloned());
+            argv.extend(args.iter().cloned());
+        }
+        (None, None) => argv.extend(image.entrypoint.iter().skip(1).cloned()),
+    }
+    argv
+}
+
+/// The container's own writable copy of the image's files (made once per container).
+fn private_rootfs(template: &Path, scratch: &Path) -> Result<PathBuf, RuntimeError> {
+    let dest = scratch.join("rootfs");
+    if !dest.exists() {
+        copy_tree(template, &dest).map_err(|e| RuntimeError::Other(format!("copying the image's files: {e}")))?;
+    }
+    Ok(dest)
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst)?;
+        }
+    }
+    Ok(())
+}
+
+struct LogSink {
+    log: Arc<LogWriter>,
+    stream: Stream,
+}
+
+impl OutputSink for LogSink {
+    fn write(&self, bytes: &[u8]) {
+        if let Err(e) = self.log.write(self.stream, bytes) {
+            tracing::warn!(error = %e, "writing a container log");
+        }
+    }
+}
+
+fn to_container_exit(result: Result<Exit, skiff_shim::engine::EngineError>) -> ContainerExit {
+    match result {
+        Ok(Exit::Code(c)) => ContainerExit::from_code(c),
+        Ok(Exit::OutOfMemory) => ContainerExit {
+            exit_code: 137,
+            reason: "OOMKilled".into(),
+            message: Some("the module tried to grow its memory past resources.limits.memory".into()),
+        },
+        Ok(Exit::Killed) => ContainerExit { exit_code: 137, reason: "Error".into(), message: Some("killed".into()) },
+        Ok(Exit::Trap(msg)) => ContainerExit { exit_code: 1, reason: "Error".into(), message: Some(format!("wasm trap: {msg}")) },
+        Err(e) => ContainerExit { exit_code: 128, reason: "ContainerCannotRun".into(), message: Some(e.to_string()) },
+    }
+}
+
+fn executor(pod: &Arc<dyn PodContext>) -> Result<&PodExecutor, RuntimeError> {
+    pod.as_any().downcast_ref::<PodExecutor>().ok_or_else(|| RuntimeError::Other("not a Wasm pod context".into()))
+}
+
+#[async_trait::async_trait]
+impl ContainerRuntime for WasmRuntime {
+    async fn ensure_image(&self, image: &str, policy: PullPolicy, auths: &[RegistryAuth]) -> Result<ImageReady, RuntimeError> {
+        let pulled = self.images.ensure(image, policy, auths.first()).await?;
+        let program = self.program(&pulled.image).await?;
+        drop(program);
+        Ok(ImageReady { image_id: pulled.image.image_id.clone(), pulled: pulled.pulled })
+    }
+
+    async fn pod_context(&self, pod_uid: &str, sandbox: &Sandbox) -> Result<Arc<dyn PodContext>, RuntimeError> {
+        Ok(Arc::new(PodExecutor::start(pod_uid, Some(&sandbox.netns_path))?))
+    }
+
+    async fn start(&self, pod: &Arc<dyn PodContext>, launch: Launch) -> Result<Started, RuntimeError> {
+        let image = self.image(&launch.image)?;
+        let program = self.program(&image).await?;
+        let spec = self.run_spec(&image, &launch, None)?;
+        let exec = executor(pod)?;
+        let cancel = CancellationToken::new();
+        let (exit_tx, exited) = oneshot::channel();
+        let engine = Arc::clone(&self.engine);
+        let port = launch.http_port.unwrap_or(8080);
+        let spec = RunSpec { cancel: Some(cancel.clone()), ..spec };
+        let log = Arc::clone(&launch.log);
+        exec.handle().spawn(async move {
+            let result = if program.is_http() {
+                match tokio::net::TcpListener::bind(("0.0.0.0", port)).await {
+                    Ok(listener) => engine.serve_http(&program, spec, listener).await,
+                    Err(e) => {
+                        let _ = log.write(Stream::Stderr, format!("skiff: listening on port {port}: {e}\n").as_bytes());
+                        Ok(Exit::Code(1))
+                    }
+                }
+            } else {
+                engine.run(&program, spec).await
+            };
+            let _ = log.flush();
+            let _ = exit_tx.send(to_container_exit(result));
+        });
+        let stop = Box::new(move || cancel.cancel());
+        Ok(Started { stop, exited })
+    }
+
+    async fn exec(
+        &self,
+        pod: &Arc<dyn PodContext>,
+        launch: &Launch,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
+        let image = self.image(&launch.image)?;
+        let program = self.program(&image).await?;
+        let capture = Arc::new(Capture::default());
+        let sink: Arc<dyn OutputSink> = capture.clone();
+        let spec = RunSpec {
+            stdout: Some(Output::Sink(Arc::clone(&sink))),
+            stderr: Some(Output::Sink(sink)),
+            deadline: Some(timeout),
+            ..self.run_spec(&image, launch, Some(command))?
+        };
+        let engine = Arc::clone(&self.engine);
+        let (tx, rx) = oneshot::channel();
+        executor(pod)?.handle().spawn(async move {
+            let _ = tx.send(engine.run(&program, spec).await);
+        });
+        let exit = rx.await.map_err(|_| RuntimeError::Other("the pod's executor stopped".into()))??;
+        let output = String::from_utf8_lossy(&capture.bytes.lock()).into_owned();
+        match exit {
+            Exit::Killed => Err(RuntimeError::Other(format!("command timed out after {timeout:?}"))),
+            other => Ok(ExecOutput { exit_code: other.code(), output }),
+        }
+    }
+
+    fn compiles(&self) -> u64 {
+        self.engine.compiles()
+    }
+}
+
+#[derive(Default)]
+struct Capture {
+    bytes: parking_lot::Mutex<Vec<u8>>,
+}
+
+impl OutputSink for Capture {
+    fn write(&self, bytes: &[u8]) {
+        let mut buf = self.bytes.lock();
+        if buf.len() < 64 * 1024 {
+            buf.extend_from_slice(bytes);
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! What node tests need besides a cluster: a private pod network per cluster (bridge, CIDR, names
+//! derived from the test process id so parallel tests never collide and a later run can sweep a
+//! crashed one's leftovers), a real OCI registry on loopback, and the Wasm guests of `workloads/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Once, OnceLock};
+use std::time::Duration;
+
+use super::{eventually, free_port, Process};
+
+static NEXT: AtomicU32 = AtomicU32::new(1);
+static SWEEP: Once = Once::new();
+
+/// The names and addresses of one test node's pod network.
+pub struct TestNet {
+    pub node: String,
+    pub bridge: String,
+    pub cidr: String,
+}
+
+impl TestNet {
+    pub fn new() -> Self {
+        SWEEP.call_once(sweep_dead_runs);
+        let pid = std::process::id();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        TestNet {
+            node: format!("t{pid}x{n}"),
+            bridge: format!("sk{pid}x{n}"),
+            cidr: format!("10.{}.{}.0/24", 100 + pid % 100, n % 250),
+        }
+    }
+
+    /// `skiff server`/`skiff agent` arguments for this network.
+    pub fn agent_args(&self) -> Vec<String> {
+        [
+            "--node-name", &self.node, "--bridge", &self.bridge, "--pod-cidr", &self.cidr, "--kubelet-port", "0",
+            "--teardown-on-exit", "--sandbox-pool", "2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+}
+
+impl Default for TestNet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn pid_alive(pid: &str) -> bool {
+    Path::new("/proc").join(pid).exists()
+}
+
+/// Removes bridges and network namespaces that test processes which no longer run left behind.
+fn sweep_dead_runs() {
+    let links = Command::new("ip").args(["-o", "link", "show", "type", "bridge"]).output();
+    for line in links.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default().lines() {
+        let Some(name) = line.split(':').nth(1).map(str::trim) else { continue };
+        if let Some(pid) = name.strip_prefix("sk").and_then(|r| r.split('x').next()) {
+            if pid.chars().all(|c| c.is_ascii_digit()) && !pid.is_empty() && !pid_alive(pid) {
+                let _ = Command::new("ip").args(["link", "delete", name]).status();
+            }
+        }
+    }
+    let Ok(entries) = std::fs::read_dir("/var/run/netns") else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("skiff-t").and_then(|r| r.split('x').next()) {
+            if pid.chars().all(|c| c.is_ascii_digit()) && !pid.is_empty() && !pid_alive(pid) {
+                let _ = Command::new("ip").args(["netns", "delete", &name]).status();
+            }
+        }
+    }
+}
+
+/// A real OCI registry (`docker-registry`) on a free loopback port, killed on drop.
+pub struct Registry {
+    pub addr: String,
+    _dir: tempfile::TempDir,
+    _process: Process,
+}
+
+impl Registry {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("registry config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry (apt-get install docker-registry)");
+        let addr = format!("127.0.0.1:{port}");
+        eventually("the registry to answer", Duration::from_secs(20), || {
+            Command::new("curl").args(["-sf", &format!("http://{addr}/v2/")]).status().is_ok_and(|s| s.success())
+        });
+        Registry { addr, _dir: dir, _process: Process(Some(child)) }
+    }
+
+    /// Pushes a guest from `workloads/` with `skiff image push`; returns the image reference.
+    pub fn push(&self, guest: &str, tag: &str) -> String {
+        let reference = format!("{}/{guest}:{tag}", self.addr);
+        let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(["image", "push"])
+            .arg(workload(guest))
+            .arg(&reference)
+            .output()
+            .expect("skiff image push");
+        assert!(out.status.success(), "skiff image push failed: {}", String::from_utf8_lossy(&out.stderr));
+        reference
+    }
+}
+
+/// The path of a built guest (`hello`, `hello-http`, ...), building `workloads/` once per test process.
+pub fn workload(name: &str) -> PathBuf {
+    static OUT: OnceLock<PathBuf> = OnceLock::new();
+    let out = OUT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = root.join("workloads").join("out");
+        let status = Command::new(root.join("scripts/build-workloads.sh")).arg(&out).status().expect("build workloads");
+        assert!(status.success(), "scripts/build-workloads.sh failed");
+        out
+    });
+    let path = out.join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// A `skiff agent` process joining a cluster as a second node, stopped cleanly on drop.
+pub struct AgentProcess {
+    pub net: TestNet,
+    pub dir: tempfile::TempDir,
+    process: Process,
+}
+
+impl AgentProcess {
+    pub fn start(cluster: &super::Cluster) -> Self {
+        let net = TestNet::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token_file = cluster.data_dir().join("admin.token");
+        let log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(["agent", "--server", &cluster.url(), "--token-file"])
+            .arg(&token_file)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(net.agent_args())
+            .env("SKIFF_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn skiff agent");
+        AgentProcess { net, dir, process: Process(Some(child)) }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.process.terminate(Duration::from_secs(15));
+    }
+}

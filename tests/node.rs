@@ -1,0 +1,353 @@
+//! End to end: Wasm pods on skiff's node agent, driven by the real kubectl, with images in a real
+//! registry on loopback and pod networks wired by the real CNI plugins.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::node::{AgentProcess, Registry};
+use common::{eventually, Cluster};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn pod(cluster: &Cluster, name: &str) -> Value {
+    cluster.get_json(&["pod", name])
+}
+
+fn phase(cluster: &Cluster, name: &str) -> String {
+    let out = cluster.kubectl_output(&["get", "pod", name, "-o", "jsonpath={.status.phase}"], None);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_phase(cluster: &Cluster, name: &str, want: &str) {
+    eventually(&format!("pod {name} {want}"), WAIT, || phase(cluster, name) == want);
+}
+
+fn wait_ready(cluster: &Cluster, name: &str) {
+    eventually(&format!("pod {name} Ready"), WAIT, || {
+        let out = cluster
+            .kubectl_output(&["get", "pod", name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"], None);
+        String::from_utf8_lossy(&out.stdout) == "True"
+    });
+}
+
+fn http_get(url: &str) -> Option<String> {
+    let out = Command::new("curl").args(["-sf", "--max-time", "3", url]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn events_of(cluster: &Cluster, name: &str) -> String {
+    cluster.kubectl(&["get", "events", "--field-selector", &format!("involvedObject.name={name}")])
+}
+
+#[test]
+fn hello_runs_to_completion_with_its_logs() {
+    let cluster = Cluster::with_node();
+    let registry = Registry::start();
+    let image = registry.push("hello", "1");
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hello\nspec:\n  restartPolicy: Never\n  containers:\n  - name: hello\n    image: {image}\n    args: [\"a\", \"b\"]\n    env:\n    - {{name: HELLO_NAME, value: world}}\n"
+    );
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest));
+    wait_phase(&cluster, "hello", "Succeeded");
+    let logs = cluster.kubectl(&["logs", "hello"]);
+    assert!(logs.contains("hello from skiff"), "{logs}");
+    assert!(logs.contains("args: a b"), "{logs}");
+    assert!(logs.contains("HELLO_NAME=world"), "{logs}");
+    assert!(logs.contains("hello on stderr"), "{logs}");
+    let p = pod(&cluster, "hello");
+    let status = &p["status"]["containerStatuses"][0];
+    assert_eq!(status["state"]["terminated"]["reason"], "Completed", "{p}");
+    assert_eq!(status["state"]["terminated"]["exitCode"], 0);
+    assert!(status["imageID"].as_str().is_some_and(|id| id.contains("@sha256:")), "{status}");
+    assert_eq!(p["spec"]["nodeName"], cluster.node_name().as_str());
+    let events = events_of(&cluster, "hello");
+    for reason in ["Scheduled", "Pulling", "Pulled", "Created", "Started"] {
+        assert!(events.contains(reason), "missing {reason} in\n{events}");
+    }
+}
+
+fn http_pod(name: &str, image: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n  terminationGracePeriodSeconds: 5\n  containers:\n  - name: web\n    image: {image}\n    ports:\n    - containerPort: 8080\n    env:\n    - name: POD_NAME\n      valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}\n    - name: POD_IP\n      valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}\n    readinessProbe:\n      httpGet: {{path: /healthz, port: 8080}}\n      periodSeconds: 1\n{extra}"
+    )
+}
+
+fn pod_ip(cluster: &Cluster, name: &str) -> String {
+    pod(cluster, name)["status"]["podIP"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn http_component_answers_on_its_pod_ip_and_goes_away_on_delete() {
+    let cluster = Cluster::with_node();
+    let registry = Registry::start();
+    let image = registry.push("hello-http", "1");
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&http_pod("web", &image, "")));
+    wait_ready(&cluster, "web");
+    let ip = pod_ip(&cluster, "web");
+    assert!(ip.starts_with("10."), "pod IP {ip}");
+    let wide = cluster.kubectl(&["get", "pods", "-o", "wide"]);
+    assert!(wide.contains(&ip) && wide.contains(&cluster.node_name()) && wide.contains("1/1"), "{wide}");
+    assert_eq!(http_get(&format!("http://{ip}:8080/")).as_deref(), Some("hello from skiff\n"));
+    assert_eq!(http_get(&format!("http://{ip}:8080/env/POD_NAME")).as_deref(), Some("web"));
+    assert_eq!(http_get(&format!("http://{ip}:8080/env/POD_IP")).as_deref(), Some(ip.as_str()));
+    cluster.kubectl(&["delete", "pod", "web", "--timeout=30s"]);
+    let out = cluster.kubectl_output(&["get", "pod", "web"], None);
+    assert!(!out.status.success(), "the pod is still there");
+    assert_eq!(http_get(&format!("http://{ip}:8080/")), None, "the pod still answers after deletion");
+}
+
+#[test]
+fn crash_loop_backs_off_and_counts_restarts() {
+    let cluster = Cluster::with_node();
+    let registry = Registry::start();
+    let image = registry.push("crasher", "1");
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: crash\nspec:\n  containers:\n  - name: crash\n    image: {image}\n"
+    );
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest));
+    eventually("CrashLoopBackOff with restarts", WAIT, || {
+        let s = &pod(&cluster, "crash")["status"]["containerStatuses"][0];
+        s["restartCount"].as_i64().unwrap_or(0) >= 1 && s["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    });
+    let s = &pod(&cluster, "crash")["status"]["containerStatuses"][0];
+    assert_eq!(s["lastState"]["terminated"]["exitCode"], 3, "{s}");
+    assert_eq!(s["lastState"]["terminated"]["reason"], "Error", "{s}");
+    assert!(events_of(&cluster, "crash").contains("BackOff"));
+    assert!(cluster.kubectl(&["logs", "crash", "--previous"]).contains("crashing with 3"));
+    assert!(cluster.kubectl(&["get", "pods"]).contains("CrashLoopBackOff"));
+}
+
+#[test]
+fn memory_bomb_is_oom_killed_and_busy_loop_does_not_starve_a_neighbour() {
+    let cluster = Cluster::with_node();
+    let registry = Registry::start();
+    let (hog, busy, web) = (registry.push("memory-hog", "1"), registry.push("busy-loop", "1"), registry.push("hello-http", "1"));
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hog\nspec:\n  restartPolicy: Never\n  containers:\n  - name: hog\n    image: {hog}\n    resources:\n      limits: {{memory: 32Mi}}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: busy\nspec:\n  containers:\n  - name: busy\n    image: {busy}\n---\n{}",
+        http_pod("web", &web, "")
+    );
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest));
+    wait_phase(&cluster, "hog", "Failed");
+    let t = &pod(&cluster, "hog")["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(t["reason"], "OOMKilled", "{t}");
+    assert_eq!(t["exitCode"], 137);
+    wait_phase(&cluster, "busy", "Running");
+    wait_ready(&cluster, "web");
+    let ip = pod_ip(&cluster, "web");
+    for _ in 0..20 {
+        assert_eq!(http_get(&format!("http://{ip}:8080/")).as_deref(), Some("hello from skiff\n"));
+    }
+    assert_eq!(phase(&cluster, "busy"), "Running");
+}
+
+#[test]
+fn config_maps_secrets_env_and_volumes() {
+    let cluster = Cluster::with_node();
+    let registry = Registry::start();
+    let tool = registry.push("tool", "1");
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata: {{name: settings}}
+data: {{greeting: "hi there", COLOR: blue}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: creds}}
+stringData: {{password: s3cret}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: reader, labels: {{tier: test}}}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: env
+    image: {tool}
+    args: ["env"]
+    envFrom:
+    - configMapRef: {{name: settings}}
+      prefix: CM_
+    env:
+    - name: PASSWORD
+      valueFrom: {{secretKeyRef: {{name: creds, key: password}}}}
+    - name: NODE
+      valueFrom: {{fieldRef: {{fieldPath: spec.nodeName}}}}
+    - name: NS
+      valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}
+    - name: GREETING_TWICE
+      value: "$(CM_COLOR)-$(CM_COLOR)"
+  - name: files
+    image: {tool}
+    command: ["cat", "/config/greeting"]
+    volumeMounts:
+    - {{name: config, mountPath: /config}}
+  - name: secret
+    image: {tool}
+    args: ["cat", "/secret/password"]
+    volumeMounts:
+    - {{name: secret, mountPath: /secret}}
+  - name: labels
+    image: {tool}
+    args: ["cat", "/info/labels"]
+    volumeMounts:
+    - {{name: info, mountPath: /info}}
+  volumes:
+  - name: config
+    configMap: {{name: settings}}
+  - name: secret
+    secret: {{secretName: creds}}
+  - name: info
+    downwardAPI:
+      items:
+      - {{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}
+"#
+    );
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest));
+    wait_phase(&cluster, "reader", "Succeeded");
+    let env = cluster.kubectl(&["logs", "reader", "-c", "env"]);
+    for want in ["CM_greeting=hi there", "CM_COLOR=blue", "PASSWORD=s3cret", "NS=default", "GREETING_TWICE=blue-blue"] {
+        assert!(env.contains(want), "{want} missing in\n{env}");
+    }
+    assert!(env.contains(&format!("NODE={}", cluster.node_name())), "{env}");
+    assert_eq!(cluster.kubectl(&["logs", "reader", "-c", "files"]).trim(), "hi there");
+    assert_eq!(cluster.kubectl(&["logs", "reader", "-c", "secret"]).trim(), "s3cret");
+    assert!(cluster.kubectl(&["logs", "reader", "-c", "labels"]).contains("tier=\"test\""));
+
+    // A volume naming a missing ConfigMap: the pod waits and says why.
+    let missing = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: missing}}\nspec:\n  containers:\n  - name: c\n    image: {tool}\n    args: [forever]\n    volumeMounts: [{{name: v, mountPath: /v}}]\n  volumes:\n  - name: v\n    configMap: {{name: nope}}\n"
+    );
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&missing));
+    eventually("a FailedMount event", WAIT, || events_of(&cluster, "missing").contains("configmap \"nope\" not found"));
+    assert_eq!(phase(&cluster, "missing"), "Pending");
+}
+
+#[test]
+fn containers_share_an_empty_dir_and_init_containers_run_in_order() {
+    let cluster = Cluster::with_node();
+    let registry = Registry::start();
+    let tool = registry.push("tool", "1");
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: shared}}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - {{name: first, image: "{tool}", args: [append, /work/order, one], volumeMounts: [{{name: work, mountPath: /work}}]}}
+  - {{name: second, image: "{tool}", args: [append, /work/order, two], volumeMounts: [{{name: work, mountPath: /work}}]}}
+  containers:
+  - {{name: writer, image: "{tool}", args: [write, /shared/msg, hello-neighbour], volumeMounts: [{{name: shared, mountPath: /shared}}]}}
+  - {{name: reader, image: "{tool}", args: [wait-cat, /shared/msg, "30"], volumeMounts: [{{name: shared, mountPath: /shared}}]}}
+  - {{name: order, image: "{tool}", args: [cat, /work/order], volumeMounts: [{{name: work, mountPath: /work, readOnly: true}}]}}
+  volumes:
+  - {{name: shared, emptyDir: {{medium: Memory}}}}
+  - {{name: work, emptyDir: {{}}}}
+"#
+    );
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest));
+    wait_phase(&cluster, "shared", "Succeeded");
+    assert_eq!(cluster.kubectl(&["logs", "shared", "-c", "reader"]).trim(), "hello-neighbour");
+    assert_eq!(cluster.kubectl(&["logs", "shared", "-c", "order"]).trim(), "one\ntwo");
+    let p = pod(&cluster, "shared");
+    let init = p["status"]["initContainerStatuses"].as_array().expect("init statuses").clone();
+    assert!(init.iter().all(|c| c["state"]["terminated"]["reason"] == "Completed"), "{init:?}");
+}
+
+#[test]
+fn liveness_failure_restarts_and_exec_probes_gate_readiness() {
+    let cluster = Cluster::with_node();
+    let registry = Registry::start();
+    let (web, slow) = (registry.push("hello-http", "1"), registry.push("slow-starter", "1"));
+    let liveness = "    livenessProbe:\n      httpGet: {path: /status/500, port: 8080}\n      periodSeconds: 1\n      failureThreshold: 2\n";
+    let manifest = format!(
+        "{}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: slow}}\nspec:\n  containers:\n  - name: slow\n    image: {slow}\n    env: [{{name: START_DELAY, value: \"2\"}}]\n    startupProbe: {{exec: {{command: [check]}}, periodSeconds: 1, failureThreshold: 30}}\n    readinessProbe: {{exec: {{command: [check]}}, periodSeconds: 1}}\n    volumeMounts: [{{name: work, mountPath: /work}}]\n  volumes: [{{name: work, emptyDir: {{}}}}]\n",
+        http_pod("sick", &web, liveness)
+    );
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest));
+    eventually("the liveness restart", WAIT, || {
+        pod(&cluster, "sick")["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(0) >= 1
+    });
+    let events = events_of(&cluster, "sick");
+    assert!(events.contains("Unhealthy") && events.contains("Liveness probe failed"), "{events}");
+    assert!(events.contains("failed liveness probe, will be restarted"), "{events}");
+    wait_ready(&cluster, "slow");
+    assert!(cluster.kubectl(&["logs", "slow"]).contains("ready"));
+    assert!(events_of(&cluster, "slow").contains("Startup probe failed"), "the startup probe never waited");
+}
+
+#[test]
+fn bad_images_show_in_status() {
+    let cluster = Cluster::with_node();
+    let registry = Registry::start();
+    let garbage = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(garbage.path(), b"\0asm\x01\0\0\0this is not wasm").expect("write");
+    let broken = format!("{}/broken:1", registry.addr);
+    let out = Command::new(env!("CARGO_BIN_EXE_skiff")).args(["image", "push"]).arg(garbage.path()).arg(&broken).output().expect("push");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: missing}}\nspec:\n  containers:\n  - {{name: c, image: \"{}/nothing:1\"}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: broken}}\nspec:\n  containers:\n  - {{name: c, image: \"{broken}\"}}\n",
+        registry.addr
+    );
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest));
+    eventually("ErrImagePull / ImagePullBackOff", WAIT, || {
+        let s = &pod(&cluster, "missing")["status"]["containerStatuses"][0]["state"]["waiting"];
+        s["reason"] == "ErrImagePull" || s["reason"] == "ImagePullBackOff"
+    });
+    eventually("a compile error in the status", WAIT, || {
+        let s = pod(&cluster, "broken")["status"]["containerStatuses"][0].clone();
+        s.to_string().contains("compile")
+    });
+    assert!(events_of(&cluster, "missing").contains("Failed to pull image"));
+}
+
+#[test]
+fn a_killed_agent_adopts_its_pods_without_duplicates() {
+    let mut cluster = Cluster::with_node();
+    let registry = Registry::start();
+    let image = registry.push("hello-http", "1");
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&http_pod("keep", &image, "")));
+    wait_ready(&cluster, "keep");
+    let ip = pod_ip(&cluster, "keep");
+    let prefix = format!("skiff-{}-", cluster.node_name());
+    let netns_count = || {
+        std::fs::read_dir("/var/run/netns")
+            .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(&prefix)).count())
+            .unwrap_or(0)
+    };
+    let before = netns_count();
+    cluster.kill9();
+    cluster.spawn();
+    wait_ready(&cluster, "keep");
+    assert_eq!(pod_ip(&cluster, "keep"), ip, "the pod kept its IP");
+    assert_eq!(http_get(&format!("http://{ip}:8080/")).as_deref(), Some("hello from skiff\n"));
+    assert_eq!(netns_count(), before, "sandboxes were duplicated or lost");
+    let pods = cluster.get_json(&["pods"]);
+    assert_eq!(pods["items"].as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn a_second_agent_joins_and_runs_pods() {
+    let cluster = Cluster::with_node();
+    let registry = Registry::start();
+    let agent = AgentProcess::start(&cluster);
+    let node = agent.net.node.clone();
+    eventually("the second node Ready", WAIT, || {
+        let out = cluster.kubectl_output(&["get", "node", &node, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"], None);
+        String::from_utf8_lossy(&out.stdout) == "True"
+    });
+    let image = registry.push("hello", "1");
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: there}}\nspec:\n  restartPolicy: Never\n  nodeSelector: {{kubernetes.io/hostname: {node}}}\n  containers:\n  - {{name: hello, image: \"{image}\"}}\n"
+    );
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest));
+    eventually("the pod to succeed on the second node", WAIT, || phase(&cluster, "there") == "Succeeded");
+    assert_eq!(pod(&cluster, "there")["spec"]["nodeName"], node.as_str(), "{}", agent.log());
+    assert!(cluster.kubectl(&["logs", "there"]).contains("hello from skiff"));
+    let nodes = cluster.kubectl(&["get", "nodes"]);
+    assert!(nodes.contains(&node) && nodes.contains(&cluster.node_name()), "{nodes}");
+}
