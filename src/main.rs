@@ -114,9 +114,10 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     match Cli::parse().command {
         Command::Server { data_dir, listen, datastore, no_agent, node } => {
-            let running = server::start(ServerConfig { data_dir: data_dir.clone(), listen, datastore, kubelet_token: None })
-                .await
-                .context("starting the API server")?;
+            let running =
+                server::start(ServerConfig { data_dir: data_dir.clone(), listen, datastore, kubelet_token: None })
+                    .await
+                    .context("starting the API server")?;
             println!("skiff API server ready at {}; export KUBECONFIG={}", running.url(), running.kubeconfig.display());
             let agent = if no_agent {
                 None

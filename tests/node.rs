@@ -27,8 +27,10 @@ fn wait_phase(cluster: &Cluster, name: &str, want: &str) {
 
 fn wait_ready(cluster: &Cluster, name: &str) {
     eventually(&format!("pod {name} Ready"), WAIT, || {
-        let out = cluster
-            .kubectl_output(&["get", "pod", name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"], None);
+        let out = cluster.kubectl_output(
+            &["get", "pod", name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
+            None,
+        );
         String::from_utf8_lossy(&out.stdout) == "True"
     });
 }
@@ -124,7 +126,8 @@ fn crash_loop_backs_off_and_counts_restarts() {
 fn memory_bomb_is_oom_killed_and_busy_loop_does_not_starve_a_neighbour() {
     let cluster = Cluster::with_node();
     let registry = Registry::start();
-    let (hog, busy, web) = (registry.push("memory-hog", "1"), registry.push("busy-loop", "1"), registry.push("hello-http", "1"));
+    let (hog, busy, web) =
+        (registry.push("memory-hog", "1"), registry.push("busy-loop", "1"), registry.push("hello-http", "1"));
     let manifest = format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hog\nspec:\n  restartPolicy: Never\n  containers:\n  - name: hog\n    image: {hog}\n    resources:\n      limits: {{memory: 32Mi}}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: busy\nspec:\n  containers:\n  - name: busy\n    image: {busy}\n---\n{}",
         http_pod("web", &web, "")
@@ -287,7 +290,12 @@ fn bad_images_show_in_status() {
     let garbage = tempfile::NamedTempFile::new().expect("tmp");
     std::fs::write(garbage.path(), b"\0asm\x01\0\0\0this is not wasm").expect("write");
     let broken = format!("{}/broken:1", registry.addr);
-    let out = Command::new(env!("CARGO_BIN_EXE_skiff")).args(["image", "push"]).arg(garbage.path()).arg(&broken).output().expect("push");
+    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["image", "push"])
+        .arg(garbage.path())
+        .arg(&broken)
+        .output()
+        .expect("push");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let manifest = format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: missing}}\nspec:\n  containers:\n  - {{name: c, image: \"{}/nothing:1\"}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: broken}}\nspec:\n  containers:\n  - {{name: c, image: \"{broken}\"}}\n",
@@ -337,7 +345,10 @@ fn a_second_agent_joins_and_runs_pods() {
     let agent = AgentProcess::start(&cluster);
     let node = agent.net.node.clone();
     eventually("the second node Ready", WAIT, || {
-        let out = cluster.kubectl_output(&["get", "node", &node, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"], None);
+        let out = cluster.kubectl_output(
+            &["get", "node", &node, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
+            None,
+        );
         String::from_utf8_lossy(&out.stdout) == "True"
     });
     let image = registry.push("hello", "1");

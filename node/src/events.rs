@@ -42,7 +42,11 @@ impl Recorder {
                 .as_ref()
                 .and_then(|s| s.init_containers.as_ref())
                 .is_some_and(|ics| ics.iter().any(|ic| ic.name == c));
-            if init { format!("spec.initContainers{{{c}}}") } else { format!("spec.containers{{{c}}}") }
+            if init {
+                format!("spec.initContainers{{{c}}}")
+            } else {
+                format!("spec.containers{{{c}}}")
+            }
         });
         let this = self.clone();
         let (reason, message) = (reason.to_string(), message.to_string());

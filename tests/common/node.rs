@@ -35,8 +35,17 @@ impl TestNet {
     /// `skiff server`/`skiff agent` arguments for this network.
     pub fn agent_args(&self) -> Vec<String> {
         [
-            "--node-name", &self.node, "--bridge", &self.bridge, "--pod-cidr", &self.cidr, "--kubelet-port", "0",
-            "--teardown-on-exit", "--sandbox-pool", "2",
+            "--node-name",
+            &self.node,
+            "--bridge",
+            &self.bridge,
+            "--pod-cidr",
+            &self.cidr,
+            "--kubelet-port",
+            "0",
+            "--teardown-on-exit",
+            "--sandbox-pool",
+            "2",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -105,7 +114,10 @@ impl Registry {
             .expect("docker-registry (apt-get install docker-registry)");
         let addr = format!("127.0.0.1:{port}");
         eventually("the registry to answer", Duration::from_secs(20), || {
-            Command::new("curl").args(["-sf", &format!("http://{addr}/v2/")]).status().is_ok_and(|s| s.success())
+            Command::new("curl")
+                .args(["-sf", "-o", "/dev/null", &format!("http://{addr}/v2/")])
+                .status()
+                .is_ok_and(|s| s.success())
         });
         Registry { addr, _dir: dir, _process: Process(Some(child)) }
     }

@@ -30,11 +30,6 @@ impl Backoff {
     pub fn waiting(&self, now: Instant) -> Option<Instant> {
         self.until.filter(|u| *u > now)
     }
-
-    /// The first run of a container: no back-off at all.
-    pub fn is_fresh(&self) -> bool {
-        self.next.is_none()
-    }
 }
 
 #[cfg(test)]

@@ -14,9 +14,13 @@ pub struct PodFacts<'a> {
 }
 
 /// The environment of `container`, in order (later entries win, as in Kubernetes).
-pub async fn resolve(container: &Container, facts: &PodFacts<'_>, lookup: &Lookup) -> Result<Vec<(String, String)>, EnvError> {
+pub async fn resolve(
+    container: &Container,
+    facts: &PodFacts<'_>,
+    lookup: &Lookup,
+) -> Result<Vec<(String, String)>, EnvError> {
     let mut env: Vec<(String, String)> = Vec::new();
-    let mut set = |env: &mut Vec<(String, String)>, k: String, v: String| {
+    let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
         env.retain(|(ek, _)| *ek != k);
         env.push((k, v));
     };
@@ -127,11 +131,14 @@ fn field(selector: &ObjectFieldSelector, facts: &PodFacts<'_>) -> Result<String,
 pub fn resource_field(container: &Container, resource: &str) -> String {
     let res = container.resources.as_ref();
     let (kind, name) = resource.split_once('.').unwrap_or(("limits", resource));
-    let map = if kind == "requests" { res.and_then(|r| r.requests.as_ref()) } else { res.and_then(|r| r.limits.as_ref()) };
+    let map =
+        if kind == "requests" { res.and_then(|r| r.requests.as_ref()) } else { res.and_then(|r| r.limits.as_ref()) };
     let quantity = map.and_then(|m| m.get(name)).map(|q| q.0.clone());
     match (name, quantity) {
         ("cpu", Some(q)) => crate::pods::quantity::millicores(&q).map(|m| m.div_ceil(1000).to_string()).unwrap_or(q),
-        ("cpu", None) => std::thread::available_parallelism().map(|n| n.get().to_string()).unwrap_or_else(|_| "1".into()),
+        ("cpu", None) => {
+            std::thread::available_parallelism().map(|n| n.get().to_string()).unwrap_or_else(|_| "1".into())
+        }
         (_, Some(q)) => crate::pods::quantity::bytes(&q).map(|b| b.to_string()).unwrap_or(q),
         (_, None) => "0".into(),
     }

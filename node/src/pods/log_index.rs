@@ -50,8 +50,9 @@ impl LogIndex {
 impl LogSource for LogIndex {
     fn locate(&self, namespace: &str, pod: &str, container: &str, previous: bool) -> Result<LogFiles, LocateError> {
         let pods = self.pods.lock();
-        let containers =
-            pods.get(&(namespace.to_string(), pod.to_string())).ok_or_else(|| LocateError::PodNotFound { pod: pod.into() })?;
+        let containers = pods
+            .get(&(namespace.to_string(), pod.to_string()))
+            .ok_or_else(|| LocateError::PodNotFound { pod: pod.into() })?;
         let c = containers
             .get(container)
             .ok_or_else(|| LocateError::ContainerNotFound { pod: pod.into(), container: container.into() })?;

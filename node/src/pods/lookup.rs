@@ -39,7 +39,8 @@ impl Lookup {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
         match api.get_opt(name).await {
             Ok(Some(cm)) => {
-                let mut data: Data = cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+                let mut data: Data =
+                    cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
                 data.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
                 Ok(Some(data))
             }
@@ -65,7 +66,13 @@ impl Lookup {
     }
 
     /// One key of a ConfigMap or Secret (`valueFrom`); `None` when optional and absent.
-    pub async fn key(&self, secret: bool, name: &str, key: &str, optional: bool) -> Result<Option<String>, LookupError> {
+    pub async fn key(
+        &self,
+        secret: bool,
+        name: &str,
+        key: &str,
+        optional: bool,
+    ) -> Result<Option<String>, LookupError> {
         let data = if secret { self.secret(name, optional).await? } else { self.config_map(name, optional).await? };
         let kind = if secret { "secret" } else { "configmap" };
         match data.and_then(|d| d.get(key).cloned()) {

@@ -21,7 +21,10 @@ pub enum ProbeEvent {
     LivenessFailed(String),
     StartupFailed(String),
     /// A failed attempt below the threshold (for the Unhealthy event).
-    Failure { probe: &'static str, message: String },
+    Failure {
+        probe: &'static str,
+        message: String,
+    },
 }
 
 /// What a probe can reach.

@@ -4,9 +4,19 @@
 pub fn bytes(q: &str) -> Option<u64> {
     let q = q.trim();
     let units: [(&str, f64); 13] = [
-        ("Ki", 1024.0), ("Mi", 1024f64.powi(2)), ("Gi", 1024f64.powi(3)), ("Ti", 1024f64.powi(4)),
-        ("Pi", 1024f64.powi(5)), ("Ei", 1024f64.powi(6)), ("k", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12),
-        ("P", 1e15), ("E", 1e18), ("m", 1e-3),
+        ("Ki", 1024.0),
+        ("Mi", 1024f64.powi(2)),
+        ("Gi", 1024f64.powi(3)),
+        ("Ti", 1024f64.powi(4)),
+        ("Pi", 1024f64.powi(5)),
+        ("Ei", 1024f64.powi(6)),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+        ("m", 1e-3),
     ];
     for (suffix, factor) in units {
         if let Some(n) = q.strip_suffix(suffix) {

@@ -74,7 +74,12 @@ impl ContainerView {
 }
 
 /// The pod phase from its containers (kubelet's `getPhase`).
-pub fn phase(restart_policy: &str, init: &[ContainerView], containers: &[ContainerView], init_done: bool) -> &'static str {
+pub fn phase(
+    restart_policy: &str,
+    init: &[ContainerView],
+    containers: &[ContainerView],
+    init_done: bool,
+) -> &'static str {
     if !init_done {
         let failed_for_good = restart_policy == "Never"
             && init.iter().any(|c| matches!(&c.state, State::Terminated(t) if t.exit_code != 0));

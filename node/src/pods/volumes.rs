@@ -35,7 +35,12 @@ pub struct PodVolumes {
 
 impl PodVolumes {
     /// Materialises every volume of the pod under `root` (the pod's volume directory).
-    pub async fn prepare(volumes: &[Volume], root: &Path, facts: &PodFacts<'_>, lookup: &Lookup) -> Result<Self, VolumeError> {
+    pub async fn prepare(
+        volumes: &[Volume],
+        root: &Path,
+        facts: &PodFacts<'_>,
+        lookup: &Lookup,
+    ) -> Result<Self, VolumeError> {
         let mut out = PodVolumes::default();
         for v in volumes {
             let name = v.name.clone();
@@ -57,7 +62,10 @@ impl PodVolumes {
                 match h.type_.as_deref() {
                     Some("DirectoryOrCreate") => std::fs::create_dir_all(&path).map_err(io(&path))?,
                     Some("Directory") if !path.is_dir() => {
-                        return Err(VolumeError::Invalid { volume: name, detail: format!("hostPath {} is not a directory", h.path) })
+                        return Err(VolumeError::Invalid {
+                            volume: name,
+                            detail: format!("hostPath {} is not a directory", h.path),
+                        })
                     }
                     _ => {}
                 }
@@ -118,16 +126,25 @@ impl PodVolumes {
             let sub = m.sub_path_expr.as_deref().map(|e| env::expand(e, env)).or_else(|| m.sub_path.clone());
             let host_path = match sub.filter(|s| !s.is_empty()) {
                 Some(sub) => {
-                    let rel = safe_relative(&sub)
-                        .ok_or_else(|| VolumeError::Invalid { volume: m.name.clone(), detail: format!("subPath {sub} escapes the volume") })?;
+                    let rel = safe_relative(&sub).ok_or_else(|| VolumeError::Invalid {
+                        volume: m.name.clone(),
+                        detail: format!("subPath {sub} escapes the volume"),
+                    })?;
                     let path = dir.join(rel);
-                    std::fs::create_dir_all(&path)
-                        .map_err(|source| VolumeError::Io { volume: m.name.clone(), path: path.clone(), source })?;
+                    std::fs::create_dir_all(&path).map_err(|source| VolumeError::Io {
+                        volume: m.name.clone(),
+                        path: path.clone(),
+                        source,
+                    })?;
                     path
                 }
                 None => dir.clone(),
             };
-            mounts.push(Mount { host_path, container_path: m.mount_path.clone(), read_only: *always_ro || m.read_only.unwrap_or(false) });
+            mounts.push(Mount {
+                host_path,
+                container_path: m.mount_path.clone(),
+                read_only: *always_ro || m.read_only.unwrap_or(false),
+            });
         }
         Ok(mounts)
     }
@@ -181,12 +198,24 @@ fn fresh_dir(volume: &str, dir: &Path) -> Result<(), VolumeError> {
     std::fs::create_dir_all(dir).map_err(io)
 }
 
-fn write_keys(volume: &str, dir: &Path, data: &Data, items: Option<&[KeyToPath]>, mode: Option<i32>) -> Result<(), VolumeError> {
+fn write_keys(
+    volume: &str,
+    dir: &Path,
+    data: &Data,
+    items: Option<&[KeyToPath]>,
+    mode: Option<i32>,
+) -> Result<(), VolumeError> {
     fresh_dir(volume, dir)?;
     add_keys(volume, dir, data, items, mode)
 }
 
-fn add_keys(volume: &str, dir: &Path, data: &Data, items: Option<&[KeyToPath]>, mode: Option<i32>) -> Result<(), VolumeError> {
+fn add_keys(
+    volume: &str,
+    dir: &Path,
+    data: &Data,
+    items: Option<&[KeyToPath]>,
+    mode: Option<i32>,
+) -> Result<(), VolumeError> {
     let files: BTreeMap<String, (Vec<u8>, Option<i32>)> = match items {
         Some(items) => {
             let mut files = BTreeMap::new();
@@ -207,7 +236,12 @@ fn add_keys(volume: &str, dir: &Path, data: &Data, items: Option<&[KeyToPath]>, 
     Ok(())
 }
 
-fn write_downward(volume: &str, dir: &Path, items: &[DownwardAPIVolumeFile], facts: &PodFacts<'_>) -> Result<(), VolumeError> {
+fn write_downward(
+    volume: &str,
+    dir: &Path,
+    items: &[DownwardAPIVolumeFile],
+    facts: &PodFacts<'_>,
+) -> Result<(), VolumeError> {
     for item in items {
         let value = if let Some(f) = &item.field_ref {
             let meta = &facts.pod.metadata;
@@ -221,7 +255,10 @@ fn write_downward(volume: &str, dir: &Path, items: &[DownwardAPIVolumeFile], fac
                 "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
                 "metadata.uid" => meta.uid.clone().unwrap_or_default(),
                 other => {
-                    return Err(VolumeError::Invalid { volume: volume.into(), detail: format!("unsupported fieldRef {other}") })
+                    return Err(VolumeError::Invalid {
+                        volume: volume.into(),
+                        detail: format!("unsupported fieldRef {other}"),
+                    })
                 }
             }
         } else if let Some(r) = &item.resource_field_ref {
@@ -242,8 +279,10 @@ fn write_downward(volume: &str, dir: &Path, items: &[DownwardAPIVolumeFile], fac
 }
 
 fn write_file(volume: &str, dir: &Path, rel: &str, bytes: &[u8], mode: Option<i32>) -> Result<(), VolumeError> {
-    let rel = safe_relative(rel)
-        .ok_or_else(|| VolumeError::Invalid { volume: volume.into(), detail: format!("path {rel} escapes the volume") })?;
+    let rel = safe_relative(rel).ok_or_else(|| VolumeError::Invalid {
+        volume: volume.into(),
+        detail: format!("path {rel} escapes the volume"),
+    })?;
     let path = dir.join(rel);
     let io = |source| VolumeError::Io { volume: volume.into(), path: path.clone(), source };
     if let Some(parent) = path.parent() {

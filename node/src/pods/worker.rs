@@ -34,8 +34,16 @@ pub enum Msg {
     Gone,
     /// The agent stops: stop the containers but keep the sandbox for adoption.
     Shutdown,
-    Exited { name: String, run: u64, exit: ContainerExit },
-    Probe { name: String, run: u64, event: ProbeEvent },
+    Exited {
+        name: String,
+        run: u64,
+        exit: ContainerExit,
+    },
+    Probe {
+        name: String,
+        run: u64,
+        event: ProbeEvent,
+    },
 }
 
 struct Run {
@@ -308,7 +316,9 @@ impl Worker {
         c.ready = false;
         c.started = false;
         let is_init = self.init.iter().any(|i| i.spec.name == name);
-        let Some(c) = self.init.iter_mut().chain(self.containers.iter_mut()).find(|c| c.spec.name == name) else { return };
+        let Some(c) = self.init.iter_mut().chain(self.containers.iter_mut()).find(|c| c.spec.name == name) else {
+            return;
+        };
         let restart = match policy.as_str() {
             "Never" => false,
             "OnFailure" => exit.exit_code != 0,
@@ -328,9 +338,13 @@ impl Worker {
         match event {
             ProbeEvent::Started => c.started = true,
             ProbeEvent::Ready(ready) => c.ready = ready && c.started,
-            ProbeEvent::Failure { probe, message } => {
-                recorder.record(&pod, Some(name), Kind::Warning, "Unhealthy", &format!("{probe} probe failed: {message}"))
-            }
+            ProbeEvent::Failure { probe, message } => recorder.record(
+                &pod,
+                Some(name),
+                Kind::Warning,
+                "Unhealthy",
+                &format!("{probe} probe failed: {message}"),
+            ),
             ProbeEvent::LivenessFailed(_) | ProbeEvent::StartupFailed(_) => {
                 let which = if matches!(event, ProbeEvent::LivenessFailed(_)) { "liveness" } else { "startup" };
                 recorder.record(
@@ -471,7 +485,12 @@ impl Worker {
             match self.deps.sandboxes.create(&self.uid, &ports).await {
                 Ok(sb) => self.sandbox = Some(sb),
                 Err(e) => {
-                    self.event(None, Kind::Warning, "FailedCreatePodSandBox", &format!("Failed to create pod sandbox: {e}"));
+                    self.event(
+                        None,
+                        Kind::Warning,
+                        "FailedCreatePodSandBox",
+                        &format!("Failed to create pod sandbox: {e}"),
+                    );
                     self.retry_in(Duration::from_secs(5));
                     return false;
                 }
@@ -484,7 +503,12 @@ impl Worker {
                 true
             }
             Err(e) => {
-                self.event(None, Kind::Warning, "FailedCreatePodSandBox", &format!("Failed to create pod sandbox: {e}"));
+                self.event(
+                    None,
+                    Kind::Warning,
+                    "FailedCreatePodSandBox",
+                    &format!("Failed to create pod sandbox: {e}"),
+                );
                 self.retry_in(Duration::from_secs(5));
                 false
             }
@@ -594,7 +618,12 @@ impl Worker {
                 if ready.pulled {
                     self.event(Some(&name), Kind::Normal, "Pulling", &format!("Pulling image \"{image}\""));
                     let ms = started_pull.elapsed().as_millis();
-                    self.event(Some(&name), Kind::Normal, "Pulled", &format!("Successfully pulled image \"{image}\" in {ms}ms"));
+                    self.event(
+                        Some(&name),
+                        Kind::Normal,
+                        "Pulled",
+                        &format!("Successfully pulled image \"{image}\" in {ms}ms"),
+                    );
                 } else if !self.ctr(init, i).ever_ran {
                     let msg = format!("Container image \"{image}\" already present on machine");
                     self.event(Some(&name), Kind::Normal, "Pulled", &msg);
@@ -603,7 +632,12 @@ impl Worker {
             }
             Err(e) => {
                 let message = e.to_string();
-                self.event(Some(&name), Kind::Warning, "Failed", &format!("Failed to pull image \"{image}\": {message}"));
+                self.event(
+                    Some(&name),
+                    Kind::Warning,
+                    "Failed",
+                    &format!("Failed to pull image \"{image}\": {message}"),
+                );
                 let c = self.ctr(init, i);
                 let delay = c.pull_backoff.failed(Duration::ZERO, Instant::now());
                 self.retry_in(delay);
@@ -647,7 +681,8 @@ impl Worker {
             Err(e) => return Err(("CreateContainerError".into(), e.to_string())),
         };
         let resources = spec.resources.as_ref();
-        let limit = |name: &str| resources.and_then(|r| r.limits.as_ref()).and_then(|l| l.get(name)).map(|q| q.0.clone());
+        let limit =
+            |name: &str| resources.and_then(|r| r.limits.as_ref()).and_then(|l| l.get(name)).map(|q| q.0.clone());
         let launch = Launch {
             pod_uid: self.uid.clone(),
             name: name.clone(),
@@ -658,7 +693,9 @@ impl Worker {
             working_dir: spec.working_dir.clone(),
             mounts,
             memory_limit: limit("memory").and_then(|q| super::quantity::bytes(&q)),
-            cpu_millis: limit("cpu").and_then(|q| super::quantity::millicores(&q)).map(|m| m.min(u32::MAX as u64) as u32),
+            cpu_millis: limit("cpu")
+                .and_then(|q| super::quantity::millicores(&q))
+                .map(|m| m.min(u32::MAX as u64) as u32),
             http_port: spec.ports.iter().flatten().find_map(|p| u16::try_from(p.container_port).ok()),
             log: Arc::clone(&log),
             scratch_dir: self.pod_dir().join("containers").join(&name),
@@ -692,7 +729,8 @@ impl Worker {
             });
             let _ = tx.send(Msg::Exited { name: exit_name, run: run_id, exit });
         });
-        let has_probes = !init && (spec.startup_probe.is_some() || spec.liveness_probe.is_some() || spec.readiness_probe.is_some());
+        let has_probes =
+            !init && (spec.startup_probe.is_some() || spec.liveness_probe.is_some() || spec.readiness_probe.is_some());
         let probes = match (&self.sandbox, has_probes) {
             (Some(sb), true) => {
                 let target = ProbeTarget { pod_ip: sb.ip, runtime: Arc::clone(&self.deps.runtime), pod: ctx, launch };
@@ -714,7 +752,8 @@ impl Worker {
         if !has_probes {
             c.started = true;
         }
-        c.run = Some(Run { id: run_id, started_at, since: Instant::now(), stop: started.stop, probes, running_tx, log });
+        c.run =
+            Some(Run { id: run_id, started_at, since: Instant::now(), stop: started.stop, probes, running_tx, log });
         Ok(())
     }
 
@@ -722,7 +761,8 @@ impl Worker {
     async fn pull_auths(&self) -> Vec<crate::image::RegistryAuth> {
         let secrets = self.pod.spec.as_ref().and_then(|s| s.image_pull_secrets.clone()).unwrap_or_default();
         let image = |c: &Ctr| c.spec.image.clone().unwrap_or_default();
-        let registry = self.containers.first().map(image).and_then(|i| crate::image::registry_of(&i).ok()).unwrap_or_default();
+        let registry =
+            self.containers.first().map(image).and_then(|i| crate::image::registry_of(&i).ok()).unwrap_or_default();
         let lookup = Lookup::new(self.deps.client.clone(), &self.ns);
         let mut auths = Vec::new();
         for s in secrets {
@@ -817,7 +857,13 @@ impl Worker {
         };
         let mut conditions = vec![
             status::condition(prev, "PodReadyToStartContainers", self.ctx.is_some(), None, &stamp),
-            status::condition(prev, "Initialized", init_done, (!init_done).then_some("ContainersNotInitialized"), &stamp),
+            status::condition(
+                prev,
+                "Initialized",
+                init_done,
+                (!init_done).then_some("ContainersNotInitialized"),
+                &stamp,
+            ),
             status::condition(prev, "Ready", all_ready, (!all_ready).then_some("ContainersNotReady"), &stamp),
             status::condition(prev, "ContainersReady", all_ready, (!all_ready).then_some("ContainersNotReady"), &stamp),
             status::condition(prev, "PodScheduled", true, None, &stamp),

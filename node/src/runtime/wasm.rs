@@ -48,7 +48,12 @@ impl WasmRuntime {
     }
 
     /// argv, env, working dir and preopens of a container, Kubernetes rules applied to Wasm.
-    fn run_spec(&self, image: &WasmImage, launch: &Launch, extra_args: Option<&[String]>) -> Result<RunSpec, RuntimeError> {
+    fn run_spec(
+        &self,
+        image: &WasmImage,
+        launch: &Launch,
+        extra_args: Option<&[String]>,
+    ) -> Result<RunSpec, RuntimeError> {
         let argv = argv(image, launch, extra_args);
         let mut env: Vec<(String, String)> = image.env.clone();
         for (k, v) in &launch.env {
@@ -57,10 +62,18 @@ impl WasmRuntime {
         }
         let mut preopens = Vec::new();
         if let Some(rootfs) = &image.rootfs {
-            preopens.push(Preopen { host: private_rootfs(rootfs, &launch.scratch_dir)?, guest: "/".into(), read_only: false });
+            preopens.push(Preopen {
+                host: private_rootfs(rootfs, &launch.scratch_dir)?,
+                guest: "/".into(),
+                read_only: false,
+            });
         }
         for m in &launch.mounts {
-            preopens.push(Preopen { host: m.host_path.clone(), guest: m.container_path.clone(), read_only: m.read_only });
+            preopens.push(Preopen {
+                host: m.host_path.clone(),
+                guest: m.container_path.clone(),
+                read_only: m.read_only,
+            });
         }
         let out: Arc<dyn OutputSink> = Arc::new(LogSink { log: Arc::clone(&launch.log), stream: Stream::Stdout });
         let err: Arc<dyn OutputSink> = Arc::new(LogSink { log: Arc::clone(&launch.log), stream: Stream::Stderr });
@@ -157,7 +170,9 @@ fn to_container_exit(result: Result<Exit, skiff_shim::engine::EngineError>) -> C
             message: Some("the module tried to grow its memory past resources.limits.memory".into()),
         },
         Ok(Exit::Killed) => ContainerExit { exit_code: 137, reason: "Error".into(), message: Some("killed".into()) },
-        Ok(Exit::Trap(msg)) => ContainerExit { exit_code: 1, reason: "Error".into(), message: Some(format!("wasm trap: {msg}")) },
+        Ok(Exit::Trap(msg)) => {
+            ContainerExit { exit_code: 1, reason: "Error".into(), message: Some(format!("wasm trap: {msg}")) }
+        }
         Err(e) => ContainerExit { exit_code: 128, reason: "ContainerCannotRun".into(), message: Some(e.to_string()) },
     }
 }
@@ -168,7 +183,12 @@ fn executor(pod: &Arc<dyn PodContext>) -> Result<&PodExecutor, RuntimeError> {
 
 #[async_trait::async_trait]
 impl ContainerRuntime for WasmRuntime {
-    async fn ensure_image(&self, image: &str, policy: PullPolicy, auths: &[RegistryAuth]) -> Result<ImageReady, RuntimeError> {
+    async fn ensure_image(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        auths: &[RegistryAuth],
+    ) -> Result<ImageReady, RuntimeError> {
         let pulled = self.images.ensure(image, policy, auths.first()).await?;
         let program = self.program(&pulled.image).await?;
         drop(program);
