@@ -40,7 +40,7 @@ impl Agent {
             cache_dir: dir.join("images"),
             insecure_registries: config.insecure_registries.clone(),
         })?);
-        let runtime: Arc<dyn ContainerRuntime> = Arc::new(WasmRuntime::new(engine, images));
+        let runtime: Arc<dyn ContainerRuntime> = Arc::new(WasmRuntime::new(engine, Arc::clone(&images)));
         let sandboxes = SandboxManager::new(NetworkConfig {
             bridge: config.bridge.clone(),
             pod_cidr: config.pod_cidr.clone(),
@@ -57,11 +57,16 @@ impl Agent {
         let kubelet_addr =
             listener.local_addr().map_err(|source| AgentError::Listen { addr: config.kubelet_listen, source })?;
         let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
-        let metrics_runtime = Arc::clone(&runtime);
-        let source: Arc<dyn crate::kubelet_server::LogSource> = log_index.clone();
+        let pods_cell: Arc<std::sync::OnceLock<std::sync::Weak<Deps>>> = Arc::default();
+        let source: Arc<dyn crate::kubelet_server::LogSource> = Arc::new(Endpoint {
+            logs: Arc::clone(&log_index),
+            runtime: Arc::clone(&runtime),
+            images: Arc::clone(&images),
+            sandboxes: Arc::clone(&sandboxes),
+            pods: Arc::clone(&pods_cell),
+        });
         let token = config.token.clone();
         let mut tasks = vec![tokio::spawn(async move {
-            let _keep = metrics_runtime;
             if let Err(e) = crate::kubelet_server::serve(listener, token, source, async {
                 let _ = stopped.await;
             })
@@ -86,6 +91,7 @@ impl Agent {
         let recorder = Recorder::new(client.clone(), &config.node_name);
         let teardown = config.teardown_on_shutdown;
         let deps = Deps::new(client, config, runtime, Arc::clone(&sandboxes), recorder, log_index);
+        let _ = pods_cell.set(Arc::downgrade(&deps));
         tasks.push(tokio::spawn(pods::watch(Arc::clone(&deps))));
         tracing::info!(%kubelet_addr, "node agent running");
         Ok(Self { kubelet_addr, deps, sandboxes, tasks, stop_server: Some(stop_server), teardown })
@@ -125,5 +131,42 @@ async fn register_until_done(client: &kube::Client, config: &AgentConfig, port: 
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+/// What the kubelet endpoint serves: logs through the log index, and the node's metrics.
+struct Endpoint {
+    logs: Arc<LogIndex>,
+    runtime: Arc<dyn ContainerRuntime>,
+    images: Arc<ImageStore>,
+    sandboxes: Arc<SandboxManager>,
+    pods: Arc<std::sync::OnceLock<std::sync::Weak<Deps>>>,
+}
+
+impl crate::kubelet_server::LogSource for Endpoint {
+    fn locate(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        previous: bool,
+    ) -> Result<crate::logs::LogFiles, crate::kubelet_server::LocateError> {
+        self.logs.locate(namespace, pod, container, previous)
+    }
+
+    fn metrics(&self) -> String {
+        let pods = self.pods.get().and_then(std::sync::Weak::upgrade).map_or(0, |d| d.pod_count());
+        format!(
+            "# HELP skiff_wasm_compiles_total Wasm modules and components compiled (compile-cache misses).\n\
+             # TYPE skiff_wasm_compiles_total counter\nskiff_wasm_compiles_total {}\n\
+             # HELP skiff_image_pulls_total Image pulls that contacted a registry.\n\
+             # TYPE skiff_image_pulls_total counter\nskiff_image_pulls_total {}\n\
+             # HELP skiff_node_pods Pods this node agent runs.\n# TYPE skiff_node_pods gauge\nskiff_node_pods {pods}\n\
+             # HELP skiff_sandboxes_pooled Pod sandboxes prepared ahead of demand.\n\
+             # TYPE skiff_sandboxes_pooled gauge\nskiff_sandboxes_pooled {}\n",
+            self.runtime.compiles(),
+            self.images.pulls(),
+            self.sandboxes.pooled(),
+        )
     }
 }

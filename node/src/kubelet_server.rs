@@ -24,6 +24,11 @@ use crate::logs::{stream_logs, LogFiles, LogOptions};
 pub trait LogSource: Send + Sync {
     /// The files of the container's current run, or with `previous` of its last terminated run.
     fn locate(&self, namespace: &str, pod: &str, container: &str, previous: bool) -> Result<LogFiles, LocateError>;
+
+    /// The node's metrics in the Prometheus text format (`GET /metrics`).
+    fn metrics(&self) -> String {
+        String::new()
+    }
 }
 
 /// Why a container's logs cannot be served; the messages are the Kubernetes kubelet's.
@@ -79,12 +84,18 @@ struct ServerState {
 fn router(state: ServerState) -> Router {
     let logs = Router::new()
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
+        .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(logs)
         .fallback(|| async { Failure(StatusCode::NOT_FOUND, "404 page not found".into()) })
         .with_state(state)
+}
+
+async fn metrics(State(state): State<ServerState>) -> Response {
+    let body = state.source.metrics();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
 /// Serves the endpoint on `listener` until `shutdown` completes; open log streams are then ended.
