@@ -69,6 +69,83 @@ fn hello_runs_to_completion_with_its_logs() {
     for reason in ["Scheduled", "Pulling", "Pulled", "Created", "Started"] {
         assert!(events.contains(reason), "missing {reason} in\n{events}");
     }
+
+    // A second pod of the same image: no second pull, no second compile (the kubelet's /metrics says so).
+    let again = manifest.replace("name: hello\nspec", "name: hello-again\nspec");
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&again));
+    wait_phase(&cluster, "hello-again", "Succeeded");
+    let metrics = kubelet_metrics(&cluster);
+    assert!(metrics.contains("skiff_wasm_compiles_total 1\n"), "{metrics}");
+    assert!(metrics.contains("skiff_image_pulls_total 1\n"), "{metrics}");
+    assert!(events_of(&cluster, "hello-again").contains("already present on machine"));
+}
+
+/// The node's kubelet endpoint `/metrics`, read with the cluster token.
+fn kubelet_metrics(cluster: &Cluster) -> String {
+    let node = cluster.get_json(&["node", &cluster.node_name()]);
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64().expect("kubelet port");
+    let out = Command::new("curl")
+        .args(["-sf", "-H", &format!("Authorization: Bearer {}", cluster.token())])
+        .arg(format!("http://127.0.0.1:{port}/metrics"))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn logs_follow_a_running_container_and_a_component_command_runs() {
+    let cluster = Cluster::with_node();
+    let registry = Registry::start();
+    let (tool, p2) = (registry.push("tool", "1"), registry.push("hello-p2", "1"));
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: talker}}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - {{name: c, image: \"{tool}\", args: [forever]}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p2}}\nspec:\n  restartPolicy: Never\n  activeDeadlineSeconds: 600\n  containers:\n  - {{name: c, image: \"{p2}\", args: [\"x\", \"y\"], env: [{{name: HELLO_NAME, value: comp}}]}}\n"
+    );
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest));
+    wait_phase(&cluster, "talker", "Running");
+    // `kubectl logs -f` streams until the container stops: read its first line, then stop the pod.
+    let mut follow = Command::new(common::KUBECTL)
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig())
+        .args(["logs", "-f", "talker"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kubectl logs -f");
+    let stdout = follow.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(30)).expect("a line from kubectl logs -f");
+    assert_eq!(first, "running");
+    cluster.kubectl(&["delete", "pod", "talker", "--wait=false"]);
+    let ended = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(200));
+        matches!(follow.try_wait(), Ok(Some(_)))
+    });
+    let _ = follow.kill();
+    assert!(ended, "kubectl logs -f did not end when the container stopped");
+
+    wait_phase(&cluster, "p2", "Succeeded");
+    let logs = cluster.kubectl(&["logs", "p2"]);
+    assert!(logs.contains("hello from a component") && logs.contains("HELLO_NAME=comp"), "{logs}");
+}
+
+#[test]
+fn active_deadline_fails_the_pod() {
+    let cluster = Cluster::with_node();
+    let registry = Registry::start();
+    let tool = registry.push("tool", "1");
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: late}}\nspec:\n  activeDeadlineSeconds: 2\n  containers:\n  - {{name: c, image: \"{tool}\", args: [forever]}}\n"
+    );
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest));
+    wait_phase(&cluster, "late", "Failed");
+    let p = pod(&cluster, "late");
+    assert_eq!(p["status"]["reason"], "DeadlineExceeded", "{p}");
 }
 
 fn http_pod(name: &str, image: &str, extra: &str) -> String {
