@@ -1,16 +1,38 @@
 #!/usr/bin/env bash
-# The README's run command: a single-node cluster on the embedded defaults, and a sample app.
+# The README's run command: a single-node cluster on the embedded defaults (API server + in-process node
+# agent), a registry on loopback, and the sample app of Wasm pods. Needs root (pod network namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 cargo build --release -p skiff
-DATA="${SKIFF_DATA:-/tmp/skiff-demo}"
-mkdir -p "$DATA"
-./target/release/skiff server --data-dir "$DATA" >"$DATA/server.log" 2>&1 &
-echo "skiff server pid $!, log $DATA/server.log"
-for _ in $(seq 100); do [ -f "$DATA/kubeconfig" ] && curl -sk https://127.0.0.1:6443/readyz | grep -q ok && break; sleep 0.1; done
-export KUBECONFIG="$DATA/kubeconfig"
+./scripts/build-workloads.sh workloads/out
+SKIFF="${CARGO_TARGET_DIR:-target}/release/skiff"
 KUBECTL=/usr/lib/google-cloud-sdk/bin/kubectl.1.32
+DATA="${SKIFF_DATA:-/tmp/skiff-demo}"
+mkdir -p "$DATA/registry"
+
+# A registry on 127.0.0.1:5000 (plain HTTP on loopback), unless one already answers there.
+if ! curl -sf -o /dev/null http://127.0.0.1:5000/v2/; then
+    printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:5000\n' \
+        "$DATA/registry/data" >"$DATA/registry/config.yml"
+    docker-registry serve "$DATA/registry/config.yml" >"$DATA/registry/log" 2>&1 &
+    echo "registry pid $! on 127.0.0.1:5000"
+    for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:5000/v2/ && break; sleep 0.1; done
+fi
+$SKIFF image push workloads/out/hello-http.wasm 127.0.0.1:5000/hello-http:1
+$SKIFF image push workloads/out/hello.wasm 127.0.0.1:5000/hello:1
+
+$SKIFF server --data-dir "$DATA" >"$DATA/server.log" 2>&1 &
+echo "skiff server pid $!, log $DATA/server.log"
+export KUBECONFIG="$DATA/kubeconfig"
+for _ in $(seq 300); do [ -f "$DATA/kubeconfig" ] && $KUBECTL get node >/dev/null 2>&1 && break; sleep 0.1; done
+$KUBECTL wait --for=condition=Ready node --all --timeout=60s
 $KUBECTL apply -f workloads/manifests/app.yaml
-$KUBECTL get all -n shop
-echo "export KUBECONFIG=$DATA/kubeconfig   # then use kubectl as usual"
+$KUBECTL wait --for=condition=Ready pod/web -n shop --timeout=60s
+$KUBECTL get pods -n shop -o wide
+IP=$($KUBECTL get pod web -n shop -o jsonpath='{.status.podIP}')
+echo "curl http://$IP:8080/ ->"; curl -s "http://$IP:8080/"
+echo "curl http://$IP:8080/file/config/mode ->"; curl -s "http://$IP:8080/file/config/mode"; echo
+$KUBECTL wait --for=jsonpath='{.status.phase}'=Succeeded pod/hello -n shop --timeout=60s
+echo "kubectl logs hello -n shop ->"; $KUBECTL logs hello -n shop
+echo "export KUBECONFIG=$DATA/kubeconfig   # then use kubectl as usual; stop with: kill %1 (or pkill -f 'skiff server')"

@@ -60,6 +60,11 @@ impl WasmRuntime {
             env.retain(|(ek, _)| ek != k);
             env.push((k.clone(), v.clone()));
         }
+        // WASI has no working directory of its own; wasi-libc and Rust's std read `PWD`.
+        if let Some(dir) = launch.working_dir.clone().or_else(|| image.working_dir.clone()).filter(|d| !d.is_empty()) {
+            env.retain(|(k, _)| k != "PWD");
+            env.push(("PWD".into(), dir));
+        }
         let mut preopens = Vec::new();
         if let Some(rootfs) = &image.rootfs {
             preopens.push(Preopen {
