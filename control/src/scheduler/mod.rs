@@ -69,30 +69,21 @@ async fn pass(registry: &Registry, reported: &mut HashMap<String, String>) -> Ap
             node.requested.add(fit::pod_requests(pod));
         }
     }
+    // Decide in order (each choice takes room on its node), then bind concurrently: a burst of
+    // pending pods costs one round of group-committed writes, not one write after another.
+    let mut binds = Vec::new();
     for pod in pending {
         let uid = object::str_at(pod, &["metadata", "uid"]).unwrap_or("").to_string();
-        let (ns, name) = (object::namespace(pod).unwrap_or("default").to_string(), object::name(pod).to_string());
         let handler = runtime_handler(registry, pod).await;
-        let span = tracing::info_span!("schedule", pod = %format!("{ns}/{name}"));
+        let span = tracing::info_span!("schedule", pod = %format!("{}/{}", object::namespace(pod).unwrap_or("default"), object::name(pod)));
         let decision = span.in_scope(|| fit::choose(pod, handler.as_deref(), &nodes).map(|n| n.name.clone()));
         match decision {
             Ok(node) => {
-                let opts = WriteOptions { field_manager: Some(SCHEDULER_NAME.into()), ..Default::default() };
-                if registry.bind_pod(pods_ri, Some(&ns), &name, &node, &opts).await.is_ok() {
-                    if let Some(state) = nodes.iter_mut().find(|n| n.name == node) {
-                        state.requested.add(fit::pod_requests(pod));
-                    }
-                    reported.remove(&uid);
-                    tracing::info!(pod = %format!("{ns}/{name}"), %node, "scheduled");
-                    record_event(
-                        registry,
-                        pod,
-                        "Normal",
-                        "Scheduled",
-                        &format!("Successfully assigned {ns}/{name} to {node}"),
-                    )
-                    .await;
+                if let Some(state) = nodes.iter_mut().find(|n| n.name == node) {
+                    state.requested.add(fit::pod_requests(pod));
                 }
+                reported.remove(&uid);
+                binds.push((pod, node));
             }
             Err(why) => {
                 if reported.get(&uid) != Some(&why) {
@@ -102,7 +93,22 @@ async fn pass(registry: &Registry, reported: &mut HashMap<String, String>) -> Ap
             }
         }
     }
+    for chunk in binds.chunks(64) {
+        let writes: Vec<_> = chunk.iter().map(|(pod, node)| bind(registry, pods_ri, pod, node)).collect();
+        futures::future::join_all(writes).await;
+    }
     Ok(())
+}
+
+/// Binds one pod and records the `Scheduled` event.
+async fn bind(registry: &Registry, pods_ri: &crate::api::resources::ResourceInfo, pod: &Value, node: &str) {
+    let (ns, name) = (object::namespace(pod).unwrap_or("default").to_string(), object::name(pod).to_string());
+    let opts = WriteOptions { field_manager: Some(SCHEDULER_NAME.into()), ..Default::default() };
+    if registry.bind_pod(pods_ri, Some(&ns), &name, node, &opts).await.is_ok() {
+        tracing::info!(pod = %format!("{ns}/{name}"), %node, "scheduled");
+        record_event(registry, pod, "Normal", "Scheduled", &format!("Successfully assigned {ns}/{name} to {node}"))
+            .await;
+    }
 }
 
 /// The handler of the pod's RuntimeClass, if it names one.
