@@ -149,8 +149,13 @@ fn active_deadline_fails_the_pod() {
 }
 
 fn http_pod(name: &str, image: &str, extra: &str) -> String {
+    http_pod_with(name, image, extra, None)
+}
+
+fn http_pod_with(name: &str, image: &str, extra: &str, host_port: Option<u16>) -> String {
+    let host_port = host_port.map(|p| format!("      hostPort: {p}\n")).unwrap_or_default();
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n  terminationGracePeriodSeconds: 5\n  containers:\n  - name: web\n    image: {image}\n    ports:\n    - containerPort: 8080\n    env:\n    - name: POD_NAME\n      valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}\n    - name: POD_IP\n      valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}\n    readinessProbe:\n      httpGet: {{path: /healthz, port: 8080}}\n      periodSeconds: 1\n{extra}"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n  terminationGracePeriodSeconds: 5\n  containers:\n  - name: web\n    image: {image}\n    ports:\n    - containerPort: 8080\n{host_port}    env:\n    - name: POD_NAME\n      valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}\n    - name: POD_IP\n      valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}\n    readinessProbe:\n      httpGet: {{path: /healthz, port: 8080}}\n      periodSeconds: 1\n{extra}"
     )
 }
 
@@ -163,9 +168,15 @@ fn http_component_answers_on_its_pod_ip_and_goes_away_on_delete() {
     let cluster = Cluster::with_node();
     let registry = Registry::start();
     let image = registry.push("hello-http", "1");
-    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&http_pod("web", &image, "")));
+    let host_port = common::free_port();
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&http_pod_with("web", &image, "", Some(host_port))));
     wait_ready(&cluster, "web");
     let ip = pod_ip(&cluster, "web");
+    // hostPort (CNI portmap): reachable on the node's bridge address.
+    let node = cluster.get_json(&["node", &cluster.node_name()]);
+    let cidr = node["spec"]["podCIDR"].as_str().expect("podCIDR").to_string();
+    let gateway = format!("{}.1", cidr.rsplit_once('.').expect("cidr").0);
+    assert_eq!(http_get(&format!("http://{gateway}:{host_port}/")).as_deref(), Some("hello from skiff\n"));
     assert!(ip.starts_with("10."), "pod IP {ip}");
     let wide = cluster.kubectl(&["get", "pods", "-o", "wide"]);
     assert!(wide.contains(&ip) && wide.contains(&cluster.node_name()) && wide.contains("1/1"), "{wide}");
