@@ -15,12 +15,15 @@ pub enum Kind {
     Warning,
 }
 
+/// (pod uid, reason, message) -> (event name, count): repeats bump the count of the first event.
+type Seen = HashMap<(String, String, String), (String, i32)>;
+
 /// Posts events for one node's pods; cheap to clone.
 #[derive(Clone)]
 pub struct Recorder {
     client: kube::Client,
     node: String,
-    seen: Arc<parking_lot::Mutex<HashMap<(String, String, String), (String, i32)>>>,
+    seen: Arc<parking_lot::Mutex<Seen>>,
 }
 
 impl Recorder {

@@ -45,10 +45,8 @@ pub async fn resolve(
                 lookup.key(true, &r.name, &r.key, r.optional.unwrap_or(false)).await?
             } else if let Some(f) = &from.field_ref {
                 Some(field(f, facts)?)
-            } else if let Some(r) = &from.resource_field_ref {
-                Some(resource_field(container, &r.resource))
             } else {
-                None
+                from.resource_field_ref.as_ref().map(|r| resource_field(container, &r.resource))
             }
         } else {
             Some(expand(var.value.as_deref().unwrap_or(""), &env))
