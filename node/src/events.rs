@@ -24,11 +24,46 @@ pub struct Recorder {
     client: kube::Client,
     node: String,
     seen: Arc<parking_lot::Mutex<Seen>>,
+    /// Events go out through a few ordered lanes; one pod's events always take the same lane, so
+    /// they are written in the order they happened and repeats are counted, not duplicated.
+    lanes: Arc<Vec<tokio::sync::mpsc::UnboundedSender<Pending>>>,
 }
 
+struct Pending {
+    ns: String,
+    name: String,
+    uid: String,
+    field_path: Option<String>,
+    kind: Kind,
+    reason: String,
+    message: String,
+}
+
+const LANES: usize = 4;
+
 impl Recorder {
+    /// A recorder; must be created inside a tokio runtime (its lanes are tasks).
     pub fn new(client: kube::Client, node: &str) -> Self {
-        Self { client, node: node.to_string(), seen: Arc::default() }
+        let mut senders = Vec::with_capacity(LANES);
+        let mut receivers = Vec::with_capacity(LANES);
+        for _ in 0..LANES {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Pending>();
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        let this = Self { client, node: node.to_string(), seen: Arc::default(), lanes: Arc::new(senders) };
+        for mut rx in receivers {
+            let lane = this.clone();
+            tokio::spawn(async move {
+                while let Some(p) = rx.recv().await {
+                    let result = lane.post(&p.ns, &p.name, &p.uid, p.field_path, p.kind, &p.reason, &p.message).await;
+                    if let Err(e) = result {
+                        tracing::debug!(pod = %p.name, reason = %p.reason, error = %e, "recording an event");
+                    }
+                }
+            });
+        }
+        this
     }
 
     /// Records an event about `pod` (and one of its containers, when `container` is given); never
@@ -51,13 +86,11 @@ impl Recorder {
                 format!("spec.containers{{{c}}}")
             }
         });
-        let this = self.clone();
-        let (reason, message) = (reason.to_string(), message.to_string());
-        tokio::spawn(async move {
-            if let Err(e) = this.post(&ns, &name, &uid, field_path, kind, &reason, &message).await {
-                tracing::debug!(pod = %name, reason, error = %e, "recording an event");
-            }
-        });
+        let lane = uid.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize)) % LANES;
+        let pending = Pending { ns, name, uid, field_path, kind, reason: reason.into(), message: message.into() };
+        if let Some(tx) = self.lanes.get(lane) {
+            let _ = tx.send(pending);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -138,8 +138,25 @@ fn default_pod_spec(spec: &mut Map<String, Value>) {
                         set_default(p, "protocol", json!("TCP"));
                     }
                 }
+                for kind in ["livenessProbe", "readinessProbe", "startupProbe"] {
+                    if let Some(probe) = c.get_mut(kind).and_then(Value::as_object_mut) {
+                        default_probe(probe);
+                    }
+                }
             }
         }
+    }
+}
+
+/// Probe timing defaults (and `httpGet.scheme`), as the Kubernetes API server fills them in.
+fn default_probe(probe: &mut Map<String, Value>) {
+    set_default(probe, "timeoutSeconds", json!(1));
+    set_default(probe, "periodSeconds", json!(10));
+    set_default(probe, "successThreshold", json!(1));
+    set_default(probe, "failureThreshold", json!(3));
+    if let Some(http) = probe.get_mut("httpGet").and_then(Value::as_object_mut) {
+        set_default(http, "scheme", json!("HTTP"));
+        set_default(http, "path", json!("/"));
     }
 }
 

@@ -147,7 +147,11 @@ impl Ctr {
             image_id: self.image_id.clone(),
             container_id: match &self.state {
                 State::Terminated(t) => Some(t.container_id.clone()),
-                _ => self.run.as_ref().map(|_| self.container_id()),
+                _ => self
+                    .run
+                    .as_ref()
+                    .map(|_| self.container_id())
+                    .or_else(|| self.last.as_ref().map(|t| t.container_id.clone())),
             },
             state: self.state.clone(),
             last: self.last.clone(),
