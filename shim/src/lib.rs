@@ -7,5 +7,6 @@
 
 pub mod containerd;
 pub mod engine;
+pub mod install;
 
 pub use engine::{EngineError, Exit, Output, OutputSink, Preopen, Program, RunSpec, WasmEngine};

@@ -14,6 +14,17 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// `ctr tasks delete ID`: the exit status it reports (ctr only warns about a non-zero one).
+fn delete_task(ctd: &Containerd, id: &str) -> u32 {
+    let out = ctd.ctr(&["tasks", "delete", id]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "delete {id}: {stderr}");
+    let code = stderr.split("exit with non-zero exit code ").nth(1).map(|rest| {
+        rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().expect("an exit code")
+    });
+    code.unwrap_or(0)
+}
+
 #[test]
 fn runs_hello_with_args_env_and_exit_codes() {
     let ctd = Containerd::start();
@@ -100,7 +111,7 @@ fn kill_delete_and_events() {
 
     // Detached: SIGKILL, then `ctr task delete` reports 137 and removes the task.
     let id2 = unique("detached");
-    let out = ctd.ctr(&["run", "-d", "--runtime", RUNTIME, IMAGE, &id2, "/tool.wasm", "forever"]);
+    let out = ctd.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, IMAGE, &id2, "/tool.wasm", "forever"]);
     assert!(out.status.success(), "run -d: {}", text(&out.stderr));
     let kill = ctd.ctr(&["tasks", "kill", "-s", "SIGKILL", &id2]);
     assert!(kill.status.success(), "kill: {}", text(&kill.stderr));
@@ -109,8 +120,7 @@ fn kill_delete_and_events() {
         assert!(Instant::now() < deadline, "the killed task did not stop");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let delete = ctd.ctr(&["tasks", "delete", &id2]);
-    assert_eq!(delete.status.code(), Some(137), "delete: {}", text(&delete.stderr));
+    assert_eq!(delete_task(&ctd, &id2), 137);
     assert!(!text(&ctd.ctr(&["tasks", "ls"]).stdout).contains(&id2));
     assert!(ctd.ctr(&["containers", "delete", &id2]).status.success());
 
@@ -157,7 +167,8 @@ fn serves_http_in_a_network_namespace() {
     let ns = NetNs::new();
     let id = unique("web");
     let with_ns = format!("network:{}", ns.path());
-    let out = ctd.ctr(&["run", "-d", "--runtime", RUNTIME, "--with-ns", &with_ns, IMAGE, &id, "/hello-http.wasm"]);
+    let out =
+        ctd.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, "--with-ns", &with_ns, IMAGE, &id, "/hello-http.wasm"]);
     assert!(out.status.success(), "run: {}", text(&out.stderr));
     let response = http_get(&format!("{}:8080", ns.pod_ip), "/");
     let response = response.unwrap_or_else(|| panic!("no answer on the pod IP: {}", ctd.log()));
@@ -165,14 +176,11 @@ fn serves_http_in_a_network_namespace() {
     assert!(response.ends_with("hello from skiff\n"), "{response}");
     assert!(ctd.ctr(&["tasks", "kill", "-s", "SIGKILL", &id]).status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let delete = ctd.ctr(&["tasks", "delete", &id]);
-        if delete.status.code() == Some(137) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "delete: {}", text(&delete.stderr));
+    while !text(&ctd.ctr(&["tasks", "ls"]).stdout).lines().any(|l| l.contains(&id) && l.contains("STOPPED")) {
+        assert!(Instant::now() < deadline, "the killed server did not stop");
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert_eq!(delete_task(&ctd, &id), 137);
     assert!(ctd.ctr(&["containers", "delete", &id]).status.success());
     assert!(ctd.shims_gone(), "shims left running: {:?}", ctd.shim_pids());
 }

@@ -147,7 +147,7 @@ impl Containerd {
         run(Command::new("umoci").args(["config", "--image", &tag, "--config.entrypoint", "/hello.wasm"]));
         let archive = work.join("image.tar");
         run(Command::new("skopeo").args(["copy", &format!("oci:{tag}"), &format!("oci-archive:{}:{IMAGE}", archive.display())]));
-        let out = self.ctr(&["images", "import", "--index-name", IMAGE, archive.to_str().expect("utf-8")]);
+        let out = self.ctr(&["images", "import", archive.to_str().expect("utf-8")]);
         assert!(out.status.success(), "ctr images import: {}", String::from_utf8_lossy(&out.stderr));
         let list = self.ctr(&["images", "ls", "-q"]);
         assert!(String::from_utf8_lossy(&list.stdout).contains(IMAGE), "image not imported");
