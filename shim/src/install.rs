@@ -17,7 +17,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/containerd/config.toml";
 pub const DEFAULT_BIN_DIR: &str = "/usr/local/bin";
 
 /// The RuntimeClass pods name (`runtimeClassName: skiff`) to run on the shim.
-pub const RUNTIME_CLASS_YAML: &str = "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata:\n  name: skiff\nhandler: skiff\n";
+pub const RUNTIME_CLASS_YAML: &str =
+    "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata:\n  name: skiff\nhandler: skiff\n";
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {

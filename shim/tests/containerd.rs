@@ -19,9 +19,10 @@ fn delete_task(ctd: &Containerd, id: &str) -> u32 {
     let out = ctd.ctr(&["tasks", "delete", id]);
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "delete {id}: {stderr}");
-    let code = stderr.split("exit with non-zero exit code ").nth(1).map(|rest| {
-        rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().expect("an exit code")
-    });
+    let code = stderr
+        .split("exit with non-zero exit code ")
+        .nth(1)
+        .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().expect("an exit code"));
     code.unwrap_or(0)
 }
 
@@ -146,11 +147,8 @@ fn kill_delete_and_events() {
 fn bad_bundles_fail_clearly() {
     let ctd = Containerd::start();
     ctd.import_image();
-    let cases = [
-        ("/nope.wasm", "no Wasm entry point"),
-        ("/pause", "not a Wasm module"),
-        ("/corrupt.wasm", "does not compile"),
-    ];
+    let cases =
+        [("/nope.wasm", "no Wasm entry point"), ("/pause", "not a Wasm module"), ("/corrupt.wasm", "does not compile")];
     for (entry, expected) in cases {
         let out = ctd.run_rm(&unique("bad"), &[], &[entry]);
         let stderr = text(&out.stderr);
@@ -167,8 +165,18 @@ fn serves_http_in_a_network_namespace() {
     let ns = NetNs::new();
     let id = unique("web");
     let with_ns = format!("network:{}", ns.path());
-    let out =
-        ctd.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, "--with-ns", &with_ns, IMAGE, &id, "/hello-http.wasm"]);
+    let out = ctd.ctr(&[
+        "run",
+        "-d",
+        "--null-io",
+        "--runtime",
+        RUNTIME,
+        "--with-ns",
+        &with_ns,
+        IMAGE,
+        &id,
+        "/hello-http.wasm",
+    ]);
     assert!(out.status.success(), "run: {}", text(&out.stderr));
     let response = http_get(&format!("{}:8080", ns.pod_ip), "/");
     let response = response.unwrap_or_else(|| panic!("no answer on the pod IP: {}", ctd.log()));
@@ -182,5 +190,57 @@ fn serves_http_in_a_network_namespace() {
     }
     assert_eq!(delete_task(&ctd, &id), 137);
     assert!(ctd.ctr(&["containers", "delete", &id]).status.success());
+    assert!(ctd.shims_gone(), "shims left running: {:?}", ctd.shim_pids());
+}
+
+#[test]
+fn a_pods_containers_share_one_shim_and_the_sandbox_holds_it() {
+    let ctd = Containerd::start();
+    ctd.import_image();
+    let pod = unique("pod");
+    let sandbox_id = format!("--annotation=io.kubernetes.cri.sandbox-id={pod}");
+    let run_d = |id: &str, kind: &str, args: &[&str]| {
+        let kind = format!("--annotation=io.kubernetes.cri.container-type={kind}");
+        let mut all = vec!["run", "-d", "--null-io", "--runtime", RUNTIME, &kind, &sandbox_id, IMAGE, id];
+        all.extend_from_slice(args);
+        let out = ctd.ctr(&all);
+        assert!(out.status.success(), "run {id}: {}", text(&out.stderr));
+    };
+    // The sandbox (pause) container runs nothing of its own: its /pause is not even Wasm.
+    run_d(&pod, "sandbox", &["/pause"]);
+    let app = unique("app");
+    run_d(&app, "container", &["/tool.wasm", "forever"]);
+    let tasks = text(&ctd.ctr(&["tasks", "ls"]).stdout);
+    let pids: Vec<&str> = tasks
+        .lines()
+        .filter(|l| l.contains(&pod) || l.contains(&app))
+        .map(|l| l.split_whitespace().nth(1).unwrap_or_default())
+        .collect();
+    assert_eq!(pids.len(), 2, "{tasks}");
+    assert_eq!(pids[0], pids[1], "one shim for the pod: {tasks}");
+    assert_eq!(ctd.shim_pids().len(), 1, "one shim process for the pod");
+
+    // The app goes; the shim stays for the sandbox.
+    assert!(ctd.ctr(&["tasks", "kill", "-s", "SIGKILL", &app]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text(&ctd.ctr(&["tasks", "ls"]).stdout).lines().any(|l| l.contains(&app) && l.contains("STOPPED")) {
+        assert!(Instant::now() < deadline, "the app did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(delete_task(&ctd, &app), 137);
+    assert!(ctd.ctr(&["containers", "delete", &app]).status.success());
+    let tasks = text(&ctd.ctr(&["tasks", "ls"]).stdout);
+    assert!(tasks.lines().any(|l| l.contains(&pod) && l.contains("RUNNING")), "{tasks}");
+    assert_eq!(ctd.shim_pids().len(), 1);
+
+    // Stopping the sandbox ends the pod's shim.
+    assert!(ctd.ctr(&["tasks", "kill", &pod]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text(&ctd.ctr(&["tasks", "ls"]).stdout).lines().any(|l| l.contains(&pod) && l.contains("STOPPED")) {
+        assert!(Instant::now() < deadline, "the sandbox did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(delete_task(&ctd, &pod), 143);
+    assert!(ctd.ctr(&["containers", "delete", &pod]).status.success());
     assert!(ctd.shims_gone(), "shims left running: {:?}", ctd.shim_pids());
 }

@@ -8,7 +8,8 @@ use std::process::Command;
 use skiff_shim::install::{install, uninstall, InstallOptions, SHIM_BINARY};
 
 fn config_dump(config: &Path) -> String {
-    let out = Command::new("containerd").arg("--config").arg(config).args(["config", "dump"]).output().expect("containerd");
+    let out =
+        Command::new("containerd").arg("--config").arg(config).args(["config", "dump"]).output().expect("containerd");
     assert!(out.status.success(), "containerd config dump: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

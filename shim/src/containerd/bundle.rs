@@ -122,11 +122,7 @@ impl Bundle {
     /// The port a `wasi:http` component is served on: the annotation, else the env variable, else 8080.
     pub fn http_port(&self) -> u16 {
         let from_env = self.env.iter().find(|(k, _)| k == HTTP_PORT_ENV).map(|(_, v)| v);
-        self.annotations
-            .get(HTTP_PORT)
-            .or(from_env)
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or(DEFAULT_HTTP_PORT)
+        self.annotations.get(HTTP_PORT).or(from_env).and_then(|p| p.trim().parse().ok()).unwrap_or(DEFAULT_HTTP_PORT)
     }
 }
 

@@ -86,7 +86,12 @@ impl Container {
 
     /// Starts the job on its executor thread; its end is recorded (and published) by a task on the caller's
     /// runtime.
-    pub fn start(self: &Arc<Self>, engine: Option<Arc<WasmEngine>>, events: Arc<Events>, pid: u32) -> Result<(), ShimError> {
+    pub fn start(
+        self: &Arc<Self>,
+        engine: Option<Arc<WasmEngine>>,
+        events: Arc<Events>,
+        pid: u32,
+    ) -> Result<(), ShimError> {
         let state = |state| ShimError::State { id: self.id.clone(), state, action: "start" };
         let job = match self.status() {
             Status::Created => self.job.lock().take().ok_or_else(|| state("starting"))?,
@@ -118,9 +123,9 @@ impl Container {
                     }
                     .instrument(span)
                 })?;
-                Box::pin(async move {
-                    done.await.unwrap_or_else(|_| Err("the guest thread ended without a result".into()))
-                })
+                Box::pin(
+                    async move { done.await.unwrap_or_else(|_| Err("the guest thread ended without a result".into())) },
+                )
             }
         };
         self.status.send_replace(Status::Running);

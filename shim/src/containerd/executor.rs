@@ -111,7 +111,7 @@ mod tests {
 
     #[test]
     fn a_missing_namespace_fails_before_the_job() {
-        let err = spawn("t-missing", &NetNs::Join("/nonexistent/netns".into()), || async {}).err().expect("error");
+        let err = spawn("t-missing", &NetNs::Join("/nonexistent/netns".into()), || async {}).expect_err("error");
         assert!(matches!(err, ShimError::NetNs { .. }), "{err}");
     }
 }

@@ -17,10 +17,8 @@ pub fn init(flags: &Flags) {
         (true, true) => "debug",
         (true, false) => "info",
     };
-    let filter = EnvFilter::try_from_env("SKIFF_LOG")
-        .ok()
-        .filter(|_| serving)
-        .unwrap_or_else(|| EnvFilter::new(default));
+    let filter =
+        EnvFilter::try_from_env("SKIFF_LOG").ok().filter(|_| serving).unwrap_or_else(|| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
     if !serving {
         let _ = builder.with_writer(std::io::stderr).try_init();

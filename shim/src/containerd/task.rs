@@ -116,7 +116,8 @@ impl TaskService {
         let compiled = engine.compiles() > before;
         tracing::info!(digest = %entry.digest, path = %entry.guest_path, compiled, cache_hit = !compiled, "loaded program");
         let (stdout, stderr) = stdio.open_outputs()?;
-        let mut preopens = vec![Preopen { host: bundle.rootfs.clone(), guest: "/".into(), read_only: bundle.root_readonly }];
+        let mut preopens =
+            vec![Preopen { host: bundle.rootfs.clone(), guest: "/".into(), read_only: bundle.root_readonly }];
         preopens.extend(bundle.mounts.iter().cloned());
         let mut args = vec![entry.argv0()];
         args.extend(bundle.args.iter().skip(1).cloned());
@@ -195,7 +196,8 @@ fn unimplemented<T>(what: &'static str) -> TtrpcResult<T> {
 impl Task for TaskService {
     async fn create(&self, _ctx: &TtrpcContext, req: CreateTaskRequest) -> TtrpcResult<CreateTaskResponse> {
         let span = tracing::info_span!("create", id = %req.id, bundle = %req.bundle);
-        let pid = self.create_task(&req).instrument(span).await.inspect_err(|e| tracing::error!(error = %e, "create"))?;
+        let pid =
+            self.create_task(&req).instrument(span).await.inspect_err(|e| tracing::error!(error = %e, "create"))?;
         Ok(CreateTaskResponse { pid, ..Default::default() })
     }
 
@@ -263,7 +265,8 @@ impl Task for TaskService {
 
     async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
         self.container(&req.id)?;
-        let metrics = Metrics { pids: Some(PidsStat { current: 1, ..Default::default() }).into(), ..Default::default() };
+        let metrics =
+            Metrics { pids: Some(PidsStat { current: 1, ..Default::default() }).into(), ..Default::default() };
         let any = containerd_shim::util::convert_to_any(Box::new(metrics))
             .map_err(|e| containerd_shim::protos::ttrpc::Error::Others(e.to_string()))?;
         Ok(StatsResponse { stats: Some(any).into(), ..Default::default() })

@@ -61,11 +61,8 @@ impl Containerd {
         let dir = tempfile::Builder::new().prefix("skiff-shim-ctd").tempdir().expect("tempdir");
         let root = dir.path();
         // Only what `ctr run` needs: no CRI plugin (its own networking), nothing listening on TCP.
-        std::fs::write(
-            root.join("config.toml"),
-            "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
-        )
-        .expect("config");
+        std::fs::write(root.join("config.toml"), "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n")
+            .expect("config");
         let shim = PathBuf::from(env!("CARGO_BIN_EXE_containerd-shim-skiff-v1"));
         let shim_dir = shim.parent().expect("the shim's directory");
         let path = format!("{}:{}", shim_dir.display(), std::env::var("PATH").unwrap_or_default());
@@ -146,7 +143,11 @@ impl Containerd {
         run(Command::new("umoci").args(["repack", "--image", &tag]).arg(&bundle));
         run(Command::new("umoci").args(["config", "--image", &tag, "--config.entrypoint", "/hello.wasm"]));
         let archive = work.join("image.tar");
-        run(Command::new("skopeo").args(["copy", &format!("oci:{tag}"), &format!("oci-archive:{}:{IMAGE}", archive.display())]));
+        run(Command::new("skopeo").args([
+            "copy",
+            &format!("oci:{tag}"),
+            &format!("oci-archive:{}:{IMAGE}", archive.display()),
+        ]));
         let out = self.ctr(&["images", "import", archive.to_str().expect("utf-8")]);
         assert!(out.status.success(), "ctr images import: {}", String::from_utf8_lossy(&out.stderr));
         let list = self.ctr(&["images", "ls", "-q"]);
@@ -271,7 +272,8 @@ impl NetNs {
         let host_ip = format!("10.213.{x}.{}", y + 1);
         let pod_ip = format!("10.213.{x}.{}", y + 2);
         let host_if = format!("vsk{}", n);
-        let ns = NetNs { name: name.clone(), host_ip: host_ip.clone(), pod_ip: pod_ip.clone(), host_if: host_if.clone() };
+        let ns =
+            NetNs { name: name.clone(), host_ip: host_ip.clone(), pod_ip: pod_ip.clone(), host_if: host_if.clone() };
         run(Command::new("ip").args(["netns", "add", &name]));
         run(Command::new("ip").args(["link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &name]));
         run(Command::new("ip").args(["addr", "add", &format!("{host_ip}/30"), "dev", &host_if]));
