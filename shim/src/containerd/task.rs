@@ -105,7 +105,9 @@ impl TaskService {
             return Ok(Job::Sandbox);
         }
         let entry = Entry::find(bundle)?;
+        let started = std::time::Instant::now();
         let engine = self.engine()?;
+        let engine_ms = started.elapsed().as_millis();
         let before = engine.compiles();
         let loader = Arc::clone(&engine);
         let digest = entry.digest.clone();
@@ -114,7 +116,11 @@ impl TaskService {
             .await
             .map_err(|e| ShimError::Thread(format!("compiling: {e}")))??;
         let compiled = engine.compiles() > before;
-        tracing::info!(digest = %entry.digest, path = %entry.guest_path, compiled, cache_hit = !compiled, "loaded program");
+        let load_ms = started.elapsed().as_millis() - engine_ms;
+        tracing::info!(
+            digest = %entry.digest, path = %entry.guest_path, compiled, cache_hit = !compiled, engine_ms, load_ms,
+            "loaded program"
+        );
         let (stdout, stderr) = stdio.open_outputs()?;
         let mut preopens =
             vec![Preopen { host: bundle.rootfs.clone(), guest: "/".into(), read_only: bundle.root_readonly }];
