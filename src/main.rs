@@ -55,6 +55,11 @@ enum Command {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Puts skiff's Wasm engine into an existing containerd (`containerd-shim-skiff-v1`).
+    Shim {
+        #[command(subcommand)]
+        command: ShimCommand,
+    },
     /// Works with Wasm images in OCI registries.
     Image {
         #[command(subcommand)]
@@ -80,6 +85,58 @@ enum ImageCommand {
         #[arg(long = "insecure-registry")]
         insecure_registries: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum ShimCommand {
+    /// Installs the shim binary on containerd's PATH and adds the runtime handler `skiff` to containerd's config
+    /// (comments and other runtimes kept, the old file backed up; idempotent); prints the RuntimeClass.
+    Install {
+        /// The containerd config to edit.
+        #[arg(long, default_value = skiff_shim::install::DEFAULT_CONFIG)]
+        containerd_config: PathBuf,
+        /// Where to put `containerd-shim-skiff-v1` (a directory on containerd's PATH).
+        #[arg(long, default_value = skiff_shim::install::DEFAULT_BIN_DIR)]
+        bin_dir: PathBuf,
+        /// The shim binary to install (default: `containerd-shim-skiff-v1` beside this executable).
+        #[arg(long)]
+        shim_binary: Option<PathBuf>,
+        /// Remove what install added instead.
+        #[arg(long)]
+        uninstall: bool,
+    },
+}
+
+/// Runs `skiff shim install [--uninstall]` and tells what changed.
+fn shim_install(options: skiff_shim::install::InstallOptions, uninstall: bool) -> anyhow::Result<()> {
+    use skiff_shim::install;
+    let config = options.containerd_config.display().to_string();
+    let report = if uninstall {
+        install::uninstall(&options).context("uninstalling the shim")?
+    } else {
+        install::install(&options).context("installing the shim")?
+    };
+    let (binary, handler) = match (uninstall, report.binary_changed, report.config_changed) {
+        (true, b, c) => (
+            if b { "removed" } else { "not present" },
+            if c { "removed the runtime `skiff`" } else { "no runtime `skiff`" },
+        ),
+        (false, b, c) => (
+            if b { "installed" } else { "up to date" },
+            if c { "added the runtime `skiff`" } else { "runtime `skiff` already there" },
+        ),
+    };
+    println!("{}: {binary}", report.binary.display());
+    println!("{config}: {handler}");
+    if let Some(backup) = &report.backup {
+        println!("previous config saved as {}", backup.display());
+    }
+    println!("restart containerd to apply (e.g. systemctl restart containerd)");
+    if !uninstall {
+        println!("then apply this RuntimeClass and set `runtimeClassName: skiff` in pods:\n");
+        print!("{}", install::RUNTIME_CLASS_YAML);
+    }
+    Ok(())
 }
 
 /// Bytes in KiB/MiB for progress lines.
@@ -148,6 +205,10 @@ async fn main() -> anyhow::Result<()> {
                 println!("{digest}");
             }
         },
+        Command::Shim { command: ShimCommand::Install { containerd_config, bin_dir, shim_binary, uninstall } } => {
+            let options = skiff_shim::install::InstallOptions { containerd_config, bin_dir, shim_binary };
+            shim_install(options, uninstall)?;
+        }
         Command::Agent { server, token_file, ca_file, data_dir, node } => {
             let token = std::fs::read_to_string(&token_file)
                 .with_context(|| format!("reading the token file {}", token_file.display()))?;

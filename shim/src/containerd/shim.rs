@@ -1,0 +1,77 @@
+//! The shim's lifecycle as containerd runs it: `start` spawns (or reuses) the serving shim of the
+//! container's group (its CRI pod sandbox, else itself) and prints its address; `delete` cleans up after a
+//! shim that died; the serving process runs the task service until Shutdown.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use containerd_shim::api::DeleteResponse;
+use containerd_shim::asynchronous::util::write_str_to_file;
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{spawn, Config, ExitSignal, Flags, Shim, StartOpts};
+use oci_spec::runtime::Spec;
+
+use super::bundle::SANDBOX_ID;
+use super::container::now;
+use super::events::Events;
+use super::task::TaskService;
+use super::{logging, rootfs};
+
+/// The runtime name containerd knows this shim by (`--runtime io.containerd.skiff.v1`).
+pub const RUNTIME_ID: &str = "io.containerd.skiff.v1";
+
+/// The shim process.
+pub struct SkiffShim {
+    exit: Arc<ExitSignal>,
+    namespace: String,
+    bundle: PathBuf,
+}
+
+/// Runs the shim binary (`containerd-shim-skiff-v1`): call from `main` on a tokio runtime.
+pub async fn run() {
+    let config = Config { no_setup_logger: true, ..Config::default() };
+    containerd_shim::asynchronous::run::<SkiffShim>(RUNTIME_ID, Some(config)).await;
+}
+
+#[async_trait]
+impl Shim for SkiffShim {
+    type T = TaskService;
+
+    async fn new(_runtime_id: &str, flags: &Flags, _config: &mut Config) -> Self {
+        logging::init(flags);
+        let bundle = if flags.bundle.is_empty() {
+            std::env::current_dir().unwrap_or_default()
+        } else {
+            PathBuf::from(&flags.bundle)
+        };
+        SkiffShim { exit: Arc::new(ExitSignal::default()), namespace: flags.namespace.clone(), bundle }
+    }
+
+    async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+        // All containers of a pod share one shim: grouped by the CRI sandbox id when the spec has one.
+        let grouping = Spec::load(self.bundle.join("config.json"))
+            .ok()
+            .and_then(|spec| spec.annotations().as_ref().and_then(|a| a.get(SANDBOX_ID).cloned()))
+            .unwrap_or_else(|| opts.id.clone());
+        let address = spawn(opts, &grouping, Vec::new()).await?;
+        write_str_to_file(self.bundle.join("address"), &address).await?;
+        Ok(address)
+    }
+
+    async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+        // The serving shim is gone: its guests with it. Leave no rootfs mounted.
+        if let Err(e) = rootfs::unmount(&self.bundle.join("rootfs")) {
+            tracing::error!(error = %e, "cleaning up the rootfs");
+        }
+        Ok(DeleteResponse { exit_status: 128 + 9, exited_at: Some(now()).into(), ..Default::default() })
+    }
+
+    async fn wait(&mut self) {
+        self.exit.wait().await;
+    }
+
+    async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
+        TaskService::new(Events::new(publisher, self.namespace.clone()), Arc::clone(&self.exit))
+    }
+}

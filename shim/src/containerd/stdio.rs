@@ -1,0 +1,100 @@
+//! A task's stdio as containerd hands it over: fifo paths (`ctr`, CRI), `file://` URIs, or nothing. Opens
+//! the output ends for the guest; the files close when the guest's run ends, so readers see EOF.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+
+use super::error::ShimError;
+use crate::engine::Output;
+
+/// The stdio paths of a task, as containerd sent them (echoed back in `State`).
+#[derive(Debug, Clone, Default)]
+pub struct StdioPaths {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
+impl StdioPaths {
+    /// Opens stdout and stderr for writing (`None` where containerd gave none).
+    pub fn open_outputs(&self) -> Result<(Option<Output>, Option<Output>), ShimError> {
+        if self.terminal {
+            return Err(ShimError::Unsupported("a terminal (tty)"));
+        }
+        Ok((open_output(&self.stdout)?, open_output(&self.stderr)?))
+    }
+}
+
+/// Opens one output destination.
+fn open_output(target: &str) -> Result<Option<Output>, ShimError> {
+    if target.is_empty() {
+        return Ok(None);
+    }
+    if let Some(path) = target.strip_prefix("file://") {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| ShimError::io("opening the output file", path, e))?;
+        return Ok(Some(Output::File(file)));
+    }
+    if target.contains("://") {
+        return Err(ShimError::Unsupported("this stdio URI scheme (only fifos and file:// are)"));
+    }
+    Ok(Some(Output::File(open_fifo(Path::new(target))?)))
+}
+
+/// Opens a fifo's write end without blocking on a missing reader: write-only when containerd already reads
+/// it, else read-write (the pipe then buffers until a reader comes). Writes block as usual afterwards.
+fn open_fifo(path: &Path) -> Result<File, ShimError> {
+    let write_only = OpenOptions::new().write(true).custom_flags(OFlag::O_NONBLOCK.bits()).open(path);
+    let file = match write_only {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) => OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| ShimError::io("opening the output fifo", path, e))?,
+        Err(e) => return Err(ShimError::io("opening the output fifo", path, e)),
+    };
+    fcntl(&file, FcntlArg::F_SETFL(OFlag::empty()))
+        .map_err(|e| ShimError::io("making the output blocking", path, e.into()))?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    #[test]
+    fn opens_fifos_with_and_without_reader_and_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("out");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+        // No reader yet: still opens.
+        let Some(Output::File(writer)) = open_output(fifo.to_str().expect("utf-8")).expect("open") else {
+            panic!("expected a file");
+        };
+        drop(writer);
+
+        let file = dir.path().join("log");
+        let uri = format!("file://{}", file.display());
+        let paths = StdioPaths { stdout: uri, ..StdioPaths::default() };
+        let (out, err) = paths.open_outputs().expect("open");
+        assert!(matches!(out, Some(Output::File(_))) && err.is_none());
+        let Some(Output::File(mut f)) = out else { unreachable!() };
+        std::io::Write::write_all(&mut f, b"x").expect("write");
+        let mut s = String::new();
+        File::open(&file).expect("open").read_to_string(&mut s).expect("read");
+        assert_eq!(s, "x");
+
+        assert!(open_output("binary:///usr/bin/logger").is_err());
+        assert!(StdioPaths { terminal: true, ..StdioPaths::default() }.open_outputs().is_err());
+    }
+}

@@ -1,0 +1,309 @@
+//! The task service containerd drives (runtime v2, `containerd.task.v2.Task`): Create, Start, Wait, Kill,
+//! Delete, State, Pids, Connect, Shutdown and Stats for the Wasm containers of one shim (a pod, or one
+//! `ctr run`); Exec, Pause, Resume, Checkpoint, Update and ResizePty answer "not implemented".
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use containerd_shim::api::{
+    CheckpointTaskRequest, CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
+    DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest, PauseRequest, PidsRequest, PidsResponse,
+    ResizePtyRequest, ResumeRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse,
+    StatsRequest, StatsResponse, UpdateTaskRequest, WaitRequest, WaitResponse,
+};
+use containerd_shim::protos::cgroups::metrics::{Metrics, PidsStat};
+use containerd_shim::protos::types::task::{ProcessInfo, Status as TaskStatus};
+use containerd_shim::{ExitSignal, Task, TtrpcContext, TtrpcResult};
+use parking_lot::Mutex;
+use tracing::Instrument;
+
+use super::bundle::Bundle;
+use super::container::{Container, Job, Status};
+use super::entry::Entry;
+use super::error::ShimError;
+use super::events::Events;
+use super::rootfs;
+use super::stdio::StdioPaths;
+use crate::engine::{Preopen, RunSpec, WasmEngine};
+
+/// Where compiled code is cached unless `SKIFF_SHIM_CACHE` says otherwise.
+pub const DEFAULT_CACHE_DIR: &str = "/var/lib/skiff-shim/cache";
+/// The environment variable naming the compile cache directory.
+pub const CACHE_ENV: &str = "SKIFF_SHIM_CACHE";
+
+/// The shim's task service: its containers, the engine (made on the first Wasm container) and its events.
+pub struct TaskService {
+    containers: Mutex<HashMap<String, Arc<Container>>>,
+    engine: Mutex<Option<Arc<WasmEngine>>>,
+    events: Arc<Events>,
+    exit: Arc<ExitSignal>,
+    /// The pid containerd sees for every task: the shim's own (guests are threads of it).
+    pid: u32,
+}
+
+impl TaskService {
+    pub fn new(events: Events, exit: Arc<ExitSignal>) -> Self {
+        Self {
+            containers: Mutex::new(HashMap::new()),
+            engine: Mutex::new(None),
+            events: Arc::new(events),
+            exit,
+            pid: std::process::id(),
+        }
+    }
+
+    fn container(&self, id: &str) -> Result<Arc<Container>, ShimError> {
+        self.containers.lock().get(id).cloned().ok_or_else(|| ShimError::NotFound(id.to_string()))
+    }
+
+    /// The engine, made on first use with its compile cache under `SKIFF_SHIM_CACHE` (or the default).
+    fn engine(&self) -> Result<Arc<WasmEngine>, ShimError> {
+        let mut engine = self.engine.lock();
+        if let Some(engine) = &*engine {
+            return Ok(Arc::clone(engine));
+        }
+        let dir = std::env::var_os(CACHE_ENV).map(PathBuf::from).unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
+        let made = Arc::new(WasmEngine::new(&dir)?);
+        *engine = Some(Arc::clone(&made));
+        Ok(made)
+    }
+
+    async fn create_task(&self, req: &CreateTaskRequest) -> Result<u32, ShimError> {
+        if self.containers.lock().contains_key(&req.id) {
+            return Err(ShimError::AlreadyExists(req.id.clone()));
+        }
+        let bundle = Bundle::load(Path::new(&req.bundle))?;
+        let mounted = !req.rootfs.is_empty();
+        rootfs::mount(&req.rootfs, &bundle.rootfs).await?;
+        let stdio = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        let job = match self.prepare(&bundle, &stdio).await {
+            Ok(job) => job,
+            Err(e) => {
+                if mounted {
+                    let _ = rootfs::unmount(&bundle.rootfs);
+                }
+                return Err(e);
+            }
+        };
+        let container = Arc::new(Container::new(req.id.clone(), bundle, stdio.clone(), mounted, job));
+        self.containers.lock().insert(req.id.clone(), container);
+        self.events.created(&req.id, &req.bundle, &req.rootfs, &stdio, self.pid).await;
+        Ok(self.pid)
+    }
+
+    /// What the container will run: its Wasm entry compiled (or from the cache) with its run spec, or
+    /// nothing for a CRI sandbox container.
+    async fn prepare(&self, bundle: &Bundle, stdio: &StdioPaths) -> Result<Job, ShimError> {
+        if bundle.is_sandbox() {
+            return Ok(Job::Sandbox);
+        }
+        let entry = Entry::find(bundle)?;
+        let started = std::time::Instant::now();
+        let engine = self.engine()?;
+        let engine_ms = started.elapsed().as_millis();
+        let before = engine.compiles();
+        let loader = Arc::clone(&engine);
+        let digest = entry.digest.clone();
+        let bytes = entry.bytes.clone();
+        let program = tokio::task::spawn_blocking(move || loader.load(&digest, &bytes))
+            .await
+            .map_err(|e| ShimError::Thread(format!("compiling: {e}")))??;
+        let compiled = engine.compiles() > before;
+        let load_ms = started.elapsed().as_millis() - engine_ms;
+        tracing::info!(
+            digest = %entry.digest, path = %entry.guest_path, compiled, cache_hit = !compiled, engine_ms, load_ms,
+            "loaded program"
+        );
+        let (stdout, stderr) = stdio.open_outputs()?;
+        let mut preopens =
+            vec![Preopen { host: bundle.rootfs.clone(), guest: "/".into(), read_only: bundle.root_readonly }];
+        preopens.extend(bundle.mounts.iter().cloned());
+        let mut args = vec![entry.argv0()];
+        args.extend(bundle.args.iter().skip(1).cloned());
+        let http_port = program.is_http().then(|| bundle.http_port());
+        let spec = RunSpec {
+            args,
+            env: bundle.env.clone(),
+            preopens,
+            stdout,
+            stderr,
+            memory_limit: bundle.memory_limit,
+            cpu_millis: bundle.cpu_millis,
+            deadline: None,
+            cancel: None,
+        };
+        Ok(Job::Wasm { program, spec, http_port })
+    }
+
+    async fn delete_task(&self, id: &str) -> Result<DeleteResponse, ShimError> {
+        let container = self.container(id)?;
+        let (code, at) = match container.status() {
+            Status::Running => {
+                return Err(ShimError::State { id: id.into(), state: "running", action: "delete" });
+            }
+            Status::Created => {
+                container.kill(9, &self.events, self.pid).await;
+                container.wait().await
+            }
+            Status::Stopped { code, at } => (code, at),
+        };
+        if container.rootfs_mounted {
+            rootfs::unmount(&container.bundle.rootfs)?;
+        }
+        self.containers.lock().remove(id);
+        self.events.deleted(id, self.pid, code, &at).await;
+        Ok(DeleteResponse { pid: self.pid, exit_status: code, exited_at: Some(at).into(), ..Default::default() })
+    }
+
+    fn state(&self, id: &str) -> Result<StateResponse, ShimError> {
+        let c = self.container(id)?;
+        let (status, exit_status, exited_at) = match c.status() {
+            Status::Created => (TaskStatus::CREATED, 0, None),
+            Status::Running => (TaskStatus::RUNNING, 0, None),
+            Status::Stopped { code, at } => (TaskStatus::STOPPED, code, Some(at)),
+        };
+        Ok(StateResponse {
+            id: c.id.clone(),
+            bundle: c.bundle.path.to_string_lossy().into_owned(),
+            pid: self.pid,
+            status: status.into(),
+            stdin: c.stdio.stdin.clone(),
+            stdout: c.stdio.stdout.clone(),
+            stderr: c.stdio.stderr.clone(),
+            terminal: c.stdio.terminal,
+            exit_status,
+            exited_at: exited_at.into(),
+            ..Default::default()
+        })
+    }
+}
+
+/// A request for an exec process (`exec_id` set): this shim has none.
+fn no_exec(exec_id: &str) -> Result<(), ShimError> {
+    if exec_id.is_empty() {
+        Ok(())
+    } else {
+        Err(ShimError::Unsupported("exec"))
+    }
+}
+
+fn unimplemented<T>(what: &'static str) -> TtrpcResult<T> {
+    Err(ShimError::Unsupported(what).into())
+}
+
+#[async_trait]
+impl Task for TaskService {
+    async fn create(&self, _ctx: &TtrpcContext, req: CreateTaskRequest) -> TtrpcResult<CreateTaskResponse> {
+        let span = tracing::info_span!("create", id = %req.id, bundle = %req.bundle);
+        let pid =
+            self.create_task(&req).instrument(span).await.inspect_err(|e| tracing::error!(error = %e, "create"))?;
+        Ok(CreateTaskResponse { pid, ..Default::default() })
+    }
+
+    async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
+        let _span = tracing::info_span!("start", id = %req.id).entered();
+        no_exec(&req.exec_id)?;
+        let container = self.container(&req.id)?;
+        let engine = self.engine.lock().clone();
+        container.start(engine, Arc::clone(&self.events), self.pid)?;
+        let events = Arc::clone(&self.events);
+        let (id, pid) = (req.id.clone(), self.pid);
+        // Published after this reply is sent, as containerd expects TaskStart after Start returns.
+        tokio::spawn(async move { events.started(&id, pid).await });
+        Ok(StartResponse { pid: self.pid, ..Default::default() })
+    }
+
+    async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
+        no_exec(&req.exec_id)?;
+        let container = self.container(&req.id)?;
+        let (code, at) = container.wait().instrument(tracing::debug_span!("wait", id = %req.id)).await;
+        Ok(WaitResponse { exit_status: code, exited_at: Some(at).into(), ..Default::default() })
+    }
+
+    async fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
+        let span = tracing::info_span!("kill", id = %req.id, signal = req.signal);
+        no_exec(&req.exec_id)?;
+        let container = self.container(&req.id)?;
+        container.kill(req.signal, &self.events, self.pid).instrument(span).await;
+        Ok(Empty::default())
+    }
+
+    async fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
+        let span = tracing::info_span!("delete", id = %req.id);
+        no_exec(&req.exec_id)?;
+        Ok(self.delete_task(&req.id).instrument(span).await?)
+    }
+
+    async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> TtrpcResult<StateResponse> {
+        no_exec(&req.exec_id)?;
+        Ok(self.state(&req.id)?)
+    }
+
+    async fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
+        self.container(&req.id)?;
+        let process = ProcessInfo { pid: self.pid, ..Default::default() };
+        Ok(PidsResponse { processes: vec![process], ..Default::default() })
+    }
+
+    async fn connect(&self, _ctx: &TtrpcContext, _req: ConnectRequest) -> TtrpcResult<ConnectResponse> {
+        Ok(ConnectResponse {
+            shim_pid: self.pid,
+            task_pid: self.pid,
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        })
+    }
+
+    async fn shutdown(&self, _ctx: &TtrpcContext, req: ShutdownRequest) -> TtrpcResult<Empty> {
+        if req.now || self.containers.lock().is_empty() {
+            tracing::info!("shutting down");
+            self.exit.signal();
+        }
+        Ok(Empty::default())
+    }
+
+    async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
+        self.container(&req.id)?;
+        let metrics =
+            Metrics { pids: Some(PidsStat { current: 1, ..Default::default() }).into(), ..Default::default() };
+        let any = containerd_shim::util::convert_to_any(Box::new(metrics))
+            .map_err(|e| containerd_shim::protos::ttrpc::Error::Others(e.to_string()))?;
+        Ok(StatsResponse { stats: Some(any).into(), ..Default::default() })
+    }
+
+    async fn close_io(&self, _ctx: &TtrpcContext, _req: CloseIORequest) -> TtrpcResult<Empty> {
+        // Guests get no stdin, so there is nothing to close.
+        Ok(Empty::default())
+    }
+
+    async fn exec(&self, _ctx: &TtrpcContext, _req: ExecProcessRequest) -> TtrpcResult<Empty> {
+        unimplemented("exec")
+    }
+
+    async fn pause(&self, _ctx: &TtrpcContext, _req: PauseRequest) -> TtrpcResult<Empty> {
+        unimplemented("pause")
+    }
+
+    async fn resume(&self, _ctx: &TtrpcContext, _req: ResumeRequest) -> TtrpcResult<Empty> {
+        unimplemented("resume")
+    }
+
+    async fn checkpoint(&self, _ctx: &TtrpcContext, _req: CheckpointTaskRequest) -> TtrpcResult<Empty> {
+        unimplemented("checkpoint")
+    }
+
+    async fn update(&self, _ctx: &TtrpcContext, _req: UpdateTaskRequest) -> TtrpcResult<Empty> {
+        unimplemented("update")
+    }
+
+    async fn resize_pty(&self, _ctx: &TtrpcContext, _req: ResizePtyRequest) -> TtrpcResult<Empty> {
+        unimplemented("resize_pty")
+    }
+}

@@ -1,0 +1,332 @@
+//! Test harness for the shim against a real containerd: a private containerd (own root, state, socket,
+//! and the shim under test on its PATH), test images built offline with umoci and imported with `ctr`,
+//! network namespaces with a veth to the host. Everything is removed on drop, also when a test fails.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The runtime name containerd resolves to `containerd-shim-skiff-v1` on its PATH.
+pub const RUNTIME: &str = "io.containerd.skiff.v1";
+/// The ctr namespace the tests use.
+pub const NS: &str = "skiff-shim-test";
+/// The image every test imports: the guests below at `/`, entrypoint `/hello.wasm`.
+pub const IMAGE: &str = "skiff.test/guests:1";
+/// Guests copied into the test image.
+const GUESTS: &[&str] = &["hello", "crasher", "tool", "hello-http", "memory-hog", "busy-loop"];
+
+/// A name unique to this test process and call.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}{}x{}", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The built guest `name` (`hello`, `tool`, ...), building `workloads/` once per test process.
+pub fn workload(name: &str) -> PathBuf {
+    static OUT: OnceLock<PathBuf> = OnceLock::new();
+    let out = OUT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = root.join("workloads").join("out");
+        let status = Command::new(root.join("scripts/build-workloads.sh")).arg(&out).status().expect("build workloads");
+        assert!(status.success(), "scripts/build-workloads.sh failed");
+        out
+    });
+    let path = out.join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A private containerd whose PATH starts with the directory of the shim under test.
+pub struct Containerd {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Containerd {
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new().prefix("skiff-shim-ctd").tempdir().expect("tempdir");
+        let root = dir.path();
+        // Only what `ctr run` needs: no CRI plugin (its own networking), nothing listening on TCP.
+        std::fs::write(root.join("config.toml"), "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n")
+            .expect("config");
+        let shim = PathBuf::from(env!("CARGO_BIN_EXE_containerd-shim-skiff-v1"));
+        let shim_dir = shim.parent().expect("the shim's directory");
+        let path = format!("{}:{}", shim_dir.display(), std::env::var("PATH").unwrap_or_default());
+        let log = std::fs::File::create(root.join("containerd.log")).expect("log");
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(root.join("config.toml"))
+            .arg("--root")
+            .arg(root.join("root"))
+            .arg("--state")
+            .arg(root.join("state"))
+            .arg("--address")
+            .arg(root.join("containerd.sock"))
+            .env("PATH", path)
+            .env("SKIFF_SHIM_CACHE", root.join("cache"))
+            .env("SKIFF_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start containerd");
+        let containerd = Containerd { dir, child: Some(child) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = containerd.ctr(&["version"]).status.success();
+            if ok {
+                break;
+            }
+            assert!(Instant::now() < deadline, "containerd did not start: {}", containerd.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        containerd
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("containerd.sock")
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    /// containerd's output so far (it includes the shims' logs).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// A `ctr` command against this containerd, in the test namespace.
+    pub fn ctr_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("-a").arg(self.socket()).args(["-n", NS]).args(args).stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `ctr ARGS` to its end.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        self.ctr_cmd(args).output().expect("run ctr")
+    }
+
+    /// Imports the test image (guests at `/`, entrypoint `/hello.wasm`, plus `/corrupt.wasm` and `/pause`).
+    pub fn import_image(&self) {
+        let work = self.dir.path().join("image");
+        let layout = work.join("layout");
+        let bundle = work.join("bundle");
+        std::fs::create_dir_all(&work).expect("mkdir");
+        let tag = format!("{}:latest", layout.display());
+        run(Command::new("umoci").args(["init", "--layout"]).arg(&layout));
+        run(Command::new("umoci").args(["new", "--image", &tag]));
+        run(Command::new("umoci").args(["unpack", "--rootless", "--image", &tag]).arg(&bundle));
+        let rootfs = bundle.join("rootfs");
+        for guest in GUESTS {
+            std::fs::copy(workload(guest), rootfs.join(format!("{guest}.wasm"))).expect("copy guest");
+        }
+        std::fs::write(rootfs.join("corrupt.wasm"), b"\0asm\x01\0\0\0this is not wasm").expect("corrupt");
+        std::fs::write(rootfs.join("pause"), b"\x7fELF not wasm").expect("pause");
+        std::fs::create_dir_all(rootfs.join("data")).expect("data dir");
+        std::fs::write(rootfs.join("data/in-image.txt"), b"from the image").expect("file");
+        run(Command::new("umoci").args(["repack", "--image", &tag]).arg(&bundle));
+        run(Command::new("umoci").args(["config", "--image", &tag, "--config.entrypoint", "/hello.wasm"]));
+        let archive = work.join("image.tar");
+        run(Command::new("skopeo").args([
+            "copy",
+            &format!("oci:{tag}"),
+            &format!("oci-archive:{}:{IMAGE}", archive.display()),
+        ]));
+        let out = self.ctr(&["images", "import", archive.to_str().expect("utf-8")]);
+        assert!(out.status.success(), "ctr images import: {}", String::from_utf8_lossy(&out.stderr));
+        let list = self.ctr(&["images", "ls", "-q"]);
+        assert!(String::from_utf8_lossy(&list.stdout).contains(IMAGE), "image not imported");
+    }
+
+    /// `ctr run --rm --runtime skiff IMAGE ID [EXTRA...] -- ARGS`: its output.
+    pub fn run_rm(&self, id: &str, flags: &[&str], args: &[&str]) -> Output {
+        let mut all = vec!["run", "--rm", "--runtime", RUNTIME];
+        all.extend_from_slice(flags);
+        all.extend_from_slice(&[IMAGE, id]);
+        all.extend_from_slice(args);
+        self.ctr(&all)
+    }
+
+    /// The pids of processes whose command line names this containerd's socket (its shims).
+    pub fn shim_pids(&self) -> Vec<i32> {
+        let socket = self.socket().display().to_string();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else { continue };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.contains("containerd-shim") && cmdline.contains(&socket) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Waits (bounded) until no shim of this containerd runs; whether none does.
+    pub fn shims_gone(&self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.shim_pids().is_empty() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// Removes every task and container (best effort).
+    fn remove_all(&self) {
+        let tasks = self.ctr(&["tasks", "ls", "-q"]);
+        for id in String::from_utf8_lossy(&tasks.stdout).lines().filter(|l| !l.is_empty()) {
+            let _ = self.ctr(&["tasks", "kill", "-s", "SIGKILL", id]);
+            let _ = self.ctr(&["tasks", "delete", "-f", id]);
+        }
+        let containers = self.ctr(&["containers", "ls", "-q"]);
+        for id in String::from_utf8_lossy(&containers.stdout).lines().filter(|l| !l.is_empty()) {
+            let _ = self.ctr(&["containers", "delete", id]);
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.remove_all();
+        // Shim sockets live outside our directory (/run/containerd/s): note them before the shims go.
+        let sockets = shim_sockets(&self.dir.path().join("state"));
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for pid in self.shim_pids() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        }
+        for socket in sockets {
+            let _ = std::fs::remove_file(socket);
+        }
+        unmount_under(self.dir.path());
+    }
+}
+
+/// The shim sockets named by the `address` files of the bundles under `state`.
+fn shim_sockets(state: &Path) -> Vec<PathBuf> {
+    let mut sockets = Vec::new();
+    let tasks = state.join("io.containerd.runtime.v2.task");
+    for ns in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
+        for bundle in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+            if let Ok(address) = std::fs::read_to_string(bundle.path().join("address")) {
+                sockets.push(PathBuf::from(address.trim().trim_start_matches("unix://")));
+            }
+        }
+    }
+    sockets
+}
+
+/// Lazily unmounts every mount point under `dir` (deepest first).
+fn unmount_under(dir: &Path) {
+    let prefix = dir.display().to_string();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<&str> =
+        mountinfo.lines().filter_map(|l| l.split(' ').nth(4)).filter(|p| p.starts_with(&prefix)).collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in points {
+        let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A network namespace joined to the host by a veth pair on a /30 of its own; deleted on drop.
+pub struct NetNs {
+    pub name: String,
+    pub host_ip: String,
+    pub pod_ip: String,
+    host_if: String,
+}
+
+impl NetNs {
+    pub fn new() -> Self {
+        let name = unique("skshim");
+        // 10.213.X.Y/30 from the pid and a counter: unlikely to collide with parallel test binaries.
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = (std::process::id() % 4000) * 16 + NEXT.fetch_add(1, Ordering::Relaxed) % 16;
+        let (x, y) = ((n / 64) % 256, (n % 64) * 4);
+        let host_ip = format!("10.213.{x}.{}", y + 1);
+        let pod_ip = format!("10.213.{x}.{}", y + 2);
+        let host_if = format!("vsk{}", n);
+        let ns =
+            NetNs { name: name.clone(), host_ip: host_ip.clone(), pod_ip: pod_ip.clone(), host_if: host_if.clone() };
+        run(Command::new("ip").args(["netns", "add", &name]));
+        run(Command::new("ip").args(["link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &name]));
+        run(Command::new("ip").args(["addr", "add", &format!("{host_ip}/30"), "dev", &host_if]));
+        run(Command::new("ip").args(["link", "set", &host_if, "up"]));
+        let in_ns = |args: &[&str]| {
+            run(Command::new("ip").args(["netns", "exec", &name, "ip"]).args(args));
+        };
+        in_ns(&["addr", "add", &format!("{pod_ip}/30"), "dev", "eth0"]);
+        in_ns(&["link", "set", "eth0", "up"]);
+        in_ns(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.name)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.host_if]).output();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// A running `ctr` child (e.g. `ctr run` of a server); killed on drop.
+pub struct CtrChild(pub Option<Child>);
+
+impl Drop for CtrChild {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `GET path` over HTTP/1.0 to `addr`, retried until it answers (bounded): the whole response.
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let request = format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n");
+            if stream.write_all(request.as_bytes()).is_ok() {
+                let mut response = String::new();
+                if stream.read_to_string(&mut response).is_ok() && !response.is_empty() {
+                    return Some(response);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
