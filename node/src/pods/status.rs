@@ -16,6 +16,20 @@ pub struct Terminated {
 }
 
 impl Terminated {
+    /// The `terminated` member of a container state as the API has it (after an agent restart).
+    pub fn from_status(state: &Value) -> Option<Self> {
+        let t = state.get("terminated")?;
+        let text = |key: &str| t[key].as_str().unwrap_or_default().to_string();
+        Some(Self {
+            exit_code: t["exitCode"].as_i64().unwrap_or(0) as i32,
+            reason: text("reason"),
+            message: t["message"].as_str().map(str::to_string),
+            started_at: text("startedAt"),
+            finished_at: text("finishedAt"),
+            container_id: text("containerID"),
+        })
+    }
+
     fn to_json(&self) -> Value {
         let mut t = json!({"exitCode": self.exit_code, "reason": self.reason, "startedAt": self.started_at,
                            "finishedAt": self.finished_at, "containerID": self.container_id});

@@ -71,19 +71,13 @@ impl PodVolumes {
                 }
                 out.dirs.insert(name, (path, false));
             } else if let Some(cm) = &v.config_map {
-                let data = lookup
-                    .config_map(&cm.name, cm.optional.unwrap_or(false))
-                    .await
-                    .map_err(|source| VolumeError::Lookup { volume: name.clone(), source })?;
-                write_keys(&name, &dir, &data.unwrap_or_default(), cm.items.as_deref(), cm.default_mode)?;
+                let data = source_data(lookup, &name, false, &cm.name, cm.optional).await?;
+                write_keys(&name, &dir, &data, cm.items.as_deref(), cm.default_mode)?;
                 out.dirs.insert(name, (dir, true));
             } else if let Some(s) = &v.secret {
-                let secret_name = s.secret_name.clone().unwrap_or_default();
-                let data = lookup
-                    .secret(&secret_name, s.optional.unwrap_or(false))
-                    .await
-                    .map_err(|source| VolumeError::Lookup { volume: name.clone(), source })?;
-                write_keys(&name, &dir, &data.unwrap_or_default(), s.items.as_deref(), s.default_mode)?;
+                let data =
+                    source_data(lookup, &name, true, s.secret_name.as_deref().unwrap_or_default(), s.optional).await?;
+                write_keys(&name, &dir, &data, s.items.as_deref(), s.default_mode)?;
                 out.dirs.insert(name, (dir, true));
             } else if let Some(d) = &v.downward_api {
                 fresh_dir(&name, &dir)?;
@@ -93,17 +87,11 @@ impl PodVolumes {
                 fresh_dir(&name, &dir)?;
                 for source in p.sources.iter().flatten() {
                     if let Some(cm) = &source.config_map {
-                        let data = lookup
-                            .config_map(&cm.name, cm.optional.unwrap_or(false))
-                            .await
-                            .map_err(|source| VolumeError::Lookup { volume: name.clone(), source })?;
-                        add_keys(&name, &dir, &data.unwrap_or_default(), cm.items.as_deref(), p.default_mode)?;
+                        let data = source_data(lookup, &name, false, &cm.name, cm.optional).await?;
+                        add_keys(&name, &dir, &data, cm.items.as_deref(), p.default_mode)?;
                     } else if let Some(s) = &source.secret {
-                        let data = lookup
-                            .secret(&s.name, s.optional.unwrap_or(false))
-                            .await
-                            .map_err(|source| VolumeError::Lookup { volume: name.clone(), source })?;
-                        add_keys(&name, &dir, &data.unwrap_or_default(), s.items.as_deref(), p.default_mode)?;
+                        let data = source_data(lookup, &name, true, &s.name, s.optional).await?;
+                        add_keys(&name, &dir, &data, s.items.as_deref(), p.default_mode)?;
                     } else if let Some(d) = &source.downward_api {
                         write_downward(&name, &dir, d.items.as_deref().unwrap_or_default(), facts)?;
                     }
@@ -157,6 +145,19 @@ impl PodVolumes {
             }
         }
     }
+}
+
+/// The data of the ConfigMap (or Secret) a volume source names; empty when optional and missing.
+async fn source_data(
+    lookup: &Lookup,
+    volume: &str,
+    secret: bool,
+    name: &str,
+    optional: Option<bool>,
+) -> Result<Data, VolumeError> {
+    let optional = optional.unwrap_or(false);
+    let data = if secret { lookup.secret(name, optional).await } else { lookup.config_map(name, optional).await };
+    data.map(Option::unwrap_or_default).map_err(|source| VolumeError::Lookup { volume: volume.into(), source })
 }
 
 /// Unmounts anything still mounted under a pod's volume directory (after a restart, before removal).

@@ -86,28 +86,8 @@ impl Ctr {
             })
         });
         let image_id = previous.and_then(|p| p["imageID"].as_str()).unwrap_or_default().to_string();
-        let done = previous.and_then(|p| {
-            let t = p["state"].get("terminated")?;
-            Some(Terminated {
-                exit_code: t["exitCode"].as_i64().unwrap_or(0) as i32,
-                reason: t["reason"].as_str().unwrap_or_default().to_string(),
-                message: t["message"].as_str().map(str::to_string),
-                started_at: t["startedAt"].as_str().unwrap_or_default().to_string(),
-                finished_at: t["finishedAt"].as_str().unwrap_or_default().to_string(),
-                container_id: t["containerID"].as_str().unwrap_or_default().to_string(),
-            })
-        });
-        let previous_last = previous.and_then(|p| {
-            let t = p["lastState"].get("terminated")?;
-            Some(Terminated {
-                exit_code: t["exitCode"].as_i64().unwrap_or(0) as i32,
-                reason: t["reason"].as_str().unwrap_or_default().to_string(),
-                message: t["message"].as_str().map(str::to_string),
-                started_at: t["startedAt"].as_str().unwrap_or_default().to_string(),
-                finished_at: t["finishedAt"].as_str().unwrap_or_default().to_string(),
-                container_id: t["containerID"].as_str().unwrap_or_default().to_string(),
-            })
-        });
+        let done = previous.and_then(|p| Terminated::from_status(&p["state"]));
+        let previous_last = previous.and_then(|p| Terminated::from_status(&p["lastState"]));
         if let Some(t) = done {
             return Self {
                 spec,
