@@ -6,6 +6,13 @@
 #   bench/run-node.sh                            # build skiff + skiff-bench + guests, run everything
 #   SKIFF_BIN=/path/to/skiff bench/run-node.sh   # benchmark that server binary (builds skiff-bench only)
 #   SERVER_LOGS=DIR bench/run-node.sh            # keep each server's log (SKIFF_LOG, default info) in DIR
+#   KEEP_NEIGH=1 bench/run-node.sh               # leave the host's neighbour-table limits as they are
+#
+# 1,000 pods need about 2,000 entries in the kernel's neighbour (ARP) table, which all network
+# namespaces share; Debian's default hard limit (net.ipv4.neigh.default.gc_thresh3) is 1,024, and
+# beyond it new entries fail, pods stop being reachable (at about 511 pods) and even loopback
+# connections of other programs can time out. So unless KEEP_NEIGH=1, this script raises
+# gc_thresh1/2/3 to 4096/8192/16384 for the node-burst run and restores the old values afterwards.
 #
 # Needs root (bridges, network namespaces), the CNI plugins in /usr/lib/cni, docker-registry and wrk.
 # About 3 minutes after the build.
@@ -59,6 +66,23 @@ run() {
     echo
 }
 
+NEIGH=/proc/sys/net/ipv4/neigh/default
+OLD_NEIGH="$(cat $NEIGH/gc_thresh1) $(cat $NEIGH/gc_thresh2) $(cat $NEIGH/gc_thresh3)"
+restore_neigh() {
+    read -r t1 t2 t3 <<<"$OLD_NEIGH"
+    echo "$t1" >$NEIGH/gc_thresh1; echo "$t2" >$NEIGH/gc_thresh2; echo "$t3" >$NEIGH/gc_thresh3
+}
+raise_neigh() {
+    if [ -z "${KEEP_NEIGH:-}" ] && [ "$(cat $NEIGH/gc_thresh3)" -lt 16384 ]; then
+        trap restore_neigh EXIT
+        echo 4096 >$NEIGH/gc_thresh1; echo 8192 >$NEIGH/gc_thresh2; echo 16384 >$NEIGH/gc_thresh3
+        echo "Neighbour table limits (gc_thresh1/2/3) raised from $OLD_NEIGH to 4096 8192 16384 for this run."
+        echo
+    fi
+}
+
 run node-start --server-bin "$SERVER" --workload "$WORKLOAD" --pods 200
+raise_neigh
 run node-burst --server-bin "$SERVER" --workload "$WORKLOAD" --pods 1000 --clients 32
+restore_neigh
 run node-http --server-bin "$SERVER" --workload "$WORKLOAD" --seconds 10 --connections 64

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 
 use crate::cluster::{cpu_seconds, rss};
-use crate::node_cluster::{NodeOpts, Setup};
+use crate::create::PODS;
+use crate::node_cluster::{children_cpu_seconds, NodeOpts, Setup};
 use crate::node_pods::{create, create_burst, hello_http, PodWatch};
 use crate::stats::{count, mb, ms, percentile, Latencies};
 
@@ -42,6 +43,23 @@ fn spread(v: &[f64], total: usize) -> String {
     format!("{:.2} | {:.2} | {:.2} | {last}", percentile(v, 50.0), percentile(v, 90.0), percentile(v, 99.0))
 }
 
+/// The burst pods by phase and readiness, from a list (independent of the watch).
+async fn tally(client: &reqwest::Client, base: &str) -> Result<String> {
+    let list: serde_json::Value = client.get(format!("{base}{PODS}")).send().await?.error_for_status()?.json().await?;
+    let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+    for pod in list["items"].as_array().into_iter().flatten() {
+        if !pod["metadata"]["name"].as_str().is_some_and(|n| n.starts_with(PREFIX)) {
+            continue;
+        }
+        let ready = pod["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+        let phase = pod["status"]["phase"].as_str().unwrap_or("no phase");
+        *by.entry(format!("{phase}{}", if ready { " and Ready" } else { "" })).or_default() += 1;
+    }
+    Ok(by.iter().map(|(k, n)| format!("{k}: {}", count(*n))).collect::<Vec<_>>().join(", "))
+}
+
 pub async fn run(bin: &Path, wasm: &Path, args: &BurstArgs, opts: &NodeOpts) -> Result<()> {
     let mut setup = Setup::start(bin, wasm, opts).await?;
     let (image, server) = (setup.image.clone(), &mut setup.server);
@@ -71,7 +89,7 @@ pub async fn run(bin: &Path, wasm: &Path, args: &BurstArgs, opts: &NodeOpts) -> 
     };
     released.wait().await;
     let t0 = Instant::now();
-    let cpu_before = cpu_seconds(Some(pid));
+    let (cpu_before, children_before) = (cpu_seconds(Some(pid)), children_cpu_seconds(pid));
     let is_burst = |name: &str| name.starts_with(PREFIX);
     let mut last_report = Instant::now();
     let all_ready = watch
@@ -86,6 +104,8 @@ pub async fn run(bin: &Path, wasm: &Path, args: &BurstArgs, opts: &NodeOpts) -> 
         .await?;
     let ready_time = t0.elapsed();
     let cpu = cpu_seconds(Some(pid)) - cpu_before;
+    let children = children_cpu_seconds(pid) - children_before;
+    let tally = tally(&client, &server.url).await.unwrap_or_else(|e| format!("(listing failed: {e:#})"));
     let (burst, creates_done) = creator.await?;
     let burst = burst?;
     server.check_alive()?;
@@ -104,6 +124,9 @@ pub async fn run(bin: &Path, wasm: &Path, args: &BurstArgs, opts: &NodeOpts) -> 
     server.check_alive()?;
     server.report_log();
     eprintln!("node-burst: stopping the server (SIGTERM: the agent removes {} pods) …", args.pods + 1);
+    // The watch goes first: it would retry while the server stops.
+    let broken = std::mem::take(&mut watch.broken);
+    drop(watch);
     let stopped = server.stop();
 
     let creates = Latencies::from_durations(burst.latencies);
@@ -140,7 +163,8 @@ pub async fn run(bin: &Path, wasm: &Path, args: &BurstArgs, opts: &NodeOpts) -> 
         |m: &std::collections::HashMap<String, f64>, k: &str| m.get(k).map_or("–".into(), |v| format!("{v}"));
     println!(
         "{} of {n} pods Ready {} ({:.2} s after the first create; cap {} s){}. Create requests: p50 {} ms, p99 {} ms, \
-         {} errors. Server CPU from the first create until all were Ready: {:.1} s ({:.1} ms per pod). \
+         {} errors. Server CPU from the first create until all were Ready: {:.1} s ({:.1} ms per pod), plus {:.1} s in its \
+         child processes (CNI plugins; {:.1} ms per pod). \
          Kubelet /metrics before → after: skiff_wasm_compiles_total {} → **{}**, skiff_image_pulls_total {} → {}, \
          skiff_node_pods {} → {}, skiff_sandboxes_pooled {} → {} (sandbox pool {}). \
          Server stopped on SIGTERM in {:.1} s{}, {} leftover netns/bridges.",
@@ -154,6 +178,8 @@ pub async fn run(bin: &Path, wasm: &Path, args: &BurstArgs, opts: &NodeOpts) -> 
         burst.errors,
         cpu,
         cpu / args.pods as f64 * 1000.0,
+        children,
+        children / args.pods as f64 * 1000.0,
         metric(&before, "skiff_wasm_compiles_total"),
         metric(&after, "skiff_wasm_compiles_total"),
         metric(&before, "skiff_image_pulls_total"),
@@ -167,5 +193,25 @@ pub async fn run(bin: &Path, wasm: &Path, args: &BurstArgs, opts: &NodeOpts) -> 
         if stopped.clean { "" } else { " (killed after the grace period)" },
         stopped.leftovers,
     );
+    println!();
+    let thresh = |n: u8| {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/neigh/default/gc_thresh{n}"))
+            .map_or("?".into(), |v| v.trim().to_string())
+    };
+    println!(
+        "The burst pods by a list when the wait ended: {tally}. Host neighbour (ARP) table, shared by all network \
+         namespaces, each pod taking two entries (host → pod, pod → gateway): gc_thresh1/2/3 = {}/{}/{}.",
+        thresh(1),
+        thresh(2),
+        thresh(3)
+    );
+    if let Some(first) = broken.first() {
+        println!();
+        println!(
+            "**The pod watch broke {} time(s)** (first: {first}) and was re-listed: a pod first seen Running or \
+             Ready in a re-list is stamped with the re-list's time.",
+            broken.len()
+        );
+    }
     Ok(())
 }

@@ -110,6 +110,16 @@ fn netns_with(prefix: &str) -> Vec<String> {
     entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(prefix)).collect()
 }
 
+/// CPU seconds of the children a process has waited for (its CNI plugin runs), from /proc/PID/stat.
+pub fn children_cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // cutime and cstime are fields 16 and 17; the clock ticks 100 times a second on Linux.
+    (ticks(13) + ticks(14)) / 100.0
+}
+
 /// How the server was stopped.
 pub struct Stopped {
     pub seconds: f64,

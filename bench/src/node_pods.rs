@@ -112,7 +112,15 @@ pub struct PodTimes {
 }
 
 enum Seen {
-    Pod { name: String, at: Instant, running: bool, ready: bool, ip: Option<String> },
+    Pod {
+        name: String,
+        at: Instant,
+        running: bool,
+        ready: bool,
+        ip: Option<String>,
+    },
+    /// The watch broke (why); a re-list follows.
+    Broken(String),
     Ended(String),
 }
 
@@ -120,22 +128,45 @@ enum Seen {
 pub struct PodWatch {
     rx: mpsc::UnboundedReceiver<Seen>,
     pub pods: HashMap<String, PodTimes>,
+    /// Why the watch broke, each time it did (it was re-listed and resumed).
+    pub broken: Vec<String>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl PodWatch {
-    /// Lists to learn the current resourceVersion, then watches every pod of `default` from it.
+    /// Lists to learn the current resourceVersion, then watches every pod of `default` from it. If
+    /// the watch breaks, the task lists again (every pod in the list counts as seen at that moment)
+    /// and watches on from there, giving up after a minute of failures.
     pub async fn start(client: reqwest::Client, base: &str) -> Result<Self> {
         let list: Value = client.get(format!("{base}{PODS}?limit=1")).send().await?.error_for_status()?.json().await?;
         let rv = list["metadata"]["resourceVersion"].as_str().context("list without resourceVersion")?;
-        let url = format!("{base}{PODS}?watch=1&resourceVersion={rv}&timeoutSeconds=3600");
-        let resp = client.get(url).send().await?.error_for_status()?;
+        let first = open_watch(&client, base, rv).await?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let base = base.to_string();
         let task = tokio::spawn(async move {
-            let why = read_events(resp, &tx).await.err().map_or("the watch ended".into(), |e| format!("{e:#}"));
-            let _ = tx.send(Seen::Ended(why));
+            let mut resp = first;
+            loop {
+                let why = read_events(resp, &tx).await.err().map_or("the watch ended".into(), |e| format!("{e:#}"));
+                if tx.send(Seen::Broken(why.clone())).is_err() {
+                    return;
+                }
+                let deadline = Instant::now() + Duration::from_secs(60);
+                resp = loop {
+                    match relist(&client, &base, &tx).await {
+                        Ok(r) => break r,
+                        Err(e) if Instant::now() < deadline => {
+                            eprintln!("pod watch: re-listing failed ({e:#}); retrying");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Seen::Ended(format!("{why}; re-listing failed for 60 s: {e:#}")));
+                            return;
+                        }
+                    }
+                };
+            }
         });
-        Ok(PodWatch { rx, pods: HashMap::new(), task })
+        Ok(PodWatch { rx, pods: HashMap::new(), broken: Vec::new(), task })
     }
 
     /// Takes in events until `done(&pods)` holds (true) or `deadline` passes (false).
@@ -164,6 +195,11 @@ impl PodWatch {
     fn take(&mut self, seen: Seen) -> Result<()> {
         match seen {
             Seen::Ended(why) => Err(anyhow!("pod watch: {why}")),
+            Seen::Broken(why) => {
+                eprintln!("pod watch broke ({why}); re-listing");
+                self.broken.push(why);
+                Ok(())
+            }
             Seen::Pod { name, at, running, ready, ip } => {
                 let t = self.pods.entry(name).or_default();
                 if running && t.running.is_none() {
@@ -192,6 +228,41 @@ impl Drop for PodWatch {
     }
 }
 
+/// Opens a watch of the pods of `default` from resourceVersion `rv`.
+async fn open_watch(client: &reqwest::Client, base: &str, rv: &str) -> Result<reqwest::Response> {
+    let url = format!("{base}{PODS}?watch=1&resourceVersion={rv}&timeoutSeconds=3600");
+    Ok(client.get(url).send().await?.error_for_status()?)
+}
+
+/// Lists every pod (each counts as seen now) and opens a watch from the list's resourceVersion.
+async fn relist(client: &reqwest::Client, base: &str, tx: &mpsc::UnboundedSender<Seen>) -> Result<reqwest::Response> {
+    let list: Value = client.get(format!("{base}{PODS}")).send().await?.error_for_status()?.json().await?;
+    let at = Instant::now();
+    for pod in list["items"].as_array().into_iter().flatten() {
+        if let Some(seen) = seen(pod, at) {
+            let _ = tx.send(seen);
+        }
+    }
+    let rv = list["metadata"]["resourceVersion"].as_str().context("list without resourceVersion")?;
+    open_watch(client, base, rv).await
+}
+
+/// What a pod object shows.
+fn seen(pod: &Value, at: Instant) -> Option<Seen> {
+    let name = pod["metadata"]["name"].as_str()?;
+    let status = &pod["status"];
+    let ready = status["conditions"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+    Some(Seen::Pod {
+        name: name.to_string(),
+        at,
+        running: status["phase"] == "Running",
+        ready,
+        ip: status["podIP"].as_str().filter(|s| !s.is_empty()).map(str::to_string),
+    })
+}
+
 /// Reads watch events line by line; stamps each with the time its last chunk arrived.
 async fn read_events(resp: reqwest::Response, tx: &mpsc::UnboundedSender<Seen>) -> Result<()> {
     let mut body = resp.bytes_stream();
@@ -205,21 +276,10 @@ async fn read_events(resp: reqwest::Response, tx: &mpsc::UnboundedSender<Seen>) 
             if event["type"] == "ERROR" {
                 bail!("error event: {}", event["object"]);
             }
-            let pod = &event["object"];
-            let Some(name) = pod["metadata"]["name"].as_str() else { continue };
-            let status = &pod["status"];
-            let ready = status["conditions"]
-                .as_array()
-                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
-            let seen = Seen::Pod {
-                name: name.to_string(),
-                at,
-                running: status["phase"] == "Running",
-                ready,
-                ip: status["podIP"].as_str().filter(|s| !s.is_empty()).map(str::to_string),
-            };
-            if tx.send(seen).is_err() {
-                return Ok(());
+            if let Some(seen) = seen(&event["object"], at) {
+                if tx.send(seen).is_err() {
+                    return Ok(());
+                }
             }
         }
     }
