@@ -118,7 +118,9 @@ pub async fn run(bin: &Path, wasm: &Path, args: &BurstArgs, opts: &NodeOpts) -> 
     let not_ready = args.pods - ready.len();
 
     eprintln!("node-burst: idle for {} s …", args.idle.as_secs());
+    let idle_cpu_before = cpu_seconds(Some(pid));
     tokio::time::sleep(args.idle).await;
+    let idle_cpu = cpu_seconds(Some(pid)) - idle_cpu_before;
     let (rss_after, peak) = rss(pid)?;
     let after = server.metrics().await?;
     server.check_alive()?;
@@ -165,7 +167,7 @@ pub async fn run(bin: &Path, wasm: &Path, args: &BurstArgs, opts: &NodeOpts) -> 
         "{} of {n} pods Ready {} ({:.2} s after the first create; cap {} s){}. Create requests: p50 {} ms, p99 {} ms, \
          {} errors. Server CPU from the first create until all were Ready: {:.1} s ({:.1} ms per pod), plus {:.1} s in its \
          child processes (CNI plugins; {:.1} ms per pod). \
-         Kubelet /metrics before → after: skiff_wasm_compiles_total {} → **{}**, skiff_image_pulls_total {} → {}, \
+         While idle (readiness probes of every pod each second): server CPU {:.2} cores. Kubelet /metrics before → after: skiff_wasm_compiles_total {} → **{}**, skiff_image_pulls_total {} → {}, \
          skiff_node_pods {} → {}, skiff_sandboxes_pooled {} → {} (sandbox pool {}). \
          Server stopped on SIGTERM in {:.1} s{}, {} leftover netns/bridges.",
         count(ready.len()),
@@ -180,6 +182,7 @@ pub async fn run(bin: &Path, wasm: &Path, args: &BurstArgs, opts: &NodeOpts) -> 
         cpu / args.pods as f64 * 1000.0,
         children,
         children / args.pods as f64 * 1000.0,
+        idle_cpu / args.idle.as_secs_f64(),
         metric(&before, "skiff_wasm_compiles_total"),
         metric(&after, "skiff_wasm_compiles_total"),
         metric(&before, "skiff_image_pulls_total"),
