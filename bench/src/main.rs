@@ -1,6 +1,7 @@
 //! `skiff-bench`: the benchmark harness behind docs/benchmarks.md.
 //!
-//! Each subcommand starts its own fresh `skiff server` (and etcd, for that backend) in a temporary
+//! Each subcommand starts its own fresh `skiff server` (and etcd, for that backend; for the node
+//! benchmarks a loopback registry and the server's in-process node agent on a private bridge) in a temporary
 //! directory, drives it over HTTPS like any Kubernetes client, prints a Markdown table on stdout
 //! (progress goes to stderr), and kills what it started when it finishes, fails or is interrupted.
 //! Figures, never pass/fail assertions: the verdicts live in docs/benchmarks.md.
@@ -8,6 +9,11 @@
 mod cluster;
 mod create;
 mod list;
+mod node_burst;
+mod node_cluster;
+mod node_http;
+mod node_pods;
+mod node_start;
 mod rss;
 mod stats;
 mod watch;
@@ -19,16 +25,16 @@ use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
 use cluster::Backend;
+use node_cluster::NodeOpts;
 
 #[derive(Parser)]
-#[command(name = "skiff-bench", about = "Benchmarks of the skiff API server; prints Markdown tables")]
+#[command(name = "skiff-bench", about = "Benchmarks of the skiff API server and node agent; prints Markdown tables")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
-#[allow(clippy::enum_variant_names)] // api-create, api-watch...: other components' benchmarks may follow
 enum Command {
     /// Pod creates/s and latency at several levels of concurrent clients.
     ApiCreate {
@@ -87,6 +93,63 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         max_seconds: u64,
     },
+    /// Pod start latency (create → Running, → Ready) on a warm node, pods created one at a time.
+    NodeStart {
+        #[command(flatten)]
+        node: NodeFlags,
+        #[arg(long, default_value_t = 200)]
+        pods: usize,
+    },
+    /// Many pods created at once: time until all are Ready, and server RSS per idle pod.
+    NodeBurst {
+        #[command(flatten)]
+        node: NodeFlags,
+        #[arg(long, default_value_t = 1000)]
+        pods: usize,
+        /// Concurrent create clients, each with its own connection.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Seconds after the first create by which the pods must be Ready (the rest are counted).
+        #[arg(long, default_value_t = 120)]
+        cap_seconds: u64,
+        /// Seconds of idling before the second RSS reading.
+        #[arg(long, default_value_t = 5)]
+        idle_seconds: u64,
+    },
+    /// HTTP throughput of one hello-http pod, with wrk from the host to the pod IP.
+    NodeHttp {
+        #[command(flatten)]
+        node: NodeFlags,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// wrk threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+}
+
+/// What every node benchmark takes: the server (with its in-process node agent) and the guest.
+#[derive(clap::Args)]
+struct NodeFlags {
+    #[arg(long)]
+    server_bin: PathBuf,
+    /// The hello-http guest (built by scripts/build-workloads.sh).
+    #[arg(long, default_value = "workloads/out/hello-http.wasm")]
+    workload: PathBuf,
+    /// The node's `--sandbox-pool`.
+    #[arg(long, default_value_t = 4)]
+    sandbox_pool: usize,
+    /// Copy the server log (SKIFF_LOG, default info) here when the server stops.
+    #[arg(long)]
+    server_log: Option<PathBuf>,
+}
+
+impl NodeFlags {
+    fn opts(&self, cidr_prefix: u8) -> NodeOpts {
+        NodeOpts { sandbox_pool: self.sandbox_pool, cidr_prefix, keep_log: self.server_log.clone() }
+    }
 }
 
 async fn run(command: Command) -> Result<()> {
@@ -111,6 +174,31 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::ApiRss { server_bin, datastore, pods, watchers, max_seconds } => {
             rss::run(&server_bin, datastore, pods, watchers, Duration::from_secs(max_seconds)).await
+        }
+        Command::NodeStart { node, pods } => {
+            if pods == 0 {
+                bail!("--pods must be positive");
+            }
+            node_start::run(&node.server_bin, &node.workload, pods, &node.opts(22)).await
+        }
+        Command::NodeBurst { node, pods, clients, cap_seconds, idle_seconds } => {
+            if pods == 0 || clients == 0 || pods > 4000 {
+                bail!("--pods (at most 4,000) and --clients must be positive");
+            }
+            let args = node_burst::BurstArgs {
+                pods,
+                clients,
+                cap: Duration::from_secs(cap_seconds),
+                idle: Duration::from_secs(idle_seconds),
+            };
+            node_burst::run(&node.server_bin, &node.workload, &args, &node.opts(20)).await
+        }
+        Command::NodeHttp { node, seconds, connections, threads } => {
+            if seconds == 0 || connections == 0 || threads == 0 {
+                bail!("--seconds, --connections and --threads must be positive");
+            }
+            let args = node_http::HttpArgs { seconds, connections, threads };
+            node_http::run(&node.server_bin, &node.workload, &args, &node.opts(24)).await
         }
     }
 }
