@@ -143,6 +143,8 @@ impl Server {
             .args(["server", "--data-dir"])
             .arg(dir.path())
             .args(["--listen", &format!("127.0.0.1:{port}"), "--datastore", &datastore])
+            // The API benchmarks measure the control plane alone.
+            .arg("--no-agent")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(log)

@@ -34,6 +34,9 @@ impl Agent {
     pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|source| AgentError::Io { path: dir.clone(), source })?;
+        for (setting, from, to) in crate::sysctl::fit_neighbour_table(config.max_pods) {
+            tracing::info!(%setting, from, to, "raised the neighbour table limit for max pods");
+        }
         let client = crate::client::connect(&config).await?;
         let engine = Arc::new(WasmEngine::new(&dir.join("wasm-cache"))?);
         let images = Arc::new(ImageStore::new(ImageConfig {

@@ -15,6 +15,7 @@ pub mod node_status;
 pub mod pods;
 pub mod runtime;
 pub mod sandbox;
+pub mod sysctl;
 
 pub use agent::Agent;
 pub use config::AgentConfig;

@@ -215,17 +215,21 @@ impl ContainerRuntime for WasmRuntime {
         let port = launch.http_port.unwrap_or(8080);
         let spec = RunSpec { cancel: Some(cancel.clone()), ..spec };
         let log = Arc::clone(&launch.log);
+        // An HTTP component's port is bound before `start` returns, so its first probe finds it open.
+        let listener = if program.is_http() {
+            let (bound_tx, bound_rx) = oneshot::channel();
+            exec.handle().spawn(async move {
+                let _ = bound_tx.send(tokio::net::TcpListener::bind(("0.0.0.0", port)).await);
+            });
+            let bound = bound_rx.await.map_err(|_| RuntimeError::Other("the pod's executor stopped".into()))?;
+            Some(bound.map_err(|e| RuntimeError::Other(format!("listening on port {port}: {e}")))?)
+        } else {
+            None
+        };
         exec.handle().spawn(async move {
-            let result = if program.is_http() {
-                match tokio::net::TcpListener::bind(("0.0.0.0", port)).await {
-                    Ok(listener) => engine.serve_http(&program, spec, listener).await,
-                    Err(e) => {
-                        let _ = log.write(Stream::Stderr, format!("skiff: listening on port {port}: {e}\n").as_bytes());
-                        Ok(Exit::Code(1))
-                    }
-                }
-            } else {
-                engine.run(&program, spec).await
+            let result = match listener {
+                Some(listener) => engine.serve_http(&program, spec, listener).await,
+                None => engine.run(&program, spec).await,
             };
             let _ = log.flush();
             let _ = exit_tx.send(to_container_exit(result));
