@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET="${CARGO_TARGET_DIR:-target}"
 cargo build --release -p skiff-shim --bin containerd-shim-skiff-v1 -p skiff-bench >&2
-scripts/build-workloads.sh workloads/out >&2
+scripts/build-workloads.sh "$PWD/workloads/out" >&2
 SHIM="$TARGET/release/containerd-shim-skiff-v1"
 BENCH="$TARGET/release/skiff-bench"
 
