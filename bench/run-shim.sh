@@ -4,15 +4,27 @@
 #
 #   bench/run-shim.sh                       # defaults: --runs 50 --tasks 200 --parallel 4 --containers 10
 #   bench/run-shim.sh --runs 20 --tasks 50  # extra flags go to `skiff-bench shim-run`
+#   SHIM_BIN=/path/to/containerd-shim-skiff-v1 bench/run-shim.sh   # benchmark that shim binary
 #
 # Needs root, containerd, ctr, runc, umoci, skopeo, busybox-static. A few minutes after the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET="${CARGO_TARGET_DIR:-target}"
-cargo build --release -p skiff-shim --bin containerd-shim-skiff-v1 -p skiff-bench >&2
+# The target directory may be shared with other checkouts that build the same crates (their binaries land
+# on the same paths): copy ours away right after building, and check the harness is this checkout's.
+BIN="$(mktemp -d "${TMPDIR:-/tmp}/skiff-shimbench-bin.XXXXXX")"
+trap 'rm -rf "$BIN"' EXIT
+for attempt in 1 2 3; do
+    cargo build --release -p skiff-shim --bin containerd-shim-skiff-v1 -p skiff-bench >&2
+    cp "$TARGET/release/containerd-shim-skiff-v1" "$TARGET/release/skiff-bench" "$BIN/"
+    if "$BIN/skiff-bench" shim-run --help >/dev/null 2>&1; then break; fi
+    echo "run-shim.sh: the built skiff-bench has no shim-run (overwritten by another checkout?), attempt $attempt" >&2
+    [ "$attempt" = 3 ] && exit 1
+    touch bench/src/main.rs
+done
 scripts/build-workloads.sh "$PWD/workloads/out" >&2
-SHIM="$TARGET/release/containerd-shim-skiff-v1"
-BENCH="$TARGET/release/skiff-bench"
+SHIM="${SHIM_BIN:-$BIN/containerd-shim-skiff-v1}"
+BENCH="$BIN/skiff-bench"
 
 echo "#### Machine"
 echo
