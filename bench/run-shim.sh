@@ -15,7 +15,9 @@ TARGET="${CARGO_TARGET_DIR:-target}"
 BIN="$(mktemp -d "${TMPDIR:-/tmp}/skiff-shimbench-bin.XXXXXX")"
 trap 'rm -rf "$BIN"' EXIT
 for attempt in 1 2 3; do
-    cargo build --release -p skiff-shim --bin containerd-shim-skiff-v1 -p skiff-bench >&2
+    # Two builds: `--bin` would also filter skiff-bench's targets away.
+    cargo build --release -p skiff-shim --bin containerd-shim-skiff-v1 >&2
+    cargo build --release -p skiff-bench >&2
     cp "$TARGET/release/containerd-shim-skiff-v1" "$TARGET/release/skiff-bench" "$BIN/"
     if "$BIN/skiff-bench" shim-run --help >/dev/null 2>&1; then break; fi
     echo "run-shim.sh: the built skiff-bench has no shim-run (overwritten by another checkout?), attempt $attempt" >&2
