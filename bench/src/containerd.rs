@@ -3,7 +3,8 @@
 //! runs (the skiff guests, busybox) built offline with umoci and skopeo. Dropping it removes every task,
 //! container, shim process, shim socket, mount and cgroup it made, also when the benchmark fails.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -18,6 +19,8 @@ pub const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
 pub const GUEST_IMAGE: &str = "skiff.bench/guests:1";
 /// busybox-static at `/bin/busybox` with `sh`, `echo` and `sleep` links, `PATH=/bin`.
 pub const BUSYBOX_IMAGE: &str = "skiff.bench/busybox:1";
+/// Where shims (runc's and skiff's) put their sockets.
+const SHIM_SOCKET_DIR: &str = "/run/containerd/s";
 /// Guests copied into the guest image.
 const GUESTS: &[&str] = &["hello", "tool"];
 
@@ -26,6 +29,8 @@ pub struct Containerd {
     dir: tempfile::TempDir,
     child: Option<Child>,
     namespace: String,
+    /// The entries of [`SHIM_SOCKET_DIR`] before containerd started.
+    sockets_before: HashSet<OsString>,
 }
 
 impl Containerd {
@@ -41,6 +46,7 @@ impl Containerd {
         std::fs::write(root.join("config.toml"), "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n")?;
         let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
         let log = std::fs::File::create(root.join("containerd.log"))?;
+        let sockets_before = socket_entries();
         let child = std::process::Command::new("containerd")
             .arg("--config")
             .arg(root.join("config.toml"))
@@ -58,7 +64,7 @@ impl Containerd {
             .spawn()
             .context("starting containerd")?;
         let namespace = format!("skiff-bench-{}", std::process::id());
-        let mut ctd = Containerd { dir, child: Some(child), namespace };
+        let mut ctd = Containerd { dir, child: Some(child), namespace, sockets_before };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !ctd.ctr(&["version"]).await?.status.success() {
             if let Some(status) = ctd.child.as_mut().map(Child::try_wait).transpose()?.flatten() {
@@ -206,6 +212,18 @@ impl Drop for Containerd {
         for socket in sockets {
             let _ = std::fs::remove_file(socket);
         }
+        // A shim that died without removing its socket: new since the start, and nobody listens on it.
+        for name in socket_entries().difference(&self.sockets_before) {
+            let path = Path::new(SHIM_SOCKET_DIR).join(name);
+            let refused = std::os::unix::net::UnixStream::connect(&path)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
+            if refused && std::fs::remove_file(&path).is_ok() {
+                eprintln!(
+                    "note: removed a stale shim socket {} (its shim had exited without removing it)",
+                    path.display()
+                );
+            }
+        }
         unmount_under(self.dir.path());
         // runc made /sys/fs/cgroup/<controller>/<namespace>/<id>; the ids are gone, the namespace level stays.
         for controller in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
@@ -276,6 +294,11 @@ pub fn processes() -> Vec<(u32, Vec<String>)> {
         all.push((pid, argv.collect()));
     }
     all
+}
+
+/// The names in [`SHIM_SOCKET_DIR`].
+fn socket_entries() -> HashSet<OsString> {
+    std::fs::read_dir(SHIM_SOCKET_DIR).into_iter().flatten().flatten().map(|e| e.file_name()).collect()
 }
 
 /// The shim sockets named by the `address` files of the bundles under `state`.
