@@ -7,6 +7,7 @@
 //! Figures, never pass/fail assertions: the verdicts live in docs/benchmarks.md.
 
 mod cluster;
+mod containerd;
 mod create;
 mod list;
 mod node_burst;
@@ -15,6 +16,8 @@ mod node_http;
 mod node_pods;
 mod node_start;
 mod rss;
+mod shim_mem;
+mod shim_run;
 mod stats;
 mod watch;
 
@@ -66,6 +69,23 @@ enum Command {
         /// Milliseconds between the starts of two creates.
         #[arg(long, default_value_t = 20)]
         spacing_ms: u64,
+    },
+    /// containerd with skiff's shim against runc: `ctr run --rm` latency, tasks/s, memory per container.
+    ShimRun {
+        /// The `containerd-shim-skiff-v1` binary to put on containerd's PATH.
+        #[arg(long)]
+        shim_bin: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        #[arg(long, default_value_t = 200)]
+        tasks: usize,
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Long-running containers per runtime for the memory figures.
+        #[arg(long, default_value_t = 10)]
+        containers: usize,
+        #[arg(long, default_value = "workloads/out")]
+        workloads: PathBuf,
     },
     /// Full and paginated list times with N pods stored.
     ApiList {
@@ -165,6 +185,9 @@ async fn run(command: Command) -> Result<()> {
                 bail!("--watchers and --events must be positive");
             }
             watch::run(&server_bin, datastore, watchers, events, Duration::from_millis(spacing_ms)).await
+        }
+        Command::ShimRun { shim_bin, runs, tasks, parallel, containers, workloads } => {
+            shim_run::run(&shim_bin, &shim_run::ShimRunArgs { runs, tasks, parallel, containers, workloads }).await
         }
         Command::ApiList { server_bin, datastore, pods, runs } => {
             if pods == 0 || runs == 0 {
