@@ -468,16 +468,7 @@ impl Worker {
                 .collect();
             match self.deps.sandboxes.create(&self.uid, &ports).await {
                 Ok(sb) => self.sandbox = Some(sb),
-                Err(e) => {
-                    self.event(
-                        None,
-                        Kind::Warning,
-                        "FailedCreatePodSandBox",
-                        &format!("Failed to create pod sandbox: {e}"),
-                    );
-                    self.retry_in(Duration::from_secs(5));
-                    return false;
-                }
+                Err(e) => return self.sandbox_failed(&e),
             }
         }
         let Some(sb) = &self.sandbox else { return false };
@@ -486,17 +477,15 @@ impl Worker {
                 self.ctx = Some(ctx);
                 true
             }
-            Err(e) => {
-                self.event(
-                    None,
-                    Kind::Warning,
-                    "FailedCreatePodSandBox",
-                    &format!("Failed to create pod sandbox: {e}"),
-                );
-                self.retry_in(Duration::from_secs(5));
-                false
-            }
+            Err(e) => self.sandbox_failed(&e),
         }
+    }
+
+    /// Reports a sandbox that could not be made and retries soon; always `false` (not ready).
+    fn sandbox_failed(&mut self, e: &dyn std::fmt::Display) -> bool {
+        self.event(None, Kind::Warning, "FailedCreatePodSandBox", &format!("Failed to create pod sandbox: {e}"));
+        self.retry_in(Duration::from_secs(5));
+        false
     }
 
     fn facts(&self) -> PodFacts<'_> {
