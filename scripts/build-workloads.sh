@@ -7,6 +7,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORKLOADS="$ROOT/workloads"
 OUT_DIR="${1:-$WORKLOADS/out}"
+# A relative OUT_DIR is relative to where the script was called from (it cds into workloads/ below).
+case "$OUT_DIR" in /*) ;; *) OUT_DIR="$PWD/$OUT_DIR" ;; esac
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:+$CARGO_TARGET_DIR/workloads}"
 CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$WORKLOADS/target}"
 
