@@ -36,7 +36,7 @@ use wasmtime::Engine;
 
 pub use output::{Output, OutputSink};
 pub use program::Program;
-pub use spec::{EngineError, Exit, Preopen, RunSpec};
+pub use spec::{env_pairs, EngineError, Exit, Preopen, RunSpec};
 
 use limits::EPOCH_TICK;
 use program::Kind;

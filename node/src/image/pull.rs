@@ -129,15 +129,7 @@ impl PullCtx<'_> {
         let rootfs = self.rootfs(manifest).await?;
         let wasm_path = self.entry_file(&rootfs, program, working_dir.as_deref()).await?;
         let digest = sha256_file(&wasm_path).await?;
-        let env = exec
-            .env
-            .unwrap_or_default()
-            .into_iter()
-            .map(|kv| match kv.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (kv, String::new()),
-            })
-            .collect();
+        let env = skiff_shim::engine::env_pairs(exec.env.unwrap_or_default());
         Ok(WasmImage {
             reference: self.image.normalized.clone(),
             image_id,

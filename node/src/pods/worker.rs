@@ -172,6 +172,16 @@ pub struct Worker {
     released: bool,
 }
 
+/// Whether a container that ended with `exit_code` runs again under the pod's `restartPolicy`
+/// (an init container that succeeded never does).
+fn restarts(policy: &str, init: bool, exit_code: i32) -> bool {
+    match policy {
+        "Never" => false,
+        "OnFailure" => exit_code != 0,
+        _ => exit_code != 0 || !init,
+    }
+}
+
 fn now() -> String {
     jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
@@ -282,6 +292,7 @@ impl Worker {
 
     fn exited(&mut self, name: &str, run: u64, exit: ContainerExit) {
         let policy = self.restart_policy();
+        let is_init = self.init.iter().any(|i| i.spec.name == name);
         let Some(c) = self.ctr_mut(name, run) else { return };
         let Some(r) = c.run.take() else { return };
         if let Some(p) = &r.probes {
@@ -289,30 +300,20 @@ impl Worker {
         }
         let _ = r.log.flush();
         let _ = r.running_tx.send(false);
-        let term = Terminated {
-            exit_code: exit.exit_code,
-            reason: exit.reason.clone(),
-            message: exit.message.clone(),
-            started_at: r.started_at.clone(),
-            finished_at: now(),
-            container_id: c.container_id(),
-        };
-        c.ready = false;
-        c.started = false;
-        let is_init = self.init.iter().any(|i| i.spec.name == name);
-        let Some(c) = self.init.iter_mut().chain(self.containers.iter_mut()).find(|c| c.spec.name == name) else {
-            return;
-        };
-        let restart = match policy.as_str() {
-            "Never" => false,
-            "OnFailure" => exit.exit_code != 0,
-            _ => exit.exit_code != 0 || !is_init,
-        };
         tracing::info!(container = name, code = exit.exit_code, reason = %exit.reason, "container exited");
-        if restart {
+        if restarts(&policy, is_init, exit.exit_code) {
             c.backoff.failed(r.since.elapsed(), Instant::now());
         }
-        c.state = State::Terminated(term);
+        c.ready = false;
+        c.started = false;
+        c.state = State::Terminated(Terminated {
+            exit_code: exit.exit_code,
+            reason: exit.reason,
+            message: exit.message,
+            started_at: r.started_at,
+            finished_at: now(),
+            container_id: c.container_id(),
+        });
     }
 
     fn probe(&mut self, name: &str, run: u64, event: ProbeEvent) {
@@ -432,12 +433,7 @@ impl Worker {
                     State::Terminated(t) => t.exit_code,
                     _ => c.last.as_ref().map_or(1, |t| t.exit_code),
                 };
-                let restart = match self.restart_policy().as_str() {
-                    "Never" => false,
-                    "OnFailure" => code != 0,
-                    _ => true,
-                };
-                if !restart {
+                if !restarts(&self.restart_policy(), false, code) {
                     continue;
                 }
             }
@@ -657,7 +653,6 @@ impl Worker {
         let limit =
             |name: &str| resources.and_then(|r| r.limits.as_ref()).and_then(|l| l.get(name)).map(|q| q.0.clone());
         let launch = Launch {
-            pod_uid: self.uid.clone(),
             name: name.clone(),
             image: image.clone(),
             command: expand(&spec.command),

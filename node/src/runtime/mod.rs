@@ -26,7 +26,6 @@ pub struct Mount {
 /// Everything needed to start one container of a pod (after images, volumes and env are resolved).
 #[derive(Clone)]
 pub struct Launch {
-    pub pod_uid: String,
     pub name: String,
     pub image: String,
     /// `command` as Kubernetes gives it (replaces the image entrypoint); `None` keeps the image's.

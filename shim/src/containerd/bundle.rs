@@ -64,15 +64,7 @@ impl Bundle {
         let bad = |reason: String| ShimError::Bundle { bundle: path.to_path_buf(), reason };
         let process = spec.process().as_ref();
         let args = process.and_then(|p| p.args().clone()).unwrap_or_default();
-        let env = process
-            .and_then(|p| p.env().clone())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|kv| match kv.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (kv, String::new()),
-            })
-            .collect();
+        let env = crate::engine::env_pairs(process.and_then(|p| p.env().clone()).unwrap_or_default());
         let cwd = process.map(|p| p.cwd().to_string_lossy().into_owned()).filter(|c| !c.is_empty());
         let root = spec.root().as_ref().ok_or_else(|| bad("no root".into()))?;
         let rootfs = if root.path().is_absolute() { root.path().clone() } else { path.join(root.path()) };

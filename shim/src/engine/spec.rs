@@ -91,3 +91,14 @@ impl Exit {
         }
     }
 }
+
+/// An OCI-style environment list (`KEY=VALUE`, as image configs and runtime specs write it) as the
+/// pairs a [`RunSpec`] takes; an entry without `=` is a variable with an empty value.
+pub fn env_pairs(list: impl IntoIterator<Item = String>) -> Vec<(String, String)> {
+    list.into_iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (kv, String::new()),
+        })
+        .collect()
+}
