@@ -148,8 +148,7 @@ async fn sweep(deps: &Deps, keep: &HashSet<String>) {
     if removed > 0 {
         tracing::info!(removed, "swept sandboxes of pods that are gone");
     }
-    for root in [&deps.pods_root] {
-        let Ok(entries) = std::fs::read_dir(root) else { continue };
+    if let Ok(entries) = std::fs::read_dir(&deps.pods_root) {
         for entry in entries.flatten() {
             let uid = entry.file_name().to_string_lossy().into_owned();
             if !keep.contains(&uid) {
