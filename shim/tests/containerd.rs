@@ -1,6 +1,7 @@
 //! `containerd-shim-skiff-v1` driven by a real containerd 1.6 through `ctr`: output and exit codes, kill,
-//! delete, the compile cache, memory limits with the OOM event, bad bundles, and a guest serving HTTP on a
-//! network namespace's address. Needs root, containerd, ctr, umoci, skopeo and ip.
+//! delete, the compile cache, memory limits with the OOM event, bad bundles, a guest serving HTTP on a
+//! network namespace's address, and busybox (Linux) containers through runc, alone and in a pod with Wasm.
+//! Needs root, containerd, ctr, runc, umoci, skopeo, busybox-static and ip.
 
 mod common;
 
@@ -147,8 +148,11 @@ fn kill_delete_and_events() {
 fn bad_bundles_fail_clearly() {
     let ctd = Containerd::start();
     ctd.import_image();
-    let cases =
-        [("/nope.wasm", "no Wasm entry point"), ("/pause", "not a Wasm module"), ("/corrupt.wasm", "does not compile")];
+    let cases = [
+        ("/nope.wasm", "no Wasm entry point"),
+        ("/data/in-image.txt", "not a Wasm module"),
+        ("/corrupt.wasm", "does not compile"),
+    ];
     for (entry, expected) in cases {
         let out = ctd.run_rm(&unique("bad"), &[], &[entry]);
         let stderr = text(&out.stderr);
@@ -242,5 +246,218 @@ fn a_pods_containers_share_one_shim_and_the_sandbox_holds_it() {
     }
     assert_eq!(delete_task(&ctd, &pod), 143);
     assert!(ctd.ctr(&["containers", "delete", &pod]).status.success());
+    assert!(ctd.shims_gone(), "shims left running: {:?}", ctd.shim_pids());
+}
+
+/// The pid `ctr tasks ls` shows for task `id`.
+fn task_pid(ctd: &Containerd, id: &str) -> u32 {
+    let tasks = text(&ctd.ctr(&["tasks", "ls"]).stdout);
+    let line = tasks.lines().find(|l| l.split_whitespace().next() == Some(id));
+    let pid = line.and_then(|l| l.split_whitespace().nth(1)).and_then(|p| p.parse().ok());
+    pid.unwrap_or_else(|| panic!("no pid for {id}: {tasks}"))
+}
+
+/// Waits (bounded) until task `id` is STOPPED.
+fn wait_stopped(ctd: &Containerd, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text(&ctd.ctr(&["tasks", "ls"]).stdout).lines().any(|l| l.contains(id) && l.contains("STOPPED")) {
+        assert!(Instant::now() < deadline, "{id} did not stop: {}", ctd.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether process `pid` is gone (or only a zombie left to init).
+fn process_gone(pid: u32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return true,
+            Ok(stat) if stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')) => return true,
+            Ok(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    false
+}
+
+/// The parent pid of process `pid`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether anything is still mounted at a path naming `id`.
+fn mounted(id: &str) -> bool {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mountinfo.lines().filter_map(|l| l.split(' ').nth(4)).any(|p| p.contains(id))
+}
+
+#[test]
+fn runs_busybox_through_runc() {
+    let ctd = Containerd::start();
+    ctd.import_image();
+
+    let out = ctd.run_rm(&unique("sh"), &[], &["/bin/sh", "-c", "echo hi; echo oops >&2; exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}{}\n{}", text(&out.stdout), text(&out.stderr), ctd.log());
+    assert_eq!(text(&out.stdout), "hi\n");
+    assert!(text(&out.stderr).contains("oops"), "{}", text(&out.stderr));
+
+    // A bare name is found through PATH; env and args reach the process.
+    let out = ctd.run_rm(&unique("env"), &["--env", "GREETING=from runc"], &["sh", "-c", "echo $GREETING $0", "x"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "from runc x\n");
+
+    // runc's own failure reaches ctr: /pause is an ELF header without the exec bit.
+    let out = ctd.run_rm(&unique("noexec"), &[], &["/pause"]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "/pause ran");
+    assert!(stderr.contains("runc create") && stderr.contains("permission denied"), "{stderr}");
+
+    assert!(ctd.shims_gone(), "shims left running: {:?}", ctd.shim_pids());
+    assert_eq!(ctd.runc_containers(), Vec::<String>::new(), "runc state left");
+}
+
+#[test]
+fn a_linux_task_gets_signals_and_leaves_nothing_behind() {
+    let ctd = Containerd::start();
+    ctd.import_image();
+
+    // SIGTERM reaches the process, which handles it.
+    let id = unique("trap");
+    let script = "trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.1; done";
+    let mut run = CtrChild(Some(
+        ctd.ctr_cmd(&["run", "--rm", "--runtime", RUNTIME, IMAGE, &id, "/bin/sh", "-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ctr run"),
+    ));
+    let child = run.0.as_mut().expect("child");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("ready"));
+    let kill = ctd.ctr(&["tasks", "kill", &id]);
+    assert!(kill.status.success(), "kill: {}", text(&kill.stderr));
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("got TERM"));
+    assert_eq!(child.wait().expect("wait ctr run").code(), Some(7));
+
+    // A detached sleep: the task's pid is the real process, a child of the shim.
+    let id = unique("sleep");
+    let out = ctd.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, IMAGE, &id, "/bin/sleep", "300"]);
+    assert!(out.status.success(), "run -d: {}", text(&out.stderr));
+    let pid = task_pid(&ctd, &id);
+    let shims = ctd.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    assert_ne!(pid, shims[0] as u32, "the task pid is the shim's");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("the task's process");
+    assert!(text(&cmdline).contains("sleep"), "{}", text(&cmdline));
+    assert_eq!(parent_of(pid), Some(shims[0] as u32), "the shim reaps the container's init");
+    assert_eq!(ctd.runc_containers(), vec![id.clone()]);
+
+    assert!(ctd.ctr(&["tasks", "kill", "-s", "SIGKILL", &id]).status.success());
+    wait_stopped(&ctd, &id);
+    assert_eq!(delete_task(&ctd, &id), 137);
+    assert!(ctd.ctr(&["containers", "delete", &id]).status.success());
+    assert!(process_gone(pid), "the container's process is still running");
+    assert_eq!(ctd.runc_containers(), Vec::<String>::new(), "runc state left");
+    assert!(!mounted(&id), "the rootfs is still mounted");
+    assert!(ctd.shims_gone(), "shims left running: {:?}", ctd.shim_pids());
+}
+
+#[test]
+fn a_dead_shims_linux_containers_are_removed() {
+    let ctd = Containerd::start();
+    ctd.import_image();
+    let id = unique("orphan");
+    let out = ctd.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, IMAGE, &id, "/bin/sleep", "300"]);
+    assert!(out.status.success(), "run -d: {}", text(&out.stderr));
+    let pid = task_pid(&ctd, &id);
+    for shim in ctd.shim_pids() {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim), nix::sys::signal::SIGKILL).expect("kill the shim");
+    }
+    // containerd sees the shim die and runs its `delete` command, which removes the runc container.
+    assert!(process_gone(pid), "the container outlived its shim");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ctd.runc_containers().is_empty() {
+        assert!(Instant::now() < deadline, "runc state left: {:?}", ctd.runc_containers());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = ctd.ctr(&["tasks", "delete", &id]);
+    assert!(ctd.ctr(&["containers", "delete", &id]).status.success());
+    assert!(!mounted(&id), "the rootfs is still mounted");
+}
+
+#[test]
+fn a_pod_mixes_wasm_and_linux_containers_in_one_shim() {
+    let ctd = Containerd::start();
+    ctd.import_image();
+    let pod = unique("mixpod");
+    let sandbox_id = format!("--annotation=io.kubernetes.cri.sandbox-id={pod}");
+    let app_kind = "--annotation=io.kubernetes.cri.container-type=container";
+    let run_d = |id: &str, kind: &str, args: &[&str]| {
+        let kind = format!("--annotation=io.kubernetes.cri.container-type={kind}");
+        let mut all = vec!["run", "-d", "--null-io", "--runtime", RUNTIME, &kind, &sandbox_id, IMAGE, id];
+        all.extend_from_slice(args);
+        let out = ctd.ctr(&all);
+        assert!(out.status.success(), "run {id}: {}", text(&out.stderr));
+    };
+    run_d(&pod, "sandbox", &["/pause"]);
+    let wasm = unique("wasmapp");
+    run_d(&wasm, "container", &["/tool.wasm", "forever"]);
+    let linux = unique("linuxapp");
+    run_d(&linux, "container", &["/bin/sleep", "300"]);
+
+    let shims = ctd.shim_pids();
+    assert_eq!(shims.len(), 1, "one shim process for the pod: {shims:?}");
+    let shim = shims[0] as u32;
+    assert_eq!((task_pid(&ctd, &pod), task_pid(&ctd, &wasm)), (shim, shim));
+    let linux_pid = task_pid(&ctd, &linux);
+    assert_ne!(linux_pid, shim);
+    assert_eq!(parent_of(linux_pid), Some(shim));
+    let tasks = text(&ctd.ctr(&["tasks", "ls"]).stdout);
+    for id in [&pod, &wasm, &linux] {
+        assert!(tasks.lines().any(|l| l.contains(id.as_str()) && l.contains("RUNNING")), "{id}: {tasks}");
+    }
+
+    // As CRI does, a container joins the sandbox's IPC and UTS namespaces by /proc path: the sandbox's pid
+    // is the shim's, so the Linux container gets new ones instead of the host's.
+    let ipc = format!("ipc:/proc/{shim}/ns/ipc");
+    let uts = format!("uts:/proc/{shim}/ns/uts");
+    let flags = [app_kind, &sandbox_id, "--with-ns", &ipc, "--with-ns", &uts];
+    let out = ctd.run_rm(&unique("nsapp"), &flags, &["/bin/readlink", "/proc/self/ns/ipc"]);
+    assert!(out.status.success(), "{}\n{}", text(&out.stderr), ctd.log());
+    let host_ipc = std::fs::read_link(format!("/proc/{shim}/ns/ipc")).expect("the shim's ipc namespace");
+    assert!(text(&out.stdout).starts_with("ipc:["), "{}", text(&out.stdout));
+    assert_ne!(text(&out.stdout).trim(), host_ipc.to_string_lossy(), "the container joined the host's IPC");
+    assert_eq!(ctd.shim_pids(), shims, "the run joined the pod's shim");
+
+    for id in [&wasm, &linux] {
+        assert!(ctd.ctr(&["tasks", "kill", "-s", "SIGKILL", id]).status.success());
+        wait_stopped(&ctd, id);
+        assert_eq!(delete_task(&ctd, id), 137);
+        assert!(ctd.ctr(&["containers", "delete", id]).status.success());
+    }
+    assert!(process_gone(linux_pid));
+    assert_eq!(ctd.runc_containers(), Vec::<String>::new(), "runc state left");
+    assert!(ctd.ctr(&["tasks", "kill", &pod]).status.success());
+    wait_stopped(&ctd, &pod);
+    assert_eq!(delete_task(&ctd, &pod), 143);
+    assert!(ctd.ctr(&["containers", "delete", &pod]).status.success());
+    assert!(ctd.shims_gone(), "shims left running: {:?}", ctd.shim_pids());
+}
+
+#[test]
+fn a_linux_container_joins_the_network_namespace() {
+    let ctd = Containerd::start();
+    ctd.import_image();
+    let ns = NetNs::new();
+    let with_ns = format!("network:{}", ns.path());
+    let out = ctd.run_rm(
+        &unique("netlinux"),
+        &["--with-ns", &with_ns],
+        &["/bin/sh", "-c", "cat /proc/net/dev; ifconfig eth0"],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.lines().any(|l| l.trim_start().starts_with("eth0:")), "{stdout}");
+    assert!(stdout.contains(&format!("inet addr:{}", ns.pod_ip)), "{stdout}");
     assert!(ctd.shims_gone(), "shims left running: {:?}", ctd.shim_pids());
 }

@@ -1,6 +1,7 @@
-//! One task (container) of the shim: created with its compiled program and opened stdio, started on its own
-//! executor thread in the bundle's network namespace, killed through cancellation, and stopped with an
-//! exit status containerd understands.
+//! One task (container) of the shim: a Wasm program, created with its compiled program and opened stdio,
+//! started on its own executor thread in the bundle's network namespace and killed through cancellation; a
+//! Linux program run through runc; or a process-less CRI sandbox. Each stops with an exit status
+//! containerd understands.
 
 use std::fs::File;
 use std::future::Future;
@@ -19,6 +20,7 @@ use super::bundle::Bundle;
 use super::error::ShimError;
 use super::events::Events;
 use super::executor;
+use super::linux::LinuxTask;
 use super::stdio::StdioPaths;
 use crate::engine::{Exit, Program, RunSpec, WasmEngine};
 
@@ -34,6 +36,8 @@ pub enum Job {
     Wasm { program: Program, spec: RunSpec, http_port: Option<u16> },
     /// A CRI pod sandbox (pause) container: holds the pod until killed, runs nothing.
     Sandbox,
+    /// A Linux (ELF or script) container, created through runc and waiting to be started.
+    Linux(Arc<LinuxTask>),
 }
 
 /// Where a container is in its life.
@@ -50,6 +54,8 @@ pub struct Container {
     pub stdio: StdioPaths,
     /// Whether the shim mounted the rootfs (and so unmounts it on delete).
     pub rootfs_mounted: bool,
+    /// The runc container of a Linux job, for its whole life.
+    pub linux: Option<Arc<LinuxTask>>,
     job: Mutex<Option<Job>>,
     /// A handle on the guest's stderr, to tell why the shim stopped it (trap, out of memory).
     notes: Mutex<Option<File>>,
@@ -65,13 +71,18 @@ impl Container {
                 Some(crate::engine::Output::File(f)) => f.try_clone().ok(),
                 _ => None,
             },
-            Job::Sandbox => None,
+            Job::Sandbox | Job::Linux(_) => None,
+        };
+        let linux = match &job {
+            Job::Linux(task) => Some(Arc::clone(task)),
+            Job::Wasm { .. } | Job::Sandbox => None,
         };
         Self {
             id,
             bundle,
             stdio,
             rootfs_mounted,
+            linux,
             job: Mutex::new(Some(job)),
             notes: Mutex::new(notes),
             status: watch::channel(Status::Created).0,
@@ -84,13 +95,18 @@ impl Container {
         self.status.borrow().clone()
     }
 
-    /// Starts the job on its executor thread; its end is recorded (and published) by a task on the caller's
-    /// runtime.
-    pub fn start(
+    /// The pid containerd sees for this task: a Linux container's init, else the shim's own (`shim_pid`).
+    pub fn pid(&self, shim_pid: u32) -> u32 {
+        self.linux.as_ref().map_or(shim_pid, |task| task.pid)
+    }
+
+    /// Starts the job: a Wasm program on its executor thread, a Linux one through `runc start`. Its end is
+    /// recorded (and published) by a task on the caller's runtime.
+    pub async fn start(
         self: &Arc<Self>,
         engine: Option<Arc<WasmEngine>>,
         events: Arc<Events>,
-        pid: u32,
+        shim_pid: u32,
     ) -> Result<(), ShimError> {
         let state = |state| ShimError::State { id: self.id.clone(), state, action: "start" };
         let job = match self.status() {
@@ -105,6 +121,14 @@ impl Container {
                 cancel.cancelled().await;
                 Ok(Exit::Killed)
             }),
+            Job::Linux(task) => {
+                if let Err(e) = task.start().await {
+                    // Still created: a later kill or delete removes it.
+                    *self.job.lock() = Some(Job::Linux(task));
+                    return Err(e);
+                }
+                Box::pin(async move { Ok(Exit::Code(task.wait().await as i32)) })
+            }
             Job::Wasm { program, mut spec, http_port } => {
                 let engine = engine.ok_or(ShimError::Thread("no engine".into()))?;
                 spec.cancel = Some(cancel);
@@ -131,13 +155,13 @@ impl Container {
         self.status.send_replace(Status::Running);
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            this.finish(done.await, &events, pid).await;
+            this.finish(done.await, &events, shim_pid).await;
         });
         Ok(())
     }
 
     /// Records how the guest ended, tells its stderr why the shim stopped it, and publishes OOM and exit.
-    async fn finish(&self, exit: Result<Exit, String>, events: &Events, pid: u32) {
+    async fn finish(&self, exit: Result<Exit, String>, events: &Events, shim_pid: u32) {
         let (code, note) = match &exit {
             Ok(Exit::Code(c)) => ((*c as u32) & 0xff, None),
             Ok(Exit::Trap(message)) => (1, Some(format!("skiff: the guest trapped: {message}"))),
@@ -159,15 +183,19 @@ impl Container {
         if matches!(exit, Ok(Exit::OutOfMemory)) {
             events.oom(&self.id).await;
         }
-        events.exited(&self.id, pid, code, &at).await;
+        events.exited(&self.id, self.pid(shim_pid), code, &at).await;
     }
 
-    /// Sends `signal`: any terminating signal stops the guest (it cannot handle signals); those whose
-    /// default is to ignore or stop (SIGCHLD, SIGCONT, SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU, SIGURG, SIGWINCH)
-    /// and 0 do nothing. A created task never started stops at once.
-    pub async fn kill(&self, signal: u32, events: &Events, pid: u32) {
+    /// Sends `signal`. A Linux container gets it through runc (to all its processes with `all`). For a Wasm
+    /// guest any terminating signal stops it (it cannot handle signals); those whose default is to ignore
+    /// or stop (SIGCHLD, SIGCONT, SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU, SIGURG, SIGWINCH) and 0 do nothing. A
+    /// created task never started stops at once (a Linux one with SIGKILL).
+    pub async fn kill(&self, signal: u32, all: bool, events: &Events, shim_pid: u32) -> Result<(), ShimError> {
+        if let Some(task) = &self.linux {
+            return self.kill_linux(task, signal, all, events).await;
+        }
         if matches!(signal, 0 | 17..=23 | 28) {
-            return;
+            return Ok(());
         }
         self.signal.store(signal, Ordering::Relaxed);
         match self.status() {
@@ -176,10 +204,31 @@ impl Container {
                 self.notes.lock().take();
                 let (code, at) = (128 + signal, now());
                 self.status.send_replace(Status::Stopped { code, at: at.clone() });
-                events.exited(&self.id, pid, code, &at).await;
+                events.exited(&self.id, shim_pid, code, &at).await;
             }
             Status::Running => self.cancel.cancel(),
             Status::Stopped { .. } => {}
+        }
+        Ok(())
+    }
+
+    async fn kill_linux(&self, task: &LinuxTask, signal: u32, all: bool, events: &Events) -> Result<(), ShimError> {
+        match self.status() {
+            Status::Stopped { .. } => Ok(()),
+            Status::Created if self.job.lock().take().is_some() => {
+                if let Err(e) = task.kill(SIGKILL, false).await {
+                    tracing::warn!(error = %e, "killing a created container");
+                }
+                let (code, at) = (task.wait().await, now());
+                self.status.send_replace(Status::Stopped { code, at: at.clone() });
+                events.exited(&self.id, task.pid, code, &at).await;
+                Ok(())
+            }
+            // Running, or being started right now.
+            Status::Created | Status::Running => match task.kill(signal, all).await {
+                Err(_) if matches!(self.status(), Status::Stopped { .. }) => Ok(()),
+                result => result,
+            },
         }
     }
 

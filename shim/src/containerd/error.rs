@@ -29,6 +29,10 @@ pub enum ShimError {
     NetNs { path: PathBuf, reason: String },
     #[error("starting the guest thread: {0}")]
     Thread(String),
+    #[error("runc {action} {id}: {message}")]
+    Runc { action: &'static str, id: String, message: String },
+    #[error("watching the shim's child processes: {0}")]
+    Reaper(String),
     #[error(transparent)]
     Engine(#[from] EngineError),
 }

@@ -4,6 +4,12 @@
 //! sandbox); [`TaskService`] the task API containerd drives over ttrpc. A bundle's first process arg names
 //! a `.wasm` file in its rootfs; bind mounts become preopened directories, the spec's network namespace the
 //! guest's network, its memory limit the guest's memory cap and its CPU quota the guest's CPU share.
+//!
+//! A container whose first arg names an ELF binary or a `#!` script instead is a Linux container: the
+//! shim runs it through `runc` on its bundle (state under `SKIFF_SHIM_RUNC_ROOT`/<namespace>), with the
+//! init's real pid as the task's, so one runtime (and one RuntimeClass) serves pods that mix both. CRI
+//! sandbox containers run no process: a Linux container gets new IPC/UTS/PID namespaces where CRI would
+//! join the sandbox's, and the sandbox's hostname.
 
 mod bundle;
 mod container;
@@ -11,13 +17,17 @@ mod entry;
 mod error;
 mod events;
 mod executor;
+mod linux;
+mod linux_spec;
 mod logging;
 mod rootfs;
+mod runc;
 mod shim;
 mod stdio;
 mod task;
 
 pub use bundle::{Bundle, NetNs, DEFAULT_HTTP_PORT, HTTP_PORT, HTTP_PORT_ENV};
 pub use error::ShimError;
+pub use runc::{DEFAULT_RUNC_ROOT, RUNC_BINARY_ENV, RUNC_ROOT_ENV};
 pub use shim::{run, SkiffShim, RUNTIME_ID};
 pub use task::{TaskService, CACHE_ENV, DEFAULT_CACHE_DIR};

@@ -15,6 +15,7 @@ use oci_spec::runtime::Spec;
 use super::bundle::SANDBOX_ID;
 use super::container::now;
 use super::events::Events;
+use super::runc::Runc;
 use super::task::TaskService;
 use super::{logging, rootfs};
 
@@ -25,6 +26,8 @@ pub const RUNTIME_ID: &str = "io.containerd.skiff.v1";
 pub struct SkiffShim {
     exit: Arc<ExitSignal>,
     namespace: String,
+    /// The container containerd names in the `start` and `delete` commands.
+    id: String,
     bundle: PathBuf,
 }
 
@@ -45,7 +48,12 @@ impl Shim for SkiffShim {
         } else {
             PathBuf::from(&flags.bundle)
         };
-        SkiffShim { exit: Arc::new(ExitSignal::default()), namespace: flags.namespace.clone(), bundle }
+        SkiffShim {
+            exit: Arc::new(ExitSignal::default()),
+            namespace: flags.namespace.clone(),
+            id: flags.id.clone(),
+            bundle,
+        }
     }
 
     async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
@@ -60,7 +68,11 @@ impl Shim for SkiffShim {
     }
 
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
-        // The serving shim is gone: its guests with it. Leave no rootfs mounted.
+        // The serving shim is gone: its guests with it. A Linux container outlived it: runc removes it
+        // (nothing when it was not one). Leave no rootfs mounted.
+        if let Err(e) = Runc::new(&self.namespace).delete(&self.id, &self.bundle).await {
+            tracing::error!(error = %e, "removing the runc container");
+        }
         if let Err(e) = rootfs::unmount(&self.bundle.join("rootfs")) {
             tracing::error!(error = %e, "cleaning up the rootfs");
         }
@@ -72,6 +84,6 @@ impl Shim for SkiffShim {
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
-        TaskService::new(Events::new(publisher, self.namespace.clone()), Arc::clone(&self.exit))
+        TaskService::new(Events::new(publisher, self.namespace.clone()), Arc::clone(&self.exit), &self.namespace)
     }
 }

@@ -1,6 +1,7 @@
 //! The task service containerd drives (runtime v2, `containerd.task.v2.Task`): Create, Start, Wait, Kill,
-//! Delete, State, Pids, Connect, Shutdown and Stats for the Wasm containers of one shim (a pod, or one
-//! `ctr run`); Exec, Pause, Resume, Checkpoint, Update and ResizePty answer "not implemented".
+//! Delete, State, Pids, Connect, Shutdown and Stats for the containers of one shim (a pod, or one `ctr run`):
+//! Wasm ones in the engine, Linux (ELF or script) ones through runc, CRI sandboxes without a process. Exec,
+//! Pause, Resume, Checkpoint, Update and ResizePty answer "not implemented".
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,13 +20,15 @@ use containerd_shim::{ExitSignal, Task, TtrpcContext, TtrpcResult};
 use parking_lot::Mutex;
 use tracing::Instrument;
 
-use super::bundle::Bundle;
+use super::bundle::{Bundle, SANDBOX_ID};
 use super::container::{Container, Job, Status};
 use super::entry::Entry;
 use super::error::ShimError;
 use super::events::Events;
-use super::rootfs;
+use super::linux::LinuxTask;
+use super::runc::Runc;
 use super::stdio::StdioPaths;
+use super::{linux_spec, rootfs};
 use crate::engine::{Preopen, RunSpec, WasmEngine};
 
 /// Where compiled code is cached unless `SKIFF_SHIM_CACHE` says otherwise.
@@ -33,21 +36,28 @@ pub const DEFAULT_CACHE_DIR: &str = "/var/lib/skiff-shim/cache";
 /// The environment variable naming the compile cache directory.
 pub const CACHE_ENV: &str = "SKIFF_SHIM_CACHE";
 
-/// The shim's task service: its containers, the engine (made on the first Wasm container) and its events.
+/// The shim's task service: its containers, the engine (made on the first Wasm container), runc (for Linux
+/// containers) and its events.
 pub struct TaskService {
     containers: Mutex<HashMap<String, Arc<Container>>>,
     engine: Mutex<Option<Arc<WasmEngine>>>,
+    runc: Arc<Runc>,
+    /// The hostname of each pod sandbox of this shim (by sandbox id), for its Linux containers.
+    hostnames: Mutex<HashMap<String, String>>,
     events: Arc<Events>,
     exit: Arc<ExitSignal>,
-    /// The pid containerd sees for every task: the shim's own (guests are threads of it).
+    /// The shim's own pid: the task pid of Wasm guests (threads of it) and sandboxes.
     pid: u32,
 }
 
 impl TaskService {
-    pub fn new(events: Events, exit: Arc<ExitSignal>) -> Self {
+    /// The task service of a shim serving containerd namespace `namespace`.
+    pub fn new(events: Events, exit: Arc<ExitSignal>, namespace: &str) -> Self {
         Self {
             containers: Mutex::new(HashMap::new()),
             engine: Mutex::new(None),
+            runc: Arc::new(Runc::new(namespace)),
+            hostnames: Mutex::new(HashMap::new()),
             events: Arc::new(events),
             exit,
             pid: std::process::id(),
@@ -83,7 +93,7 @@ impl TaskService {
             stderr: req.stderr.clone(),
             terminal: req.terminal,
         };
-        let job = match self.prepare(&bundle, &stdio).await {
+        let job = match self.prepare(&req.id, &bundle, &stdio).await {
             Ok(job) => job,
             Err(e) => {
                 if mounted {
@@ -93,18 +103,36 @@ impl TaskService {
             }
         };
         let container = Arc::new(Container::new(req.id.clone(), bundle, stdio.clone(), mounted, job));
+        let pid = container.pid(self.pid);
         self.containers.lock().insert(req.id.clone(), container);
-        self.events.created(&req.id, &req.bundle, &req.rootfs, &stdio, self.pid).await;
-        Ok(self.pid)
+        self.events.created(&req.id, &req.bundle, &req.rootfs, &stdio, pid).await;
+        Ok(pid)
     }
 
-    /// What the container will run: its Wasm entry compiled (or from the cache) with its run spec, or
-    /// nothing for a CRI sandbox container.
-    async fn prepare(&self, bundle: &Bundle, stdio: &StdioPaths) -> Result<Job, ShimError> {
+    /// The id of the pod sandbox a container belongs to (a sandbox's is its own).
+    fn sandbox_id<'a>(id: &'a str, bundle: &'a Bundle) -> &'a str {
+        bundle.annotations.get(SANDBOX_ID).map_or(id, String::as_str)
+    }
+
+    /// What the container will run: its Wasm entry compiled (or from the cache) with its run spec, a Linux
+    /// program created through runc, or nothing for a CRI sandbox container (whose hostname is kept).
+    async fn prepare(&self, id: &str, bundle: &Bundle, stdio: &StdioPaths) -> Result<Job, ShimError> {
         if bundle.is_sandbox() {
+            if let Some(hostname) = linux_spec::hostname(&bundle.path) {
+                self.hostnames.lock().insert(Self::sandbox_id(id, bundle).to_string(), hostname);
+            }
             return Ok(Job::Sandbox);
         }
-        let entry = Entry::find(bundle)?;
+        let entry = match Entry::find(bundle)? {
+            Entry::Wasm(entry) => entry,
+            Entry::Linux { guest_path } => {
+                tracing::info!(path = %guest_path, "a Linux program: running it through runc");
+                let hostname = self.hostnames.lock().get(Self::sandbox_id(id, bundle)).cloned();
+                let runc = Arc::clone(&self.runc);
+                let task = LinuxTask::create(runc, id, &bundle.path, stdio, hostname.as_deref()).await?;
+                return Ok(Job::Linux(Arc::new(task)));
+            }
+        };
         let started = std::time::Instant::now();
         let engine = self.engine()?;
         let engine_ms = started.elapsed().as_millis();
@@ -149,17 +177,42 @@ impl TaskService {
                 return Err(ShimError::State { id: id.into(), state: "running", action: "delete" });
             }
             Status::Created => {
-                container.kill(9, &self.events, self.pid).await;
+                container.kill(9, false, &self.events, self.pid).await?;
                 container.wait().await
             }
             Status::Stopped { code, at } => (code, at),
         };
+        if let Some(task) = &container.linux {
+            task.delete().await?;
+        }
         if container.rootfs_mounted {
             rootfs::unmount(&container.bundle.rootfs)?;
         }
         self.containers.lock().remove(id);
-        self.events.deleted(id, self.pid, code, &at).await;
-        Ok(DeleteResponse { pid: self.pid, exit_status: code, exited_at: Some(at).into(), ..Default::default() })
+        if container.bundle.is_sandbox() {
+            self.hostnames.lock().remove(Self::sandbox_id(id, &container.bundle));
+        }
+        let pid = container.pid(self.pid);
+        self.events.deleted(id, pid, code, &at).await;
+        Ok(DeleteResponse { pid, exit_status: code, exited_at: Some(at).into(), ..Default::default() })
+    }
+
+    /// Removes every Linux container (runc kills what still runs) and unmounts its rootfs: the shim is
+    /// about to exit, and nothing of runc's may outlive it.
+    async fn remove_linux_containers(&self) {
+        let linux: Vec<Arc<Container>> =
+            self.containers.lock().values().filter(|c| c.linux.is_some()).cloned().collect();
+        for container in linux {
+            let Some(task) = &container.linux else { continue };
+            if let Err(e) = task.delete().await {
+                tracing::error!(id = %container.id, error = %e, "removing a Linux container at shutdown");
+            }
+            if container.rootfs_mounted {
+                if let Err(e) = rootfs::unmount(&container.bundle.rootfs) {
+                    tracing::error!(id = %container.id, error = %e, "unmounting at shutdown");
+                }
+            }
+        }
     }
 
     fn state(&self, id: &str) -> Result<StateResponse, ShimError> {
@@ -172,7 +225,7 @@ impl TaskService {
         Ok(StateResponse {
             id: c.id.clone(),
             bundle: c.bundle.path.to_string_lossy().into_owned(),
-            pid: self.pid,
+            pid: c.pid(self.pid),
             status: status.into(),
             stdin: c.stdio.stdin.clone(),
             stdout: c.stdio.stdout.clone(),
@@ -208,16 +261,20 @@ impl Task for TaskService {
     }
 
     async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
-        let _span = tracing::info_span!("start", id = %req.id).entered();
+        let span = tracing::info_span!("start", id = %req.id);
         no_exec(&req.exec_id)?;
         let container = self.container(&req.id)?;
         let engine = self.engine.lock().clone();
-        container.start(engine, Arc::clone(&self.events), self.pid)?;
+        container
+            .start(engine, Arc::clone(&self.events), self.pid)
+            .instrument(span)
+            .await
+            .inspect_err(|e| tracing::error!(id = %req.id, error = %e, "start"))?;
         let events = Arc::clone(&self.events);
-        let (id, pid) = (req.id.clone(), self.pid);
+        let (id, pid) = (req.id.clone(), container.pid(self.pid));
         // Published after this reply is sent, as containerd expects TaskStart after Start returns.
         tokio::spawn(async move { events.started(&id, pid).await });
-        Ok(StartResponse { pid: self.pid, ..Default::default() })
+        Ok(StartResponse { pid, ..Default::default() })
     }
 
     async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
@@ -231,7 +288,7 @@ impl Task for TaskService {
         let span = tracing::info_span!("kill", id = %req.id, signal = req.signal);
         no_exec(&req.exec_id)?;
         let container = self.container(&req.id)?;
-        container.kill(req.signal, &self.events, self.pid).instrument(span).await;
+        container.kill(req.signal, req.all, &self.events, self.pid).instrument(span).await?;
         Ok(Empty::default())
     }
 
@@ -247,15 +304,16 @@ impl Task for TaskService {
     }
 
     async fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
-        self.container(&req.id)?;
-        let process = ProcessInfo { pid: self.pid, ..Default::default() };
+        let container = self.container(&req.id)?;
+        let process = ProcessInfo { pid: container.pid(self.pid), ..Default::default() };
         Ok(PidsResponse { processes: vec![process], ..Default::default() })
     }
 
-    async fn connect(&self, _ctx: &TtrpcContext, _req: ConnectRequest) -> TtrpcResult<ConnectResponse> {
+    async fn connect(&self, _ctx: &TtrpcContext, req: ConnectRequest) -> TtrpcResult<ConnectResponse> {
+        let task_pid = self.container(&req.id).map_or(self.pid, |c| c.pid(self.pid));
         Ok(ConnectResponse {
             shim_pid: self.pid,
-            task_pid: self.pid,
+            task_pid,
             version: env!("CARGO_PKG_VERSION").into(),
             ..Default::default()
         })
@@ -264,6 +322,7 @@ impl Task for TaskService {
     async fn shutdown(&self, _ctx: &TtrpcContext, req: ShutdownRequest) -> TtrpcResult<Empty> {
         if req.now || self.containers.lock().is_empty() {
             tracing::info!("shutting down");
+            self.remove_linux_containers().await;
             self.exit.signal();
         }
         Ok(Empty::default())
@@ -278,8 +337,11 @@ impl Task for TaskService {
         Ok(StatsResponse { stats: Some(any).into(), ..Default::default() })
     }
 
-    async fn close_io(&self, _ctx: &TtrpcContext, _req: CloseIORequest) -> TtrpcResult<Empty> {
-        // Guests get no stdin, so there is nothing to close.
+    async fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> TtrpcResult<Empty> {
+        // Wasm guests get no stdin, so there is nothing to close; a Linux container's stdin reaches EOF.
+        if let Some(task) = self.container(&req.id)?.linux.as_ref() {
+            task.close_stdin();
+        }
         Ok(Empty::default())
     }
 

@@ -1,6 +1,7 @@
-//! Test harness for the shim against a real containerd: a private containerd (own root, state, socket,
-//! and the shim under test on its PATH), test images built offline with umoci and imported with `ctr`,
-//! network namespaces with a veth to the host. Everything is removed on drop, also when a test fails.
+//! Test harness for the shim against a real containerd: a private containerd (own root, state, socket, runc
+//! state root, and the shim under test on its PATH), test images built offline with umoci and imported
+//! with `ctr`, network namespaces with a veth to the host. Everything is removed on drop, also when a test
+//! fails.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -13,10 +14,14 @@ use std::time::{Duration, Instant};
 pub const RUNTIME: &str = "io.containerd.skiff.v1";
 /// The ctr namespace the tests use.
 pub const NS: &str = "skiff-shim-test";
-/// The image every test imports: the guests below at `/`, entrypoint `/hello.wasm`.
+/// The image every test imports: the guests below at `/`, busybox in `/bin`, entrypoint `/hello.wasm`.
 pub const IMAGE: &str = "skiff.test/guests:1";
 /// Guests copied into the test image.
 const GUESTS: &[&str] = &["hello", "crasher", "tool", "hello-http", "memory-hog", "busy-loop"];
+/// The static busybox copied into the test image's `/bin`.
+const BUSYBOX: &str = "/usr/bin/busybox";
+/// busybox applets linked in the test image's `/bin`.
+const APPLETS: &[&str] = &["sh", "echo", "sleep", "cat", "hostname", "ifconfig", "readlink", "ls"];
 
 /// A name unique to this test process and call.
 pub fn unique(prefix: &str) -> String {
@@ -78,6 +83,7 @@ impl Containerd {
             .arg(root.join("containerd.sock"))
             .env("PATH", path)
             .env("SKIFF_SHIM_CACHE", root.join("cache"))
+            .env("SKIFF_SHIM_RUNC_ROOT", root.join("runc"))
             .env("SKIFF_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -105,6 +111,17 @@ impl Containerd {
         self.dir.path().join("cache")
     }
 
+    /// runc's state root for the test namespace (the shim's, under this containerd's directory).
+    pub fn runc_root(&self) -> PathBuf {
+        self.dir.path().join("runc").join(NS)
+    }
+
+    /// The containers runc still has state for.
+    pub fn runc_containers(&self) -> Vec<String> {
+        let entries = std::fs::read_dir(self.runc_root()).into_iter().flatten().flatten();
+        entries.map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+    }
+
     /// containerd's output so far (it includes the shims' logs).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
@@ -122,7 +139,8 @@ impl Containerd {
         self.ctr_cmd(args).output().expect("run ctr")
     }
 
-    /// Imports the test image (guests at `/`, entrypoint `/hello.wasm`, plus `/corrupt.wasm` and `/pause`).
+    /// Imports the test image (guests at `/`, entrypoint `/hello.wasm`, plus `/corrupt.wasm`, busybox in
+    /// `/bin`, and `/pause`: an ELF header without the exec bit).
     pub fn import_image(&self) {
         let work = self.dir.path().join("image");
         let layout = work.join("layout");
@@ -138,6 +156,11 @@ impl Containerd {
         }
         std::fs::write(rootfs.join("corrupt.wasm"), b"\0asm\x01\0\0\0this is not wasm").expect("corrupt");
         std::fs::write(rootfs.join("pause"), b"\x7fELF not wasm").expect("pause");
+        std::fs::create_dir_all(rootfs.join("bin")).expect("bin dir");
+        std::fs::copy(BUSYBOX, rootfs.join("bin/busybox")).expect("copy busybox");
+        for applet in APPLETS {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("applet link");
+        }
         std::fs::create_dir_all(rootfs.join("data")).expect("data dir");
         std::fs::write(rootfs.join("data/in-image.txt"), b"from the image").expect("file");
         run(Command::new("umoci").args(["repack", "--image", &tag]).arg(&bundle));
@@ -220,6 +243,10 @@ impl Drop for Containerd {
         }
         for pid in self.shim_pids() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        }
+        // Linux containers a dead shim left (their processes, cgroups and state).
+        for id in self.runc_containers() {
+            let _ = Command::new("runc").arg("--root").arg(self.runc_root()).args(["delete", "--force", &id]).output();
         }
         for socket in sockets {
             let _ = std::fs::remove_file(socket);
