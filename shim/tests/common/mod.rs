@@ -68,7 +68,10 @@ impl Containerd {
         // Only what `ctr run` needs: no CRI plugin (its own networking), nothing listening on TCP.
         std::fs::write(root.join("config.toml"), "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n")
             .expect("config");
-        let shim = PathBuf::from(env!("CARGO_BIN_EXE_containerd-shim-skiff-v1"));
+        // SKIFF_SHIM_TEST_BIN names another build of the shim (e.g. a copy taken out of a shared target dir).
+        let shim = std::env::var_os("SKIFF_SHIM_TEST_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_containerd-shim-skiff-v1")));
         let shim_dir = shim.parent().expect("the shim's directory");
         let path = format!("{}:{}", shim_dir.display(), std::env::var("PATH").unwrap_or_default());
         let log = std::fs::File::create(root.join("containerd.log")).expect("log");
