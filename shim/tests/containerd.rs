@@ -399,7 +399,22 @@ fn a_pod_mixes_wasm_and_linux_containers_in_one_shim() {
         let out = ctd.ctr(&all);
         assert!(out.status.success(), "run {id}: {}", text(&out.stderr));
     };
-    run_d(&pod, "sandbox", &["/pause"]);
+    // The sandbox comes from a spec of its own (as CRI writes it), to give the pod a hostname.
+    let sandbox_dir = tempfile::tempdir().expect("tempdir");
+    let hostname = format!("host-{pod}");
+    let sandbox_spec = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": sandbox_dir.path()},
+        "hostname": hostname,
+        "process": {"args": ["/pause"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+        "linux": {"namespaces": [{"type": "uts"}, {"type": "ipc"}]},
+        "annotations": {"io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri.sandbox-id": pod}
+    });
+    let config = sandbox_dir.path().join("config.json");
+    std::fs::write(&config, sandbox_spec.to_string()).expect("sandbox spec");
+    let config = config.to_str().expect("utf-8");
+    let out = ctd.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, "--config", config, &pod]);
+    assert!(out.status.success(), "sandbox: {}", text(&out.stderr));
     let wasm = unique("wasmapp");
     run_d(&wasm, "container", &["/tool.wasm", "forever"]);
     let linux = unique("linuxapp");
@@ -418,15 +433,19 @@ fn a_pod_mixes_wasm_and_linux_containers_in_one_shim() {
     }
 
     // As CRI does, a container joins the sandbox's IPC and UTS namespaces by /proc path: the sandbox's pid
-    // is the shim's, so the Linux container gets new ones instead of the host's.
+    // is the shim's, so the Linux container gets new ones instead of the host's, and the pod's hostname.
     let ipc = format!("ipc:/proc/{shim}/ns/ipc");
     let uts = format!("uts:/proc/{shim}/ns/uts");
     let flags = [app_kind, &sandbox_id, "--with-ns", &ipc, "--with-ns", &uts];
-    let out = ctd.run_rm(&unique("nsapp"), &flags, &["/bin/readlink", "/proc/self/ns/ipc"]);
+    let out = ctd.run_rm(&unique("nsapp"), &flags, &["/bin/sh", "-c", "hostname; readlink /proc/self/ns/ipc"]);
     assert!(out.status.success(), "{}\n{}", text(&out.stderr), ctd.log());
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
     let host_ipc = std::fs::read_link(format!("/proc/{shim}/ns/ipc")).expect("the shim's ipc namespace");
-    assert!(text(&out.stdout).starts_with("ipc:["), "{}", text(&out.stdout));
-    assert_ne!(text(&out.stdout).trim(), host_ipc.to_string_lossy(), "the container joined the host's IPC");
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[0], hostname, "the pod's hostname");
+    assert!(lines[1].starts_with("ipc:["), "{stdout}");
+    assert_ne!(lines[1], host_ipc.to_string_lossy(), "the container joined the host's IPC");
     assert_eq!(ctd.shim_pids(), shims, "the run joined the pod's shim");
 
     for id in [&wasm, &linux] {
