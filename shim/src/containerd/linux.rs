@@ -43,12 +43,12 @@ impl LinuxTask {
         stdio: &StdioPaths,
         sandbox_hostname: Option<&str>,
     ) -> Result<Self, ShimError> {
-        linux_spec::adapt(bundle, std::process::id(), sandbox_hostname)?;
+        let adapted = linux_spec::adapt(bundle, std::process::id(), sandbox_hostname)?;
         let (stdout, stderr) = stdio.open_outputs()?;
         let (stdin, stdin_writer) = open_stdin(&stdio.stdin)?;
         let init_stdio = InitStdio { stdin, stdout: output(stdout), stderr: output(stderr) };
         let mut exits = Exits::subscribe().await?;
-        let pid = match runc.create(id, bundle, init_stdio, &mut exits).await {
+        let pid = match runc.create(id, bundle, init_stdio, adapted.systemd_cgroup, &mut exits).await {
             Ok(pid) => pid,
             Err(e) => {
                 // runc removes a container it failed to create; make sure no state stays either way.

@@ -2,7 +2,8 @@
 //! sandbox's IPC, UTS and PID namespaces through `/proc/<sandbox pid>/ns/*`; this shim's sandbox has no
 //! process of its own, so that pid is the shim's and those are the host's namespaces. Such paths become new
 //! namespaces (no path), and the container gets the sandbox's hostname when its spec names none. The spec
-//! is edited as JSON, so fields this shim does not know survive untouched.
+//! is edited as JSON, so fields this shim does not know survive untouched. It also tells whether the spec
+//! names a systemd cgroup (`slice:prefix:name`, as CRI writes with `SystemdCgroup`), which runc must know.
 
 use std::path::Path;
 
@@ -13,8 +14,15 @@ use super::error::ShimError;
 /// The namespace types a CRI app container joins from its sandbox by `/proc` path.
 const SANDBOX_SHARED: &[&str] = &["ipc", "uts", "pid"];
 
+/// What runc needs to know about an adapted spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Adapted {
+    /// The cgroups path is systemd's `slice:prefix:name` (`runc --systemd-cgroup`).
+    pub systemd_cgroup: bool,
+}
+
 /// Rewrites `bundle/config.json` for runc (see the file's doc); leaves the file alone when nothing changes.
-pub fn adapt(bundle: &Path, shim_pid: u32, sandbox_hostname: Option<&str>) -> Result<(), ShimError> {
+pub fn adapt(bundle: &Path, shim_pid: u32, sandbox_hostname: Option<&str>) -> Result<Adapted, ShimError> {
     let path = bundle.join("config.json");
     let bad = |reason: String| ShimError::Bundle { bundle: bundle.to_path_buf(), reason };
     let text = std::fs::read(&path).map_err(|e| ShimError::io("reading", &path, e))?;
@@ -23,7 +31,13 @@ pub fn adapt(bundle: &Path, shim_pid: u32, sandbox_hostname: Option<&str>) -> Re
         let text = serde_json::to_vec(&spec).map_err(|e| bad(format!("config.json: {e}")))?;
         std::fs::write(&path, text).map_err(|e| ShimError::io("writing", &path, e))?;
     }
-    Ok(())
+    Ok(Adapted { systemd_cgroup: systemd_cgroup(&spec) })
+}
+
+/// Whether the spec's cgroups path has systemd's `slice:prefix:name` form.
+fn systemd_cgroup(spec: &Value) -> bool {
+    let path = spec.pointer("/linux/cgroupsPath").and_then(Value::as_str).unwrap_or_default();
+    !path.starts_with('/') && path.split(':').count() == 3
 }
 
 /// The hostname a (sandbox) bundle's spec gives its container, if any.
@@ -125,10 +139,18 @@ mod tests {
         let spec = json!({"hostname": "sb", "linux": {"namespaces": [{"type": "uts", "path": "/proc/9/ns/uts"}]}});
         std::fs::write(dir.path().join("config.json"), spec.to_string()).expect("write");
         assert_eq!(hostname(dir.path()).as_deref(), Some("sb"));
-        adapt(dir.path(), 9, None).expect("adapt");
+        assert_eq!(adapt(dir.path(), 9, None).expect("adapt"), Adapted { systemd_cgroup: false });
         let written: Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).expect("read")).expect("json");
         assert_eq!(namespaces(&written), vec![("uts".into(), None)]);
         assert!(adapt(&dir.path().join("missing"), 9, None).is_err());
+    }
+
+    #[test]
+    fn tells_systemd_cgroup_paths() {
+        let systemd = json!({"linux": {"cgroupsPath": "kubepods-besteffort-podx.slice:cri-containerd:abc"}});
+        assert!(systemd_cgroup(&systemd));
+        assert!(!systemd_cgroup(&json!({"linux": {"cgroupsPath": "/kubepods/besteffort/podx/abc"}})));
+        assert!(!systemd_cgroup(&json!({"linux": {}})));
     }
 }

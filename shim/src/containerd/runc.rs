@@ -77,19 +77,25 @@ impl Runc {
         Self { binary, root: base.join(namespace) }
     }
 
-    /// `runc create`: the container's init, waiting to be started, with `stdio`. Its pid; `exits` must have
-    /// been subscribed before this call, and then sees the init's exit.
-    pub async fn create(&self, id: &str, bundle: &Path, stdio: InitStdio, exits: &mut Exits) -> Result<u32, ShimError> {
+    /// `runc create`: the container's init, waiting to be started, with `stdio` (and its cgroup made by
+    /// systemd with `systemd_cgroup`). Its pid; `exits` must have been subscribed before this call, and then
+    /// sees the init's exit.
+    pub async fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdio: InitStdio,
+        systemd_cgroup: bool,
+        exits: &mut Exits,
+    ) -> Result<u32, ShimError> {
         let pid_file = bundle.join("init.pid");
         let _ = std::fs::remove_file(&pid_file);
-        let args = [
-            "create".into(),
-            "--bundle".into(),
-            bundle.into(),
-            "--pid-file".into(),
-            pid_file.clone().into(),
-            OsString::from(id),
-        ];
+        let mut args: Vec<OsString> = Vec::new();
+        if systemd_cgroup {
+            args.push("--systemd-cgroup".into());
+        }
+        args.extend(["create".into(), "--bundle".into(), bundle.into(), "--pid-file".into(), pid_file.clone().into()]);
+        args.push(id.into());
         self.run("create", id, bundle, &args, Some(stdio), exits).await?;
         let text = std::fs::read_to_string(&pid_file).map_err(|e| ShimError::io("reading", &pid_file, e))?;
         text.trim().parse().map_err(|_| ShimError::Runc {
