@@ -217,7 +217,9 @@ impl Container {
             Status::Stopped { .. } => Ok(()),
             Status::Created if self.job.lock().take().is_some() => {
                 if let Err(e) = task.kill(SIGKILL, false).await {
+                    // Its init may be gone already; `delete --force` kills it otherwise, or nothing waits.
                     tracing::warn!(error = %e, "killing a created container");
+                    task.delete().await?;
                 }
                 let (code, at) = (task.wait().await, now());
                 self.status.send_replace(Status::Stopped { code, at: at.clone() });
