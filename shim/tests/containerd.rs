@@ -399,7 +399,8 @@ fn a_pod_mixes_wasm_and_linux_containers_in_one_shim() {
         let out = ctd.ctr(&all);
         assert!(out.status.success(), "run {id}: {}", text(&out.stderr));
     };
-    // The sandbox comes from a spec of its own (as CRI writes it), to give the pod a hostname.
+    // The sandbox comes from a spec of its own (as CRI writes it): the pod's hostname and network.
+    let net = NetNs::new();
     let sandbox_dir = tempfile::tempdir().expect("tempdir");
     let hostname = format!("host-{pod}");
     let sandbox_spec = serde_json::json!({
@@ -407,7 +408,7 @@ fn a_pod_mixes_wasm_and_linux_containers_in_one_shim() {
         "root": {"path": sandbox_dir.path()},
         "hostname": hostname,
         "process": {"args": ["/pause"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
-        "linux": {"namespaces": [{"type": "uts"}, {"type": "ipc"}]},
+        "linux": {"namespaces": [{"type": "uts"}, {"type": "ipc"}, {"type": "network", "path": net.path()}]},
         "annotations": {"io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri.sandbox-id": pod}
     });
     let config = sandbox_dir.path().join("config.json");
@@ -432,17 +433,21 @@ fn a_pod_mixes_wasm_and_linux_containers_in_one_shim() {
         assert!(tasks.lines().any(|l| l.contains(id.as_str()) && l.contains("RUNNING")), "{id}: {tasks}");
     }
 
-    // As CRI does, a container joins the sandbox's IPC and UTS namespaces by /proc path: the sandbox's pid
-    // is the shim's, so the Linux container gets new ones instead of the host's, and the pod's hostname.
+    // As CRI does, a container joins the sandbox's namespaces by /proc path: the sandbox's pid is the
+    // shim's, so the Linux container gets the pod's network namespace and hostname, and new IPC and UTS
+    // namespaces instead of the host's.
     let ipc = format!("ipc:/proc/{shim}/ns/ipc");
     let uts = format!("uts:/proc/{shim}/ns/uts");
-    let flags = [app_kind, &sandbox_id, "--with-ns", &ipc, "--with-ns", &uts];
-    let out = ctd.run_rm(&unique("nsapp"), &flags, &["/bin/sh", "-c", "hostname; readlink /proc/self/ns/ipc"]);
+    let network = format!("network:/proc/{shim}/ns/net");
+    let flags = [app_kind, &sandbox_id, "--with-ns", &ipc, "--with-ns", &uts, "--with-ns", &network];
+    let script = "hostname; readlink /proc/self/ns/ipc; ifconfig eth0";
+    let out = ctd.run_rm(&unique("nsapp"), &flags, &["/bin/sh", "-c", script]);
     assert!(out.status.success(), "{}\n{}", text(&out.stderr), ctd.log());
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     let host_ipc = std::fs::read_link(format!("/proc/{shim}/ns/ipc")).expect("the shim's ipc namespace");
-    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines.len() > 2, "{stdout}");
+    assert!(stdout.contains(&format!("inet addr:{}", net.pod_ip)), "not on the pod's network: {stdout}");
     assert_eq!(lines[0], hostname, "the pod's hostname");
     assert!(lines[1].starts_with("ipc:["), "{stdout}");
     assert_ne!(lines[1], host_ipc.to_string_lossy(), "the container joined the host's IPC");

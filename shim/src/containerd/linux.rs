@@ -12,7 +12,7 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use parking_lot::Mutex;
 
 use super::error::ShimError;
-use super::linux_spec;
+use super::linux_spec::{self, Pod};
 use super::runc::{Exits, InitStdio, Runc};
 use super::stdio::StdioPaths;
 use crate::engine::Output;
@@ -41,9 +41,9 @@ impl LinuxTask {
         id: &str,
         bundle: &Path,
         stdio: &StdioPaths,
-        sandbox_hostname: Option<&str>,
+        pod: &Pod,
     ) -> Result<Self, ShimError> {
-        let adapted = linux_spec::adapt(bundle, std::process::id(), sandbox_hostname)?;
+        let adapted = linux_spec::adapt(bundle, std::process::id(), pod)?;
         let (stdout, stderr) = stdio.open_outputs()?;
         let (stdin, stdin_writer) = open_stdin(&stdio.stdin)?;
         let init_stdio = InitStdio { stdin, stdout: output(stdout), stderr: output(stderr) };

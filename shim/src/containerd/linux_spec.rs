@@ -1,11 +1,12 @@
 //! Adapts a Linux container's `config.json` before runc reads it. CRI makes an app container join its pod
-//! sandbox's IPC, UTS and PID namespaces through `/proc/<sandbox pid>/ns/*`; this shim's sandbox has no
-//! process of its own, so that pid is the shim's and those are the host's namespaces. Such paths become new
+//! sandbox's network, IPC, UTS and PID namespaces through `/proc/<sandbox pid>/ns/*`; this shim's sandbox
+//! has no process of its own, so that pid is the shim's and those are the host's namespaces. The network
+//! one becomes the sandbox's own network namespace (its spec's path, CRI's pinned netns), the others new
 //! namespaces (no path), and the container gets the sandbox's hostname when its spec names none. The spec
 //! is edited as JSON, so fields this shim does not know survive untouched. It also tells whether the spec
 //! names a systemd cgroup (`slice:prefix:name`, as CRI writes with `SystemdCgroup`), which runc must know.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -13,6 +14,32 @@ use super::error::ShimError;
 
 /// The namespace types a CRI app container joins from its sandbox by `/proc` path.
 const SANDBOX_SHARED: &[&str] = &["ipc", "uts", "pid"];
+
+/// What a pod's Linux containers take from its sandbox's spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pod {
+    pub hostname: Option<String>,
+    /// The sandbox's network namespace (a path to join).
+    pub netns: Option<PathBuf>,
+}
+
+impl Pod {
+    /// What the (sandbox) spec in `bundle` gives its pod.
+    pub fn of_sandbox(bundle: &Path) -> Self {
+        let text = std::fs::read(bundle.join("config.json")).unwrap_or_default();
+        let spec: Value = serde_json::from_slice(&text).unwrap_or_default();
+        let hostname = spec.get("hostname").and_then(Value::as_str).filter(|h| !h.is_empty()).map(str::to_string);
+        let namespaces = spec.pointer("/linux/namespaces").and_then(Value::as_array);
+        let netns = namespaces
+            .into_iter()
+            .flatten()
+            .find(|ns| ns.get("type").and_then(Value::as_str) == Some("network"))
+            .and_then(|ns| ns.get("path").and_then(Value::as_str))
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
+        Pod { hostname, netns }
+    }
+}
 
 /// What runc needs to know about an adapted spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,12 +49,12 @@ pub struct Adapted {
 }
 
 /// Rewrites `bundle/config.json` for runc (see the file's doc); leaves the file alone when nothing changes.
-pub fn adapt(bundle: &Path, shim_pid: u32, sandbox_hostname: Option<&str>) -> Result<Adapted, ShimError> {
+pub fn adapt(bundle: &Path, shim_pid: u32, pod: &Pod) -> Result<Adapted, ShimError> {
     let path = bundle.join("config.json");
     let bad = |reason: String| ShimError::Bundle { bundle: bundle.to_path_buf(), reason };
     let text = std::fs::read(&path).map_err(|e| ShimError::io("reading", &path, e))?;
     let mut spec: Value = serde_json::from_slice(&text).map_err(|e| bad(format!("config.json: {e}")))?;
-    if rewrite(&mut spec, shim_pid, sandbox_hostname) {
+    if rewrite(&mut spec, shim_pid, pod) {
         let text = serde_json::to_vec(&spec).map_err(|e| bad(format!("config.json: {e}")))?;
         std::fs::write(&path, text).map_err(|e| ShimError::io("writing", &path, e))?;
     }
@@ -40,15 +67,8 @@ fn systemd_cgroup(spec: &Value) -> bool {
     !path.starts_with('/') && path.split(':').count() == 3
 }
 
-/// The hostname a (sandbox) bundle's spec gives its container, if any.
-pub fn hostname(bundle: &Path) -> Option<String> {
-    let text = std::fs::read(bundle.join("config.json")).ok()?;
-    let spec: Value = serde_json::from_slice(&text).ok()?;
-    spec.get("hostname").and_then(Value::as_str).filter(|h| !h.is_empty()).map(str::to_string)
-}
-
 /// Applies the edits to `spec`; whether anything changed.
-fn rewrite(spec: &mut Value, shim_pid: u32, sandbox_hostname: Option<&str>) -> bool {
+fn rewrite(spec: &mut Value, shim_pid: u32, pod: &Pod) -> bool {
     let shim_ns = format!("/proc/{shim_pid}/ns/");
     let mut changed = false;
     let mut private_uts = false;
@@ -57,7 +77,16 @@ fn rewrite(spec: &mut Value, shim_pid: u32, sandbox_hostname: Option<&str>) -> b
         let Some(ns) = ns.as_object_mut() else { continue };
         let typ = ns.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
         let path = ns.get("path").and_then(Value::as_str).unwrap_or_default();
-        if SANDBOX_SHARED.contains(&typ.as_str()) && path.starts_with(&shim_ns) {
+        if typ == "network" && path.starts_with(&shim_ns) {
+            match &pod.netns {
+                Some(netns) => {
+                    tracing::debug!(path, netns = %netns.display(), "the sandbox's network namespace");
+                    ns.insert("path".into(), Value::String(netns.to_string_lossy().into_owned()));
+                    changed = true;
+                }
+                None => tracing::warn!(path, "no sandbox network namespace known: the shim's network is joined"),
+            }
+        } else if SANDBOX_SHARED.contains(&typ.as_str()) && path.starts_with(&shim_ns) {
             tracing::debug!(namespace = %typ, path, "a new namespace instead of the shim's own");
             ns.remove("path");
             changed = true;
@@ -67,9 +96,9 @@ fn rewrite(spec: &mut Value, shim_pid: u32, sandbox_hostname: Option<&str>) -> b
         }
     }
     let has_hostname = spec.get("hostname").and_then(Value::as_str).is_some_and(|h| !h.is_empty());
-    if let (Some(hostname), false, true) = (sandbox_hostname, has_hostname, private_uts) {
+    if let (Some(hostname), false, true) = (&pod.hostname, has_hostname, private_uts) {
         if let Some(spec) = spec.as_object_mut() {
-            spec.insert("hostname".into(), Value::String(hostname.into()));
+            spec.insert("hostname".into(), Value::String(hostname.clone()));
             changed = true;
         }
     }
@@ -101,10 +130,11 @@ mod tests {
                 {"type": "ipc", "path": "/proc/42/ns/ipc"},
                 {"type": "uts", "path": "/proc/42/ns/uts"},
                 {"type": "mount"},
-                {"type": "network", "path": "/var/run/netns/cni-1"}
+                {"type": "network", "path": "/proc/42/ns/net"}
             ]}
         });
-        assert!(rewrite(&mut spec, 42, Some("pod-a")));
+        let pod = Pod { hostname: Some("pod-a".into()), netns: Some("/var/run/netns/cni-1".into()) };
+        assert!(rewrite(&mut spec, 42, &pod));
         assert_eq!(
             namespaces(&spec),
             vec![
@@ -117,33 +147,44 @@ mod tests {
         );
         assert_eq!(spec["hostname"], "pod-a");
         assert_eq!(spec["process"]["futureField"], 1, "unknown fields survive");
-        assert!(!rewrite(&mut spec, 42, Some("pod-a")), "a second pass changes nothing");
+        assert!(!rewrite(&mut spec, 42, &pod), "a second pass changes nothing");
     }
 
     #[test]
     fn other_paths_an_own_hostname_and_a_shared_uts_stay() {
+        let pod = Pod { hostname: Some("pod-a".into()), netns: Some("/var/run/netns/cni-1".into()) };
         let mut spec = json!({
             "hostname": "mine",
-            "linux": {"namespaces": [{"type": "ipc", "path": "/proc/7/ns/ipc"}, {"type": "uts"}]}
+            "linux": {"namespaces": [
+                {"type": "ipc", "path": "/proc/7/ns/ipc"},
+                {"type": "uts"},
+                {"type": "network", "path": "/var/run/netns/other"}
+            ]}
         });
-        assert!(!rewrite(&mut spec, 42, Some("pod-a")));
+        assert!(!rewrite(&mut spec, 42, &pod));
         assert_eq!(spec["hostname"], "mine");
+        assert_eq!(spec["linux"]["namespaces"][2]["path"], "/var/run/netns/other");
         let mut host_uts = json!({"linux": {"namespaces": [{"type": "uts", "path": "/proc/7/ns/uts"}]}});
-        assert!(!rewrite(&mut host_uts, 42, Some("pod-a")), "no hostname without a private UTS namespace");
+        assert!(!rewrite(&mut host_uts, 42, &pod), "no hostname without a private UTS namespace");
         assert!(host_uts.get("hostname").is_none());
     }
 
     #[test]
-    fn adapts_the_bundle_file_and_reads_hostnames() {
+    fn adapts_the_bundle_file_and_reads_sandboxes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spec = json!({"hostname": "sb", "linux": {"namespaces": [{"type": "uts", "path": "/proc/9/ns/uts"}]}});
+        let sandbox = json!({"hostname": "sb", "linux": {"namespaces": [{"type": "network", "path": "/run/netns/p"}]}});
+        std::fs::write(dir.path().join("config.json"), sandbox.to_string()).expect("write");
+        let pod = Pod::of_sandbox(dir.path());
+        assert_eq!(pod, Pod { hostname: Some("sb".into()), netns: Some("/run/netns/p".into()) });
+        assert_eq!(Pod::of_sandbox(&dir.path().join("missing")), Pod::default());
+
+        let spec = json!({"linux": {"namespaces": [{"type": "uts", "path": "/proc/9/ns/uts"}]}});
         std::fs::write(dir.path().join("config.json"), spec.to_string()).expect("write");
-        assert_eq!(hostname(dir.path()).as_deref(), Some("sb"));
-        assert_eq!(adapt(dir.path(), 9, None).expect("adapt"), Adapted { systemd_cgroup: false });
+        assert_eq!(adapt(dir.path(), 9, &Pod::default()).expect("adapt"), Adapted { systemd_cgroup: false });
         let written: Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).expect("read")).expect("json");
         assert_eq!(namespaces(&written), vec![("uts".into(), None)]);
-        assert!(adapt(&dir.path().join("missing"), 9, None).is_err());
+        assert!(adapt(&dir.path().join("missing"), 9, &Pod::default()).is_err());
     }
 
     #[test]

@@ -8,8 +8,9 @@
 //! A container whose first arg names an ELF binary or a `#!` script instead is a Linux container: the
 //! shim runs it through `runc` on its bundle (state under `SKIFF_SHIM_RUNC_ROOT`/<namespace>), with the
 //! init's real pid as the task's, so one runtime (and one RuntimeClass) serves pods that mix both. CRI
-//! sandbox containers run no process: a Linux container gets new IPC/UTS/PID namespaces where CRI would
-//! join the sandbox's, and the sandbox's hostname.
+//! sandbox containers run no process: where CRI would join the sandbox's namespaces by its pid (the
+//! shim's), a Linux container gets the sandbox's network namespace, new IPC/UTS/PID ones, and the
+//! sandbox's hostname.
 
 mod bundle;
 mod container;

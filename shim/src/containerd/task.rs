@@ -26,9 +26,10 @@ use super::entry::Entry;
 use super::error::ShimError;
 use super::events::Events;
 use super::linux::LinuxTask;
+use super::linux_spec::Pod;
+use super::rootfs;
 use super::runc::Runc;
 use super::stdio::StdioPaths;
-use super::{linux_spec, rootfs};
 use crate::engine::{Preopen, RunSpec, WasmEngine};
 
 /// Where compiled code is cached unless `SKIFF_SHIM_CACHE` says otherwise.
@@ -42,8 +43,8 @@ pub struct TaskService {
     containers: Mutex<HashMap<String, Arc<Container>>>,
     engine: Mutex<Option<Arc<WasmEngine>>>,
     runc: Arc<Runc>,
-    /// The hostname of each pod sandbox of this shim (by sandbox id), for its Linux containers.
-    hostnames: Mutex<HashMap<String, String>>,
+    /// What each pod sandbox of this shim (by sandbox id) gives its Linux containers.
+    pods: Mutex<HashMap<String, Pod>>,
     events: Arc<Events>,
     exit: Arc<ExitSignal>,
     /// The shim's own pid: the task pid of Wasm guests (threads of it) and sandboxes.
@@ -57,7 +58,7 @@ impl TaskService {
             containers: Mutex::new(HashMap::new()),
             engine: Mutex::new(None),
             runc: Arc::new(Runc::new(namespace)),
-            hostnames: Mutex::new(HashMap::new()),
+            pods: Mutex::new(HashMap::new()),
             events: Arc::new(events),
             exit,
             pid: std::process::id(),
@@ -115,21 +116,20 @@ impl TaskService {
     }
 
     /// What the container will run: its Wasm entry compiled (or from the cache) with its run spec, a Linux
-    /// program created through runc, or nothing for a CRI sandbox container (whose hostname is kept).
+    /// program created through runc, or nothing for a CRI sandbox container (whose hostname and network
+    /// namespace are kept for the pod).
     async fn prepare(&self, id: &str, bundle: &Bundle, stdio: &StdioPaths) -> Result<Job, ShimError> {
         if bundle.is_sandbox() {
-            if let Some(hostname) = linux_spec::hostname(&bundle.path) {
-                self.hostnames.lock().insert(Self::sandbox_id(id, bundle).to_string(), hostname);
-            }
+            self.pods.lock().insert(Self::sandbox_id(id, bundle).to_string(), Pod::of_sandbox(&bundle.path));
             return Ok(Job::Sandbox);
         }
         let entry = match Entry::find(bundle)? {
             Entry::Wasm(entry) => entry,
             Entry::Linux { guest_path } => {
                 tracing::info!(path = %guest_path, "a Linux program: running it through runc");
-                let hostname = self.hostnames.lock().get(Self::sandbox_id(id, bundle)).cloned();
+                let pod = self.pods.lock().get(Self::sandbox_id(id, bundle)).cloned().unwrap_or_default();
                 let runc = Arc::clone(&self.runc);
-                let task = LinuxTask::create(runc, id, &bundle.path, stdio, hostname.as_deref()).await?;
+                let task = LinuxTask::create(runc, id, &bundle.path, stdio, &pod).await?;
                 return Ok(Job::Linux(Arc::new(task)));
             }
         };
@@ -190,7 +190,7 @@ impl TaskService {
         }
         self.containers.lock().remove(id);
         if container.bundle.is_sandbox() {
-            self.hostnames.lock().remove(Self::sandbox_id(id, &container.bundle));
+            self.pods.lock().remove(Self::sandbox_id(id, &container.bundle));
         }
         let pid = container.pid(self.pid);
         self.events.deleted(id, pid, code, &at).await;
