@@ -3,6 +3,8 @@
 //! network namespaces with a veth to the host. Everything is removed on drop, also when a test fails.
 #![allow(dead_code)]
 
+pub mod cri;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
