@@ -4,6 +4,8 @@
 //! fails.
 #![allow(dead_code)]
 
+pub mod cri;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
