@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use containerd_shim::protos::ttrpc::{self, Code};
 
+use super::artifact::ArtifactError;
 use crate::engine::EngineError;
 
 /// Why a task request failed.
@@ -31,6 +32,8 @@ pub enum ShimError {
     Thread(String),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
 }
 
 impl ShimError {
@@ -48,6 +51,7 @@ impl ShimError {
                 Code::INVALID_ARGUMENT
             }
             ShimError::Unsupported(_) => Code::UNIMPLEMENTED,
+            ShimError::Artifact(e) => e.code(),
             _ => Code::INTERNAL,
         }
     }

@@ -5,8 +5,10 @@
 //! a `.wasm` file in its rootfs; bind mounts become preopened directories, the spec's network namespace the
 //! guest's network, its memory limit the guest's memory cap and its CPU quota the guest's CPU share.
 
+mod artifact;
 mod bundle;
 mod container;
+mod content;
 mod entry;
 mod error;
 mod events;
@@ -17,6 +19,7 @@ mod shim;
 mod stdio;
 mod task;
 
+pub use artifact::{ArtifactError, WASM_CONFIG_V0, WASM_LAYERS};
 pub use bundle::{Bundle, NetNs, DEFAULT_HTTP_PORT, HTTP_PORT, HTTP_PORT_ENV};
 pub use error::ShimError;
 pub use shim::{run, SkiffShim, RUNTIME_ID};

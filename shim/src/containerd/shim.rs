@@ -14,6 +14,7 @@ use oci_spec::runtime::Spec;
 
 use super::bundle::SANDBOX_ID;
 use super::container::now;
+use super::content::ContentSource;
 use super::events::Events;
 use super::task::TaskService;
 use super::{logging, rootfs};
@@ -25,6 +26,8 @@ pub const RUNTIME_ID: &str = "io.containerd.skiff.v1";
 pub struct SkiffShim {
     exit: Arc<ExitSignal>,
     namespace: String,
+    /// containerd's gRPC address, for reading Wasm artifacts from its content store.
+    address: String,
     bundle: PathBuf,
 }
 
@@ -45,7 +48,12 @@ impl Shim for SkiffShim {
         } else {
             PathBuf::from(&flags.bundle)
         };
-        SkiffShim { exit: Arc::new(ExitSignal::default()), namespace: flags.namespace.clone(), bundle }
+        SkiffShim {
+            exit: Arc::new(ExitSignal::default()),
+            namespace: flags.namespace.clone(),
+            address: flags.address.clone(),
+            bundle,
+        }
     }
 
     async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
@@ -72,6 +80,7 @@ impl Shim for SkiffShim {
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
-        TaskService::new(Events::new(publisher, self.namespace.clone()), Arc::clone(&self.exit))
+        let content = ContentSource::new(&self.address, &self.namespace);
+        TaskService::new(Events::new(publisher, self.namespace.clone()), Arc::clone(&self.exit), content)
     }
 }

@@ -19,9 +19,10 @@ use containerd_shim::{ExitSignal, Task, TtrpcContext, TtrpcResult};
 use parking_lot::Mutex;
 use tracing::Instrument;
 
+use super::artifact;
 use super::bundle::Bundle;
 use super::container::{Container, Job, Status};
-use super::entry::Entry;
+use super::content::ContentSource;
 use super::error::ShimError;
 use super::events::Events;
 use super::rootfs;
@@ -41,16 +42,19 @@ pub struct TaskService {
     exit: Arc<ExitSignal>,
     /// The pid containerd sees for every task: the shim's own (guests are threads of it).
     pid: u32,
+    /// containerd's content store, for Wasm artifacts (none when the shim has no containerd address).
+    content: Option<ContentSource>,
 }
 
 impl TaskService {
-    pub fn new(events: Events, exit: Arc<ExitSignal>) -> Self {
+    pub fn new(events: Events, exit: Arc<ExitSignal>, content: Option<ContentSource>) -> Self {
         Self {
             containers: Mutex::new(HashMap::new()),
             engine: Mutex::new(None),
             events: Arc::new(events),
             exit,
             pid: std::process::id(),
+            content,
         }
     }
 
@@ -83,7 +87,7 @@ impl TaskService {
             stderr: req.stderr.clone(),
             terminal: req.terminal,
         };
-        let job = match self.prepare(&bundle, &stdio).await {
+        let job = match self.prepare(&req.id, &bundle, &stdio).await {
             Ok(job) => job,
             Err(e) => {
                 if mounted {
@@ -100,11 +104,11 @@ impl TaskService {
 
     /// What the container will run: its Wasm entry compiled (or from the cache) with its run spec, or
     /// nothing for a CRI sandbox container.
-    async fn prepare(&self, bundle: &Bundle, stdio: &StdioPaths) -> Result<Job, ShimError> {
+    async fn prepare(&self, id: &str, bundle: &Bundle, stdio: &StdioPaths) -> Result<Job, ShimError> {
         if bundle.is_sandbox() {
             return Ok(Job::Sandbox);
         }
-        let entry = Entry::find(bundle)?;
+        let entry = artifact::find_entry(self.content.as_ref(), id, bundle).await?;
         let started = std::time::Instant::now();
         let engine = self.engine()?;
         let engine_ms = started.elapsed().as_millis();
