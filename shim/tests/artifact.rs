@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::artifact::{Grpc, Layer, TaskSpec, WASM_CONFIG};
+use common::artifact::{EventStream, Grpc, Layer, TaskSpec, WASM_CONFIG};
 use common::{shim_sockets, unique, workload, Containerd, IMAGE, RUNTIME};
 
 fn text(bytes: &[u8]) -> String {
@@ -126,6 +126,7 @@ fn containerd_killed_while_tasks_run() {
 
     // SIGKILL containerd; the sleeper exits while it is down (its exit event has no one to go to).
     ctd.restart_after(Duration::from_secs(3));
+    let events = EventStream::subscribe(&ctd);
     assert_eq!(ctd.shim_pids(), shims, "the shims survive containerd");
     await_state(&ctd, &forever, "RUNNING");
     await_state(&ctd, &sleeper, "STOPPED");
@@ -147,4 +148,12 @@ fn containerd_killed_while_tasks_run() {
     assert!(ctd.shims_gone(), "shims left running: {:?}", ctd.shim_pids());
     let left: Vec<_> = sockets.iter().filter(|s| s.exists()).collect();
     assert!(left.is_empty(), "shim sockets left: {left:?}");
+
+    // The events of the tasks reach the restarted containerd, although the shims' old connection is dead.
+    // (The sleeper's exit, published while containerd was down, is retried too, but may arrive before
+    // `ctr events` subscribed.)
+    for topic in ["/tasks/exit", "/tasks/delete"] {
+        assert!(events.wait_for(&[topic, &forever]), "no {topic} for {forever}: {}", events.seen());
+    }
+    assert!(events.wait_for(&["/tasks/delete", &sleeper]), "{}", events.seen());
 }

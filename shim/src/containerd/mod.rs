@@ -14,6 +14,7 @@ mod error;
 mod events;
 mod executor;
 mod logging;
+mod publisher;
 mod rootfs;
 mod shim;
 mod stdio;

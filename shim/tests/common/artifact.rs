@@ -3,8 +3,11 @@
 //! gRPC API the way a CRI plugin does it (empty overlayfs snapshot as the rootfs), since `ctr run` insists on
 //! unpacking.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::container::Runtime as ContainerRuntime;
 use containerd_client::services::v1::containers_client::ContainersClient;
@@ -135,14 +138,8 @@ impl Grpc {
             task: false,
         };
         let result = self.rt.block_on(async {
-            let prepare = PrepareSnapshotRequest {
-                snapshotter: "overlayfs".into(),
-                key: snapshot.clone(),
-                parent: String::new(),
-                labels: Default::default(),
-            };
-            let mounts =
-                SnapshotsClient::new(self.channel.clone()).prepare(request(prepare)).await?.into_inner().mounts;
+            // The container first: its record references the snapshot key, so containerd's garbage collector
+            // (run after any deletion, e.g. by an import) does not take the new snapshot away.
             let container = Container {
                 id: id.clone(),
                 image: spec.image.into(),
@@ -157,6 +154,14 @@ impl Grpc {
             };
             let create = CreateContainerRequest { container: Some(container) };
             ContainersClient::new(self.channel.clone()).create(request(create)).await?;
+            let prepare = PrepareSnapshotRequest {
+                snapshotter: "overlayfs".into(),
+                key: snapshot.clone(),
+                parent: String::new(),
+                labels: Default::default(),
+            };
+            let mounts =
+                SnapshotsClient::new(self.channel.clone()).prepare(request(prepare)).await?.into_inner().mounts;
             let create = CreateTaskRequest {
                 container_id: id.clone(),
                 rootfs: mounts,
@@ -230,4 +235,67 @@ fn oci_spec(spec: &TaskSpec) -> serde_json::Value {
         "root": {"path": "rootfs"},
         "linux": {"namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]}
     })
+}
+
+/// `ctr events` of a containerd, read in the background; the child is killed on drop.
+pub struct EventStream {
+    child: Child,
+    lines: Arc<Mutex<String>>,
+}
+
+impl EventStream {
+    /// Subscribes and returns once the subscription sees events (a marker namespace made and removed).
+    pub fn subscribe(ctd: &Containerd) -> Self {
+        let mut child =
+            ctd.ctr_cmd(&["events"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("ctr events");
+        let stdout = child.stdout.take().expect("stdout");
+        let lines = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut all = sink.lock().expect("lines");
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        let stream = EventStream { child, lines };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let marker = unique("events-ready");
+            let _ = ctd.ctr(&["namespaces", "create", &marker]);
+            let _ = ctd.ctr(&["namespaces", "remove", &marker]);
+            let until = Instant::now() + Duration::from_secs(1);
+            while Instant::now() < until {
+                if stream.seen().contains(&marker) {
+                    return stream;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert!(Instant::now() < deadline, "ctr events saw nothing");
+        }
+    }
+
+    /// Waits (bounded) for an event line containing every one of `needles`; whether one came.
+    pub fn wait_for(&self, needles: &[&str]) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.seen().lines().any(|l| needles.iter().all(|n| l.contains(n))) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Every event line so far.
+    pub fn seen(&self) -> String {
+        self.lines.lock().expect("lines").clone()
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
