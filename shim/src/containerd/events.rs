@@ -1,11 +1,12 @@
 //! Task events the shim publishes to containerd: create, start, exit, delete and OOM.
 
+use std::sync::Arc;
+
 use containerd_shim::event::Event;
 use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskOOM, TaskStart};
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::MessageDyn;
 use containerd_shim::protos::types::mount::Mount;
-use std::sync::Arc;
 
 use super::publisher::Publisher;
 use super::stdio::StdioPaths;

@@ -2,8 +2,10 @@
 //!
 //! [`SkiffShim`] is the shim's lifecycle (the `start` and `delete` commands, one shim process per pod
 //! sandbox); [`TaskService`] the task API containerd drives over ttrpc. A bundle's first process arg names
-//! a `.wasm` file in its rootfs; bind mounts become preopened directories, the spec's network namespace the
-//! guest's network, its memory limit the guest's memory cap and its CPU quota the guest's CPU share.
+//! a `.wasm` file in its rootfs (or, when the rootfs has none and the image is a Wasm OCI artifact, its Wasm
+//! layer is read from containerd's content store); bind mounts become preopened directories, the spec's
+//! network namespace the guest's network, its memory limit the guest's memory cap and its CPU quota the
+//! guest's CPU share. Events reach containerd also across its restart.
 
 mod artifact;
 mod bundle;
