@@ -207,7 +207,6 @@ fn a_wasm_pod_through_cri() {
 }
 
 #[test]
-#[ignore = "needs ELF containers in the shim (branch runc)"]
 fn a_mixed_pod_through_cri() {
     let cri = CriContainerd::start();
     let mut runtime = cri.runtime.clone();

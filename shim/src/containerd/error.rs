@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use containerd_shim::protos::ttrpc::{self, Code};
 
+use super::artifact::ArtifactError;
 use crate::engine::EngineError;
 
 /// Why a task request failed.
@@ -35,6 +36,8 @@ pub enum ShimError {
     Reaper(String),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
 }
 
 impl ShimError {
@@ -52,6 +55,7 @@ impl ShimError {
                 Code::INVALID_ARGUMENT
             }
             ShimError::Unsupported(_) => Code::UNIMPLEMENTED,
+            ShimError::Artifact(e) => e.code(),
             _ => Code::INTERNAL,
         }
     }

@@ -1,30 +1,31 @@
 //! Task events the shim publishes to containerd: create, start, exit, delete and OOM.
 
+use std::sync::Arc;
+
 use containerd_shim::event::Event;
 use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskOOM, TaskStart};
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::MessageDyn;
 use containerd_shim::protos::types::mount::Mount;
-use containerd_shim::publisher::RemotePublisher;
-use containerd_shim::Context;
 
+use super::publisher::Publisher;
 use super::stdio::StdioPaths;
 
-/// Publishes a shim's events in its containerd namespace; failures are logged (containerd retries
-/// nothing else: the task state stays available through `State` and `Wait`).
+/// Publishes a shim's events in its containerd namespace through the shim's [`Publisher`] (which retries
+/// them across a containerd restart); a failure to queue is logged.
 pub struct Events {
-    publisher: RemotePublisher,
+    publisher: Arc<Publisher>,
     namespace: String,
 }
 
 impl Events {
-    pub fn new(publisher: RemotePublisher, namespace: String) -> Self {
+    pub fn new(publisher: Arc<Publisher>, namespace: String) -> Self {
         Self { publisher, namespace }
     }
 
     async fn publish<E: Event + MessageDyn>(&self, event: E) {
         let topic = event.topic();
-        if let Err(e) = self.publisher.publish(Context::default(), &topic, &self.namespace, Box::new(event)).await {
+        if let Err(e) = self.publisher.publish(&topic, &self.namespace, Box::new(event)) {
             tracing::warn!(%topic, error = %e, "publishing an event");
         }
     }

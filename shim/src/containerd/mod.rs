@@ -2,8 +2,10 @@
 //!
 //! [`SkiffShim`] is the shim's lifecycle (the `start` and `delete` commands, one shim process per pod
 //! sandbox); [`TaskService`] the task API containerd drives over ttrpc. A bundle's first process arg names
-//! a `.wasm` file in its rootfs; bind mounts become preopened directories, the spec's network namespace the
-//! guest's network, its memory limit the guest's memory cap and its CPU quota the guest's CPU share.
+//! a `.wasm` file in its rootfs (or, when the rootfs has none and the image is a Wasm OCI artifact, its Wasm
+//! layer is read from containerd's content store); bind mounts become preopened directories, the spec's
+//! network namespace the guest's network, its memory limit the guest's memory cap and its CPU quota the
+//! guest's CPU share. Events reach containerd also across its restart.
 //!
 //! A container whose first arg names an ELF binary or a `#!` script instead is a Linux container: the
 //! shim runs it through `runc` on its bundle (state under `SKIFF_SHIM_RUNC_ROOT`/<namespace>), with the
@@ -12,8 +14,10 @@
 //! shim's), a Linux container gets the sandbox's network namespace, new IPC/UTS/PID ones, and the
 //! sandbox's hostname.
 
+mod artifact;
 mod bundle;
 mod container;
+mod content;
 mod entry;
 mod error;
 mod events;
@@ -21,12 +25,14 @@ mod executor;
 mod linux;
 mod linux_spec;
 mod logging;
+mod publisher;
 mod rootfs;
 mod runc;
 mod shim;
 mod stdio;
 mod task;
 
+pub use artifact::{ArtifactError, WASM_CONFIG_V0, WASM_LAYERS};
 pub use bundle::{Bundle, NetNs, DEFAULT_HTTP_PORT, HTTP_PORT, HTTP_PORT_ENV};
 pub use error::ShimError;
 pub use runc::{DEFAULT_RUNC_ROOT, RUNC_BINARY_ENV, RUNC_ROOT_ENV};

@@ -3,7 +3,8 @@
 //! shim that died; the serving process runs the task service until Shutdown.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use containerd_shim::api::DeleteResponse;
@@ -14,8 +15,10 @@ use oci_spec::runtime::Spec;
 
 use super::bundle::SANDBOX_ID;
 use super::container::now;
+use super::content::ContentSource;
 use super::events::Events;
 use super::runc::Runc;
+use super::publisher::Publisher;
 use super::task::TaskService;
 use super::{logging, rootfs};
 
@@ -28,8 +31,17 @@ pub struct SkiffShim {
     namespace: String,
     /// The container containerd names in the `start` and `delete` commands.
     id: String,
+    /// containerd's gRPC address, for reading Wasm artifacts from its content store.
+    address: String,
     bundle: PathBuf,
+    /// The serving shim's socket (`-socket`), removed when it exits.
+    socket: String,
+    /// The serving shim's event publisher, flushed before the process exits.
+    publisher: OnceLock<Arc<Publisher>>,
 }
+
+/// How long an exiting shim waits for its queued events to reach containerd.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the shim binary (`containerd-shim-skiff-v1`): call from `main` on a tokio runtime.
 pub async fn run() {
@@ -52,7 +64,10 @@ impl Shim for SkiffShim {
             exit: Arc::new(ExitSignal::default()),
             namespace: flags.namespace.clone(),
             id: flags.id.clone(),
+            address: flags.address.clone(),
             bundle,
+            socket: flags.socket.clone(),
+            publisher: OnceLock::new(),
         }
     }
 
@@ -81,9 +96,31 @@ impl Shim for SkiffShim {
 
     async fn wait(&mut self) {
         self.exit.wait().await;
+        if let Some(publisher) = self.publisher.get() {
+            if !publisher.flush(FLUSH_TIMEOUT).await {
+                tracing::warn!("exiting with events containerd has not taken");
+            }
+        }
+        // containerd-shim removes the socket named by `address` in the bundle, which containerd may already
+        // have deleted by now (it does after Shutdown): remove it by the flag instead.
+        remove_socket(&self.socket);
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
-        TaskService::new(Events::new(publisher, self.namespace.clone()), Arc::clone(&self.exit), &self.namespace)
+        // containerd-shim's publisher loses events across a containerd restart: ours retries them.
+        let publisher = Arc::clone(self.publisher.get_or_init(|| Arc::new(Publisher::new(&publisher.address))));
+        let content = ContentSource::new(&self.address, &self.namespace);
+        TaskService::new(Events::new(publisher, self.namespace.clone()), Arc::clone(&self.exit), &self.namespace, content)
+    }
+}
+
+/// Removes the unix socket file at `address` (`unix://` + path), if it is one.
+fn remove_socket(address: &str) {
+    let path = std::path::Path::new(address.trim_start_matches("unix://"));
+    let is_socket = path.symlink_metadata().is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()));
+    if path.is_absolute() && is_socket {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(path = %path.display(), error = %e, "removing the shim socket");
+        }
     }
 }

@@ -20,8 +20,10 @@ use containerd_shim::{ExitSignal, Task, TtrpcContext, TtrpcResult};
 use parking_lot::Mutex;
 use tracing::Instrument;
 
-use super::bundle::{Bundle, SANDBOX_ID};
+use super::artifact;
+use super::bundle::{Bundle, NetNs, SANDBOX_ID};
 use super::container::{Container, Job, Status};
+use super::content::ContentSource;
 use super::entry::Entry;
 use super::error::ShimError;
 use super::events::Events;
@@ -49,11 +51,13 @@ pub struct TaskService {
     exit: Arc<ExitSignal>,
     /// The shim's own pid: the task pid of Wasm guests (threads of it) and sandboxes.
     pid: u32,
+    /// containerd's content store, for Wasm artifacts (none when the shim has no containerd address).
+    content: Option<ContentSource>,
 }
 
 impl TaskService {
     /// The task service of a shim serving containerd namespace `namespace`.
-    pub fn new(events: Events, exit: Arc<ExitSignal>, namespace: &str) -> Self {
+    pub fn new(events: Events, exit: Arc<ExitSignal>, namespace: &str, content: Option<ContentSource>) -> Self {
         Self {
             containers: Mutex::new(HashMap::new()),
             engine: Mutex::new(None),
@@ -62,6 +66,7 @@ impl TaskService {
             events: Arc::new(events),
             exit,
             pid: std::process::id(),
+            content,
         }
     }
 
@@ -85,7 +90,8 @@ impl TaskService {
         if self.containers.lock().contains_key(&req.id) {
             return Err(ShimError::AlreadyExists(req.id.clone()));
         }
-        let bundle = Bundle::load(Path::new(&req.bundle))?;
+        let mut bundle = Bundle::load(Path::new(&req.bundle))?;
+        self.join_pod_network(&req.id, &mut bundle);
         let mounted = !req.rootfs.is_empty();
         rootfs::mount(&req.rootfs, &bundle.rootfs).await?;
         let stdio = StdioPaths {
@@ -110,6 +116,18 @@ impl TaskService {
         Ok(pid)
     }
 
+    /// CRI points a pod's containers at the sandbox task's network namespace by its pid
+    /// (`/proc/<pid>/ns/net`), and a sandbox's pid is this shim's own (the host's network): a Wasm guest joins
+    /// the namespace the sandbox container was given instead. (Linux containers get theirs in `linux_spec`.)
+    fn join_pod_network(&self, id: &str, bundle: &mut Bundle) {
+        if bundle.netns != NetNs::Join(PathBuf::from(format!("/proc/{}/ns/net", self.pid))) {
+            return;
+        }
+        if let Some(netns) = self.pods.lock().get(Self::sandbox_id(id, bundle)).and_then(|pod| pod.netns.clone()) {
+            bundle.netns = NetNs::Join(netns);
+        }
+    }
+
     /// The id of the pod sandbox a container belongs to (a sandbox's is its own).
     fn sandbox_id<'a>(id: &'a str, bundle: &'a Bundle) -> &'a str {
         bundle.annotations.get(SANDBOX_ID).map_or(id, String::as_str)
@@ -123,7 +141,7 @@ impl TaskService {
             self.pods.lock().insert(Self::sandbox_id(id, bundle).to_string(), Pod::of_sandbox(&bundle.path));
             return Ok(Job::Sandbox);
         }
-        let entry = match Entry::find(bundle)? {
+        let entry = match artifact::find_entry(self.content.as_ref(), id, bundle).await? {
             Entry::Wasm(entry) => entry,
             Entry::Linux { guest_path } => {
                 tracing::info!(path = %guest_path, "a Linux program: running it through runc");

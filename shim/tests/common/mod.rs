@@ -4,6 +4,7 @@
 //! fails.
 #![allow(dead_code)]
 
+pub mod artifact;
 pub mod cri;
 
 use std::path::{Path, PathBuf};
@@ -70,13 +71,32 @@ impl Containerd {
         // Only what `ctr run` needs: no CRI plugin (its own networking), nothing listening on TCP.
         std::fs::write(root.join("config.toml"), "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n")
             .expect("config");
+        let mut containerd = Containerd { dir, child: None };
+        containerd.launch();
+        containerd
+    }
+
+    /// Kills containerd with SIGKILL (its shims and tasks keep running) and, `down` later, starts it again on
+    /// the same root, state and socket.
+    pub fn restart_after(&mut self, down: Duration) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        std::thread::sleep(down);
+        self.launch();
+    }
+
+    /// Starts containerd on this directory and waits until it answers.
+    fn launch(&mut self) {
+        let root = self.dir.path();
         // SKIFF_SHIM_TEST_BIN names another build of the shim (e.g. a copy taken out of a shared target dir).
         let shim = std::env::var_os("SKIFF_SHIM_TEST_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_containerd-shim-skiff-v1")));
         let shim_dir = shim.parent().expect("the shim's directory");
         let path = format!("{}:{}", shim_dir.display(), std::env::var("PATH").unwrap_or_default());
-        let log = std::fs::File::create(root.join("containerd.log")).expect("log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(root.join("containerd.log")).expect("log");
         let child = Command::new("containerd")
             .arg("--config")
             .arg(root.join("config.toml"))
@@ -95,17 +115,16 @@ impl Containerd {
             .stderr(log)
             .spawn()
             .expect("start containerd");
-        let containerd = Containerd { dir, child: Some(child) };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let ok = containerd.ctr(&["version"]).status.success();
+            let ok = self.ctr(&["version"]).status.success();
             if ok {
                 break;
             }
-            assert!(Instant::now() < deadline, "containerd did not start: {}", containerd.log());
+            assert!(Instant::now() < deadline, "containerd did not start: {}", self.log());
             std::thread::sleep(Duration::from_millis(100));
         }
-        containerd
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -261,7 +280,7 @@ impl Drop for Containerd {
 }
 
 /// The shim sockets named by the `address` files of the bundles under `state`.
-fn shim_sockets(state: &Path) -> Vec<PathBuf> {
+pub fn shim_sockets(state: &Path) -> Vec<PathBuf> {
     let mut sockets = Vec::new();
     let tasks = state.join("io.containerd.runtime.v2.task");
     for ns in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
