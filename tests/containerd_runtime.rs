@@ -43,7 +43,7 @@ fn wasm_pods_run_as_containerd_tasks_through_the_shim() {
     // Declared first, dropped last: the cluster's agent tears its containers down while containerd still runs.
     let containerd = Containerd::start(&format!("skiff-t{}", std::process::id()));
     let registry = Registry::start();
-    let cluster = Cluster::with_node_args(containerd.agent_args());
+    let mut cluster = Cluster::with_node_args(containerd.agent_args());
     let (web, hello, crasher, tool) = (
         registry.push("hello-http", "1"),
         registry.push("hello", "1"),
@@ -178,10 +178,54 @@ spec:
         assert!(shims.contains(&pid), "task pid {pid} is no shim of {shims:?}:\n{table}");
     }
 
-    // Deleting the pods removes their containers and tasks, and no shim is left.
-    cluster.kubectl(&["delete", "pod", "--all", "--timeout=60s"]);
+    // Deleting pods removes their containers and tasks, and their shims end.
+    let talker_shim = talker_pids[0];
+    cluster.kubectl(&["delete", "pod", "hello", "crash", "files", "talker", "--timeout=60s"]);
+    eventually("only web's container left", WAIT, || {
+        let ids = containerd.ids("containers");
+        ids.len() == 1 && ids[0].starts_with(&web_uid)
+    });
+    assert_eq!(containerd.ids("tasks").len(), 1, "{}", containerd.tasks_table());
+    eventually("the talker's shim gone", WAIT, || !containerd.shim_pids().contains(&talker_shim));
+
+    // A killed agent's containers are orphans to the next one: removed at its start, the pod's run anew.
+    let old = containerd.ids("containers");
+    cluster.kill9();
+    cluster.spawn();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let ids = containerd.ids("containers");
+        if ids.len() == 1 && ids[0].starts_with(&web_uid) && !old.contains(&ids[0]) {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "web was not run anew: {ids:?} (before: {old:?})\n{}\nserver:\n{}\ncontainerd:\n{}",
+                containerd.tasks_table(),
+                common::tail(&cluster.server_log()),
+                common::tail(&containerd.log())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_ready(&cluster, "web");
+    assert_eq!(http_get(&format!("http://{ip}:8080/")).as_deref(), Some("hello from skiff\n"));
+    assert_eq!(containerd.ids("tasks").len(), 1, "{}", containerd.tasks_table());
+
+    // Deleting the last pod leaves no container, task or shim.
+    cluster.kubectl(&["delete", "pod", "web", "--timeout=60s"]);
     eventually("no containerd containers left", WAIT, || containerd.ids("containers").is_empty());
     assert!(containerd.ids("tasks").is_empty(), "{}", containerd.tasks_table());
     eventually("no shim process left", WAIT, || containerd.shim_pids().is_empty());
     assert_eq!(http_get(&format!("http://{ip}:8080/")), None, "the pod still answers after deletion");
+
+    // An agent stopping with --teardown-on-exit removes what still runs.
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: last}}\nspec:\n  containers:\n  - {{name: c, image: \"{tool}\", args: [forever]}}\n"
+    );
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest));
+    eventually("the last pod's task", WAIT, || containerd.ids("tasks").len() == 1);
+    drop(cluster);
+    assert!(containerd.ids("containers").is_empty(), "{}", containerd.tasks_table());
+    eventually("no shim process left after the agent", WAIT, || containerd.shim_pids().is_empty());
 }

@@ -12,7 +12,15 @@ pub fn shim_binary() -> PathBuf {
     static SHIM: OnceLock<PathBuf> = OnceLock::new();
     SHIM.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
+        let mut build = Command::new(cargo);
+        // The test's own CARGO_* variables (package name, manifest dir...) would make cargo rebuild shared deps.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy().into_owned();
+            if key.starts_with("CARGO_") && key != "CARGO_TARGET_DIR" && key != "CARGO_HOME" {
+                build.env_remove(&key);
+            }
+        }
+        let status = build
             .args(["build", "-p", "skiff-shim", "--bin", "containerd-shim-skiff-v1"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()

@@ -49,6 +49,8 @@ pub struct ContainerdRuntime {
     /// For exec probes, which run in-process.
     wasm: WasmRuntime,
     runs: AtomicU64,
+    /// Tells this agent run's container ids from a previous run's (hex of the start time).
+    epoch: String,
 }
 
 /// A pod in this runtime: its sandbox's network namespace, and an in-process context made on the first exec.
@@ -74,7 +76,9 @@ impl ContainerdRuntime {
     ) -> Result<Self, ContainerdError> {
         let client = Client::connect(&config.address, &config.namespace).await?;
         tracing::info!(address = %config.address.display(), namespace = %config.namespace, "Wasm containers run in containerd");
-        Ok(Self { client, node: node.to_string(), images, wasm, runs: AtomicU64::new(0) })
+        let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+        let epoch = format!("{:x}", millis & 0xffff_ffff);
+        Ok(Self { client, node: node.to_string(), images, wasm, runs: AtomicU64::new(0), epoch })
     }
 
     /// Removes every container of this node in the namespace (and its task). At agent start nothing of a
@@ -136,25 +140,46 @@ impl ContainerdRuntime {
 
     /// A containerd id for a run of container `name` of pod `uid`: unique per run, within containerd's rules.
     fn container_id(&self, uid: &str, name: &str) -> String {
-        let run = self.runs.fetch_add(1, Ordering::Relaxed);
-        let mut clean = String::new();
-        for c in name.chars() {
-            if c.is_ascii_alphanumeric() {
-                clean.push(c);
-            } else if !clean.ends_with('-') && !clean.is_empty() {
-                clean.push('-');
-            }
+        container_id(uid, name, &self.epoch, self.runs.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// `<pod uid>-<container name>-<epoch>-<run>`, the name cut to fit containerd's 76 characters and reduced
+/// to its identifier rules (alphanumerics joined by single separators).
+fn container_id(uid: &str, name: &str, epoch: &str, run: u64) -> String {
+    let mut clean = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            clean.push(c);
+        } else if !clean.ends_with('-') && !clean.is_empty() {
+            clean.push('-');
         }
-        let suffix = format!("-{run}");
-        let room = MAX_ID.saturating_sub(uid.len() + 1 + suffix.len());
-        let clean: String = clean.chars().take(room).collect();
-        let clean = clean.trim_end_matches('-');
-        let uid: String = uid.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
-        if clean.is_empty() {
-            format!("{uid}{suffix}")
-        } else {
-            format!("{uid}-{clean}{suffix}")
-        }
+    }
+    let suffix = format!("-{epoch}-{run}");
+    let room = MAX_ID.saturating_sub(uid.len() + 1 + suffix.len());
+    let clean: String = clean.chars().take(room).collect();
+    let clean = clean.trim_end_matches('-');
+    let uid: String = uid.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+    if clean.is_empty() {
+        format!("{uid}{suffix}")
+    } else {
+        format!("{uid}-{clean}{suffix}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::container_id;
+
+    #[test]
+    fn container_ids_follow_containerds_rules() {
+        let uid = "0b357d5f-9e10-4e11-9144-7d390ef1807e";
+        assert_eq!(container_id(uid, "web", "1a2b", 7), format!("{uid}-web-1a2b-7"));
+        let long = container_id(uid, &format!("a--b{}", "x".repeat(80)), "ffffffff", 12345);
+        assert!(long.len() <= 76, "{long}");
+        assert!(long.starts_with(&format!("{uid}-a-bxx")) && long.ends_with("-ffffffff-12345"), "{long}");
+        assert!(!long.contains("--"), "{long}");
+        assert_eq!(container_id(uid, "--", "e", 0), format!("{uid}-e-0"));
     }
 }
 
