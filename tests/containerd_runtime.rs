@@ -44,11 +44,12 @@ fn wasm_pods_run_as_containerd_tasks_through_the_shim() {
     let containerd = Containerd::start(&format!("skiff-t{}", std::process::id()));
     let registry = Registry::start();
     let mut cluster = Cluster::with_node_args(containerd.agent_args());
-    let (web, hello, crasher, tool) = (
+    let (web, hello, crasher, tool, hog) = (
         registry.push("hello-http", "1"),
         registry.push("hello", "1"),
         registry.push("crasher", "1"),
         registry.push("tool", "1"),
+        registry.push("memory-hog", "1"),
     );
     let manifest = format!(
         r#"apiVersion: v1
@@ -87,6 +88,17 @@ spec:
   containers:
   - name: crash
     image: {crasher}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: hog}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: hog
+    image: {hog}
+    resources:
+      limits: {{memory: 32Mi}}
 ---
 apiVersion: v1
 kind: ConfigMap
@@ -143,6 +155,11 @@ spec:
     assert_eq!(status["state"]["terminated"]["reason"], "Completed", "{status}");
     assert_eq!(status["state"]["terminated"]["exitCode"], 0, "{status}");
 
+    // The spec's memory limit caps the guest: an OOM kill.
+    wait_phase(&cluster, "hog", "Failed");
+    let t = &pod(&cluster, "hog")["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!((t["reason"].as_str(), t["exitCode"].as_i64()), (Some("OOMKilled"), Some(137)), "{t}");
+
     // A crashing container is restarted, its exit code and output kept.
     eventually("the crasher restarted", WAIT, || {
         pod(&cluster, "crash")["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(0) >= 1
@@ -180,7 +197,7 @@ spec:
 
     // Deleting pods removes their containers and tasks, and their shims end.
     let talker_shim = talker_pids[0];
-    cluster.kubectl(&["delete", "pod", "hello", "crash", "files", "talker", "--timeout=60s"]);
+    cluster.kubectl(&["delete", "pod", "hello", "hog", "crash", "files", "talker", "--timeout=60s"]);
     eventually("only web's container left", WAIT, || {
         let ids = containerd.ids("containers");
         ids.len() == 1 && ids[0].starts_with(&web_uid)
