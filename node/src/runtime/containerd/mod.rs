@@ -167,22 +167,6 @@ fn container_id(uid: &str, name: &str, epoch: &str, run: u64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::container_id;
-
-    #[test]
-    fn container_ids_follow_containerds_rules() {
-        let uid = "0b357d5f-9e10-4e11-9144-7d390ef1807e";
-        assert_eq!(container_id(uid, "web", "1a2b", 7), format!("{uid}-web-1a2b-7"));
-        let long = container_id(uid, &format!("a--b{}", "x".repeat(80)), "ffffffff", 12345);
-        assert!(long.len() <= 76, "{long}");
-        assert!(long.starts_with(&format!("{uid}-a-bxx")) && long.ends_with("-ffffffff-12345"), "{long}");
-        assert!(!long.contains("--"), "{long}");
-        assert_eq!(container_id(uid, "--", "e", 0), format!("{uid}-e-0"));
-    }
-}
-
 fn pod_of(pod: &Arc<dyn PodContext>) -> Result<&ContainerdPod, RuntimeError> {
     pod.as_any()
         .downcast_ref::<ContainerdPod>()
@@ -230,5 +214,21 @@ impl ContainerRuntime for ContainerdRuntime {
 
     fn compiles(&self) -> u64 {
         self.wasm.compiles()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::container_id;
+
+    #[test]
+    fn container_ids_follow_containerds_rules() {
+        let uid = "0b357d5f-9e10-4e11-9144-7d390ef1807e";
+        assert_eq!(container_id(uid, "web", "1a2b", 7), format!("{uid}-web-1a2b-7"));
+        let long = container_id(uid, &format!("a--b{}", "x".repeat(80)), "ffffffff", 12345);
+        assert!(long.len() <= 76, "{long}");
+        assert!(long.starts_with(&format!("{uid}-a-bxx")) && long.ends_with("-ffffffff-12345"), "{long}");
+        assert!(!long.contains("--"), "{long}");
+        assert_eq!(container_id(uid, "--", "e", 0), format!("{uid}-e-0"));
     }
 }
