@@ -3,8 +3,18 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+use skiff_node::config::{ContainerdConfig, WasmRuntimeConfig};
 use skiff_node::AgentConfig;
+
+/// `--wasm-runtime`: where Wasm containers run.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WasmRuntimeKind {
+    /// On the agent's own engine.
+    InProcess,
+    /// In containerd, through skiff's shim (`io.containerd.skiff.v1`).
+    Containerd,
+}
 
 #[derive(Args, Clone, Debug)]
 pub struct NodeArgs {
@@ -38,6 +48,15 @@ pub struct NodeArgs {
     /// On exit, remove every pod sandbox and the bridge instead of keeping them for the next start.
     #[arg(long)]
     pub teardown_on_exit: bool,
+    /// Where Wasm containers run: `in-process`, or `containerd` through skiff's shim (`skiff shim install`).
+    #[arg(long, value_enum, default_value = "in-process")]
+    pub wasm_runtime: WasmRuntimeKind,
+    /// containerd's socket (with `--wasm-runtime containerd`).
+    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    pub containerd_address: PathBuf,
+    /// The containerd namespace of the kubelet's containers (with `--wasm-runtime containerd`).
+    #[arg(long, default_value = "skiff")]
+    pub containerd_namespace: String,
 }
 
 impl NodeArgs {
@@ -53,6 +72,13 @@ impl NodeArgs {
         c.insecure_registries = self.insecure_registries.clone();
         c.max_pods = self.max_pods;
         c.teardown_on_shutdown = self.teardown_on_exit;
+        c.wasm_runtime = match self.wasm_runtime {
+            WasmRuntimeKind::InProcess => WasmRuntimeConfig::InProcess,
+            WasmRuntimeKind::Containerd => WasmRuntimeConfig::Containerd(ContainerdConfig {
+                address: self.containerd_address.clone(),
+                namespace: self.containerd_namespace.clone(),
+            }),
+        };
         c
     }
 }

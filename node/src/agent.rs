@@ -8,12 +8,13 @@ use std::time::Duration;
 use skiff_shim::engine::WasmEngine;
 use tokio::task::JoinHandle;
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, WasmRuntimeConfig};
 use crate::error::AgentError;
 use crate::events::Recorder;
 use crate::image::{ImageConfig, ImageStore};
 use crate::pods::log_index::LogIndex;
 use crate::pods::{self, Deps};
+use crate::runtime::containerd::ContainerdRuntime;
 use crate::runtime::wasm::WasmRuntime;
 use crate::runtime::ContainerRuntime;
 use crate::sandbox::{NetworkConfig, SandboxManager};
@@ -26,6 +27,8 @@ pub struct Agent {
     tasks: Vec<JoinHandle<()>>,
     stop_server: Option<tokio::sync::oneshot::Sender<()>>,
     teardown: bool,
+    /// The containerd runtime, when Wasm containers run there (removed on a teardown).
+    containerd: Option<Arc<ContainerdRuntime>>,
 }
 
 impl Agent {
@@ -43,7 +46,16 @@ impl Agent {
             cache_dir: dir.join("images"),
             insecure_registries: config.insecure_registries.clone(),
         })?);
-        let runtime: Arc<dyn ContainerRuntime> = Arc::new(WasmRuntime::new(engine, Arc::clone(&images)));
+        let wasm = WasmRuntime::new(engine, Arc::clone(&images));
+        let (runtime, containerd): (Arc<dyn ContainerRuntime>, _) = match &config.wasm_runtime {
+            WasmRuntimeConfig::InProcess => (Arc::new(wasm), None),
+            WasmRuntimeConfig::Containerd(c) => {
+                let rt = Arc::new(ContainerdRuntime::connect(c, &config.node_name, Arc::clone(&images), wasm).await?);
+                // A previous run's containers belong to no pod of this run: its workers start theirs anew.
+                rt.remove_all().await;
+                (rt.clone(), Some(rt))
+            }
+        };
         let sandboxes = SandboxManager::new(NetworkConfig {
             bridge: config.bridge.clone(),
             pod_cidr: config.pod_cidr.clone(),
@@ -97,7 +109,7 @@ impl Agent {
         let _ = pods_cell.set(Arc::downgrade(&deps));
         tasks.push(tokio::spawn(pods::watch(Arc::clone(&deps))));
         tracing::info!(%kubelet_addr, "node agent running");
-        Ok(Self { kubelet_addr, deps, sandboxes, tasks, stop_server: Some(stop_server), teardown })
+        Ok(Self { kubelet_addr, deps, sandboxes, tasks, stop_server: Some(stop_server), teardown, containerd })
     }
 
     /// How many pods this agent runs.
@@ -117,6 +129,9 @@ impl Agent {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         if self.teardown {
+            if let Some(containerd) = &self.containerd {
+                containerd.remove_all().await;
+            }
             self.sandboxes.teardown_all().await;
         }
     }

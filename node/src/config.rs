@@ -37,6 +37,33 @@ pub struct AgentConfig {
     pub lease_interval: Duration,
     /// Remove every sandbox and the bridge when the agent stops (tests; a real node keeps them to adopt).
     pub teardown_on_shutdown: bool,
+    /// Where Wasm containers run: in this process, or in containerd through skiff's shim.
+    pub wasm_runtime: WasmRuntimeConfig,
+}
+
+/// Where the kubelet runs Wasm containers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum WasmRuntimeConfig {
+    /// On the agent's own engine, one thread per pod inside its network namespace.
+    #[default]
+    InProcess,
+    /// As containerd containers with runtime `io.containerd.skiff.v1` (the shim must be on containerd's PATH).
+    Containerd(ContainerdConfig),
+}
+
+/// How to reach containerd.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerdConfig {
+    /// containerd's gRPC socket.
+    pub address: PathBuf,
+    /// The containerd namespace the kubelet's containers live in.
+    pub namespace: String,
+}
+
+impl Default for ContainerdConfig {
+    fn default() -> Self {
+        Self { address: PathBuf::from("/run/containerd/containerd.sock"), namespace: "skiff".into() }
+    }
 }
 
 impl AgentConfig {
@@ -58,6 +85,7 @@ impl AgentConfig {
             max_pods: 1100,
             lease_interval: Duration::from_secs(10),
             teardown_on_shutdown: false,
+            wasm_runtime: WasmRuntimeConfig::InProcess,
         }
     }
 

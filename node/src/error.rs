@@ -16,6 +16,8 @@ pub enum AgentError {
     Sandbox(#[from] crate::sandbox::SandboxError),
     #[error("images: {0}")]
     Image(#[from] crate::image::ImageError),
+    #[error("container runtime: {0}")]
+    Runtime(#[from] crate::runtime::containerd::ContainerdError),
     #[error("kubelet endpoint on {addr}: {source}")]
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
 }

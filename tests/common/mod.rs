@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod containerd;
 pub mod node;
 
 use std::net::TcpListener;
@@ -88,10 +89,16 @@ impl Cluster {
 
     /// Starts a server with its in-process node agent on a private pod network.
     pub fn with_node() -> Self {
+        Self::with_node_args(Vec::new())
+    }
+
+    /// As [`Cluster::with_node`], with `extra` node agent arguments (e.g. `--wasm-runtime containerd`).
+    pub fn with_node_args(extra: Vec<String>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let cache_dir = dir.path().join("kube-cache");
-        let server_args = node::TestNet::new().agent_args();
+        let mut server_args = node::TestNet::new().agent_args();
+        server_args.extend(extra);
         let mut cluster =
             Cluster { dir, port, datastore: "sqlite".into(), process: Process(None), cache_dir, server_args };
         cluster.spawn();

@@ -1,9 +1,12 @@
 //! The kubelet's runtime seam: what a container runtime must do for the pod worker.
 //!
-//! The pod worker owns the lifecycle (order, restarts, probes, status) and speaks only this interface;
-//! `wasm.rs` implements it in-process on wasmtime. An OCI runtime (containerd) slots in beside it by
-//! implementing the same trait; the worker picks the runtime per container from its image.
+//! The pod worker owns the lifecycle (order, restarts, probes, status) and speaks only this interface.
+//! Two implementations run Wasm containers, picked per node (`--wasm-runtime`): `wasm.rs` in-process on
+//! wasmtime (one thread per pod inside its network namespace), and `containerd/` as containerd containers
+//! with skiff's shim (`io.containerd.skiff.v1`, one shim process per pod), which reuses `wasm.rs` for the
+//! argv/env rules and for exec probes.
 
+pub mod containerd;
 pub mod executor;
 pub mod wasm;
 
@@ -81,6 +84,8 @@ pub enum RuntimeError {
     #[error("{0}")]
     Engine(#[from] skiff_shim::engine::EngineError),
     #[error("{0}")]
+    Containerd(#[from] containerd::ContainerdError),
+    #[error("{0}")]
     Other(String),
 }
 
@@ -89,7 +94,7 @@ impl RuntimeError {
     pub fn reason(&self) -> &'static str {
         match self {
             RuntimeError::Image(_) => "ErrImagePull",
-            RuntimeError::Engine(_) | RuntimeError::Other(_) => "CreateContainerError",
+            RuntimeError::Engine(_) | RuntimeError::Containerd(_) | RuntimeError::Other(_) => "CreateContainerError",
         }
     }
 }

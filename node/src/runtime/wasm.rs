@@ -55,16 +55,7 @@ impl WasmRuntime {
         extra_args: Option<&[String]>,
     ) -> Result<RunSpec, RuntimeError> {
         let argv = argv(image, launch, extra_args);
-        let mut env: Vec<(String, String)> = image.env.clone();
-        for (k, v) in &launch.env {
-            env.retain(|(ek, _)| ek != k);
-            env.push((k.clone(), v.clone()));
-        }
-        // WASI has no working directory of its own; wasi-libc and Rust's std read `PWD`.
-        if let Some(dir) = launch.working_dir.clone().or_else(|| image.working_dir.clone()).filter(|d| !d.is_empty()) {
-            env.retain(|(k, _)| k != "PWD");
-            env.push(("PWD".into(), dir));
-        }
+        let env = guest_env(image, launch);
         let mut preopens = Vec::new();
         if let Some(rootfs) = &image.rootfs {
             preopens.push(Preopen {
@@ -95,10 +86,30 @@ impl WasmRuntime {
     }
 }
 
+/// The guest's environment: the image's, overridden by the container's, and `PWD` from the working dir.
+pub(crate) fn guest_env(image: &WasmImage, launch: &Launch) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = image.env.clone();
+    for (k, v) in &launch.env {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+    // WASI has no working directory of its own; wasi-libc and Rust's std read `PWD`.
+    if let Some(dir) = working_dir(image, launch) {
+        env.retain(|(k, _)| k != "PWD");
+        env.push(("PWD".into(), dir));
+    }
+    env
+}
+
+/// The container's working directory: its own, else the image's (`None` when neither names one).
+pub(crate) fn working_dir(image: &WasmImage, launch: &Launch) -> Option<String> {
+    launch.working_dir.clone().or_else(|| image.working_dir.clone()).filter(|d| !d.is_empty())
+}
+
 /// argv for a Wasm container. argv[0] is the module's file name; then `command` (or the image's
 /// entrypoint after its `.wasm` path) and `args` (or the image's cmd). For an exec probe, its command
 /// replaces both.
-fn argv(image: &WasmImage, launch: &Launch, exec: Option<&[String]>) -> Vec<String> {
+pub(crate) fn argv(image: &WasmImage, launch: &Launch, exec: Option<&[String]>) -> Vec<String> {
     let argv0 = image
         .entrypoint
         .first()
@@ -128,7 +139,7 @@ fn argv(image: &WasmImage, launch: &Launch, exec: Option<&[String]>) -> Vec<Stri
 }
 
 /// The container's own writable copy of the image's files (made once per container).
-fn private_rootfs(template: &Path, scratch: &Path) -> Result<PathBuf, RuntimeError> {
+pub(crate) fn private_rootfs(template: &Path, scratch: &Path) -> Result<PathBuf, RuntimeError> {
     let dest = scratch.join("rootfs");
     if !dest.exists() {
         copy_tree(template, &dest).map_err(|e| RuntimeError::Other(format!("copying the image's files: {e}")))?;
