@@ -125,6 +125,11 @@ impl Runc {
     /// `runc delete --force`: kills what still runs and removes runc's state (and cgroup); a container runc
     /// does not know is already deleted.
     pub async fn delete(&self, id: &str, bundle: &Path) -> Result<(), ShimError> {
+        // runc keeps a container's state in `<root>/<id>`: without it there is nothing to delete, and no runc
+        // process is spent on every Wasm container containerd cleans up after.
+        if !self.root.join(id).exists() {
+            return Ok(());
+        }
         let mut exits = Exits::subscribe().await?;
         self.run("delete", id, bundle, &["delete".into(), "--force".into(), id.into()], None, &mut exits).await
     }

@@ -17,8 +17,8 @@ use super::bundle::SANDBOX_ID;
 use super::container::now;
 use super::content::ContentSource;
 use super::events::Events;
-use super::runc::Runc;
 use super::publisher::Publisher;
+use super::runc::Runc;
 use super::task::TaskService;
 use super::{logging, rootfs};
 
@@ -110,7 +110,12 @@ impl Shim for SkiffShim {
         // containerd-shim's publisher loses events across a containerd restart: ours retries them.
         let publisher = Arc::clone(self.publisher.get_or_init(|| Arc::new(Publisher::new(&publisher.address))));
         let content = ContentSource::new(&self.address, &self.namespace);
-        TaskService::new(Events::new(publisher, self.namespace.clone()), Arc::clone(&self.exit), &self.namespace, content)
+        TaskService::new(
+            Events::new(publisher, self.namespace.clone()),
+            Arc::clone(&self.exit),
+            &self.namespace,
+            content,
+        )
     }
 }
 

@@ -43,7 +43,8 @@ pub const CACHE_ENV: &str = "SKIFF_SHIM_CACHE";
 /// containers) and its events.
 pub struct TaskService {
     containers: Mutex<HashMap<String, Arc<Container>>>,
-    engine: Mutex<Option<Arc<WasmEngine>>>,
+    /// Made ahead by a warm-up thread at start (while containerd connects and sends Create), else on first use.
+    engine: Arc<Mutex<Option<Arc<WasmEngine>>>>,
     runc: Arc<Runc>,
     /// What each pod sandbox of this shim (by sandbox id) gives its Linux containers.
     pods: Mutex<HashMap<String, Pod>>,
@@ -58,9 +59,21 @@ pub struct TaskService {
 impl TaskService {
     /// The task service of a shim serving containerd namespace `namespace`.
     pub fn new(events: Events, exit: Arc<ExitSignal>, namespace: &str, content: Option<ContentSource>) -> Self {
+        let engine = Arc::new(Mutex::new(None));
+        let warming = Arc::clone(&engine);
+        let warm_up = std::thread::Builder::new().name("engine-warm-up".into()).spawn(move || {
+            let mut engine = warming.lock();
+            if engine.is_none() {
+                // A failure is left for the first Wasm container to report.
+                *engine = make_engine().inspect_err(|e| tracing::warn!(error = %e, "warming up the engine")).ok();
+            }
+        });
+        if let Err(e) = warm_up {
+            tracing::warn!(error = %e, "starting the engine warm-up");
+        }
         Self {
             containers: Mutex::new(HashMap::new()),
-            engine: Mutex::new(None),
+            engine,
             runc: Arc::new(Runc::new(namespace)),
             pods: Mutex::new(HashMap::new()),
             events: Arc::new(events),
@@ -80,8 +93,7 @@ impl TaskService {
         if let Some(engine) = &*engine {
             return Ok(Arc::clone(engine));
         }
-        let dir = std::env::var_os(CACHE_ENV).map(PathBuf::from).unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
-        let made = Arc::new(WasmEngine::new(&dir)?);
+        let made = make_engine()?;
         *engine = Some(Arc::clone(&made));
         Ok(made)
     }
@@ -254,6 +266,12 @@ impl TaskService {
             ..Default::default()
         })
     }
+}
+
+/// The engine with its compile cache under `SKIFF_SHIM_CACHE` (or the default).
+fn make_engine() -> Result<Arc<WasmEngine>, ShimError> {
+    let dir = std::env::var_os(CACHE_ENV).map(PathBuf::from).unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
+    Ok(Arc::new(WasmEngine::new(&dir)?))
 }
 
 /// A request for an exec process (`exec_id` set): this shim has none.
