@@ -1,6 +1,7 @@
 //! `shim-run`: skiff's containerd shim (`io.containerd.skiff.v1`) against runc's (`io.containerd.runc.v2`)
 //! on one private containerd, in one run: `ctr run --rm` wall time one at a time, tasks/s with several
-//! `ctr run --rm` in parallel, and the memory of long-running containers (shim RSS/PSS, container PSS).
+//! `ctr run --rm` in parallel, and the memory of long-running containers (shim RSS/PSS, container PSS), one
+//! shim each and all in one pod's shim.
 //! Prints Markdown on stdout, progress on stderr; everything started is removed at the end or on failure.
 
 use std::path::{Path, PathBuf};
@@ -86,6 +87,7 @@ pub async fn run(shim_bin: &Path, args: &ShimRunArgs) -> Result<()> {
     sequential(&ctd, args.runs).await?;
     throughput(&ctd, args.tasks, args.parallel).await?;
     memory(&ctd, args.containers).await?;
+    pod_memory(&ctd, args.containers).await?;
     Ok(())
 }
 
@@ -205,20 +207,7 @@ async fn memory(ctd: &Containerd, n: usize) -> Result<()> {
     println!();
     println!("| runtime | workload | shims | shim RSS MB mean / max | shim PSS MB mean / max | shim peak RSS MB max | container processes PSS MB mean | **shim + container PSS MB mean / max** |");
     println!("|---|---|---:|---|---|---:|---:|---|");
-    for v in [&SKIFF, &RUNC] {
-        eprintln!("shim-run: {n} long-running containers through the {} …", v.name);
-        let ids: Vec<String> = (0..n).map(|i| format!("{}-mem-{i}", v.prefix)).collect();
-        let result = measure_memory(ctd, v, &ids).await;
-        let removed = remove(ctd, &ids).await;
-        let row = result?;
-        removed?;
-        println!("{row}");
-    }
-    println!();
-    if !ctd.shims_gone(Duration::from_secs(10)).await {
-        bail!("shim processes left after removing the containers: {:?}", ctd.shims());
-    }
-    Ok(())
+    memory_rows(ctd, n, false).await
 }
 
 /// Starts the containers `ids`, waits until they run, and formats the table row of their memory.
@@ -232,20 +221,7 @@ async fn measure_memory(ctd: &Containerd, v: &Variant, ids: &[String]) -> Result
         args.extend_from_slice(v.long);
         ctd.ctr_ok(&args).await?;
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = ctd.ctr_ok(&["tasks", "ls"]).await?;
-        let listing = String::from_utf8_lossy(&out.stdout).into_owned();
-        let running =
-            |id: &String| listing.lines().any(|l| l.split_whitespace().next() == Some(id) && l.contains("RUNNING"));
-        if ids.iter().all(running) {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("not all {} containers were RUNNING after 30 s:\n{listing}", v.name);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_running(ctd, v, ids).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let shims = ctd.shims();
     let (mut shim, mut container, mut total) = (Vec::new(), Vec::new(), Vec::new());
@@ -274,6 +250,93 @@ async fn measure_memory(ctd: &Containerd, v: &Variant, ids: &[String]) -> Result
         mean(&kb(&container, |m| m.pss_kb)),
         mean_max(kb(&total, |m| m.pss_kb)),
     ))
+}
+
+/// Phase 4: `n` long-running containers per runtime in one pod: grouped into one shim by the CRI sandbox-id
+/// annotation, as CRI groups a pod's containers (both shims honour it); memory per container.
+async fn pod_memory(ctd: &Containerd, n: usize) -> Result<()> {
+    println!("#### Memory: {n} long-running containers of one pod per runtime");
+    println!();
+    println!("The same containers, each `ctr run -d --null-io --annotation {SANDBOX_ID}=<pod>`: one shim per");
+    println!("pod, as CRI runs a pod's containers (runc's shim groups by the same annotation). Per container: the");
+    println!("shim's RSS (and peak RSS) divided by the pod's containers, plus the container processes (runc: each");
+    println!("`sleep`; skiff: none).");
+    println!();
+    println!("| runtime | workload | containers | shims | shim RSS MB | shim peak RSS MB | container processes RSS MB | **RSS MB per container** | **peak RSS MB per container** |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    memory_rows(ctd, n, true).await
+}
+
+/// One table row per runtime: `n` long-running containers started (each in its own shim, or all in one pod's
+/// with `one_pod`), measured, then removed; no shim may be left after.
+async fn memory_rows(ctd: &Containerd, n: usize, one_pod: bool) -> Result<()> {
+    for v in [&SKIFF, &RUNC] {
+        let (what, tag) = if one_pod { ("of one pod ", "pod") } else { ("", "mem") };
+        eprintln!("shim-run: {n} long-running containers {what}through the {} …", v.name);
+        let ids: Vec<String> = (0..n).map(|i| format!("{}-{tag}-{i}", v.prefix)).collect();
+        let result = if one_pod { measure_pod(ctd, v, &ids).await } else { measure_memory(ctd, v, &ids).await };
+        let removed = remove(ctd, &ids).await;
+        let row = result?;
+        removed?;
+        println!("{row}");
+    }
+    println!();
+    if !ctd.shims_gone(Duration::from_secs(10)).await {
+        bail!("shim processes left after removing the containers: {:?}", ctd.shims());
+    }
+    Ok(())
+}
+
+/// The CRI annotation naming a container's pod sandbox: containers that share it share one shim.
+const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
+/// Starts the containers `ids` in one pod, waits until they run, and formats the table row of their memory.
+async fn measure_pod(ctd: &Containerd, v: &Variant, ids: &[String]) -> Result<String> {
+    let annotation = format!("{SANDBOX_ID}={}-pod", v.prefix);
+    for id in ids {
+        let mut args = vec!["run", "-d", "--null-io", "--annotation", &annotation, "--runtime", v.runtime, v.image, id];
+        args.extend_from_slice(v.long);
+        ctd.ctr_ok(&args).await?;
+    }
+    wait_running(ctd, v, ids).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let shims = ctd.shims();
+    let first = ids.first().context("no containers")?;
+    let pid = *shims.get(first).with_context(|| format!("no shim process for the pod of {first}"))?;
+    let shim = mem(pid).with_context(|| format!("shim {pid} is gone"))?;
+    let children = descendants(pid).into_iter().filter_map(mem).fold(Mem::default(), |a, b| a + b);
+    let mb = |kb: u64| kb as f64 / 1024.0;
+    let per = |kb: u64| mb(kb) / ids.len() as f64;
+    Ok(format!(
+        "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | **{:.2}** | **{:.2}** |",
+        v.name,
+        v.long.join(" "),
+        ids.len(),
+        shims.len(),
+        mb(shim.rss_kb),
+        mb(shim.hwm_kb),
+        mb(children.rss_kb),
+        per(shim.rss_kb + children.rss_kb),
+        per(shim.hwm_kb + children.rss_kb),
+    ))
+}
+
+/// Waits (30 s at most) until every container of `ids` is RUNNING.
+async fn wait_running(ctd: &Containerd, v: &Variant, ids: &[String]) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = ctd.ctr_ok(&["tasks", "ls"]).await?;
+        let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+        let running =
+            |id: &String| listing.lines().any(|l| l.split_whitespace().next() == Some(id) && l.contains("RUNNING"));
+        if ids.iter().all(running) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("not all {} containers were RUNNING after 30 s:\n{listing}", v.name);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// SIGKILLs, deletes and removes the containers `ids` (those that exist).

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -45,8 +45,10 @@ use wasi::{GuestEnv, P1State, P2State};
 /// The engine: one per process, shared by every container.
 pub struct WasmEngine {
     engine: Engine,
-    p1_linker: wasmtime::Linker<P1State>,
-    linker: wasmtime::component::Linker<P2State>,
+    /// The host functions of WASI p1 and of p2 + `wasi:http`, each made on first use: a process that runs
+    /// only modules (or only components) never builds (nor pages in the code of) the other.
+    p1_linker: OnceLock<wasmtime::Linker<P1State>>,
+    linker: OnceLock<wasmtime::component::Linker<P2State>>,
     cache_dir: PathBuf,
     compiles: AtomicU64,
     programs: Mutex<HashMap<String, Program>>,
@@ -65,8 +67,6 @@ impl WasmEngine {
         // The guest's outgoing HTTPS (wasi:http) uses rustls, which needs a process-wide provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let engine = Engine::new(&config::config()).map_err(|e| EngineError::Config(format!("{e:#}")))?;
-        let p1_linker = p1::linker(&engine)?;
-        let linker = component::linker(&engine)?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let cache_dir = cache_dir.join(format!("{:016x}", hasher.finish()));
@@ -87,13 +87,29 @@ impl WasmEngine {
             .map_err(|e| EngineError::Config(e.to_string()))?;
         Ok(Self {
             engine,
-            p1_linker,
-            linker,
+            p1_linker: OnceLock::new(),
+            linker: OnceLock::new(),
             cache_dir,
             compiles: AtomicU64::new(0),
             programs: Mutex::new(HashMap::new()),
             ticking,
         })
+    }
+
+    fn p1_linker(&self) -> Result<&wasmtime::Linker<P1State>, EngineError> {
+        if let Some(linker) = self.p1_linker.get() {
+            return Ok(linker);
+        }
+        let made = p1::linker(&self.engine)?;
+        Ok(self.p1_linker.get_or_init(|| made))
+    }
+
+    fn component_linker(&self) -> Result<&wasmtime::component::Linker<P2State>, EngineError> {
+        if let Some(linker) = self.linker.get() {
+            return Ok(linker);
+        }
+        let made = component::linker(&self.engine)?;
+        Ok(self.linker.get_or_init(|| made))
     }
 
     /// How many programs this engine compiled (cache misses); exported as a metric.
@@ -134,9 +150,9 @@ impl WasmEngine {
         let span = tracing::info_span!("run wasm", program = ?program, argv0 = env.argv0());
         let guest = async {
             match &program.kind {
-                Kind::Module(module) => p1::run(&self.p1_linker, module, &env, spec.cpu_millis).await,
+                Kind::Module(module) => p1::run(self.p1_linker()?, module, &env, spec.cpu_millis).await,
                 Kind::Component { component, .. } => {
-                    component::run(&self.linker, component, &env, spec.cpu_millis).await
+                    component::run(self.component_linker()?, component, &env, spec.cpu_millis).await
                 }
             }
         };
@@ -176,7 +192,7 @@ impl WasmEngine {
         let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let span = tracing::info_span!("serve wasi-http", %address, argv0 = env.argv0());
         let cancel = spec.cancel.unwrap_or_default();
-        http::serve(&self.linker, component, env, spec.cpu_millis, spec.deadline, listener, cancel)
+        http::serve(self.component_linker()?, component, env, spec.cpu_millis, spec.deadline, listener, cancel)
             .instrument(span)
             .await
     }

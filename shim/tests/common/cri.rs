@@ -20,7 +20,7 @@ use k8s_cri::v1::{
 };
 use tonic::transport::Channel;
 
-use super::{http_get, workload};
+use super::{http_get, shim_sockets, unmount_under, workload};
 
 /// The CRI runtime handler of the shim under test (`skiff shim install` adds the same name).
 pub const HANDLER: &str = "skiff";
@@ -483,32 +483,6 @@ fn config(root: &Path, sandbox_image: &str, registry: &str) -> String {
 "#,
         conf_dir = root.join("cni").display(),
     )
-}
-
-/// The shim sockets named by the `address` files of the bundles under `state`.
-fn shim_sockets(state: &Path) -> Vec<PathBuf> {
-    let mut sockets = Vec::new();
-    let tasks = state.join("io.containerd.runtime.v2.task");
-    for ns in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
-        for bundle in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
-            if let Ok(address) = std::fs::read_to_string(bundle.path().join("address")) {
-                sockets.push(PathBuf::from(address.trim().trim_start_matches("unix://")));
-            }
-        }
-    }
-    sockets
-}
-
-/// Lazily unmounts every mount point under `dir` (deepest first).
-fn unmount_under(dir: &Path) {
-    let prefix = dir.display().to_string();
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<&str> =
-        mountinfo.lines().filter_map(|l| l.split(' ').nth(4)).filter(|p| p.starts_with(&prefix)).collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for point in points {
-        let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
-    }
 }
 
 /// A pod sandbox config as the kubelet sends it: metadata, hostname, log directory, pod network namespace.

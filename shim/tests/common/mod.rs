@@ -294,7 +294,7 @@ pub fn shim_sockets(state: &Path) -> Vec<PathBuf> {
 }
 
 /// Lazily unmounts every mount point under `dir` (deepest first).
-fn unmount_under(dir: &Path) {
+pub fn unmount_under(dir: &Path) {
     let prefix = dir.display().to_string();
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut points: Vec<&str> =
