@@ -62,11 +62,18 @@ impl Drop for WasmEngine {
 }
 
 impl WasmEngine {
-    /// An engine whose compiled code is cached under `cache_dir`.
+    /// An engine whose compiled code is cached under `cache_dir`, with a node's pool of instance slots.
     pub fn new(cache_dir: &Path) -> Result<Self, EngineError> {
+        Self::with_slots(cache_dir, config::NODE_POOL_SLOTS)
+    }
+
+    /// An engine whose pool holds `slots` instances (and memories, tables, async stacks) at once: more
+    /// running guests (or HTTP requests in flight) than that fail to instantiate. Each slot costs its
+    /// guard pages and their bookkeeping when the engine is made and when the process exits.
+    pub fn with_slots(cache_dir: &Path, slots: u32) -> Result<Self, EngineError> {
         // The guest's outgoing HTTPS (wasi:http) uses rustls, which needs a process-wide provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let engine = Engine::new(&config::config()).map_err(|e| EngineError::Config(format!("{e:#}")))?;
+        let engine = Engine::new(&config::config(slots)).map_err(|e| EngineError::Config(format!("{e:#}")))?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let cache_dir = cache_dir.join(format!("{:016x}", hasher.finish()));

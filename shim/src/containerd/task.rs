@@ -38,6 +38,9 @@ use crate::engine::{Preopen, RunSpec, WasmEngine};
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/skiff-shim/cache";
 /// The environment variable naming the compile cache directory.
 pub const CACHE_ENV: &str = "SKIFF_SHIM_CACHE";
+/// Guests (and `wasi:http` requests in flight) one shim, i.e. one pod, runs at once: a node's 1000-slot pool
+/// would cost every shim ~3 ms of CPU to make and to tear down (guard pages of each stack).
+pub const POD_POOL_SLOTS: u32 = 128;
 
 /// The shim's task service: its containers, the engine (made on the first Wasm container), runc (for Linux
 /// containers) and its events.
@@ -271,7 +274,7 @@ impl TaskService {
 /// The engine with its compile cache under `SKIFF_SHIM_CACHE` (or the default).
 fn make_engine() -> Result<Arc<WasmEngine>, ShimError> {
     let dir = std::env::var_os(CACHE_ENV).map(PathBuf::from).unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
-    Ok(Arc::new(WasmEngine::new(&dir)?))
+    Ok(Arc::new(WasmEngine::with_slots(&dir, POD_POOL_SLOTS)?))
 }
 
 /// A request for an exec process (`exec_id` set): this shim has none.
