@@ -266,7 +266,7 @@ pub fn validate(kind: &str, namespaced: bool, obj: &Value) -> Vec<Cause> {
         match value.as_str() {
             Some(v) => {
                 if let Err(msg) = names::check_label_value(v) {
-                    causes.push((format!("metadata.labels"), format!("Invalid value: \"{v}\": {msg}")));
+                    causes.push(("metadata.labels".into(), format!("Invalid value: \"{v}\": {msg}")));
                 }
             }
             None => causes.push(("metadata.labels".into(), format!("Invalid value: {value}: must be a string"))),

@@ -359,7 +359,6 @@ impl Registry {
             .create(&ri.key(ns, &name), encode(&obj))
             .await
             .map_err(|e| from_store(e, ri.group, ri.plural, &name))?;
-        let mut obj = obj;
         object::set_resource_version(&mut obj, kv.mod_revision);
         tracing::debug!(resource = ri.plural, name, revision = kv.mod_revision, "created");
         Ok(Written { object: obj, warnings, created: true })
@@ -532,17 +531,17 @@ impl Registry {
             let must_wait = !object::finalizers(&current).is_empty()
                 || grace > 0
                 || ri.kind == "Namespace"
-                || (policy_finalizer.is_some() && ri.kind != "Namespace");
+                || policy_finalizer.is_some();
             if must_wait {
                 let mut next = current.clone();
                 let meta = meta_mut(&mut next);
                 let already = meta.contains_key("deletionTimestamp");
                 let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
                 let deadline = deadline.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-                if !already {
-                    meta.insert("deletionTimestamp".into(), json!(deadline));
-                    meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
-                } else if grace < meta.get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(i64::MAX) {
+                // A first deletion sets the deadline; a later one may only shorten it.
+                let shorter =
+                    || grace < meta.get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(i64::MAX);
+                if !already || shorter() {
                     meta.insert("deletionTimestamp".into(), json!(deadline));
                     meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
                 } else {

@@ -38,6 +38,9 @@ pub struct CachedEvent {
     json: std::sync::OnceLock<String>,
 }
 
+/// The backlog a new watch starts with and the receiver of the events that follow it.
+pub type Subscription = (Vec<Arc<CachedEvent>>, broadcast::Receiver<Arc<CachedEvent>>);
+
 impl CachedEvent {
     pub fn object_json(&self) -> &str {
         self.json.get_or_init(|| self.object.to_string())
@@ -144,10 +147,7 @@ impl WatchCache {
     }
 
     /// Events after `after` still in the ring, and a receiver for those that follow.
-    pub fn subscribe_from(
-        &self,
-        after: Revision,
-    ) -> Result<(Vec<Arc<CachedEvent>>, broadcast::Receiver<Arc<CachedEvent>>), ApiError> {
+    pub fn subscribe_from(&self, after: Revision) -> Result<Subscription, ApiError> {
         let ring = self.ring.lock();
         if after < ring.complete_after {
             return Err(ApiError::Gone { requested: after, oldest: ring.complete_after + 1 });

@@ -354,18 +354,6 @@ impl Store for EtcdStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefix_ends() {
-        assert_eq!(prefix_end(b"/a/"), b"/a0".to_vec());
-        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
-        assert_eq!(prefix_end(b""), vec![0]);
-    }
-}
-
 /// Keys per etcd request when the caller asked for all of them.
 const UNLIMITED_PAGE: usize = 1000;
 
@@ -406,5 +394,17 @@ impl EtcdStore {
             None => header_revision(resp.header())?,
         };
         Ok(ListResult { items, revision, more })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end(b"/a/"), b"/a0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b""), vec![0]);
     }
 }
