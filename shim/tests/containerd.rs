@@ -1,6 +1,7 @@
 //! `containerd-shim-skiff-v1` driven by a real containerd 1.6 through `ctr`: output and exit codes, kill,
 //! delete, the compile cache, memory limits with the OOM event, bad bundles, a guest serving HTTP on a
-//! network namespace's address, and busybox (Linux) containers through runc, alone and in a pod with Wasm.
+//! network namespace's address, and busybox (Linux) containers through runc, alone, in a pod with Wasm and
+//! killed by the OOM killer.
 //! Needs root, containerd, ctr, runc, umoci, skopeo, busybox-static and ip.
 
 mod common;
@@ -9,6 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::artifact::EventStream;
 use common::{http_get, unique, Containerd, CtrChild, NetNs, IMAGE, RUNTIME};
 
 fn text(bytes: &[u8]) -> String {
@@ -483,5 +485,34 @@ fn a_linux_container_joins_the_network_namespace() {
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(stdout.lines().any(|l| l.trim_start().starts_with("eth0:")), "{stdout}");
     assert!(stdout.contains(&format!("inet addr:{}", ns.pod_ip)), "{stdout}");
+    assert!(ctd.shims_gone(), "shims left running: {:?}", ctd.shim_pids());
+}
+
+#[test]
+fn a_linux_container_killed_by_the_oom_killer_publishes_oom() {
+    let ctd = Containerd::start();
+    ctd.import_image();
+    let events = EventStream::subscribe(&ctd);
+
+    // busybox `tail` buffers the one endless line until the kernel kills it in its 32 MiB memory cgroup.
+    let hog = unique("oomlinux");
+    let out =
+        ctd.run_rm(&hog, &["--memory-limit", "33554432"], &["/bin/sh", "-c", "head -c 300000000 /dev/zero | tail"]);
+    assert_eq!(out.status.code(), Some(137), "{}{}\n{}", text(&out.stdout), text(&out.stderr), ctd.log());
+    assert!(events.wait_for(&["/tasks/oom", &hog]), "no OOM event for {hog}: {}", events.seen());
+
+    // A normal exit under the same limit: its exit event comes, and no OOM event.
+    let fine = unique("fitslinux");
+    let out =
+        ctd.run_rm(&fine, &["--memory-limit", "33554432"], &["/bin/sh", "-c", "head -c 1000000 /dev/zero | wc -c"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "1000000");
+    assert!(events.wait_for(&["/tasks/delete", &fine]), "no delete event for {fine}: {}", events.seen());
+    let seen = events.seen();
+    assert!(!seen.lines().any(|l| l.contains("/tasks/oom") && l.contains(&fine)), "OOM event for {fine}: {seen}");
+    // The OOM event came before the exit event.
+    let position = |topic: &str, id: &str| seen.lines().position(|l| l.contains(topic) && l.contains(id));
+    let (oom, exit) = (position("/tasks/oom", &hog), position("/tasks/exit", &hog));
+    assert!(oom.is_some() && exit.is_some() && oom < exit, "OOM after the exit for {hog}: {seen}");
     assert!(ctd.shims_gone(), "shims left running: {:?}", ctd.shim_pids());
 }

@@ -180,7 +180,8 @@ impl Container {
         }
         let at = now();
         self.status.send_replace(Status::Stopped { code, at: at.clone() });
-        if matches!(exit, Ok(Exit::OutOfMemory)) {
+        let linux_oom = self.linux.as_ref().is_some_and(|task| task.oom_killed());
+        if matches!(exit, Ok(Exit::OutOfMemory)) || linux_oom {
             events.oom(&self.id).await;
         }
         events.exited(&self.id, self.pid(shim_pid), code, &at).await;

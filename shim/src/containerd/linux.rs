@@ -1,11 +1,13 @@
 //! A Linux (ELF or script) container of the shim, run through runc on its bundle: created with the task's
 //! stdio as its init's, started, signalled, and deleted with nothing of runc's left behind. Its init's
-//! real pid is the task's pid; its exit code comes from the shim's reaper.
+//! real pid is the task's pid; its exit code comes from the shim's reaper, and whether the OOM killer struck
+//! in its memory cgroup from that cgroup's count, read when the init ends.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -13,6 +15,7 @@ use parking_lot::Mutex;
 
 use super::error::ShimError;
 use super::linux_spec::{self, Pod};
+use super::oom::OomCounter;
 use super::runc::{Exits, InitStdio, Runc};
 use super::stdio::StdioPaths;
 use crate::engine::Output;
@@ -29,6 +32,10 @@ pub struct LinuxTask {
     pub pid: u32,
     /// The init's end: watched from before `runc create` on, then kept.
     exit: tokio::sync::Mutex<InitExit>,
+    /// The OOM-kill count of the container's memory cgroup, if it has one the shim can read.
+    oom: Option<OomCounter>,
+    /// Whether the OOM killer struck in the container's cgroup before its init ended.
+    oom_killed: AtomicBool,
     /// The write end of the stdin fifo the shim holds until CloseIO, so the init does not read EOF before
     /// containerd opened it.
     stdin: Mutex<Option<File>>,
@@ -56,13 +63,19 @@ impl LinuxTask {
                 return Err(e);
             }
         };
-        tracing::info!(pid, "created through runc");
+        let oom = OomCounter::of_pid(pid).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "finding the container's memory cgroup");
+            None
+        });
+        tracing::info!(pid, oom_counter = ?oom.as_ref().map(OomCounter::file), "created through runc");
         Ok(Self {
             runc,
             id: id.into(),
             bundle: bundle.into(),
             pid,
             exit: tokio::sync::Mutex::new(InitExit { exits: Some(exits), code: None }),
+            oom,
+            oom_killed: AtomicBool::new(false),
             stdin: Mutex::new(stdin_writer),
         })
     }
@@ -78,6 +91,7 @@ impl LinuxTask {
     }
 
     /// Waits for the init to end: its exit code, 128+signal when a signal ended it (any number of times).
+    /// Then tells (see [`Self::oom_killed`]) whether the OOM killer struck in its cgroup.
     pub async fn wait(&self) -> u32 {
         let mut exit = self.exit.lock().await;
         if let Some(code) = exit.code {
@@ -89,9 +103,21 @@ impl LinuxTask {
             None => None,
         };
         let code = code.map(|c| (c as u32) & 0xff).unwrap_or(128 + SIGKILL);
+        if let Some(oom) = &self.oom {
+            match oom.fired() {
+                Ok(fired) => self.oom_killed.store(fired, Ordering::Relaxed),
+                Err(e) => tracing::warn!(error = %e, "reading the container's OOM kills"),
+            }
+        }
         *exit = InitExit { exits: None, code: Some(code) };
         self.close_stdin();
         code
+    }
+
+    /// Whether the OOM killer killed a process of the container before its init ended (known once
+    /// [`Self::wait`] returned).
+    pub fn oom_killed(&self) -> bool {
+        self.oom_killed.load(Ordering::Relaxed)
     }
 
     /// `runc delete --force`: whatever still runs is killed; runc's state and cgroup go.

@@ -25,6 +25,7 @@ mod executor;
 mod linux;
 mod linux_spec;
 mod logging;
+mod oom;
 mod publisher;
 mod rootfs;
 mod runc;
