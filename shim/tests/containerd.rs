@@ -372,6 +372,8 @@ fn a_dead_shims_linux_containers_are_removed() {
     let out = ctd.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, IMAGE, &id, "/bin/sleep", "300"]);
     assert!(out.status.success(), "run -d: {}", text(&out.stderr));
     let pid = task_pid(&ctd, &id);
+    let sockets = common::shim_sockets(&ctd.dir.path().join("state"));
+    assert!(!sockets.is_empty(), "no shim socket found");
     for shim in ctd.shim_pids() {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim), nix::sys::signal::SIGKILL).expect("kill the shim");
     }
@@ -385,6 +387,12 @@ fn a_dead_shims_linux_containers_are_removed() {
     let _ = ctd.ctr(&["tasks", "delete", &id]);
     assert!(ctd.ctr(&["containers", "delete", &id]).status.success());
     assert!(!mounted(&id), "the rootfs is still mounted");
+    // The killed shim could not remove its socket; its `delete` command does.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sockets.iter().any(|s| s.exists()) {
+        assert!(Instant::now() < deadline, "sockets of the dead shim left: {sockets:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -91,6 +91,13 @@ impl Shim for SkiffShim {
         if let Err(e) = rootfs::unmount(&self.bundle.join("rootfs")) {
             tracing::error!(error = %e, "cleaning up the rootfs");
         }
+        // A shim that was killed could not remove its socket: remove it when nothing listens on it any more.
+        if let Ok(address) = std::fs::read_to_string(self.bundle.join("address")) {
+            let path = address.trim().trim_start_matches("unix://").to_string();
+            if std::os::unix::net::UnixStream::connect(&path).is_err() {
+                remove_socket(&path);
+            }
+        }
         Ok(DeleteResponse { exit_status: 128 + 9, exited_at: Some(now()).into(), ..Default::default() })
     }
 
