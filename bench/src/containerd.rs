@@ -10,6 +10,7 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use skiff_testkit::{containerd_command, shim_sockets, unmount_under};
 
 /// skiff's shim (`containerd-shim-skiff-v1` on containerd's PATH).
 pub const SKIFF_RUNTIME: &str = "io.containerd.skiff.v1";
@@ -44,25 +45,8 @@ impl Containerd {
         std::os::unix::fs::symlink(&shim_bin, bin_dir.join("containerd-shim-skiff-v1"))?;
         // Only what `ctr run` needs: no CRI plugin (no networking of its own), nothing listening on TCP.
         std::fs::write(root.join("config.toml"), "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n")?;
-        let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
-        let log = std::fs::File::create(root.join("containerd.log"))?;
         let sockets_before = socket_entries();
-        let child = std::process::Command::new("containerd")
-            .arg("--config")
-            .arg(root.join("config.toml"))
-            .arg("--root")
-            .arg(root.join("root"))
-            .arg("--state")
-            .arg(root.join("state"))
-            .arg("--address")
-            .arg(root.join("containerd.sock"))
-            .env("PATH", path)
-            .env("SKIFF_SHIM_CACHE", root.join("cache"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("starting containerd")?;
+        let child = containerd_command(root, &bin_dir)?.spawn().context("starting containerd")?;
         let namespace = format!("skiff-bench-{}", std::process::id());
         let mut ctd = Containerd { dir, child: Some(child), namespace, sockets_before };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -299,30 +283,4 @@ pub fn processes() -> Vec<(u32, Vec<String>)> {
 /// The names in [`SHIM_SOCKET_DIR`].
 fn socket_entries() -> HashSet<OsString> {
     std::fs::read_dir(SHIM_SOCKET_DIR).into_iter().flatten().flatten().map(|e| e.file_name()).collect()
-}
-
-/// The shim sockets named by the `address` files of the bundles under `state`.
-fn shim_sockets(state: &Path) -> Vec<PathBuf> {
-    let mut sockets = Vec::new();
-    let tasks = state.join("io.containerd.runtime.v2.task");
-    for ns in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
-        for bundle in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
-            if let Ok(address) = std::fs::read_to_string(bundle.path().join("address")) {
-                sockets.push(PathBuf::from(address.trim().trim_start_matches("unix://")));
-            }
-        }
-    }
-    sockets
-}
-
-/// Lazily unmounts every mount point under `dir` (deepest first).
-fn unmount_under(dir: &Path) {
-    let prefix = dir.display().to_string();
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<&str> =
-        mountinfo.lines().filter_map(|l| l.split(' ').nth(4)).filter(|p| p.starts_with(&prefix)).collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for point in points {
-        let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
-    }
 }

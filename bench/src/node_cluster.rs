@@ -14,6 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
 use crate::cluster::free_port;
+use skiff_testkit::pid_alive;
 
 /// How long the server gets to tear its pods down after SIGTERM before it is SIGKILLed.
 const STOP_GRACE: Duration = Duration::from_secs(180);
@@ -72,10 +73,6 @@ fn overlaps(a: u32, a_size: u32, net: u32, len: u32) -> bool {
     let b_size = if len >= 32 { 1 } else { 1u32 << (32 - len) };
     let b = net & !(b_size.wrapping_sub(1));
     a < b.wrapping_add(b_size) && b < a.wrapping_add(a_size)
-}
-
-fn pid_alive(pid: &str) -> bool {
-    Path::new("/proc").join(pid).exists()
 }
 
 /// The pid in a name `{prefix}{digits}{rest}`, if the name has that shape.

@@ -2,6 +2,7 @@
 //! socket, no CRI plugin, and skiff's shim (`containerd-shim-skiff-v1`, built once per test process) first
 //! on its PATH. On drop every container of its namespaces, containerd itself and any shim it left are gone.
 
+use skiff_testkit::{containerd_command, shim_sockets, unmount_under};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -56,25 +57,7 @@ impl Containerd {
         let bin = root.join("bin");
         std::fs::create_dir(&bin).expect("bin dir");
         std::os::unix::fs::symlink(&shim, bin.join("containerd-shim-skiff-v1")).expect("shim link");
-        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-        let log = std::fs::File::create(root.join("containerd.log")).expect("log");
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(root.join("config.toml"))
-            .arg("--root")
-            .arg(root.join("root"))
-            .arg("--state")
-            .arg(root.join("state"))
-            .arg("--address")
-            .arg(root.join("containerd.sock"))
-            .env("PATH", path)
-            .env("SKIFF_SHIM_CACHE", root.join("cache"))
-            .env("SKIFF_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start containerd");
+        let child = containerd_command(root, &bin).expect("containerd log").spawn().expect("start containerd");
         let containerd = Containerd { dir, child: Some(child), namespace: namespace.to_string() };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !containerd.ctr(&["version"]).status.success() {
@@ -180,30 +163,4 @@ impl Drop for Containerd {
 
 fn nix_kill(pid: i32, signal: &str) -> std::io::Result<std::process::ExitStatus> {
     Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).stderr(Stdio::null()).status()
-}
-
-/// The shim sockets named by the `address` files of the bundles under `state` (they live in /run).
-fn shim_sockets(state: &Path) -> Vec<PathBuf> {
-    let mut sockets = Vec::new();
-    let tasks = state.join("io.containerd.runtime.v2.task");
-    for ns in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
-        for bundle in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
-            if let Ok(address) = std::fs::read_to_string(bundle.path().join("address")) {
-                sockets.push(PathBuf::from(address.trim().trim_start_matches("unix://")));
-            }
-        }
-    }
-    sockets
-}
-
-/// Lazily unmounts every mount point under `dir` (deepest first).
-fn unmount_under(dir: &Path) {
-    let prefix = dir.display().to_string();
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<&str> =
-        mountinfo.lines().filter_map(|l| l.split(' ').nth(4)).filter(|p| p.starts_with(&prefix)).collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for point in points {
-        let _ = Command::new("umount").args(["-l", point]).stderr(Stdio::null()).status();
-    }
 }

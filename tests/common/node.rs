@@ -9,6 +9,7 @@ use std::sync::{Once, OnceLock};
 use std::time::Duration;
 
 use super::{eventually, free_port, Process};
+use skiff_testkit::pid_alive;
 
 static NEXT: AtomicU32 = AtomicU32::new(1);
 static SWEEP: Once = Once::new();
@@ -57,10 +58,6 @@ impl Default for TestNet {
     fn default() -> Self {
         Self::new()
     }
-}
-
-fn pid_alive(pid: &str) -> bool {
-    Path::new("/proc").join(pid).exists()
 }
 
 /// Removes bridges and network namespaces that test processes which no longer run left behind.

@@ -20,6 +20,8 @@ use k8s_cri::v1::{
 };
 use tonic::transport::Channel;
 
+use skiff_testkit::containerd_command;
+
 use super::{http_get, shim_sockets, unmount_under, workload};
 
 /// The CRI runtime handler of the shim under test (`skiff shim install` adds the same name).
@@ -255,25 +257,7 @@ impl CriContainerd {
         std::fs::write(root.join("config.toml"), config(root, &image, &registry.addr)).expect("config");
         let shim = PathBuf::from(env!("CARGO_BIN_EXE_containerd-shim-skiff-v1"));
         let shim_dir = shim.parent().expect("the shim's directory");
-        let path = format!("{}:{}", shim_dir.display(), std::env::var("PATH").unwrap_or_default());
-        let log = std::fs::File::create(root.join("containerd.log")).expect("log");
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(root.join("config.toml"))
-            .arg("--root")
-            .arg(root.join("root"))
-            .arg("--state")
-            .arg(root.join("state"))
-            .arg("--address")
-            .arg(root.join("containerd.sock"))
-            .env("PATH", path)
-            .env("SKIFF_SHIM_CACHE", root.join("cache"))
-            .env("SKIFF_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start containerd");
+        let child = containerd_command(root, shim_dir).expect("containerd log").spawn().expect("start containerd");
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
         let socket = root.join("containerd.sock");
         // Until the socket answers CRI's Version (the CRI plugin loads after containerd listens).

@@ -7,6 +7,7 @@
 pub mod artifact;
 pub mod cri;
 
+pub use skiff_testkit::{containerd_command, shim_sockets, unmount_under};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -95,24 +96,9 @@ impl Containerd {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_containerd-shim-skiff-v1")));
         let shim_dir = shim.parent().expect("the shim's directory");
-        let path = format!("{}:{}", shim_dir.display(), std::env::var("PATH").unwrap_or_default());
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(root.join("containerd.log")).expect("log");
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(root.join("config.toml"))
-            .arg("--root")
-            .arg(root.join("root"))
-            .arg("--state")
-            .arg(root.join("state"))
-            .arg("--address")
-            .arg(root.join("containerd.sock"))
-            .env("PATH", path)
-            .env("SKIFF_SHIM_CACHE", root.join("cache"))
+        let child = containerd_command(root, shim_dir)
+            .expect("containerd log")
             .env("SKIFF_SHIM_RUNC_ROOT", root.join("runc"))
-            .env("SKIFF_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
             .spawn()
             .expect("start containerd");
         self.child = Some(child);
@@ -276,32 +262,6 @@ impl Drop for Containerd {
             let _ = std::fs::remove_file(socket);
         }
         unmount_under(self.dir.path());
-    }
-}
-
-/// The shim sockets named by the `address` files of the bundles under `state`.
-pub fn shim_sockets(state: &Path) -> Vec<PathBuf> {
-    let mut sockets = Vec::new();
-    let tasks = state.join("io.containerd.runtime.v2.task");
-    for ns in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
-        for bundle in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
-            if let Ok(address) = std::fs::read_to_string(bundle.path().join("address")) {
-                sockets.push(PathBuf::from(address.trim().trim_start_matches("unix://")));
-            }
-        }
-    }
-    sockets
-}
-
-/// Lazily unmounts every mount point under `dir` (deepest first).
-pub fn unmount_under(dir: &Path) {
-    let prefix = dir.display().to_string();
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<&str> =
-        mountinfo.lines().filter_map(|l| l.split(' ').nth(4)).filter(|p| p.starts_with(&prefix)).collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for point in points {
-        let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 
