@@ -182,13 +182,7 @@ impl Drop for Containerd {
         // Shim sockets live outside our directory (/run/containerd/s): note them before the shims go.
         let sockets = shim_sockets(&self.dir.path().join("state"));
         if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            skiff_testkit::stop(&mut child, Duration::from_secs(10));
         }
         for pid in self.shims().into_values() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL);

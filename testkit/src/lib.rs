@@ -5,7 +5,8 @@
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// `containerd` on `root` (its `config.toml`; state, root and `containerd.sock` under it), with `shim_dir`
 /// first on its PATH, the shim's compile cache under `root/cache`, and its log (the shims' too) appended to
@@ -57,6 +58,33 @@ pub fn unmount_under(dir: &Path) {
     for point in points {
         let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
     }
+}
+
+/// The pids of processes whose command line holds both `program` and `socket` (a containerd's shims: their
+/// `-address` names its socket).
+pub fn processes_of(program: &str, socket: &Path) -> Vec<i32> {
+    let socket = socket.display().to_string();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains(program) && cmdline.contains(&socket) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Stops `child`: SIGTERM, up to `grace` to exit, then SIGKILL; reaped either way.
+pub fn stop(child: &mut Child, grace: Duration) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Whether process `pid` (decimal) still exists.

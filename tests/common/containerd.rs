@@ -113,17 +113,7 @@ impl Containerd {
 
     /// The pids of this containerd's shims (their command line names its socket).
     pub fn shim_pids(&self) -> Vec<i32> {
-        let socket = self.socket().display().to_string();
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else { continue };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            if cmdline.contains("containerd-shim-skiff") && cmdline.contains(&socket) {
-                pids.push(pid);
-            }
-        }
-        pids
+        skiff_testkit::processes_of("containerd-shim-skiff", &self.socket())
     }
 
     /// Removes every task and container of the namespace (best effort).

@@ -22,7 +22,7 @@ use tonic::transport::Channel;
 
 use skiff_testkit::containerd_command;
 
-use super::{http_get, shim_sockets, unmount_under, workload};
+use super::{http_get, remove_all_tasks, shim_sockets, unmount_under, workload};
 
 /// The CRI runtime handler of the shim under test (`skiff shim install` adds the same name).
 pub const HANDLER: &str = "skiff";
@@ -343,17 +343,7 @@ impl CriContainerd {
 
     /// The pids of processes whose command line names this containerd's socket (its shims).
     pub fn shim_pids(&self) -> Vec<i32> {
-        let socket = self.socket().display().to_string();
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else { continue };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            if cmdline.contains("containerd-shim") && cmdline.contains(&socket) {
-                pids.push(pid);
-            }
-        }
-        pids
+        skiff_testkit::processes_of("containerd-shim", &self.socket())
     }
 
     /// The pids of this containerd's skiff shims.
@@ -396,15 +386,7 @@ impl CriContainerd {
 
     /// Removes every task and container left in CRI's namespace (best effort).
     fn remove_all_containers(&self) {
-        let tasks = self.ctr(&["tasks", "ls", "-q"]);
-        for id in String::from_utf8_lossy(&tasks.stdout).lines().filter(|l| !l.is_empty()) {
-            let _ = self.ctr(&["tasks", "kill", "-s", "SIGKILL", id]);
-            let _ = self.ctr(&["tasks", "delete", "-f", id]);
-        }
-        let containers = self.ctr(&["containers", "ls", "-q"]);
-        for id in String::from_utf8_lossy(&containers.stdout).lines().filter(|l| !l.is_empty()) {
-            let _ = self.ctr(&["containers", "delete", id]);
-        }
+        remove_all_tasks(|args| self.ctr(args));
     }
 }
 
@@ -414,13 +396,7 @@ impl Drop for CriContainerd {
         self.remove_all_containers();
         let sockets = shim_sockets(&self.dir.path().join("state"));
         if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            skiff_testkit::stop(&mut child, Duration::from_secs(10));
         }
         for pid in self.shim_pids() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);

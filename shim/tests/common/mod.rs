@@ -8,6 +8,7 @@ pub mod artifact;
 pub mod cri;
 
 pub use skiff_testkit::{containerd_command, shim_sockets, unmount_under};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -198,17 +199,7 @@ impl Containerd {
 
     /// The pids of processes whose command line names this containerd's socket (its shims).
     pub fn shim_pids(&self) -> Vec<i32> {
-        let socket = self.socket().display().to_string();
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else { continue };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            if cmdline.contains("containerd-shim") && cmdline.contains(&socket) {
-                pids.push(pid);
-            }
-        }
-        pids
+        skiff_testkit::processes_of("containerd-shim", &self.socket())
     }
 
     /// Waits (bounded) until no shim of this containerd runs; whether none does.
@@ -225,15 +216,7 @@ impl Containerd {
 
     /// Removes every task and container (best effort).
     fn remove_all(&self) {
-        let tasks = self.ctr(&["tasks", "ls", "-q"]);
-        for id in String::from_utf8_lossy(&tasks.stdout).lines().filter(|l| !l.is_empty()) {
-            let _ = self.ctr(&["tasks", "kill", "-s", "SIGKILL", id]);
-            let _ = self.ctr(&["tasks", "delete", "-f", id]);
-        }
-        let containers = self.ctr(&["containers", "ls", "-q"]);
-        for id in String::from_utf8_lossy(&containers.stdout).lines().filter(|l| !l.is_empty()) {
-            let _ = self.ctr(&["containers", "delete", id]);
-        }
+        remove_all_tasks(|args| self.ctr(args));
     }
 }
 
@@ -243,13 +226,7 @@ impl Drop for Containerd {
         // Shim sockets live outside our directory (/run/containerd/s): note them before the shims go.
         let sockets = shim_sockets(&self.dir.path().join("state"));
         if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            skiff_testkit::stop(&mut child, Duration::from_secs(10));
         }
         for pid in self.shim_pids() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
@@ -340,4 +317,17 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
         std::thread::sleep(Duration::from_millis(100));
     }
     None
+}
+
+/// Kills and deletes every task, then deletes every container, through `ctr` (best effort).
+pub fn remove_all_tasks(ctr: impl Fn(&[&str]) -> Output) {
+    let tasks = ctr(&["tasks", "ls", "-q"]);
+    for id in String::from_utf8_lossy(&tasks.stdout).lines().filter(|l| !l.is_empty()) {
+        let _ = ctr(&["tasks", "kill", "-s", "SIGKILL", id]);
+        let _ = ctr(&["tasks", "delete", "-f", id]);
+    }
+    let containers = ctr(&["containers", "ls", "-q"]);
+    for id in String::from_utf8_lossy(&containers.stdout).lines().filter(|l| !l.is_empty()) {
+        let _ = ctr(&["containers", "delete", id]);
+    }
 }
