@@ -107,7 +107,8 @@ impl Holder {
         }
         let link = |ns: &str| std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).map_err(HolderError::Namespaces);
         (started.ipc, started.uts) = (link("ipc")?, link("uts")?);
-        tracing::info!(pid, hostname, ipc = %started.ipc.display(), uts = %started.uts.display(), "namespace holder ready");
+        let (ipc, uts) = (started.ipc.display(), started.uts.display());
+        tracing::info!(pid, hostname, %ipc, %uts, "namespace holder ready");
         Ok(started)
     }
 
