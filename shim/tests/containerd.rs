@@ -1,7 +1,7 @@
 //! `containerd-shim-skiff-v1` driven by a real containerd 1.6 through `ctr`: output and exit codes, kill,
 //! delete, the compile cache, memory limits with the OOM event, bad bundles, a guest serving HTTP on a
-//! network namespace's address, and busybox (Linux) containers through runc, alone, in a pod with Wasm and
-//! killed by the OOM killer.
+//! network namespace's address, and busybox (Linux) containers through runc, alone, in a pod with Wasm,
+//! sharing the pod's IPC and UTS namespaces, and killed by the OOM killer.
 //! Needs root, containerd, ctr, runc, umoci, skopeo, busybox-static and ip.
 
 mod common;
@@ -444,8 +444,8 @@ fn a_pod_mixes_wasm_and_linux_containers_in_one_shim() {
     }
 
     // As CRI does, a container joins the sandbox's namespaces by /proc path: the sandbox's pid is the
-    // shim's, so the Linux container gets the pod's network namespace and hostname, and new IPC and UTS
-    // namespaces instead of the host's.
+    // shim's, so the Linux container gets the pod's network namespace, and the pod's IPC and UTS namespaces
+    // (with its hostname) instead of the host's.
     let ipc = format!("ipc:/proc/{shim}/ns/ipc");
     let uts = format!("uts:/proc/{shim}/ns/uts");
     let network = format!("network:/proc/{shim}/ns/net");
@@ -522,5 +522,98 @@ fn a_linux_container_killed_by_the_oom_killer_publishes_oom() {
     let position = |topic: &str, id: &str| seen.lines().position(|l| l.contains(topic) && l.contains(id));
     let (oom, exit) = (position("/tasks/oom", &hog), position("/tasks/exit", &hog));
     assert!(oom.is_some() && exit.is_some() && oom < exit, "OOM after the exit for {hog}: {seen}");
+    assert!(ctd.shims_gone(), "shims left running: {:?}", ctd.shim_pids());
+}
+
+/// The pids of namespace holders (the shim started with its hidden argument) for `hostname`.
+fn holders(hostname: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(text).collect();
+        if args.get(1).map(String::as_str) == Some(skiff_shim::containerd::HOLD_ARG)
+            && args.get(2).map(String::as_str) == Some(hostname)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[test]
+fn a_pods_linux_containers_share_its_ipc_and_uts_namespaces() {
+    let ctd = Containerd::start();
+    ctd.import_image();
+    let pod = unique("ipcpod");
+    let hostname = format!("host-{pod}");
+    let sandbox_dir = tempfile::tempdir().expect("tempdir");
+    let sandbox_spec = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": sandbox_dir.path()},
+        "hostname": hostname,
+        "process": {"args": ["/pause"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+        "linux": {"namespaces": [{"type": "uts"}, {"type": "ipc"}]},
+        "annotations": {"io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri.sandbox-id": pod}
+    });
+    let config = sandbox_dir.path().join("config.json");
+    std::fs::write(&config, sandbox_spec.to_string()).expect("sandbox spec");
+    let config = config.to_str().expect("utf-8");
+    let out = ctd.ctr(&["run", "-d", "--null-io", "--runtime", RUNTIME, "--config", config, &pod]);
+    assert!(out.status.success(), "sandbox: {}", text(&out.stderr));
+    let shims = ctd.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    let shim = shims[0] as u32;
+    assert!(holders(&hostname).is_empty(), "a holder before the pod's first Linux container");
+
+    // Two app containers join the sandbox's IPC and UTS namespaces as CRI does, by the sandbox's pid.
+    let sandbox_id = format!("--annotation=io.kubernetes.cri.sandbox-id={pod}");
+    let ipc = format!("ipc:/proc/{shim}/ns/ipc");
+    let uts = format!("uts:/proc/{shim}/ns/uts");
+    let flags =
+        ["--annotation=io.kubernetes.cri.container-type=container", &sandbox_id, "--with-ns", &ipc, "--with-ns", &uts];
+    let script = "hostname; readlink /proc/self/ns/ipc; readlink /proc/self/ns/uts";
+    // The first keeps running while the second runs: a namespace number freed could be given again.
+    let first = unique("first");
+    let mut args = vec!["run", "--rm", "--runtime", RUNTIME];
+    args.extend_from_slice(&flags);
+    let first_script = format!("{script}; sleep 300");
+    args.extend_from_slice(&[IMAGE, &first, "/bin/sh", "-c", &first_script]);
+    let mut run =
+        CtrChild(Some(ctd.ctr_cmd(&args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("ctr run")));
+    let child = run.0.as_mut().expect("child");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first_seen: Vec<String> = (0..3).map_while(|_| lines.next().and_then(Result::ok)).collect();
+    assert_eq!(first_seen.len(), 3, "first: {first_seen:?}\n{}", ctd.log());
+    let out = ctd.run_rm(&unique("second"), &flags, &["/bin/sh", "-c", script]);
+    assert!(out.status.success(), "second: {}\n{}", text(&out.stderr), ctd.log());
+    let stdout = text(&out.stdout);
+    let second_seen: Vec<String> = stdout.lines().map(str::to_string).collect();
+    let seen = [first_seen, second_seen];
+    let host_ipc = std::fs::read_link("/proc/self/ns/ipc").expect("the host's ipc namespace");
+    let host_uts = std::fs::read_link("/proc/self/ns/uts").expect("the host's uts namespace");
+    assert_eq!(seen[0], seen[1], "the pod's containers do not share IPC and UTS");
+    assert_eq!(seen[0][0], hostname, "the pod's hostname");
+    assert!(seen[0][1].starts_with("ipc:[") && seen[0][2].starts_with("uts:["), "{:?}", seen[0]);
+    assert_ne!(seen[0][1], host_ipc.to_string_lossy(), "the host's IPC namespace");
+    assert_ne!(seen[0][2], host_uts.to_string_lossy(), "the host's UTS namespace");
+
+    // One holder for the pod, a child of its shim, holding those namespaces.
+    let held = holders(&hostname);
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(parent_of(held[0]), Some(shim));
+    let holder_ipc = std::fs::read_link(format!("/proc/{}/ns/ipc", held[0])).expect("the holder's ipc");
+    assert_eq!(holder_ipc.to_string_lossy(), seen[0][1]);
+
+    assert!(ctd.ctr(&["tasks", "kill", "-s", "SIGKILL", &first]).status.success());
+    assert_eq!(child.wait().expect("wait ctr run").code(), Some(137));
+
+    // Removing the sandbox ends the holder.
+    assert!(ctd.ctr(&["tasks", "kill", &pod]).status.success());
+    wait_stopped(&ctd, &pod);
+    assert_eq!(delete_task(&ctd, &pod), 143);
+    assert!(ctd.ctr(&["containers", "delete", &pod]).status.success());
+    assert!(process_gone(held[0]), "the holder outlived its sandbox");
+    assert!(holders(&hostname).is_empty(), "holders left: {:?}", holders(&hostname));
     assert!(ctd.shims_gone(), "shims left running: {:?}", ctd.shim_pids());
 }

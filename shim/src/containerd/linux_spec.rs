@@ -1,26 +1,42 @@
 //! Adapts a Linux container's `config.json` before runc reads it. CRI makes an app container join its pod
 //! sandbox's network, IPC, UTS and PID namespaces through `/proc/<sandbox pid>/ns/*`; this shim's sandbox
 //! has no process of its own, so that pid is the shim's and those are the host's namespaces. The network
-//! one becomes the sandbox's own network namespace (its spec's path, CRI's pinned netns), the others new
-//! namespaces (no path), and the container gets the sandbox's hostname when its spec names none. The spec
-//! is edited as JSON, so fields this shim does not know survive untouched. It also tells whether the spec
-//! names a systemd cgroup (`slice:prefix:name`, as CRI writes with `SystemdCgroup`), which runc must know.
+//! one becomes the sandbox's own network namespace (its spec's path, CRI's pinned netns); IPC and UTS the
+//! pod's namespace holder's (see [`super::holder`]: shared by all Linux containers of the pod, with the
+//! pod's hostname), or new namespaces when the pod has no running holder; PID always a new namespace (a
+//! holder cannot share its own). A container in a new UTS namespace gets the sandbox's hostname when its
+//! spec names none. The spec is edited as JSON, so fields this shim does not know survive untouched. It
+//! also tells whether the spec names a systemd cgroup (`slice:prefix:name`, as CRI writes with
+//! `SystemdCgroup`), which runc must know.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::error::ShimError;
+use super::holder::Holder;
 
 /// The namespace types a CRI app container joins from its sandbox by `/proc` path.
 const SANDBOX_SHARED: &[&str] = &["ipc", "uts", "pid"];
+/// Those of them a pod's namespace holder has.
+const HELD: &[&str] = &["ipc", "uts"];
 
 /// What a pod's Linux containers take from its sandbox's spec.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Pod {
     pub hostname: Option<String>,
     /// The sandbox's network namespace (a path to join).
     pub netns: Option<PathBuf>,
+    /// The process holding the pod's IPC and UTS namespaces, once its first Linux container was created.
+    pub holder: Option<Arc<Holder>>,
+}
+
+impl PartialEq for Pod {
+    fn eq(&self, other: &Self) -> bool {
+        let holder = |pod: &Pod| pod.holder.as_ref().map(Arc::as_ptr);
+        self.hostname == other.hostname && self.netns == other.netns && holder(self) == holder(other)
+    }
 }
 
 impl Pod {
@@ -37,7 +53,7 @@ impl Pod {
             .and_then(|ns| ns.get("path").and_then(Value::as_str))
             .filter(|p| !p.is_empty())
             .map(PathBuf::from);
-        Pod { hostname, netns }
+        Pod { hostname, netns, holder: None }
     }
 }
 
@@ -54,7 +70,11 @@ pub fn adapt(bundle: &Path, shim_pid: u32, pod: &Pod) -> Result<Adapted, ShimErr
     let bad = |reason: String| ShimError::Bundle { bundle: bundle.to_path_buf(), reason };
     let text = std::fs::read(&path).map_err(|e| ShimError::io("reading", &path, e))?;
     let mut spec: Value = serde_json::from_slice(&text).map_err(|e| bad(format!("config.json: {e}")))?;
-    if rewrite(&mut spec, shim_pid, pod) {
+    let holder = pod.holder.as_ref().and_then(|holder| holder.pid());
+    if pod.holder.is_some() && holder.is_none() {
+        tracing::warn!("the pod's namespace holder is gone: new IPC and UTS namespaces");
+    }
+    if rewrite(&mut spec, shim_pid, pod, holder) {
         let text = serde_json::to_vec(&spec).map_err(|e| bad(format!("config.json: {e}")))?;
         std::fs::write(&path, text).map_err(|e| ShimError::io("writing", &path, e))?;
     }
@@ -67,8 +87,8 @@ fn systemd_cgroup(spec: &Value) -> bool {
     !path.starts_with('/') && path.split(':').count() == 3
 }
 
-/// Applies the edits to `spec`; whether anything changed.
-fn rewrite(spec: &mut Value, shim_pid: u32, pod: &Pod) -> bool {
+/// Applies the edits to `spec` (IPC and UTS from `holder`'s pid, if any); whether anything changed.
+fn rewrite(spec: &mut Value, shim_pid: u32, pod: &Pod, holder: Option<u32>) -> bool {
     let shim_ns = format!("/proc/{shim_pid}/ns/");
     let mut changed = false;
     let mut private_uts = false;
@@ -87,8 +107,17 @@ fn rewrite(spec: &mut Value, shim_pid: u32, pod: &Pod) -> bool {
                 None => tracing::warn!(path, "no sandbox network namespace known: the shim's network is joined"),
             }
         } else if SANDBOX_SHARED.contains(&typ.as_str()) && path.starts_with(&shim_ns) {
-            tracing::debug!(namespace = %typ, path, "a new namespace instead of the shim's own");
-            ns.remove("path");
+            match holder.filter(|_| HELD.contains(&typ.as_str())) {
+                Some(holder) => {
+                    let held = format!("/proc/{holder}/ns/{typ}");
+                    tracing::debug!(namespace = %typ, path, held, "the pod's namespace instead of the shim's own");
+                    ns.insert("path".into(), Value::String(held));
+                }
+                None => {
+                    tracing::debug!(namespace = %typ, path, "a new namespace instead of the shim's own");
+                    ns.remove("path");
+                }
+            }
             changed = true;
         }
         if typ == "uts" && ns.get("path").and_then(Value::as_str).is_none_or(str::is_empty) {
@@ -133,8 +162,8 @@ mod tests {
                 {"type": "network", "path": "/proc/42/ns/net"}
             ]}
         });
-        let pod = Pod { hostname: Some("pod-a".into()), netns: Some("/var/run/netns/cni-1".into()) };
-        assert!(rewrite(&mut spec, 42, &pod));
+        let pod = Pod { hostname: Some("pod-a".into()), netns: Some("/var/run/netns/cni-1".into()), holder: None };
+        assert!(rewrite(&mut spec, 42, &pod, None));
         assert_eq!(
             namespaces(&spec),
             vec![
@@ -147,12 +176,36 @@ mod tests {
         );
         assert_eq!(spec["hostname"], "pod-a");
         assert_eq!(spec["process"]["futureField"], 1, "unknown fields survive");
-        assert!(!rewrite(&mut spec, 42, &pod), "a second pass changes nothing");
+        assert!(!rewrite(&mut spec, 42, &pod, None), "a second pass changes nothing");
+    }
+
+    #[test]
+    fn ipc_and_uts_become_the_holders_and_pid_a_new_one() {
+        let mut spec = json!({
+            "linux": {"namespaces": [
+                {"type": "pid", "path": "/proc/42/ns/pid"},
+                {"type": "ipc", "path": "/proc/42/ns/ipc"},
+                {"type": "uts", "path": "/proc/42/ns/uts"},
+                {"type": "network", "path": "/proc/42/ns/net"}
+            ]}
+        });
+        let pod = Pod { hostname: Some("pod-a".into()), netns: Some("/var/run/netns/cni-1".into()), holder: None };
+        assert!(rewrite(&mut spec, 42, &pod, Some(77)));
+        assert_eq!(
+            namespaces(&spec),
+            vec![
+                ("pid".into(), None),
+                ("ipc".into(), Some("/proc/77/ns/ipc".into())),
+                ("uts".into(), Some("/proc/77/ns/uts".into())),
+                ("network".into(), Some("/var/run/netns/cni-1".into()))
+            ]
+        );
+        assert!(spec.get("hostname").is_none(), "the holder's UTS namespace has the hostname already");
     }
 
     #[test]
     fn other_paths_an_own_hostname_and_a_shared_uts_stay() {
-        let pod = Pod { hostname: Some("pod-a".into()), netns: Some("/var/run/netns/cni-1".into()) };
+        let pod = Pod { hostname: Some("pod-a".into()), netns: Some("/var/run/netns/cni-1".into()), holder: None };
         let mut spec = json!({
             "hostname": "mine",
             "linux": {"namespaces": [
@@ -161,11 +214,11 @@ mod tests {
                 {"type": "network", "path": "/var/run/netns/other"}
             ]}
         });
-        assert!(!rewrite(&mut spec, 42, &pod));
+        assert!(!rewrite(&mut spec, 42, &pod, Some(77)));
         assert_eq!(spec["hostname"], "mine");
         assert_eq!(spec["linux"]["namespaces"][2]["path"], "/var/run/netns/other");
         let mut host_uts = json!({"linux": {"namespaces": [{"type": "uts", "path": "/proc/7/ns/uts"}]}});
-        assert!(!rewrite(&mut host_uts, 42, &pod), "no hostname without a private UTS namespace");
+        assert!(!rewrite(&mut host_uts, 42, &pod, None), "no hostname without a private UTS namespace");
         assert!(host_uts.get("hostname").is_none());
     }
 
@@ -175,7 +228,7 @@ mod tests {
         let sandbox = json!({"hostname": "sb", "linux": {"namespaces": [{"type": "network", "path": "/run/netns/p"}]}});
         std::fs::write(dir.path().join("config.json"), sandbox.to_string()).expect("write");
         let pod = Pod::of_sandbox(dir.path());
-        assert_eq!(pod, Pod { hostname: Some("sb".into()), netns: Some("/run/netns/p".into()) });
+        assert_eq!(pod, Pod { hostname: Some("sb".into()), netns: Some("/run/netns/p".into()), holder: None });
         assert_eq!(Pod::of_sandbox(&dir.path().join("missing")), Pod::default());
 
         let spec = json!({"linux": {"namespaces": [{"type": "uts", "path": "/proc/9/ns/uts"}]}});

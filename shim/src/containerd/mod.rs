@@ -11,8 +11,9 @@
 //! shim runs it through `runc` on its bundle (state under `SKIFF_SHIM_RUNC_ROOT`/<namespace>), with the
 //! init's real pid as the task's, so one runtime (and one RuntimeClass) serves pods that mix both. CRI
 //! sandbox containers run no process: where CRI would join the sandbox's namespaces by its pid (the
-//! shim's), a Linux container gets the sandbox's network namespace, new IPC/UTS/PID ones, and the
-//! sandbox's hostname.
+//! shim's), a Linux container gets the sandbox's network namespace, the IPC and UTS namespaces (with the
+//! sandbox's hostname) of the pod's namespace holder (a child of the shim made with the pod's first Linux
+//! container, killed with its sandbox), and a new PID namespace.
 
 mod artifact;
 mod bundle;
@@ -22,6 +23,7 @@ mod entry;
 mod error;
 mod events;
 mod executor;
+mod holder;
 mod linux;
 mod linux_spec;
 mod logging;
@@ -36,6 +38,7 @@ mod task;
 pub use artifact::{ArtifactError, WASM_CONFIG_V0, WASM_LAYERS};
 pub use bundle::{Bundle, NetNs, DEFAULT_HTTP_PORT, HTTP_PORT, HTTP_PORT_ENV};
 pub use error::ShimError;
+pub use holder::{hold_if_asked, HOLD_ARG};
 pub use runc::{DEFAULT_RUNC_ROOT, RUNC_BINARY_ENV, RUNC_ROOT_ENV};
 pub use shim::{run, SkiffShim, RUNTIME_ID};
 pub use task::{TaskService, CACHE_ENV, DEFAULT_CACHE_DIR};

@@ -27,6 +27,7 @@ use super::content::ContentSource;
 use super::entry::Entry;
 use super::error::ShimError;
 use super::events::Events;
+use super::holder::Holder;
 use super::linux::LinuxTask;
 use super::linux_spec::Pod;
 use super::rootfs;
@@ -49,8 +50,11 @@ pub struct TaskService {
     /// Made ahead by a warm-up thread at start (while containerd connects and sends Create), else on first use.
     engine: Arc<Mutex<Option<Arc<WasmEngine>>>>,
     runc: Arc<Runc>,
-    /// What each pod sandbox of this shim (by sandbox id) gives its Linux containers.
-    pods: Mutex<HashMap<String, Pod>>,
+    /// What each pod sandbox of this shim (by sandbox id) gives its Linux containers, with the pod's
+    /// namespace holder once it has one.
+    pods: Arc<Mutex<HashMap<String, Pod>>>,
+    /// Held while a namespace holder starts, so a pod gets only one.
+    holder_start: tokio::sync::Mutex<()>,
     events: Arc<Events>,
     exit: Arc<ExitSignal>,
     /// The shim's own pid: the task pid of Wasm guests (threads of it) and sandboxes.
@@ -78,7 +82,8 @@ impl TaskService {
             containers: Mutex::new(HashMap::new()),
             engine,
             runc: Arc::new(Runc::new(namespace)),
-            pods: Mutex::new(HashMap::new()),
+            pods: Arc::new(Mutex::new(HashMap::new())),
+            holder_start: tokio::sync::Mutex::new(()),
             events: Arc::new(events),
             exit,
             pid: std::process::id(),
@@ -160,7 +165,7 @@ impl TaskService {
             Entry::Wasm(entry) => entry,
             Entry::Linux { guest_path } => {
                 tracing::info!(path = %guest_path, "a Linux program: running it through runc");
-                let pod = self.pods.lock().get(Self::sandbox_id(id, bundle)).cloned().unwrap_or_default();
+                let pod = self.linux_pod(Self::sandbox_id(id, bundle)).await;
                 let runc = Arc::clone(&self.runc);
                 let task = LinuxTask::create(runc, id, &bundle.path, stdio, &pod).await?;
                 return Ok(Job::Linux(Arc::new(task)));
@@ -203,6 +208,38 @@ impl TaskService {
         Ok(Job::Wasm { program, spec, http_port })
     }
 
+    /// What the pod of sandbox `sandbox` gives a Linux container (nothing for an unknown one), its namespace
+    /// holder started first if it has none yet; without one (it could not start) the container gets new
+    /// namespaces.
+    async fn linux_pod(&self, sandbox: &str) -> Pod {
+        let _starting = self.holder_start.lock().await;
+        let Some(pod) = self.pods.lock().get(sandbox).cloned() else { return Pod::default() };
+        if pod.holder.is_some() {
+            return pod;
+        }
+        match Holder::start(pod.hostname.as_deref()).await {
+            Ok(holder) => {
+                let mut pods = self.pods.lock();
+                // A sandbox deleted meanwhile drops (and so kills) the holder.
+                let Some(kept) = pods.get_mut(sandbox) else { return pod };
+                kept.holder = Some(Arc::new(holder));
+                kept.clone()
+            }
+            Err(e) => {
+                tracing::warn!(sandbox, error = %e, "no namespace holder: new IPC and UTS namespaces");
+                pod
+            }
+        }
+    }
+
+    /// Kills the namespace holder of sandbox `sandbox`'s pod, if it has one.
+    fn kill_holder(pods: &Mutex<HashMap<String, Pod>>, sandbox: &str) {
+        let holder = pods.lock().get(sandbox).and_then(|pod| pod.holder.clone());
+        if let Some(holder) = holder {
+            holder.kill();
+        }
+    }
+
     async fn delete_task(&self, id: &str) -> Result<DeleteResponse, ShimError> {
         let container = self.container(id)?;
         let (code, at) = match container.status() {
@@ -223,7 +260,9 @@ impl TaskService {
         }
         self.containers.lock().remove(id);
         if container.bundle.is_sandbox() {
-            self.pods.lock().remove(Self::sandbox_id(id, &container.bundle));
+            let sandbox = Self::sandbox_id(id, &container.bundle);
+            Self::kill_holder(&self.pods, sandbox);
+            self.pods.lock().remove(sandbox);
         }
         let pid = container.pid(self.pid);
         self.events.deleted(id, pid, code, &at).await;
@@ -309,6 +348,15 @@ impl Task for TaskService {
             .instrument(span)
             .await
             .inspect_err(|e| tracing::error!(id = %req.id, error = %e, "start"))?;
+        if container.bundle.is_sandbox() {
+            // The pod's namespace holder goes when its sandbox stops.
+            let (pods, sandbox) = (Arc::clone(&self.pods), Self::sandbox_id(&req.id, &container.bundle).to_string());
+            let stopping = Arc::clone(&container);
+            tokio::spawn(async move {
+                stopping.wait().await;
+                Self::kill_holder(&pods, &sandbox);
+            });
+        }
         let events = Arc::clone(&self.events);
         let (id, pid) = (req.id.clone(), container.pid(self.pid));
         // Published after this reply is sent, as containerd expects TaskStart after Start returns.
@@ -362,6 +410,10 @@ impl Task for TaskService {
         if req.now || self.containers.lock().is_empty() {
             tracing::info!("shutting down");
             self.remove_linux_containers().await;
+            let sandboxes: Vec<String> = self.pods.lock().keys().cloned().collect();
+            for sandbox in sandboxes {
+                Self::kill_holder(&self.pods, &sandbox);
+            }
             self.exit.signal();
         }
         Ok(Empty::default())
