@@ -194,7 +194,7 @@ impl GrpcTask<'_> {
         (read(&self.stdout), read(&self.stderr))
     }
 
-    /// Deletes the task, the container and its snapshot; each step's outcome.
+    /// Deletes the task, the snapshot and the container; each step's outcome (task, container, snapshot).
     pub fn delete(&mut self) -> [Result<(), Status>; 3] {
         let channel = self.grpc.channel.clone();
         let (id, snapshot, task) =
@@ -208,12 +208,14 @@ impl GrpcTask<'_> {
             } else {
                 Ok(())
             };
-            let deleted_container = ContainersClient::new(channel.clone())
+            // The snapshot before the container: once the container (which references it) is gone, containerd's
+            // garbage collector may take the snapshot first.
+            let remove = RemoveSnapshotRequest { snapshotter: "overlayfs".into(), key: snapshot };
+            let removed_snapshot = SnapshotsClient::new(channel.clone()).remove(request(remove)).await.map(|_| ());
+            let deleted_container = ContainersClient::new(channel)
                 .delete(request(DeleteContainerRequest { id: id.clone() }))
                 .await
                 .map(|_| ());
-            let remove = RemoveSnapshotRequest { snapshotter: "overlayfs".into(), key: snapshot };
-            let removed_snapshot = SnapshotsClient::new(channel).remove(request(remove)).await.map(|_| ());
             [deleted_task, deleted_container, removed_snapshot]
         })
     }
