@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
     ContainerConfig, ContainerFilter, ContainerState, CreateContainerRequest, ImageSpec, ListContainersRequest,
@@ -181,6 +183,11 @@ fn a_wasm_pod_through_cri() {
         let web = container_config("web", &cri.image, &["/hello-http.wasm"], &[], &[]);
         let web = create_and_start(&cri, &mut runtime, &pod, web).await;
         let hello = create_and_start(&cri, &mut runtime, &pod, hello_config(&cri.image)).await;
+        // A second shim process containerd starts for the pod finds the first serving and exits at once.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while cri.skiff_shim_pids().len() != 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         assert_eq!(cri.skiff_shim_pids().len(), 1, "one shim for the pod: {:?}", cri.skiff_shim_pids());
 
         // The wasi:http component answers on the pod IP, from the host, on the default port.
@@ -224,9 +231,13 @@ fn a_mixed_pod_through_cri() {
         let probe = "wget -q -O - http://127.0.0.1:8081/";
         let probe = container_config("probe", &cri.image, &["/bin/sh", "-c", probe], &[], &[]);
         let probe = create_and_start(&cri, &mut runtime, &pod, probe).await;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while cri.serving_shim_pids().len() != 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let skiff_shims = cri.skiff_shim_pids();
         assert_eq!(skiff_shims.len(), 1, "one skiff shim for the pod: {skiff_shims:?}");
-        assert_eq!(cri.shim_pids(), skiff_shims, "the pod's Linux containers run under the skiff shim too");
+        assert_eq!(cri.serving_shim_pids(), skiff_shims, "the pod's Linux containers run under the skiff shim too");
 
         let response = http_get(&format!("{}:8081", pod.ip), "/");
         let response = response.unwrap_or_else(|| {

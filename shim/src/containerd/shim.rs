@@ -117,12 +117,19 @@ impl Shim for SkiffShim {
         // containerd-shim's publisher loses events across a containerd restart: ours retries them.
         let publisher = Arc::clone(self.publisher.get_or_init(|| Arc::new(Publisher::new(&publisher.address))));
         let content = ContentSource::new(&self.address, &self.namespace);
-        TaskService::new(
+        let service = TaskService::new(
             Events::new(publisher, self.namespace.clone()),
             Arc::clone(&self.exit),
             &self.namespace,
             content,
-        )
+        );
+        // containerd-shim asks for the service before it binds the socket; when the pod's shim already serves
+        // it, this process only says so and exits: no engine for it.
+        let socket = self.socket.trim_start_matches("unix://");
+        if std::os::unix::net::UnixStream::connect(socket).is_err() {
+            service.warm_up_engine();
+        }
+        service
     }
 }
 

@@ -67,17 +67,6 @@ impl TaskService {
     /// The task service of a shim serving containerd namespace `namespace`.
     pub fn new(events: Events, exit: Arc<ExitSignal>, namespace: &str, content: Option<ContentSource>) -> Self {
         let engine = Arc::new(Mutex::new(None));
-        let warming = Arc::clone(&engine);
-        let warm_up = std::thread::Builder::new().name("engine-warm-up".into()).spawn(move || {
-            let mut engine = warming.lock();
-            if engine.is_none() {
-                // A failure is left for the first Wasm container to report.
-                *engine = make_engine().inspect_err(|e| tracing::warn!(error = %e, "warming up the engine")).ok();
-            }
-        });
-        if let Err(e) = warm_up {
-            tracing::warn!(error = %e, "starting the engine warm-up");
-        }
         Self {
             containers: Mutex::new(HashMap::new()),
             engine,
@@ -88,6 +77,22 @@ impl TaskService {
             exit,
             pid: std::process::id(),
             content,
+        }
+    }
+
+    /// Makes the engine on a thread now, while containerd connects and sends Create, instead of in the first
+    /// Create. (Only the serving shim does: a process that finds its pod's shim already serving exits.)
+    pub fn warm_up_engine(&self) {
+        let warming = Arc::clone(&self.engine);
+        let warm_up = std::thread::Builder::new().name("engine-warm-up".into()).spawn(move || {
+            let mut engine = warming.lock();
+            if engine.is_none() {
+                // A failure is left for the first Wasm container to report.
+                *engine = make_engine().inspect_err(|e| tracing::warn!(error = %e, "warming up the engine")).ok();
+            }
+        });
+        if let Err(e) = warm_up {
+            tracing::warn!(error = %e, "starting the engine warm-up");
         }
     }
 

@@ -346,15 +346,19 @@ impl CriContainerd {
         skiff_testkit::processes_of("containerd-shim", &self.socket())
     }
 
-    /// The pids of this containerd's skiff shims.
-    pub fn skiff_shim_pids(&self) -> Vec<i32> {
+    /// The pids of this containerd's serving shims: not the short-lived `start` and `delete` commands
+    /// containerd also runs with its address (one may still be exiting when a CRI call returns).
+    pub fn serving_shim_pids(&self) -> Vec<i32> {
         self.shim_pids()
             .into_iter()
-            .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("containerd-shim-skiff-v1"))
-            })
+            .filter(|pid| !shim_args(*pid).iter().any(|a| a == "start" || a == "delete"))
             .collect()
+    }
+
+    /// The pids of this containerd's serving skiff shims.
+    pub fn skiff_shim_pids(&self) -> Vec<i32> {
+        let is_skiff = |pid: &i32| shim_args(*pid).first().is_some_and(|a| a.contains("containerd-shim-skiff-v1"));
+        self.serving_shim_pids().into_iter().filter(is_skiff).collect()
     }
 
     /// Waits (bounded) until no shim of this containerd runs; whether none does.
@@ -559,4 +563,10 @@ pub fn read_cri_log(path: &Path) -> Vec<LogLine> {
             LogLine { stream: stream.into(), partial: tag == "P", text: text.into() }
         })
         .collect()
+}
+
+/// The command line of process `pid`, split into its arguments (empty when it is gone).
+fn shim_args(pid: i32) -> Vec<String> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
 }
