@@ -22,7 +22,7 @@ use tonic::transport::Channel;
 
 use skiff_testkit::containerd_command;
 
-use super::{http_get, remove_all_tasks, shim_sockets, unmount_under, workload};
+use super::{build_test_image, http_get, remove_all_tasks, run, shim_sockets, unmount_under};
 
 /// The CRI runtime handler of the shim under test (`skiff shim install` adds the same name).
 pub const HANDLER: &str = "skiff";
@@ -30,19 +30,6 @@ pub const HANDLER: &str = "skiff";
 pub const K8S_NS: &str = "k8s.io";
 /// The image's repository and tag in the test registry.
 const IMAGE_NAME: &str = "skiff-cri/guests:1";
-/// Guests copied into the test image.
-const GUESTS: &[&str] = &["hello", "hello-http", "tool", "crasher"];
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// A free TCP port on loopback (the OS's pick; free again once returned).
 fn free_port() -> u16 {
@@ -98,28 +85,9 @@ impl Registry {
         registry
     }
 
-    /// Builds the test image (the guests at `/`, `/corrupt.wasm`, busybox at `/bin/busybox` with `/bin/sh`,
-    /// entrypoint `/hello.wasm`) and pushes it; its reference.
+    /// Builds the test image ([`build_test_image`]) and pushes it to this registry; its reference.
     pub fn push_test_image(&self) -> String {
-        let work = self.dir.path().join("image");
-        let layout = work.join("layout");
-        let bundle = work.join("bundle");
-        std::fs::create_dir_all(&work).expect("mkdir");
-        let tag = format!("{}:latest", layout.display());
-        run(Command::new("umoci").args(["init", "--layout"]).arg(&layout));
-        run(Command::new("umoci").args(["new", "--image", &tag]));
-        run(Command::new("umoci").args(["unpack", "--rootless", "--image", &tag]).arg(&bundle));
-        let rootfs = bundle.join("rootfs");
-        for guest in GUESTS {
-            std::fs::copy(workload(guest), rootfs.join(format!("{guest}.wasm"))).expect("copy guest");
-        }
-        std::fs::write(rootfs.join("corrupt.wasm"), b"\0asm\x01\0\0\0this is not wasm").expect("corrupt");
-        std::fs::create_dir_all(rootfs.join("bin")).expect("bin dir");
-        std::fs::copy("/usr/bin/busybox", rootfs.join("bin/busybox"))
-            .expect("busybox (apt-get install busybox-static)");
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).expect("sh symlink");
-        run(Command::new("umoci").args(["repack", "--image", &tag]).arg(&bundle));
-        run(Command::new("umoci").args(["config", "--image", &tag, "--config.entrypoint", "/hello.wasm"]));
+        let tag = build_test_image(&self.dir.path().join("image"));
         let reference = format!("{}/{IMAGE_NAME}", self.addr);
         run(Command::new("skopeo").args([
             "copy",

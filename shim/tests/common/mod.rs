@@ -49,7 +49,7 @@ pub fn workload(name: &str) -> PathBuf {
     path
 }
 
-fn run(cmd: &mut Command) -> Output {
+pub fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert!(
         out.status.success(),
@@ -150,32 +150,10 @@ impl Containerd {
         self.ctr_cmd(args).output().expect("run ctr")
     }
 
-    /// Imports the test image (guests at `/`, entrypoint `/hello.wasm`, plus `/corrupt.wasm`, busybox in
-    /// `/bin`, and `/pause`: an ELF header without the exec bit).
+    /// Imports the test image ([`build_test_image`]) with `ctr images import`.
     pub fn import_image(&self) {
         let work = self.dir.path().join("image");
-        let layout = work.join("layout");
-        let bundle = work.join("bundle");
-        std::fs::create_dir_all(&work).expect("mkdir");
-        let tag = format!("{}:latest", layout.display());
-        run(Command::new("umoci").args(["init", "--layout"]).arg(&layout));
-        run(Command::new("umoci").args(["new", "--image", &tag]));
-        run(Command::new("umoci").args(["unpack", "--rootless", "--image", &tag]).arg(&bundle));
-        let rootfs = bundle.join("rootfs");
-        for guest in GUESTS {
-            std::fs::copy(workload(guest), rootfs.join(format!("{guest}.wasm"))).expect("copy guest");
-        }
-        std::fs::write(rootfs.join("corrupt.wasm"), b"\0asm\x01\0\0\0this is not wasm").expect("corrupt");
-        std::fs::write(rootfs.join("pause"), b"\x7fELF not wasm").expect("pause");
-        std::fs::create_dir_all(rootfs.join("bin")).expect("bin dir");
-        std::fs::copy(BUSYBOX, rootfs.join("bin/busybox")).expect("copy busybox");
-        for applet in APPLETS {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("applet link");
-        }
-        std::fs::create_dir_all(rootfs.join("data")).expect("data dir");
-        std::fs::write(rootfs.join("data/in-image.txt"), b"from the image").expect("file");
-        run(Command::new("umoci").args(["repack", "--image", &tag]).arg(&bundle));
-        run(Command::new("umoci").args(["config", "--image", &tag, "--config.entrypoint", "/hello.wasm"]));
+        let tag = build_test_image(&work);
         let archive = work.join("image.tar");
         run(Command::new("skopeo").args([
             "copy",
@@ -330,4 +308,33 @@ pub fn remove_all_tasks(ctr: impl Fn(&[&str]) -> Output) {
     for id in String::from_utf8_lossy(&containers.stdout).lines().filter(|l| !l.is_empty()) {
         let _ = ctr(&["containers", "delete", id]);
     }
+}
+
+/// Builds the test image as an OCI layout under `work` (the guests at `/`, entrypoint `/hello.wasm`, plus
+/// `/corrupt.wasm`, busybox in `/bin`, `/data/in-image.txt`, and `/pause`: an ELF header without the exec
+/// bit); its `oci:` tag.
+pub fn build_test_image(work: &Path) -> String {
+    let layout = work.join("layout");
+    let bundle = work.join("bundle");
+    std::fs::create_dir_all(work).expect("mkdir");
+    let tag = format!("{}:latest", layout.display());
+    run(Command::new("umoci").args(["init", "--layout"]).arg(&layout));
+    run(Command::new("umoci").args(["new", "--image", &tag]));
+    run(Command::new("umoci").args(["unpack", "--rootless", "--image", &tag]).arg(&bundle));
+    let rootfs = bundle.join("rootfs");
+    for guest in GUESTS {
+        std::fs::copy(workload(guest), rootfs.join(format!("{guest}.wasm"))).expect("copy guest");
+    }
+    std::fs::write(rootfs.join("corrupt.wasm"), b"\0asm\x01\0\0\0this is not wasm").expect("corrupt");
+    std::fs::write(rootfs.join("pause"), b"\x7fELF not wasm").expect("pause");
+    std::fs::create_dir_all(rootfs.join("bin")).expect("bin dir");
+    std::fs::copy(BUSYBOX, rootfs.join("bin/busybox")).expect("busybox (apt-get install busybox-static)");
+    for applet in APPLETS {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("applet link");
+    }
+    std::fs::create_dir_all(rootfs.join("data")).expect("data dir");
+    std::fs::write(rootfs.join("data/in-image.txt"), b"from the image").expect("file");
+    run(Command::new("umoci").args(["repack", "--image", &tag]).arg(&bundle));
+    run(Command::new("umoci").args(["config", "--image", &tag, "--config.entrypoint", "/hello.wasm"]));
+    tag
 }
