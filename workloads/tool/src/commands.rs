@@ -35,7 +35,10 @@ pub fn cat(file: &str) -> Result {
 /// Writes `text` to `file`, creating its parent directories.
 pub fn write(file: &str, text: &str) -> Result {
     create_parent(file)?;
-    std::fs::write(file, text).map_err(|e| format!("write {file}: {e}"))
+    // Beside it, then renamed over it: a reader polling for `file` (wait-cat) never sees it empty.
+    let partial = format!("{file}.partial");
+    std::fs::write(&partial, text).map_err(|e| format!("write {file}: {e}"))?;
+    std::fs::rename(&partial, file).map_err(|e| format!("write {file}: {e}"))
 }
 
 /// Appends `text` and a newline to `file`, creating it (and its parent directories) if needed.
