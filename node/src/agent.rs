@@ -37,7 +37,7 @@ impl Agent {
     pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|source| AgentError::Io { path: dir.clone(), source })?;
-        for (setting, from, to) in crate::sysctl::fit_neighbour_table(config.max_pods) {
+        for (setting, from, to) in crate::sysctl::fit_neighbour_table(config.pod_capacity()) {
             tracing::info!(%setting, from, to, "raised the neighbour table limit for max pods");
         }
         let client = crate::client::connect(&config).await?;

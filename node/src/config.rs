@@ -89,10 +89,42 @@ impl AgentConfig {
         }
     }
 
+    /// The pods this node offers: `max_pods`, but never more than its pod CIDR can address less
+    /// the sandboxes its pool keeps ready (each holds an address), so a burst beyond it stays
+    /// Pending at the scheduler instead of failing CNI ADDs on the node.
+    pub fn pod_capacity(&self) -> u32 {
+        let Ok(cidr) = crate::sandbox::Ipv4Cidr::parse(&self.pod_cidr) else { return self.max_pods };
+        let pool = u32::try_from(self.sandbox_pool).unwrap_or(u32::MAX);
+        self.max_pods.min(cidr.pod_addresses().saturating_sub(pool))
+    }
+
     /// The prefix of every network namespace this agent creates (unique per node, so that several
     /// agents on one machine never touch each other's).
     pub fn netns_prefix(&self) -> String {
         let short: String = self.node_name.chars().filter(|c| c.is_ascii_alphanumeric()).take(20).collect();
         format!("skiff-{short}-")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(cidr: &str, max_pods: u32, pool: usize) -> AgentConfig {
+        let mut c = AgentConfig::new("n", "https://127.0.0.1:6443", "", "", PathBuf::from("/tmp/n"));
+        c.pod_cidr = cidr.into();
+        c.max_pods = max_pods;
+        c.sandbox_pool = pool;
+        c
+    }
+
+    #[test]
+    fn capacity_never_exceeds_what_the_pod_cidr_addresses() {
+        // A /24 has 256 addresses: network, broadcast and gateway are not pods, the pool holds 4.
+        assert_eq!(config("10.88.0.0/24", 1100, 4).pod_capacity(), 249);
+        assert_eq!(config("10.88.0.0/24", 110, 4).pod_capacity(), 110);
+        assert_eq!(config("10.88.0.0/16", 1100, 4).pod_capacity(), 1100);
+        assert_eq!(config("10.88.0.0/30", 1100, 4).pod_capacity(), 0);
+        assert_eq!(config("10.88.0.0/22", 5000, 0).pod_capacity(), 1021);
     }
 }

@@ -49,7 +49,7 @@ fn status(config: &AgentConfig, kubelet_port: u16) -> Value {
     let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let memory = memory_kib().map(|k| format!("{k}Ki")).unwrap_or_else(|| "1Gi".into());
-    let capacity = json!({"cpu": cpus.to_string(), "memory": memory, "pods": config.max_pods.to_string(),
+    let capacity = json!({"cpu": cpus.to_string(), "memory": memory, "pods": config.pod_capacity().to_string(),
                           "ephemeral-storage": "10Gi"});
     let condition = |kind: &str, status: &str, reason: &str, message: &str| {
         json!({"type": kind, "status": status, "reason": reason, "message": message,

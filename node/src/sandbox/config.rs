@@ -69,6 +69,13 @@ impl Ipv4Cidr {
         mask_of(self.prefix)
     }
 
+    /// How many pods the subnet can address: every address but the network, the broadcast and the
+    /// bridge's gateway address.
+    pub fn pod_addresses(&self) -> u32 {
+        let size = 1u64 << (32 - u32::from(self.prefix.min(32)));
+        u32::try_from(size.saturating_sub(3)).unwrap_or(u32::MAX)
+    }
+
     /// Whether two subnets share any address.
     pub fn overlaps(&self, other: &Ipv4Cidr) -> bool {
         let m = mask_of(self.prefix.min(other.prefix));

@@ -13,7 +13,7 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use config::{NetworkConfig, PortMapping, Protocol};
+pub use config::{Ipv4Cidr, NetworkConfig, PortMapping, Protocol};
 pub use error::SandboxError;
 pub use manager::SandboxManager;
 pub use netns::{enter_netns, NETNS_RUN_DIR};
