@@ -45,7 +45,10 @@ pub fn default(kind: &str, obj: &mut Value) {
                 if kind != "DaemonSet" {
                     set_default(spec, "replicas", json!(1));
                 }
-                set_default(spec, "revisionHistoryLimit", json!(10));
+                // ReplicaSetSpec has no revisionHistoryLimit.
+                if kind != "ReplicaSet" {
+                    set_default(spec, "revisionHistoryLimit", json!(10));
+                }
                 match kind {
                     "Deployment" => {
                         set_default(spec, "progressDeadlineSeconds", json!(600));

@@ -149,6 +149,7 @@ pub fn all() -> Vec<ResourceInfo> {
         resource!(core::PersistentVolumeClaim, ["pvc"], ["status"], false),
         resource!(core::ResourceQuota, ["quota"], ["status"], false),
         resource!(core::LimitRange, ["limits"], [], false),
+        resource!(core::ReplicationController, ["rc"], ["status", "scale"], true),
         resource!(apps::Deployment, ["deploy"], ["status", "scale"], true),
         resource!(apps::ReplicaSet, ["rs"], ["status", "scale"], true),
         resource!(apps::StatefulSet, ["sts"], ["status", "scale"], true),

@@ -1,18 +1,52 @@
 //! In-process controllers. Each is a client of the [`Registry`](crate::api::registry::Registry)
-//! (the API machinery with its admission rules), never of the store.
+//! (the API machinery with its admission rules), never of the store, and runs under the
+//! [`runtime::Supervisor`] (restarted with back-off, visible in `/readyz?verbose` and `/metrics`).
 
 pub mod compaction;
+pub mod deployment;
+pub mod events;
 pub mod garbage_collector;
 pub mod namespace;
+pub mod podutil;
+pub mod replicaset;
+pub mod runtime;
 
 use std::sync::Arc;
 
 use crate::api::registry::Registry;
+use runtime::{Informers, Supervisor};
 
-/// Starts every controller as a background task.
-pub fn start(registry: Arc<Registry>) {
-    tokio::spawn(namespace::run(Arc::clone(&registry)));
-    tokio::spawn(garbage_collector::run(Arc::clone(&registry)));
-    tokio::spawn(crate::scheduler::run(Arc::clone(&registry)));
-    tokio::spawn(compaction::run(registry));
+/// Starts every controller under one supervisor, which it returns.
+pub fn start(registry: Arc<Registry>) -> Arc<Supervisor> {
+    let supervisor = Supervisor::new();
+    let informers = Informers::new(Arc::clone(&registry), Arc::clone(&supervisor));
+    namespace::start(&informers);
+    let r = Arc::clone(&registry);
+    supervisor.spawn("controller-garbage-collector", move || {
+        let r = Arc::clone(&r);
+        async move {
+            garbage_collector::run(r).await;
+            Ok::<(), runtime::Error>(())
+        }
+    });
+    let r = Arc::clone(&registry);
+    supervisor.spawn("scheduler", move || {
+        let r = Arc::clone(&r);
+        async move {
+            crate::scheduler::run(r).await;
+            Ok::<(), runtime::Error>(())
+        }
+    });
+    let r = Arc::clone(&registry);
+    supervisor.spawn("compaction", move || {
+        let r = Arc::clone(&r);
+        async move {
+            compaction::run(r).await;
+            Ok::<(), runtime::Error>(())
+        }
+    });
+    replicaset::start(&informers, replicaset::Flavor::ReplicaSet);
+    replicaset::start(&informers, replicaset::Flavor::ReplicationController);
+    deployment::start(&informers);
+    supervisor
 }

@@ -1,36 +1,50 @@
-//! The namespace controller: empties a namespace marked for deletion, then removes it.
+//! The namespace controller: empties a namespace marked for deletion, then removes it. Driven by
+//! the Namespace informer; while content remains (pods terminating gracefully, objects held by
+//! finalizers) it looks at that namespace again after [`RECHECK`], as Kubernetes' does.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
-
+use super::runtime::{Action, Controller, Error, Informer, Informers, ObjectKey};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::object;
 use crate::api::registry::{DeleteOptions, ListQuery, Registry};
 
-const RESYNC: Duration = Duration::from_secs(1);
+/// How soon a namespace whose content is still going is looked at again.
+const RECHECK: Duration = Duration::from_secs(1);
 
-pub async fn run(registry: Arc<Registry>) {
-    loop {
-        if let Err(e) = sync_all(&registry).await {
-            tracing::warn!(error = %e, "namespace controller");
-        }
-        tokio::time::sleep(RESYNC).await;
-    }
+/// What a reconcile works with.
+pub struct Ctx {
+    registry: Arc<Registry>,
+    namespaces: Arc<Informer>,
 }
 
-async fn sync_all(registry: &Registry) -> ApiResult<()> {
-    let ri = registry.resource("", "Namespace")?;
-    let namespaces = registry.list(ri, &ListQuery::default()).await?;
-    for ns in namespaces.items.iter().filter(|ns| object::deletion_timestamp(ns).is_some()) {
-        let name = object::name(ns).to_string();
-        if empty(registry, &name).await? {
-            finish(registry, ns).await?;
-            tracing::info!(namespace = %name, "namespace deleted");
-        }
+/// Starts the controller under the informers' supervisor.
+pub fn start(informers: &Arc<Informers>) {
+    let namespaces = informers.get("", "Namespace");
+    let ctx = Arc::new(Ctx { registry: Arc::clone(informers.registry()), namespaces: Arc::clone(&namespaces) });
+    let supervisor = informers.supervisor();
+    let probe = supervisor.probe("controller-namespace");
+    supervisor.spawn("controller-namespace", move || {
+        Controller::new("controller-namespace", Arc::clone(&namespaces)).run(Arc::clone(&ctx), probe.clone(), reconcile)
+    });
+}
+
+async fn reconcile(key: ObjectKey, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let Some(ns) = ctx.namespaces.get(&key) else { return Ok(Action::Done) };
+    if object::deletion_timestamp(&ns).is_none() {
+        return Ok(Action::Done);
     }
-    Ok(())
+    let name = object::name(&ns).to_string();
+    if empty(&ctx.registry, &name).await? {
+        let ri = ctx.registry.resource("", "Namespace")?;
+        match ctx.registry.remove_now(ri, None, &name).await {
+            Ok(()) | Err(ApiError::NotFound { .. }) => tracing::info!(namespace = %name, "namespace deleted"),
+            Err(e) => return Err(e.into()),
+        }
+        return Ok(Action::Done);
+    }
+    Ok(Action::RequeueAfter(RECHECK))
 }
 
 /// Deletes everything in the namespace; true once nothing is left.
@@ -49,9 +63,4 @@ async fn empty(registry: &Registry, namespace: &str) -> ApiResult<bool> {
         }
     }
     Ok(left == 0)
-}
-
-async fn finish(registry: &Registry, ns: &Value) -> ApiResult<()> {
-    let ri = registry.resource("", "Namespace")?;
-    registry.remove_now(ri, None, object::name(ns)).await
 }

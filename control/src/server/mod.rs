@@ -174,11 +174,10 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         metrics,
         advertise: format!("{advertise_host}:{}", addr.port()),
         kubelet: Arc::new(KubeletClient::new(kubelet_token)?),
+        controllers: controllers::start(Arc::clone(&registry)),
     };
     let tokens = auth::Tokens(Arc::new(HashSet::from([admin_token.clone()])));
     let app = router(state).layer(axum::middleware::from_fn_with_state(tokens, auth::require_token));
-
-    controllers::start(Arc::clone(&registry));
 
     let handle = axum_server::Handle::new();
     let rustls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls_config));

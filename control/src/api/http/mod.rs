@@ -41,6 +41,8 @@ pub struct ApiState {
     pub advertise: String,
     /// How `pods/log` reaches kubelets.
     pub kubelet: Arc<pod_logs::KubeletClient>,
+    /// The supervised controllers, for `/readyz` and `/metrics`.
+    pub controllers: Arc<crate::controllers::runtime::Supervisor>,
 }
 
 /// The API router (authentication is layered on by the server).
@@ -50,7 +52,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/version/", get(version))
         .route("/healthz", get(health))
         .route("/livez", get(health))
-        .route("/readyz", get(health))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi/v3", get(openapi_index))
         .route("/openapi/v3/{*path}", get(openapi_document))
@@ -77,8 +79,23 @@ async fn health() -> &'static str {
     "ok"
 }
 
+/// `/readyz`: `ok`, or with `?verbose` a line per supervised controller (`[+]controller-x ok`);
+/// 500 while a controller waits to be restarted.
+async fn readyz(State(state): State<ApiState>, uri: Uri) -> Response {
+    let (ok, checks) = state.controllers.readyz();
+    let verbose = uri.query().is_some_and(|q| q.split('&').any(|p| p == "verbose" || p.starts_with("verbose=")));
+    let status = if ok { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
+    let body = match (verbose || !ok, ok) {
+        (false, _) => "ok".to_string(),
+        (true, true) => format!("[+]ping ok\n{checks}readyz check passed\n"),
+        (true, false) => format!("[+]ping ok\n{checks}readyz check failed\n"),
+    };
+    (status, body).into_response()
+}
+
 async fn metrics(State(state): State<ApiState>) -> Response {
-    let extra = crate::api::http::store_metrics(&state.registry).await;
+    let mut extra = crate::api::http::store_metrics(&state.registry).await;
+    extra.push_str(&state.controllers.render_metrics());
     (StatusCode::OK, [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&extra))
         .into_response()
 }

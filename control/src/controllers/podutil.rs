@@ -1,0 +1,160 @@
+//! Pure helpers over pods the workload controllers share: active, ready and available pods (as
+//! `kube-controller-manager`'s `podutil` judges them) and the order in which extra pods go.
+
+use std::cmp::Reverse;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::api::object;
+
+/// Not terminated and not being deleted.
+pub fn is_active(pod: &Value) -> bool {
+    !matches!(object::str_at(pod, &["status", "phase"]), Some("Succeeded" | "Failed"))
+        && object::deletion_timestamp(pod).is_none()
+}
+
+fn ready_condition(pod: &Value) -> Option<&Value> {
+    pod.pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
+}
+
+/// The `Ready` condition is `True`.
+pub fn is_ready(pod: &Value) -> bool {
+    ready_condition(pod).and_then(|c| c.get("status")).and_then(Value::as_str) == Some("True")
+}
+
+/// When the pod became ready (the `Ready` condition's `lastTransitionTime`), if it is ready.
+pub fn ready_since(pod: &Value) -> Option<jiff::Timestamp> {
+    if !is_ready(pod) {
+        return None;
+    }
+    ready_condition(pod)?.get("lastTransitionTime")?.as_str()?.parse().ok()
+}
+
+/// How long until a ready pod counts as available with `min_ready_seconds`: `Some(0)` when it
+/// is available now, `None` when it is not ready.
+pub fn until_available(pod: &Value, min_ready_seconds: i64, now: jiff::Timestamp) -> Option<Duration> {
+    if !is_ready(pod) {
+        return None;
+    }
+    if min_ready_seconds <= 0 {
+        return Some(Duration::ZERO);
+    }
+    // A ready pod without a transition time counts as available (as Kubernetes does).
+    let Some(since) = ready_since(pod) else { return Some(Duration::ZERO) };
+    let at = since.checked_add(jiff::SignedDuration::from_secs(min_ready_seconds)).ok()?;
+    let left = now.duration_until(at);
+    Some(if left.is_negative() { Duration::ZERO } else { left.unsigned_abs() })
+}
+
+/// Ready for at least `min_ready_seconds`.
+pub fn is_available(pod: &Value, min_ready_seconds: i64, now: jiff::Timestamp) -> bool {
+    until_available(pod, min_ready_seconds, now) == Some(Duration::ZERO)
+}
+
+fn phase_rank(pod: &Value) -> u8 {
+    match object::str_at(pod, &["status", "phase"]) {
+        Some("Pending") | None => 0,
+        Some("Unknown") => 1,
+        Some("Running") => 2,
+        _ => 3,
+    }
+}
+
+fn restarts(pod: &Value) -> i64 {
+    pod.pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .map(|list| list.iter().filter_map(|c| c.get("restartCount").and_then(Value::as_i64)).max().unwrap_or(0))
+        .unwrap_or(0)
+}
+
+fn deletion_cost(pod: &Value) -> i64 {
+    object::meta(pod)
+        .pointer("/annotations/controller.kubernetes.io~1pod-deletion-cost")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The order in which a controller deletes extra pods, first to go first, as Kubernetes'
+/// `ActivePods` ranks them: unscheduled before scheduled, Pending before Unknown before Running,
+/// not ready before ready, lower `pod-deletion-cost`, ready for less time, more restarts, newer.
+pub fn sort_for_deletion(pods: &mut [&Value]) {
+    pods.sort_by_cached_key(|p| {
+        let assigned = object::str_at(p, &["spec", "nodeName"]).is_some_and(|n| !n.is_empty());
+        let ready = is_ready(p);
+        let since = if ready { ready_since(p) } else { None };
+        (
+            assigned,
+            phase_rank(p),
+            ready,
+            deletion_cost(p),
+            Reverse(since),
+            Reverse(restarts(p)),
+            Reverse(object::str_at(p, &["metadata", "creationTimestamp"]).unwrap_or("").to_string()),
+            object::name(p).to_string(),
+        )
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, node: Option<&str>, phase: &str, ready_at: Option<&str>, created: &str) -> Value {
+        let mut p = json!({"metadata": {"name": name, "creationTimestamp": created},
+                           "spec": {}, "status": {"phase": phase}});
+        if let Some(n) = node {
+            p["spec"]["nodeName"] = json!(n);
+        }
+        if let Some(at) = ready_at {
+            p["status"]["conditions"] = json!([{"type": "Ready", "status": "True", "lastTransitionTime": at}]);
+        }
+        p
+    }
+
+    #[test]
+    fn deletion_prefers_unscheduled_then_pending_then_not_ready_then_newest() {
+        let old_ready = pod("old-ready", Some("n"), "Running", Some("2026-01-01T00:00:00Z"), "2026-01-01T00:00:00Z");
+        let new_ready = pod("new-ready", Some("n"), "Running", Some("2026-01-02T00:00:00Z"), "2026-01-02T00:00:00Z");
+        let running_not_ready = pod("not-ready", Some("n"), "Running", None, "2025-01-01T00:00:00Z");
+        let pending = pod("pending", Some("n"), "Pending", None, "2025-01-01T00:00:00Z");
+        let unscheduled = pod("unscheduled", None, "Pending", None, "2024-01-01T00:00:00Z");
+        let mut pods = vec![&old_ready, &new_ready, &running_not_ready, &pending, &unscheduled];
+        sort_for_deletion(&mut pods);
+        let names: Vec<&str> = pods.iter().map(|p| object::name(p)).collect();
+        assert_eq!(names, vec!["unscheduled", "pending", "not-ready", "new-ready", "old-ready"]);
+    }
+
+    #[test]
+    fn deletion_cost_and_creation_break_ties() {
+        let mut cheap = pod("cheap", Some("n"), "Pending", None, "2026-01-01T00:00:00Z");
+        cheap["metadata"]["annotations"] = json!({"controller.kubernetes.io/pod-deletion-cost": "-5"});
+        let older = pod("older", Some("n"), "Pending", None, "2026-01-01T00:00:00Z");
+        let newer = pod("newer", Some("n"), "Pending", None, "2026-01-03T00:00:00Z");
+        let mut pods = vec![&older, &newer, &cheap];
+        sort_for_deletion(&mut pods);
+        let names: Vec<&str> = pods.iter().map(|p| object::name(p)).collect();
+        assert_eq!(names, vec!["cheap", "newer", "older"]);
+    }
+
+    #[test]
+    fn availability_waits_min_ready_seconds() {
+        let now: jiff::Timestamp = "2026-01-01T00:00:10Z".parse().unwrap_or_default();
+        let p = pod("p", Some("n"), "Running", Some("2026-01-01T00:00:05Z"), "2026-01-01T00:00:00Z");
+        assert!(is_available(&p, 0, now));
+        assert!(is_available(&p, 5, now));
+        assert!(!is_available(&p, 8, now));
+        assert_eq!(until_available(&p, 8, now), Some(Duration::from_secs(3)));
+        let not_ready = pod("q", Some("n"), "Running", None, "2026-01-01T00:00:00Z");
+        assert_eq!(until_available(&not_ready, 0, now), None);
+        let mut gone = p.clone();
+        gone["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:09Z");
+        assert!(!is_active(&gone));
+        assert!(is_active(&p));
+    }
+}
