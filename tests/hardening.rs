@@ -323,3 +323,40 @@ fn large_unpaginated_lists_are_complete_and_valid() {
     assert_eq!(code, 200);
     assert_eq!(body.lines().filter(|l| l.contains("\"ADDED\"")).count(), N);
 }
+
+/// A client that sends part of its headers and then nothing is disconnected once the header-read
+/// timeout passes (30 s), instead of holding its connection forever (slowloris).
+#[test]
+fn slow_clients_are_disconnected() {
+    use std::io::Write;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let c = Cluster::start();
+    let mut client = common::Process(Some(
+        Command::new("openssl")
+            .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{}", c.port)])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_client"),
+    ));
+    let child = client.0.as_mut().expect("child");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"GET /version HTTP/1.1\r\nHost: skiff\r\n").expect("partial headers");
+    stdin.flush().expect("flush");
+    let started = Instant::now();
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(50) {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(stdin);
+    assert!(closed, "a client stalled mid-headers was still connected after {:?}", started.elapsed());
+    assert!(started.elapsed() >= Duration::from_secs(20), "closed too early: {:?}", started.elapsed());
+    // Everyone else is still served.
+    c.kubectl(&["get", "namespaces"]);
+}
