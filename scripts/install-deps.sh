@@ -23,6 +23,13 @@ systemctl disable --now etcd >/dev/null 2>&1 || true
 
 # The official Python client, for the second-client end-to-end test.
 python3 -c 'import kubernetes' 2>/dev/null || python3 -m pip install -q kubernetes
+# ... and on Python 3.13 (pyenv), whose default TLS context verifies strictly (tests/hardening.rs).
+if command -v pyenv >/dev/null; then
+  py313="$(pyenv root)/versions/3.13.0/bin/python3"
+  if [ -x "$py313" ]; then
+    "$py313" -c 'import kubernetes' 2>/dev/null || "$py313" -m pip install -q kubernetes
+  fi
+fi
 
 # Wasm guest targets (workloads/).
 if command -v rustup >/dev/null; then

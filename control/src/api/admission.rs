@@ -278,7 +278,10 @@ pub fn validate(kind: &str, namespaced: bool, obj: &Value) -> Vec<Cause> {
     match kind {
         "Pod" => validate_pod_spec(obj.get("spec"), "spec", &mut causes),
         "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => validate_workload(obj, &mut causes),
-        "Job" => validate_pod_spec(obj.pointer("/spec/template/spec"), "spec.template.spec", &mut causes),
+        "Job" => {
+            validate_job(obj, &mut causes);
+            validate_pod_spec(obj.pointer("/spec/template/spec"), "spec.template.spec", &mut causes)
+        }
         "CronJob" => {
             if object::str_at(obj, &["spec", "schedule"]).is_none_or(str::is_empty) {
                 causes.push(("spec.schedule".into(), "Required value".into()));
@@ -335,6 +338,7 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) 
             }
         }
     }
+    validate_pod_numbers(spec, path, causes);
     if let Some(policy) = spec.get("restartPolicy").and_then(Value::as_str) {
         if !matches!(policy, "Always" | "OnFailure" | "Never") {
             causes.push((
@@ -344,6 +348,96 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) 
         }
     }
 }
+
+/// `Invalid value: <v>: must be greater than or equal to 0` unless `value` is absent or >= 0.
+fn non_negative(value: Option<&Value>, field: String, causes: &mut Vec<Cause>) {
+    if let Some(v) = value.and_then(Value::as_i64).filter(|v| *v < 0) {
+        causes.push((field, format!("Invalid value: {v}: must be greater than or equal to 0")));
+    }
+}
+
+/// `Invalid value: <v>: must be between <lo> and <hi>, inclusive` unless absent or in range.
+fn in_range(value: Option<&Value>, lo: i64, hi: i64, field: String, causes: &mut Vec<Cause>) {
+    if let Some(v) = value.and_then(Value::as_i64).filter(|v| !(lo..=hi).contains(v)) {
+        causes.push((field, format!("Invalid value: {v}: must be between {lo} and {hi}, inclusive")));
+    }
+}
+
+/// Every number of a pod spec a node or controller computes with, bounded as Kubernetes bounds
+/// it (`ValidatePodSpec`): deadlines, grace periods, ports, probe timings, resource quantities.
+fn validate_pod_numbers(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
+    in_range(
+        spec.get("activeDeadlineSeconds"),
+        1,
+        i64::from(i32::MAX),
+        format!("{path}.activeDeadlineSeconds"),
+        causes,
+    );
+    non_negative(spec.get("terminationGracePeriodSeconds"), format!("{path}.terminationGracePeriodSeconds"), causes);
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
+        for (i, c) in spec.get(list).and_then(Value::as_array).into_iter().flatten().enumerate() {
+            let field = format!("{path}.{list}[{i}]");
+            for (j, port) in c.get("ports").and_then(Value::as_array).into_iter().flatten().enumerate() {
+                match port.get("containerPort").and_then(Value::as_i64) {
+                    None => causes.push((format!("{field}.ports[{j}].containerPort"), "Required value".into())),
+                    Some(_) => in_range(
+                        port.get("containerPort"),
+                        1,
+                        65535,
+                        format!("{field}.ports[{j}].containerPort"),
+                        causes,
+                    ),
+                }
+                in_range(port.get("hostPort"), 0, 65535, format!("{field}.ports[{j}].hostPort"), causes);
+            }
+            for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+                let Some(p) = c.get(probe) else { continue };
+                for n in
+                    ["initialDelaySeconds", "timeoutSeconds", "periodSeconds", "successThreshold", "failureThreshold"]
+                {
+                    non_negative(p.get(n), format!("{field}.{probe}.{n}"), causes);
+                }
+                if let Some(v) = p.get("terminationGracePeriodSeconds").and_then(Value::as_i64).filter(|v| *v <= 0) {
+                    causes.push((
+                        format!("{field}.{probe}.terminationGracePeriodSeconds"),
+                        format!("Invalid value: {v}: must be greater than 0"),
+                    ));
+                }
+                for handler in ["httpGet", "tcpSocket", "grpc"] {
+                    let port = p.get(handler).and_then(|h| h.get("port"));
+                    if port.is_some_and(Value::is_i64) {
+                        in_range(port, 1, 65535, format!("{field}.{probe}.{handler}.port"), causes);
+                    }
+                }
+            }
+            for kind in ["requests", "limits"] {
+                let Some(map) = c.pointer(&format!("/resources/{kind}")).and_then(Value::as_object) else { continue };
+                for (name, q) in map {
+                    let text = q.as_str().map(String::from).unwrap_or_else(|| q.to_string());
+                    let field = format!("{field}.resources.{kind}[{name}]");
+                    match crate::scheduler::quantity::parse_milli(&text) {
+                        None => causes.push((field, format!("Invalid value: \"{text}\": {QUANTITY_ERROR}"))),
+                        Some(m) if m < 0 => {
+                            causes.push((field, format!("Invalid value: \"{text}\": must be greater than or equal to 0")))
+                        }
+                        Some(m) if m > MAX_MILLI => causes.push((
+                            field,
+                            format!("Invalid value: \"{text}\": must be no more than {MAX_UNITS} (a quantity that fits in 64 bits)"),
+                        )),
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+const QUANTITY_ERROR: &str =
+    "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
+/// The largest quantity a request or limit may name, in milli-units: what `MilliValue()` can
+/// hold in an `int64` (about 9.2 exa-units).
+const MAX_MILLI: i128 = i64::MAX as i128;
+const MAX_UNITS: i64 = i64::MAX / 1000;
 
 fn validate_workload(obj: &Value, causes: &mut Vec<Cause>) {
     let selector = obj.pointer("/spec/selector");
@@ -380,7 +474,16 @@ fn validate_workload(obj: &Value, causes: &mut Vec<Cause>) {
             ));
         }
     }
+    for n in ["minReadySeconds", "revisionHistoryLimit", "progressDeadlineSeconds"] {
+        non_negative(obj.pointer(&format!("/spec/{n}")), format!("spec.{n}"), causes);
+    }
     validate_pod_spec(obj.pointer("/spec/template/spec"), "spec.template.spec", causes);
+}
+
+fn validate_job(obj: &Value, causes: &mut Vec<Cause>) {
+    for n in ["parallelism", "completions", "backoffLimit", "activeDeadlineSeconds", "ttlSecondsAfterFinished"] {
+        non_negative(obj.pointer(&format!("/spec/{n}")), format!("spec.{n}"), causes);
+    }
 }
 
 fn validate_service(obj: &Value, causes: &mut Vec<Cause>) {
@@ -400,6 +503,10 @@ fn validate_service(obj: &Value, causes: &mut Vec<Cause>) {
                 format!("Invalid value: {port}: must be between 1 and 65535, inclusive"),
             )),
             None => causes.push((format!("spec.ports[{i}].port"), "Required value".into())),
+        }
+        in_range(p.get("nodePort"), 0, 65535, format!("spec.ports[{i}].nodePort"), causes);
+        if p.get("targetPort").is_some_and(Value::is_i64) {
+            in_range(p.get("targetPort"), 1, 65535, format!("spec.ports[{i}].targetPort"), causes);
         }
     }
 }
@@ -421,6 +528,68 @@ mod tests {
         let causes = validate("Pod", true, &bad);
         assert!(causes.iter().any(|(f, _)| f == "metadata.name"));
         assert!(causes.iter().any(|(f, _)| f == "spec.containers"));
+    }
+
+    fn cause<'a>(causes: &'a [Cause], field: &str) -> Option<&'a str> {
+        causes.iter().find(|(f, _)| f == field).map(|(_, m)| m.as_str())
+    }
+
+    #[test]
+    fn client_numbers_are_bounded() {
+        let pod = json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {
+            "activeDeadlineSeconds": i64::MAX,
+            "terminationGracePeriodSeconds": -1,
+            "containers": [{"name": "c", "image": "i",
+                "ports": [{"containerPort": 70000, "hostPort": -1}, {"containerPort": 0}, {"containerPort": 80}],
+                "livenessProbe": {"periodSeconds": -3, "httpGet": {"port": 65536}},
+                "resources": {"requests": {"cpu": "99999999999999999999", "memory": "1Gi"},
+                              "limits": {"memory": "-1", "cpu": "abc"}}}]}});
+        let causes = validate("Pod", true, &pod);
+        assert_eq!(
+            cause(&causes, "spec.activeDeadlineSeconds"),
+            Some("Invalid value: 9223372036854775807: must be between 1 and 2147483647, inclusive")
+        );
+        assert_eq!(
+            cause(&causes, "spec.terminationGracePeriodSeconds"),
+            Some("Invalid value: -1: must be greater than or equal to 0")
+        );
+        assert_eq!(
+            cause(&causes, "spec.containers[0].ports[0].containerPort"),
+            Some("Invalid value: 70000: must be between 1 and 65535, inclusive")
+        );
+        assert!(cause(&causes, "spec.containers[0].ports[0].hostPort").is_some());
+        assert!(cause(&causes, "spec.containers[0].ports[1].containerPort").is_some());
+        assert!(cause(&causes, "spec.containers[0].ports[2].containerPort").is_none());
+        assert!(cause(&causes, "spec.containers[0].livenessProbe.periodSeconds").is_some());
+        assert!(cause(&causes, "spec.containers[0].livenessProbe.httpGet.port").is_some());
+        assert!(cause(&causes, "spec.containers[0].resources.requests[cpu]").is_some_and(|m| m.contains("no more")));
+        assert!(cause(&causes, "spec.containers[0].resources.requests[memory]").is_none());
+        assert!(cause(&causes, "spec.containers[0].resources.limits[memory]")
+            .is_some_and(|m| m.contains(">= 0") || m.contains("greater than or equal to 0")));
+        assert!(cause(&causes, "spec.containers[0].resources.limits[cpu]").is_some_and(|m| m.contains("regular")));
+
+        let ok = json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {"activeDeadlineSeconds": 2147483647,
+            "terminationGracePeriodSeconds": 0, "containers": [{"name": "c", "image": "i"}]}});
+        assert!(validate("Pod", true, &ok).is_empty());
+
+        let deploy = json!({"metadata": {"name": "d", "namespace": "d"}, "spec": {"replicas": -1,
+            "selector": {"matchLabels": {"a": "b"}}, "minReadySeconds": -2,
+            "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        let causes = validate("Deployment", true, &deploy);
+        assert_eq!(cause(&causes, "spec.replicas"), Some("Invalid value: -1: must be greater than or equal to 0"));
+        assert!(cause(&causes, "spec.minReadySeconds").is_some());
+
+        let job = json!({"metadata": {"name": "j", "namespace": "d"}, "spec": {"backoffLimit": -1,
+            "activeDeadlineSeconds": -1, "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        let causes = validate("Job", true, &job);
+        assert!(cause(&causes, "spec.backoffLimit").is_some());
+        assert!(cause(&causes, "spec.activeDeadlineSeconds").is_some());
+
+        let svc = json!({"metadata": {"name": "s", "namespace": "d"},
+            "spec": {"ports": [{"port": 80, "targetPort": 70000, "nodePort": 99999}]}});
+        let causes = validate("Service", true, &svc);
+        assert!(cause(&causes, "spec.ports[0].targetPort").is_some());
+        assert!(cause(&causes, "spec.ports[0].nodePort").is_some());
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub enum ApiError {
     Timeout(String),
     #[error("Internal error occurred: {0}")]
     Internal(String),
+    /// Past the bound on requests in flight; the client should retry after `retry_after` seconds.
+    #[error("Too many requests, please try again later.")]
+    TooManyRequests { retry_after: u32 },
 }
 
 impl ApiError {
@@ -74,6 +77,7 @@ impl ApiError {
             Self::Gone { .. } => StatusCode::GONE,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -92,6 +96,7 @@ impl ApiError {
             Self::Gone { .. } => "Expired",
             Self::Timeout(_) => "Timeout",
             Self::Internal(_) => "InternalError",
+            Self::TooManyRequests { .. } => "TooManyRequests",
         }
     }
 
@@ -117,6 +122,9 @@ impl ApiError {
                     .collect();
                 details.insert("causes".into(), json!(causes));
             }
+            Self::TooManyRequests { retry_after } => {
+                details.insert("retryAfterSeconds".into(), json!(retry_after));
+            }
             _ => {}
         }
         let mut status = json!({
@@ -140,7 +148,12 @@ impl IntoResponse for ApiError {
         if self.code().is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        (self.code(), [(http::header::CONTENT_TYPE, "application/json")], self.status().to_string()).into_response()
+        let mut response = (self.code(), [(http::header::CONTENT_TYPE, "application/json")], self.status().to_string())
+            .into_response();
+        if let Self::TooManyRequests { retry_after } = self {
+            response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(retry_after));
+        }
+        response
     }
 }
 

@@ -69,6 +69,14 @@ pub struct Listed {
     pub continue_token: Option<String>,
 }
 
+/// One page of a list read in pages at one revision (a streamed list or a watch's initial
+/// state): the matching items, the revision all pages are read at, and the key to continue after.
+pub struct Page {
+    pub items: Vec<Value>,
+    pub revision: Revision,
+    pub next: Option<String>,
+}
+
 /// Objects as the API sees them, on top of a [`Store`].
 pub struct Registry {
     pub store: Arc<dyn Store>,
@@ -92,7 +100,21 @@ fn encode(obj: &Value) -> Vec<u8> {
     serde_json::to_vec(&obj).unwrap_or_default()
 }
 
+/// How many names a `generateName` create tries before answering 409, as kube-apiserver
+/// (1.31+, `RetryGenerateName`) does.
+const GENERATE_NAME_ATTEMPTS: usize = 8;
+
+#[cfg(test)]
+thread_local! {
+    /// Suffixes a test forces on the next generated names (to make collisions happen).
+    static FORCED_SUFFIXES: std::cell::RefCell<std::collections::VecDeque<String>> = Default::default();
+}
+
 fn random_suffix() -> String {
+    #[cfg(test)]
+    if let Some(forced) = FORCED_SUFFIXES.with(|f| f.borrow_mut().pop_front()) {
+        return forced;
+    }
     use rand::Rng;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
@@ -160,7 +182,7 @@ impl Registry {
                     &prefix,
                     ListOptions {
                         start_after: start_after.clone(),
-                        limit: want.map(|w| (w - items.len()).max(1)),
+                        limit: want.map(|w| w.saturating_sub(items.len()).max(1)),
                         revision,
                     },
                 )
@@ -191,6 +213,38 @@ impl Registry {
             }
             start_after = last_key;
         }
+    }
+
+    /// Reads one page of at most `size` stored objects after `start_after` at `revision` (the
+    /// current one when `None`), keeping those the query's selectors match. Reading a whole list
+    /// page by page at the first page's revision holds at most one page in memory.
+    pub async fn list_page(
+        &self,
+        ri: &ResourceInfo,
+        q: &ListQuery,
+        revision: Option<Revision>,
+        start_after: Option<String>,
+        size: usize,
+    ) -> ApiResult<Page> {
+        let prefix = ri.namespace_prefix(q.namespace.as_deref());
+        let page =
+            self.store.list(&prefix, ListOptions { start_after, limit: Some(size.max(1)), revision }).await.map_err(
+                |e| match e {
+                    StoreError::Compacted { requested, compacted } if revision.is_some() => {
+                        ApiError::Gone { requested, oldest: compacted }
+                    }
+                    e => e.into(),
+                },
+            )?;
+        let next = if page.more { page.items.last().map(|kv| kv.key.clone()) } else { None };
+        let mut items = Vec::with_capacity(page.items.len());
+        for kv in &page.items {
+            let obj = decode(kv)?;
+            if self.matches(ri, &obj, q) {
+                items.push(obj);
+            }
+        }
+        Ok(Page { items, revision: page.revision, next })
     }
 
     /// Whether an object passes the query's namespace, label and field selectors.
@@ -308,7 +362,12 @@ impl Registry {
         opts: &WriteOptions,
     ) -> ApiResult<Written> {
         self.check_type(ri, &mut obj)?;
+        if ri.namespaced && ns.is_none() {
+            // Stored under no namespace, no namespaced request could reach it.
+            return Err(ApiError::MethodNotAllowed);
+        }
         let mut warnings = Vec::new();
+        let mut generate_prefix = None;
         {
             let meta = meta_mut(&mut obj);
             if ri.namespaced {
@@ -330,8 +389,9 @@ impl Registry {
             let has_name = meta.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
             if !has_name {
                 if let Some(prefix) = meta.get("generateName").and_then(Value::as_str).filter(|p| !p.is_empty()) {
-                    let name = format!("{prefix}{}", random_suffix());
-                    meta.insert("name".into(), json!(name));
+                    let prefix = prefix.to_string();
+                    meta.insert("name".into(), json!(format!("{prefix}{}", random_suffix())));
+                    generate_prefix = Some(prefix);
                 }
             }
             meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
@@ -349,16 +409,26 @@ impl Registry {
         if let Some(manager) = &opts.field_manager {
             obj = patch::apply::record_update(None, &obj, manager, &object::now_rfc3339());
         }
-        let name = object::name(&obj).to_string();
+        let mut name = object::name(&obj).to_string();
         self.check_namespace_open(ri, ns).await?;
         if opts.dry_run {
             return Ok(Written { object: obj, warnings, created: true });
         }
-        let kv = self
-            .store
-            .create(&ri.key(ns, &name), encode(&obj))
-            .await
-            .map_err(|e| from_store(e, ri.group, ri.plural, &name))?;
+        let mut attempt = 1;
+        let kv = loop {
+            match self.store.create(&ri.key(ns, &name), encode(&obj)).await {
+                Ok(kv) => break kv,
+                // A generated name that is taken: another suffix, as kube-apiserver retries.
+                Err(StoreError::AlreadyExists(_)) if generate_prefix.is_some() && attempt < GENERATE_NAME_ATTEMPTS => {
+                    attempt += 1;
+                    let prefix = generate_prefix.as_deref().unwrap_or_default();
+                    name = format!("{prefix}{}", random_suffix());
+                    tracing::debug!(resource = ri.plural, name, attempt, "generated name taken; retrying");
+                    meta_mut(&mut obj).insert("name".into(), json!(name));
+                }
+                Err(e) => return Err(from_store(e, ri.group, ri.plural, &name)),
+            }
+        };
         object::set_resource_version(&mut obj, kv.mod_revision);
         tracing::debug!(resource = ri.plural, name, revision = kv.mod_revision, "created");
         Ok(Written { object: obj, warnings, created: true })
@@ -487,7 +557,7 @@ impl Registry {
         }
         if object::spec_part(&next) != object::spec_part(current) && object::meta(current).get("generation").is_some() {
             let generation = object::meta(current).get("generation").and_then(Value::as_i64).unwrap_or(0);
-            meta_mut(&mut next).insert("generation".into(), json!(generation + 1));
+            meta_mut(&mut next).insert("generation".into(), json!(generation.saturating_add(1)));
         }
         Ok(next)
     }
@@ -536,8 +606,7 @@ impl Registry {
                 let mut next = current.clone();
                 let meta = meta_mut(&mut next);
                 let already = meta.contains_key("deletionTimestamp");
-                let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
-                let deadline = deadline.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+                let deadline = deletion_deadline(jiff::Timestamp::now(), grace);
                 // A first deletion sets the deadline; a later one may only shorten it.
                 let shorter =
                     || grace < meta.get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(i64::MAX);
@@ -636,11 +705,28 @@ impl Registry {
         if matches!(object::str_at(obj, &["status", "phase"]), Some("Succeeded" | "Failed")) {
             return 0;
         }
-        opts.grace_period_seconds
+        let period = opts
+            .grace_period_seconds
             .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
-            .unwrap_or(30)
-            .max(0)
+            .unwrap_or(30);
+        // As kube-apiserver's pod strategy: a negative period asks for the shortest graceful one.
+        if period < 0 {
+            1
+        } else {
+            period
+        }
     }
+}
+
+/// `now + grace` seconds as an RFC 3339 `deletionTimestamp`; a grace period past the largest
+/// representable time saturates there instead of overflowing.
+fn deletion_deadline(now: jiff::Timestamp, grace: i64) -> String {
+    let deadline = now.checked_add(jiff::SignedDuration::from_secs(grace)).unwrap_or(if grace < 0 {
+        jiff::Timestamp::MIN
+    } else {
+        jiff::Timestamp::MAX
+    });
+    deadline.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// A pod with a node and a grace period left stays until the kubelet confirms.
@@ -657,4 +743,84 @@ fn strip_rv(obj: &Value) -> Value {
         meta.remove("managedFields");
     }
     obj
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    async fn registry() -> (tempfile::TempDir, Registry) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("state.db")).expect("open"));
+        let cache = WatchCache::start(Arc::clone(&store)).await.expect("watch cache");
+        let registry = Registry::new(store, cache);
+        let ns = registry.resource("", "Namespace").expect("namespaces");
+        let default = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}});
+        registry.create(ns, None, default, &WriteOptions::default()).await.expect("namespace");
+        (dir, registry)
+    }
+
+    fn config_map(name: Option<&str>) -> Value {
+        match name {
+            Some(name) => json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}}),
+            None => json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "web-"}}),
+        }
+    }
+
+    fn force_suffixes(suffixes: &[&str]) {
+        FORCED_SUFFIXES.with(|f| f.borrow_mut().extend(suffixes.iter().map(|s| s.to_string())));
+    }
+
+    #[tokio::test]
+    async fn generated_name_collisions_are_retried() {
+        let (_dir, registry) = registry().await;
+        let ri = registry.resource("", "ConfigMap").expect("configmaps");
+        let opts = WriteOptions::default();
+        registry.create(ri, Some("default"), config_map(Some("web-aaaaa")), &opts).await.expect("first");
+        registry.create(ri, Some("default"), config_map(Some("web-bbbbb")), &opts).await.expect("second");
+        force_suffixes(&["aaaaa", "bbbbb", "ccccc"]);
+        let w = registry.create(ri, Some("default"), config_map(None), &opts).await.expect("retried");
+        assert_eq!(object::name(&w.object), "web-ccccc");
+        let stored = registry.get(ri, Some("default"), "web-ccccc").await.expect("stored under the final name");
+        assert_eq!(object::name(&stored), "web-ccccc");
+
+        // Every attempt taken: 409 AlreadyExists after GENERATE_NAME_ATTEMPTS names, not before.
+        force_suffixes(&["aaaaa"; GENERATE_NAME_ATTEMPTS]);
+        force_suffixes(&["ddddd"]);
+        let err = registry.create(ri, Some("default"), config_map(None), &opts).await.expect_err("exhausted");
+        assert!(matches!(err, ApiError::AlreadyExists { .. }), "{err:?}");
+        // The suffix after the exhausted ones was not consumed.
+        let w = registry.create(ri, Some("default"), config_map(None), &opts).await.expect("next");
+        assert_eq!(object::name(&w.object), "web-ddddd");
+    }
+
+    #[tokio::test]
+    async fn namespaced_objects_need_a_namespace() {
+        let (_dir, registry) = registry().await;
+        let ri = registry.resource("", "ConfigMap").expect("configmaps");
+        let mut cm = config_map(Some("loose"));
+        cm["metadata"]["namespace"] = json!("default");
+        let err = registry.create(ri, None, cm, &WriteOptions::default()).await.expect_err("no namespace");
+        assert!(matches!(err, ApiError::MethodNotAllowed), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn huge_and_negative_grace_periods_never_panic() {
+        let (_dir, registry) = registry().await;
+        let ri = registry.resource("", "Pod").expect("pods");
+        for (name, grace, want) in [("huge", i64::MAX, i64::MAX), ("negative", -5, 1), ("min", i64::MIN, 1)] {
+            let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]}});
+            registry.create(ri, Some("default"), pod, &WriteOptions::default()).await.expect("create");
+            let opts = DeleteOptions { grace_period_seconds: Some(grace), ..Default::default() };
+            let (obj, gone) = registry.delete(ri, Some("default"), name, &opts).await.expect("delete");
+            assert!(!gone, "{name}: a bound pod waits for its kubelet");
+            assert_eq!(obj.pointer("/metadata/deletionGracePeriodSeconds"), Some(&json!(want)), "{name}");
+            let ts = object::deletion_timestamp(&obj).expect("deletionTimestamp").to_string();
+            assert!(ts.parse::<jiff::Timestamp>().is_ok(), "{name}: {ts}");
+        }
+        assert_eq!(deletion_deadline(jiff::Timestamp::UNIX_EPOCH, 30), "1970-01-01T00:00:30Z");
+        assert!(deletion_deadline(jiff::Timestamp::now(), i64::MAX).starts_with("9999-12-"));
+    }
 }

@@ -29,9 +29,9 @@ pub struct Resources {
 
 impl Resources {
     pub fn add(&mut self, other: Resources) {
-        self.cpu_milli += other.cpu_milli;
-        self.memory += other.memory;
-        self.pods += other.pods;
+        self.cpu_milli = self.cpu_milli.saturating_add(other.cpu_milli);
+        self.memory = self.memory.saturating_add(other.memory);
+        self.pods = self.pods.saturating_add(other.pods);
     }
 }
 
@@ -174,7 +174,7 @@ pub fn fits(pod: &Value, requests: Resources, runtime_handler: Option<&str>, nod
             return Err(Misfit::RuntimeHandler(handler.to_string()));
         }
     }
-    let after = |used: i128, asked: i128| used + asked;
+    let after = |used: i128, asked: i128| used.saturating_add(asked);
     if after(node.requested.pods, requests.pods) > node.allocatable.pods {
         return Err(Misfit::TooManyPods);
     }
@@ -189,9 +189,21 @@ pub fn fits(pod: &Value, requests: Resources, runtime_handler: Option<&str>, nod
 
 /// Higher is better: the share of cpu and memory left free after placing the pod.
 pub fn score(requests: Resources, node: &NodeState) -> i128 {
-    let free = |alloc: i128, used: i128| if alloc <= 0 { 0 } else { (alloc - used).max(0) * 100 / alloc };
-    free(node.allocatable.cpu_milli, node.requested.cpu_milli + requests.cpu_milli)
-        + free(node.allocatable.memory, node.requested.memory + requests.memory)
+    // The share left free, in percent; every step saturates so no quantity can overflow it.
+    let free = |alloc: i128, used: i128| {
+        if alloc <= 0 {
+            return 0;
+        }
+        let left = alloc.saturating_sub(used).max(0);
+        // Past i128, left / (alloc / 100) gives the same percent without multiplying a huge value.
+        let percent = match left.checked_mul(100) {
+            Some(scaled) => scaled / alloc,
+            None => left / (alloc / 100).max(1),
+        };
+        percent.min(100)
+    };
+    free(node.allocatable.cpu_milli, node.requested.cpu_milli.saturating_add(requests.cpu_milli))
+        + free(node.allocatable.memory, node.requested.memory.saturating_add(requests.memory))
 }
 
 /// The best node for a pod, or the reasons no node fits (`0/N nodes are available: ...`).
@@ -265,5 +277,41 @@ mod tests {
         down.ready = false;
         assert!(choose(&pod("1"), None, &[down]).is_err());
         assert_eq!(choose(&pod("1"), None, &[]).expect_err("none"), "0/0 nodes are available: no nodes registered.");
+    }
+
+    /// Property: whatever quantities a node offers and pods ask for (up to the largest a string
+    /// can name), filtering and scoring neither overflow nor panic, and a score stays in 0..=200.
+    #[test]
+    fn huge_quantities_never_overflow() {
+        let quantities = [
+            "0",
+            "1",
+            "250m",
+            "9223372036854775807",
+            "9223372036854775807P",
+            "170141183460469231731687303715884105727",
+            "170141183460469231731687303715884105727m",
+            "99999999999999999999999999999999999999",
+            "1e37",
+            "-170141183460469231731687303715884105727",
+        ];
+        for alloc in quantities {
+            for used in [0i128, 1, i128::MAX / 2, i128::MAX] {
+                for asked in quantities {
+                    let mut n = node("n", alloc, alloc);
+                    n.allocatable.pods = i128::MAX;
+                    n.requested = Resources { cpu_milli: used, memory: used, pods: used };
+                    let p = json!({"spec": {"containers": [
+                        {"name": "a", "image": "i", "resources": {"requests": {"cpu": asked, "memory": asked}}},
+                        {"name": "b", "image": "i", "resources": {"requests": {"cpu": asked, "memory": asked}}},
+                    ]}});
+                    let requests = pod_requests(&p);
+                    let _ = fits(&p, requests, None, &n);
+                    let s = score(requests, &n);
+                    assert!((0..=200).contains(&s), "score {s} for {alloc}/{used}/{asked}");
+                    let _ = choose(&p, None, std::slice::from_ref(&n));
+                }
+            }
+        }
     }
 }

@@ -31,7 +31,8 @@ pub fn parse_milli(s: &str) -> Option<i128> {
     if exp10 >= 0 {
         milli.checked_mul(10i128.checked_pow(u32::try_from(exp10).ok()?)?)
     } else {
-        Some(milli / 10i128.checked_pow(u32::try_from(-exp10).ok()?)?)
+        // A divisor past i128 leaves nothing: the quantity rounds to zero.
+        Some(10i128.checked_pow(exp10.unsigned_abs()).map_or(0, |div| milli / div))
     }
 }
 
@@ -49,13 +50,14 @@ fn scaled(mantissa: &str, mul: i128, div: i128) -> Option<i128> {
     let denom = 10i128.pow(frac_digits);
     let numerator = (int.checked_mul(denom)?.checked_add(frac_val)?).checked_mul(mul)?;
     let total = denom.checked_mul(div)?;
-    let value = (numerator + total - 1) / total;
+    // Rounded up without `numerator + total - 1`, which could overflow.
+    let value = numerator / total + i128::from(numerator % total != 0);
     Some(if negative { -value } else { value })
 }
 
 /// Whole units (bytes, pods) of a quantity.
 pub fn parse_units(s: &str) -> Option<i128> {
-    parse_milli(s).map(|m| (m + 999) / 1000)
+    parse_milli(s).map(|m| m / 1000 + i128::from(m % 1000 > 0))
 }
 
 #[cfg(test)]
@@ -74,5 +76,51 @@ mod tests {
         assert_eq!(parse_milli("abc"), None);
         assert_eq!(parse_milli("1Xi"), None);
         assert_eq!(parse_milli(""), None);
+    }
+
+    /// Property: any string built from quantity characters parses or is refused, never panics,
+    /// and whatever parses is monotone in its digits (appending a digit never makes it smaller
+    /// for a non-negative value).
+    #[test]
+    fn never_panics_on_any_quantity() {
+        let alphabet: Vec<char> = "0123456789.+-eEinumkKMGTP".chars().collect();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 60) as usize;
+            let s: String = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+            let _ = parse_milli(&s);
+            let _ = parse_units(&s);
+        }
+        for huge in [
+            "9223372036854775807",
+            "9223372036854775807P",
+            "99999999999999999999999999999999999999Pi",
+            "170141183460469231731687303715884105727",
+            "1e38",
+            "1e39",
+            "9e9999999",
+            "1e-99999",
+            "1e-2147483648",
+            "1e2147483647",
+            "1e-2147483649",
+            "0.99999999999999999999999999999999999999Pi",
+            "-170141183460469231731687303715884105727",
+        ] {
+            let _ = parse_milli(huge);
+            let _ = parse_units(huge);
+        }
+        assert_eq!(parse_milli("1e39"), None);
+        assert_eq!(parse_units("1Ki"), Some(1024));
+        for n in [0i128, 1, 7, 999, 1000, 123_456_789] {
+            let base = parse_milli(&n.to_string()).expect("parses");
+            let longer = parse_milli(&format!("{n}0")).expect("parses");
+            assert!(longer >= base, "{n}");
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! in-process controllers, wired together.
 
 pub mod auth;
+pub mod files;
 pub mod tls;
 
 use std::collections::HashSet;
@@ -61,6 +62,8 @@ pub struct ServerConfig {
 pub enum ServerError {
     #[error("data directory {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
+    #[error("data directory: {0}")]
+    Files(#[from] files::FileError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error("TLS configuration: {0}")]
@@ -98,15 +101,32 @@ impl Server {
 }
 
 fn load_or_create_token(path: &Path) -> Result<String, ServerError> {
-    let io = |source| ServerError::DataDir { path: path.to_path_buf(), source };
     match std::fs::read_to_string(path) {
-        Ok(token) if !token.trim().is_empty() => Ok(token.trim().to_string()),
+        Ok(token) if !token.trim().is_empty() => {
+            files::restrict(path)?;
+            Ok(token.trim().to_string())
+        }
         _ => {
             let token = auth::generate_token();
-            std::fs::write(path, &token).map_err(io)?;
+            files::write_private(path, token.as_bytes())?;
             Ok(token)
         }
     }
+}
+
+/// The data directory 0700 and the store's files 0600, created so from the start and narrowed
+/// when an earlier start left them wider.
+fn secure_data_dir(config: &ServerConfig) -> Result<(), ServerError> {
+    let dir = &config.data_dir;
+    files::private_dir(dir)?;
+    if config.datastore == Datastore::Sqlite {
+        // SQLite gives `-wal` and `-shm` the database file's mode, so the file exists 0600 first.
+        files::create_private(&dir.join("state.db"))?;
+    }
+    for name in ["state.db-wal", "state.db-shm", "state.db-journal", "admin.token", "kubeconfig"] {
+        files::restrict(&dir.join(name))?;
+    }
+    Ok(())
 }
 
 fn kubeconfig(server_url: &str, ca_pem: &str, token: &str) -> String {
@@ -139,10 +159,29 @@ async fn bootstrap(registry: &Registry) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// How long a client may take to send a request's headers (HTTP/1.1, also between requests on
+/// a kept-alive connection); a slower one is disconnected.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// HTTP/2 pings on idle connections, and how long a ping may go unanswered before the connection
+/// is closed (a vanished client does not hold its connection and streams forever).
+pub const H2_KEEPALIVE: (std::time::Duration, std::time::Duration) =
+    (std::time::Duration::from_secs(30), std::time::Duration::from_secs(20));
+
+/// Timeouts against slow or vanished clients. hyper applies none without a timer; the TLS
+/// handshake has axum-server's own 10 s bound.
+fn slow_client_timeouts(builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>) {
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(H2_KEEPALIVE.0)
+        .keep_alive_timeout(H2_KEEPALIVE.1);
+}
+
 /// Starts the API server and its controllers; returns once it is listening.
 pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let dir = &config.data_dir;
-    std::fs::create_dir_all(dir).map_err(|source| ServerError::DataDir { path: dir.clone(), source })?;
+    secure_data_dir(&config)?;
     let metrics = Arc::new(Metrics::default());
     let store: Arc<dyn Store> = Arc::new(crate::store::instrumented::Instrumented::new(
         open_store(&config).await?,
@@ -165,8 +204,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let url = format!("https://{advertise_host}:{}", addr.port());
 
     let kubeconfig_path = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig_path, kubeconfig(&url, &certs.ca_pem, &admin_token))
-        .map_err(|source| ServerError::DataDir { path: kubeconfig_path.clone(), source })?;
+    files::write_private(&kubeconfig_path, kubeconfig(&url, &certs.ca_pem, &admin_token).as_bytes())?;
 
     let kubelet_token = config.kubelet_token.clone().unwrap_or_else(|| admin_token.clone());
     let state = ApiState {
@@ -181,9 +219,10 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
 
     let handle = axum_server::Handle::new();
     let rustls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls_config));
-    let server = axum_server::from_tcp_rustls(std_listener, rustls)
+    let mut server = axum_server::from_tcp_rustls(std_listener, rustls)
         .map_err(|source| ServerError::Listen { addr, source })?
         .handle(handle.clone());
+    slow_client_timeouts(server.http_builder());
     tokio::spawn(async move {
         if let Err(e) = server.serve(app.into_make_service()).await {
             tracing::error!(error = %e, "API server stopped");

@@ -67,7 +67,10 @@ pub async fn serve(registry: Arc<Registry>, metrics: &Metrics, req: Request<'_>,
     match (req.target.name.clone(), req.target.subresource.clone()) {
         (None, _) => match req.method {
             Method::GET if req.query.flag("watch")? => watch(registry, metrics, &req),
-            Method::GET => list(&registry, &req).await,
+            Method::GET => list(registry, &req).await,
+            // As kube-apiserver: the cluster-wide path of a namespaced resource serves only list
+            // and watch; a write there would be stored under a key no namespaced request reaches.
+            _ if ri.namespaced && ns.is_none() => Err(ApiError::MethodNotAllowed),
             Method::POST => create(&registry, ri, ns.as_deref(), req, body).await,
             Method::DELETE => delete_collection(&registry, &req).await,
             _ => Err(ApiError::MethodNotAllowed),
@@ -171,12 +174,49 @@ pub fn list_query(ri: &ResourceInfo, namespace: Option<String>, query: &Query) -
     })
 }
 
-async fn list(registry: &Registry, req: &Request<'_>) -> ApiResult<Response> {
+/// Store objects read per page of a streamed (unpaginated) list.
+pub const STREAM_PAGE: usize = 500;
+
+async fn list(registry: Arc<Registry>, req: &Request<'_>) -> ApiResult<Response> {
     let ri = req.target.resource;
     let q = list_query(ri, req.target.namespace.clone(), &req.query)?;
-    let listed = registry.list(ri, &q).await?;
     let shape = Shape::from_headers(&req.headers);
-    Ok(json_response(StatusCode::OK, &respond::list(ri, listed, shape, include_object(&req.query)), &[]))
+    let include = include_object(&req.query).to_string();
+    if q.limit.is_some() || q.continue_token.is_some() {
+        // A page: at most `limit` items, so it is built whole.
+        let listed = registry.list(ri, &q).await?;
+        return Ok(json_response(StatusCode::OK, &respond::list(ri, listed, shape, &include), &[]));
+    }
+    // The whole collection: streamed page by page at the first page's revision, so memory stays
+    // bounded by a page whatever the size of the list. The first page is read before answering,
+    // so a request error is still a proper status.
+    let first = registry.list_page(ri, &q, q.exact_revision, None, STREAM_PAGE).await?;
+    let ri = ri.clone();
+    let body = async_stream::stream! {
+        let mut first_item = true;
+        let mut out = respond::list_opening(&ri, first.revision, shape).into_bytes();
+        respond::list_items(&ri, &first.items, shape, &include, &mut first_item, &mut out);
+        let (revision, mut next) = (first.revision, first.next);
+        drop(first.items);
+        yield Ok::<_, std::io::Error>(bytes::Bytes::from(std::mem::take(&mut out)));
+        while let Some(after) = next.take() {
+            match registry.list_page(&ri, &q, Some(revision), Some(after), STREAM_PAGE).await {
+                Ok(page) => {
+                    respond::list_items(&ri, &page.items, shape, &include, &mut first_item, &mut out);
+                    next = page.next;
+                    yield Ok(bytes::Bytes::from(std::mem::take(&mut out)));
+                }
+                Err(e) => {
+                    // The status line is sent: the only honest signal left is a broken body.
+                    tracing::warn!(error = %e, resource = ri.plural, "streamed list failed midway");
+                    yield Err(std::io::Error::other(e.to_string()));
+                    return;
+                }
+            }
+        }
+        yield Ok(bytes::Bytes::from_static(respond::LIST_CLOSING.as_bytes()));
+    };
+    Ok((StatusCode::OK, [(http::header::CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response())
 }
 
 fn watch(registry: Arc<Registry>, metrics: &Metrics, req: &Request<'_>) -> ApiResult<Response> {
@@ -376,7 +416,12 @@ async fn apply(
 
 fn delete_options(req_query: &Query, body: Option<&Value>) -> ApiResult<DeleteOptions> {
     let body = body.cloned().unwrap_or(Value::Null);
-    let grace = body.get("gracePeriodSeconds").and_then(Value::as_i64).or(req_query.int("gracePeriodSeconds")?);
+    let grace = match body.get("gracePeriodSeconds") {
+        None | Some(Value::Null) => req_query.int("gracePeriodSeconds")?,
+        Some(v) => Some(v.as_i64().ok_or_else(|| {
+            ApiError::BadRequest(format!("gracePeriodSeconds: invalid value {v}: must be a 64-bit integer"))
+        })?),
+    };
     let dry_run = body.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v == "All"))
         || req_query.dry_run()?;
     let policy = body

@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod handlers;
+pub mod inflight;
 pub mod pod_logs;
 pub mod protobuf;
 pub mod query;
@@ -63,6 +64,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/{*rest}", any(legacy_resource))
         .route("/apis/{*rest}", any(group_resource))
         .fallback(|| async { ApiError::NoSuchResource.into_response() })
+        .layer(axum::middleware::from_fn_with_state(Arc::new(inflight::Inflight::default()), inflight::limit))
         .with_state(state)
 }
 

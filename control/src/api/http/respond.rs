@@ -94,6 +94,51 @@ pub fn list(ri: &ResourceInfo, listed: Listed, shape: Shape, include_object: &st
     }
 }
 
+/// The opening of a streamed list body, up to and including the `[` of its items (or rows):
+/// `{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"7"},"items":[`.
+pub fn list_opening(ri: &ResourceInfo, revision: i64, shape: Shape) -> String {
+    let meta = json!({"resourceVersion": revision.to_string()});
+    match shape {
+        Shape::Table => format!(
+            r#"{{"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":{meta},"columnDefinitions":{},"rows":["#,
+            Value::Array(table::column_definitions(ri.kind))
+        ),
+        Shape::Object => format!(
+            r#"{{"kind":{},"apiVersion":{},"metadata":{meta},"items":["#,
+            json!(format!("{}List", ri.kind)),
+            json!(ri.api_version())
+        ),
+    }
+}
+
+/// The end of a streamed list body.
+pub const LIST_CLOSING: &str = "]}";
+
+/// Appends items of a streamed list to `out`, each preceded by a comma unless it is the first
+/// of the list (`first` is updated).
+pub fn list_items(
+    ri: &ResourceInfo,
+    items: &[Value],
+    shape: Shape,
+    include_object: &str,
+    first: &mut bool,
+    out: &mut Vec<u8>,
+) {
+    for item in items {
+        if !std::mem::take(first) {
+            out.push(b',');
+        }
+        let written = match shape {
+            Shape::Table => serde_json::to_writer(&mut *out, &table_row(ri, item, include_object)),
+            Shape::Object => serde_json::to_writer(&mut *out, item),
+        };
+        // Writing a `Value` into a Vec cannot fail.
+        if written.is_err() {
+            tracing::warn!(resource = ri.plural, "list item did not encode");
+        }
+    }
+}
+
 /// A single object in the requested shape.
 pub fn single(ri: &ResourceInfo, obj: Value, shape: Shape, include_object: &str) -> Value {
     match shape {

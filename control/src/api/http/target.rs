@@ -68,6 +68,11 @@ pub fn parse<'a>(resources: &'a Resources, legacy: bool, rest: &str) -> ApiResul
     if target.namespace.is_some() && !target.resource.namespaced {
         return Err(ApiError::NoSuchResource);
     }
+    // kube-apiserver serves a namespaced resource's cluster-wide path only as a collection (list
+    // and watch across namespaces): `/api/v1/pods/<name>` addresses nothing.
+    if target.namespace.is_none() && target.resource.namespaced && target.name.is_some() {
+        return Err(ApiError::NoSuchResource);
+    }
     if let Some(sub) = &target.subresource {
         if !target.resource.subresources.contains(&sub.as_str()) {
             return Err(ApiError::NoSuchResource);
@@ -98,5 +103,10 @@ mod tests {
         assert!(parse(&r, true, "v1/bogus").is_err());
         assert!(parse(&r, true, "v1/namespaces/a/pods/b/bogus").is_err());
         assert!(matches!(parse(&r, false, "apps/v1"), Ok(Route::GroupVersion { .. })));
+        // A namespaced resource has no named objects at its cluster-wide path.
+        assert!(matches!(parse(&r, true, "v1/configmaps/x"), Err(ApiError::NoSuchResource)));
+        assert!(matches!(parse(&r, true, "v1/pods/x/status"), Err(ApiError::NoSuchResource)));
+        assert!(matches!(parse(&r, true, "v1/pods"), Ok(Route::Resource(_))));
+        assert!(matches!(parse(&r, true, "v1/nodes/n1/status"), Ok(Route::Resource(_))));
     }
 }

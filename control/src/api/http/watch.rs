@@ -9,6 +9,7 @@ use futures::Stream;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
+use super::handlers::STREAM_PAGE;
 use super::respond::{self, Shape};
 use crate::api::error::ApiError;
 use crate::api::registry::{ListQuery, Registry};
@@ -117,16 +118,25 @@ pub fn stream(registry: Arc<Registry>, w: WatchRequest) -> impl Stream<Item = Re
         let (mut last, mut rx) = match w.start {
             Start::InitialState => {
                 let (latest, rx) = registry.cache.subscribe_now();
-                let query = ListQuery { exact_revision: Some(latest), ..clone_query(&w.query) };
-                match registry.list(&w.resource, &query).await {
-                    Ok(listed) => {
-                        for item in &listed.items {
-                            yield Ok(line("ADDED", &encode_object(&w, item, None)));
+                let query = clone_query(&w.query);
+                // The initial state page by page at one revision: memory bounded by a page.
+                let mut after = None;
+                loop {
+                    let page = registry.list_page(&w.resource, &query, Some(latest), after, STREAM_PAGE).await;
+                    match page {
+                        Ok(page) => {
+                            for item in &page.items {
+                                yield Ok(line("ADDED", &encode_object(&w, item, None)));
+                            }
+                            after = page.next;
+                            if after.is_none() {
+                                break;
+                            }
                         }
-                    }
-                    Err(err) => {
-                        yield Ok(error_line(&err));
-                        return;
+                        Err(err) => {
+                            yield Ok(error_line(&err));
+                            return;
+                        }
                     }
                 }
                 if w.initial_events_end {
