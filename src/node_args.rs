@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use skiff_node::config::{ContainerdConfig, WasmRuntimeConfig};
+use skiff_node::config::{ContainerdConfig, LinuxRuntimeConfig, WasmRuntimeConfig};
 use skiff_node::AgentConfig;
 
 /// `--wasm-runtime`: where Wasm containers run.
@@ -51,12 +51,30 @@ pub struct NodeArgs {
     /// Where Wasm containers run: `in-process`, or `containerd` through skiff's shim (`skiff shim install`).
     #[arg(long, value_enum, default_value = "in-process")]
     pub wasm_runtime: WasmRuntimeKind,
-    /// containerd's socket (with `--wasm-runtime containerd`).
-    #[arg(long, default_value = "/run/containerd/containerd.sock")]
-    pub containerd_address: PathBuf,
-    /// The containerd namespace of the kubelet's containers (with `--wasm-runtime containerd`).
+    /// An existing containerd's socket: Linux containers (and, with `--wasm-runtime containerd`, Wasm ones)
+    /// run there. Without it the agent starts a containerd of its own for the first Linux container when the
+    /// `containerd` binary is installed (Wasm-in-containerd then uses /run/containerd/containerd.sock).
+    #[arg(long)]
+    pub containerd_address: Option<PathBuf>,
+    /// The containerd namespace of the kubelet's containers.
     #[arg(long, default_value = "skiff")]
     pub containerd_namespace: String,
+    /// Linux (OCI) containers: `auto` (an existing or an own containerd), or `off` (this node runs only Wasm).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub linux_containers: LinuxContainers,
+    /// A k3s-style `registries.yaml`: mirrors (e.g. `docker.io` -> `http://127.0.0.1:5000`), per-registry
+    /// credentials and TLS settings.
+    #[arg(long)]
+    pub registry_config: Option<PathBuf>,
+}
+
+/// `--linux-containers`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinuxContainers {
+    /// Through `--containerd-address`, else a containerd of the agent's own if the binary is installed.
+    Auto,
+    /// None: only Wasm.
+    Off,
 }
 
 impl NodeArgs {
@@ -75,12 +93,33 @@ impl NodeArgs {
         c.wasm_runtime = match self.wasm_runtime {
             WasmRuntimeKind::InProcess => WasmRuntimeConfig::InProcess,
             WasmRuntimeKind::Containerd => WasmRuntimeConfig::Containerd(ContainerdConfig {
-                address: self.containerd_address.clone(),
+                address: self.containerd_address.clone().unwrap_or_else(|| ContainerdConfig::default().address),
                 namespace: self.containerd_namespace.clone(),
             }),
         };
+        let namespace = self.containerd_namespace.clone();
+        c.linux_runtime = match (self.linux_containers, &self.containerd_address) {
+            (LinuxContainers::Off, _) => LinuxRuntimeConfig::Off,
+            (LinuxContainers::Auto, Some(address)) => {
+                LinuxRuntimeConfig::Containerd(ContainerdConfig { address: address.clone(), namespace })
+            }
+            (LinuxContainers::Auto, None) => match find_on_path("containerd") {
+                Some(binary) => LinuxRuntimeConfig::Managed { binary, namespace },
+                None => LinuxRuntimeConfig::Off,
+            },
+        };
+        c.registry_config = self.registry_config.clone();
         c
     }
+}
+
+/// The first executable `name` on PATH.
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 fn host_name() -> String {

@@ -11,10 +11,12 @@ use tokio::task::JoinHandle;
 use crate::config::{AgentConfig, WasmRuntimeConfig};
 use crate::error::AgentError;
 use crate::events::Recorder;
-use crate::image::{ImageConfig, ImageStore};
+use crate::image::{ImageConfig, ImageStore, RegistriesConfig};
 use crate::pods::log_index::LogIndex;
 use crate::pods::{self, Deps};
 use crate::runtime::containerd::ContainerdRuntime;
+use crate::runtime::dispatch::Dispatch;
+use crate::runtime::oci::LazyOci;
 use crate::runtime::wasm::WasmRuntime;
 use crate::runtime::ContainerRuntime;
 use crate::sandbox::{NetworkConfig, SandboxManager};
@@ -29,6 +31,8 @@ pub struct Agent {
     teardown: bool,
     /// The containerd runtime, when Wasm containers run there (removed on a teardown).
     containerd: Option<Arc<ContainerdRuntime>>,
+    /// The OCI runtime, when the node runs Linux containers (its own containerd is stopped with the agent).
+    oci: Option<Arc<LazyOci>>,
 }
 
 impl Agent {
@@ -42,12 +46,17 @@ impl Agent {
         }
         let client = crate::client::connect(&config).await?;
         let engine = Arc::new(WasmEngine::new(&dir.join("wasm-cache"))?);
+        let registries = match &config.registry_config {
+            Some(path) => RegistriesConfig::load(path)?,
+            None => RegistriesConfig::default(),
+        };
         let images = Arc::new(ImageStore::new(ImageConfig {
             cache_dir: dir.join("images"),
             insecure_registries: config.insecure_registries.clone(),
+            registries,
         })?);
         let wasm = WasmRuntime::new(engine, Arc::clone(&images));
-        let (runtime, containerd): (Arc<dyn ContainerRuntime>, _) = match &config.wasm_runtime {
+        let (wasm_runtime, containerd): (Arc<dyn ContainerRuntime>, _) = match &config.wasm_runtime {
             WasmRuntimeConfig::InProcess => (Arc::new(wasm), None),
             WasmRuntimeConfig::Containerd(c) => {
                 let rt = Arc::new(ContainerdRuntime::connect(c, &config.node_name, Arc::clone(&images), wasm).await?);
@@ -56,6 +65,14 @@ impl Agent {
                 (rt.clone(), Some(rt))
             }
         };
+        let oci = LazyOci::new(&config.linux_runtime, dir.join("containerd"), &config.node_name, Arc::clone(&images))
+            .map(Arc::new);
+        if let Some(oci) = oci.as_ref().filter(|o| o.is_external()) {
+            // An existing containerd answers now (or the agent does not start); an own one starts on demand.
+            oci.get().await?;
+        }
+        let runtime: Arc<dyn ContainerRuntime> =
+            Arc::new(Dispatch::new(wasm_runtime, oci.clone(), Arc::clone(&images)));
         let sandboxes = SandboxManager::new(NetworkConfig {
             bridge: config.bridge.clone(),
             pod_cidr: config.pod_cidr.clone(),
@@ -109,7 +126,7 @@ impl Agent {
         let _ = pods_cell.set(Arc::downgrade(&deps));
         tasks.push(tokio::spawn(pods::watch(Arc::clone(&deps))));
         tracing::info!(%kubelet_addr, "node agent running");
-        Ok(Self { kubelet_addr, deps, sandboxes, tasks, stop_server: Some(stop_server), teardown, containerd })
+        Ok(Self { kubelet_addr, deps, sandboxes, tasks, stop_server: Some(stop_server), teardown, containerd, oci })
     }
 
     /// How many pods this agent runs.
@@ -128,6 +145,9 @@ impl Agent {
             let _ = stop.send(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(oci) = &self.oci {
+            oci.shutdown(self.teardown).await;
+        }
         if self.teardown {
             if let Some(containerd) = &self.containerd {
                 containerd.remove_all().await;

@@ -39,6 +39,28 @@ pub struct AgentConfig {
     pub teardown_on_shutdown: bool,
     /// Where Wasm containers run: in this process, or in containerd through skiff's shim.
     pub wasm_runtime: WasmRuntimeConfig,
+    /// Where Linux (OCI) containers run.
+    pub linux_runtime: LinuxRuntimeConfig,
+    /// A k3s-style `registries.yaml`: mirrors, per-registry credentials and TLS settings.
+    pub registry_config: Option<PathBuf>,
+}
+
+/// Where the kubelet runs Linux containers (runc through containerd).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum LinuxRuntimeConfig {
+    /// Nowhere: the node runs only Wasm and says so in `status.runtimeHandlers`.
+    #[default]
+    Off,
+    /// In an existing containerd (`--containerd-address`).
+    Containerd(ContainerdConfig),
+    /// In a containerd of the agent's own (config, root, state and socket under the data dir), started
+    /// with the first Linux container and restarted if it dies.
+    Managed {
+        /// The `containerd` binary.
+        binary: PathBuf,
+        /// The containerd namespace of the kubelet's containers.
+        namespace: String,
+    },
 }
 
 /// Where the kubelet runs Wasm containers.
@@ -86,6 +108,8 @@ impl AgentConfig {
             lease_interval: Duration::from_secs(10),
             teardown_on_shutdown: false,
             wasm_runtime: WasmRuntimeConfig::InProcess,
+            linux_runtime: LinuxRuntimeConfig::Off,
+            registry_config: None,
         }
     }
 

@@ -8,8 +8,20 @@ use serde_json::{json, Value};
 use crate::config::AgentConfig;
 use crate::error::AgentError;
 
-/// The runtime handlers this node offers (`status.runtimeHandlers`): the default one and the Wasm one.
+/// The runtime handlers every node offers (`status.runtimeHandlers`): the default one and the Wasm one.
 pub const RUNTIME_HANDLERS: [&str; 2] = ["", "skiff-wasm"];
+/// The handler of Linux containers (runc), offered only by nodes with containerd: a RuntimeClass naming it
+/// is never bound to a Wasm-only node.
+pub const LINUX_HANDLER: &str = "runc";
+
+/// The handlers `config`'s node offers.
+pub fn runtime_handlers(config: &AgentConfig) -> Vec<&'static str> {
+    let mut handlers = RUNTIME_HANDLERS.to_vec();
+    if config.linux_runtime != crate::config::LinuxRuntimeConfig::Off {
+        handlers.push(LINUX_HANDLER);
+    }
+    handlers
+}
 
 /// The kubelet version this agent reports.
 pub const KUBELET_VERSION: &str = "v1.32.0-skiff";
@@ -75,7 +87,7 @@ fn status(config: &AgentConfig, kubelet_port: u16) -> Value {
             "operatingSystem": "linux",
             "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
         },
-        "runtimeHandlers": RUNTIME_HANDLERS.iter().map(|h| json!({"name": h, "features": {}})).collect::<Vec<_>>(),
+        "runtimeHandlers": runtime_handlers(config).iter().map(|h| json!({"name": h, "features": {}})).collect::<Vec<_>>(),
     }})
 }
 

@@ -90,7 +90,7 @@ impl Drop for Registry {
 }
 
 fn store(dir: &Path) -> Result<ImageStore, ImageError> {
-    ImageStore::new(ImageConfig { cache_dir: dir.to_path_buf(), insecure_registries: Vec::new() })
+    ImageStore::new(ImageConfig { cache_dir: dir.to_path_buf(), ..ImageConfig::default() })
 }
 
 fn oci_client() -> Client {
@@ -248,7 +248,7 @@ async fn missing_images() -> TestResult {
 }
 
 #[tokio::test]
-async fn images_without_wasm_are_rejected() -> TestResult {
+async fn images_neither_wasm_nor_linux_are_rejected() -> TestResult {
     let reg = Registry::start(None)?;
     let cache = tempfile::tempdir()?;
     let images = store(cache.path())?;
@@ -267,13 +267,25 @@ async fn images_without_wasm_are_rejected() -> TestResult {
     let Err(ImageError::NotWasm { detail, .. }) = err else { return Err(format!("expected NotWasm: {err:?}").into()) };
     assert!(detail.contains("application/vnd.oci.image.layer.v1.tar+gzip is not application/wasm"), "{detail}");
 
-    // A plain linux image.
-    let linux = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {"Entrypoint": ["/bin/sh"]},
+    // A Linux image for this node's architecture is pulled as one (runc runs it); another platform is not.
+    let linux = serde_json::json!({"architecture": "amd64", "os": "linux",
+        "config": {"Entrypoint": ["/bin/sh"], "Cmd": ["-c", "true"], "User": "1000:1000"},
         "rootfs": {"type": "layers", "diff_ids": []}});
     push_image(&reg, "linux:1", std::slice::from_ref(&layer), IMAGE_CONFIG_MEDIA_TYPE, linux).await?;
-    let err = images.ensure(&format!("{}/linux:1", reg.host()), PullPolicy::IfNotPresent, None).await;
+    let pulled = images.ensure(&format!("{}/linux:1", reg.host()), PullPolicy::IfNotPresent, None).await?;
+    assert_eq!(pulled.image.kind, skiff_node::image::ImageKind::Linux);
+    assert_eq!(
+        (pulled.image.entrypoint.clone(), pulled.image.cmd.clone()),
+        (vec!["/bin/sh".to_string()], vec!["-c".to_string(), "true".to_string()])
+    );
+    assert_eq!(pulled.image.user.as_deref(), Some("1000:1000"));
+    assert!(pulled.image.rootfs.as_ref().ok_or("no rootfs")?.join("bin/sh").is_file());
+    let s390x = serde_json::json!({"architecture": "s390x", "os": "linux", "config": {"Entrypoint": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": []}});
+    push_image(&reg, "s390x:1", std::slice::from_ref(&layer), IMAGE_CONFIG_MEDIA_TYPE, s390x).await?;
+    let err = images.ensure(&format!("{}/s390x:1", reg.host()), PullPolicy::IfNotPresent, None).await;
     let Err(e @ ImageError::NotWasm { .. }) = err else { return Err(format!("expected NotWasm: {err:?}").into()) };
-    assert!(e.to_string().contains("linux/amd64, not wasi/wasm"), "{e}");
+    assert!(e.to_string().contains("linux/s390x, neither wasi/wasm nor linux/amd64"), "{e}");
 
     // A wasi/wasm image whose entrypoint is not a .wasm file.
     push_image(&reg, "shell:1", &[layer], IMAGE_CONFIG_MEDIA_TYPE, wasi_config(&["/bin/sh"])).await?;

@@ -3,6 +3,8 @@
 //! shim first on its PATH, the shim sockets its bundles name, lazy unmounts under a directory, and whether a
 //! process still runs. Nothing here is used by the product.
 
+pub mod image;
+
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

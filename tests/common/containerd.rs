@@ -47,7 +47,16 @@ pub struct Containerd {
 
 impl Containerd {
     pub fn start(namespace: &str) -> Self {
-        let shim = shim_binary();
+        Self::launch(namespace, Some(shim_binary()))
+    }
+
+    /// A private containerd with only the system's runtimes (runc): no build of skiff's shim.
+    #[allow(dead_code)]
+    pub fn start_runc_only(namespace: &str) -> Self {
+        Self::launch(namespace, None)
+    }
+
+    fn launch(namespace: &str, shim: Option<PathBuf>) -> Self {
         let dir = tempfile::Builder::new().prefix("skiff-ctd").tempdir().expect("tempdir");
         let root = dir.path();
         // Only the container and task services: no CRI plugin (its own networking), nothing on TCP.
@@ -56,7 +65,9 @@ impl Containerd {
         // Only the shim on its PATH first, not the rest of the target directory.
         let bin = root.join("bin");
         std::fs::create_dir(&bin).expect("bin dir");
-        std::os::unix::fs::symlink(&shim, bin.join("containerd-shim-skiff-v1")).expect("shim link");
+        if let Some(shim) = shim {
+            std::os::unix::fs::symlink(&shim, bin.join("containerd-shim-skiff-v1")).expect("shim link");
+        }
         let child = containerd_command(root, &bin).expect("containerd log").spawn().expect("start containerd");
         let containerd = Containerd { dir, child: Some(child), namespace: namespace.to_string() };
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -90,7 +90,10 @@ impl CacheDir {
         Ok(index
             .images
             .into_iter()
-            .filter(|(_, img)| img.wasm_path.is_file() && img.rootfs.as_ref().is_none_or(|r| r.is_dir()))
+            .filter(|(_, img)| {
+                (img.kind == super::ImageKind::Linux || img.wasm_path.is_file())
+                    && img.rootfs.as_ref().is_none_or(|r| r.is_dir())
+            })
             .collect())
     }
 

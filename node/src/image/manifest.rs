@@ -1,5 +1,5 @@
 //! Fetching and reading manifests: the top-level manifest a reference names, and, for an index,
-//! the entry for platform `wasi/wasm`.
+//! the entry for platform `wasi/wasm`, else the one for `linux/<this node's architecture>`.
 
 use oci_client::manifest::{
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
@@ -77,13 +77,19 @@ pub(crate) async fn select_image_manifest(
     let Some(entries) = parsed.manifests else {
         return into_image_manifest(image, parsed, top_digest);
     };
-    let Some(entry) = entries.iter().find(|e| e.platform.as_ref().is_some_and(is_wasi_wasm)) else {
+    let wasm = entries.iter().find(|e| e.platform.as_ref().is_some_and(is_wasi_wasm));
+    let linux = || entries.iter().find(|e| e.platform.as_ref().is_some_and(is_host_linux));
+    let Some(entry) = wasm.or_else(linux) else {
         let platforms: Vec<String> = entries
             .iter()
             .filter_map(|e| e.platform.as_ref())
             .map(|p| format!("{}/{}", p.os, p.architecture))
             .collect();
-        let detail = format!("image has no wasi/wasm platform (it has: {})", list_or_none(&platforms));
+        let detail = format!(
+            "image has neither a wasi/wasm nor a linux/{} platform (it has: {})",
+            super::pull::host_arch(),
+            list_or_none(&platforms)
+        );
         return Err(ImageError::NotWasm { reference: image.normalized.clone(), detail });
     };
     let by_digest = ImageRef { oci: image.oci.clone_with_digest(entry.digest.clone()), ..image.clone() };
@@ -91,10 +97,14 @@ pub(crate) async fn select_image_manifest(
         client.pull_manifest_raw(&by_digest.oci, auth, ACCEPTED).await.map_err(|e| map_oci_error(image, e))?;
     let parsed = parse(image, &bytes)?;
     if parsed.manifests.is_some() {
-        let detail = "the wasi/wasm entry of the image index is itself an index".to_string();
+        let detail = "the selected entry of the image index is itself an index".to_string();
         return Err(ImageError::InvalidImage { reference: image.normalized.clone(), detail });
     }
     into_image_manifest(image, parsed, &digest)
+}
+
+fn is_host_linux(p: &Platform) -> bool {
+    p.os == "linux" && p.architecture == super::pull::host_arch()
 }
 
 fn is_wasi_wasm(p: &Platform) -> bool {

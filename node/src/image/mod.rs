@@ -1,10 +1,11 @@
-//! Images for Wasm pods: pulling Wasm OCI artifacts and `wasi/wasm` images into a content-addressed
+//! Images for pods: pulling Wasm OCI artifacts, `wasi/wasm` images and Linux images into a content-addressed
 //! cache (with pull policies, credentials and single-flight pulls), and pushing a `.wasm` file as an artifact.
 
 mod auth;
 mod cache;
 mod error;
 mod manifest;
+mod mirrors;
 mod pull;
 mod push;
 mod reference;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use auth::{auths_from_docker_config, RegistryAuth};
 pub use error::ImageError;
+pub use mirrors::RegistriesConfig;
 pub use push::push_wasm;
 pub use reference::{normalize_reference, registry_of, PullPolicy};
 pub use store::{ImageStore, Pulled};
@@ -30,6 +32,18 @@ pub struct ImageConfig {
     /// `host:port` (or `host`) of registries reached over plain HTTP. Loopback registries
     /// (127.0.0.0/8, ::1, localhost) always are, as Docker treats them.
     pub insecure_registries: Vec<String>,
+    /// Per-registry mirrors, credentials and TLS settings (k3s's `registries.yaml`).
+    pub registries: RegistriesConfig,
+}
+
+/// Which runtime runs an image: decided when it is pulled, from its media types and its config's platform.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImageKind {
+    /// A Wasm OCI artifact or a `wasi/wasm` image (wasmtime).
+    #[default]
+    Wasm,
+    /// A Linux image for this node's architecture (runc through containerd).
+    Linux,
 }
 
 /// A pulled image ready to run.
@@ -51,4 +65,13 @@ pub struct WasmImage {
     pub env: Vec<(String, String)>,
     /// Image config WorkingDir.
     pub working_dir: Option<String>,
+    /// Wasm or Linux (indexes written before Linux images existed hold only Wasm ones).
+    #[serde(default)]
+    pub kind: ImageKind,
+    /// Linux images: the config's Cmd (their `entrypoint` then holds the config's Entrypoint alone).
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    /// Linux images: the config's User (`uid[:gid]`, or a name looked up in the image's `/etc/passwd`).
+    #[serde(default)]
+    pub user: Option<String>,
 }

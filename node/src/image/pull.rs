@@ -1,5 +1,6 @@
 //! Turning a resolved manifest into a runnable [`WasmImage`]: a Wasm artifact's `application/wasm` layer,
-//! or a `wasi/wasm` image's layers unpacked into a root filesystem whose entrypoint is a `.wasm` file.
+//! a `wasi/wasm` image's layers unpacked into a root filesystem whose entrypoint is a `.wasm` file, or a
+//! Linux image (this node's architecture) unpacked for runc.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +16,7 @@ use super::reference::ImageRef;
 use super::registry::map_oci_error;
 use super::rootfs::resolve_in_root;
 use super::unpack::{unpack_layers, UnpackError};
-use super::WasmImage;
+use super::{ImageKind, WasmImage};
 
 /// Config media types of Wasm OCI artifacts (the wasm-oci spec's v0, and oci-client's legacy v1).
 pub(crate) const WASM_CONFIG_MEDIA_TYPES: &[&str] =
@@ -54,6 +55,17 @@ struct ExecConfig {
     env: Option<Vec<String>>,
     #[serde(rename = "WorkingDir")]
     working_dir: Option<String>,
+    #[serde(rename = "User")]
+    user: Option<String>,
+}
+
+/// This node's architecture as OCI platforms name it (`amd64`, `arm64`...).
+pub(crate) fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
 }
 
 impl PullCtx<'_> {
@@ -103,6 +115,9 @@ impl PullCtx<'_> {
             entrypoint: Vec::new(),
             env: Vec::new(),
             working_dir: None,
+            kind: ImageKind::Wasm,
+            cmd: Vec::new(),
+            user: None,
         })
     }
 
@@ -113,10 +128,14 @@ impl PullCtx<'_> {
         let config: ConfigFile =
             serde_json::from_slice(&bytes).map_err(|e| self.invalid(format!("unreadable image config: {e}")))?;
         if config.architecture != "wasm" || !config.os.starts_with("wasi") {
+            if config.os == "linux" && config.architecture == host_arch() {
+                return self.linux(manifest, image_id, config.config.unwrap_or_default()).await;
+            }
             return Err(self.not_wasm(format!(
-                "image platform is {}/{}, not wasi/wasm",
+                "image platform is {}/{}, neither wasi/wasm nor linux/{}",
                 or_unknown(&config.os),
-                or_unknown(&config.architecture)
+                or_unknown(&config.architecture),
+                host_arch()
             )));
         }
         let exec = config.config.unwrap_or_default();
@@ -139,6 +158,32 @@ impl PullCtx<'_> {
             entrypoint,
             env,
             working_dir,
+            kind: ImageKind::Wasm,
+            cmd: Vec::new(),
+            user: None,
+        })
+    }
+
+    /// A Linux image for this node's architecture: its layers unpacked, its config kept for the runtime spec.
+    async fn linux(
+        &self,
+        manifest: &ImageManifest,
+        image_id: String,
+        exec: ExecConfig,
+    ) -> Result<WasmImage, ImageError> {
+        let rootfs = self.rootfs(manifest).await?;
+        Ok(WasmImage {
+            reference: self.image.normalized.clone(),
+            image_id,
+            wasm_path: PathBuf::new(),
+            wasm_digest: String::new(),
+            rootfs: Some(rootfs),
+            entrypoint: exec.entrypoint.unwrap_or_default(),
+            env: skiff_shim::engine::env_pairs(exec.env.unwrap_or_default()),
+            working_dir: exec.working_dir.filter(|w| !w.is_empty()),
+            kind: ImageKind::Linux,
+            cmd: exec.cmd.unwrap_or_default(),
+            user: exec.user.filter(|u| !u.is_empty()),
         })
     }
 

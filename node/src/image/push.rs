@@ -50,7 +50,7 @@ pub async fn push_wasm(
     };
     let total = wasm.len() as u64;
     let layer_digest = sha256(&wasm);
-    let client = client_for(image.oci.resolve_registry(), &cfg.insecure_registries);
+    let client = client_for(image.oci.resolve_registry(), &cfg.insecure_registries, false);
     client.store_auth_if_needed(image.oci.resolve_registry(), &RegistryAuth::to_oci(auth)).await;
     let err = |e| map_oci_error(&image, e);
 

@@ -9,14 +9,20 @@ use super::reference::{uses_plain_http, ImageRef};
 
 /// Builds an oci-client for `registry`: plain HTTP for loopback and insecure registries, HTTPS otherwise.
 /// Index platform selection is done by the caller (wasi/wasm), so the client keeps no resolver.
-pub(crate) fn client_for(registry: &str, insecure: &[String]) -> Client {
+/// `skip_verify` accepts any TLS certificate (a registry configured with `insecure_skip_verify`).
+pub(crate) fn client_for(registry: &str, insecure: &[String], skip_verify: bool) -> Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let protocol = if uses_plain_http(registry, insecure) {
         ClientProtocol::HttpsExcept(vec![registry.to_string()])
     } else {
         ClientProtocol::Https
     };
-    Client::new(ClientConfig { protocol, platform_resolver: None, ..ClientConfig::default() })
+    Client::new(ClientConfig {
+        protocol,
+        platform_resolver: None,
+        accept_invalid_certificates: skip_verify,
+        ..ClientConfig::default()
+    })
 }
 
 /// Turns an oci-client error for `image` into an [`ImageError`] a user can act on.

@@ -13,6 +13,7 @@ use super::auth::RegistryAuth;
 use super::cache::CacheDir;
 use super::error::ImageError;
 use super::manifest::{fetch_top, select_image_manifest};
+use super::mirrors::{Endpoint, RegistriesConfig};
 use super::pull::PullCtx;
 use super::reference::{ImageRef, PullPolicy};
 use super::registry::client_for;
@@ -132,21 +133,33 @@ impl ImageStore {
 }
 
 impl Inner {
-    fn client(&self, image: &ImageRef, auth: Option<&RegistryAuth>) -> oci_client::Client {
-        let registry = image.oci.resolve_registry().to_string();
+    fn client(&self, endpoint: &Endpoint, auth: Option<&RegistryAuth>) -> oci_client::Client {
         let mut clients = self.clients.lock();
         clients
-            .entry((registry.clone(), auth.cloned()))
-            .or_insert_with(|| client_for(&registry, &self.cfg.insecure_registries))
+            .entry((endpoint.host.clone(), auth.cloned()))
+            .or_insert_with(|| {
+                let mut insecure = self.cfg.insecure_registries.clone();
+                if endpoint.plain_http {
+                    insecure.push(endpoint.host.clone());
+                }
+                client_for(&endpoint.host, &insecure, endpoint.skip_verify)
+            })
             .clone()
     }
 
     async fn pull(&self, image: &ImageRef, auth: Option<&RegistryAuth>) -> Result<Arc<WasmImage>, ImageError> {
         self.pulls.fetch_add(1, Ordering::Relaxed);
-        let client = self.client(image, auth);
+        // A mirror serves the bytes; the image keeps its name (and its ID names the original repository).
+        let endpoint = self.cfg.registries.endpoint(image);
+        let image_id_repo = image.repo();
+        let image = &RegistriesConfig::at(image, &endpoint);
+        let configured =
+            self.cfg.registries.auth(&endpoint.host).or_else(|| self.cfg.registries.auth(image.registry()));
+        let auth = auth.or(configured.as_ref());
+        let client = self.client(&endpoint, auth);
         let oci_auth = RegistryAuth::to_oci(auth);
         let (top, top_digest) = fetch_top(&client, image, &oci_auth).await?;
-        let image_id = format!("{}@{}", image.repo(), top_digest);
+        let image_id = format!("{image_id_repo}@{top_digest}");
         if let Some(current) = self.images.read().get(&image.normalized) {
             if current.image_id == image_id {
                 tracing::debug!(%image_id, "image unchanged at the registry");

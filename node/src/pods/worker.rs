@@ -23,7 +23,7 @@ use super::Deps;
 use crate::events::Kind;
 use crate::image::PullPolicy;
 use crate::logs::{LogWriter, Rotation};
-use crate::runtime::{ContainerExit, Launch, PodContext};
+use crate::runtime::{ContainerExit, Launch, LinuxExtras, PodContext};
 use crate::sandbox::{PortMapping, Protocol, Sandbox};
 
 /// What the worker hears about.
@@ -667,6 +667,7 @@ impl Worker {
             http_port: spec.ports.iter().flatten().find_map(|p| u16::try_from(p.container_port).ok()),
             log: Arc::clone(&log),
             scratch_dir: self.pod_dir().join("containers").join(&name),
+            linux: self.linux_extras(&spec),
         };
         let Some(ctx) = self.ctx.clone() else { return Err(("ContainerCreating".into(), "no sandbox".into())) };
         let started = match self.deps.runtime.start(&ctx, launch.clone()).await {
@@ -723,6 +724,18 @@ impl Worker {
         c.run =
             Some(Run { id: run_id, started_at, since: Instant::now(), stop: started.stop, probes, running_tx, log });
         Ok(())
+    }
+
+    /// What a Linux container takes from the pod: security contexts, hostname, name for messages.
+    fn linux_extras(&self, spec: &Container) -> LinuxExtras {
+        let pod_spec = self.pod.spec.as_ref();
+        let hostname = pod_spec.and_then(|s| s.hostname.clone()).unwrap_or_else(|| self.name.clone());
+        LinuxExtras {
+            security: spec.security_context.clone(),
+            pod_security: pod_spec.and_then(|s| s.security_context.clone()),
+            hostname: hostname.chars().take(63).collect(),
+            pod: format!("{}/{}", self.ns, self.name),
+        }
     }
 
     /// Registry credentials from the pod's `imagePullSecrets`.

@@ -4,10 +4,14 @@
 //! Two implementations run Wasm containers, picked per node (`--wasm-runtime`): `wasm.rs` in-process on
 //! wasmtime (one thread per pod inside its network namespace), and `containerd/` as containerd containers
 //! with skiff's shim (`io.containerd.skiff.v1`, one shim process per pod), which reuses `wasm.rs` for the
-//! argv/env rules and for exec probes.
+//! argv/env rules and for exec probes. Linux containers run in `oci/` (runc through containerd). `dispatch.rs`
+//! is what the pod worker holds: it sends each container to the runtime its image needs, so one pod can mix
+//! Wasm and Linux containers (one sandbox: network namespace, IP, volumes).
 
 pub mod containerd;
+pub mod dispatch;
 pub mod executor;
+pub mod oci;
 pub mod wasm;
 
 use std::path::PathBuf;
@@ -45,6 +49,21 @@ pub struct Launch {
     pub log: Arc<LogWriter>,
     /// A private directory for this container (its copy of the image's files, if any).
     pub scratch_dir: PathBuf,
+    /// What a Linux container takes from its pod beyond the fields above.
+    pub linux: LinuxExtras,
+}
+
+/// The parts of the pod and container spec only Linux containers use.
+#[derive(Clone, Debug, Default)]
+pub struct LinuxExtras {
+    /// The container's `securityContext`.
+    pub security: Option<k8s_openapi::api::core::v1::SecurityContext>,
+    /// The pod's `securityContext`.
+    pub pod_security: Option<k8s_openapi::api::core::v1::PodSecurityContext>,
+    /// The pod's hostname (`spec.hostname`, else its name).
+    pub hostname: String,
+    /// `namespace/name` of the pod (for messages).
+    pub pod: String,
 }
 
 /// How a container's run ended, in Kubernetes terms.
@@ -85,6 +104,9 @@ pub enum RuntimeError {
     Engine(#[from] skiff_shim::engine::EngineError),
     #[error("{0}")]
     Containerd(#[from] containerd::ContainerdError),
+    /// The container's configuration is refused (`CreateContainerConfigError`, e.g. runAsNonRoot).
+    #[error("{0}")]
+    Config(String),
     #[error("{0}")]
     Other(String),
 }
@@ -94,6 +116,7 @@ impl RuntimeError {
     pub fn reason(&self) -> &'static str {
         match self {
             RuntimeError::Image(_) => "ErrImagePull",
+            RuntimeError::Config(_) => "CreateContainerConfigError",
             RuntimeError::Engine(_) | RuntimeError::Containerd(_) | RuntimeError::Other(_) => "CreateContainerError",
         }
     }

@@ -5,7 +5,7 @@
 
 mod client;
 mod spec;
-mod task;
+pub(crate) mod task;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -76,9 +76,7 @@ impl ContainerdRuntime {
     ) -> Result<Self, ContainerdError> {
         let client = Client::connect(&config.address, &config.namespace).await?;
         tracing::info!(address = %config.address.display(), namespace = %config.namespace, "Wasm containers run in containerd");
-        let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
-        let epoch = format!("{:x}", millis & 0xffff_ffff);
-        Ok(Self { client, node: node.to_string(), images, wasm, runs: AtomicU64::new(0), epoch })
+        Ok(Self { client, node: node.to_string(), images, wasm, runs: AtomicU64::new(0), epoch: epoch() })
     }
 
     /// Removes every container of this node in the namespace (and its task). At agent start nothing of a
@@ -86,24 +84,7 @@ impl ContainerdRuntime {
     /// shutdown with teardown everything goes. Returns how many were removed.
     #[tracing::instrument(skip_all, fields(namespace = %self.client.namespace()))]
     pub async fn remove_all(&self) -> usize {
-        let containers = match self.client.list_containers().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "listing containerd containers");
-                return 0;
-            }
-        };
-        let ours: Vec<String> = containers
-            .into_iter()
-            .filter(|c| c.labels.get(task::NODE_LABEL).is_some_and(|n| *n == self.node))
-            .map(|c| c.id)
-            .collect();
-        let removals = ours.iter().map(|id| task::cleanup(&self.client, id));
-        futures::future::join_all(removals).await;
-        if !ours.is_empty() {
-            tracing::info!(removed = ours.len(), "removed containerd containers");
-        }
-        ours.len()
+        remove_node_containers(&self.client, &self.node).await
     }
 
     /// Prepares the root and spec of `launch` and runs it as container `id`.
@@ -144,9 +125,38 @@ impl ContainerdRuntime {
     }
 }
 
+/// Tells this agent run's container ids from a previous run's: hex of the start time in milliseconds.
+pub(crate) fn epoch() -> String {
+    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+    format!("{:x}", millis & 0xffff_ffff)
+}
+
+/// Removes every container of `node` in the client's namespace (and its task): returns how many.
+#[tracing::instrument(skip_all, fields(namespace = %client.namespace()))]
+pub(crate) async fn remove_node_containers(client: &Client, node: &str) -> usize {
+    let containers = match client.list_containers().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing containerd containers");
+            return 0;
+        }
+    };
+    let ours: Vec<String> = containers
+        .into_iter()
+        .filter(|c| c.labels.get(task::NODE_LABEL).is_some_and(|n| n == node))
+        .map(|c| c.id)
+        .collect();
+    let removals = ours.iter().map(|id| task::cleanup(client, id));
+    futures::future::join_all(removals).await;
+    if !ours.is_empty() {
+        tracing::info!(removed = ours.len(), "removed containerd containers");
+    }
+    ours.len()
+}
+
 /// `<pod uid>-<container name>-<epoch>-<run>`, the name cut to fit containerd's 76 characters and reduced
 /// to its identifier rules (alphanumerics joined by single separators).
-fn container_id(uid: &str, name: &str, epoch: &str, run: u64) -> String {
+pub(crate) fn container_id(uid: &str, name: &str, epoch: &str, run: u64) -> String {
     let mut clean = String::new();
     for c in name.chars() {
         if c.is_ascii_alphanumeric() {

@@ -136,6 +136,7 @@ mod tests {
             http_port: Some(9090),
             log: Arc::new(LogWriter::create(dir.join("log/0.log"), Rotation::default()).expect("log")),
             scratch_dir: dir.join("scratch"),
+            linux: crate::runtime::LinuxExtras::default(),
         }
     }
 
@@ -151,6 +152,9 @@ mod tests {
             entrypoint: Vec::new(),
             env: vec![("A".into(), "from-image".into()), ("B".into(), "2".into())],
             working_dir: None,
+            kind: crate::image::ImageKind::Wasm,
+            cmd: Vec::new(),
+            user: None,
         }
     }
 

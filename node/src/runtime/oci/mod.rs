@@ -1,0 +1,189 @@
+//! The OCI runtime: Linux containers as containerd containers + tasks with runtime `io.containerd.runc.v2`
+//! (runc), through the same client and task code as Wasm-in-containerd (fifos into CRI-format logs, wait,
+//! SIGTERM then SIGKILL, OOMKilled). Each run gets a fresh writable copy of the image's unpacked layers as
+//! its root directory (the image store's unpack, no snapshotter: see docs/architecture.md), the pod's
+//! network namespace, its volumes as bind mounts and kubelet-written /etc/hosts, /etc/resolv.conf and
+//! /etc/hostname.
+
+mod lazy;
+mod managed;
+pub mod spec;
+
+pub use lazy::LazyOci;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::containerd::{self, task, Client, ContainerdError};
+use super::{ContainerRuntime, ExecOutput, ImageReady, Launch, PodContext, RuntimeError, Started};
+use crate::config::ContainerdConfig;
+use crate::image::{ImageStore, PullPolicy, RegistryAuth};
+use crate::sandbox::Sandbox;
+
+/// The runtime name containerd resolves to `containerd-shim-runc-v2`.
+pub const RUNTIME: &str = "io.containerd.runc.v2";
+/// The cgroup parent of every Linux container (`/skiff/<container id>`).
+const CGROUP_PARENT: &str = "/skiff";
+
+/// Runs Linux containers in containerd with runc.
+pub struct OciRuntime {
+    client: Client,
+    node: String,
+    images: Arc<ImageStore>,
+    runs: AtomicU64,
+    epoch: String,
+}
+
+/// A pod in this runtime: its uid and sandbox (network namespace and IP).
+pub struct OciPod {
+    uid: String,
+    sandbox: Sandbox,
+}
+
+impl OciPod {
+    /// The context of pod `uid` on `sandbox`.
+    pub fn new(uid: &str, sandbox: &Sandbox) -> Self {
+        Self { uid: uid.to_string(), sandbox: sandbox.clone() }
+    }
+}
+
+impl PodContext for OciPod {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl OciRuntime {
+    /// Connects to containerd (the kubelet's namespace of `config`).
+    pub async fn connect(
+        config: &ContainerdConfig,
+        node: &str,
+        images: Arc<ImageStore>,
+    ) -> Result<Self, ContainerdError> {
+        let client = Client::connect(&config.address, &config.namespace).await?;
+        Ok(Self { client, node: node.to_string(), images, runs: AtomicU64::new(0), epoch: containerd::epoch() })
+    }
+
+    /// Removes every container of this node in the namespace (a previous run's, or all at teardown).
+    pub async fn remove_all(&self) -> usize {
+        containerd::remove_node_containers(&self.client, &self.node).await
+    }
+
+    async fn start_in(&self, pod: &OciPod, launch: Launch, id: String) -> Result<Started, RuntimeError> {
+        let image = self
+            .images
+            .cached(&launch.image)
+            .ok_or_else(|| RuntimeError::Other(format!("image {} is not present", launch.image)))?;
+        let template =
+            image.rootfs.clone().ok_or_else(|| RuntimeError::Other(format!("image {} has no files", launch.image)))?;
+        let scratch = launch.scratch_dir.clone();
+        let (ip, hostname) = (pod.sandbox.ip, launch.linux.hostname.clone());
+        let prepared = tokio::task::spawn_blocking(move || prepare(&template, &scratch, ip, &hostname))
+            .await
+            .map_err(|e| RuntimeError::Other(e.to_string()))??;
+        let input = spec::SpecInput {
+            rootfs: &prepared.rootfs,
+            netns: &pod.sandbox.netns_path,
+            etc: &prepared.etc,
+            cgroups_path: format!("{CGROUP_PARENT}/{id}"),
+        };
+        let built = spec::build(&image, &launch, &input).map_err(|e| match e {
+            spec::SpecError::Config(m) => RuntimeError::Config(m),
+            spec::SpecError::Invalid(m) => RuntimeError::Other(m),
+        })?;
+        let spec = serde_json::to_vec(&built).map_err(|e| RuntimeError::Other(format!("the container's spec: {e}")))?;
+        let labels = HashMap::from([
+            (task::NODE_LABEL.to_string(), self.node.clone()),
+            (task::POD_LABEL.to_string(), pod.uid.clone()),
+            (task::CONTAINER_LABEL.to_string(), launch.name.clone()),
+        ]);
+        let request = task::RunRequest {
+            id,
+            image: &image.reference,
+            runtime: RUNTIME,
+            spec,
+            labels,
+            io_dir: &launch.scratch_dir.join("io"),
+            log: Arc::clone(&launch.log),
+            memory_limited: launch.memory_limit.is_some(),
+        };
+        Ok(task::run(&self.client, request).await?)
+    }
+}
+
+/// A run's root directory and /etc files.
+struct Prepared {
+    rootfs: PathBuf,
+    etc: spec::EtcFiles,
+}
+
+/// A fresh copy of the image's files (a restarted container starts from the image again, as with a new
+/// snapshot) and the /etc files of the pod.
+fn prepare(template: &Path, scratch: &Path, ip: std::net::IpAddr, hostname: &str) -> Result<Prepared, RuntimeError> {
+    let io =
+        |what: &str, path: &Path, e: std::io::Error| RuntimeError::Other(format!("{what} {}: {e}", path.display()));
+    let rootfs = scratch.join("rootfs");
+    match std::fs::remove_dir_all(&rootfs) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("removing the previous root of", &rootfs, e)),
+    }
+    let rootfs = super::wasm::private_rootfs(template, scratch)?;
+    let etc_dir = scratch.join("etc");
+    std::fs::create_dir_all(&etc_dir).map_err(|e| io("creating", &etc_dir, e))?;
+    let etc = spec::EtcFiles {
+        hosts: etc_dir.join("hosts"),
+        resolv_conf: etc_dir.join("resolv.conf"),
+        hostname: etc_dir.join("hostname"),
+    };
+    std::fs::write(&etc.hosts, spec::hosts_file(ip, hostname)).map_err(|e| io("writing", &etc.hosts, e))?;
+    std::fs::write(&etc.resolv_conf, spec::node_resolv_conf()).map_err(|e| io("writing", &etc.resolv_conf, e))?;
+    std::fs::write(&etc.hostname, format!("{hostname}\n")).map_err(|e| io("writing", &etc.hostname, e))?;
+    Ok(Prepared { rootfs, etc })
+}
+
+fn pod_of(pod: &Arc<dyn PodContext>) -> Result<&OciPod, RuntimeError> {
+    pod.as_any().downcast_ref::<OciPod>().ok_or_else(|| RuntimeError::Other("not an OCI pod context".into()))
+}
+
+#[async_trait::async_trait]
+impl ContainerRuntime for OciRuntime {
+    async fn ensure_image(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        auths: &[RegistryAuth],
+    ) -> Result<ImageReady, RuntimeError> {
+        let pulled = self.images.ensure(image, policy, auths.first()).await?;
+        Ok(ImageReady { image_id: pulled.image.image_id.clone(), pulled: pulled.pulled })
+    }
+
+    async fn pod_context(&self, pod_uid: &str, sandbox: &Sandbox) -> Result<Arc<dyn PodContext>, RuntimeError> {
+        Ok(Arc::new(OciPod { uid: pod_uid.to_string(), sandbox: sandbox.clone() }))
+    }
+
+    async fn start(&self, pod: &Arc<dyn PodContext>, launch: Launch) -> Result<Started, RuntimeError> {
+        let pod = pod_of(pod)?;
+        let id =
+            containerd::container_id(&pod.uid, &launch.name, &self.epoch, self.runs.fetch_add(1, Ordering::Relaxed));
+        let span = tracing::info_span!("oci_start", id = %id, container = %launch.name);
+        tracing::Instrument::instrument(self.start_in(pod, launch, id), span).await
+    }
+
+    async fn exec(
+        &self,
+        _pod: &Arc<dyn PodContext>,
+        launch: &Launch,
+        _command: &[String],
+        _timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
+        Err(RuntimeError::Other(format!("exec probes in Linux containers ({}) are not supported yet", launch.name)))
+    }
+
+    fn compiles(&self) -> u64 {
+        0
+    }
+}
