@@ -2,6 +2,7 @@
 //! (the API machinery with its admission rules), never of the store.
 
 pub mod compaction;
+pub mod csr_signer;
 pub mod garbage_collector;
 pub mod namespace;
 
