@@ -12,6 +12,7 @@ use std::time::Duration;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::Node;
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::registry::{ListQuery, Registry, WriteOptions};
@@ -48,44 +49,55 @@ async fn sync_all(registry: &Registry, ca: &CertAuthority) -> ApiResult<()> {
             continue;
         }
         let name = csr.metadata.name.clone().unwrap_or_default();
-        let _span = tracing::info_span!("sign csr", csr = %name).entered();
-        let outcome = decide(registry, ca, &csr).await?;
-        let now = jiff::Timestamp::now().to_string();
-        let status = match outcome {
-            Outcome::Wait => continue,
-            Outcome::Issued(pem) => {
-                use base64::Engine;
-                tracing::info!("approved and signed a kubelet serving certificate");
-                json!({
-                    "conditions": [{
-                        "type": "Approved", "status": "True", "reason": "AutoApproved",
-                        "message": "Auto approving self kubelet server certificate after SubjectAccessReview.",
-                        "lastUpdateTime": now, "lastTransitionTime": now,
-                    }],
-                    "certificate": base64::engine::general_purpose::STANDARD.encode(pem),
-                })
-            }
-            Outcome::Failed(reason) => {
-                tracing::warn!(%reason, "refused a kubelet serving certificate request");
-                json!({"conditions": [{
-                    "type": "Failed", "status": "True", "reason": "SignerValidationFailure", "message": reason,
-                    "lastUpdateTime": now, "lastTransitionTime": now,
-                }]})
-            }
-        };
-        let write = registry
-            .update_with(ri, None, &name, Some("status"), &WriteOptions::default(), |current: &Value| {
-                let mut next = current.clone();
-                next["status"] = status.clone();
-                Ok(next)
-            })
-            .await;
-        match write {
-            Ok(_) | Err(ApiError::NotFound { .. }) => {}
-            Err(e) => return Err(e),
-        }
+        let span = tracing::info_span!("sign csr", csr = %name);
+        sign_one(registry, ca, ri, &name, &csr).instrument(span).await?;
     }
     Ok(())
+}
+
+/// Decides one pending request and records the outcome in its status.
+async fn sign_one(
+    registry: &Registry,
+    ca: &CertAuthority,
+    ri: &crate::api::resources::ResourceInfo,
+    name: &str,
+    csr: &CertificateSigningRequest,
+) -> ApiResult<()> {
+    let outcome = decide(registry, ca, csr).await?;
+    let now = jiff::Timestamp::now().to_string();
+    let status = match outcome {
+        Outcome::Wait => return Ok(()),
+        Outcome::Issued(pem) => {
+            use base64::Engine;
+            tracing::info!("approved and signed a kubelet serving certificate");
+            json!({
+                "conditions": [{
+                    "type": "Approved", "status": "True", "reason": "AutoApproved",
+                    "message": "Auto approving kubelet serving certificate: subject and SANs match the Node.",
+                    "lastUpdateTime": now, "lastTransitionTime": now,
+                }],
+                "certificate": base64::engine::general_purpose::STANDARD.encode(pem),
+            })
+        }
+        Outcome::Failed(reason) => {
+            tracing::warn!(%reason, "refused a kubelet serving certificate request");
+            json!({"conditions": [{
+                "type": "Failed", "status": "True", "reason": "SignerValidationFailure", "message": reason,
+                "lastUpdateTime": now, "lastTransitionTime": now,
+            }]})
+        }
+    };
+    let write = registry
+        .update_with(ri, None, name, Some("status"), &WriteOptions::default(), |current: &Value| {
+            let mut next = current.clone();
+            next["status"] = status.clone();
+            Ok(next)
+        })
+        .await;
+    match write {
+        Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 async fn decide(registry: &Registry, ca: &CertAuthority, csr: &CertificateSigningRequest) -> ApiResult<Outcome> {
