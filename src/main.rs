@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use skiff_control::server::{self, Datastore, ServerConfig};
 use skiff_node::image::{push_wasm, ImageConfig, RegistryAuth};
+use skiff_node::kubelet_tls::ServingCert;
 use skiff_node::Agent;
 
 mod node_args;
@@ -173,15 +174,22 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     match Cli::parse().command {
         Command::Server { data_dir, listen, datastore, no_agent, node } => {
-            let running =
-                server::start(ServerConfig { data_dir: data_dir.clone(), listen, datastore, kubelet_token: None })
-                    .await
-                    .context("starting the API server")?;
+            let running = server::start(ServerConfig { data_dir: data_dir.clone(), listen, datastore })
+                .await
+                .context("starting the API server")?;
             println!("skiff API server ready at {}; export KUBECONFIG={}", running.url(), running.kubeconfig.display());
             let agent = if no_agent {
                 None
             } else {
-                let config = node.config(&running.url(), &running.ca_pem, &running.admin_token, data_dir.join("node"));
+                let mut config =
+                    node.config(&running.url(), &running.ca_pem, &running.admin_token, data_dir.join("node"));
+                // The in-process kubelet gets its serving certificate from its own server's CA.
+                let ca = skiff_control::server::kubelet_certs::CertAuthority::load(&data_dir)
+                    .context("loading the cluster CA")?;
+                let serving = ca
+                    .kubelet_serving(&config.node_name, &[config.node_ip], std::slice::from_ref(&config.node_name))
+                    .context("issuing the kubelet serving certificate")?;
+                config.kubelet_serving = Some(ServingCert { cert_pem: serving.cert_pem, key_pem: serving.key_pem });
                 let agent = Agent::start(config).await.context("starting the node agent")?;
                 println!("skiff node agent ready; kubelet endpoint on {}", agent.kubelet_addr);
                 Some(agent)

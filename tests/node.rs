@@ -80,16 +80,33 @@ fn hello_runs_to_completion_with_its_logs() {
     assert!(events_of(&cluster, "hello-again").contains("already present on machine"));
 }
 
-/// The node's kubelet endpoint `/metrics`, read with the cluster token.
-fn kubelet_metrics(cluster: &Cluster) -> String {
+/// `https://<InternalIP>:<port>` of the node's kubelet endpoint.
+fn kubelet_url(cluster: &Cluster) -> String {
     let node = cluster.get_json(&["node", &cluster.node_name()]);
     let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64().expect("kubelet port");
+    let addresses = node["status"]["addresses"].as_array().cloned().unwrap_or_default();
+    let ip = addresses.iter().find(|a| a["type"] == "InternalIP").and_then(|a| a["address"].as_str()).expect("ip");
+    format!("https://{ip}:{port}")
+}
+
+/// curl against the kubelet endpoint trusting the cluster CA, with `extra` arguments; (exit ok, body).
+fn kubelet_curl(cluster: &Cluster, path: &str, extra: &[&str]) -> (bool, String) {
+    let ca = cluster.data_dir().join("ca.crt");
     let out = Command::new("curl")
-        .args(["-sf", "-H", &format!("Authorization: Bearer {}", cluster.token())])
-        .arg(format!("http://127.0.0.1:{port}/metrics"))
+        .args(["-sS", "-f", "--max-time", "10", "--cacert"])
+        .arg(&ca)
+        .args(extra)
+        .arg(format!("{}{path}", kubelet_url(cluster)))
         .output()
         .expect("curl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The node's kubelet endpoint `/metrics`, read with the API server's kubelet client certificate.
+fn kubelet_metrics(cluster: &Cluster) -> String {
+    let (cert, key) = (cluster.data_dir().join("kubelet-client.crt"), cluster.data_dir().join("kubelet-client.key"));
+    let (cert, key) = (cert.to_string_lossy().into_owned(), key.to_string_lossy().into_owned());
+    kubelet_curl(cluster, "/metrics", &["--cert", &cert, "--key", &key]).1
 }
 
 #[test]
@@ -449,4 +466,167 @@ fn a_second_agent_joins_and_runs_pods() {
     assert!(cluster.kubectl(&["logs", "there"]).contains("hello from skiff"));
     let nodes = cluster.kubectl(&["get", "nodes"]);
     assert!(nodes.contains(&node) && nodes.contains(&cluster.node_name()), "{nodes}");
+}
+
+#[test]
+fn the_kubelet_port_admits_only_the_api_server_over_mutual_tls() {
+    let cluster = Cluster::with_node();
+    let dir = cluster.data_dir();
+    let (cert, key) = (dir.join("kubelet-client.crt"), dir.join("kubelet-client.key"));
+    let (cert, key) = (cert.to_string_lossy().into_owned(), key.to_string_lossy().into_owned());
+    let (ok, body) = kubelet_curl(&cluster, "/healthz", &["--cert", &cert, "--key", &key]);
+    assert!(ok && body == "ok", "the API server's certificate is admitted: {body}");
+
+    // No certificate, the admin token, plain HTTP: no answer from the kubelet.
+    assert!(!kubelet_curl(&cluster, "/metrics", &[]).0, "no client certificate");
+    let bearer = format!("Authorization: Bearer {}", cluster.token());
+    assert!(!kubelet_curl(&cluster, "/metrics", &["-H", &bearer]).0, "the admin token alone");
+    let plain = kubelet_url(&cluster).replacen("https://", "http://", 1);
+    let out =
+        Command::new("curl").args(["-sf", "--max-time", "5", "-H", &bearer]).arg(format!("{plain}/metrics")).output();
+    assert!(!out.expect("curl").status.success(), "cleartext HTTP");
+
+    // A certificate with the API server's name from another CA, and one of this CA for another name.
+    let other = tempfile::tempdir().expect("tempdir");
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(other.path()).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let req = |key: &str, out: &str, subj: &str, x509: bool| {
+        let mut args = vec!["req"];
+        if x509 {
+            args.extend(["-x509", "-days", "1"]);
+        } else {
+            args.push("-new");
+        }
+        args.extend(new_key);
+        args.extend(["-keyout", key, "-out", out, "-subj", subj]);
+        openssl(&args);
+    };
+    std::fs::write(other.path().join("ext.cnf"), "extendedKeyUsage=clientAuth\n").expect("ext");
+    let sign = |csr: &str, ca_crt: &str, ca_key: &str, out: &str| {
+        openssl(&[
+            "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-days", "1", "-out", out, "-extfile",
+            "ext.cnf",
+        ]);
+    };
+    req("other-ca.key", "other-ca.crt", "/CN=other-ca", true);
+    req("a.key", "a.csr", "/O=system:masters/CN=kube-apiserver-kubelet-client", false);
+    sign("a.csr", "other-ca.crt", "other-ca.key", "a.crt");
+    req("b.key", "b.csr", "/O=system:nodes/CN=system:node:intruder", false);
+    let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
+    sign("b.csr", &ca_crt.to_string_lossy(), &ca_key.to_string_lossy(), "b.crt");
+    let at = |f: &str| other.path().join(f).to_string_lossy().into_owned();
+    for (crt, key, what) in
+        [("a.crt", "a.key", "the API server's name from another CA"), ("b.crt", "b.key", "another name")]
+    {
+        let (ok, body) = kubelet_curl(&cluster, "/metrics", &["--cert", &at(crt), "--key", &at(key)]);
+        assert!(!ok, "{what} was admitted: {body}");
+    }
+    // The API server's own certificate still works, and kubectl logs rides on it.
+    assert!(kubelet_curl(&cluster, "/metrics", &["--cert", &cert, "--key", &key]).0);
+}
+
+#[test]
+fn a_sub_path_through_a_link_planted_in_the_volume_is_refused() {
+    let cluster = Cluster::with_node();
+    let registry = Registry::start();
+    let tool = registry.push("tool", "1");
+    // `victim` mounts subPath `escape` of a shared emptyDir and exits (so the kubelet mounts it again
+    // on each restart); between two starts a link `escape -> /etc` appears in the volume, as one
+    // container of the pod (here: the test, on the host) can plant it.
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: escape}}
+spec:
+  containers:
+  - {{name: planter, image: "{tool}", args: [forever], volumeMounts: [{{name: shared, mountPath: /shared}}]}}
+  - {{name: victim, image: "{tool}", args: [cat, /data/hostname], volumeMounts: [{{name: shared, mountPath: /data, subPath: escape}}]}}
+  volumes:
+  - {{name: shared, emptyDir: {{}}}}
+"#
+    );
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest));
+    let victim = |p: &Value| -> Value {
+        p["status"]["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"] == "victim")
+            .cloned()
+            .unwrap_or_default()
+    };
+    eventually("the victim ran once", WAIT, || {
+        victim(&pod(&cluster, "escape"))["lastState"]["terminated"].is_object()
+            || victim(&pod(&cluster, "escape"))["state"]["terminated"].is_object()
+    });
+    let uid = pod(&cluster, "escape")["metadata"]["uid"].as_str().expect("uid").to_string();
+    let volume = cluster.data_dir().join("node/pods").join(&uid).join("volumes/shared");
+    let made = volume.join("escape");
+    assert!(made.is_dir(), "the kubelet made the subPath directory {}", made.display());
+    std::fs::remove_dir_all(&made).expect("remove");
+    std::os::unix::fs::symlink("/etc", &made).expect("plant the link");
+    eventually("the victim refused with CreateContainerConfigError", Duration::from_secs(90), || {
+        let c = victim(&pod(&cluster, "escape"));
+        c["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+            && c["state"]["waiting"]["message"].as_str().is_some_and(|m| {
+                m.contains("failed to prepare subPath for volumeMount \"shared\" of container \"victim\"")
+            })
+    });
+    let logs = cluster.kubectl_output(&["logs", "escape", "-c", "victim"], None);
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    assert!(host.trim().is_empty() || !logs.contains(host.trim()), "the host's /etc leaked: {logs}");
+    assert!(events_of(&cluster, "escape").contains("failed to prepare subPath"));
+}
+
+#[test]
+fn huge_deadlines_and_quantities_do_not_break_the_kubelet() {
+    let cluster = Cluster::with_node();
+    let registry = Registry::start();
+    let tool = registry.push("tool", "1");
+    let manifest = |deadline: i64| {
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: huge}}
+spec:
+  restartPolicy: Never
+  activeDeadlineSeconds: {deadline}
+  containers:
+  - name: c
+    image: "{tool}"
+    args: [write, /scratch/out, fine]
+    resources:
+      limits: {{memory: 9999999999999999999Ei, cpu: "9999999999999999999"}}
+      requests: {{memory: 1Mi, cpu: 1m}}
+    volumeMounts: [{{name: scratch, mountPath: /scratch}}]
+  - name: reader
+    image: "{tool}"
+    args: [wait-cat, /scratch/out, "30"]
+    volumeMounts: [{{name: scratch, mountPath: /scratch}}]
+  volumes:
+  - {{name: scratch, emptyDir: {{medium: Memory, sizeLimit: 9999999999999999999Ei}}}}
+"#
+        )
+    };
+    // What another API server may hand the kubelet; one that bounds the deadline as Kubernetes does
+    // (1..=2^31-1, 422 otherwise) gets the largest it admits.
+    let out = cluster.kubectl_output(&["apply", "-f", "-"], Some(&manifest(i64::MAX)));
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("activeDeadlineSeconds"), "{stderr}");
+        cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest(i64::from(i32::MAX))));
+    }
+    wait_phase(&cluster, "huge", "Succeeded");
+    assert_eq!(cluster.kubectl(&["logs", "huge", "-c", "reader"]).trim(), "fine");
+    // The kubelet is still there for the next pod.
+    let hello = registry.push("hello", "1");
+    let next = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: after}}\nspec:\n  restartPolicy: Never\n  containers:\n  - {{name: c, image: \"{hello}\"}}\n"
+    );
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&next));
+    wait_phase(&cluster, "after", "Succeeded");
 }

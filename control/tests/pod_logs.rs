@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
+use skiff_control::server::kubelet_certs::{CertAuthority, KUBELET_CLIENT_CN};
 use skiff_control::server::{self, Datastore, Server, ServerConfig};
 use skiff_node::kubelet_server::{self, LocateError, LogSource};
+use skiff_node::kubelet_tls;
 use skiff_node::logs::{container_log_path, LogFiles, LogWriter, Rotation, Stream};
 use tokio::sync::{oneshot, watch};
 
@@ -30,6 +32,17 @@ impl LogSource for Source {
     }
 }
 
+/// Which certificates the test's kubelet endpoint holds.
+#[derive(Clone, Copy, PartialEq)]
+enum Kubelet {
+    /// A serving certificate from the cluster CA; trusts the cluster CA for clients (a real node).
+    Genuine,
+    /// A serving certificate from another CA (an impostor at a Node's advertised address).
+    ServedByOtherCa,
+    /// Trusts another CA for clients: the API server's certificate is refused.
+    TrustsOtherCa,
+}
+
 /// The API server and a kubelet endpoint; both stop when dropped.
 struct Cluster {
     server: Server,
@@ -47,23 +60,33 @@ impl Drop for Cluster {
 }
 
 impl Cluster {
-    async fn start(source: Source, kubelet_token: &str) -> Self {
+    async fn start(source: Source, kubelet: Kubelet) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("tempdir");
-        let token = format!("kubelet-{}", std::process::id());
         let server = server::start(ServerConfig {
             data_dir: dir.path().join("server"),
             listen: "127.0.0.1:0".parse().expect("addr"),
             datastore: Datastore::Sqlite,
-            kubelet_token: Some(token.clone()),
         })
         .await
         .expect("API server");
+        let cluster_ca = CertAuthority::load(&dir.path().join("server")).expect("cluster CA");
+        skiff_control::server::tls::ensure(&dir.path().join("other"), &[]).expect("another CA");
+        let other_ca = CertAuthority::load(&dir.path().join("other")).expect("other CA");
+        let ip = ["127.0.0.1".parse().expect("ip")];
+        let names = ["node-a.invalid".to_string()];
+        let issuer = if kubelet == Kubelet::ServedByOtherCa { &other_ca } else { &cluster_ca };
+        let serving = issuer.kubelet_serving("node-a", &ip, &names).expect("serving cert");
+        let trusted = if kubelet == Kubelet::TrustsOtherCa { &other_ca.ca_pem } else { &cluster_ca.ca_pem };
+        let tls = kubelet_tls::server_config(
+            trusted,
+            &kubelet_tls::ServingCert { cert_pem: serving.cert_pem, key_pem: serving.key_pem },
+        )
+        .expect("kubelet TLS");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let kubelet_port = listener.local_addr().expect("addr").port();
         let (stop_kubelet, stopped) = oneshot::channel::<()>();
-        let presented = if kubelet_token.is_empty() { token } else { kubelet_token.to_string() };
-        tokio::spawn(kubelet_server::serve(listener, presented, Arc::new(source), async {
+        tokio::spawn(kubelet_server::serve(listener, tls, Arc::new(source), async {
             let _ = stopped.await;
         }));
         let ca = reqwest::Certificate::from_pem(server.ca_pem.as_bytes()).expect("CA");
@@ -149,7 +172,7 @@ async fn pod_logs_through_the_api_server() {
         ("default/web/app".to_string(), (web, running.clone())),
         ("default/duo/side".to_string(), (side, running)),
     ]);
-    let cluster = Cluster::start(Source { containers }, "").await;
+    let cluster = Cluster::start(Source { containers }, Kubelet::Genuine).await;
     cluster.objects().await;
     let log = |rest: &str| format!("/api/v1/namespaces/default/pods/{rest}");
 
@@ -193,7 +216,7 @@ async fn follow_streams_through_the_api_server() {
     writer.write(Stream::Stdout, b"first\n").expect("write");
     let (running_tx, running) = watch::channel(true);
     let containers = HashMap::from([("default/web/app".to_string(), (web, running))]);
-    let cluster = Cluster::start(Source { containers }, "").await;
+    let cluster = Cluster::start(Source { containers }, Kubelet::Genuine).await;
     cluster.objects().await;
 
     let resp = cluster.get("/api/v1/namespaces/default/pods/web/log?follow=true").await;
@@ -220,13 +243,22 @@ async fn follow_streams_through_the_api_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubelet_refusing_the_token_is_an_error() {
-    let logs = tempfile::tempdir().expect("tempdir");
-    let (web, _writer) = log_file(logs.path(), "web", "app");
-    let (_running_tx, running) = watch::channel(false);
-    let containers = HashMap::from([("default/web/app".to_string(), (web, running))]);
-    let cluster = Cluster::start(Source { containers }, "another-token").await;
-    cluster.objects().await;
-    let (code, _) = status(cluster.get("/api/v1/namespaces/default/pods/web/log").await).await;
-    assert_eq!(code, 401);
+async fn only_mutual_tls_with_the_cluster_ca_reaches_a_kubelet() {
+    assert_eq!(KUBELET_CLIENT_CN, kubelet_tls::API_SERVER_CLIENT_CN, "both sides name the API server alike");
+    for (kubelet, what) in [
+        (Kubelet::ServedByOtherCa, "a kubelet whose serving certificate another CA signed"),
+        (Kubelet::TrustsOtherCa, "a kubelet that does not trust the API server's client certificate"),
+    ] {
+        let logs = tempfile::tempdir().expect("tempdir");
+        let (web, writer) = log_file(logs.path(), "web", "app");
+        writer.write(Stream::Stdout, b"secret log line\n").expect("write");
+        let (_running_tx, running) = watch::channel(false);
+        let containers = HashMap::from([("default/web/app".to_string(), (web, running))]);
+        let cluster = Cluster::start(Source { containers }, kubelet).await;
+        cluster.objects().await;
+        let (code, message) = status(cluster.get("/api/v1/namespaces/default/pods/web/log").await).await;
+        assert_eq!(code, 500, "{what}: {message}");
+        assert!(!message.contains("secret log line"), "{what}: {message}");
+        assert!(message.contains("https://127.0.0.1:"), "{what}: {message}");
+    }
 }

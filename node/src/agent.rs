@@ -40,7 +40,7 @@ impl Agent {
     #[tracing::instrument(skip_all, fields(node = %config.node_name))]
     pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir).map_err(|source| AgentError::Io { path: dir.clone(), source })?;
+        private_dir(dir).map_err(|source| AgentError::Io { path: dir.clone(), source })?;
         for (setting, from, to) in crate::sysctl::fit_neighbour_table(config.pod_capacity()) {
             tracing::info!(%setting, from, to, "raised the neighbour table limit for max pods");
         }
@@ -97,9 +97,16 @@ impl Agent {
             sandboxes: Arc::clone(&sandboxes),
             pods: Arc::clone(&pods_cell),
         });
-        let token = config.token.clone();
+        register_until_done(&client, &config, kubelet_addr.port()).await;
+        // The serving certificate: given (the in-process agent, by its server), else requested through
+        // a CSR, which the signer checks against the Node just registered.
+        let serving = match &config.kubelet_serving {
+            Some(serving) => serving.clone(),
+            None => crate::kubelet_csr::obtain(&client, &config).await?,
+        };
+        let tls = crate::kubelet_tls::server_config(&config.ca_pem, &serving)?;
         let mut tasks = vec![tokio::spawn(async move {
-            if let Err(e) = crate::kubelet_server::serve(listener, token, source, async {
+            if let Err(e) = crate::kubelet_server::serve(listener, tls, source, async {
                 let _ = stopped.await;
             })
             .await
@@ -107,7 +114,6 @@ impl Agent {
                 tracing::error!(error = %e, "kubelet endpoint stopped");
             }
         })];
-        register_until_done(&client, &config, kubelet_addr.port()).await;
         tasks.push(tokio::spawn(crate::lease::keep_fresh(client.clone(), config.clone())));
         let (status_client, status_config, port) = (client.clone(), config.clone(), kubelet_addr.port());
         tasks.push(tokio::spawn(async move {
@@ -207,4 +213,13 @@ impl crate::kubelet_server::LogSource for Endpoint {
             self.sandboxes.pooled(),
         )
     }
+}
+
+/// Makes the node's data directory 0700: it holds pods' secret volumes, projected tokens, logs and the
+/// compile cache; files inside keep Kubernetes' modes (a secret's defaultMode 0644) for the containers
+/// that mount them, and no other user of the host reaches them through this directory.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }

@@ -13,8 +13,12 @@ pub struct AgentConfig {
     pub server_url: String,
     /// PEM of the CA that signed the API server's certificate.
     pub ca_pem: String,
-    /// Bearer token for the API server; the kubelet endpoint accepts the same token.
+    /// Bearer token for the API server (the kubelet endpoint accepts no token, only the API server's
+    /// client certificate).
     pub token: String,
+    /// The kubelet endpoint's serving certificate, signed by the cluster CA; `None`: requested from
+    /// the API server through a CertificateSigningRequest at start.
+    pub kubelet_serving: Option<crate::kubelet_tls::ServingCert>,
     /// Pod sandboxes, volumes, logs, image and compile caches live here.
     pub data_dir: PathBuf,
     /// The address the Node reports (`InternalIP`) and the kubelet endpoint binds.
@@ -96,6 +100,7 @@ impl AgentConfig {
             server_url: server_url.to_string(),
             ca_pem: ca_pem.to_string(),
             token: token.to_string(),
+            kubelet_serving: None,
             data_dir,
             node_ip: IpAddr::from([127, 0, 0, 1]),
             kubelet_listen: SocketAddr::from(([127, 0, 0, 1], 10250)),

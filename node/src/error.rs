@@ -18,6 +18,8 @@ pub enum AgentError {
     Image(#[from] crate::image::ImageError),
     #[error("container runtime: {0}")]
     Runtime(#[from] crate::runtime::containerd::ContainerdError),
+    #[error(transparent)]
+    KubeletTls(#[from] crate::kubelet_tls::KubeletTlsError),
     #[error("kubelet endpoint on {addr}: {source}")]
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
 }

@@ -1,15 +1,15 @@
-//! The kubelet's HTTP endpoint: `GET /containerLogs/{namespace}/{pod}/{container}` streams a
-//! container's logs to the API server (which proxies `pods/log` here), behind a bearer token;
-//! `GET /healthz` answers `ok`.
+//! The kubelet's HTTPS endpoint: `GET /containerLogs/{namespace}/{pod}/{container}` streams a
+//! container's logs to the API server (which proxies `pods/log` here); `GET /metrics`; `GET /healthz`
+//! answers `ok`. Served over mutual TLS ([`crate::kubelet_tls`]): only the API server's client
+//! certificate gets a connection; no bearer token is looked at.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -74,7 +74,6 @@ impl From<LocateError> for Failure {
 
 #[derive(Clone)]
 struct ServerState {
-    token: Arc<str>,
     source: Arc<dyn LogSource>,
     /// Turns `true` at shutdown: open log streams end so connections can drain.
     stopping: watch::Receiver<bool>,
@@ -84,8 +83,7 @@ struct ServerState {
 fn router(state: ServerState) -> Router {
     let logs = Router::new()
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
-        .route("/metrics", get(metrics))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
+        .route("/metrics", get(metrics));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(logs)
@@ -98,37 +96,30 @@ async fn metrics(State(state): State<ServerState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
-/// Serves the endpoint on `listener` until `shutdown` completes; open log streams are then ended.
+/// How long open connections get to finish after shutdown (log streams end at once).
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves the endpoint over TLS (`tls`, from [`crate::kubelet_tls::server_config`]) on `listener`
+/// until `shutdown` completes; open log streams are then ended and connections drained.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    token: String,
+    tls: Arc<rustls::ServerConfig>,
     source: Arc<dyn LogSource>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop, stopping) = watch::channel(false);
-    let app = router(ServerState { token: token.into(), source, stopping });
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "kubelet endpoint listening");
-    }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop.send(true);
-        })
-        .await
-}
-
-async fn require_token(State(state): State<ServerState>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(token) if !state.token.is_empty() && token.as_bytes() == state.token.as_bytes() => next.run(request).await,
-        _ => Failure(StatusCode::UNAUTHORIZED, "Unauthorized".into()).into_response(),
-    }
+    let app = router(ServerState { source, stopping });
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "kubelet endpoint listening (mutual TLS)");
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+        stopper.graceful_shutdown(Some(DRAIN));
+    });
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+    axum_server::from_tcp_rustls(listener.into_std()?, config)?.handle(handle).serve(app.into_make_service()).await
 }
 
 /// The query of `containerLogs`, parsed.

@@ -9,9 +9,10 @@ use futures::StreamExt;
 use tokio::sync::{oneshot, watch};
 
 use super::*;
+use crate::kubelet_tls::test_pki::{self, Ca};
+use crate::kubelet_tls::API_SERVER_CLIENT_CN;
 use crate::logs::{container_log_path, LogWriter, Rotation, Stream};
 
-const TOKEN: &str = "kubelet-test-token";
 /// Upper bound on any wait, so a bug fails instead of hanging.
 const GUARD: Duration = Duration::from_secs(20);
 
@@ -38,6 +39,7 @@ impl LogSource for FakeSource {
 /// A served endpoint; dropping it shuts the server down.
 struct Endpoint {
     url: String,
+    ca: Ca,
     stop: Option<oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -53,25 +55,42 @@ impl Drop for Endpoint {
 
 async fn start(source: FakeSource) -> Endpoint {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let url = format!("https://{}", listener.local_addr().expect("addr"));
+    let ca = Ca::new("test-cluster-ca");
+    let tls = crate::kubelet_tls::server_config(&ca.pem, &ca.serving()).expect("tls");
     let (stop, stopped) = oneshot::channel::<()>();
-    let served = tokio::spawn(serve(listener, TOKEN.into(), Arc::new(source), async {
+    let served = tokio::spawn(serve(listener, tls, Arc::new(source), async {
         let _ = stopped.await;
     }));
-    Endpoint { url, stop: Some(stop), served: Some(served) }
+    Endpoint { url, ca, stop: Some(stop), served: Some(served) }
 }
 
-fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().build().expect("client")
+/// Who calls the endpoint.
+enum Caller {
+    ApiServer,
+    NoCertificate,
+    OtherName,
+    OtherCa,
 }
 
-async fn get(url: &str, token: Option<&str>) -> reqwest::Response {
-    let mut req = client().get(url);
-    if let Some(token) = token {
-        req = req.bearer_auth(token);
-    }
-    tokio::time::timeout(GUARD, req.send()).await.expect("answer in time").expect("request")
+fn client(ep: &Endpoint, caller: Caller) -> reqwest::Client {
+    let other = Ca::new("someone-else");
+    let identity = match caller {
+        Caller::ApiServer => Some(ep.ca.client(API_SERVER_CLIENT_CN)),
+        Caller::NoCertificate => None,
+        Caller::OtherName => Some(ep.ca.client("system:node:other")),
+        Caller::OtherCa => Some(other.client(API_SERVER_CLIENT_CN)),
+    };
+    test_pki::client(&ep.ca.pem, identity.as_ref())
+}
+
+async fn try_get(ep: &Endpoint, url: &str, caller: Caller) -> reqwest::Result<reqwest::Response> {
+    let req = client(ep, caller).get(url);
+    tokio::time::timeout(GUARD, req.send()).await.expect("answer in time")
+}
+
+async fn get(ep: &Endpoint, url: &str) -> reqwest::Response {
+    try_get(ep, url, Caller::ApiServer).await.expect("request")
 }
 
 async fn text(resp: reqwest::Response) -> String {
@@ -79,7 +98,7 @@ async fn text(resp: reqwest::Response) -> String {
 }
 
 #[tokio::test]
-async fn serves_logs_with_the_token() {
+async fn serves_logs_to_the_api_server() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = container_log_path(dir.path(), "app", 0);
     let writer = LogWriter::create(path.clone(), Rotation::default()).expect("writer");
@@ -90,27 +109,27 @@ async fn serves_logs_with_the_token() {
     let ep = start(FakeSource { containers }).await;
     let logs = format!("{}/containerLogs/shop/web/app", ep.url);
 
-    let resp = get(&logs, Some(TOKEN)).await;
+    let resp = get(&ep, &logs).await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers()[http::header::CONTENT_TYPE].to_str().expect("ct").starts_with("text/plain"));
     assert_eq!(text(resp).await, "one\ntwo\nthree\n");
 
-    let tail = text(get(&format!("{logs}?tailLines=1&timestamps=true"), Some(TOKEN)).await).await;
+    let tail = text(get(&ep, &format!("{logs}?tailLines=1&timestamps=true")).await).await;
     let (ts, rest) = tail.split_once(' ').expect("timestamped");
     assert!(ts.parse::<jiff::Timestamp>().is_ok(), "{ts}");
     assert_eq!(rest, "three\n");
-    assert_eq!(text(get(&format!("{logs}?limitBytes=5"), Some(TOKEN)).await).await, "one\nt");
-    assert_eq!(text(get(&format!("{logs}?sinceSeconds=3600"), Some(TOKEN)).await).await, "one\ntwo\nthree\n");
+    assert_eq!(text(get(&ep, &format!("{logs}?limitBytes=5")).await).await, "one\nt");
+    assert_eq!(text(get(&ep, &format!("{logs}?sinceSeconds=3600")).await).await, "one\ntwo\nthree\n");
     let future = jiff::Timestamp::now().checked_add(jiff::SignedDuration::from_hours(1)).expect("ts");
     let since_future = format!("{logs}?sinceTime={}", format!("{future:.0}").replace(':', "%3A"));
-    assert_eq!(text(get(&since_future, Some(TOKEN)).await).await, "");
+    assert_eq!(text(get(&ep, &since_future).await).await, "");
 
-    let health = get(&format!("{}/healthz", ep.url), None).await;
+    let health = get(&ep, &format!("{}/healthz", ep.url)).await;
     assert_eq!((health.status().as_u16(), text(health).await.as_str()), (200, "ok"));
 }
 
 #[tokio::test]
-async fn refuses_without_token_and_maps_errors() {
+async fn refuses_other_clients_and_maps_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = container_log_path(dir.path(), "app", 0);
     let _writer = LogWriter::create(path.clone(), Rotation::default()).expect("writer");
@@ -119,23 +138,31 @@ async fn refuses_without_token_and_maps_errors() {
     let ep = start(FakeSource { containers }).await;
     let url = |rest: &str| format!("{}/containerLogs/{rest}", ep.url);
 
-    assert_eq!(get(&url("shop/web/app"), None).await.status(), 401);
-    assert_eq!(get(&url("shop/web/app"), Some("wrong")).await.status(), 401);
+    // No certificate, one from another CA, or another name of this CA: no connection at all.
+    for (caller, what) in [
+        (Caller::NoCertificate, "no client certificate"),
+        (Caller::OtherCa, "a certificate from another CA"),
+        (Caller::OtherName, "a certificate of this CA for another identity"),
+    ] {
+        let refused = try_get(&ep, &url("shop/web/app"), caller).await;
+        assert!(refused.is_err(), "{what}: {:?}", refused.map(|r| r.status()));
+    }
+    // A bearer token is no credential, even on the API server's connection it changes nothing.
+    let with_token =
+        client(&ep, Caller::NoCertificate).get(url("shop/web/app")).bearer_auth("admin-token").send().await;
+    assert!(with_token.is_err(), "a token without the client certificate got through");
 
-    let missing = get(&url("shop/web/db"), Some(TOKEN)).await;
+    let missing = get(&ep, &url("shop/web/db")).await;
     assert_eq!(missing.status(), 404);
     assert_eq!(text(missing).await, "container \"db\" not found in pod \"web\"");
-    let ghost = get(&url("shop/ghost/app"), Some(TOKEN)).await;
+    let ghost = get(&ep, &url("shop/ghost/app")).await;
     assert_eq!((ghost.status().as_u16(), text(ghost).await), (404, "pod \"ghost\" does not exist".to_string()));
-    let previous = get(&url("shop/web/app?previous=true"), Some(TOKEN)).await;
+    let previous = get(&ep, &url("shop/web/app?previous=true")).await;
     assert_eq!(previous.status(), 400);
     assert_eq!(text(previous).await, "previous terminated container \"app\" in pod \"web\" not found");
-    assert_eq!(get(&url("shop/web/app?tailLines=-3"), Some(TOKEN)).await.status(), 422);
-    assert_eq!(
-        get(&url("shop/web/app?sinceSeconds=5&sinceTime=2024-01-01T00:00:00Z"), Some(TOKEN)).await.status(),
-        422
-    );
-    assert_eq!(get(&url("shop/web/app?follow=maybe"), Some(TOKEN)).await.status(), 400);
+    assert_eq!(get(&ep, &url("shop/web/app?tailLines=-3")).await.status(), 422);
+    assert_eq!(get(&ep, &url("shop/web/app?sinceSeconds=5&sinceTime=2024-01-01T00:00:00Z")).await.status(), 422);
+    assert_eq!(get(&ep, &url("shop/web/app?follow=maybe")).await.status(), 400);
 }
 
 #[tokio::test]
@@ -149,7 +176,7 @@ async fn follow_streams_until_the_container_stops_or_the_server_shuts_down() {
     let mut ep = start(FakeSource { containers }).await;
     let follow = format!("{}/containerLogs/shop/web/app?follow=true", ep.url);
 
-    let resp = get(&follow, Some(TOKEN)).await;
+    let resp = get(&ep, &follow).await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.bytes_stream();
     let mut seen = String::new();
@@ -172,7 +199,7 @@ async fn follow_streams_until_the_container_stops_or_the_server_shuts_down() {
 
     // A follower of a still-running container is ended by the server's shutdown.
     running_tx.send(true).expect("run");
-    let resp = get(&follow, Some(TOKEN)).await;
+    let resp = get(&ep, &follow).await;
     let mut body = resp.bytes_stream();
     let chunk = tokio::time::timeout(GUARD, body.next()).await.expect("chunk in time");
     assert!(chunk.is_some());

@@ -76,8 +76,9 @@ impl WasmEngine {
         let engine = Engine::new(&config::config(slots)).map_err(|e| EngineError::Config(format!("{e:#}")))?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        let cache_dir = cache_dir.join(format!("{:016x}", hasher.finish()));
-        std::fs::create_dir_all(&cache_dir).map_err(|source| EngineError::Cache { path: cache_dir.clone(), source })?;
+        let versioned = cache_dir.join(format!("{:016x}", hasher.finish()));
+        private_dir(&versioned).map_err(|source| EngineError::Cache { path: versioned.clone(), source })?;
+        let cache_dir = versioned;
         let ticking = Arc::new(AtomicBool::new(true));
         let (ticker, flag) = (engine.weak(), Arc::clone(&ticking));
         std::thread::Builder::new()
@@ -227,3 +228,11 @@ mod tests;
 mod tests_components;
 #[cfg(test)]
 mod tests_netns;
+
+/// Makes `dir` (and its missing parents, 0700 too) and leaves it 0700: compiled code is native code the
+/// engine will run, so no other user may write, or read, the cache.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}

@@ -2,9 +2,9 @@
 //! subresources, each tied to its `k8s-openapi` type for typed validation.
 
 use k8s_openapi::api::{
-    apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
-    discovery::v1 as discovery, events::v1 as events, networking::v1 as networking, node::v1 as node, rbac::v1 as rbac,
-    storage::v1 as storage,
+    apps::v1 as apps, batch::v1 as batch, certificates::v1 as certificates, coordination::v1 as coordination,
+    core::v1 as core, discovery::v1 as discovery, events::v1 as events, networking::v1 as networking, node::v1 as node,
+    rbac::v1 as rbac, storage::v1 as storage,
 };
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope, Resource};
 use serde::de::DeserializeOwned;
@@ -158,6 +158,7 @@ pub fn all() -> Vec<ResourceInfo> {
         resource!(batch::Job, [], ["status"], true),
         resource!(batch::CronJob, ["cj"], ["status"], true),
         resource!(coordination::Lease, [], [], false),
+        resource!(certificates::CertificateSigningRequest, ["csr"], ["status"], false),
         resource!(discovery::EndpointSlice, [], [], false),
         resource!(networking::Ingress, ["ing"], ["status"], false),
         resource!(networking::IngressClass, [], [], false),

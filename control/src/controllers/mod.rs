@@ -3,6 +3,7 @@
 //! [`runtime::Supervisor`] (restarted with back-off, visible in `/readyz?verbose` and `/metrics`).
 
 pub mod compaction;
+pub mod csr_signer;
 pub mod deployment;
 pub mod events;
 pub mod garbage_collector;

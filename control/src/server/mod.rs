@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod files;
+pub mod kubelet_certs;
 pub mod tls;
 
 use std::collections::HashSet;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::api::error::ApiError;
-use crate::api::http::pod_logs::KubeletClient;
+use crate::api::http::pod_logs::{KubeletClient, KubeletClientTls};
 use crate::api::http::{router, ApiState};
 use crate::api::metrics::Metrics;
 use crate::api::registry::{Registry, WriteOptions};
@@ -53,9 +54,6 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub datastore: Datastore,
-    /// The bearer token presented to kubelets (for `pods/log`); `None`: the admin token, which node
-    /// agents started from the admin kubeconfig accept.
-    pub kubelet_token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,8 +70,10 @@ pub enum ServerError {
     Store(#[from] crate::store::StoreError),
     #[error("bootstrap: {0}")]
     Bootstrap(#[from] ApiError),
-    #[error("kubelet client: {0}")]
-    KubeletClient(#[from] reqwest::Error),
+    #[error(transparent)]
+    KubeletClient(#[from] crate::api::http::pod_logs::KubeletClientError),
+    #[error("kubelet certificates: {0}")]
+    KubeletCerts(#[from] kubelet_certs::CertError),
     #[error("listening on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -206,16 +206,22 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let kubeconfig_path = dir.join("kubeconfig");
     files::write_private(&kubeconfig_path, kubeconfig(&url, &certs.ca_pem, &admin_token).as_bytes())?;
 
-    let kubelet_token = config.kubelet_token.clone().unwrap_or_else(|| admin_token.clone());
+    // The API server reaches kubelets over mutual TLS with its own client certificate, no token.
+    let ca = kubelet_certs::CertAuthority::load(dir)?;
+    let client_cert = ca.kubelet_client(dir)?;
+    let kubelet_tls =
+        KubeletClientTls { ca_pem: certs.ca_pem.clone(), cert_pem: client_cert.cert_pem, key_pem: client_cert.key_pem };
     let state = ApiState {
         registry: Arc::clone(&registry),
         metrics,
         advertise: format!("{advertise_host}:{}", addr.port()),
-        kubelet: Arc::new(KubeletClient::new(kubelet_token)?),
+        kubelet: Arc::new(KubeletClient::new(&kubelet_tls)?),
         controllers: controllers::start(Arc::clone(&registry)),
     };
     let tokens = auth::Tokens(Arc::new(HashSet::from([admin_token.clone()])));
     let app = router(state).layer(axum::middleware::from_fn_with_state(tokens, auth::require_token));
+
+    tokio::spawn(controllers::csr_signer::run(Arc::clone(&registry), ca));
 
     let handle = axum_server::Handle::new();
     let rustls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls_config));

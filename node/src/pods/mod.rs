@@ -7,6 +7,7 @@ pub mod log_index;
 pub mod lookup;
 mod probes;
 pub mod quantity;
+pub mod safe_path;
 pub mod status;
 mod volumes;
 mod worker;

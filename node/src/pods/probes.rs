@@ -130,7 +130,7 @@ struct Timing {
 
 impl Timing {
     fn of(p: &Probe) -> Self {
-        let secs = |v: Option<i32>, default: i32| Duration::from_secs(v.unwrap_or(default).max(0) as u64);
+        let secs = |v: Option<i32>, default: i32| Duration::from_secs(u64::try_from(v.unwrap_or(default)).unwrap_or(0));
         Self {
             initial_delay: secs(p.initial_delay_seconds, 0),
             period: secs(p.period_seconds, 10).max(Duration::from_secs(1)),

@@ -21,7 +21,7 @@ impl Terminated {
         let t = state.get("terminated")?;
         let text = |key: &str| t[key].as_str().unwrap_or_default().to_string();
         Some(Self {
-            exit_code: t["exitCode"].as_i64().unwrap_or(0) as i32,
+            exit_code: t["exitCode"].as_i64().and_then(|c| i32::try_from(c).ok()).unwrap_or(0),
             reason: text("reason"),
             message: t["message"].as_str().map(str::to_string),
             started_at: text("startedAt"),

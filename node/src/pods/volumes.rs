@@ -3,13 +3,13 @@
 //! state directory, except hostPath which is the host's own path.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, DownwardAPIVolumeFile, KeyToPath, Volume};
 
 use super::env::{self, PodFacts};
 use super::lookup::{Data, Lookup, LookupError};
+use super::safe_path::{self, Kind, SafePathError};
 use crate::runtime::Mount;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,11 +24,21 @@ pub enum VolumeError {
     Unsupported { volume: String, kind: &'static str },
     #[error("volumeMount \"{0}\" names no volume of the pod")]
     UnknownMount(String),
+    /// The kubelet's message for a subPath it cannot mount (one that leaves its volume, links included).
+    #[error("failed to prepare subPath for volumeMount \"{mount}\" of container \"{container}\": {source}")]
+    SubPath { mount: String, container: String, source: SafePathError },
+    #[error("volume \"{volume}\": {source}")]
+    Path { volume: String, source: SafePathError },
 }
+
+/// Where subPath mounts are bound, under the pod's volume directory (no volume name starts with a dot).
+const SUBPATHS: &str = ".subpaths";
 
 /// Where each volume of a pod lives on the host.
 #[derive(Default, Debug)]
 pub struct PodVolumes {
+    /// The pod's volume directory.
+    root: PathBuf,
     dirs: HashMap<String, (PathBuf, bool /* always read-only */)>,
     tmpfs: Vec<PathBuf>,
 }
@@ -41,7 +51,7 @@ impl PodVolumes {
         facts: &PodFacts<'_>,
         lookup: &Lookup,
     ) -> Result<Self, VolumeError> {
-        let mut out = PodVolumes::default();
+        let mut out = PodVolumes { root: root.to_path_buf(), ..PodVolumes::default() };
         for v in volumes {
             let name = v.name.clone();
             let io = |path: &Path| {
@@ -52,7 +62,7 @@ impl PodVolumes {
             if let Some(e) = &v.empty_dir {
                 std::fs::create_dir_all(&dir).map_err(io(&dir))?;
                 if e.medium.as_deref() == Some("Memory") && !is_mountpoint(&dir) {
-                    let size = e.size_limit.as_ref().and_then(|q| super::quantity::bytes(&q.0));
+                    let size = e.size_limit.as_ref().and_then(|q| tmpfs_size(&q.0));
                     mount_tmpfs(&dir, size).map_err(io(&dir))?;
                     out.tmpfs.push(dir.clone());
                 }
@@ -109,23 +119,13 @@ impl PodVolumes {
     /// The mounts of one container (volumeMounts with subPath and readOnly).
     pub fn mounts(&self, container: &Container, env: &[(String, String)]) -> Result<Vec<Mount>, VolumeError> {
         let mut mounts = Vec::new();
-        for m in container.volume_mounts.iter().flatten() {
+        for (index, m) in container.volume_mounts.iter().flatten().enumerate() {
             let (dir, always_ro) = self.dirs.get(&m.name).ok_or_else(|| VolumeError::UnknownMount(m.name.clone()))?;
             let sub = m.sub_path_expr.as_deref().map(|e| env::expand(e, env)).or_else(|| m.sub_path.clone());
             let host_path = match sub.filter(|s| !s.is_empty()) {
-                Some(sub) => {
-                    let rel = safe_relative(&sub).ok_or_else(|| VolumeError::Invalid {
-                        volume: m.name.clone(),
-                        detail: format!("subPath {sub} escapes the volume"),
-                    })?;
-                    let path = dir.join(rel);
-                    std::fs::create_dir_all(&path).map_err(|source| VolumeError::Io {
-                        volume: m.name.clone(),
-                        path: path.clone(),
-                        source,
-                    })?;
-                    path
-                }
+                Some(sub) => self.bind_sub_path(dir, &sub, &container.name, index).map_err(|source| {
+                    VolumeError::SubPath { mount: m.name.clone(), container: container.name.clone(), source }
+                })?,
                 None => dir.clone(),
             };
             mounts.push(Mount {
@@ -137,8 +137,43 @@ impl PodVolumes {
         Ok(mounts)
     }
 
-    /// Unmounts tmpfs volumes; the directories go with the pod's state directory.
+    /// Resolves `sub` beneath the volume directory `dir` (links that leave it refused, a missing path made
+    /// as a directory) and bind-mounts what was resolved, through its descriptor, onto a kubelet-owned
+    /// path: the container gets exactly what was checked, even if the volume's names change later.
+    fn bind_sub_path(&self, dir: &Path, sub: &str, container: &str, index: usize) -> Result<PathBuf, SafePathError> {
+        use nix::mount::{mount, umount2, MntFlags, MsFlags};
+        let (fd, kind) = safe_path::open_beneath(dir, sub, true)?;
+        let target = self.root.join(SUBPATHS).join(container).join(index.to_string());
+        let io = |source: std::io::Error| SafePathError::Io { path: target.clone(), source };
+        if is_mountpoint(&target) {
+            umount2(&target, MntFlags::MNT_DETACH).map_err(|e| io(e.into()))?;
+        }
+        match (kind, std::fs::symlink_metadata(&target)) {
+            (Kind::Directory, Ok(meta)) if meta.is_dir() => {}
+            (Kind::File, Ok(meta)) if meta.is_file() => {}
+            (_, Ok(meta)) if meta.is_dir() => std::fs::remove_dir_all(&target).map_err(io)?,
+            (_, Ok(_)) => std::fs::remove_file(&target).map_err(io)?,
+            (_, Err(_)) => {}
+        }
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        match kind {
+            Kind::Directory => std::fs::create_dir_all(&target).map_err(io)?,
+            Kind::File => {
+                std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&target).map_err(io)?;
+            }
+        }
+        let source = safe_path::fd_path(&fd);
+        mount(Some(&source), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| io(e.into()))?;
+        Ok(target)
+    }
+
+    /// Unmounts tmpfs volumes and subPath binds; the directories go with the pod's state directory.
     pub fn release(&mut self) {
+        if !self.root.as_os_str().is_empty() {
+            unmount_all_under(&self.root.join(SUBPATHS));
+        }
         for dir in self.tmpfs.drain(..) {
             if let Err(e) = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH) {
                 tracing::warn!(path = %dir.display(), error = %e, "unmounting an emptyDir");
@@ -177,18 +212,17 @@ fn is_mountpoint(dir: &Path) -> bool {
     mounts.lines().any(|l| l.split_whitespace().nth(1).is_some_and(|t| Path::new(t) == dir))
 }
 
+/// The `size=` of a memory-backed emptyDir: its sizeLimit, unless that is past what tmpfs can count
+/// (the kernel rounds the size up to pages and would wrap to "unlimited" or refuse); then no size.
+fn tmpfs_size(q: &str) -> Option<u64> {
+    super::quantity::bytes(q).filter(|b| *b > 0 && *b <= 1 << 62)
+}
+
 fn mount_tmpfs(dir: &Path, size: Option<u64>) -> std::io::Result<()> {
     use nix::mount::{mount, MsFlags};
     let options = size.map(|s| format!("size={s},mode=0777")).unwrap_or_else(|| "mode=0777".into());
     mount(Some("tmpfs"), dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(options.as_str()))
         .map_err(std::io::Error::from)
-}
-
-/// A relative path that stays inside its base (no `..`, not absolute).
-fn safe_relative(path: &str) -> Option<PathBuf> {
-    let p = Path::new(path);
-    let ok = p.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-    (ok && !path.is_empty()).then(|| p.to_path_buf())
 }
 
 fn fresh_dir(volume: &str, dir: &Path) -> Result<(), VolumeError> {
@@ -279,28 +313,86 @@ fn write_downward(
     Ok(())
 }
 
+/// Writes one item of a configMap/secret/downwardAPI volume; its `path` never leaves the volume.
 fn write_file(volume: &str, dir: &Path, rel: &str, bytes: &[u8], mode: Option<i32>) -> Result<(), VolumeError> {
-    let rel = safe_relative(rel).ok_or_else(|| VolumeError::Invalid {
-        volume: volume.into(),
-        detail: format!("path {rel} escapes the volume"),
-    })?;
-    let path = dir.join(rel);
-    let io = |source| VolumeError::Io { volume: volume.into(), path: path.clone(), source };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io)?;
-    }
-    std::fs::write(&path, bytes).map_err(io)?;
-    let mode = mode.unwrap_or(0o644) as u32 & 0o777;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(io)
+    // Kubernetes' defaultMode: 0644 unless the volume or item says otherwise; only permission bits.
+    let mode = u32::try_from(mode.unwrap_or(0o644)).unwrap_or(0o644) & 0o777;
+    safe_path::write_beneath(dir, rel, bytes, mode)
+        .map_err(|source| VolumeError::Path { volume: volume.into(), source })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::VolumeMount;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn container(sub: &str) -> Container {
+        Container {
+            name: "reader".into(),
+            volume_mounts: Some(vec![VolumeMount {
+                name: "shared".into(),
+                mount_path: "/data".into(),
+                sub_path: Some(sub.into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }
+    }
+
+    fn volumes(root: &Path) -> PodVolumes {
+        let dir = root.join("shared");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let mut v = PodVolumes { root: root.to_path_buf(), ..PodVolumes::default() };
+        v.dirs.insert("shared".into(), (dir, false));
+        v
+    }
+
     #[test]
-    fn sub_paths_cannot_escape() {
-        assert!(super::safe_relative("a/b").is_some());
-        assert!(super::safe_relative("../etc").is_none());
-        assert!(super::safe_relative("/etc").is_none());
-        assert!(super::safe_relative("a/../../b").is_none());
+    fn a_sub_path_through_a_planted_link_is_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let v = volumes(tmp.path());
+        // What one container can do in a shared emptyDir: plant links out of it.
+        std::os::unix::fs::symlink("/etc", tmp.path().join("shared/escape")).expect("link");
+        std::os::unix::fs::symlink("../../../../../../..", tmp.path().join("shared/up")).expect("link");
+        for sub in ["escape", "escape/ssl", "up/etc", "../shared", "/etc"] {
+            let err = v.mounts(&container(sub), &[]).expect_err(sub).to_string();
+            assert!(
+                err.starts_with("failed to prepare subPath for volumeMount \"shared\" of container \"reader\""),
+                "{sub}: {err}"
+            );
+            assert!(err.contains("not within the volume"), "{sub}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_sub_path_inside_is_made_and_bound_to_what_was_checked() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut v = volumes(tmp.path());
+        std::os::unix::fs::symlink("logs", tmp.path().join("shared/alias")).expect("link inside");
+        let mounts = v.mounts(&container("alias/app"), &[]).expect("mounts");
+        let target = &mounts[0].host_path;
+        assert!(target.starts_with(tmp.path().join(SUBPATHS)), "{}", target.display());
+        assert!(tmp.path().join("shared/logs/app").is_dir());
+        std::fs::write(target.join("out"), b"1").expect("write through the bind");
+        assert_eq!(std::fs::read(tmp.path().join("shared/logs/app/out")).expect("read"), b"1");
+        // A second start of the container binds again over the same target.
+        v.mounts(&container("alias/app"), &[]).expect("again");
+        v.release();
+        assert!(!is_mountpoint(target));
+    }
+
+    #[test]
+    fn item_paths_never_leave_the_volume() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data: Data = [("k".to_string(), b"v".to_vec())].into_iter().collect();
+        let item = |path: &str| KeyToPath { key: "k".into(), path: path.into(), mode: None };
+        let dir = tmp.path().join("cm");
+        for path in ["../x", "/etc/x", "a/../../x"] {
+            assert!(write_keys("cm", &dir, &data, Some(&[item(path)]), None).is_err(), "{path}");
+        }
+        write_keys("cm", &dir, &data, Some(&[item("a/b")]), Some(0o400)).expect("inside");
+        assert_eq!(std::fs::read(dir.join("a/b")).expect("read"), b"v");
+        assert_eq!(std::fs::metadata(dir.join("a/b")).expect("meta").permissions().mode() & 0o777, 0o400);
     }
 }

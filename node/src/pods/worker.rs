@@ -72,7 +72,9 @@ struct Ctr {
 
 impl Ctr {
     fn new(spec: Container, previous: Option<&Value>) -> Self {
-        let restarts = previous.and_then(|p| p["restartCount"].as_i64()).unwrap_or(0) as i32;
+        let restarts = previous
+            .and_then(|p| p["restartCount"].as_i64())
+            .map_or(0, |n| i32::try_from(n.max(0)).unwrap_or(i32::MAX));
         // After an agent restart the old run is gone with the old process: it shows as the last state.
         let last = previous.and_then(|p| {
             let running = p["state"].get("running")?;
@@ -359,8 +361,10 @@ impl Worker {
         }
     }
 
+    /// Reconciles again after `delay`; a delay past what the clock can represent (a deadline of
+    /// `i64::MAX` seconds) is no retry at all.
     fn retry_in(&mut self, delay: Duration) {
-        let at = Instant::now() + delay;
+        let Some(at) = Instant::now().checked_add(delay) else { return };
         self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
     }
 
@@ -396,7 +400,7 @@ impl Worker {
         }
         if let Some(deadline) = self.pod.spec.as_ref().and_then(|s| s.active_deadline_seconds) {
             let elapsed = self.started.elapsed();
-            let limit = Duration::from_secs(deadline.max(0) as u64);
+            let limit = Duration::from_secs(u64::try_from(deadline).unwrap_or(0));
             if elapsed >= limit {
                 let message = format!("Pod was active on the node longer than the specified deadline ({deadline}s)");
                 self.event(None, Kind::Normal, "DeadlineExceeded", &message);
@@ -636,7 +640,7 @@ impl Worker {
         let restarts = {
             let c = self.ctr(init, i);
             if c.ever_ran {
-                c.restarts += 1;
+                c.restarts = c.restarts.saturating_add(1);
                 if let State::Terminated(t) = &c.state {
                     c.last = Some(t.clone());
                 }
@@ -644,7 +648,7 @@ impl Worker {
             c.restarts
         };
         let log_dir = crate::logs::pod_log_dir(&self.deps.logs_root, &self.ns, &self.name, &self.uid);
-        let log_path = crate::logs::container_log_path(&log_dir, &name, restarts.max(0) as u32);
+        let log_path = crate::logs::container_log_path(&log_dir, &name, u32::try_from(restarts).unwrap_or(0));
         let log = match LogWriter::create(log_path.clone(), Rotation::default()) {
             Ok(l) => Arc::new(l),
             Err(e) => return Err(("CreateContainerError".into(), e.to_string())),
@@ -663,7 +667,7 @@ impl Worker {
             memory_limit: limit("memory").and_then(|q| super::quantity::bytes(&q)),
             cpu_millis: limit("cpu")
                 .and_then(|q| super::quantity::millicores(&q))
-                .map(|m| m.min(u32::MAX as u64) as u32),
+                .map(|m| u32::try_from(m).unwrap_or(u32::MAX)),
             http_port: spec.ports.iter().flatten().find_map(|p| u16::try_from(p.container_port).ok()),
             log: Arc::clone(&log),
             scratch_dir: self.pod_dir().join("containers").join(&name),
@@ -775,7 +779,7 @@ impl Worker {
     /// Graceful deletion (or the pod vanished): stop the containers within the grace period, remove
     /// the sandbox and the pod's files, then let the API server remove the pod.
     async fn terminate(&mut self, rx: &mut mpsc::UnboundedReceiver<Msg>) {
-        let grace = self.pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64;
+        let grace = u64::try_from(self.pod.metadata.deletion_grace_period_seconds.unwrap_or(30)).unwrap_or(0);
         for c in self.init.iter().chain(self.containers.iter()) {
             if c.run.is_some() {
                 let name = &c.spec.name;
@@ -783,7 +787,8 @@ impl Worker {
             }
         }
         self.stop_all("the pod is being deleted");
-        let deadline = Instant::now() + Duration::from_secs(grace);
+        // A grace period past what the clock can represent waits as long as the clock can.
+        let deadline = grace_deadline(Instant::now(), grace);
         while self.init.iter().chain(self.containers.iter()).any(|c| c.run.is_some()) {
             match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
                 Ok(Some(Msg::Exited { name, run, exit })) => self.exited(&name, run, exit),
@@ -906,5 +911,25 @@ impl Worker {
                 self.retry_in(Duration::from_secs(1));
             }
         }
+    }
+}
+
+/// When a grace period of `grace` seconds from `now` ends, saturating at a century (further than any
+/// node lives; `Instant` arithmetic past its range would panic).
+fn grace_deadline(now: Instant, grace: u64) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(Duration::from_secs(grace).min(CENTURY)).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_grace_periods_saturate() {
+        let now = Instant::now();
+        assert_eq!(grace_deadline(now, 30), now + Duration::from_secs(30));
+        assert!(grace_deadline(now, u64::MAX) > now + Duration::from_secs(50 * 365 * 24 * 3600));
+        assert!(grace_deadline(now, i64::MAX as u64) > now);
     }
 }

@@ -79,7 +79,7 @@ impl WasmRuntime {
             preopens,
             stdout: Some(Output::Sink(out)),
             stderr: Some(Output::Sink(err)),
-            memory_limit: launch.memory_limit.map(|m| m as usize),
+            memory_limit: launch.memory_limit.map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
             cpu_millis: launch.cpu_millis,
             ..RunSpec::default()
         })

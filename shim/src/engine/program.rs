@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
 
@@ -68,17 +69,32 @@ impl Program {
         dir.join(format!("{safe}.{kind}.cwasm"))
     }
 
-    /// The program cached at `path`, if it is there and usable.
+    /// The program cached at `path`, if it is there, intact and usable. An entry whose digest does not
+    /// match its bytes (truncated, tampered, an older format) is removed and never deserialized:
+    /// `deserialize` runs the bytes as native code, so only what this engine wrote may reach it.
     pub(super) fn from_cache(engine: &Engine, path: &Path, bytes: &[u8]) -> Option<Self> {
-        if !path.exists() {
+        let entry = match std::fs::read(path) {
+            Ok(entry) => entry,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "compile cache entry unreadable; recompiling");
+                return None;
+            }
+        };
+        let Some(code) = verified(&entry) else {
+            tracing::warn!(path = %path.display(), "compile cache entry fails its digest; discarding and recompiling");
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::warn!(path = %path.display(), error = %e, "removing a bad compile cache entry");
+            }
             return None;
-        }
-        // SAFETY: the file was written by `serialize` of an engine with the same compatibility hash (the
-        // directory name), into a directory only skiff writes, under a name that says its kind.
+        };
+        // SAFETY: `code` is byte for byte what `serialize` of an engine with the same compatibility hash
+        // (the directory name) produced: its SHA-256, written beside it by `store_cache` into a 0700
+        // directory in the same atomic rename, matches. The name says its kind.
         let loaded = if is_component(bytes) {
-            unsafe { Component::deserialize_file(engine, path) }.map(|c| Self::component(engine, c))
+            unsafe { Component::deserialize(engine, code) }.map(|c| Self::component(engine, c))
         } else {
-            unsafe { Module::deserialize_file(engine, path) }.map(|m| Program { kind: Kind::Module(m) })
+            unsafe { Module::deserialize(engine, code) }.map(|m| Program { kind: Kind::Module(m) })
         };
         match loaded {
             Ok(program) => Some(program),
@@ -97,10 +113,40 @@ impl Program {
         }
         .map_err(|e| EngineError::Compile(e.to_string()))?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, serialized)
+        write_private(&tmp, &sealed(&serialized))
             .and_then(|()| std::fs::rename(&tmp, path))
             .map_err(|source| EngineError::Cache { path: path.to_path_buf(), source })
     }
+}
+
+/// The first bytes of a cache entry: a format tag, then the SHA-256 of the compiled code after it.
+const ENTRY_MAGIC: &[u8; 8] = b"skiffcw1";
+const HEADER_LEN: usize = ENTRY_MAGIC.len() + 32;
+
+/// A cache entry: tag, digest of `code`, `code`.
+fn sealed(code: &[u8]) -> Vec<u8> {
+    let mut entry = Vec::with_capacity(HEADER_LEN + code.len());
+    entry.extend_from_slice(ENTRY_MAGIC);
+    entry.extend_from_slice(&Sha256::digest(code));
+    entry.extend_from_slice(code);
+    entry
+}
+
+/// The compiled code of a cache entry when its digest matches; `None` for anything else.
+pub(super) fn verified(entry: &[u8]) -> Option<&[u8]> {
+    let (header, code) = (entry.get(..HEADER_LEN)?, entry.get(HEADER_LEN..)?);
+    let (magic, digest) = header.split_at(ENTRY_MAGIC.len());
+    (magic == ENTRY_MAGIC && Sha256::digest(code).as_slice() == digest && !code.is_empty()).then_some(code)
+}
+
+/// Writes a file only its owner can read (0600, whatever the umask).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)?;
+    file.sync_data()
 }
 
 /// Whether `bytes` are a component: binary layer header `0d 00 01 00`, or WAT text starting `(component`.

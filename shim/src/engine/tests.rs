@@ -104,6 +104,52 @@ async fn a_second_load_does_not_compile() {
     assert_eq!(again.run(&program, RunSpec::default()).await.expect("runs"), Exit::Code(0));
 }
 
+/// The cache entries (`*.cwasm`) under a cache directory.
+fn cache_entries(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for sub in std::fs::read_dir(dir).expect("cache dir").flatten() {
+        for e in std::fs::read_dir(sub.path()).into_iter().flatten().flatten() {
+            if e.path().extension().is_some_and(|x| x == "cwasm") {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_tampered_or_truncated_cache_entry_is_recompiled_never_loaded() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, engine) = engine();
+    engine.load("sha256:hello", HELLO.as_bytes()).expect("compiles");
+    let entries = cache_entries(dir.path());
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    let mode = |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode(entry), 0o600, "entry mode");
+    assert_eq!(mode(entry.parent().expect("dir")), 0o700, "cache dir mode");
+    let good = std::fs::read(entry).expect("read");
+    // Flip one byte of the compiled code (a planted payload would do this), then truncate.
+    let mut tampered = good.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0xff;
+    for bad in [tampered, good[..good.len() / 2].to_vec(), good[40..].to_vec()] {
+        std::fs::write(entry, &bad).expect("tamper");
+        let again = WasmEngine::new(dir.path()).expect("engine");
+        let program = again.load("sha256:hello", HELLO.as_bytes()).expect("recompiled");
+        assert_eq!(again.compiles(), 1, "a bad entry is compiled again, not loaded");
+        assert_eq!(again.run(&program, RunSpec::default()).await.expect("runs"), Exit::Code(0));
+        let rewritten = std::fs::read(entry).expect("rewritten");
+        assert!(super::program::verified(&rewritten).is_some(), "the entry is replaced by a good one");
+    }
+}
+
+#[test]
+fn cache_entries_are_verified_by_digest() {
+    assert!(super::program::verified(b"").is_none());
+    assert!(super::program::verified(&[0u8; 64]).is_none());
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn busy_loop_is_stopped_by_deadline_and_by_cancel() {
     let (_dir, engine) = engine();

@@ -1,6 +1,8 @@
 //! `GET /api/v1/namespaces/{ns}/pods/{name}/log`: validates the request as Kubernetes does, finds
 //! the pod's node and its kubelet endpoint, and streams the kubelet's `containerLogs` answer through
-//! unbuffered (so `kubectl logs -f` follows).
+//! unbuffered (so `kubectl logs -f` follows). Kubelets are reached over mutual TLS only: the API
+//! server presents its kubelet client certificate and verifies the kubelet's serving certificate
+//! against the cluster CA for the node's address; no token is sent.
 
 use std::time::Duration;
 
@@ -19,21 +21,56 @@ const DEFAULT_KUBELET_PORT: i32 = 10250;
 /// The most of a kubelet's error answer that is read.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-/// How the API server talks to kubelets: plain HTTP with a bearer token.
+/// The API server's side of the kubelet channel: the cluster CA (to verify kubelets) and the client
+/// certificate kubelets accept (PEM).
+#[derive(Clone)]
+pub struct KubeletClientTls {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletClientError {
+    #[error("kubelet client TLS: {0}")]
+    Tls(String),
+    #[error("kubelet client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// How the API server talks to kubelets: HTTPS with mutual certificates.
 pub struct KubeletClient {
     http: reqwest::Client,
-    token: String,
 }
 
 impl KubeletClient {
-    /// A client that presents `token` to every kubelet.
-    pub fn new(token: String) -> Result<Self, reqwest::Error> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+    /// A client presenting `tls`'s certificate to kubelets and trusting only serving certificates
+    /// the cluster CA signed for the address it dials.
+    pub fn new(tls: &KubeletClientTls) -> Result<Self, KubeletClientError> {
+        let bad = |e: &dyn std::fmt::Display| KubeletClientError::Tls(e.to_string());
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut tls.ca_pem.as_bytes()) {
+            roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+        }
+        let chain =
+            rustls_pemfile::certs(&mut tls.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>().map_err(|e| bad(&e))?;
+        let key = rustls_pemfile::private_key(&mut tls.key_pem.as_bytes())
+            .map_err(|e| bad(&e))?
+            .ok_or_else(|| KubeletClientError::Tls("no private key".into()))?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(&e))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| bad(&e))?;
         let http = reqwest::Client::builder()
+            .use_preconfigured_tls(config)
+            .https_only(true)
             .connect_timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(Self { http, token })
+        Ok(Self { http })
     }
 }
 
@@ -155,7 +192,7 @@ pub async fn serve(
     let (host, port) = kubelet_endpoint(&node)?;
     let host = if host.contains(':') { format!("[{host}]") } else { host };
 
-    let mut url = reqwest::Url::parse(&format!("http://{host}:{port}/"))
+    let mut url = reqwest::Url::parse(&format!("https://{host}:{port}/"))
         .map_err(|e| ApiError::Internal(format!("kubelet address {host}:{port} of node {node_name}: {e}")))?;
     url.path_segments_mut()
         .map_err(|()| ApiError::Internal(format!("kubelet address {host}:{port} of node {node_name}")))?
@@ -168,7 +205,6 @@ pub async fn serve(
     let answer = kubelet
         .http
         .get(url.clone())
-        .bearer_auth(&kubelet.token)
         .send()
         .await
         .map_err(|e| ApiError::Internal(format!("Get \"{url}\": {}", error_chain(&e))))?;

@@ -1,0 +1,146 @@
+//! The kubelet-serving CSR approver and signer (kube-controller-manager's `csrapproving` and
+//! `csrsigning` for `kubernetes.io/kubelet-serving`, in one): a CertificateSigningRequest for that
+//! signer is approved and signed when its subject is `system:node:<name>`/`system:nodes`, the Node
+//! exists, and every SAN is one of that Node's addresses or names; otherwise it is marked `Failed`
+//! with the reason. The requester's identity is checked when the request records one
+//! (`spec.username`): the node itself or a `system:masters` member.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::core::v1::Node;
+use serde_json::{json, Value};
+use tracing::Instrument;
+
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::registry::{ListQuery, Registry, WriteOptions};
+use crate::server::kubelet_certs::{CertAuthority, CertError, KUBELET_SERVING_SIGNER};
+
+const RESYNC: Duration = Duration::from_millis(250);
+
+/// Signs pending kubelet-serving CSRs until the process ends.
+pub async fn run(registry: Arc<Registry>, ca: CertAuthority) {
+    loop {
+        if let Err(e) = sync_all(&registry, &ca).await {
+            tracing::warn!(error = %e, "CSR signer");
+        }
+        tokio::time::sleep(RESYNC).await;
+    }
+}
+
+/// What became of one request.
+enum Outcome {
+    Issued(String),
+    Failed(String),
+    /// Not decidable yet (the Node is not registered): look again later.
+    Wait,
+}
+
+async fn sync_all(registry: &Registry, ca: &CertAuthority) -> ApiResult<()> {
+    let ri = registry.resource("certificates.k8s.io", "CertificateSigningRequest")?;
+    for item in registry.list(ri, &ListQuery::default()).await?.items {
+        let Ok(csr) = serde_json::from_value::<CertificateSigningRequest>(item) else { continue };
+        let status = csr.status.clone().unwrap_or_default();
+        let done = status.certificate.is_some()
+            || status.conditions.iter().flatten().any(|c| matches!(c.type_.as_str(), "Denied" | "Failed"));
+        if csr.spec.signer_name != KUBELET_SERVING_SIGNER || done {
+            continue;
+        }
+        let name = csr.metadata.name.clone().unwrap_or_default();
+        let span = tracing::info_span!("sign csr", csr = %name);
+        sign_one(registry, ca, ri, &name, &csr).instrument(span).await?;
+    }
+    Ok(())
+}
+
+/// Decides one pending request and records the outcome in its status.
+async fn sign_one(
+    registry: &Registry,
+    ca: &CertAuthority,
+    ri: &crate::api::resources::ResourceInfo,
+    name: &str,
+    csr: &CertificateSigningRequest,
+) -> ApiResult<()> {
+    let outcome = decide(registry, ca, csr).await?;
+    let now = jiff::Timestamp::now().to_string();
+    let status = match outcome {
+        Outcome::Wait => return Ok(()),
+        Outcome::Issued(pem) => {
+            use base64::Engine;
+            tracing::info!("approved and signed a kubelet serving certificate");
+            json!({
+                "conditions": [{
+                    "type": "Approved", "status": "True", "reason": "AutoApproved",
+                    "message": "Auto approving kubelet serving certificate: subject and SANs match the Node.",
+                    "lastUpdateTime": now, "lastTransitionTime": now,
+                }],
+                "certificate": base64::engine::general_purpose::STANDARD.encode(pem),
+            })
+        }
+        Outcome::Failed(reason) => {
+            tracing::warn!(%reason, "refused a kubelet serving certificate request");
+            json!({"conditions": [{
+                "type": "Failed", "status": "True", "reason": "SignerValidationFailure", "message": reason,
+                "lastUpdateTime": now, "lastTransitionTime": now,
+            }]})
+        }
+    };
+    let write = registry
+        .update_with(ri, None, name, Some("status"), &WriteOptions::default(), |current: &Value| {
+            let mut next = current.clone();
+            next["status"] = status.clone();
+            Ok(next)
+        })
+        .await;
+    match write {
+        Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn decide(registry: &Registry, ca: &CertAuthority, csr: &CertificateSigningRequest) -> ApiResult<Outcome> {
+    let pem = String::from_utf8_lossy(&csr.spec.request.0).into_owned();
+    // The node the request is for, from its subject (verified again by the signing below).
+    let Some(node) = subject_node(&pem) else {
+        return Ok(Outcome::Failed("subject must be CN=system:node:<name>, O=system:nodes".into()));
+    };
+    let username = csr.spec.username.as_deref().unwrap_or_default();
+    let masters = csr.spec.groups.iter().flatten().any(|g| g == "system:masters");
+    if !username.is_empty() && username != format!("system:node:{node}") && !masters {
+        return Ok(Outcome::Failed(format!("{username} may not request a serving certificate for node {node}")));
+    }
+    let node_ri = registry.resource("", "Node")?;
+    let node_obj = match registry.get(node_ri, None, &node).await {
+        Ok(v) => v,
+        Err(ApiError::NotFound { .. }) => return Ok(Outcome::Wait),
+        Err(e) => return Err(e),
+    };
+    let Ok(node_obj) = serde_json::from_value::<Node>(node_obj) else {
+        return Ok(Outcome::Failed(format!("node {node} does not decode")));
+    };
+    let addresses = node_obj.status.and_then(|s| s.addresses).unwrap_or_default();
+    let ips: Vec<IpAddr> = addresses.iter().filter_map(|a| a.address.parse().ok()).collect();
+    let mut names = vec![node.clone()];
+    names.extend(addresses.iter().filter(|a| a.address.parse::<IpAddr>().is_err()).map(|a| a.address.clone()));
+    if ips.is_empty() {
+        return Ok(Outcome::Wait);
+    }
+    match ca.sign_kubelet_csr(&pem, &node, &ips, &names) {
+        Ok(cert) => Ok(Outcome::Issued(cert)),
+        Err(CertError::Refused(reason)) => Ok(Outcome::Failed(reason)),
+        Err(e) => Ok(Outcome::Failed(e.to_string())),
+    }
+}
+
+/// `<name>` of a request whose subject common name is `system:node:<name>`.
+fn subject_node(pem: &str) -> Option<String> {
+    let csr = rcgen::CertificateSigningRequestParams::from_pem(pem).ok()?;
+    let cn = match csr.params.distinguished_name.get(&rcgen::DnType::CommonName)? {
+        rcgen::DnValue::Utf8String(s) => s.clone(),
+        rcgen::DnValue::PrintableString(s) => s.as_str().to_string(),
+        _ => return None,
+    };
+    cn.strip_prefix("system:node:").filter(|n| !n.is_empty()).map(str::to_string)
+}
