@@ -4,6 +4,7 @@
 pub mod compaction;
 pub mod garbage_collector;
 pub mod namespace;
+pub mod service_accounts;
 
 use std::sync::Arc;
 
@@ -14,5 +15,6 @@ pub fn start(registry: Arc<Registry>) {
     tokio::spawn(namespace::run(Arc::clone(&registry)));
     tokio::spawn(garbage_collector::run(Arc::clone(&registry)));
     tokio::spawn(crate::scheduler::run(Arc::clone(&registry)));
+    tokio::spawn(service_accounts::run(Arc::clone(&registry)));
     tokio::spawn(compaction::run(registry));
 }

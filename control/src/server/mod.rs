@@ -4,7 +4,6 @@
 pub mod auth;
 pub mod tls;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -71,6 +70,10 @@ pub enum ServerError {
     Bootstrap(#[from] ApiError),
     #[error("kubelet client: {0}")]
     KubeletClient(#[from] reqwest::Error),
+    #[error(transparent)]
+    ServiceAccountKey(#[from] crate::auth::service_account::KeyError),
+    #[error("admin client certificate: {0}")]
+    ClientCertificate(String),
     #[error("listening on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -109,12 +112,14 @@ fn load_or_create_token(path: &Path) -> Result<String, ServerError> {
     }
 }
 
-fn kubeconfig(server_url: &str, ca_pem: &str, token: &str) -> String {
+fn kubeconfig(server_url: &str, ca_pem: &str, token: &str, client: &(String, String)) -> String {
     use base64::Engine;
-    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let ca = b64(ca_pem);
+    let (cert, key) = (b64(&client.0), b64(&client.1));
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server_url}\n    certificate-authority-data: {ca}\n\
-         users:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: admin\n    namespace: default\n\
+         users:\n- name: admin\n  user:\n    token: {token}\n    client-certificate-data: {cert}\n    client-key-data: {key}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: admin\n    namespace: default\n\
          current-context: skiff\n"
     )
 }
@@ -151,11 +156,16 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let cache = WatchCache::start(Arc::clone(&store)).await?;
     let registry = Arc::new(Registry::new(store, cache));
     bootstrap(&registry).await?;
+    crate::auth::bootstrap_policy::ensure(&registry).await?;
 
     let host = config.listen.ip().to_string();
     let certs = tls::ensure(dir, &[host])?;
     let admin_token = load_or_create_token(&dir.join("admin.token"))?;
-    let tls_config = tls::server_config(&certs).map_err(ServerError::TlsConfig)?;
+    // tls::server_config plus optional client certificates verified against the cluster CA.
+    let tls_config = crate::auth::client_cert::server_config(&certs).map_err(ServerError::TlsConfig)?;
+    let admin_client =
+        crate::auth::client_cert::ensure_client_certificate(dir, "admin", "admin", &[crate::auth::MASTERS])
+            .map_err(ServerError::ClientCertificate)?;
 
     let std_listener = std::net::TcpListener::bind(config.listen)
         .map_err(|source| ServerError::Listen { addr: config.listen, source })?;
@@ -165,7 +175,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let url = format!("https://{advertise_host}:{}", addr.port());
 
     let kubeconfig_path = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig_path, kubeconfig(&url, &certs.ca_pem, &admin_token))
+    std::fs::write(&kubeconfig_path, kubeconfig(&url, &certs.ca_pem, &admin_token, &admin_client))
         .map_err(|source| ServerError::DataDir { path: kubeconfig_path.clone(), source })?;
 
     let kubelet_token = config.kubelet_token.clone().unwrap_or_else(|| admin_token.clone());
@@ -175,8 +185,18 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         advertise: format!("{advertise_host}:{}", addr.port()),
         kubelet: Arc::new(KubeletClient::new(kubelet_token)?),
     };
-    let tokens = auth::Tokens(Arc::new(HashSet::from([admin_token.clone()])));
-    let app = router(state).layer(axum::middleware::from_fn_with_state(tokens, auth::require_token));
+    let issuer = Arc::new(crate::auth::service_account::TokenIssuer::load_or_create(dir)?);
+    let auth_state = crate::auth::filter::AuthState {
+        authn: Arc::new(crate::auth::authn::Authenticator::new(admin_token.clone(), issuer, Arc::clone(&registry))),
+        authz: crate::auth::authorizer::Authorizer::start(Arc::clone(&registry)).await?,
+        registry: Arc::clone(&registry),
+        url: url.clone(),
+    };
+    // Every request is authenticated and authorized before it reaches a handler.
+    let app = router(state)
+        .merge(crate::auth::reviews::router(auth_state.clone()))
+        .layer(axum::middleware::from_fn_with_state(auth_state, crate::auth::filter::authorize_request));
+    tokio::spawn(crate::auth::bootstrap_policy::aggregate(Arc::clone(&registry)));
 
     controllers::start(Arc::clone(&registry));
 
@@ -184,6 +204,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let rustls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls_config));
     let server = axum_server::from_tcp_rustls(std_listener, rustls)
         .map_err(|source| ServerError::Listen { addr, source })?
+        .map(crate::auth::client_cert::PeerAcceptor)
         .handle(handle.clone());
     tokio::spawn(async move {
         if let Err(e) = server.serve(app.into_make_service()).await {
