@@ -270,6 +270,31 @@ fn default_roles_and_client_certificates() {
     assert_eq!(can(&["create", "configmaps", "-n", "team-b", "--as=alice"]), "no");
     assert_eq!(can(&["get", "configmaps", "-n", "default", "--as=alice"]), "no");
 
+    // Pod Security admission from the namespace's labels.
+    c.kubectl(&[
+        "label",
+        "namespace",
+        "team-b",
+        "pod-security.kubernetes.io/enforce=baseline",
+        "pod-security.kubernetes.io/warn=restricted",
+    ]);
+    let privileged = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root", "namespace": "team-b"},
+        "spec": {"hostNetwork": true, "containers": [{"name": "c", "image": "i", "securityContext": {"privileged": true}}]}}"#;
+    let err = c.kubectl_fails(&["apply", "-f", "-"], Some(privileged));
+    assert!(
+        err.contains("pods \"root\" is forbidden: violates PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true), privileged (container \"c\" must not set securityContext.privileged=true)"),
+        "{err}"
+    );
+    let plain = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "plain", "namespace": "team-b"},
+        "spec": {"containers": [{"name": "c", "image": "i"}]}}"#;
+    let out = c.kubectl_output(&["apply", "-f", "-"], Some(plain));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("would violate PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false"),
+        "{stderr}"
+    );
+
     // Anonymous requests reach health and version only.
     let out = Command::new("curl")
         .args(["-sk", "-w", "%{http_code}", &format!("{}/api/v1/pods", c.url())])
