@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod names;
 pub mod object;
 pub mod openapi;
+pub mod pod_security;
 pub mod registry;
 pub mod resources;
 pub mod selector;

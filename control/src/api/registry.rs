@@ -411,6 +411,12 @@ impl Registry {
         }
         let mut name = object::name(&obj).to_string();
         self.check_namespace_open(ri, ns).await?;
+        if let (true, Some(ns)) = (ri.kind == "Pod", ns) {
+            // Pod Security admission, from the namespace's labels.
+            if let Ok(namespace) = self.get(self.resource("", "Namespace")?, None, ns).await {
+                warnings.extend(super::pod_security::admit(&namespace, &obj)?);
+            }
+        }
         if opts.dry_run {
             return Ok(Written { object: obj, warnings, created: true });
         }

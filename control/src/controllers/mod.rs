@@ -11,6 +11,7 @@ pub mod namespace;
 pub mod podutil;
 pub mod replicaset;
 pub mod runtime;
+pub mod service_accounts;
 
 use std::sync::Arc;
 
@@ -49,5 +50,13 @@ pub fn start(registry: Arc<Registry>) -> Arc<Supervisor> {
     replicaset::start(&informers, replicaset::Flavor::ReplicaSet);
     replicaset::start(&informers, replicaset::Flavor::ReplicationController);
     deployment::start(&informers);
+    let r = Arc::clone(&registry);
+    supervisor.spawn("controller-service-accounts", move || {
+        let r = Arc::clone(&r);
+        async move {
+            service_accounts::run(r).await;
+            Ok::<(), runtime::Error>(())
+        }
+    });
     supervisor
 }

@@ -6,7 +6,6 @@ pub mod files;
 pub mod kubelet_certs;
 pub mod tls;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -74,6 +73,10 @@ pub enum ServerError {
     KubeletClient(#[from] crate::api::http::pod_logs::KubeletClientError),
     #[error("kubelet certificates: {0}")]
     KubeletCerts(#[from] kubelet_certs::CertError),
+    #[error(transparent)]
+    ServiceAccountKey(#[from] crate::auth::service_account::KeyError),
+    #[error("admin client certificate: {0}")]
+    ClientCertificate(String),
     #[error("listening on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -129,12 +132,14 @@ fn secure_data_dir(config: &ServerConfig) -> Result<(), ServerError> {
     Ok(())
 }
 
-fn kubeconfig(server_url: &str, ca_pem: &str, token: &str) -> String {
+fn kubeconfig(server_url: &str, ca_pem: &str, token: &str, client: &(String, String)) -> String {
     use base64::Engine;
-    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let ca = b64(ca_pem);
+    let (cert, key) = (b64(&client.0), b64(&client.1));
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server_url}\n    certificate-authority-data: {ca}\n\
-         users:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: admin\n    namespace: default\n\
+         users:\n- name: admin\n  user:\n    token: {token}\n    client-certificate-data: {cert}\n    client-key-data: {key}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: admin\n    namespace: default\n\
          current-context: skiff\n"
     )
 }
@@ -190,11 +195,16 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let cache = WatchCache::start(Arc::clone(&store)).await?;
     let registry = Arc::new(Registry::new(store, cache));
     bootstrap(&registry).await?;
+    crate::auth::bootstrap_policy::ensure(&registry).await?;
 
     let host = config.listen.ip().to_string();
     let certs = tls::ensure(dir, &[host])?;
     let admin_token = load_or_create_token(&dir.join("admin.token"))?;
-    let tls_config = tls::server_config(&certs).map_err(ServerError::TlsConfig)?;
+    // tls::server_config plus optional client certificates verified against the cluster CA.
+    let tls_config = crate::auth::client_cert::server_config(&certs).map_err(ServerError::TlsConfig)?;
+    let admin_client =
+        crate::auth::client_cert::ensure_client_certificate(dir, "admin", "admin", &[crate::auth::MASTERS])
+            .map_err(ServerError::ClientCertificate)?;
 
     let std_listener = std::net::TcpListener::bind(config.listen)
         .map_err(|source| ServerError::Listen { addr: config.listen, source })?;
@@ -204,7 +214,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let url = format!("https://{advertise_host}:{}", addr.port());
 
     let kubeconfig_path = dir.join("kubeconfig");
-    files::write_private(&kubeconfig_path, kubeconfig(&url, &certs.ca_pem, &admin_token).as_bytes())?;
+    files::write_private(&kubeconfig_path, kubeconfig(&url, &certs.ca_pem, &admin_token, &admin_client).as_bytes())?;
 
     // The API server reaches kubelets over mutual TLS with its own client certificate, no token.
     let ca = kubelet_certs::CertAuthority::load(dir)?;
@@ -218,8 +228,18 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         kubelet: Arc::new(KubeletClient::new(&kubelet_tls)?),
         controllers: controllers::start(Arc::clone(&registry)),
     };
-    let tokens = auth::Tokens(Arc::new(HashSet::from([admin_token.clone()])));
-    let app = router(state).layer(axum::middleware::from_fn_with_state(tokens, auth::require_token));
+    let issuer = Arc::new(crate::auth::service_account::TokenIssuer::load_or_create(dir)?);
+    let auth_state = crate::auth::filter::AuthState {
+        authn: Arc::new(crate::auth::authn::Authenticator::new(admin_token.clone(), issuer, Arc::clone(&registry))),
+        authz: crate::auth::authorizer::Authorizer::start(Arc::clone(&registry)).await?,
+        registry: Arc::clone(&registry),
+        url: url.clone(),
+    };
+    // Every request is authenticated and authorized before it reaches a handler.
+    let app = router(state)
+        .merge(crate::auth::reviews::router(auth_state.clone()))
+        .layer(axum::middleware::from_fn_with_state(auth_state, crate::auth::filter::authorize_request));
+    tokio::spawn(crate::auth::bootstrap_policy::aggregate(Arc::clone(&registry)));
 
     tokio::spawn(controllers::csr_signer::run(Arc::clone(&registry), ca));
 
@@ -227,6 +247,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let rustls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls_config));
     let mut server = axum_server::from_tcp_rustls(std_listener, rustls)
         .map_err(|source| ServerError::Listen { addr, source })?
+        .map(crate::auth::client_cert::PeerAcceptor)
         .handle(handle.clone());
     slow_client_timeouts(server.http_builder());
     tokio::spawn(async move {

@@ -104,6 +104,97 @@ fn object_meta(bytes: &[u8]) -> Option<Value> {
     Some(Value::Object(meta))
 }
 
+fn push(obj: &mut Map<String, Value>, field: &str, value: Value) -> Option<()> {
+    obj.entry(field).or_insert_with(|| json!([])).as_array_mut()?.push(value);
+    Some(())
+}
+
+/// A message of string fields (`repeated` ones listed in `lists`), by field number.
+fn strings_message(bytes: &[u8], names: &[(u64, &str)], lists: &[u64]) -> Option<Value> {
+    let mut out = Map::new();
+    for (n, f) in fields(bytes)? {
+        let (Some((_, name)), Field::Bytes(b)) = (names.iter().find(|(m, _)| *m == n), f) else { continue };
+        if lists.contains(&n) {
+            push(&mut out, name, text(b)?)?;
+        } else {
+            out.insert((*name).into(), text(b)?);
+        }
+    }
+    Some(Value::Object(out))
+}
+
+/// `rbac.v1.PolicyRule`.
+fn policy_rule(b: &[u8]) -> Option<Value> {
+    let names = [(1, "verbs"), (2, "apiGroups"), (3, "resources"), (4, "resourceNames"), (5, "nonResourceURLs")];
+    strings_message(b, &names, &[1, 2, 3, 4, 5])
+}
+
+/// `meta.v1.LabelSelector` (matchLabels only: what kubectl's imperative commands send).
+fn label_selector(b: &[u8]) -> Option<Value> {
+    let mut out = Map::new();
+    for (n, f) in fields(b)? {
+        if let (1, Field::Bytes(entry)) = (n, f) {
+            insert_map_entry(&mut out, "matchLabels", entry, false)?;
+        }
+    }
+    Some(Value::Object(out))
+}
+
+/// The `spec` of the authentication and authorization review kinds and TokenRequest.
+fn review_spec(kind: &str, b: &[u8]) -> Option<Value> {
+    let mut spec = Map::new();
+    let resource =
+        [(1, "namespace"), (2, "verb"), (3, "group"), (4, "version"), (5, "resource"), (6, "subresource"), (7, "name")];
+    for (n, f) in fields(b)? {
+        match (kind, n, f) {
+            ("TokenRequest", 1, Field::Bytes(v)) => push(&mut spec, "audiences", text(v)?)?,
+            ("TokenRequest", 3, Field::Bytes(v)) => {
+                let names = [(1, "kind"), (2, "apiVersion"), (3, "name"), (4, "uid")];
+                _ = spec.insert("boundObjectRef".into(), strings_message(v, &names, &[])?)
+            }
+            ("TokenRequest", 4, Field::Varint(v)) => _ = spec.insert("expirationSeconds".into(), json!(v as i64)),
+            ("TokenReview", 1, Field::Bytes(v)) => _ = spec.insert("token".into(), text(v)?),
+            ("TokenReview", 2, Field::Bytes(v)) => push(&mut spec, "audiences", text(v)?)?,
+            ("SelfSubjectRulesReview", 1, Field::Bytes(v)) => _ = spec.insert("namespace".into(), text(v)?),
+            (_, 1, Field::Bytes(v)) if kind.ends_with("AccessReview") => {
+                _ = spec.insert("resourceAttributes".into(), strings_message(v, &resource, &[])?)
+            }
+            (_, 2, Field::Bytes(v)) if kind.ends_with("AccessReview") => {
+                _ = spec.insert("nonResourceAttributes".into(), strings_message(v, &[(1, "path"), (2, "verb")], &[])?)
+            }
+            ("SubjectAccessReview" | "LocalSubjectAccessReview", 3, Field::Bytes(v)) => {
+                _ = spec.insert("user".into(), text(v)?)
+            }
+            ("SubjectAccessReview" | "LocalSubjectAccessReview", 4, Field::Bytes(v)) => {
+                push(&mut spec, "groups", text(v)?)?
+            }
+            ("SubjectAccessReview" | "LocalSubjectAccessReview", 6, Field::Bytes(v)) => {
+                _ = spec.insert("uid".into(), text(v)?)
+            }
+            _ => {}
+        }
+    }
+    Some(Value::Object(spec))
+}
+
+/// Kinds decoded here besides Namespace, ConfigMap and Secret: ServiceAccount, RBAC objects,
+/// TokenRequest and the review kinds (what `kubectl create serviceaccount|role|rolebinding|
+/// token` and `kubectl auth` send).
+const AUTH_KINDS: &[&str] = &[
+    "ServiceAccount",
+    "Role",
+    "ClusterRole",
+    "RoleBinding",
+    "ClusterRoleBinding",
+    "TokenRequest",
+    "TokenReview",
+    "SelfSubjectReview",
+    "SelfSubjectAccessReview",
+    "SubjectAccessReview",
+    "LocalSubjectAccessReview",
+    "SelfSubjectRulesReview",
+];
+
 fn decode_kind(kind: &str, raw: &[u8]) -> Option<Value> {
     let mut obj = Map::new();
     for (n, f) in fields(raw)? {
@@ -117,6 +208,30 @@ fn decode_kind(kind: &str, raw: &[u8]) -> Option<Value> {
             ("Secret", 2, Field::Bytes(b)) => insert_map_entry(&mut obj, "data", b, true)?,
             ("Secret", 3, Field::Bytes(b)) => _ = obj.insert("type".into(), text(b)?),
             ("Secret", 4, Field::Bytes(b)) => insert_map_entry(&mut obj, "stringData", b, false)?,
+            ("ServiceAccount", 4, Field::Varint(v)) => {
+                _ = obj.insert("automountServiceAccountToken".into(), json!(v != 0))
+            }
+            ("Role" | "ClusterRole", 2, Field::Bytes(b)) => push(&mut obj, "rules", policy_rule(b)?)?,
+            ("ClusterRole", 3, Field::Bytes(b)) => {
+                let mut selectors = Vec::new();
+                for (m, g) in fields(b)? {
+                    if let (1, Field::Bytes(sel)) = (m, g) {
+                        selectors.push(label_selector(sel)?);
+                    }
+                }
+                _ = obj.insert("aggregationRule".into(), json!({"clusterRoleSelectors": selectors}))
+            }
+            ("RoleBinding" | "ClusterRoleBinding", 2, Field::Bytes(b)) => {
+                let names = [(1, "kind"), (2, "apiGroup"), (3, "name"), (4, "namespace")];
+                push(&mut obj, "subjects", strings_message(b, &names, &[])?)?
+            }
+            ("RoleBinding" | "ClusterRoleBinding", 3, Field::Bytes(b)) => {
+                let names = [(1, "apiGroup"), (2, "kind"), (3, "name")];
+                _ = obj.insert("roleRef".into(), strings_message(b, &names, &[])?)
+            }
+            (k, 2, Field::Bytes(b)) if AUTH_KINDS[5..].contains(&k) => {
+                _ = obj.insert("spec".into(), review_spec(k, b)?)
+            }
             _ => {}
         }
     }
@@ -143,7 +258,7 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
             _ => {}
         }
     }
-    if !matches!(kind.as_str(), "Namespace" | "ConfigMap" | "Secret") {
+    if !matches!(kind.as_str(), "Namespace" | "ConfigMap" | "Secret") && !AUTH_KINDS.contains(&kind.as_str()) {
         return Err(ApiError::UnsupportedMediaType(format!(
             "skiff accepts protobuf bodies only for Namespace, ConfigMap and Secret, not {kind}: send JSON or YAML (for example `kubectl create ... -o yaml --dry-run=client | kubectl apply -f -`)"
         )));
