@@ -56,6 +56,7 @@ impl Cluster {
             listen: "127.0.0.1:0".parse().expect("addr"),
             datastore: Datastore::Sqlite,
             kubelet_token: Some(token.clone()),
+            node_lifecycle: Default::default(),
         })
         .await
         .expect("API server");

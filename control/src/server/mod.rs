@@ -55,6 +55,8 @@ pub struct ServerConfig {
     /// The bearer token presented to kubelets (for `pods/log`); `None`: the admin token, which node
     /// agents started from the admin kubeconfig accept.
     pub kubelet_token: Option<String>,
+    /// Node monitor grace period and default unreachable toleration (`Default`: 20 s, 30 s).
+    pub node_lifecycle: controllers::node_lifecycle::Config,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,7 +151,10 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         metrics.store_latency.clone(),
     ));
     let cache = WatchCache::start(Arc::clone(&store)).await?;
-    let registry = Arc::new(Registry::new(store, cache));
+    let registry = Arc::new(
+        Registry::new(store, cache)
+            .with_default_toleration_seconds(config.node_lifecycle.default_unreachable_toleration_seconds),
+    );
     bootstrap(&registry).await?;
 
     let host = config.listen.ip().to_string();
@@ -174,7 +179,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         metrics,
         advertise: format!("{advertise_host}:{}", addr.port()),
         kubelet: Arc::new(KubeletClient::new(kubelet_token)?),
-        controllers: controllers::start(Arc::clone(&registry)),
+        controllers: controllers::start_with(Arc::clone(&registry), config.node_lifecycle),
     };
     let tokens = auth::Tokens(Arc::new(HashSet::from([admin_token.clone()])));
     let app = router(state).layer(axum::middleware::from_fn_with_state(tokens, auth::require_token));
