@@ -178,6 +178,22 @@ impl AgentProcess {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
     }
+
+    /// Kills the agent outright (SIGKILL: a node dying), then removes the bridge and network
+    /// namespaces it could not tear down.
+    pub fn kill9(&mut self) {
+        self.process.kill();
+        let _ = Command::new("ip").args(["link", "delete", &self.net.bridge]).status();
+        let short: String = self.net.node.chars().filter(|c| c.is_ascii_alphanumeric()).take(20).collect();
+        let prefix = format!("skiff-{short}-");
+        let Ok(entries) = std::fs::read_dir("/var/run/netns") else { return };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) {
+                let _ = Command::new("ip").args(["netns", "delete", &name]).status();
+            }
+        }
+    }
 }
 
 impl Drop for AgentProcess {
