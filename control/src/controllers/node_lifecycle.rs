@@ -283,3 +283,78 @@ async fn evict(ctx: &Ctx, node: &Value, unreachable: bool, now: Timestamp) -> Re
     }
     Ok(next)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::runtime::{testing, Supervisor};
+
+    fn fail<E: std::fmt::Display>(e: E) -> String {
+        format!("{e}")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_lease_taints_the_node_evicts_its_pods_and_a_renewal_untaints_it() -> Result<(), String> {
+        let (_dir, registry) = testing::registry().await;
+        let w = WriteOptions::default();
+        let ns_ri = registry.resource("", "Namespace").map_err(fail)?;
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": LEASE_NAMESPACE}});
+        registry.create(ns_ri, None, ns, &w).await.map_err(fail)?;
+        let supervisor = Supervisor::new();
+        let informers = Informers::new(Arc::clone(&registry), Arc::clone(&supervisor));
+        let config = Config { node_monitor_grace_period: Duration::from_secs(1), ..Config::default() };
+        start(&informers, config);
+        let node_ri = registry.resource("", "Node").map_err(fail)?;
+        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+                          "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                                                     "lastHeartbeatTime": "2020-01-01T00:00:00Z"}]}});
+        registry.create(node_ri, None, node, &w).await.map_err(fail)?;
+        let pod_ri = registry.resource("", "Pod").map_err(fail)?;
+        let pod = |name: &str, tolerations: Value| {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                   "spec": {"nodeName": "n1", "tolerations": tolerations,
+                            "containers": [{"name": "c", "image": "i:1"}]}})
+        };
+        let quick = json!([{"key": decide::UNREACHABLE, "operator": "Exists", "effect": "NoExecute",
+                            "tolerationSeconds": 1}]);
+        let forever = json!([{"key": decide::UNREACHABLE, "operator": "Exists", "effect": "NoExecute"}]);
+        registry.create(pod_ri, Some("default"), pod("quick", quick), &w).await.map_err(fail)?;
+        registry.create(pod_ri, Some("default"), pod("stays", forever), &w).await.map_err(fail)?;
+        let (nodes, pods) = (informers.get("", "Node"), informers.get("", "Pod"));
+        let key = node_key("n1");
+        let tainted =
+            |nodes: &Informer| nodes.get(&key).is_some_and(|n| decide::taints(&n, true, Timestamp::now()).is_none());
+        // No Lease and an old heartbeat: the controller's own start time gives one grace period.
+        testing::eventually("the node Unknown and tainted", || {
+            tainted(&nodes)
+                && nodes.get(&key).is_some_and(|n| {
+                    decide::condition(&n, "Ready").and_then(|c| c.get("status")) == Some(&json!("Unknown"))
+                })
+        })
+        .await;
+        testing::eventually("the quick pod evicted", || pods.get(&ObjectKey::namespaced("default", "quick")).is_none())
+            .await;
+        assert!(pods.get(&ObjectKey::namespaced("default", "stays")).is_some());
+
+        // The Lease is renewed: the taints go.
+        let lease_ri = registry.resource("coordination.k8s.io", "Lease").map_err(fail)?;
+        let now = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "n1"},
+                           "spec": {"holderIdentity": "n1", "renewTime": now}});
+        registry.create(lease_ri, Some(LEASE_NAMESPACE), lease, &w).await.map_err(fail)?;
+        testing::eventually("the taints removed", || {
+            nodes
+                .get(&key)
+                .is_some_and(|n| n.pointer("/spec/taints").and_then(Value::as_array).is_none_or(Vec::is_empty))
+        })
+        .await;
+        // ... and come back once it is stale again, without any further change.
+        testing::eventually("tainted again", || tainted(&nodes)).await;
+
+        // The node is deleted: its remaining pod goes too.
+        registry.delete(node_ri, None, "n1", &DeleteOptions::default()).await.map_err(fail)?;
+        testing::eventually("the pod of the deleted node removed", || pods.is_empty()).await;
+        assert!(supervisor.readyz().1.contains("[+]controller-node-lifecycle ok"));
+        Ok(())
+    }
+}
