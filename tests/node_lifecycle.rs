@@ -137,6 +137,7 @@ fn a_dead_nodes_pods_are_evicted_and_replaced_and_a_deleted_nodes_pods_removed()
         replaced_after < Duration::from_secs(GRACE_SECS + 10 + TOLERATION_SECS + 30),
         "replaced only after {replaced_after:?}"
     );
+    eprintln!("node Unknown {unknown_after:?} and replicas Running elsewhere {replaced_after:?} after the kill");
     let names = pods_on(&cluster, &second);
     assert!(before.iter().all(|b| !names.contains(b)), "evicted pods are gone: {names:?}");
     assert_eq!(names, vec!["pinned".to_string()], "the pod tolerating forever stays");
