@@ -159,9 +159,21 @@ impl AgentProcess {
     pub fn start(cluster: &super::Cluster) -> Self {
         let net = TestNet::new();
         let dir = tempfile::tempdir().expect("tempdir");
+        let child = Self::spawn(cluster, &net, &dir);
+        AgentProcess { net, dir, process: Process(Some(child)) }
+    }
+
+    /// Starts the agent again (after [`AgentProcess::kill9`]) as the same node on the same data.
+    pub fn respawn(&mut self, cluster: &super::Cluster) {
+        self.process.kill();
+        self.process = Process(Some(Self::spawn(cluster, &self.net, &self.dir)));
+    }
+
+    fn spawn(cluster: &super::Cluster, net: &TestNet, dir: &tempfile::TempDir) -> std::process::Child {
         let token_file = cluster.data_dir().join("admin.token");
-        let log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("agent.log")).expect("log");
+        Command::new(env!("CARGO_BIN_EXE_skiff"))
             .args(["agent", "--server", &cluster.url(), "--token-file"])
             .arg(&token_file)
             .arg("--data-dir")
@@ -171,8 +183,7 @@ impl AgentProcess {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("spawn skiff agent");
-        AgentProcess { net, dir, process: Process(Some(child)) }
+            .expect("spawn skiff agent")
     }
 
     pub fn log(&self) -> String {
