@@ -36,6 +36,13 @@ enum Command {
         /// Run only the control plane, without the in-process node agent.
         #[arg(long)]
         no_agent: bool,
+        /// How long a node may go without renewing its Lease before it turns Unknown and is
+        /// tainted unreachable (e.g. `20s`, `1m`).
+        #[arg(long, default_value = "20s", value_parser = parse_seconds)]
+        node_monitor_grace_period: std::time::Duration,
+        /// The `tolerationSeconds` every pod gets for the not-ready and unreachable NoExecute taints.
+        #[arg(long, default_value_t = 30)]
+        default_unreachable_toleration_seconds: i64,
         #[command(flatten)]
         node: NodeArgs,
     },
@@ -140,6 +147,22 @@ fn shim_install(options: skiff_shim::install::InstallOptions, uninstall: bool) -
     Ok(())
 }
 
+/// A duration flag: seconds with an optional `s`, `m` or `h` unit (`20s`, `1m`, `90`).
+fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
+    let (digits, unit) = match text.strip_suffix('s') {
+        Some(d) => (d, 1),
+        None => match text.strip_suffix('m') {
+            Some(d) => (d, 60),
+            None => match text.strip_suffix('h') {
+                Some(d) => (d, 3600),
+                None => (text, 1),
+            },
+        },
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("`{text}` is not a duration such as 20s, 1m or 1h"))?;
+    n.checked_mul(unit).map(std::time::Duration::from_secs).ok_or_else(|| format!("`{text}` is too long"))
+}
+
 /// Bytes in KiB/MiB for progress lines.
 fn human(bytes: u64) -> String {
     match bytes {
@@ -173,10 +196,22 @@ async fn shutdown_signal() {
 async fn main() -> anyhow::Result<()> {
     init_tracing();
     match Cli::parse().command {
-        Command::Server { data_dir, listen, datastore, no_agent, node } => {
-            let running = server::start(ServerConfig { data_dir: data_dir.clone(), listen, datastore })
-                .await
-                .context("starting the API server")?;
+        Command::Server {
+            data_dir,
+            listen,
+            datastore,
+            no_agent,
+            node_monitor_grace_period,
+            default_unreachable_toleration_seconds,
+            node,
+        } => {
+            let node_lifecycle = skiff_control::controllers::node_lifecycle::Config {
+                node_monitor_grace_period,
+                default_unreachable_toleration_seconds,
+            };
+            let config =
+                ServerConfig { data_dir: data_dir.clone(), listen, datastore, node_lifecycle };
+            let running = server::start(config).await.context("starting the API server")?;
             println!("skiff API server ready at {}; export KUBECONFIG={}", running.url(), running.kubeconfig.display());
             let agent = if no_agent {
                 None

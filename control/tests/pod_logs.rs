@@ -67,6 +67,7 @@ impl Cluster {
             data_dir: dir.path().join("server"),
             listen: "127.0.0.1:0".parse().expect("addr"),
             datastore: Datastore::Sqlite,
+            node_lifecycle: Default::default(),
         })
         .await
         .expect("API server");

@@ -159,9 +159,21 @@ impl AgentProcess {
     pub fn start(cluster: &super::Cluster) -> Self {
         let net = TestNet::new();
         let dir = tempfile::tempdir().expect("tempdir");
+        let child = Self::spawn(cluster, &net, &dir);
+        AgentProcess { net, dir, process: Process(Some(child)) }
+    }
+
+    /// Starts the agent again (after [`AgentProcess::kill9`]) as the same node on the same data.
+    pub fn respawn(&mut self, cluster: &super::Cluster) {
+        self.process.kill();
+        self.process = Process(Some(Self::spawn(cluster, &self.net, &self.dir)));
+    }
+
+    fn spawn(cluster: &super::Cluster, net: &TestNet, dir: &tempfile::TempDir) -> std::process::Child {
         let token_file = cluster.data_dir().join("admin.token");
-        let log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("agent.log")).expect("log");
+        Command::new(env!("CARGO_BIN_EXE_skiff"))
             .args(["agent", "--server", &cluster.url(), "--token-file"])
             .arg(&token_file)
             .arg("--data-dir")
@@ -171,12 +183,27 @@ impl AgentProcess {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("spawn skiff agent");
-        AgentProcess { net, dir, process: Process(Some(child)) }
+            .expect("spawn skiff agent")
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// Kills the agent outright (SIGKILL: a node dying), then removes the bridge and network
+    /// namespaces it could not tear down.
+    pub fn kill9(&mut self) {
+        self.process.kill();
+        let _ = Command::new("ip").args(["link", "delete", &self.net.bridge]).status();
+        let short: String = self.net.node.chars().filter(|c| c.is_ascii_alphanumeric()).take(20).collect();
+        let prefix = format!("skiff-{short}-");
+        let Ok(entries) = std::fs::read_dir("/var/run/netns") else { return };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) {
+                let _ = Command::new("ip").args(["netns", "delete", &name]).status();
+            }
+        }
     }
 }
 

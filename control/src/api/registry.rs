@@ -82,6 +82,9 @@ pub struct Registry {
     pub store: Arc<dyn Store>,
     pub resources: Resources,
     pub cache: Arc<WatchCache>,
+    /// The `tolerationSeconds` of the not-ready/unreachable tolerations every new pod gets
+    /// (Kubernetes' `DefaultTolerationSeconds` admission).
+    pub default_toleration_seconds: i64,
 }
 
 fn decode(kv: &KeyValue) -> ApiResult<Value> {
@@ -147,7 +150,13 @@ fn decode_continue(token: &str) -> ApiResult<(Revision, String)> {
 
 impl Registry {
     pub fn new(store: Arc<dyn Store>, cache: Arc<WatchCache>) -> Self {
-        Self { store, resources: Resources::default(), cache }
+        Self { store, resources: Resources::default(), cache, default_toleration_seconds: 30 }
+    }
+
+    /// Sets [`Registry::default_toleration_seconds`].
+    pub fn with_default_toleration_seconds(mut self, seconds: i64) -> Self {
+        self.default_toleration_seconds = seconds;
+        self
     }
 
     pub fn resource(&self, group: &str, kind: &str) -> ApiResult<&ResourceInfo> {
@@ -403,6 +412,12 @@ impl Registry {
         }
         if obj.get("spec").is_some() && ri.kind != "Namespace" {
             meta_mut(&mut obj).insert("generation".into(), json!(1));
+        }
+        if ri.kind == "Pod" {
+            crate::controllers::node_lifecycle::decide::add_default_tolerations(
+                &mut obj,
+                self.default_toleration_seconds,
+            );
         }
         let mut obj = self.admit(ri, obj, opts, &mut warnings)?;
         // Ownership is recorded on the admitted object: only fields the type knows are owned.

@@ -8,6 +8,7 @@ pub mod deployment;
 pub mod events;
 pub mod garbage_collector;
 pub mod namespace;
+pub mod node_lifecycle;
 pub mod podutil;
 pub mod replicaset;
 pub mod runtime;
@@ -20,6 +21,11 @@ use runtime::{Informers, Supervisor};
 
 /// Starts every controller under one supervisor, which it returns.
 pub fn start(registry: Arc<Registry>) -> Arc<Supervisor> {
+    start_with(registry, node_lifecycle::Config::default())
+}
+
+/// [`start`] with the node lifecycle settings of the server's flags.
+pub fn start_with(registry: Arc<Registry>, lifecycle: node_lifecycle::Config) -> Arc<Supervisor> {
     let supervisor = Supervisor::new();
     let informers = Informers::new(Arc::clone(&registry), Arc::clone(&supervisor));
     namespace::start(&informers);
@@ -58,5 +64,6 @@ pub fn start(registry: Arc<Registry>) -> Arc<Supervisor> {
             Ok::<(), runtime::Error>(())
         }
     });
+    node_lifecycle::start(&informers, lifecycle);
     supervisor
 }

@@ -53,6 +53,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub datastore: Datastore,
+    /// Node monitor grace period and default unreachable toleration (`Default`: 20 s, 30 s).
+    pub node_lifecycle: controllers::node_lifecycle::Config,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,7 +195,10 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         metrics.store_latency.clone(),
     ));
     let cache = WatchCache::start(Arc::clone(&store)).await?;
-    let registry = Arc::new(Registry::new(store, cache));
+    let registry = Arc::new(
+        Registry::new(store, cache)
+            .with_default_toleration_seconds(config.node_lifecycle.default_unreachable_toleration_seconds),
+    );
     bootstrap(&registry).await?;
     crate::auth::bootstrap_policy::ensure(&registry).await?;
 
@@ -226,7 +231,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         metrics,
         advertise: format!("{advertise_host}:{}", addr.port()),
         kubelet: Arc::new(KubeletClient::new(&kubelet_tls)?),
-        controllers: controllers::start(Arc::clone(&registry)),
+        controllers: controllers::start_with(Arc::clone(&registry), config.node_lifecycle),
     };
     let issuer = Arc::new(crate::auth::service_account::TokenIssuer::load_or_create(dir)?);
     let auth_state = crate::auth::filter::AuthState {
