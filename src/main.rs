@@ -209,8 +209,7 @@ async fn main() -> anyhow::Result<()> {
                 node_monitor_grace_period,
                 default_unreachable_toleration_seconds,
             };
-            let config =
-                ServerConfig { data_dir: data_dir.clone(), listen, datastore, node_lifecycle };
+            let config = ServerConfig { data_dir: data_dir.clone(), listen, datastore, node_lifecycle };
             let running = server::start(config).await.context("starting the API server")?;
             println!("skiff API server ready at {}; export KUBECONFIG={}", running.url(), running.kubeconfig.display());
             let agent = if no_agent {
