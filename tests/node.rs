@@ -600,7 +600,7 @@ spec:
     image: "{tool}"
     args: [write, /scratch/out, fine]
     resources:
-      limits: {{memory: 9999999999999999999Ei, cpu: "9999999999999999999"}}
+      limits: {{memory: "9223372036854775", cpu: "9223372036854775"}}
       requests: {{memory: 1Mi, cpu: 1m}}
     volumeMounts: [{{name: scratch, mountPath: /scratch}}]
   - name: reader
@@ -608,12 +608,13 @@ spec:
     args: [wait-cat, /scratch/out, "30"]
     volumeMounts: [{{name: scratch, mountPath: /scratch}}]
   volumes:
-  - {{name: scratch, emptyDir: {{medium: Memory, sizeLimit: 9999999999999999999Ei}}}}
+  - {{name: scratch, emptyDir: {{medium: Memory, sizeLimit: "9223372036854775"}}}}
 "#
         )
     };
-    // What another API server may hand the kubelet; one that bounds the deadline as Kubernetes does
-    // (1..=2^31-1, 422 otherwise) gets the largest it admits.
+    // The largest quantities the API server admits (64-bit milli-units), and a deadline past what it
+    // admits first: another API server may hand the kubelet that; this one bounds it as Kubernetes
+    // does (1..=2^31-1, 422 otherwise), so the largest it admits is used instead.
     let out = cluster.kubectl_output(&["apply", "-f", "-"], Some(&manifest(i64::MAX)));
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -17,8 +17,8 @@ use tokio_rustls::server::TlsStream;
 use super::authn::{user_from_certificate, PeerIdentity};
 use crate::server::tls::Certificates;
 
-/// The rustls server configuration of `tls::server_config`, with optional client certificate
-/// verification against the cluster CA.
+/// The API server's rustls configuration: its serving certificate, HTTP/2 and HTTP/1.1 by ALPN,
+/// and client certificates verified against the cluster CA when a client offers one.
 pub fn server_config(certs: &Certificates) -> Result<rustls::ServerConfig, String> {
     let chain: Vec<_> =
         rustls_pemfile::certs(&mut certs.cert_pem.as_bytes()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;

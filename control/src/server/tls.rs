@@ -156,6 +156,7 @@ pub struct Certificates {
 /// Loads the certificates from `dir`, generating what is missing or outdated. `hosts` go into the
 /// serving certificate's subject alternative names besides [`SERVING_NAMES`].
 pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Certificates, TlsError> {
+    files::private_dir(dir)?;
     let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
     let (srv_crt, srv_key) = (dir.join("server.crt"), dir.join("server.key"));
     let existing_ca = if ca_crt.exists() && ca_key.exists() { Some(read(&ca_crt)?) } else { None };
@@ -196,24 +197,6 @@ pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Certificates, TlsError> {
         write_private(&srv_crt, &cert.pem())?;
     }
     Ok(Certificates { ca_pem, cert_pem: read(&srv_crt)?, key_pem: read(&srv_key)? })
-}
-
-/// The rustls server configuration (HTTP/2 and HTTP/1.1 by ALPN).
-pub fn server_config(certs: &Certificates) -> Result<rustls::ServerConfig, String> {
-    let chain: Vec<_> =
-        rustls_pemfile::certs(&mut certs.cert_pem.as_bytes()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
-    let key = rustls_pemfile::private_key(&mut certs.key_pem.as_bytes())
-        .map_err(|e| e.to_string())?
-        .ok_or("no private key in server.key")?;
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| e.to_string())?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
 }
 
 #[cfg(test)]

@@ -369,6 +369,7 @@ mod tests {
     fn a_sub_path_inside_is_made_and_bound_to_what_was_checked() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut v = volumes(tmp.path());
+        std::fs::create_dir(tmp.path().join("shared/logs")).expect("logs");
         std::os::unix::fs::symlink("logs", tmp.path().join("shared/alias")).expect("link inside");
         let mounts = v.mounts(&container("alias/app"), &[]).expect("mounts");
         let target = &mounts[0].host_path;

@@ -183,6 +183,17 @@ async fn resource(
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    // A write's body is read before anything can answer: an error answered with the body unread
+    // ends an HTTP/2 stream with RST_STREAM while the client is still sending, and some clients
+    // (curl) then drop the answer. Bodies are small (`MAX_BODY`), and every write reads its own anyway.
+    let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+        match body::read(body).await {
+            Ok(bytes) => Body::from(bytes),
+            Err(e) => return e.into_response(),
+        }
+    } else {
+        body
+    };
     let registry = Arc::clone(&state.registry);
     let route = match target::parse(&registry.resources, legacy, &rest) {
         Ok(route) => route,
