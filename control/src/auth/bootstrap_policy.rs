@@ -262,12 +262,29 @@ pub async fn ensure(registry: &Registry) -> Result<(), ApiError> {
 
 /// Keeps the `rules` of aggregated ClusterRoles equal to the union of the ClusterRoles their
 /// selectors pick, as kube-controller-manager's clusterrole-aggregation controller does.
+/// Driven by the watch cache: a pass runs at start and after every ClusterRole change (its own
+/// writes cause one more pass, which finds nothing to change); nothing polls.
 pub async fn aggregate(registry: std::sync::Arc<Registry>) {
+    let prefix = match registry.resource("rbac.authorization.k8s.io", "ClusterRole") {
+        Ok(ri) => ri.prefix(),
+        Err(e) => return tracing::error!(error = %e, "clusterrole aggregation has no ClusterRole resource"),
+    };
     loop {
+        // Subscribed before the pass, so a change made during it is not missed.
+        let (_, mut changes) = registry.cache.subscribe_now();
         if let Err(e) = aggregate_once(&registry).await {
             tracing::warn!(error = %e, "clusterrole aggregation");
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            continue;
         }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        loop {
+            match changes.recv().await {
+                Ok(event) if event.key.starts_with(&prefix) => break,
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
     }
 }
 
