@@ -402,3 +402,22 @@ fn pending_pods_are_bound_to_a_node_that_fits() {
         "{describe}"
     );
 }
+
+#[test]
+fn cron_schedules_and_time_zones_are_checked_at_admission() {
+    let c = Cluster::start();
+    let cronjob = |schedule: &str, tz: &str| {
+        format!(
+            "apiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: tick}}\nspec:\n  schedule: \"{schedule}\"\n{tz}  \
+             jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          \
+             containers: [{{name: c, image: 127.0.0.1:5000/hello:1}}]\n"
+        )
+    };
+    let err = c.kubectl_fails(&["apply", "-f", "-"], Some(&cronjob("61 * * * *", "")));
+    assert!(err.contains("spec.schedule: Invalid value: \"61 * * * *\""), "{err}");
+    let err = c.kubectl_fails(&["apply", "-f", "-"], Some(&cronjob("*/5 * * * *", "  timeZone: Mars/Olympus\n")));
+    assert!(err.contains("spec.timeZone: Invalid value: \"Mars/Olympus\""), "{err}");
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&cronjob("@hourly", "  timeZone: Europe/Berlin\n")));
+    let stored = c.get_json(&["cronjob", "tick"]);
+    assert_eq!(stored["spec"]["schedule"], "@hourly");
+}

@@ -283,8 +283,9 @@ pub fn validate(kind: &str, namespaced: bool, obj: &Value) -> Vec<Cause> {
             validate_pod_spec(obj.pointer("/spec/template/spec"), "spec.template.spec", &mut causes)
         }
         "CronJob" => {
-            if object::str_at(obj, &["spec", "schedule"]).is_none_or(str::is_empty) {
-                causes.push(("spec.schedule".into(), "Required value".into()));
+            match object::str_at(obj, &["spec", "schedule"]).filter(|s| !s.is_empty()) {
+                None => causes.push(("spec.schedule".into(), "Required value".into())),
+                Some(s) => validate_cron(s, object::str_at(obj, &["spec", "timeZone"]), &mut causes),
             }
             validate_pod_spec(
                 obj.pointer("/spec/jobTemplate/spec/template/spec"),
@@ -296,6 +297,17 @@ pub fn validate(kind: &str, namespaced: bool, obj: &Value) -> Vec<Cause> {
         _ => {}
     }
     causes
+}
+
+/// A CronJob's schedule and time zone, with Kubernetes' messages.
+fn validate_cron(schedule: &str, time_zone: Option<&str>, causes: &mut Vec<Cause>) {
+    use crate::controllers::cron_schedule::{parse_cron, parse_time_zone};
+    if let Err(e) = parse_cron(schedule) {
+        causes.push(("spec.schedule".into(), format!("Invalid value: \"{schedule}\": {e}")));
+    }
+    if let (Some(tz), Err(e)) = (time_zone, parse_time_zone(time_zone)) {
+        causes.push(("spec.timeZone".into(), format!("Invalid value: \"{tz}\": {e}")));
+    }
 }
 
 /// Names must be usable as one URL path segment.

@@ -3,6 +3,20 @@
 //! [`runtime::Supervisor`] (restarted with back-off, visible in `/readyz?verbose` and `/metrics`).
 
 pub mod compaction;
+pub mod cron_schedule;
+pub mod revision;
+/// The Job controller's decisions (pure, unit-tested; not yet run by a controller).
+pub mod job {
+    pub mod plan;
+}
+/// The DaemonSet controller's decisions (pure, unit-tested; not yet run by a controller).
+pub mod daemonset {
+    pub mod plan;
+}
+/// The StatefulSet controller's decisions (pure, unit-tested; not yet run by a controller).
+pub mod statefulset {
+    pub mod plan;
+}
 pub mod csr_signer;
 pub mod deployment;
 pub mod events;
