@@ -9,51 +9,10 @@ use crate::api::object;
 /// The label pods carry with their template's revision hash.
 pub const HASH_LABEL: &str = "controller-revision-hash";
 
-/// Kubernetes' `rand.SafeEncodeString` alphabet (no vowels, no confusable digits).
-const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-
-/// JSON text with object keys sorted, so equal templates read equally.
-fn canonical(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                canonical(&map[k], out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(item, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
-}
-
-/// FNV-1a (32 bit) of the template's canonical JSON, written in the safe alphabet.
+/// The template's hash, as a Deployment's `pod-template-hash` is made (FNV-1a of the canonical
+/// JSON in Kubernetes' safe alphabet), without a collision count.
 pub fn template_hash(template: &Value) -> String {
-    let mut text = String::new();
-    canonical(template, &mut text);
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in text.bytes() {
-        hash ^= u32::from(byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    // Kubernetes' `SafeEncodeString(fmt.Sprint(hash))`: each byte of the decimal text mapped.
-    hash.to_string().bytes().map(|b| ALPHABET[usize::from(b) % ALPHABET.len()] as char).collect()
+    super::deployment::hash::pod_template_hash(template, None)
 }
 
 /// The ControllerRevision recording `owner`'s template at `revision`: named
@@ -92,7 +51,7 @@ mod tests {
         assert_eq!(template_hash(&a), template_hash(&b));
         assert_ne!(template_hash(&a), template_hash(&c));
         let h = template_hash(&a);
-        assert!(h.bytes().all(|c| ALPHABET.contains(&c)), "{h}");
+        assert!(h.bytes().all(|c| b"bcdfghjklmnpqrstvwxz2456789".contains(&c)), "{h}");
         let owner = json!({"metadata": {"name": "db", "namespace": "ns", "uid": "u"}, "spec": {"template": a}});
         let cr = controller_revision(&owner, "apps/v1", "StatefulSet", &h, 2);
         assert_eq!(cr["metadata"]["name"], format!("db-{h}"));
