@@ -43,6 +43,12 @@ enum Command {
         /// The `tolerationSeconds` every pod gets for the not-ready and unreachable NoExecute taints.
         #[arg(long, default_value_t = 30)]
         default_unreachable_toleration_seconds: i64,
+        /// The IPv4 range Services' ClusterIPs are allocated from.
+        #[arg(long, default_value = "10.43.0.0/16")]
+        service_cidr: ipnet::Ipv4Net,
+        /// The range NodePorts are allocated from (`LOW-HIGH`).
+        #[arg(long, default_value = "30000-32767")]
+        service_node_port_range: skiff_control::api::service_network::PortRange,
         #[command(flatten)]
         node: NodeArgs,
     },
@@ -203,13 +209,20 @@ async fn main() -> anyhow::Result<()> {
             no_agent,
             node_monitor_grace_period,
             default_unreachable_toleration_seconds,
+            service_cidr,
+            service_node_port_range,
             node,
         } => {
             let node_lifecycle = skiff_control::controllers::node_lifecycle::Config {
                 node_monitor_grace_period,
                 default_unreachable_toleration_seconds,
             };
-            let config = ServerConfig { data_dir: data_dir.clone(), listen, datastore, node_lifecycle };
+            let service_network = skiff_control::api::service_network::ServiceNetwork {
+                cidr: service_cidr,
+                node_ports: service_node_port_range.0,
+            };
+            let config =
+                ServerConfig { data_dir: data_dir.clone(), listen, datastore, node_lifecycle, service_network };
             let running = server::start(config).await.context("starting the API server")?;
             println!("skiff API server ready at {}; export KUBECONFIG={}", running.url(), running.kubeconfig.display());
             let agent = if no_agent {

@@ -68,6 +68,7 @@ impl Cluster {
             listen: "127.0.0.1:0".parse().expect("addr"),
             datastore: Datastore::Sqlite,
             node_lifecycle: Default::default(),
+            service_network: Default::default(),
         })
         .await
         .expect("API server");

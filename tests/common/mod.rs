@@ -97,7 +97,9 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let cache_dir = dir.path().join("kube-cache");
-        let mut server_args = node::TestNet::new().agent_args();
+        let net = node::TestNet::new();
+        let mut server_args = net.agent_args();
+        server_args.extend(["--service-cidr".to_string(), net.service_cidr.clone()]);
         server_args.extend(extra);
         let mut cluster =
             Cluster { dir, port, datastore: "sqlite".into(), process: Process(None), cache_dir, server_args };

@@ -19,6 +19,9 @@ pub struct TestNet {
     pub node: String,
     pub bridge: String,
     pub cidr: String,
+    /// This cluster's own `--service-cidr`, so that ClusterIPs of parallel tests never overlap
+    /// in the host's service rules.
+    pub service_cidr: String,
 }
 
 impl TestNet {
@@ -30,6 +33,7 @@ impl TestNet {
             node: format!("t{pid}x{n}"),
             bridge: format!("sk{pid}x{n}"),
             cidr: format!("10.{}.{}.0/24", 100 + pid % 100, n % 250),
+            service_cidr: format!("10.{}.{}.0/24", 200 + pid % 50, n % 250),
         }
     }
 

@@ -55,6 +55,8 @@ pub struct ServerConfig {
     pub datastore: Datastore,
     /// Node monitor grace period and default unreachable toleration (`Default`: 20 s, 30 s).
     pub node_lifecycle: controllers::node_lifecycle::Config,
+    /// Where ClusterIPs and NodePorts are allocated from.
+    pub service_network: crate::api::service_network::ServiceNetwork,
 }
 
 #[derive(Debug, thiserror::Error)]
