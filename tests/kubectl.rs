@@ -421,3 +421,58 @@ fn cron_schedules_and_time_zones_are_checked_at_admission() {
     let stored = c.get_json(&["cronjob", "tick"]);
     assert_eq!(stored["spec"]["schedule"], "@hourly");
 }
+
+/// kubectl's imperative commands send typed protobuf bodies (no JSON fallback); each must arrive
+/// with every field kubectl set, through the same admission as a JSON body.
+#[test]
+fn imperative_creates_send_protobuf_bodies_that_decode() {
+    let c = Cluster::start();
+    let image = "127.0.0.1:5000/hello-http:1";
+    c.kubectl(&["create", "deployment", "web", &format!("--image={image}"), "--replicas=3", "--port=8080"]);
+    let d = c.get_json(&["deployment", "web"]);
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "web");
+    let container = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], image);
+    assert_eq!(container["ports"][0]["containerPort"], 8080);
+    assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate", "defaults applied after decoding");
+
+    c.kubectl(&["create", "job", "pi", &format!("--image={image}"), "--", "compute", "--digits=5"]);
+    let job = c.get_json(&["job", "pi"]);
+    assert_eq!(
+        job["spec"]["template"]["spec"]["containers"][0]["command"],
+        serde_json::json!(["compute", "--digits=5"])
+    );
+    assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "Never");
+
+    c.kubectl(&["create", "cronjob", "tick", &format!("--image={image}"), "--schedule=*/1 * * * *"]);
+    assert_eq!(c.get_json(&["cronjob", "tick"])["spec"]["schedule"], "*/1 * * * *");
+    let err =
+        c.kubectl_fails(&["create", "cronjob", "bad", &format!("--image={image}"), "--schedule=61 * * * *"], None);
+    assert!(err.contains("spec.schedule: Invalid value"), "admission still checks decoded bodies: {err}");
+
+    c.kubectl(&["create", "service", "nodeport", "np", "--tcp=80:8080"]);
+    let svc = c.get_json(&["service", "np"]);
+    assert_eq!(svc["spec"]["type"], "NodePort");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 80);
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080, "an IntOrString arrives as a number");
+
+    c.kubectl(&["run", "one", &format!("--image={image}"), "--env=K=v", "--labels=tier=x", "--restart=Never"]);
+    let pod = c.get_json(&["pod", "one"]);
+    assert_eq!(pod["metadata"]["labels"]["tier"], "x");
+    assert_eq!(pod["spec"]["containers"][0]["env"][0], serde_json::json!({"name": "K", "value": "v"}));
+
+    c.kubectl(&["create", "ingress", "shop", "--rule=shop.local/api*=web:80"]);
+    let ing = c.get_json(&["ingress", "shop"]);
+    let path = &ing["spec"]["rules"][0]["http"]["paths"][0];
+    assert_eq!(ing["spec"]["rules"][0]["host"], "shop.local", "an inline-embedded struct lands in its parent");
+    assert_eq!(path["pathType"], "Prefix");
+    assert_eq!(path["backend"]["service"]["port"]["number"], 80);
+
+    c.kubectl(&["create", "poddisruptionbudget", "web", "--selector=app=web", "--min-available=50%"]);
+    assert_eq!(c.get_json(&["pdb", "web"])["spec"]["minAvailable"], "50%");
+    c.kubectl(&["create", "priorityclass", "high", "--value=1000"]);
+    assert_eq!(c.get_json(&["priorityclass", "high"])["value"], 1000);
+    c.kubectl(&["create", "quota", "q", "--hard=pods=10,requests.memory=1Gi"]);
+    assert_eq!(c.get_json(&["resourcequota", "q"])["spec"]["hard"]["requests.memory"], "1Gi");
+}

@@ -1,61 +1,194 @@
-//! Kubernetes' protobuf envelope, decoded for the kinds kubectl's typed clients write.
+//! Kubernetes' protobuf request bodies, decoded for every built-in kind from the upstream
+//! message descriptors.
 //!
-//! kubectl's imperative commands (`create namespace`, `create configmap`, `create secret`) send
-//! `application/vnd.kubernetes.protobuf` bodies and do not fall back to JSON. The envelope is the
-//! magic `k8s\0` and a `runtime.Unknown` message (`typeMeta`, `raw`); `raw` is the typed object.
-//! Only the small schemas of Namespace, ConfigMap and Secret (with ObjectMeta) are decoded here;
-//! other kinds get 415 and a hint to use `kubectl apply`.
+//! kubectl's typed clients (`kubectl create deployment|job|cronjob|service|configmap|...`, `run`,
+//! `expose`, `auth`) send `application/vnd.kubernetes.protobuf` bodies and do not fall back to JSON.
+//! The body is the magic `k8s\0` and a `runtime.Unknown` envelope (`typeMeta`, `raw`); `raw` is the
+//! typed object. Nothing here is written per kind: the object's message type is found by its
+//! apiVersion and kind among the file descriptors generated from Kubernetes' `generated.proto`
+//! files (embedded in the `k8s-rs-pb` crate, collected by `build.rs`), parsed as a dynamic message, and turned into the object's JSON
+//! form by the rules that map Kubernetes' protobuf to its JSON ([`to_json`]). The JSON then goes
+//! through the same typed admission as any JSON body.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use protobuf::descriptor::FileDescriptorProto;
+use protobuf::reflect::{FileDescriptor, MessageDescriptor, ReflectValueRef, RuntimeFieldType};
+use protobuf::{Message, MessageDyn};
 use serde_json::{json, Map, Value};
 
 use crate::api::error::{ApiError, ApiResult};
+use k8s_rs_pb::apimachinery::pkg::runtime::Unknown;
 
 const MAGIC: &[u8] = b"k8s\0";
 
-/// One protobuf field: number and payload.
-enum Field<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-}
+/// The serialized `FileDescriptorProto`s of Kubernetes' `generated.proto` files, length-prefixed
+/// (collected by `build.rs` from the `k8s-rs-pb` crate).
+static DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/k8s_descriptors.bin"));
 
-fn varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *buf.get(*pos)?;
-        *pos += 1;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(value);
+/// Dynamic descriptors of every file in [`DESCRIPTORS`], dependencies resolved among them.
+fn files() -> Result<Vec<FileDescriptor>, String> {
+    let mut protos = Vec::new();
+    let mut rest = DESCRIPTORS;
+    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+        let len = usize::try_from(u32::from_le_bytes(*len)).map_err(|e| e.to_string())?;
+        if tail.len() < len {
+            return Err("truncated descriptor blob".into());
         }
+        let (one, tail) = tail.split_at(len);
+        protos.push(FileDescriptorProto::parse_from_bytes(one).map_err(|e| e.to_string())?);
+        rest = tail;
     }
-    None
+    FileDescriptor::new_dynamic_fds(protos, &[]).map_err(|e| e.to_string())
 }
 
-/// Splits a message into its fields; `None` on malformed input.
-fn fields(buf: &[u8]) -> Option<Vec<(u64, Field<'_>)>> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos < buf.len() {
-        let key = varint(buf, &mut pos)?;
-        let (number, wire) = (key >> 3, key & 7);
-        match wire {
-            0 => out.push((number, Field::Varint(varint(buf, &mut pos)?))),
-            2 => {
-                let len = usize::try_from(varint(buf, &mut pos)?).ok()?;
-                let end = pos.checked_add(len).filter(|e| *e <= buf.len())?;
-                out.push((number, Field::Bytes(&buf[pos..end])));
-                pos = end;
+/// Top-level messages by `(package, name)`; built on first use.
+fn messages() -> &'static HashMap<(String, String), MessageDescriptor> {
+    static INDEX: OnceLock<HashMap<(String, String), MessageDescriptor>> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let mut index = HashMap::new();
+        match files() {
+            Ok(files) => {
+                for file in files {
+                    let package = file.package().to_string();
+                    for message in file.messages() {
+                        index.insert((package.clone(), message.name().to_string()), message);
+                    }
+                }
             }
-            1 => pos = pos.checked_add(8).filter(|e| *e <= buf.len())?,
-            5 => pos = pos.checked_add(4).filter(|e| *e <= buf.len())?,
-            _ => return None,
+            Err(e) => tracing::error!(error = %e, "the Kubernetes protobuf descriptors do not load; protobuf bodies will be refused"),
         }
-    }
-    Some(out)
+        index
+    })
 }
 
-fn text(bytes: &[u8]) -> Option<Value> {
-    std::str::from_utf8(bytes).ok().map(|s| json!(s))
+/// The message of `kind` in `apiVersion`: packages are named after the group's first label and
+/// the version (`apps/v1` -> `api.apps.v1`, `v1` -> `api.core.v1`, `rbac.authorization.k8s.io/v1`
+/// -> `api.rbac.v1`, `apiextensions.k8s.io/v1` -> `...apiextensions.v1`).
+fn descriptor_for(api_version: &str, kind: &str) -> Option<&'static MessageDescriptor> {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let short = if group.is_empty() { "core" } else { group.split('.').next().unwrap_or(group) };
+    let suffix = format!(".{short}.{version}");
+    messages().iter().find(|((package, name), _)| name == kind && package.ends_with(&suffix)).map(|(_, d)| d)
+}
+
+/// Decodes a protobuf request body into the JSON form of its object.
+pub fn decode(body: &[u8]) -> ApiResult<Value> {
+    let malformed = |why: String| ApiError::BadRequest(format!("the protobuf request body is malformed: {why}"));
+    let envelope = body.strip_prefix(MAGIC).ok_or_else(|| malformed("no k8s\\0 prefix".into()))?;
+    let unknown = Unknown::parse_from_bytes(envelope).map_err(|e| malformed(e.to_string()))?;
+    if !unknown.contentEncoding().is_empty() {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "protobuf bodies with content encoding {:?} are not supported",
+            unknown.contentEncoding()
+        )));
+    }
+    let (api_version, kind) = (unknown.typeMeta.apiVersion(), unknown.typeMeta.kind());
+    let descriptor = descriptor_for(api_version, kind).ok_or_else(|| {
+        ApiError::UnsupportedMediaType(format!(
+            "no protobuf schema for {kind} in {api_version:?}: send application/json or application/yaml"
+        ))
+    })?;
+    let message = descriptor.parse_from_bytes(unknown.raw()).map_err(|e| malformed(e.to_string()))?;
+    let mut obj = to_json(&*message);
+    if let Value::Object(map) = &mut obj {
+        map.insert("apiVersion".into(), json!(api_version));
+        map.insert("kind".into(), json!(kind));
+    }
+    Ok(obj)
+}
+
+/// The JSON form of a Kubernetes protobuf message: fields by their proto names (which are the
+/// JSON names), unset optional fields and empty lists and maps omitted, `bytes` as base64, and
+/// the types whose JSON form is not their message shape mapped as Kubernetes marshals them.
+pub fn to_json(message: &dyn MessageDyn) -> Value {
+    let descriptor = message.descriptor_dyn();
+    if let Some(special) = special_form(&descriptor, message) {
+        return special;
+    }
+    let renames_schema_fields = descriptor.full_name().ends_with("apiextensions.v1.JSONSchemaProps");
+    let mut out = Map::new();
+    for field in descriptor.fields() {
+        let value = match field.runtime_field_type() {
+            RuntimeFieldType::Singular(_) => match field.get_singular(message) {
+                Some(v) => value_json(v),
+                None => continue,
+            },
+            RuntimeFieldType::Repeated(_) => {
+                let items: Vec<Value> = field.get_repeated(message).into_iter().map(value_json).collect();
+                if items.is_empty() {
+                    continue;
+                }
+                Value::Array(items)
+            }
+            RuntimeFieldType::Map(..) => {
+                let mut map = Map::new();
+                for (k, v) in &field.get_map(message) {
+                    let key = match k {
+                        ReflectValueRef::String(s) => s.to_string(),
+                        other => value_json(other).to_string(),
+                    };
+                    map.insert(key, value_json(v));
+                }
+                if map.is_empty() {
+                    continue;
+                }
+                Value::Object(map)
+            }
+        };
+        if is_inline(&field) {
+            if let Value::Object(embedded) = value {
+                out.extend(embedded);
+            }
+            continue;
+        }
+        let name = if renames_schema_fields { schema_field_name(field.name()) } else { field.name().to_string() };
+        out.insert(name, value);
+    }
+    Value::Object(out)
+}
+
+/// The Go structs that Kubernetes embeds with `json:",inline"`: in protobuf they are a field named
+/// after the type (`Probe.handler` for ProbeHandler), in JSON their fields sit in the parent.
+const INLINE_TYPES: &[&str] = &[
+    "LocalObjectReference",
+    "VolumeSource",
+    "PersistentVolumeSource",
+    "ProbeHandler",
+    "EphemeralContainerCommon",
+    "IngressRuleValue",
+];
+
+fn is_inline(field: &protobuf::reflect::FieldDescriptor) -> bool {
+    let RuntimeFieldType::Singular(protobuf::reflect::RuntimeType::Message(ty)) = field.runtime_field_type() else {
+        return false;
+    };
+    let type_name = ty.name();
+    if !INLINE_TYPES.contains(&type_name) {
+        return false;
+    }
+    let mut chars = type_name.chars();
+    let lower_camel: String = chars.next().map(|c| c.to_ascii_lowercase()).into_iter().chain(chars).collect();
+    field.name() == lower_camel || (type_name == "ProbeHandler" && field.name() == "handler")
+}
+
+fn value_json(value: ReflectValueRef<'_>) -> Value {
+    match value {
+        ReflectValueRef::U32(v) => json!(v),
+        ReflectValueRef::U64(v) => json!(v),
+        ReflectValueRef::I32(v) => json!(v),
+        ReflectValueRef::I64(v) => json!(v),
+        ReflectValueRef::F32(v) => json!(v),
+        ReflectValueRef::F64(v) => json!(v),
+        ReflectValueRef::Bool(v) => json!(v),
+        ReflectValueRef::String(v) => json!(v),
+        ReflectValueRef::Bytes(v) => base64(v),
+        ReflectValueRef::Enum(descriptor, n) => {
+            descriptor.value_by_number(n).map(|v| json!(v.name())).unwrap_or_else(|| json!(n))
+        }
+        ReflectValueRef::Message(m) => to_json(&*m),
+    }
 }
 
 fn base64(bytes: &[u8]) -> Value {
@@ -63,234 +196,164 @@ fn base64(bytes: &[u8]) -> Value {
     json!(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
-/// A `map<string, V>` entry (key = 1, value = 2).
-fn map_entry(bytes: &[u8], value_as_base64: bool) -> Option<(String, Value)> {
-    let mut key = String::new();
-    let mut value = json!("");
-    for (n, f) in fields(bytes)? {
-        match (n, f) {
-            (1, Field::Bytes(b)) => key = std::str::from_utf8(b).ok()?.to_string(),
-            (2, Field::Bytes(b)) => value = if value_as_base64 { base64(b) } else { text(b)? },
-            _ => {}
-        }
-    }
-    Some((key, value))
-}
-
-fn insert_map_entry(map: &mut Map<String, Value>, field: &str, bytes: &[u8], base64: bool) -> Option<()> {
-    let (k, v) = map_entry(bytes, base64)?;
-    let entry = map.entry(field).or_insert_with(|| json!({}));
-    entry.as_object_mut()?.insert(k, v);
-    Some(())
-}
-
-fn object_meta(bytes: &[u8]) -> Option<Value> {
-    let mut meta = Map::new();
-    for (n, f) in fields(bytes)? {
-        match (n, f) {
-            (1, Field::Bytes(b)) => _ = meta.insert("name".into(), text(b)?),
-            (2, Field::Bytes(b)) => _ = meta.insert("generateName".into(), text(b)?),
-            (3, Field::Bytes(b)) => _ = meta.insert("namespace".into(), text(b)?),
-            (6, Field::Bytes(b)) => _ = meta.insert("resourceVersion".into(), text(b)?),
-            (11, Field::Bytes(b)) => insert_map_entry(&mut meta, "labels", b, false)?,
-            (12, Field::Bytes(b)) => insert_map_entry(&mut meta, "annotations", b, false)?,
-            (14, Field::Bytes(b)) => {
-                let list = meta.entry("finalizers").or_insert_with(|| json!([]));
-                list.as_array_mut()?.push(text(b)?);
+/// JSONSchemaProps' proto names that differ from its JSON names.
+fn schema_field_name(proto: &str) -> String {
+    match proto {
+        "ref" => "$ref".into(),
+        "schema" => "$schema".into(),
+        _ => match proto.strip_prefix("xKubernetes") {
+            Some(rest) => {
+                let mut name = String::from("x-kubernetes");
+                for c in rest.chars() {
+                    if c.is_ascii_uppercase() {
+                        name.push('-');
+                        name.push(c.to_ascii_lowercase());
+                    } else {
+                        name.push(c);
+                    }
+                }
+                name
             }
-            _ => {}
-        }
+            None => proto.to_string(),
+        },
     }
-    Some(Value::Object(meta))
 }
 
-fn push(obj: &mut Map<String, Value>, field: &str, value: Value) -> Option<()> {
-    obj.entry(field).or_insert_with(|| json!([])).as_array_mut()?.push(value);
-    Some(())
+/// A field of `message` by name, if set.
+fn get<'a>(message: &'a dyn MessageDyn, name: &str) -> Option<ReflectValueRef<'a>> {
+    message.descriptor_dyn().field_by_name(name)?.get_singular(message)
 }
 
-/// A message of string fields (`repeated` ones listed in `lists`), by field number.
-fn strings_message(bytes: &[u8], names: &[(u64, &str)], lists: &[u64]) -> Option<Value> {
-    let mut out = Map::new();
-    for (n, f) in fields(bytes)? {
-        let (Some((_, name)), Field::Bytes(b)) = (names.iter().find(|(m, _)| *m == n), f) else { continue };
-        if lists.contains(&n) {
-            push(&mut out, name, text(b)?)?;
+fn repeated(message: &dyn MessageDyn, name: &str) -> Vec<Value> {
+    let descriptor = message.descriptor_dyn();
+    match descriptor.field_by_name(name) {
+        Some(field) if field.is_repeated() => field.get_repeated(message).into_iter().map(value_json).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn int(value: Option<ReflectValueRef<'_>>) -> i64 {
+    match value {
+        Some(ReflectValueRef::I64(v)) => v,
+        Some(ReflectValueRef::I32(v)) => i64::from(v),
+        _ => 0,
+    }
+}
+
+/// Raw JSON bytes (RawExtension, FieldsV1, apiextensions JSON) as a value; invalid JSON stays
+/// a string so admission can name it.
+fn raw_json(value: Option<ReflectValueRef<'_>>) -> Value {
+    match value {
+        Some(ReflectValueRef::Bytes(b)) if !b.is_empty() => {
+            serde_json::from_slice(b).unwrap_or_else(|_| json!(String::from_utf8_lossy(b)))
+        }
+        _ => Value::Null,
+    }
+}
+
+/// The types Kubernetes marshals to JSON differently from their message shape.
+fn special_form(descriptor: &MessageDescriptor, message: &dyn MessageDyn) -> Option<Value> {
+    let full = descriptor.full_name();
+    let (package, name) = full.rsplit_once('.').unwrap_or(("", full));
+    let value = match (package.rsplit('.').next().unwrap_or(""), name) {
+        (_, "Time") if package.ends_with("meta.v1") => {
+            time(int(get(message, "seconds")), int(get(message, "nanos")), false)
+        }
+        (_, "MicroTime") if package.ends_with("meta.v1") => {
+            time(int(get(message, "seconds")), int(get(message, "nanos")), true)
+        }
+        (_, "Duration") if package.ends_with("meta.v1") => json!(go_duration(int(get(message, "duration")))),
+        (_, "FieldsV1") => raw_json(get(message, "Raw")),
+        ("resource", "Quantity") => match get(message, "string") {
+            Some(ReflectValueRef::String(s)) => json!(s),
+            _ => json!("0"),
+        },
+        ("intstr", "IntOrString") => {
+            let text = match get(message, "strVal") {
+                Some(ReflectValueRef::String(s)) => Some(s.to_string()),
+                _ => None,
+            };
+            match (int(get(message, "type")), text) {
+                (1, Some(s)) => json!(s),
+                (0, _) if get(message, "intVal").is_some() => json!(int(get(message, "intVal"))),
+                (_, Some(s)) => json!(s),
+                _ => json!(int(get(message, "intVal"))),
+            }
+        }
+        ("runtime", "RawExtension") => raw_json(get(message, "raw")),
+        (_, "ExtraValue") => Value::Array(repeated(message, "items")),
+        (_, "JSON") if package.ends_with("apiextensions.v1") => raw_json(get(message, "raw")),
+        (_, "JSONSchemaPropsOrArray") => {
+            let schemas = repeated(message, "jSONSchemas");
+            if schemas.is_empty() {
+                get(message, "schema").map(value_json).unwrap_or(Value::Null)
+            } else {
+                Value::Array(schemas)
+            }
+        }
+        (_, "JSONSchemaPropsOrBool") => match get(message, "schema") {
+            Some(schema) => value_json(schema),
+            None => json!(matches!(get(message, "allows"), Some(ReflectValueRef::Bool(true)))),
+        },
+        (_, "JSONSchemaPropsOrStringArray") => {
+            let property = repeated(message, "property");
+            if property.is_empty() {
+                get(message, "schema").map(value_json).unwrap_or(Value::Null)
+            } else {
+                Value::Array(property)
+            }
+        }
+        _ => return None,
+    };
+    Some(value)
+}
+
+/// RFC 3339 in UTC: seconds for `Time`, microseconds for `MicroTime`.
+fn time(seconds: i64, nanos: i64, micro: bool) -> Value {
+    let nanos = i32::try_from(nanos.clamp(0, 999_999_999)).unwrap_or(0);
+    match jiff::Timestamp::new(seconds, if micro { nanos } else { 0 }) {
+        Ok(ts) if micro => json!(format!("{}.{:06}Z", ts.strftime("%Y-%m-%dT%H:%M:%S"), nanos / 1000)),
+        Ok(ts) => json!(ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+        Err(_) => Value::Null,
+    }
+}
+
+/// A duration in nanoseconds as Go's `time.Duration.String()` writes it (`1h2m3.5s`, `150ms`).
+fn go_duration(nanos: i64) -> String {
+    if nanos == 0 {
+        return "0s".into();
+    }
+    let sign = if nanos < 0 { "-" } else { "" };
+    let n = nanos.unsigned_abs();
+    let fraction = |value: u64, unit: u64| {
+        let whole = value / unit;
+        let rest = value % unit;
+        if rest == 0 {
+            whole.to_string()
         } else {
-            out.insert((*name).into(), text(b)?);
+            let digits = unit.ilog10() as usize;
+            let text = format!("{whole}.{rest:0digits$}");
+            text.trim_end_matches('0').to_string()
         }
+    };
+    if n < 1_000 {
+        return format!("{sign}{n}ns");
     }
-    Some(Value::Object(out))
-}
-
-/// `rbac.v1.PolicyRule`.
-fn policy_rule(b: &[u8]) -> Option<Value> {
-    let names = [(1, "verbs"), (2, "apiGroups"), (3, "resources"), (4, "resourceNames"), (5, "nonResourceURLs")];
-    strings_message(b, &names, &[1, 2, 3, 4, 5])
-}
-
-/// `meta.v1.LabelSelector` (matchLabels only: what kubectl's imperative commands send).
-fn label_selector(b: &[u8]) -> Option<Value> {
-    let mut out = Map::new();
-    for (n, f) in fields(b)? {
-        if let (1, Field::Bytes(entry)) = (n, f) {
-            insert_map_entry(&mut out, "matchLabels", entry, false)?;
-        }
+    if n < 1_000_000 {
+        return format!("{sign}{}µs", fraction(n, 1_000));
     }
-    Some(Value::Object(out))
-}
-
-/// The `spec` of the authentication and authorization review kinds and TokenRequest.
-fn review_spec(kind: &str, b: &[u8]) -> Option<Value> {
-    let mut spec = Map::new();
-    let resource =
-        [(1, "namespace"), (2, "verb"), (3, "group"), (4, "version"), (5, "resource"), (6, "subresource"), (7, "name")];
-    for (n, f) in fields(b)? {
-        match (kind, n, f) {
-            ("TokenRequest", 1, Field::Bytes(v)) => push(&mut spec, "audiences", text(v)?)?,
-            ("TokenRequest", 3, Field::Bytes(v)) => {
-                let names = [(1, "kind"), (2, "apiVersion"), (3, "name"), (4, "uid")];
-                _ = spec.insert("boundObjectRef".into(), strings_message(v, &names, &[])?)
-            }
-            ("TokenRequest", 4, Field::Varint(v)) => _ = spec.insert("expirationSeconds".into(), json!(v as i64)),
-            ("TokenReview", 1, Field::Bytes(v)) => _ = spec.insert("token".into(), text(v)?),
-            ("TokenReview", 2, Field::Bytes(v)) => push(&mut spec, "audiences", text(v)?)?,
-            ("SelfSubjectRulesReview", 1, Field::Bytes(v)) => _ = spec.insert("namespace".into(), text(v)?),
-            (_, 1, Field::Bytes(v)) if kind.ends_with("AccessReview") => {
-                _ = spec.insert("resourceAttributes".into(), strings_message(v, &resource, &[])?)
-            }
-            (_, 2, Field::Bytes(v)) if kind.ends_with("AccessReview") => {
-                _ = spec.insert("nonResourceAttributes".into(), strings_message(v, &[(1, "path"), (2, "verb")], &[])?)
-            }
-            ("SubjectAccessReview" | "LocalSubjectAccessReview", 3, Field::Bytes(v)) => {
-                _ = spec.insert("user".into(), text(v)?)
-            }
-            ("SubjectAccessReview" | "LocalSubjectAccessReview", 4, Field::Bytes(v)) => {
-                push(&mut spec, "groups", text(v)?)?
-            }
-            ("SubjectAccessReview" | "LocalSubjectAccessReview", 6, Field::Bytes(v)) => {
-                _ = spec.insert("uid".into(), text(v)?)
-            }
-            _ => {}
-        }
+    if n < 1_000_000_000 {
+        return format!("{sign}{}ms", fraction(n, 1_000_000));
     }
-    Some(Value::Object(spec))
-}
-
-/// Kinds decoded here besides Namespace, ConfigMap and Secret: ServiceAccount, RBAC objects,
-/// TokenRequest and the review kinds (what `kubectl create serviceaccount|role|rolebinding|
-/// token` and `kubectl auth` send).
-const AUTH_KINDS: &[&str] = &[
-    "ServiceAccount",
-    "Role",
-    "ClusterRole",
-    "RoleBinding",
-    "ClusterRoleBinding",
-    "TokenRequest",
-    "TokenReview",
-    "SelfSubjectReview",
-    "SelfSubjectAccessReview",
-    "SubjectAccessReview",
-    "LocalSubjectAccessReview",
-    "SelfSubjectRulesReview",
-];
-
-fn decode_kind(kind: &str, raw: &[u8]) -> Option<Value> {
-    let mut obj = Map::new();
-    for (n, f) in fields(raw)? {
-        match (kind, n, f) {
-            (_, 1, Field::Bytes(b)) => _ = obj.insert("metadata".into(), object_meta(b)?),
-            ("ConfigMap", 2, Field::Bytes(b)) => insert_map_entry(&mut obj, "data", b, false)?,
-            ("ConfigMap", 3, Field::Bytes(b)) => insert_map_entry(&mut obj, "binaryData", b, true)?,
-            ("ConfigMap", 4, Field::Varint(v)) | ("Secret", 5, Field::Varint(v)) => {
-                _ = obj.insert("immutable".into(), json!(v != 0))
-            }
-            ("Secret", 2, Field::Bytes(b)) => insert_map_entry(&mut obj, "data", b, true)?,
-            ("Secret", 3, Field::Bytes(b)) => _ = obj.insert("type".into(), text(b)?),
-            ("Secret", 4, Field::Bytes(b)) => insert_map_entry(&mut obj, "stringData", b, false)?,
-            ("ServiceAccount", 4, Field::Varint(v)) => {
-                _ = obj.insert("automountServiceAccountToken".into(), json!(v != 0))
-            }
-            ("Role" | "ClusterRole", 2, Field::Bytes(b)) => push(&mut obj, "rules", policy_rule(b)?)?,
-            ("ClusterRole", 3, Field::Bytes(b)) => {
-                let mut selectors = Vec::new();
-                for (m, g) in fields(b)? {
-                    if let (1, Field::Bytes(sel)) = (m, g) {
-                        selectors.push(label_selector(sel)?);
-                    }
-                }
-                _ = obj.insert("aggregationRule".into(), json!({"clusterRoleSelectors": selectors}))
-            }
-            ("RoleBinding" | "ClusterRoleBinding", 2, Field::Bytes(b)) => {
-                let names = [(1, "kind"), (2, "apiGroup"), (3, "name"), (4, "namespace")];
-                push(&mut obj, "subjects", strings_message(b, &names, &[])?)?
-            }
-            ("RoleBinding" | "ClusterRoleBinding", 3, Field::Bytes(b)) => {
-                let names = [(1, "apiGroup"), (2, "kind"), (3, "name")];
-                _ = obj.insert("roleRef".into(), strings_message(b, &names, &[])?)
-            }
-            (k, 2, Field::Bytes(b)) if AUTH_KINDS[5..].contains(&k) => {
-                _ = obj.insert("spec".into(), review_spec(k, b)?)
-            }
-            _ => {}
-        }
+    let (hours, rest) = (n / 3_600_000_000_000, n % 3_600_000_000_000);
+    let (minutes, rest) = (rest / 60_000_000_000, rest % 60_000_000_000);
+    let seconds = fraction(rest, 1_000_000_000);
+    match (hours, minutes) {
+        (0, 0) => format!("{sign}{seconds}s"),
+        (0, m) => format!("{sign}{m}m{seconds}s"),
+        (h, m) => format!("{sign}{h}h{m}m{seconds}s"),
     }
-    Some(Value::Object(obj))
-}
-
-/// Decodes a protobuf request body into the JSON form of its object.
-pub fn decode(body: &[u8]) -> ApiResult<Value> {
-    let malformed = || ApiError::BadRequest("the protobuf request body is malformed".into());
-    let unknown = body.strip_prefix(MAGIC).ok_or_else(malformed)?;
-    let (mut api_version, mut kind, mut raw) = (String::new(), String::new(), &[][..]);
-    for (n, f) in fields(unknown).ok_or_else(malformed)? {
-        match (n, f) {
-            (1, Field::Bytes(type_meta)) => {
-                for (m, g) in fields(type_meta).ok_or_else(malformed)? {
-                    match (m, g) {
-                        (1, Field::Bytes(b)) => api_version = String::from_utf8_lossy(b).into_owned(),
-                        (2, Field::Bytes(b)) => kind = String::from_utf8_lossy(b).into_owned(),
-                        _ => {}
-                    }
-                }
-            }
-            (2, Field::Bytes(b)) => raw = b,
-            _ => {}
-        }
-    }
-    if !matches!(kind.as_str(), "Namespace" | "ConfigMap" | "Secret") && !AUTH_KINDS.contains(&kind.as_str()) {
-        return Err(ApiError::UnsupportedMediaType(format!(
-            "skiff accepts protobuf bodies only for Namespace, ConfigMap and Secret, not {kind}: send JSON or YAML (for example `kubectl create ... -o yaml --dry-run=client | kubectl apply -f -`)"
-        )));
-    }
-    let mut obj = decode_kind(&kind, raw).ok_or_else(malformed)?;
-    obj["apiVersion"] = json!(api_version);
-    obj["kind"] = json!(kind);
-    Ok(obj)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn field(n: u64, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![((n << 3) | 2) as u8, payload.len() as u8];
-        out.extend_from_slice(payload);
-        out
-    }
-
-    #[test]
-    fn decodes_a_configmap() {
-        let meta = [field(1, b"web"), field(11, &[field(1, b"app"), field(2, b"shop")].concat())].concat();
-        let raw = [field(1, &meta), field(2, &[field(1, b"k"), field(2, b"v")].concat())].concat();
-        let type_meta = [field(1, b"v1"), field(2, b"ConfigMap")].concat();
-        let body = [MAGIC.to_vec(), field(1, &type_meta), field(2, &raw)].concat();
-        let obj = decode(&body).expect("decodes");
-        assert_eq!(obj["metadata"]["name"], "web");
-        assert_eq!(obj["metadata"]["labels"]["app"], "shop");
-        assert_eq!(obj["data"]["k"], "v");
-        assert_eq!(obj["kind"], "ConfigMap");
-        assert!(decode(b"k8s\0\xff").is_err());
-        assert!(decode(b"garbage").is_err());
-    }
-}
+mod tests;
