@@ -19,6 +19,7 @@ pub mod statefulset {
 }
 pub mod csr_signer;
 pub mod deployment;
+pub mod endpoints;
 pub mod events;
 pub mod garbage_collector;
 pub mod namespace;

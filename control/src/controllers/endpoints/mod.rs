@@ -1,0 +1,3 @@
+//! Service endpoints: the `kubernetes` Service's, pointing at the API server.
+
+pub mod kubernetes;
