@@ -195,6 +195,20 @@ fn drop_type_dependent(old: &Value, new: &mut Value) {
             }
         }
     }
+    let external = |svc: &Value| matches!(svc_type(svc), "NodePort" | "LoadBalancer");
+    if external(old) && !external(new) {
+        let same = spec_str(new, "externalTrafficPolicy") == spec_str(old, "externalTrafficPolicy");
+        if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+            if same {
+                spec.remove("externalTrafficPolicy");
+            }
+        }
+    }
+    if svc_type(old) == "LoadBalancer" && svc_type(new) != "LoadBalancer" {
+        if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.remove("allocateLoadBalancerNodePorts");
+        }
+    }
     if !needs_health_check_port(new) {
         let hc = new.pointer("/spec/healthCheckNodePort").and_then(Value::as_i64);
         if hc == old.pointer("/spec/healthCheckNodePort").and_then(Value::as_i64) {

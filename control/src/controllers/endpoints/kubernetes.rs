@@ -15,12 +15,16 @@ fn opts() -> WriteOptions {
     WriteOptions { field_manager: Some("kube-apiserver".into()), ..Default::default() }
 }
 
-/// Creates `desired`, or when it exists, sets the fields `keep` names to the desired values.
+/// Creates `desired`, or when it exists, sets the `fields` (dotted paths) to the desired values.
 async fn ensure(registry: &Registry, ri: &ResourceInfo, desired: Value, fields: &[&str]) -> ApiResult<()> {
-    match registry.create(ri, Some(NS), desired.clone(), &opts()).await {
-        Ok(_) => return Ok(()),
-        Err(ApiError::AlreadyExists { .. }) => {}
+    // Looked up first: creating a Service that exists would fail on its taken ClusterIP.
+    match registry.get(ri, Some(NS), NAME).await {
+        Err(ApiError::NotFound { .. }) => match registry.create(ri, Some(NS), desired.clone(), &opts()).await {
+            Err(ApiError::AlreadyExists { .. }) => {}
+            other => return other.map(|_| ()),
+        },
         Err(e) => return Err(e),
+        Ok(_) => {}
     }
     registry
         .update_with(ri, Some(NS), NAME, None, &opts(), |current| {
