@@ -80,5 +80,6 @@ pub fn start_with(registry: Arc<Registry>, lifecycle: node_lifecycle::Config) ->
         }
     });
     node_lifecycle::start(&informers, lifecycle);
+    endpoints::start(&informers);
     supervisor
 }
