@@ -141,3 +141,136 @@ fn the_kubernetes_service_points_at_the_api_server() {
     c.spawn();
     assert_eq!(spec(&c, "kubernetes")["clusterIP"].as_str(), Some("10.43.0.1"));
 }
+
+fn web_deployment(image: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 3\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      terminationGracePeriodSeconds: 2\n      containers:\n      - name: web\n        image: {image}\n        ports:\n        - {{name: http, containerPort: 8080}}\n        readinessProbe:\n          httpGet: {{path: /healthz, port: 8080}}\n          periodSeconds: 1\n"
+    )
+}
+
+/// The endpoints of the slices the controller keeps for `svc`: (ip, ready, pod name).
+fn slice_endpoints(c: &Cluster, svc: &str) -> Vec<(String, bool, String)> {
+    let list = c.get_json(&["endpointslices", "-l", &format!("kubernetes.io/service-name={svc}")]);
+    let mut out: Vec<(String, bool, String)> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .map(|e| {
+            (
+                e["addresses"][0].as_str().unwrap_or_default().to_string(),
+                e["conditions"]["ready"] == true,
+                e["targetRef"]["name"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn pod_ips(c: &Cluster, app: &str) -> Vec<(String, String)> {
+    let list = c.get_json(&["pods", "-l", &format!("app={app}")]);
+    let mut out: Vec<(String, String)> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter_map(|p| Some((p["status"]["podIP"].as_str()?.to_string(), p["metadata"]["name"].as_str()?.to_string())))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn endpoints_follow_ready_pods_by_selector_and_named_ports() {
+    let c = Cluster::with_node();
+    let registry = common::node::Registry::start();
+    let image = registry.push("hello-http", "1");
+    let timeout = std::time::Duration::from_secs(120);
+
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&web_deployment(&image)));
+    let svc = service(
+        "web",
+        "",
+        "  - {name: named, port: 80, targetPort: http}\n  - {name: missing, port: 81, targetPort: nope}\n",
+    );
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&svc));
+    let out = c.kubectl(&["rollout", "status", "deploy/web", "--timeout=180s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+
+    // The three ready pods, on the port the name resolves to; the name no pod has is left out.
+    eventually("3 ready endpoints in the slices", timeout, || {
+        let pods = pod_ips(&c, "web");
+        let eps = slice_endpoints(&c, "web");
+        pods.len() == 3 && eps == pods.iter().map(|(ip, n)| (ip.clone(), true, n.clone())).collect::<Vec<_>>()
+    });
+    let slices = c.get_json(&["endpointslices", "-l", "kubernetes.io/service-name=web"]);
+    let slice = &slices["items"][0];
+    assert_eq!(slice["ports"], serde_json::json!([{"name": "named", "port": 8080, "protocol": "TCP"}]), "{slice}");
+    assert_eq!(slice["addressType"], "IPv4");
+    assert_eq!(
+        slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+        "endpointslice-controller.k8s.io"
+    );
+    assert_eq!(slice["metadata"]["ownerReferences"][0]["name"], "web");
+    assert_eq!(slice["endpoints"][0]["nodeName"].as_str(), Some(c.node_name().as_str()));
+    let ep = c.get_json(&["endpoints", "web"]);
+    let ips: Vec<&str> =
+        ep["subsets"][0]["addresses"].as_array().into_iter().flatten().filter_map(|a| a["ip"].as_str()).collect();
+    assert_eq!(ips.len(), 3, "{ep}");
+    assert_eq!(ep["subsets"][0]["ports"], serde_json::json!([{"name": "named", "port": 8080, "protocol": "TCP"}]));
+    let wide = c.kubectl(&["get", "endpointslices", "-o", "wide"]);
+    assert!(wide.contains("IPv4") && wide.contains("8080"), "{wide}");
+
+    // A deleted pod leaves the endpoints; its replacement joins.
+    let victim = pod_ips(&c, "web")[0].clone();
+    c.kubectl(&["delete", "pod", &victim.1, "--wait=false"]);
+    eventually("the deleted pod out of the Endpoints", timeout, || {
+        let ep = c.get_json(&["endpoints", "web"]);
+        !ep.to_string().contains(&format!("\"{}\"", victim.0))
+    });
+    eventually("3 ready endpoints again, without the deleted pod", timeout, || {
+        let eps = slice_endpoints(&c, "web");
+        eps.len() == 3 && eps.iter().all(|(_, ready, name)| *ready && *name != victim.1)
+    });
+    // From here nothing about "web" changes but its Service's annotations (and whatever the pods'
+    // status rewrites): its endpoint objects must not be written again.
+    let rv_of = |kind: &str, name: &str| c.get_json(&[kind, name])["metadata"]["resourceVersion"].clone();
+    let slices = c.get_json(&["endpointslices", "-l", "kubernetes.io/service-name=web"]);
+    let slice_name = slices["items"][0]["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let (ep_rv, slice_rv) = (rv_of("endpoints", "web"), rv_of("endpointslices", &slice_name));
+    c.kubectl(&["annotate", "svc", "web", "touched=yes"]);
+
+    // A pod whose readiness probe fails is listed not ready.
+    let slow = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: slow\n  labels: {{app: slow}}\nspec:\n  containers:\n  - name: web\n    image: {image}\n    ports:\n    - {{name: http, containerPort: 8080}}\n    readinessProbe:\n      httpGet: {{path: /status/500, port: 8080}}\n      periodSeconds: 1\n"
+    );
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&slow));
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&service("slow", "", "  - {port: 80, targetPort: http}\n")));
+    eventually("the unready pod listed not ready", timeout, || {
+        let eps = slice_endpoints(&c, "slow");
+        let ep = c.get_json(&["endpoints", "slow"]);
+        eps.len() == 1
+            && !eps[0].1
+            && ep["subsets"][0]["notReadyAddresses"][0]["ip"].as_str() == Some(eps[0].0.as_str())
+    });
+
+    // A Service without a selector keeps its hand-made endpoints.
+    let manual = "apiVersion: v1\nkind: Service\nmetadata:\n  name: manual\nspec:\n  ports:\n  - {port: 80}\n---\napiVersion: v1\nkind: Endpoints\nmetadata:\n  name: manual\nsubsets:\n- addresses: [{ip: 10.1.2.3}]\n  ports: [{port: 80}]\n";
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(manual));
+    c.kubectl(&["annotate", "svc", "manual", "touched=yes"]);
+
+    // Deleting the Service takes its endpoints with it.
+    c.kubectl(&["delete", "svc", "slow"]);
+    eventually("the slow Service's endpoints gone", timeout, || {
+        slice_endpoints(&c, "slow").is_empty()
+            && !c.kubectl_output(&["get", "endpoints", "slow"], None).status.success()
+    });
+    // The changes made before that deletion have been handled by now.
+    let ep = c.get_json(&["endpoints", "manual"]);
+    assert_eq!(ep["subsets"][0]["addresses"][0]["ip"], "10.1.2.3", "{ep}");
+    assert!(slice_endpoints(&c, "manual").is_empty());
+    assert_eq!((rv_of("endpoints", "web"), rv_of("endpointslices", &slice_name)), (ep_rv, slice_rv), "rewritten");
+    let table = c.kubectl(&["get", "endpoints", "web"]);
+    assert!(table.contains(":8080"), "{table}");
+}
