@@ -498,7 +498,9 @@ impl Registry {
                 Err(e) => return Err(from_store(e, ri.group, ri.plural, &name)),
             }
         };
-        reservation.map(super::service_alloc::Reservation::commit);
+        if let Some(r) = reservation {
+            r.commit();
+        }
         object::set_resource_version(&mut obj, kv.mod_revision);
         tracing::debug!(resource = ri.plural, name, revision = kv.mod_revision, "created");
         Ok(Written { object: obj, warnings, created: true })
@@ -560,8 +562,8 @@ impl Registry {
                     if finished {
                         drop(reservation);
                         self.deleted(ri, &current);
-                    } else {
-                        reservation.map(super::service_alloc::Reservation::commit);
+                    } else if let Some(r) = reservation {
+                        r.commit();
                     }
                     let mut next = next;
                     object::set_resource_version(&mut next, written.mod_revision);

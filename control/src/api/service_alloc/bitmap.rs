@@ -20,6 +20,11 @@ impl Bitmap {
         self.len
     }
 
+    /// Whether there are no slots at all.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// How many slots are taken.
     pub fn used(&self) -> u32 {
         self.used
@@ -73,7 +78,7 @@ impl Bitmap {
             let mut i = from;
             while i < to {
                 let (w, _) = Self::word_bit(i);
-                if i % 64 == 0 && self.words.get(w) == Some(&u64::MAX) {
+                if i.is_multiple_of(64) && self.words.get(w) == Some(&u64::MAX) {
                     i = i.saturating_add(64);
                     continue;
                 }
@@ -89,6 +94,7 @@ impl Bitmap {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

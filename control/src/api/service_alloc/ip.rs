@@ -102,11 +102,12 @@ impl IpAllocator {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     fn net(s: &str) -> ipnet::Ipv4Net {
-        s.parse().unwrap()
+        s.parse().expect("a CIDR")
     }
 
     #[test]
@@ -128,7 +129,7 @@ mod tests {
     fn range_checks() {
         let mut a = IpAllocator::new(net("10.43.0.0/16"));
         for bad in ["10.0.0.5", "10.43.0.0", "10.43.255.255", "10.44.0.1"] {
-            let err = a.allocate(bad.parse().unwrap()).unwrap_err();
+            let err = a.allocate(bad.parse().expect("an address")).unwrap_err();
             assert_eq!(
                 err.to_string(),
                 "provided IP is not in the valid range. The range of valid IPs is 10.43.0.0/16",

@@ -139,7 +139,7 @@ pub fn desired_slices(svc: &Value, pods: &[&Value]) -> Vec<Value> {
         let terminating = object::deletion_timestamp(pod).is_some();
         let serving = podutil::is_ready(pod);
         // Never ready while terminating, unless not-ready addresses are published anyway.
-        let ready = (publish || serving) && (publish || !terminating);
+        let ready = publish || (serving && !terminating);
         let mut endpoint = json!({
             "addresses": [pod_ip(pod).unwrap_or_default()],
             "conditions": {"ready": ready, "serving": serving, "terminating": terminating},

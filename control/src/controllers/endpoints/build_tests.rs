@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used)]
+
 use super::*;
 
 fn pod(name: &str, ip: &str, ready: bool, ports: Value) -> Value {
