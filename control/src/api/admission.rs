@@ -211,9 +211,17 @@ fn default_service(obj: &mut Value) {
     let Some(spec) = obj_at(obj, &["spec"]) else { return };
     set_default(spec, "type", json!("ClusterIP"));
     set_default(spec, "sessionAffinity", json!("None"));
-    set_default(spec, "internalTrafficPolicy", json!("Cluster"));
-    set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
-    set_default(spec, "ipFamilies", json!(["IPv4"]));
+    // ipFamilies and ipFamilyPolicy come with the ClusterIP (api/service_alloc).
+    let ty = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+    if ty != "ExternalName" {
+        set_default(spec, "internalTrafficPolicy", json!("Cluster"));
+    }
+    if ty == "NodePort" || ty == "LoadBalancer" {
+        set_default(spec, "externalTrafficPolicy", json!("Cluster"));
+    }
+    if ty == "LoadBalancer" {
+        set_default(spec, "allocateLoadBalancerNodePorts", json!(true));
+    }
     if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
         for p in ports.iter_mut().filter_map(Value::as_object_mut) {
             set_default(p, "protocol", json!("TCP"));

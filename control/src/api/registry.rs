@@ -85,6 +85,8 @@ pub struct Registry {
     /// The `tolerationSeconds` of the not-ready/unreachable tolerations every new pod gets
     /// (Kubernetes' `DefaultTolerationSeconds` admission).
     pub default_toleration_seconds: i64,
+    /// The ClusterIPs and NodePorts Services hold.
+    pub services: super::service_alloc::ServiceAllocator,
 }
 
 fn decode(kv: &KeyValue) -> ApiResult<Value> {
@@ -150,7 +152,52 @@ fn decode_continue(token: &str) -> ApiResult<(Revision, String)> {
 
 impl Registry {
     pub fn new(store: Arc<dyn Store>, cache: Arc<WatchCache>) -> Self {
-        Self { store, resources: Resources::default(), cache, default_toleration_seconds: 30 }
+        Self {
+            store,
+            resources: Resources::default(),
+            cache,
+            default_toleration_seconds: 30,
+            services: super::service_alloc::ServiceAllocator::new(Default::default()),
+        }
+    }
+
+    /// Hands out ClusterIPs and NodePorts from `network` (call [`Registry::repair_services`] next).
+    pub fn with_service_network(mut self, network: super::service_network::ServiceNetwork) -> Self {
+        self.services = super::service_alloc::ServiceAllocator::new(network);
+        self
+    }
+
+    /// Rebuilds the ClusterIP and NodePort allocations from the stored Services (at start).
+    pub async fn repair_services(&self) -> ApiResult<()> {
+        let ri = self.resource("", "Service")?;
+        let listed = self.list(ri, &ListQuery::default()).await?;
+        self.services.rebuild(listed.items.iter());
+        tracing::info!(services = listed.items.len(), "service allocations rebuilt from the store");
+        Ok(())
+    }
+
+    /// Allocations for a Service about to be written (none for other kinds).
+    fn allocate_service(
+        &self,
+        ri: &ResourceInfo,
+        current: Option<&Value>,
+        obj: &mut Value,
+    ) -> ApiResult<Option<super::service_alloc::Reservation<'_>>> {
+        if ri.kind != "Service" {
+            return Ok(None);
+        }
+        let reserved = match current {
+            None => self.services.allocate_create(obj),
+            Some(current) => self.services.allocate_update(current, obj),
+        };
+        reserved.map(Some).map_err(|causes| ApiError::invalid(ri.kind, object::name(obj), causes))
+    }
+
+    /// Frees what a deleted object held (a Service's ClusterIP and NodePorts).
+    fn deleted(&self, ri: &ResourceInfo, obj: &Value) {
+        if ri.kind == "Service" {
+            self.services.release(obj);
+        }
     }
 
     /// Sets [`Registry::default_toleration_seconds`].
@@ -432,6 +479,7 @@ impl Registry {
                 warnings.extend(super::pod_security::admit(&namespace, &obj)?);
             }
         }
+        let reservation = self.allocate_service(ri, None, &mut obj)?;
         if opts.dry_run {
             return Ok(Written { object: obj, warnings, created: true });
         }
@@ -450,6 +498,9 @@ impl Registry {
                 Err(e) => return Err(from_store(e, ri.group, ri.plural, &name)),
             }
         };
+        if let Some(r) = reservation {
+            r.commit();
+        }
         object::set_resource_version(&mut obj, kv.mod_revision);
         tracing::debug!(resource = ri.plural, name, revision = kv.mod_revision, "created");
         Ok(Written { object: obj, warnings, created: true })
@@ -487,7 +538,11 @@ impl Registry {
                 }
             }
             let mut warnings = Vec::new();
-            let next = self.merge_update(ri, &current, desired, subresource, opts, &mut warnings)?;
+            let mut next = self.merge_update(ri, &current, desired, subresource, opts, &mut warnings)?;
+            let reservation = match subresource {
+                None => self.allocate_service(ri, Some(&current), &mut next)?,
+                Some(_) => None,
+            };
             if strip_rv(&next) == strip_rv(&current) {
                 return Ok(Written { object: current, warnings, created: false });
             }
@@ -504,6 +559,12 @@ impl Registry {
             };
             match result {
                 Ok(written) => {
+                    if finished {
+                        drop(reservation);
+                        self.deleted(ri, &current);
+                    } else if let Some(r) = reservation {
+                        r.commit();
+                    }
                     let mut next = next;
                     object::set_resource_version(&mut next, written.mod_revision);
                     return Ok(Written { object: next, warnings, created: false });
@@ -571,6 +632,9 @@ impl Registry {
             }
             meta.insert("name".into(), json!(name));
             meta.remove("resourceVersion");
+        }
+        if ri.kind == "Service" && subresource.is_none() {
+            super::service_alloc::patch_allocated(current, &mut desired);
         }
         let mut next = self.admit(ri, desired, opts, warnings)?;
         if let Some(manager) = &opts.field_manager {
@@ -668,6 +732,7 @@ impl Registry {
             }
             match self.store.delete(&key, Some(kv.mod_revision)).await {
                 Ok(deleted) => {
+                    self.deleted(ri, &current);
                     let mut obj = current;
                     object::set_resource_version(&mut obj, deleted.mod_revision);
                     return Ok((obj, true));
@@ -712,7 +777,13 @@ impl Registry {
     /// last step of its deletion (the namespace controller).
     pub async fn remove_now(&self, ri: &ResourceInfo, ns: Option<&str>, name: &str) -> ApiResult<()> {
         match self.store.delete(&ri.key(ns, name), None).await {
-            Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
+            Ok(kv) => {
+                if let Ok(obj) = decode(&kv) {
+                    self.deleted(ri, &obj);
+                }
+                Ok(())
+            }
+            Err(StoreError::NotFound(_)) => Ok(()),
             Err(e) => Err(from_store(e, ri.group, ri.plural, name)),
         }
     }

@@ -404,6 +404,14 @@ const SECRET_COLUMNS: &[Column] = &[
 const ENDPOINTS_COLUMNS: &[Column] =
     &[NAME, col("Endpoints", "string", "The set of all endpoints is the union of all subsets."), AGE];
 
+const ENDPOINT_SLICE_COLUMNS: &[Column] = &[
+    NAME,
+    col("AddressType", "string", "addressType specifies the type of address carried by this EndpointSlice."),
+    col("Ports", "string", "ports specifies the list of network ports exposed by each endpoint in this slice."),
+    col("Endpoints", "string", "endpoints is a list of unique endpoints in this slice."),
+    AGE,
+];
+
 const SERVICE_ACCOUNT_COLUMNS: &[Column] = &[
     NAME,
     col("Secrets", "string", "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use."),
@@ -450,6 +458,7 @@ fn columns(kind: &str) -> &'static [Column] {
         "ConfigMap" => CONFIG_MAP_COLUMNS,
         "Secret" => SECRET_COLUMNS,
         "Endpoints" => ENDPOINTS_COLUMNS,
+        "EndpointSlice" => ENDPOINT_SLICE_COLUMNS,
         "ServiceAccount" => SERVICE_ACCOUNT_COLUMNS,
         "PersistentVolumeClaim" => PVC_COLUMNS,
         "Lease" => LEASE_COLUMNS,
@@ -495,6 +504,7 @@ pub fn row_cells(kind: &str, obj: &Value, now: Timestamp) -> Vec<Value> {
         "ConfigMap" => vec![name(obj).into(), config_map_data_count(obj).into(), age(obj, now)],
         "Secret" => secret_cells(obj, now),
         "Endpoints" => vec![name(obj).into(), format_endpoints(obj).into(), age(obj, now)],
+        "EndpointSlice" => endpoint_slice_cells(obj, now),
         "ServiceAccount" => {
             vec![name(obj).into(), (list(obj, &["secrets"]).len() as i64).into(), age(obj, now)]
         }
@@ -902,6 +912,32 @@ fn service_ports(svc: &Value) -> String {
         })
         .collect();
     or_none(&pieces.join(","))
+}
+
+/// EndpointSlice: Name, AddressType, Ports (`<unset>` without), Endpoints (three addresses, then
+/// `+ N more...`; `<unset>` without), Age, as kubectl's printer.
+fn endpoint_slice_cells(slice: &Value, now: Timestamp) -> Vec<Value> {
+    const MAX: usize = 3;
+    let ports: Vec<String> = list(slice, &["ports"])
+        .iter()
+        .map(|p| match p.get("port").and_then(Value::as_i64) {
+            Some(port) => port.to_string(),
+            None => "<unset>".to_string(),
+        })
+        .collect();
+    let addresses: Vec<&str> = list(slice, &["endpoints"]).iter().flat_map(|e| strings(e, &["addresses"])).collect();
+    let mut endpoints = addresses.iter().take(MAX).copied().collect::<Vec<_>>().join(",");
+    if addresses.len() > MAX {
+        endpoints.push_str(&format!(" + {} more...", addresses.len() - MAX));
+    }
+    let or_unset = |s: String| if s.is_empty() { "<unset>".to_string() } else { s };
+    vec![
+        name(slice).into(),
+        text(slice, &["addressType"]).into(),
+        or_unset(ports.join(",")).into(),
+        or_unset(endpoints).into(),
+        age(slice, now),
+    ]
 }
 
 /// Service: Name, Type, Cluster-IP, External-IP, Port(s), Age, Selector.

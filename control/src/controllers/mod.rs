@@ -19,6 +19,7 @@ pub mod statefulset {
 }
 pub mod csr_signer;
 pub mod deployment;
+pub mod endpoints;
 pub mod events;
 pub mod garbage_collector;
 pub mod namespace;
@@ -79,5 +80,6 @@ pub fn start_with(registry: Arc<Registry>, lifecycle: node_lifecycle::Config) ->
         }
     });
     node_lifecycle::start(&informers, lifecycle);
+    endpoints::start(&informers);
     supervisor
 }

@@ -199,8 +199,10 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let cache = WatchCache::start(Arc::clone(&store)).await?;
     let registry = Arc::new(
         Registry::new(store, cache)
-            .with_default_toleration_seconds(config.node_lifecycle.default_unreachable_toleration_seconds),
+            .with_default_toleration_seconds(config.node_lifecycle.default_unreachable_toleration_seconds)
+            .with_service_network(config.service_network.clone()),
     );
+    registry.repair_services().await?;
     bootstrap(&registry).await?;
     crate::auth::bootstrap_policy::ensure(&registry).await?;
 
@@ -219,6 +221,8 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let addr = std_listener.local_addr().map_err(|source| ServerError::Listen { addr: config.listen, source })?;
     let advertise_host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
     let url = format!("https://{advertise_host}:{}", addr.port());
+    let advertise_ip = if addr.ip().is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { addr.ip() };
+    controllers::endpoints::kubernetes::ensure_kubernetes_service(&registry, advertise_ip, addr.port()).await?;
 
     let kubeconfig_path = dir.join("kubeconfig");
     files::write_private(&kubeconfig_path, kubeconfig(&url, &certs.ca_pem, &admin_token, &admin_client).as_bytes())?;
