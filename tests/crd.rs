@@ -1,0 +1,345 @@
+//! CustomResourceDefinitions with the real kubectl against a real `skiff server`: the CronTab of
+//! the Kubernetes documentation, from `kubectl apply` of its CRD to deleting it with its objects.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{eventually, Cluster, KUBECTL};
+
+const CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: crontabs.stable.example.com
+spec:
+  group: stable.example.com
+  scope: Namespaced
+  names:
+    plural: crontabs
+    singular: crontab
+    kind: CronTab
+    shortNames: [ct]
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [cronSpec]
+            properties:
+              cronSpec:
+                type: string
+                pattern: '^(\d+|\*)(/\d+)?(\s+(\d+|\*)(/\d+)?){4}$'
+              image:
+                type: string
+              replicas:
+                type: integer
+                minimum: 0
+                maximum: 10
+                default: 1
+              mode:
+                type: string
+                enum: [fast, slow]
+                default: fast
+          status:
+            type: object
+            properties:
+              replicas:
+                type: integer
+              selector:
+                type: string
+              phase:
+                type: string
+    subresources:
+      status: {}
+      scale:
+        specReplicasPath: .spec.replicas
+        statusReplicasPath: .status.replicas
+        labelSelectorPath: .status.selector
+    additionalPrinterColumns:
+    - name: Spec
+      type: string
+      jsonPath: .spec.cronSpec
+    - name: Replicas
+      type: integer
+      jsonPath: .spec.replicas
+    - name: Age
+      type: date
+      jsonPath: .metadata.creationTimestamp
+  - name: v1beta1
+    served: true
+    storage: false
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+"#;
+
+const CRONTAB: &str = r#"
+apiVersion: stable.example.com/v1
+kind: CronTab
+metadata:
+  name: my-cron
+  namespace: default
+spec:
+  cronSpec: "* * * * */5"
+  image: my-awesome-cron-image
+  bogus: dropped
+"#;
+
+const CLUSTER_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.tools.example.org
+spec:
+  group: tools.example.org
+  scope: Cluster
+  names:
+    plural: widgets
+    kind: Widget
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            x-kubernetes-preserve-unknown-fields: true
+"#;
+
+fn apply_crd(c: &Cluster, manifest: &str, name: &str) {
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], Some(manifest));
+    assert!(out.contains(&format!("customresourcedefinition.apiextensions.k8s.io/{name} created")), "{out}");
+    let out = c.kubectl(&["wait", "--for", "condition=established", "--timeout=20s", &format!("crd/{name}")]);
+    assert!(out.contains("condition met"), "{out}");
+}
+
+#[test]
+fn crontab_lifecycle_with_kubectl() {
+    let c = Cluster::start();
+    apply_crd(&c, CRD, "crontabs.stable.example.com");
+    let crd = c.get_json(&["crd", "crontabs.stable.example.com"]);
+    assert_eq!(crd["status"]["acceptedNames"]["kind"], "CronTab", "{crd}");
+    assert_eq!(crd["status"]["storedVersions"], serde_json::json!(["v1"]), "{crd}");
+    assert_eq!(crd["metadata"]["finalizers"], serde_json::json!(["customresourcecleanup.apiextensions.k8s.io"]));
+    assert_eq!(crd["spec"]["names"]["listKind"], "CronTabList", "defaulted");
+
+    // Discovery knows the kind at once.
+    let resources = c.kubectl(&["api-resources", "--api-group=stable.example.com"]);
+    assert!(
+        resources.lines().any(|l| l.starts_with("crontabs") && l.contains("ct") && l.contains("stable.example.com/v1")),
+        "{resources}"
+    );
+
+    // A create with an unknown field: pruned (validation off), defaults filled in.
+    let out = c.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(CRONTAB));
+    assert!(out.contains("crontab.stable.example.com/my-cron created"), "{out}");
+    let obj = c.get_json(&["ct", "my-cron"]);
+    assert_eq!(obj["spec"]["replicas"], 1, "defaulted: {obj}");
+    assert_eq!(obj["spec"]["mode"], "fast", "defaulted: {obj}");
+    assert!(obj["spec"].get("bogus").is_none(), "pruned: {obj}");
+    assert_eq!(obj["metadata"]["generation"], 1);
+    let yaml = c.kubectl(&["get", "crontab", "my-cron", "-o", "yaml"]);
+    assert!(yaml.contains("replicas: 1") && !yaml.contains("bogus"), "{yaml}");
+
+    // Strict field validation (kubectl's default) refuses the unknown field, as kube-apiserver.
+    let strict = c.kubectl_fails(&["apply", "-f", "-"], Some(&CRONTAB.replace("my-cron", "strict-cron")));
+    assert!(strict.contains("unknown field \"spec.bogus\""), "{strict}");
+
+    // Printer columns, by plural and by short name.
+    for what in ["crontabs", "ct"] {
+        let table = c.kubectl(&["get", what]);
+        let header: Vec<&str> = table.lines().next().unwrap_or("").split_whitespace().collect();
+        assert_eq!(header, ["NAME", "SPEC", "REPLICAS", "AGE"], "{table}");
+        assert!(
+            table.lines().any(|l| l.starts_with("my-cron") && l.contains("* * * * */5") && l.contains(" 1 ")),
+            "{table}"
+        );
+    }
+
+    // A wrong type is refused with kube-apiserver's message.
+    let bad = CRONTAB.replace("my-cron", "bad-cron").replace("  bogus: dropped", "  replicas: \"lots\"");
+    let err = c.kubectl_fails(&["apply", "--validate=false", "-f", "-"], Some(&bad));
+    assert!(
+        err.contains(
+            "spec.replicas: Invalid value: \"string\": spec.replicas in body must be of type integer: \"string\""
+        ),
+        "{err}"
+    );
+    let bad = CRONTAB.replace("my-cron", "bad-cron").replace("* * * * */5", "never");
+    let err = c.kubectl_fails(&["apply", "--validate=false", "-f", "-"], Some(&bad));
+    assert!(err.contains("spec.cronSpec: Invalid value: \"never\": spec.cronSpec in body should match"), "{err}");
+
+    // Merge patch; strategic merge is refused for custom resources.
+    c.kubectl(&["patch", "ct", "my-cron", "--type=merge", "-p", r#"{"spec":{"replicas":3}}"#]);
+    let obj = c.get_json(&["ct", "my-cron"]);
+    assert_eq!(obj["spec"]["replicas"], 3);
+    assert_eq!(obj["metadata"]["generation"], 2, "a spec change bumps the generation");
+    let (code, body) = c.curl(
+        "PATCH",
+        "/apis/stable.example.com/v1/namespaces/default/crontabs/my-cron",
+        "application/strategic-merge-patch+json",
+        Some(br#"{"spec":{"replicas":4}}"#),
+    );
+    assert_eq!(code, 415, "{body}");
+
+    // Scale subresource.
+    let out = c.kubectl(&["scale", "ct", "my-cron", "--replicas=5"]);
+    assert!(out.contains("scaled"), "{out}");
+    assert_eq!(c.get_json(&["ct", "my-cron"])["spec"]["replicas"], 5);
+
+    // Status subresource: the main endpoint ignores status, /status ignores the rest.
+    c.kubectl(&["patch", "ct", "my-cron", "--type=merge", "-p", r#"{"status":{"phase":"Ignored"}}"#]);
+    assert!(c.get_json(&["ct", "my-cron"]).get("status").is_none());
+    c.kubectl(&[
+        "patch",
+        "ct",
+        "my-cron",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":5,"selector":"app=cron","phase":"Running"},"spec":{"replicas":9}}"#,
+    ]);
+    let obj = c.get_json(&["ct", "my-cron"]);
+    assert_eq!(obj["status"]["phase"], "Running");
+    assert_eq!(obj["spec"]["replicas"], 5, "spec is not written through /status");
+    assert_eq!(obj["metadata"]["generation"], 3, "status changes leave the generation alone");
+    let (code, scale) = c.curl(
+        "GET",
+        "/apis/stable.example.com/v1/namespaces/default/crontabs/my-cron/scale",
+        "application/json",
+        None,
+    );
+    assert_eq!(code, 200, "{scale}");
+    let scale: serde_json::Value = serde_json::from_str(&scale).expect("scale json");
+    assert_eq!(scale["status"], serde_json::json!({"replicas": 5, "selector": "app=cron"}), "{scale}");
+
+    // The other served version reads the same object, in its own apiVersion.
+    let (code, body) =
+        c.curl("GET", "/apis/stable.example.com/v1beta1/namespaces/default/crontabs/my-cron", "application/json", None);
+    assert_eq!(code, 200, "{body}");
+    let beta: serde_json::Value = serde_json::from_str(&body).expect("v1beta1 json");
+    assert_eq!(beta["apiVersion"], "stable.example.com/v1beta1");
+    assert_eq!(beta["spec"]["cronSpec"], "* * * * */5");
+
+    // A watch sees an add.
+    let mut watch = Command::new(KUBECTL)
+        .arg("--kubeconfig")
+        .arg(c.kubeconfig())
+        .args(["get", "ct", "-w", "--output-watch-events", "-o", "name"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl watch");
+    let stdout = watch.stdout.take().expect("watch stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // The initial state first, then the new object.
+    let first = rx.recv_timeout(Duration::from_secs(20));
+    c.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(&CRONTAB.replace("my-cron", "second-cron")));
+    let mut seen = vec![format!("{first:?}")];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline && !seen.iter().any(|l| l.contains("ADDED") && l.contains("second-cron"))
+    {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+            seen.push(line);
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(
+        seen.iter().any(|l| l.contains("ADDED") && l.contains("crontab.stable.example.com/second-cron")),
+        "{seen:?}"
+    );
+
+    // Deleting the CRD deletes its objects, then the endpoints are gone.
+    let out = c.kubectl(&["delete", "crd", "crontabs.stable.example.com", "--timeout=30s"]);
+    assert!(out.contains("deleted"), "{out}");
+    eventually("the CRD to be gone", Duration::from_secs(20), || {
+        !c.kubectl_output(&["get", "crd", "crontabs.stable.example.com"], None).status.success()
+    });
+    eventually("the endpoint to 404", Duration::from_secs(10), || {
+        c.curl("GET", "/apis/stable.example.com/v1/namespaces/default/crontabs", "application/json", None).0 == 404
+    });
+    let groups = c.kubectl(&["api-resources"]);
+    assert!(!groups.contains("stable.example.com"), "{groups}");
+    // Re-created, it is empty: the objects went with it.
+    apply_crd(&c, CRD, "crontabs.stable.example.com");
+    let list = c.get_json(&["crontabs", "-A"]);
+    assert_eq!(list["items"], serde_json::json!([]), "{list}");
+}
+
+#[test]
+fn cluster_scoped_kinds_and_bad_definitions() {
+    let c = Cluster::start();
+    apply_crd(&c, CLUSTER_CRD, "widgets.tools.example.org");
+    let widget =
+        "apiVersion: tools.example.org/v1alpha1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  anything: [1, 2]\n";
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], Some(widget));
+    assert!(out.contains("widget.tools.example.org/w1 created"), "{out}");
+    let w = c.get_json(&["widgets", "w1"]);
+    assert_eq!(w["spec"]["anything"], serde_json::json!([1, 2]), "preserved: {w}");
+    assert!(w["metadata"].get("namespace").is_none());
+    let table = c.kubectl(&["get", "widgets"]);
+    assert_eq!(table.lines().next().unwrap_or("").split_whitespace().collect::<Vec<_>>(), ["NAME", "AGE"], "{table}");
+    let (code, _) =
+        c.curl("GET", "/apis/tools.example.org/v1alpha1/namespaces/default/widgets", "application/json", None);
+    assert_eq!(code, 404, "a cluster-scoped kind has no namespaced path");
+    c.kubectl(&["label", "widget", "w1", "tier=gold"]);
+    let listed = c.kubectl(&["get", "widgets", "-l", "tier=gold", "-o", "name"]);
+    assert_eq!(listed.trim(), "widget.tools.example.org/w1");
+    let listed = c.kubectl(&["get", "widgets", "--field-selector", "metadata.name=nope", "-o", "name"]);
+    assert_eq!(listed.trim(), "");
+
+    // Bad CRDs: every cause, with Kubernetes' words.
+    let bad = CLUSTER_CRD
+        .replace("name: widgets.tools.example.org", "name: gadgets.tools.example.org")
+        .replace("scope: Cluster", "scope: Galaxy")
+        .replace("storage: true", "storage: false");
+    let err = c.kubectl_fails(&["apply", "-f", "-"], Some(&bad));
+    assert!(
+        err.contains(
+            "metadata.name: Invalid value: \"gadgets.tools.example.org\": must be spec.names.plural+\".\"+spec.group"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("spec.scope: Unsupported value: \"Galaxy\""), "{err}");
+    assert!(err.contains("must have exactly one version marked as storage version"), "{err}");
+    let unstructured = CLUSTER_CRD.replace("x-kubernetes-preserve-unknown-fields: true", "properties: {a: {}}");
+    let err = c.kubectl_fails(&["apply", "-f", "-"], Some(&unstructured));
+    assert!(
+        err.contains(
+            "properties[spec].properties[a].type: Required value: must not be empty for specified object fields"
+        ),
+        "{err}"
+    );
+    let no_schema = CLUSTER_CRD
+        .replace("name: widgets.tools.example.org", "name: gizmos.tools.example.org")
+        .replace("plural: widgets", "plural: gizmos")
+        .replace("kind: Widget", "kind: Gizmo");
+    let no_schema = no_schema.split("    schema:").next().unwrap_or("").to_string();
+    let err = c.kubectl_fails(&["apply", "-f", "-"], Some(&no_schema));
+    assert!(err.contains("spec.versions[0].schema.openAPIV3Schema: Required value: schemas are required"), "{err}");
+
+    c.kubectl(&["delete", "crd", "widgets.tools.example.org"]);
+    eventually("widgets to 404", Duration::from_secs(20), || {
+        c.curl("GET", "/apis/tools.example.org/v1alpha1/widgets/w1", "application/json", None).0 == 404
+    });
+}
