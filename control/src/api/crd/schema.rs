@@ -403,11 +403,13 @@ fn validate_number(schema: &Value, n: &serde_json::Number, v: &Value, path: &str
             invalid(out, path, &shown(v), format!("{} should be a multiple of {}", body(path), number(m)));
         }
     }
+    // An integral float (`3.0`) counts as the integer it is.
+    let int = n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18).map(|f| f as i64));
     match schema.get("format").and_then(Value::as_str) {
-        Some("int32") if n.as_i64().is_none_or(|i| i32::try_from(i).is_err()) => {
+        Some("int32") if int.is_none_or(|i| i32::try_from(i).is_err()) => {
             invalid(out, path, &shown(v), format!("{} must be of type int32: {}", body(path), shown(v)));
         }
-        Some("int64") if n.as_i64().is_none() && !n.is_u64() => {
+        Some("int64") if int.is_none() => {
             invalid(out, path, &shown(v), format!("{} must be of type int64: {}", body(path), shown(v)));
         }
         _ => {}
