@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{eventually, Cluster, KUBECTL};
+use common::{eventually, Cluster, Process, KUBECTL};
 
 const CRD: &str = r#"
 apiVersion: apiextensions.k8s.io/v1
@@ -142,6 +142,10 @@ fn crontab_lifecycle_with_kubectl() {
         "{resources}"
     );
 
+    // The schema is published: kubectl explain reads it.
+    let explained = c.kubectl(&["explain", "crontab.spec.replicas"]);
+    assert!(explained.contains("FIELD: replicas") && explained.contains("<integer>"), "{explained}");
+
     // A create with an unknown field: pruned (validation off), defaults filled in.
     let out = c.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(CRONTAB));
     assert!(out.contains("crontab.stable.example.com/my-cron created"), "{out}");
@@ -266,9 +270,39 @@ fn crontab_lifecycle_with_kubectl() {
     assert!(first.is_ok_and(|l| l == "crontab.stable.example.com/my-cron"), "initial state first: {seen:?}");
     assert!(seen.iter().any(|l| l == "crontab.stable.example.com/second-cron"), "{seen:?}");
 
+    // A raw watch, open while the CRD goes: it sees the objects deleted and then ends.
+    let mut raw = Process(Some(
+        Command::new("curl")
+            .args(["-skN", "-H", &format!("Authorization: Bearer {}", c.token())])
+            .arg(format!(
+                "{}/apis/stable.example.com/v1/namespaces/default/crontabs?watch=1&resourceVersion=0",
+                c.url()
+            ))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("curl watch"),
+    ));
+    let raw_out = raw.0.as_mut().and_then(|ch| ch.stdout.take()).expect("curl stdout");
+    let (raw_tx, raw_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(raw_out).lines().map_while(Result::ok) {
+            if raw_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let added = raw_rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+    assert!(added.contains("\"ADDED\""), "{added}");
+
     // Deleting the CRD deletes its objects, then the endpoints are gone.
     let out = c.kubectl(&["delete", "crd", "crontabs.stable.example.com", "--timeout=30s"]);
     assert!(out.contains("deleted"), "{out}");
+    eventually("the watch to end with its CRD", Duration::from_secs(20), || {
+        raw.0.as_mut().is_some_and(|ch| matches!(ch.try_wait(), Ok(Some(_))))
+    });
+    let events: Vec<String> = raw_rx.try_iter().collect();
+    assert!(events.iter().any(|e| e.contains("\"DELETED\"") && e.contains("my-cron")), "{events:?}");
     eventually("the CRD to be gone", Duration::from_secs(20), || {
         !c.kubectl_output(&["get", "crd", "crontabs.stable.example.com"], None).status.success()
     });

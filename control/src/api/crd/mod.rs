@@ -131,6 +131,13 @@ impl Table {
     }
 }
 
+/// Whether the storage key `key` is the CRD that serves `ri`.
+pub fn serves(key: &str, ri: &ResourceInfo) -> bool {
+    ri.custom.as_ref().is_some_and(|c| {
+        key.strip_prefix("/registry/apiextensions.k8s.io/customresourcedefinitions/") == Some(c.crd_name.as_str())
+    })
+}
+
 /// Shows a stored custom object in the version `ri` serves (`conversion: None`: only
 /// `apiVersion` changes).
 pub fn to_version(ri: &ResourceInfo, obj: &mut Value) {

@@ -182,6 +182,8 @@ pub fn stream(registry: Arc<Registry>, w: WatchRequest) -> impl Stream<Item = Re
                     Ok(ev) => {
                         if ev.revision <= last { continue; }
                         last = ev.revision;
+                        // A custom resource's watches end with its CRD.
+                        if ev.deleted && crate::api::crd::serves(&ev.key, &w.resource) { return; }
                         if !ev.key.starts_with(&prefix) { continue; }
                         if let Some(kind) = event_type(&registry, &w, &ev) {
                             yield Ok(line(kind, &encode_object(&w, &ev.object, Some(ev.object_json()))));
