@@ -374,3 +374,59 @@ fn cluster_scoped_kinds_and_bad_definitions() {
         c.curl("GET", "/apis/tools.example.org/v1alpha1/widgets/w1", "application/json", None).0 == 404
     });
 }
+
+#[test]
+fn custom_objects_with_namespaces_owners_server_side_apply_and_restarts() {
+    let mut c = Cluster::start();
+    apply_crd(&c, CRD, "crontabs.stable.example.com");
+    c.kubectl(&["create", "namespace", "team"]);
+    let in_team = CRONTAB.replace("namespace: default", "namespace: team").replace("  bogus: dropped\n", "");
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&in_team));
+
+    // Server-side apply creates and updates a custom object (merge patch semantics).
+    let ssa = "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata:\n  name: ssa\n  namespace: default\nspec:\n  cronSpec: \"1 2 3 4 5\"\n  replicas: 2\n";
+    let out = c.kubectl_stdin(&["apply", "--server-side", "-f", "-"], Some(ssa));
+    assert!(out.contains("crontab.stable.example.com/ssa serverside-applied"), "{out}");
+    c.kubectl_stdin(&["apply", "--server-side", "-f", "-"], Some(&ssa.replace("replicas: 2", "replicas: 4")));
+    let obj = c.get_json(&["ct", "ssa"]);
+    assert_eq!(obj["spec"]["replicas"], 4, "{obj}");
+    assert_eq!(obj["spec"]["mode"], "fast", "{obj}");
+
+    // A ConfigMap owned by a custom object goes with it (garbage collector).
+    let owner_uid = obj["metadata"]["uid"].as_str().expect("uid").to_string();
+    let owned = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: owned\n  namespace: default\n  ownerReferences:\n  - apiVersion: stable.example.com/v1\n    kind: CronTab\n    name: ssa\n    uid: {owner_uid}\n"
+    );
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&owned));
+    c.kubectl(&["delete", "ct", "ssa"]);
+    eventually("the owned ConfigMap to be collected", Duration::from_secs(20), || {
+        !c.kubectl_output(&["get", "cm", "owned"], None).status.success()
+    });
+
+    // A restarted server serves the kinds again from the stored CRDs.
+    c.kill9();
+    c.spawn();
+    eventually("crontabs served after a restart", Duration::from_secs(20), || {
+        c.kubectl_output(&["get", "ct", "my-cron", "-n", "team"], None).status.success()
+    });
+
+    // deletecollection, then a namespace's deletion takes its custom objects.
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&in_team.replace("my-cron", "other-cron")));
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&CRONTAB.replace("my-cron", "d1").replace("  bogus: dropped\n", "")));
+    let (code, body) =
+        c.curl("DELETE", "/apis/stable.example.com/v1/namespaces/default/crontabs", "application/json", None);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"d1\"") && !body.contains("other-cron"), "{body}");
+    assert!(!c.kubectl_output(&["get", "ct", "d1"], None).status.success());
+    assert!(c.kubectl_output(&["get", "ct", "other-cron", "-n", "team"], None).status.success());
+    c.kubectl(&["delete", "ct", "other-cron", "-n", "team"]);
+    c.kubectl(&["delete", "namespace", "team", "--wait=false"]);
+    eventually("the namespace and its crontabs to go", Duration::from_secs(30), || {
+        !c.kubectl_output(&["get", "namespace", "team"], None).status.success()
+    });
+    let (code, body) = c.curl("GET", "/apis/stable.example.com/v1/crontabs", "application/json", None);
+    assert_eq!(code, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).expect("list json");
+    assert_eq!(list["kind"], "CronTabList");
+    assert_eq!(list["items"], serde_json::json!([]), "{list}");
+}
