@@ -369,6 +369,21 @@ fn cluster_scoped_kinds_and_bad_definitions() {
     let err = c.kubectl_fails(&["apply", "-f", "-"], Some(&no_schema));
     assert!(err.contains("spec.versions[0].schema.openAPIV3Schema: Required value: schemas are required"), "{err}");
 
+    // A second CRD asking for a kind its group already serves: not accepted, not served.
+    let clash = CLUSTER_CRD
+        .replace("widgets.tools.example.org", "sprockets.tools.example.org")
+        .replace("plural: widgets", "plural: sprockets");
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&clash));
+    eventually("NamesAccepted=False on the clashing CRD", Duration::from_secs(20), || {
+        let crd = c.get_json(&["crd", "sprockets.tools.example.org"]);
+        let conds = crd["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        conds.iter().any(|k| k["type"] == "NamesAccepted" && k["status"] == "False" && k["reason"] == "SingularConflict")
+            && conds.iter().any(|k| k["type"] == "Established" && k["status"] == "False")
+    });
+    let (code, _) = c.curl("GET", "/apis/tools.example.org/v1alpha1/sprockets", "application/json", None);
+    assert_eq!(code, 404, "a CRD whose names are not accepted serves nothing");
+    c.kubectl(&["delete", "crd", "sprockets.tools.example.org"]);
+
     c.kubectl(&["delete", "crd", "widgets.tools.example.org"]);
     eventually("widgets to 404", Duration::from_secs(20), || {
         c.curl("GET", "/apis/tools.example.org/v1alpha1/widgets/w1", "application/json", None).0 == 404

@@ -53,6 +53,14 @@ impl ResourceInfo {
         }
     }
 
+    /// The kind of a list of these (`PodList`; a CRD's `listKind`).
+    pub fn list_kind(&self) -> String {
+        match &self.custom {
+            Some(custom) if !custom.list_kind.is_empty() => custom.list_kind.clone(),
+            _ => format!("{}List", self.kind),
+        }
+    }
+
     /// False for the versions of a custom resource other than the one it is stored in (they
     /// address the same objects).
     pub fn is_storage_version(&self) -> bool {

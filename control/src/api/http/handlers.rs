@@ -500,8 +500,7 @@ async fn delete_collection(registry: &Registry, req: &Request<'_>) -> ApiResult<
             Err(e) => return Err(e),
         }
     }
-    let list =
-        json!({"kind": format!("{}List", ri.kind), "apiVersion": ri.api_version(), "metadata": {}, "items": deleted});
+    let list = json!({"kind": ri.list_kind(), "apiVersion": ri.api_version(), "metadata": {}, "items": deleted});
     Ok(json_response(StatusCode::OK, &list, &[]))
 }
 

@@ -97,7 +97,7 @@ pub fn list(ri: &ResourceInfo, listed: Listed, shape: Shape, include_object: &st
         Shape::Object => {
             let meta = list_meta(&listed);
             json!({
-                "kind": format!("{}List", ri.kind),
+                "kind": ri.list_kind(),
                 "apiVersion": ri.api_version(),
                 "metadata": meta,
                 "items": listed.items,
@@ -117,7 +117,7 @@ pub fn list_opening(ri: &ResourceInfo, revision: i64, shape: Shape) -> String {
         ),
         Shape::Object => format!(
             r#"{{"kind":{},"apiVersion":{},"metadata":{meta},"items":["#,
-            json!(format!("{}List", ri.kind)),
+            json!(ri.list_kind()),
             json!(ri.api_version())
         ),
     }
