@@ -33,6 +33,9 @@ spec:
           spec:
             type: object
             required: [cronSpec]
+            x-kubernetes-validations:
+            - rule: "self.replicas <= 8 || self.mode == 'slow'"
+              message: more than 8 replicas need mode slow
             properties:
               cronSpec:
                 type: string
@@ -184,6 +187,14 @@ fn crontab_lifecycle_with_kubectl() {
     let bad = CRONTAB.replace("my-cron", "bad-cron").replace("* * * * */5", "never");
     let err = c.kubectl_fails(&["apply", "--validate=false", "-f", "-"], Some(&bad));
     assert!(err.contains("spec.cronSpec: Invalid value: \"never\": spec.cronSpec in body should match"), "{err}");
+
+    // A CEL rule (x-kubernetes-validations) is enforced.
+    let bad = CRONTAB.replace("my-cron", "bad-cron").replace("  bogus: dropped", "  replicas: 9");
+    let err = c.kubectl_fails(&["apply", "--validate=false", "-f", "-"], Some(&bad));
+    assert!(err.contains("spec: Invalid value: \"object\": more than 8 replicas need mode slow"), "{err}");
+    let fine = bad.replace("  replicas: 9", "  replicas: 9\n  mode: slow").replace("bad-cron", "slow-cron");
+    c.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(&fine));
+    c.kubectl(&["delete", "ct", "slow-cron"]);
 
     // Merge patch; strategic merge is refused for custom resources.
     c.kubectl(&["patch", "ct", "my-cron", "--type=merge", "-p", r#"{"spec":{"replicas":3}}"#]);
@@ -361,6 +372,13 @@ fn cluster_scoped_kinds_and_bad_definitions() {
         ),
         "{err}"
     );
+    let bad_rule = CLUSTER_CRD.replace(
+        "x-kubernetes-preserve-unknown-fields: true",
+        "x-kubernetes-preserve-unknown-fields: true\n            x-kubernetes-validations:\n            - rule: \"self.size() >\"",
+    );
+    let err = c.kubectl_fails(&["apply", "-f", "-"], Some(&bad_rule));
+    assert!(err.contains("properties[spec].x-kubernetes-validations[0].rule: Invalid value"), "{err}");
+    assert!(err.contains("compilation failed"), "{err}");
     let no_schema = CLUSTER_CRD
         .replace("name: widgets.tools.example.org", "name: gizmos.tools.example.org")
         .replace("plural: widgets", "plural: gizmos")
@@ -377,7 +395,9 @@ fn cluster_scoped_kinds_and_bad_definitions() {
     eventually("NamesAccepted=False on the clashing CRD", Duration::from_secs(20), || {
         let crd = c.get_json(&["crd", "sprockets.tools.example.org"]);
         let conds = crd["status"]["conditions"].as_array().cloned().unwrap_or_default();
-        conds.iter().any(|k| k["type"] == "NamesAccepted" && k["status"] == "False" && k["reason"] == "SingularConflict")
+        conds
+            .iter()
+            .any(|k| k["type"] == "NamesAccepted" && k["status"] == "False" && k["reason"] == "SingularConflict")
             && conds.iter().any(|k| k["type"] == "Established" && k["status"] == "False")
     });
     let (code, _) = c.curl("GET", "/apis/tools.example.org/v1alpha1/sprockets", "application/json", None);

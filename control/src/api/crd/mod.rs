@@ -10,6 +10,7 @@
 
 pub mod definition;
 pub mod printer;
+pub mod rules;
 pub mod schema;
 
 use std::collections::{BTreeMap, HashSet};

@@ -279,6 +279,7 @@ fn validate_at(schema: &Value, v: &Value, path: &str, out: &mut Vec<Violation>) 
         Value::Object(map) => validate_object(schema, map, path, out),
         _ => {}
     }
+    super::rules::check(schema, v, path, out);
 }
 
 fn validate_object(schema: &Value, map: &Map<String, Value>, path: &str, out: &mut Vec<Violation>) {
@@ -482,6 +483,7 @@ fn structural_at(schema: &Value, path: &str, root: bool, out: &mut Vec<Violation
             });
         }
     }
+    out.extend(super::rules::compile_errors(schema, path));
     if let Some(props) = map.get("properties").and_then(Value::as_object) {
         for (key, sub) in props {
             structural_at(sub, &format!("{path}.properties[{key}]"), false, out);
