@@ -36,6 +36,8 @@ spec:
             x-kubernetes-validations:
             - rule: "self.replicas <= 8 || self.mode == 'slow'"
               message: more than 8 replicas need mode slow
+            - rule: "!has(oldSelf.image) || (has(self.image) && self.image == oldSelf.image)"
+              message: image is immutable
             properties:
               cronSpec:
                 type: string
@@ -195,6 +197,10 @@ fn crontab_lifecycle_with_kubectl() {
     let fine = bad.replace("  replicas: 9", "  replicas: 9\n  mode: slow").replace("bad-cron", "slow-cron");
     c.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(&fine));
     c.kubectl(&["delete", "ct", "slow-cron"]);
+
+    // A transition rule (oldSelf) holds on updates.
+    let err = c.kubectl_fails(&["patch", "ct", "my-cron", "--type=merge", "-p", r#"{"spec":{"image":"other"}}"#], None);
+    assert!(err.contains("spec: Invalid value: \"object\": image is immutable"), "{err}");
 
     // Merge patch; strategic merge is refused for custom resources.
     c.kubectl(&["patch", "ct", "my-cron", "--type=merge", "-p", r#"{"spec":{"replicas":3}}"#]);

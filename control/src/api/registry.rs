@@ -367,7 +367,7 @@ impl Registry {
         warnings: &mut Vec<String>,
     ) -> ApiResult<Value> {
         if let Some(custom) = &ri.custom {
-            return crd::admit(ri, custom, obj, opts.field_validation, warnings);
+            return crd::admit(ri, custom, obj, None, opts.field_validation, warnings);
         }
         let mut obj = obj;
         admission::default(ri.kind, &mut obj);
@@ -609,7 +609,11 @@ impl Registry {
             meta.insert("name".into(), json!(name));
             meta.remove("resourceVersion");
         }
-        let mut next = self.admit(ri, desired, opts, warnings)?;
+        let mut next = match &ri.custom {
+            // CEL transition rules compare with the object being replaced.
+            Some(custom) => crd::admit(ri, custom, desired, Some(current), opts.field_validation, warnings)?,
+            None => self.admit(ri, desired, opts, warnings)?,
+        };
         if let Some(manager) = &opts.field_manager {
             next = patch::apply::record_update(Some(current), &next, manager, &object::now_rfc3339());
         }

@@ -158,10 +158,12 @@ pub fn to_storage(ri: &ResourceInfo, obj: &mut Value) {
 
 /// Admission of a custom object: defaulting, pruning (unknown fields reported per
 /// `fieldValidation`), metadata rules, then the schema's validation -> 422 with every cause.
+/// `old` is the object an update replaces (for CEL transition rules).
 pub fn admit(
     ri: &ResourceInfo,
     custom: &Custom,
     mut obj: Value,
+    old: Option<&Value>,
     validation: FieldValidation,
     warnings: &mut Vec<String>,
 ) -> ApiResult<Value> {
@@ -217,7 +219,7 @@ pub fn admit(
     if name.is_empty() {
         causes.push(("metadata.name".into(), "Required value: name or generateName is required".into()));
     }
-    for v in schema::validate(schema, &obj) {
+    for v in schema::validate_update(schema, &obj, old) {
         causes.push((v.field, v.message));
     }
     if !causes.is_empty() {
@@ -307,13 +309,13 @@ mod tests {
         let obj = json!({"apiVersion": "stable.example.com/v1", "kind": "CronTab",
             "metadata": {"name": "a", "bogus": 1}, "spec": {"x": 1}});
         let mut warnings = Vec::new();
-        let admitted = admit(ri, custom, obj.clone(), FieldValidation::Warn, &mut warnings).expect("admitted");
+        let admitted = admit(ri, custom, obj.clone(), None, FieldValidation::Warn, &mut warnings).expect("admitted");
         assert_eq!(admitted["spec"], json!({"replicas": 1}));
         assert_eq!(warnings, vec!["unknown field \"spec.x\"", "unknown field \"metadata.bogus\""]);
-        let strict = admit(ri, custom, obj, FieldValidation::Strict, &mut Vec::new()).expect_err("strict");
+        let strict = admit(ri, custom, obj, None, FieldValidation::Strict, &mut Vec::new()).expect_err("strict");
         assert!(strict.to_string().contains("strict decoding error: unknown field \"spec.x\""), "{strict}");
         let bad = json!({"metadata": {"name": "Bad_Name"}, "spec": {"replicas": "two"}});
-        let err = admit(ri, custom, bad, FieldValidation::Warn, &mut Vec::new()).expect_err("invalid");
+        let err = admit(ri, custom, bad, None, FieldValidation::Warn, &mut Vec::new()).expect_err("invalid");
         let ApiError::Invalid { causes, .. } = err else { panic!("not invalid") };
         assert_eq!(causes.len(), 2, "{causes:?}");
         let mut stored = json!({"apiVersion": "stable.example.com/v2"});

@@ -1,8 +1,10 @@
 //! `x-kubernetes-validations`: the CEL rules of a CRD schema node, evaluated with the `cel`
 //! crate, `self` bound to the value at that node. Transition rules (those naming `oldSelf`) are
-//! not evaluated yet: the previous object is not passed down.
+//! evaluated on updates only, `oldSelf` bound to the old object's value at the same place.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -26,6 +28,29 @@ pub fn to_cel(v: &Value) -> cel::Value {
             cel::Value::from(entries)
         }
     }
+}
+
+/// Compiled programs kept per thread (rules are few and written often); at most this many.
+const CACHED_PROGRAMS: usize = 512;
+
+thread_local! {
+    static PROGRAMS: RefCell<HashMap<String, Rc<cel::Program>>> = RefCell::new(HashMap::new());
+}
+
+/// The compiled program of `source`, from this thread's cache when it was compiled before.
+fn program(source: &str) -> Option<Rc<cel::Program>> {
+    PROGRAMS.with(|cache| {
+        if let Some(found) = cache.borrow().get(source) {
+            return Some(Rc::clone(found));
+        }
+        let compiled = Rc::new(cel::Program::compile(source).ok()?);
+        let mut cache = cache.borrow_mut();
+        if cache.len() >= CACHED_PROGRAMS {
+            cache.clear();
+        }
+        cache.insert(source.to_string(), Rc::clone(&compiled));
+        Some(compiled)
+    })
 }
 
 fn rules(schema: &Value) -> impl Iterator<Item = &Value> {
@@ -62,18 +87,21 @@ fn one_line(s: &str) -> String {
 
 /// Evaluates the rules of one schema node against `value` (found at `path`), adding a
 /// violation per rule that does not hold, worded as kube-apiserver words it.
-pub fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation>) {
+pub fn check(schema: &Value, value: &Value, old: Option<&Value>, path: &str, out: &mut Vec<Violation>) {
     let mut bound = None;
     let ty = schema.get("type").and_then(Value::as_str).unwrap_or("object");
     for r in rules(schema) {
         let Some(rule) = r.get("rule").and_then(Value::as_str) else { continue };
-        if is_transition(rule) {
+        if is_transition(rule) && old.is_none() {
             continue;
         }
-        let Ok(program) = cel::Program::compile(rule) else { continue };
+        let Some(program) = program(rule) else { continue };
         let ctx = bound.get_or_insert_with(|| {
             let mut ctx = cel::Context::default();
             ctx.add_variable_from_value("self", to_cel(value));
+            if let Some(old) = old {
+                ctx.add_variable_from_value("oldSelf", to_cel(old));
+            }
             ctx
         });
         let field = match r.get("fieldPath").and_then(Value::as_str).filter(|p| !p.is_empty()) {
@@ -94,7 +122,7 @@ pub fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation>
 /// `messageExpression` when it evaluates to a string, else `message`, else `failed rule: <rule>`.
 fn failure_message(r: &Value, rule: &str, ctx: &cel::Context) -> String {
     if let Some(expr) = r.get("messageExpression").and_then(Value::as_str) {
-        if let Ok(program) = cel::Program::compile(expr) {
+        if let Some(program) = program(expr) {
             if let Ok(cel::Value::String(s)) = program.execute(ctx) {
                 return s.to_string();
             }
@@ -125,14 +153,18 @@ mod tests {
     #[test]
     fn rules_hold_or_say_why() {
         let mut out = Vec::new();
-        check(&spec_schema(), &json!({"replicas": 3, "minReplicas": 1, "maxReplicas": 5}), "spec", &mut out);
+        let ok = json!({"replicas": 3, "minReplicas": 1, "maxReplicas": 5});
+        check(&spec_schema(), &ok, None, "spec", &mut out);
         assert!(out.is_empty(), "{out:?}");
-        check(
-            &spec_schema(),
-            &json!({"replicas": 9, "minReplicas": 10, "maxReplicas": 5, "image": "x"}),
-            "spec",
-            &mut out,
-        );
+        check(&spec_schema(), &ok, Some(&ok), "spec", &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        let more = json!({"replicas": 4, "minReplicas": 1, "maxReplicas": 5});
+        check(&spec_schema(), &more, Some(&ok), "spec", &mut out);
+        assert_eq!(out.len(), 1, "a transition rule on update: {out:?}");
+        assert_eq!(out[0].message, "Invalid value: \"object\": failed rule: self.replicas == oldSelf.replicas");
+        out.clear();
+        let bad = json!({"replicas": 9, "minReplicas": 10, "maxReplicas": 5, "image": "x"});
+        check(&spec_schema(), &bad, None, "spec", &mut out);
         let got: Vec<String> = out.iter().map(|v| format!("{}: {}", v.field, v.message)).collect();
         assert_eq!(
             got,

@@ -190,7 +190,15 @@ fn shown(v: &Value) -> String {
 /// Validates `obj` against `schema`; every violation, in field order.
 pub fn validate(schema: &Value, obj: &Value) -> Vec<Violation> {
     let mut out = Vec::new();
-    validate_at(schema, obj, "", &mut out);
+    validate_at(schema, obj, None, "", &mut out);
+    out
+}
+
+/// [`validate`] for an update: CEL transition rules (`oldSelf`) see the old object's value at
+/// the same place (through object properties and map values; list items are not correlated).
+pub fn validate_update(schema: &Value, obj: &Value, old: Option<&Value>) -> Vec<Violation> {
+    let mut out = Vec::new();
+    validate_at(schema, obj, old, "", &mut out);
     out
 }
 
@@ -218,7 +226,7 @@ fn type_ok(ty: &str, v: &Value) -> bool {
     }
 }
 
-fn validate_at(schema: &Value, v: &Value, path: &str, out: &mut Vec<Violation>) {
+fn validate_at(schema: &Value, v: &Value, old: Option<&Value>, path: &str, out: &mut Vec<Violation>) {
     if !schema.is_object() {
         return;
     }
@@ -272,17 +280,23 @@ fn validate_at(schema: &Value, v: &Value, path: &str, out: &mut Vec<Violation>) 
             }
             if let Some(item_schema) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
-                    validate_at(item_schema, item, &index(path, i), out);
+                    validate_at(item_schema, item, None, &index(path, i), out);
                 }
             }
         }
-        Value::Object(map) => validate_object(schema, map, path, out),
+        Value::Object(map) => validate_object(schema, map, old, path, out),
         _ => {}
     }
-    super::rules::check(schema, v, path, out);
+    super::rules::check(schema, v, old, path, out);
 }
 
-fn validate_object(schema: &Value, map: &Map<String, Value>, path: &str, out: &mut Vec<Violation>) {
+fn validate_object(
+    schema: &Value,
+    map: &Map<String, Value>,
+    old: Option<&Value>,
+    path: &str,
+    out: &mut Vec<Violation>,
+) {
     if flag(schema, "x-kubernetes-embedded-resource") {
         for field in ["apiVersion", "kind"] {
             if map.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
@@ -318,7 +332,7 @@ fn validate_object(schema: &Value, map: &Map<String, Value>, path: &str, out: &m
             continue;
         }
         if let Some(sub) = props.and_then(|p| p.get(key)).or(extra) {
-            validate_at(sub, value, &child(path, key), out);
+            validate_at(sub, value, old.and_then(|o| o.get(key)), &child(path, key), out);
         }
     }
 }
@@ -497,7 +511,7 @@ fn structural_at(schema: &Value, path: &str, root: bool, out: &mut Vec<Violation
     }
     if let Some(def) = map.get("default") {
         let mut errs = Vec::new();
-        validate_at(schema, def, "", &mut errs);
+        validate_at(schema, def, None, "", &mut errs);
         for e in errs {
             out.push(Violation { field: format!("{path}.default"), message: e.message });
         }
