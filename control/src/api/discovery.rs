@@ -35,9 +35,12 @@ fn subresource_kind(ri: &ResourceInfo, sub: &str) -> (&'static str, &'static str
     }
 }
 
-fn categories(ri: &ResourceInfo) -> Vec<&'static str> {
+fn categories(ri: &ResourceInfo) -> Vec<String> {
+    if let Some(custom) = &ri.custom {
+        return custom.categories.clone();
+    }
     if ri.in_category_all {
-        vec!["all"]
+        vec!["all".to_string()]
     } else {
         vec![]
     }
@@ -52,22 +55,63 @@ pub fn api_versions(server_address: &str) -> Value {
     })
 }
 
-fn group_entry(group: &str, version: &str) -> Value {
-    let gv = format!("{group}/{version}");
-    json!({"name": group, "versions": [{"groupVersion": gv, "version": version}], "preferredVersion": {"groupVersion": gv, "version": version}})
+/// Kubernetes' version priority (`v1` > `v1beta2` > `v1beta1` > `v1alpha1` > anything else):
+/// the first of a group's versions is its preferred one.
+fn version_rank(v: &str) -> (u8, std::cmp::Reverse<u64>, std::cmp::Reverse<u64>, String) {
+    let parse = |rest: &str| -> Option<(u64, u8, u64)> {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let major = digits.parse().ok()?;
+        let tail = &rest[digits.len()..];
+        let (stage, n) = if tail.is_empty() {
+            (0, "0")
+        } else if let Some(n) = tail.strip_prefix("beta") {
+            (1, n)
+        } else if let Some(n) = tail.strip_prefix("alpha") {
+            (2, n)
+        } else {
+            return None;
+        };
+        Some((major, stage, n.parse().ok()?))
+    };
+    match v.strip_prefix('v').and_then(parse) {
+        Some((major, stage, minor)) => (stage, std::cmp::Reverse(major), std::cmp::Reverse(minor), String::new()),
+        None => (3, std::cmp::Reverse(0), std::cmp::Reverse(0), v.to_string()),
+    }
+}
+
+/// The served groups (core first) with their versions, preferred first.
+fn groups(resources: &Resources) -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+    for (g, v) in resources.group_versions() {
+        match out.iter_mut().find(|(group, _)| *group == g) {
+            Some((_, versions)) => versions.push(v),
+            None => out.push((g, vec![v])),
+        }
+    }
+    for (_, versions) in &mut out {
+        versions.sort_by_key(|v| version_rank(v));
+    }
+    out
+}
+
+fn group_entry(group: &str, versions: &[&str]) -> Value {
+    let entries: Vec<Value> =
+        versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+    let preferred = entries.first().cloned().unwrap_or(Value::Null);
+    json!({"name": group, "versions": entries, "preferredVersion": preferred})
 }
 
 /// `/apis`: the legacy group list.
 pub fn api_group_list(resources: &Resources) -> Value {
     let groups: Vec<Value> =
-        resources.group_versions().into_iter().filter(|(g, _)| !g.is_empty()).map(|(g, v)| group_entry(g, v)).collect();
+        groups(resources).into_iter().filter(|(g, _)| !g.is_empty()).map(|(g, v)| group_entry(g, &v)).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `/apis/<group>`.
 pub fn api_group(resources: &Resources, group: &str) -> Option<Value> {
-    let (g, v) = resources.group_versions().into_iter().find(|(g, _)| *g == group)?;
-    let mut entry = group_entry(g, v);
+    let (g, v) = groups(resources).into_iter().find(|(g, _)| *g == group)?;
+    let mut entry = group_entry(g, &v);
     entry["kind"] = json!("APIGroup");
     entry["apiVersion"] = json!("v1");
     Some(entry)
@@ -124,15 +168,32 @@ fn aggregated_resource(ri: &ResourceInfo) -> Value {
 
 /// Aggregated discovery for the core group (`legacy`) or for all named groups.
 pub fn aggregated(resources: &Resources, legacy: bool) -> Value {
-    let items: Vec<Value> = resources
-        .group_versions()
+    let items: Vec<Value> = groups(resources)
         .into_iter()
         .filter(|(g, _)| g.is_empty() == legacy)
-        .map(|(g, v)| {
-            let res: Vec<Value> =
-                resources.iter().filter(|r| r.group == g && r.version == v).map(aggregated_resource).collect();
-            json!({"metadata": {"name": g}, "versions": [{"version": v, "resources": res, "freshness": "Current"}]})
+        .map(|(g, versions)| {
+            let versions: Vec<Value> = versions
+                .iter()
+                .map(|v| {
+                    let res: Vec<Value> =
+                        resources.iter().filter(|r| r.group == g && r.version == *v).map(aggregated_resource).collect();
+                    json!({"version": v, "resources": res, "freshness": "Current"})
+                })
+                .collect();
+            json!({"metadata": {"name": g}, "versions": versions})
         })
         .collect();
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_ordered_by_kubernetes_priority() {
+        let mut v = vec!["v1alpha1", "v2", "v1beta1", "v1", "foo", "v1beta2"];
+        v.sort_by_key(|v| version_rank(v));
+        assert_eq!(v, ["v2", "v1", "v1beta2", "v1beta1", "v1alpha1", "foo"]);
+    }
 }

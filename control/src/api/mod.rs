@@ -5,6 +5,7 @@
 //! are served from the [`watch_cache`], never from the store per client.
 
 pub mod admission;
+pub mod crd;
 pub mod discovery;
 pub mod error;
 pub mod http;

@@ -62,10 +62,11 @@ pub fn document(resources: &Resources, path: &str) -> Option<Value> {
     }
     let mut schemas = Map::new();
     for ri in resources.iter().filter(|r| r.group == g && r.version == v) {
-        schemas.insert(
-            schema_name(ri.group, ri.version, ri.kind),
-            json!({"type": "object", "x-kubernetes-group-version-kind": [{"group": ri.group, "version": ri.version, "kind": ri.kind}]}),
-        );
+        // A custom resource's schema is its CRD's (what `kubectl explain` reads).
+        let mut schema = ri.custom.as_ref().and_then(|c| c.schema.clone()).unwrap_or_else(|| json!({"type": "object"}));
+        schema["x-kubernetes-group-version-kind"] =
+            json!([{"group": ri.group, "version": ri.version, "kind": ri.kind}]);
+        schemas.insert(schema_name(ri.group, ri.version, ri.kind), schema);
     }
     Some(json!({
         "openapi": "3.0.0",

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::admission;
+use super::crd;
 use super::error::{from_store, ApiError, ApiResult};
 use super::object::{self, meta_mut};
 use super::resources::{ResourceInfo, Resources};
@@ -87,21 +88,27 @@ pub struct Registry {
     pub default_toleration_seconds: i64,
     /// The ClusterIPs and NodePorts Services hold.
     pub services: super::service_alloc::ServiceAllocator,
+    /// The served resources, built-in and custom (kept by the CRD controller).
+    pub custom: crd::Table,
 }
 
-fn decode(kv: &KeyValue) -> ApiResult<Value> {
+/// A stored object as `ri` serves it (a custom object in the requested version).
+fn decode(ri: &ResourceInfo, kv: &KeyValue) -> ApiResult<Value> {
     let mut obj: Value = serde_json::from_slice(&kv.value)
         .map_err(|e| ApiError::Internal(format!("stored object {} does not decode: {e}", kv.key)))?;
     object::set_resource_version(&mut obj, kv.mod_revision);
+    crd::to_version(ri, &mut obj);
     Ok(obj)
 }
 
-/// The stored form: no `resourceVersion` (it is the store's revision).
-fn encode(obj: &Value) -> Vec<u8> {
+/// The stored form: no `resourceVersion` (it is the store's revision); a custom object in its
+/// storage version.
+fn encode(ri: &ResourceInfo, obj: &Value) -> Vec<u8> {
     let mut obj = obj.clone();
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
     }
+    crd::to_storage(ri, &mut obj);
     serde_json::to_vec(&obj).unwrap_or_default()
 }
 
@@ -152,13 +159,21 @@ fn decode_continue(token: &str) -> ApiResult<(Revision, String)> {
 
 impl Registry {
     pub fn new(store: Arc<dyn Store>, cache: Arc<WatchCache>) -> Self {
+        let resources = Resources::default();
+        let custom = crd::Table::new(&resources);
         Self {
             store,
-            resources: Resources::default(),
+            resources,
             cache,
             default_toleration_seconds: 30,
             services: super::service_alloc::ServiceAllocator::new(Default::default()),
+            custom,
         }
+    }
+
+    /// Every resource served now: the built-ins and the custom resources of established CRDs.
+    pub fn served(&self) -> Arc<Resources> {
+        self.custom.served()
     }
 
     /// Hands out ClusterIPs and NodePorts from `network` (call [`Registry::repair_services`] next).
@@ -183,7 +198,7 @@ impl Registry {
         current: Option<&Value>,
         obj: &mut Value,
     ) -> ApiResult<Option<super::service_alloc::Reservation<'_>>> {
-        if ri.kind != "Service" {
+        if !(ri.group.is_empty() && ri.kind == "Service") {
             return Ok(None);
         }
         let reserved = match current {
@@ -195,7 +210,7 @@ impl Registry {
 
     /// Frees what a deleted object held (a Service's ClusterIP and NodePorts).
     fn deleted(&self, ri: &ResourceInfo, obj: &Value) {
-        if ri.kind == "Service" {
+        if ri.group.is_empty() && ri.kind == "Service" {
             self.services.release(obj);
         }
     }
@@ -214,7 +229,7 @@ impl Registry {
     pub async fn get(&self, ri: &ResourceInfo, ns: Option<&str>, name: &str) -> ApiResult<Value> {
         let key = ri.key(ns, name);
         match self.store.get(&key).await? {
-            Some(kv) => decode(&kv),
+            Some(kv) => decode(ri, &kv),
             None => Err(ApiError::not_found(ri.group, ri.plural, name)),
         }
     }
@@ -252,7 +267,7 @@ impl Registry {
             revision = Some(page.revision);
             let last_key = page.items.last().map(|kv| kv.key.clone());
             for kv in &page.items {
-                let obj = decode(kv)?;
+                let obj = decode(ri, kv)?;
                 if self.matches(ri, &obj, q) {
                     items.push(obj);
                 }
@@ -295,7 +310,7 @@ impl Registry {
         let next = if page.more { page.items.last().map(|kv| kv.key.clone()) } else { None };
         let mut items = Vec::with_capacity(page.items.len());
         for kv in &page.items {
-            let obj = decode(kv)?;
+            let obj = decode(ri, kv)?;
             if self.matches(ri, &obj, q) {
                 items.push(obj);
             }
@@ -399,10 +414,19 @@ impl Registry {
         opts: &WriteOptions,
         warnings: &mut Vec<String>,
     ) -> ApiResult<Value> {
+        if let Some(custom) = &ri.custom {
+            return crd::admit(ri, custom, obj, None, opts.field_validation, warnings);
+        }
         let mut obj = obj;
         admission::default(ri.kind, &mut obj);
+        if crd::definition::is_crd(ri) {
+            crd::definition::default(&mut obj);
+        }
         let obj = self.normalize(ri, obj, opts, warnings)?;
-        let causes = admission::validate(ri.kind, ri.namespaced, &obj);
+        let mut causes = admission::validate(ri.kind, ri.namespaced, &obj);
+        if crd::definition::is_crd(ri) {
+            causes.extend(crd::definition::validate(&obj, &self.resources));
+        }
         if !causes.is_empty() {
             return Err(ApiError::invalid(ri.kind, object::name(&obj), causes));
         }
@@ -457,7 +481,21 @@ impl Registry {
             meta.remove("deletionGracePeriodSeconds");
             meta.remove("selfLink");
         }
-        if obj.get("spec").is_some() && ri.kind != "Namespace" {
+        if crd::definition::is_crd(ri) {
+            crd::definition::prepare_create(&mut obj);
+        }
+        if let Some(custom) = &ri.custom {
+            if custom.terminating {
+                return Err(ApiError::MethodNotAllowed);
+            }
+            if ri.has_status() {
+                // As kube-apiserver: status is written only through /status.
+                if let Some(map) = obj.as_object_mut() {
+                    map.remove("status");
+                }
+            }
+        }
+        if (obj.get("spec").is_some() || ri.custom.is_some()) && ri.kind != "Namespace" {
             meta_mut(&mut obj).insert("generation".into(), json!(1));
         }
         if ri.kind == "Pod" {
@@ -485,7 +523,7 @@ impl Registry {
         }
         let mut attempt = 1;
         let kv = loop {
-            match self.store.create(&ri.key(ns, &name), encode(&obj)).await {
+            match self.store.create(&ri.key(ns, &name), encode(ri, &obj)).await {
                 Ok(kv) => break kv,
                 // A generated name that is taken: another suffix, as kube-apiserver retries.
                 Err(StoreError::AlreadyExists(_)) if generate_prefix.is_some() && attempt < GENERATE_NAME_ATTEMPTS => {
@@ -524,7 +562,7 @@ impl Registry {
         let key = ri.key(ns, name);
         for _attempt in 0..32 {
             let kv = self.store.get(&key).await?.ok_or_else(|| ApiError::not_found(ri.group, ri.plural, name))?;
-            let current = decode(&kv)?;
+            let current = decode(ri, &kv)?;
             let mut desired = change(&current)?;
             self.check_type(ri, &mut desired)?;
             if let Some(rv) = object::resource_version(&desired) {
@@ -555,7 +593,7 @@ impl Registry {
             let result = if finished {
                 self.store.delete(&key, Some(kv.mod_revision)).await
             } else {
-                self.store.update(&key, encode(&next), kv.mod_revision).await
+                self.store.update(&key, encode(ri, &next), kv.mod_revision).await
             };
             match result {
                 Ok(written) => {
@@ -633,14 +671,28 @@ impl Registry {
             meta.insert("name".into(), json!(name));
             meta.remove("resourceVersion");
         }
-        if ri.kind == "Service" && subresource.is_none() {
+        if ri.group.is_empty() && ri.kind == "Service" && subresource.is_none() {
             super::service_alloc::patch_allocated(current, &mut desired);
         }
-        let mut next = self.admit(ri, desired, opts, warnings)?;
+        let mut next = match &ri.custom {
+            // CEL transition rules compare with the object being replaced.
+            Some(custom) => crd::admit(ri, custom, desired, Some(current), opts.field_validation, warnings)?,
+            None => self.admit(ri, desired, opts, warnings)?,
+        };
         if let Some(manager) = &opts.field_manager {
             next = patch::apply::record_update(Some(current), &next, manager, &object::now_rfc3339());
         }
-        if object::spec_part(&next) != object::spec_part(current) && object::meta(current).get("generation").is_some() {
+        // A custom resource without a status subresource counts status changes too, as Kubernetes.
+        let part = |o: &Value| {
+            let mut p = object::spec_part(o);
+            if let (true, Some(map), Some(status)) =
+                (ri.custom.is_some() && !ri.has_status(), p.as_object_mut(), o.get("status"))
+            {
+                map.insert("status".into(), status.clone());
+            }
+            p
+        };
+        if part(&next) != part(current) && object::meta(current).get("generation").is_some() {
             let generation = object::meta(current).get("generation").and_then(Value::as_i64).unwrap_or(0);
             meta_mut(&mut next).insert("generation".into(), json!(generation.saturating_add(1)));
         }
@@ -659,7 +711,7 @@ impl Registry {
         let key = ri.key(ns, name);
         for _attempt in 0..32 {
             let kv = self.store.get(&key).await?.ok_or_else(|| ApiError::not_found(ri.group, ri.plural, name))?;
-            let current = decode(&kv)?;
+            let current = decode(ri, &kv)?;
             let conflict = |what: &str, want: &str, have: &str| ApiError::Conflict {
                 group: ri.group.into(),
                 resource: ri.plural.into(),
@@ -718,7 +770,7 @@ impl Registry {
                 if opts.dry_run {
                     return Ok((next, false));
                 }
-                match self.store.update(&key, encode(&next), kv.mod_revision).await {
+                match self.store.update(&key, encode(ri, &next), kv.mod_revision).await {
                     Ok(written) => {
                         object::set_resource_version(&mut next, written.mod_revision);
                         return Ok((next, false));

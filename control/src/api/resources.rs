@@ -1,11 +1,14 @@
 //! The table of served resources: group, version, kind, plural, short names, scope and
 //! subresources, each tied to its `k8s-openapi` type for typed validation.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::{
     apps::v1 as apps, batch::v1 as batch, certificates::v1 as certificates, coordination::v1 as coordination,
     core::v1 as core, discovery::v1 as discovery, events::v1 as events, networking::v1 as networking, node::v1 as node,
     rbac::v1 as rbac, storage::v1 as storage,
 };
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope, Resource};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -30,6 +33,8 @@ pub struct ResourceInfo {
     /// Part of `kubectl get all`.
     pub in_category_all: bool,
     pub normalize: Normalize,
+    /// For a custom resource (served for a CRD): its schema, storage version, columns, scale.
+    pub custom: Option<Arc<crate::api::crd::Custom>>,
 }
 
 impl ResourceInfo {
@@ -42,7 +47,24 @@ impl ResourceInfo {
     }
 
     pub fn singular(&self) -> String {
-        self.kind.to_lowercase()
+        match &self.custom {
+            Some(custom) if !custom.singular.is_empty() => custom.singular.clone(),
+            _ => self.kind.to_lowercase(),
+        }
+    }
+
+    /// The kind of a list of these (`PodList`; a CRD's `listKind`).
+    pub fn list_kind(&self) -> String {
+        match &self.custom {
+            Some(custom) if !custom.list_kind.is_empty() => custom.list_kind.clone(),
+            _ => format!("{}List", self.kind),
+        }
+    }
+
+    /// False for the versions of a custom resource other than the one it is stored in (they
+    /// address the same objects).
+    pub fn is_storage_version(&self) -> bool {
+        self.custom.as_ref().is_none_or(|c| c.storage_version == self.version)
     }
 
     pub fn has_status(&self) -> bool {
@@ -129,6 +151,7 @@ macro_rules! resource {
             subresources: &[$($sub),*],
             in_category_all: $all,
             normalize: normalize::<$ty>,
+            custom: None,
         }
     };
 }
@@ -170,6 +193,7 @@ pub fn all() -> Vec<ResourceInfo> {
         resource!(rbac::RoleBinding, [], [], false),
         resource!(rbac::ClusterRole, [], [], false),
         resource!(rbac::ClusterRoleBinding, [], [], false),
+        resource!(apiextensions::CustomResourceDefinition, ["crd", "crds"], ["status"], false),
     ]
 }
 
@@ -186,6 +210,11 @@ impl Default for Resources {
 }
 
 impl Resources {
+    /// A table of the given resources.
+    pub fn from_list(list: Vec<ResourceInfo>) -> Self {
+        Self { list }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &ResourceInfo> {
         self.list.iter()
     }

@@ -62,8 +62,9 @@ pub async fn run(registry: Arc<Registry>) {
     }
 }
 
-fn resource_of<'a>(registry: &'a Registry, key: &str) -> Option<&'a ResourceInfo> {
-    registry.resources.iter().find(|ri| key.starts_with(&ri.prefix()))
+/// The served resource (built-in or custom, in its storage version) a storage key belongs to.
+fn resource_of(registry: &Registry, key: &str) -> Option<ResourceInfo> {
+    registry.served().iter().find(|ri| ri.is_storage_version() && key.starts_with(&ri.prefix())).cloned()
 }
 
 /// (namespace, name) from a storage key of `ri`.
@@ -79,7 +80,8 @@ fn locate(ri: &ResourceInfo, key: &str) -> Option<(Option<String>, String)> {
 async fn follow(registry: &Registry) -> ApiResult<()> {
     let (revision, mut rx) = registry.cache.subscribe_now();
     let mut index = Index::default();
-    for ri in registry.resources.iter() {
+    let served = registry.served();
+    for ri in served.iter().filter(|ri| ri.is_storage_version()) {
         let listed = registry.list(ri, &ListQuery { exact_revision: Some(revision), ..Default::default() }).await?;
         for obj in &listed.items {
             index.learn(&ri.key(object::namespace(obj), object::name(obj)), obj);
@@ -131,6 +133,7 @@ async fn follow(registry: &Registry) -> ApiResult<()> {
 /// The owner `uid` is gone: delete the dependent, or only drop the reference when it has others.
 async fn cascade(registry: &Registry, key: &str, uid: &str) {
     let Some(ri) = resource_of(registry, key) else { return };
+    let ri = &ri;
     let Some((ns, name)) = locate(ri, key) else { return };
     let Ok(obj) = registry.get(ri, ns.as_deref(), &name).await else { return };
     if owner_uids(&obj).iter().any(|u| u != uid) {
@@ -173,6 +176,7 @@ async fn remove_finalizer(registry: &Registry, key: &str, finalizer: &str) {
 
 async fn edit(registry: &Registry, key: &str, change: impl Fn(&mut Value)) {
     let Some(ri) = resource_of(registry, key) else { return };
+    let ri = &ri;
     let Some((ns, name)) = locate(ri, key) else { return };
     let opts = WriteOptions { field_manager: Some("garbage-collector".into()), ..Default::default() };
     let result = registry

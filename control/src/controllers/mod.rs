@@ -3,6 +3,7 @@
 //! [`runtime::Supervisor`] (restarted with back-off, visible in `/readyz?verbose` and `/metrics`).
 
 pub mod compaction;
+pub mod crd;
 pub mod cron_schedule;
 pub mod revision;
 /// The Job controller's decisions (pure, unit-tested; not yet run by a controller).
@@ -44,6 +45,7 @@ pub fn start_with(registry: Arc<Registry>, lifecycle: node_lifecycle::Config) ->
     let supervisor = Supervisor::new();
     let informers = Informers::new(Arc::clone(&registry), Arc::clone(&supervisor));
     namespace::start(&informers);
+    crd::start(&informers);
     let r = Arc::clone(&registry);
     supervisor.spawn("controller-garbage-collector", move || {
         let r = Arc::clone(&r);

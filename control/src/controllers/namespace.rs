@@ -50,7 +50,8 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Ctx>) -> Result<Action, Error> {
 /// Deletes everything in the namespace; true once nothing is left.
 async fn empty(registry: &Registry, namespace: &str) -> ApiResult<bool> {
     let mut left = 0usize;
-    for ri in registry.resources.iter().filter(|r| r.namespaced) {
+    let served = registry.served();
+    for ri in served.iter().filter(|r| r.namespaced && r.is_storage_version()) {
         let q = ListQuery { namespace: Some(namespace.to_string()), ..Default::default() };
         let items = registry.list(ri, &q).await?.items;
         left += items.len();

@@ -98,7 +98,7 @@ pub async fn serve(registry: Arc<Registry>, metrics: &Metrics, req: Request<'_>,
             ("finalize", Method::PUT) => update(&registry, ri, ns.as_deref(), &name, None, req, body).await,
             ("scale", Method::GET) => {
                 let obj = registry.get(ri, ns.as_deref(), &name).await?;
-                Ok(json_response(StatusCode::OK, &to_scale(&obj), &[]))
+                Ok(json_response(StatusCode::OK, &scale_view(ri, &obj), &[]))
             }
             ("scale", Method::PUT | Method::PATCH) => scale(&registry, ri, ns.as_deref(), &name, req, body).await,
             ("binding", Method::POST) => bind(&registry, ri, ns.as_deref(), &name, req, body).await,
@@ -335,6 +335,12 @@ async fn patch_object(
 /// Applies a JSON, merge or strategic merge patch to an object.
 pub fn apply_patch(ri: &ResourceInfo, kind: PatchKind, current: &Value, patch_body: &Value) -> ApiResult<Value> {
     let unprocessable = |msg: String| ApiError::invalid(ri.kind, object::name(current), vec![("patch".into(), msg)]);
+    if kind == PatchKind::Strategic && ri.custom.is_some() {
+        // Custom resources have no patch strategies: as kube-apiserver, 415.
+        return Err(ApiError::UnsupportedMediaType(
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml".into(),
+        ));
+    }
     let mut next = current.clone();
     match kind {
         PatchKind::Json => {
@@ -494,9 +500,16 @@ async fn delete_collection(registry: &Registry, req: &Request<'_>) -> ApiResult<
             Err(e) => return Err(e),
         }
     }
-    let list =
-        json!({"kind": format!("{}List", ri.kind), "apiVersion": ri.api_version(), "metadata": {}, "items": deleted});
+    let list = json!({"kind": ri.list_kind(), "apiVersion": ri.api_version(), "metadata": {}, "items": deleted});
     Ok(json_response(StatusCode::OK, &list, &[]))
+}
+
+/// The `autoscaling/v1 Scale` view of an object (a custom one's from its CRD's scale paths).
+fn scale_view(ri: &ResourceInfo, obj: &Value) -> Value {
+    match ri.custom.as_ref().and_then(|c| c.scale.as_ref()) {
+        Some(paths) => crate::api::crd::to_scale(paths, obj),
+        None => to_scale(obj),
+    }
 }
 
 /// The `autoscaling/v1 Scale` view of a workload.
@@ -536,7 +549,7 @@ async fn scale(
     let scale_ri = ri.clone();
     let w = registry
         .update_with(ri, ns, name, None, &opts, |current| {
-            let scale = to_scale(current);
+            let scale = scale_view(&scale_ri, current);
             let desired_scale = match kind {
                 Some(PatchKind::Apply) => {
                     return Err(ApiError::UnsupportedMediaType("apply is not supported on scale".into()))
@@ -563,8 +576,13 @@ async fn scale(
                 ));
             }
             let mut next = current.clone();
-            if let Some(spec) = next.get_mut("spec").and_then(Value::as_object_mut) {
-                spec.insert("replicas".into(), json!(replicas));
+            match scale_ri.custom.as_ref().and_then(|c| c.scale.as_ref()) {
+                Some(paths) => crate::api::crd::set_path(&mut next, &paths.spec_replicas, json!(replicas)),
+                None => {
+                    if let Some(spec) = next.get_mut("spec").and_then(Value::as_object_mut) {
+                        spec.insert("replicas".into(), json!(replicas));
+                    }
+                }
             }
             if let Some(rv) = desired_scale.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
                 object::meta_mut(&mut next).insert("resourceVersion".into(), json!(rv));
@@ -572,7 +590,7 @@ async fn scale(
             Ok(next)
         })
         .await?;
-    Ok(json_response(StatusCode::OK, &to_scale(&w.object), &w.warnings))
+    Ok(json_response(StatusCode::OK, &scale_view(ri, &w.object), &w.warnings))
 }
 
 async fn bind(

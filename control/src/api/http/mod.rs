@@ -112,11 +112,11 @@ async fn store_metrics(registry: &Registry) -> String {
 }
 
 async fn openapi_index(State(state): State<ApiState>) -> Response {
-    json_response(StatusCode::OK, &openapi::index(&state.registry.resources), &[])
+    json_response(StatusCode::OK, &openapi::index(&state.registry.served()), &[])
 }
 
 async fn openapi_document(State(state): State<ApiState>, Path(path): Path<String>) -> Response {
-    match openapi::document(&state.registry.resources, path.trim_matches('/')) {
+    match openapi::document(&state.registry.served(), path.trim_matches('/')) {
         Some(doc) => json_response(StatusCode::OK, &doc, &[]),
         None => ApiError::NoSuchResource.into_response(),
     }
@@ -133,16 +133,16 @@ fn discovery_response(body: Value) -> Response {
 
 async fn api_root(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     if discovery::wants_aggregated(accept(&headers)) {
-        return discovery_response(discovery::aggregated(&state.registry.resources, true));
+        return discovery_response(discovery::aggregated(&state.registry.served(), true));
     }
     json_response(StatusCode::OK, &discovery::api_versions(&state.advertise), &[])
 }
 
 async fn apis_root(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     if discovery::wants_aggregated(accept(&headers)) {
-        return discovery_response(discovery::aggregated(&state.registry.resources, false));
+        return discovery_response(discovery::aggregated(&state.registry.served(), false));
     }
-    json_response(StatusCode::OK, &discovery::api_group_list(&state.registry.resources), &[])
+    json_response(StatusCode::OK, &discovery::api_group_list(&state.registry.served()), &[])
 }
 
 async fn legacy_resource(
@@ -195,20 +195,18 @@ async fn resource(
         body
     };
     let registry = Arc::clone(&state.registry);
-    let route = match target::parse(&registry.resources, legacy, &rest) {
+    // One snapshot of the served resources (custom ones come and go with their CRDs).
+    let served = registry.served();
+    let route = match target::parse(&served, legacy, &rest) {
         Ok(route) => route,
         Err(e) => return e.into_response(),
     };
     let target = match route {
         Route::GroupVersion { group, version } => {
-            return json_response(
-                StatusCode::OK,
-                &discovery::api_resource_list(&registry.resources, &group, &version),
-                &[],
-            );
+            return json_response(StatusCode::OK, &discovery::api_resource_list(&served, &group, &version), &[]);
         }
         Route::Group { group } => {
-            return match discovery::api_group(&registry.resources, &group) {
+            return match discovery::api_group(&served, &group) {
                 Some(doc) => json_response(StatusCode::OK, &doc, &[]),
                 None => ApiError::NoSuchResource.into_response(),
             };

@@ -55,7 +55,19 @@ pub fn table_row(ri: &ResourceInfo, obj: &Value, include_object: &str) -> Value 
         "Object" => obj.clone(),
         _ => partial_metadata(obj),
     };
-    json!({"cells": table::row_cells(ri.kind, obj, now), "object": object})
+    let cells = match &ri.custom {
+        Some(custom) => crate::api::crd::printer::row_cells(&custom.columns, obj, now),
+        None => table::row_cells(ri.kind, obj, now),
+    };
+    json!({"cells": cells, "object": object})
+}
+
+/// The Table columns of a resource (a custom resource's from its CRD).
+fn column_definitions(ri: &ResourceInfo) -> Vec<Value> {
+    match &ri.custom {
+        Some(custom) => crate::api::crd::printer::column_definitions(&custom.columns),
+        None => table::column_definitions(ri.kind),
+    }
 }
 
 /// A `Table` of the given objects.
@@ -65,7 +77,7 @@ pub fn table(ri: &ResourceInfo, objects: &[Value], list_meta: Value, include_obj
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": list_meta,
-        "columnDefinitions": table::column_definitions(ri.kind),
+        "columnDefinitions": column_definitions(ri),
         "rows": rows,
     })
 }
@@ -85,7 +97,7 @@ pub fn list(ri: &ResourceInfo, listed: Listed, shape: Shape, include_object: &st
         Shape::Object => {
             let meta = list_meta(&listed);
             json!({
-                "kind": format!("{}List", ri.kind),
+                "kind": ri.list_kind(),
                 "apiVersion": ri.api_version(),
                 "metadata": meta,
                 "items": listed.items,
@@ -101,11 +113,11 @@ pub fn list_opening(ri: &ResourceInfo, revision: i64, shape: Shape) -> String {
     match shape {
         Shape::Table => format!(
             r#"{{"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":{meta},"columnDefinitions":{},"rows":["#,
-            Value::Array(table::column_definitions(ri.kind))
+            Value::Array(column_definitions(ri))
         ),
         Shape::Object => format!(
             r#"{{"kind":{},"apiVersion":{},"metadata":{meta},"items":["#,
-            json!(format!("{}List", ri.kind)),
+            json!(ri.list_kind()),
             json!(ri.api_version())
         ),
     }

@@ -80,6 +80,12 @@ fn event_type(registry: &Registry, w: &WatchRequest, ev: &CachedEvent) -> Option
 
 fn encode_object(w: &WatchRequest, ev_object: &Value, cached_json: Option<&str>) -> String {
     match w.shape {
+        // A custom object read through a version other than its storage one.
+        Shape::Object if w.resource.custom.as_ref().is_some_and(|c| c.storage_version != w.resource.version) => {
+            let mut obj = ev_object.clone();
+            crate::api::crd::to_version(&w.resource, &mut obj);
+            obj.to_string()
+        }
         Shape::Object => cached_json.map(str::to_string).unwrap_or_else(|| ev_object.to_string()),
         Shape::Table => {
             let rv = crate::api::object::resource_version(ev_object).unwrap_or("").to_string();
@@ -176,6 +182,8 @@ pub fn stream(registry: Arc<Registry>, w: WatchRequest) -> impl Stream<Item = Re
                     Ok(ev) => {
                         if ev.revision <= last { continue; }
                         last = ev.revision;
+                        // A custom resource's watches end with its CRD.
+                        if ev.deleted && crate::api::crd::serves(&ev.key, &w.resource) { return; }
                         if !ev.key.starts_with(&prefix) { continue; }
                         if let Some(kind) = event_type(&registry, &w, &ev) {
                             yield Ok(line(kind, &encode_object(&w, &ev.object, Some(ev.object_json()))));
