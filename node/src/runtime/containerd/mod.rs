@@ -4,6 +4,7 @@
 //! in the kubelet's own store; exec probes run in-process on the kubelet's engine.
 
 mod client;
+pub mod exec;
 mod spec;
 pub(crate) mod task;
 

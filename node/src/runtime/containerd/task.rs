@@ -35,6 +35,8 @@ const WAIT_RETRIES: u32 = 30;
 pub const NODE_LABEL: &str = "skiff.io/node";
 pub const POD_LABEL: &str = "skiff.io/pod-uid";
 pub const CONTAINER_LABEL: &str = "skiff.io/container";
+/// `namespace/name` of the pod (Linux containers: what `kubectl exec` finds them by).
+pub const POD_NAME_LABEL: &str = "skiff.io/pod";
 
 /// What `run` needs besides the client.
 pub struct RunRequest<'a> {

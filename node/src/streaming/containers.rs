@@ -1,0 +1,61 @@
+//! Which container an exec goes to on this node: the pod workers' index says whether the container
+//! exists and runs; Linux containers are found in containerd by their labels; a running container
+//! that is not there is a Wasm container (exec into those is not offered yet).
+
+use std::sync::Arc;
+
+use super::{ExecRequest, Process, StreamError, Streams, Target};
+use crate::kubelet_server::{LocateError, LogSource};
+use crate::pods::log_index::LogIndex;
+use crate::runtime::oci::LazyOci;
+
+/// The message for an exec into a Wasm container.
+pub const WASM_EXEC: &str = "exec is not supported for Wasm containers yet";
+
+/// The kubelet's [`Streams`].
+pub struct NodeStreams {
+    pub logs: Arc<LogIndex>,
+    pub oci: Option<Arc<LazyOci>>,
+}
+
+impl NodeStreams {
+    /// Checks that `target` runs on this node.
+    fn running(&self, target: &Target) -> Result<(), StreamError> {
+        match self.logs.locate(&target.namespace, &target.pod, &target.container, false) {
+            Ok(files) if files.running.as_ref().is_some_and(|r| *r.borrow()) => Ok(()),
+            Ok(_) | Err(LocateError::Waiting { .. }) => Err(StreamError::Refused(format!(
+                "container {} is not running in pod {}",
+                target.container, target.pod
+            ))),
+            Err(e @ (LocateError::PodNotFound { .. } | LocateError::ContainerNotFound { .. })) => {
+                Err(StreamError::NotFound(e.to_string()))
+            }
+            Err(e) => Err(StreamError::Internal(e.to_string())),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Streams for NodeStreams {
+    async fn check(&self, target: &Target) -> Result<(), StreamError> {
+        self.running(target)?;
+        let pod = format!("{}/{}", target.namespace, target.pod);
+        let runtime = self.oci.as_ref().and_then(|o| o.started());
+        let found = match runtime {
+            Some(rt) => rt.find(&pod, &target.container).await.map_err(|e| StreamError::Internal(e.to_string()))?,
+            None => None,
+        };
+        found.map(|_| ()).ok_or_else(|| StreamError::Refused(WASM_EXEC.into()))
+    }
+
+    async fn exec(&self, target: &Target, req: &ExecRequest) -> Result<Process, StreamError> {
+        let pod = format!("{}/{}", target.namespace, target.pod);
+        let runtime =
+            self.oci.as_ref().and_then(|o| o.started()).ok_or_else(|| StreamError::Refused(WASM_EXEC.into()))?;
+        match runtime.exec_in(&pod, &target.container, req).await {
+            Ok(Some(process)) => Ok(process),
+            Ok(None) => Err(StreamError::Refused(WASM_EXEC.into())),
+            Err(e) => Err(StreamError::Internal(e.to_string())),
+        }
+    }
+}
