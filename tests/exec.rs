@@ -112,6 +112,8 @@ fn kubectl_exec_and_cp_into_a_linux_container() {
     let s = Setup::start();
     s.cluster.kubectl_stdin(&["apply", "-f", "-"], Some(POD));
     s.wait_ready("box");
+    // The test image links a few busybox applets only; kubectl cp needs tar.
+    s.ok(&["exec", "box", "--", "sh", "-c", "for a in tar wc tty stty; do busybox ln -s busybox /bin/$a; done"], None);
 
     // Output, and the container's own env and working directory.
     assert_eq!(s.ok(&["exec", "box", "--", "echo", "hi"], None), "hi\n");
@@ -139,7 +141,7 @@ fn kubectl_exec_and_cp_into_a_linux_container() {
     assert!(stderr.contains("container nope is not valid for pod box"), "{stderr}");
 
     // A command that does not exist fails with the runtime's reason.
-    let out = s.kubectl(&["exec", "box", "--", "no-such-command"], None);
+    let out = s.kubectl(&["exec", "-i", "box", "--", "no-such-command"], Some(&[1u8; 200_000]));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no-such-command"), "{stderr}");
@@ -148,7 +150,10 @@ fn kubectl_exec_and_cp_into_a_linux_container() {
     let content: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     std::fs::write(s.work.path().join("data.bin"), &content).expect("write");
     s.ok(&["cp", "data.bin", "box:/tmp/data.bin"], None);
-    assert_eq!(s.ok(&["exec", "box", "--", "wc", "-c", "/tmp/data.bin"], None).split_whitespace().next(), Some("300000"));
+    assert_eq!(
+        s.ok(&["exec", "box", "--", "wc", "-c", "/tmp/data.bin"], None).split_whitespace().next(),
+        Some("300000")
+    );
     s.ok(&["cp", "box:/tmp/data.bin", "back.bin"], None);
     assert!(std::fs::read(s.work.path().join("back.bin")).expect("read back") == content, "cp changed the bytes");
 
@@ -158,11 +163,8 @@ fn kubectl_exec_and_cp_into_a_linux_container() {
         s.cluster.kubeconfig().display(),
         s.work.path().join("cache").display()
     );
-    let out = Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("script");
+    let out =
+        Command::new("script").args(["-qec", &command, "/dev/null"]).stdin(Stdio::null()).output().expect("script");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("/dev/pts/"), "{:?} {text}", out.status);
 

@@ -98,6 +98,9 @@ async fn run(socket: WebSocket, streams: Arc<dyn Streams>, target: Target, req: 
                 return;
             }
         }
+        // A normal closure (1000): kubectl reads any other close (even "no status") as an error.
+        let normal = axum::extract::ws::CloseFrame { code: 1000, reason: "".into() };
+        let _ = sink.send(Message::Close(Some(normal))).await;
         let _ = sink.close().await;
     });
     let process = match streams.exec(&target, &req).await {
@@ -108,6 +111,7 @@ async fn run(socket: WebSocket, streams: Arc<dyn Streams>, target: Target, req: 
             let _ = tx.send(status_message(&protocol::failure_status(&message))).await;
             drop(tx);
             let _ = writer.await;
+            drain(&mut incoming).await;
             return;
         }
     };
@@ -119,6 +123,7 @@ async fn run(socket: WebSocket, streams: Arc<dyn Streams>, target: Target, req: 
         }
     }
     let input = async {
+        let incoming = &mut incoming;
         let mut stdin = stdin;
         while let Some(Ok(message)) = incoming.next().await {
             let data = match message {
@@ -167,4 +172,19 @@ async fn run(socket: WebSocket, streams: Arc<dyn Streams>, target: Target, req: 
     let _ = tx.send(status_message(&status)).await;
     drop(tx);
     let _ = writer.await;
+    drain(&mut incoming).await;
+}
+
+/// After the close frame: reads what the client still sends until it closes too (bounded), so
+/// closing the socket with unread input does not reset the connection before the client read the
+/// status.
+async fn drain(incoming: &mut futures::stream::SplitStream<WebSocket>) {
+    let rest = async {
+        while let Some(Ok(message)) = incoming.next().await {
+            if matches!(message, Message::Close(_)) {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_BOUND, rest).await;
 }
