@@ -168,13 +168,19 @@ fn kubectl_exec_and_cp_into_a_linux_container() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("/dev/pts/"), "{:?} {text}", out.status);
 
-    // No exec process is left in the container's task.
+    // A client that goes away mid-stream: its process is killed. No exec process is left in the
+    // container's task.
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-s", "KILL", "3", KUBECTL]).arg("--kubeconfig").arg(s.cluster.kubeconfig());
+    let out = cmd.args(["exec", "box", "--", "sleep", "300"]).output().expect("kubectl");
+    assert_eq!(out.status.code(), Some(137), "killed by timeout");
     let tasks = s.containerd.ctr(&["tasks", "ls", "-q"]);
-    for id in String::from_utf8_lossy(&tasks.stdout).lines() {
-        let ps = s.containerd.ctr(&["tasks", "ps", id]);
-        let rows = String::from_utf8_lossy(&ps.stdout).lines().skip(1).count();
-        assert_eq!(rows, 1, "processes left in {id}: {}", String::from_utf8_lossy(&ps.stdout));
-    }
+    let ids: Vec<String> = String::from_utf8_lossy(&tasks.stdout).lines().map(String::from).collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    eventually("only the container's own process is left", WAIT, || {
+        let ps = s.containerd.ctr(&["tasks", "ps", &ids[0]]);
+        String::from_utf8_lossy(&ps.stdout).lines().skip(1).count() == 1
+    });
     let _ = &s.registry;
 }
 
@@ -206,6 +212,14 @@ fn exec_needs_create_on_pods_exec_and_wasm_containers_refuse_it() {
     eventually("the exec grant applies", WAIT, || {
         s.kubectl(&["--token", &token, "exec", "box", "--", "true"], None).status.success()
     });
+
+    // Attach follows the live output until the container ends; kubectl then exits 0.
+    let ticker = "apiVersion: v1\nkind: Pod\nmetadata: {name: ticker}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: t\n    image: busybox\n    command: [sh, -c, \"echo before; sleep 2; for i in 1 2 3 4 5 6 7 8 9 10; do echo tick $i; sleep 0.4; done; echo done\"]\n";
+    s.cluster.kubectl_stdin(&["apply", "-f", "-"], Some(ticker));
+    s.wait_ready("ticker");
+    let attached = s.ok(&["attach", "ticker"], None);
+    assert!(attached.ends_with("tick 10\ndone\n"), "{attached}");
+    assert!(!attached.contains("before"), "attach starts at the live output: {attached}");
 
     // A Wasm container: a 400 with a clear message.
     let out = s.kubectl(&["exec", "wasm", "--", "ls"], None);

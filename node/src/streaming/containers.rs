@@ -1,11 +1,17 @@
 //! Which container an exec goes to on this node: the pod workers' index says whether the container
 //! exists and runs; Linux containers are found in containerd by their labels; a running container
-//! that is not there is a Wasm container (exec into those is not offered yet).
+//! that is not there is a Wasm container (exec into those is not offered yet). Attach follows the
+//! container's log from now on (stdout and stderr both on stdout; stdin is not offered), for either
+//! runtime.
 
 use std::sync::Arc;
 
-use super::{ExecRequest, Process, StreamError, Streams, Target};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::{ExecRequest, Process, ProcessControl, StreamError, Streams, Target};
 use crate::kubelet_server::{LocateError, LogSource};
+use crate::logs::{stream_logs, LogOptions};
 use crate::pods::log_index::LogIndex;
 use crate::runtime::oci::LazyOci;
 
@@ -57,5 +63,50 @@ impl Streams for NodeStreams {
             Ok(None) => Err(StreamError::Refused(WASM_EXEC.into())),
             Err(e) => Err(StreamError::Internal(e.to_string())),
         }
+    }
+
+    async fn attach(&self, target: &Target) -> Result<Process, StreamError> {
+        self.running(target)?;
+        let files = self
+            .logs
+            .locate(&target.namespace, &target.pod, &target.container, false)
+            .map_err(|e| StreamError::Internal(e.to_string()))?;
+        let running = files.running.clone();
+        let options =
+            LogOptions { follow: true, tail_lines: Some(0), since: None, timestamps: false, limit_bytes: None };
+        let output = stream_logs(files, options)
+            .await
+            .map_err(|e| StreamError::Internal(format!("failed to read container logs: {e}")))?;
+        let (exit_tx, exited) = oneshot::channel();
+        let detached = CancellationToken::new();
+        let gone = detached.clone();
+        tokio::spawn(async move {
+            if let Some(mut running) = running {
+                tokio::select! {
+                    _ = running.wait_for(|r| !*r) => {}
+                    () = gone.cancelled() => {}
+                }
+            }
+            let _ = exit_tx.send(Ok(0));
+        });
+        Ok(Process {
+            stdin: None,
+            stdout: Some(Box::new(tokio_util::io::StreamReader::new(Box::pin(output)))),
+            stderr: None,
+            control: Arc::new(Detach(detached)),
+            exited,
+        })
+    }
+}
+
+/// An attached client's end: stops following (the container goes on).
+struct Detach(CancellationToken);
+
+#[async_trait::async_trait]
+impl ProcessControl for Detach {
+    async fn resize(&self, _width: u16, _height: u16) {}
+    async fn close_stdin(&self) {}
+    async fn kill(&self) {
+        self.0.cancel();
     }
 }

@@ -65,6 +65,15 @@ pub trait Streams: Send + Sync {
     async fn check(&self, target: &Target) -> Result<(), StreamError>;
     /// Starts `req` in `target`.
     async fn exec(&self, target: &Target, req: &ExecRequest) -> Result<Process, StreamError>;
+    /// Attaches to `target`'s output (from now on) until it stops.
+    async fn attach(&self, target: &Target) -> Result<Process, StreamError>;
+}
+
+/// What a streaming connection does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Exec,
+    Attach,
 }
 
 /// Parses a boolean query value as Go's `strconv.ParseBool` (unknown values are false).

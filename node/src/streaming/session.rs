@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::protocol::{self, Incoming};
-use super::{ExecRequest, StreamError, Streams, Target};
+use super::{ExecRequest, Kind, StreamError, Streams, Target};
 
 /// How long the output may lag behind the process's exit.
 const DRAIN_BOUND: Duration = Duration::from_secs(5);
@@ -23,8 +23,10 @@ fn plain(code: StatusCode, message: String) -> Response {
     (code, [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
 }
 
-/// Serves `/exec/{namespace}/{pod}/{container}`: checks the target, then upgrades to WebSocket.
-pub async fn serve_exec(
+/// Serves `/exec/{namespace}/{pod}/{container}` and `/attach/...`: checks the target, then upgrades
+/// to WebSocket.
+pub async fn serve(
+    kind: Kind,
     streams: Option<Arc<dyn Streams>>,
     target: Target,
     query: Vec<(String, String)>,
@@ -34,13 +36,17 @@ pub async fn serve_exec(
         return plain(StatusCode::NOT_FOUND, "exec is not served by this kubelet".into());
     };
     let req = ExecRequest::from_query(&query);
-    if req.command.is_empty() {
+    if kind == Kind::Exec && req.command.is_empty() {
         return plain(StatusCode::BAD_REQUEST, "you must specify at least one command for the container".into());
     }
     if !(req.stdin || req.stdout || req.stderr) {
         return plain(StatusCode::BAD_REQUEST, "you must specify at least 1 of stdin, stdout, stderr".into());
     }
-    if let Err(e) = streams.check(&target).await {
+    let checked = match kind {
+        Kind::Exec => streams.check(&target).await,
+        Kind::Attach => Ok(()),
+    };
+    if let Err(e) = checked {
         let code = match e {
             StreamError::NotFound(_) => StatusCode::NOT_FOUND,
             StreamError::Refused(_) => StatusCode::BAD_REQUEST,
@@ -60,7 +66,9 @@ pub async fn serve_exec(
     };
     let span =
         tracing::info_span!("exec", namespace = %target.namespace, pod = %target.pod, container = %target.container);
-    upgrade.protocols(protocol::PROTOCOLS).on_upgrade(move |socket| run(socket, streams, target, req).instrument(span))
+    upgrade
+        .protocols(protocol::PROTOCOLS)
+        .on_upgrade(move |socket| run(kind, socket, streams, target, req).instrument(span))
 }
 
 /// Copies one output stream onto the socket, framed for `channel`, until its end.
@@ -88,7 +96,7 @@ fn status_message(status: &serde_json::Value) -> Message {
 }
 
 /// Runs one upgraded connection to its end.
-async fn run(socket: WebSocket, streams: Arc<dyn Streams>, target: Target, req: ExecRequest) {
+async fn run(kind: Kind, socket: WebSocket, streams: Arc<dyn Streams>, target: Target, req: ExecRequest) {
     let v5 = socket.protocol().is_some_and(|p| p.as_bytes() == protocol::V5.as_bytes());
     let (mut sink, mut incoming) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Message>(32);
@@ -103,7 +111,11 @@ async fn run(socket: WebSocket, streams: Arc<dyn Streams>, target: Target, req: 
         let _ = sink.send(Message::Close(Some(normal))).await;
         let _ = sink.close().await;
     });
-    let process = match streams.exec(&target, &req).await {
+    let started = match kind {
+        Kind::Exec => streams.exec(&target, &req).await,
+        Kind::Attach => streams.attach(&target).await,
+    };
+    let process = match started {
         Ok(p) => p,
         Err(e) => {
             tracing::info!(error = %e, "exec could not start");
