@@ -221,6 +221,14 @@ fn exec_needs_create_on_pods_exec_and_wasm_containers_refuse_it() {
     assert!(attached.ends_with("tick 10\ndone\n"), "{attached}");
     assert!(!attached.contains("before"), "attach starts at the live output: {attached}");
 
+    // kubectl 1.29 speaks only SPDY, which is not served yet: a clear error, no hang.
+    let mut cmd = Command::new("timeout");
+    cmd.args(["60", "/usr/lib/google-cloud-sdk/bin/kubectl.1.29", "--kubeconfig"]).arg(s.cluster.kubeconfig());
+    let out = cmd.args(["exec", "box", "--", "true"]).stdin(Stdio::null()).output().expect("kubectl 1.29");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("SPDY is not supported"), "{stderr}");
+
     // A Wasm container: a 400 with a clear message.
     let out = s.kubectl(&["exec", "wasm", "--", "ls"], None);
     assert!(!out.status.success());
