@@ -221,6 +221,13 @@ fn exec_needs_create_on_pods_exec_and_wasm_containers_refuse_it() {
     assert!(attached.ends_with("tick 10\ndone\n"), "{attached}");
     assert!(!attached.contains("before"), "attach starts at the live output: {attached}");
 
+    // attach -i writes to the stdin of a container made with `stdin: true`.
+    let reader = "apiVersion: v1\nkind: Pod\nmetadata: {name: reader}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: r\n    image: busybox\n    stdin: true\n    command: [sh, -c, \"read line; echo got $line; sleep 1\"]\n";
+    s.cluster.kubectl_stdin(&["apply", "-f", "-"], Some(reader));
+    s.wait_ready("reader");
+    let attached = s.ok(&["attach", "-i", "reader"], Some(b"hello\n"));
+    assert!(attached.contains("got hello"), "{attached}");
+
     // kubectl 1.29 speaks only SPDY, which is not served yet: a clear error, no hang.
     let mut cmd = Command::new("timeout");
     cmd.args(["60", "/usr/lib/google-cloud-sdk/bin/kubectl.1.29", "--kubeconfig"]).arg(s.cluster.kubeconfig());

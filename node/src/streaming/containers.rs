@@ -77,6 +77,7 @@ impl Streams for NodeStreams {
         let output = stream_logs(files, options)
             .await
             .map_err(|e| StreamError::Internal(format!("failed to read container logs: {e}")))?;
+        let stdin = self.attach_stdin(target).await;
         let (exit_tx, exited) = oneshot::channel();
         let detached = CancellationToken::new();
         let gone = detached.clone();
@@ -90,12 +91,40 @@ impl Streams for NodeStreams {
             let _ = exit_tx.send(Ok(0));
         });
         Ok(Process {
-            stdin: None,
+            stdin,
             stdout: Some(Box::new(tokio_util::io::StreamReader::new(Box::pin(output)))),
             stderr: None,
             control: Arc::new(Detach(detached)),
             exited,
         })
+    }
+}
+
+impl NodeStreams {
+    /// A writer into the stdin of a Linux container made with `stdin: true`: what the client sends
+    /// is copied into the container's stdin, which stays open when the client goes.
+    async fn attach_stdin(&self, target: &Target) -> Option<Box<dyn tokio::io::AsyncWrite + Send + Unpin>> {
+        let runtime = self.oci.as_ref().and_then(|o| o.started())?;
+        let pod = format!("{}/{}", target.namespace, target.pod);
+        let (id, _) = runtime.find(&pod, &target.container).await.ok().flatten()?;
+        let shared = crate::runtime::containerd::task::stdin_of(&id)?;
+        let (writer, mut reader) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                let n = match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let mut stdin = shared.lock().await;
+                let Some(pipe) = stdin.as_mut() else { return };
+                if pipe.write_all(buf.get(..n).unwrap_or_default()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Some(Box::new(writer))
     }
 }
 

@@ -114,11 +114,26 @@ impl Client {
 
     /// Creates the container's task with its stdout and stderr going to the given fifos (no rootfs mounts).
     pub async fn create_task(&self, id: &str, stdout: &Path, stderr: &Path) -> Result<(), ContainerdError> {
+        self.create_task_io(id, None, stdout, Some(stderr), false).await
+    }
+
+    /// Creates the container's task with the given fifos: stdin if any, stderr unless a terminal.
+    pub async fn create_task_io(
+        &self,
+        id: &str,
+        stdin: Option<&Path>,
+        stdout: &Path,
+        stderr: Option<&Path>,
+        terminal: bool,
+    ) -> Result<(), ContainerdError> {
+        let path = |p: Option<&Path>| p.map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
         let request = self.request(
             CreateTaskRequest {
                 container_id: id.to_string(),
+                stdin: path(stdin),
                 stdout: stdout.to_string_lossy().into_owned(),
-                stderr: stderr.to_string_lossy().into_owned(),
+                stderr: path(stderr),
+                terminal,
                 ..CreateTaskRequest::default()
             },
             Some(CALL_TIMEOUT),

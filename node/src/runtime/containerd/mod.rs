@@ -116,6 +116,8 @@ impl ContainerdRuntime {
             io_dir: &launch.scratch_dir.join("io"),
             log: Arc::clone(&launch.log),
             memory_limited: launch.memory_limit.is_some(),
+            stdin: false,
+            terminal: false,
         };
         Ok(task::run(&self.client, request).await?)
     }

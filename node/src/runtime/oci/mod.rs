@@ -142,6 +142,8 @@ impl OciRuntime {
             io_dir: &launch.scratch_dir.join("io"),
             log: Arc::clone(&launch.log),
             memory_limited: launch.memory_limit.is_some(),
+            stdin: launch.linux.stdin,
+            terminal: launch.linux.tty,
         };
         Ok(task::run(&self.client, request).await?)
     }
