@@ -228,6 +228,33 @@ fn exec_needs_create_on_pods_exec_and_wasm_containers_refuse_it() {
     let attached = s.ok(&["attach", "-i", "reader"], Some(b"hello\n"));
     assert!(attached.contains("got hello"), "{attached}");
 
+    // kubectl run -it --rm: a terminal attached to a new pod's shell, in a pseudo-terminal (script).
+    let command = format!(
+        "timeout 90 {KUBECTL} --kubeconfig {} run -it --rm tmp --image=busybox --restart=Never -- sh -c 'read x; echo got-$x'",
+        s.cluster.kubeconfig().display()
+    );
+    let mut script = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("script");
+    let mut keys = script.stdin.take().expect("stdin");
+    let typist = std::thread::spawn(move || {
+        use std::io::Write;
+        // Typed once the shell waits (kubectl says so first); then the terminal stays open a while.
+        for _ in 0..40 {
+            std::thread::sleep(Duration::from_millis(500));
+            if keys.write_all(b"hi\n").is_err() {
+                return;
+            }
+        }
+    });
+    let out = script.wait_with_output().expect("script output");
+    let _ = typist.join();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("got-hi"), "{:?} {text}", out.status);
+
     // kubectl 1.29 speaks only SPDY, which is not served yet: a clear error, no hang.
     let mut cmd = Command::new("timeout");
     cmd.args(["60", "/usr/lib/google-cloud-sdk/bin/kubectl.1.29", "--kubeconfig"]).arg(s.cluster.kubeconfig());
