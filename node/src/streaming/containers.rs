@@ -13,7 +13,7 @@ use super::{ExecRequest, Process, ProcessControl, StreamError, Streams, Target};
 use crate::kubelet_server::{LocateError, LogSource};
 use crate::logs::{stream_logs, LogOptions};
 use crate::pods::log_index::LogIndex;
-use crate::runtime::oci::LazyOci;
+use crate::runtime::oci::{LazyOci, OciRuntime};
 
 /// The message for an exec into a Wasm container.
 pub const WASM_EXEC: &str = "exec is not supported for Wasm containers yet";
@@ -77,7 +77,8 @@ impl Streams for NodeStreams {
         let output = stream_logs(files, options)
             .await
             .map_err(|e| StreamError::Internal(format!("failed to read container logs: {e}")))?;
-        let stdin = self.attach_stdin(target).await;
+        let linux = self.linux_id(target).await;
+        let stdin = linux.as_ref().and_then(|(_, id)| crate::runtime::containerd::task::stdin_of(id)).map(attach_stdin);
         let (exit_tx, exited) = oneshot::channel();
         let detached = CancellationToken::new();
         let gone = detached.clone();
@@ -94,20 +95,28 @@ impl Streams for NodeStreams {
             stdin,
             stdout: Some(Box::new(tokio_util::io::StreamReader::new(Box::pin(output)))),
             stderr: None,
-            control: Arc::new(Detach(detached)),
+            control: Arc::new(Detach { detached, linux }),
             exited,
         })
     }
 }
 
 impl NodeStreams {
-    /// A writer into the stdin of a Linux container made with `stdin: true`: what the client sends
-    /// is copied into the container's stdin, which stays open when the client goes.
-    async fn attach_stdin(&self, target: &Target) -> Option<Box<dyn tokio::io::AsyncWrite + Send + Unpin>> {
+    /// The OCI runtime and containerd id of `target` if it is a Linux container.
+    async fn linux_id(&self, target: &Target) -> Option<(Arc<OciRuntime>, String)> {
         let runtime = self.oci.as_ref().and_then(|o| o.started())?;
         let pod = format!("{}/{}", target.namespace, target.pod);
         let (id, _) = runtime.find(&pod, &target.container).await.ok().flatten()?;
-        let shared = crate::runtime::containerd::task::stdin_of(&id)?;
+        Some((Arc::clone(runtime), id))
+    }
+}
+
+/// A writer into the stdin of a Linux container made with `stdin: true`: what the client sends is
+/// copied into the container's stdin, which stays open when the client goes.
+fn attach_stdin(
+    shared: crate::runtime::containerd::task::SharedStdin,
+) -> Box<dyn tokio::io::AsyncWrite + Send + Unpin> {
+    {
         let (writer, mut reader) = tokio::io::duplex(64 * 1024);
         tokio::spawn(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -124,18 +133,28 @@ impl NodeStreams {
                 }
             }
         });
-        Some(Box::new(writer))
+        Box::new(writer)
     }
 }
 
-/// An attached client's end: stops following (the container goes on).
-struct Detach(CancellationToken);
+/// An attached client's end: stops following (the container goes on); resizes a Linux
+/// container's terminal.
+struct Detach {
+    detached: CancellationToken,
+    linux: Option<(Arc<OciRuntime>, String)>,
+}
 
 #[async_trait::async_trait]
 impl ProcessControl for Detach {
-    async fn resize(&self, _width: u16, _height: u16) {}
+    async fn resize(&self, width: u16, height: u16) {
+        if let Some((runtime, id)) = &self.linux {
+            if let Err(e) = runtime.resize(id, width, height).await {
+                tracing::debug!(error = %e, "resizing an attached terminal");
+            }
+        }
+    }
     async fn close_stdin(&self) {}
     async fn kill(&self) {
-        self.0.cancel();
+        self.detached.cancel();
     }
 }

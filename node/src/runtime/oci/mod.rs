@@ -90,6 +90,11 @@ impl OciRuntime {
         Ok(newest.map(|c| (c.id, c.spec.map(|s| s.value).unwrap_or_default())))
     }
 
+    /// Resizes the terminal of container `id`'s own process (a `tty: true` container).
+    pub async fn resize(&self, id: &str, width: u16, height: u16) -> Result<(), ContainerdError> {
+        self.client.resize_exec(id, "", width.into(), height.into()).await
+    }
+
     /// Starts `req` in the running Linux container `container` of pod `pod` (`namespace/name`) on this
     /// node; `None` when this runtime runs no such container. Fifos go in the system's temporary
     /// directory (`skiff-exec/`, 0700) and are removed when the process ends.
