@@ -96,6 +96,10 @@ impl Agent {
             images: Arc::clone(&images),
             sandboxes: Arc::clone(&sandboxes),
             pods: Arc::clone(&pods_cell),
+            streams: Arc::new(crate::streaming::containers::NodeStreams {
+                logs: Arc::clone(&log_index),
+                oci: oci.clone(),
+            }),
         });
         register_until_done(&client, &config, kubelet_addr.port()).await;
         // The serving certificate: given (the in-process agent, by its server), else requested through
@@ -185,6 +189,7 @@ struct Endpoint {
     images: Arc<ImageStore>,
     sandboxes: Arc<SandboxManager>,
     pods: Arc<std::sync::OnceLock<std::sync::Weak<Deps>>>,
+    streams: Arc<dyn crate::streaming::Streams>,
 }
 
 impl crate::kubelet_server::LogSource for Endpoint {
@@ -196,6 +201,10 @@ impl crate::kubelet_server::LogSource for Endpoint {
         previous: bool,
     ) -> Result<crate::logs::LogFiles, crate::kubelet_server::LocateError> {
         self.logs.locate(namespace, pod, container, previous)
+    }
+
+    fn streams(&self) -> Option<Arc<dyn crate::streaming::Streams>> {
+        Some(Arc::clone(&self.streams))
     }
 
     fn metrics(&self) -> String {

@@ -1,5 +1,7 @@
 //! The kubelet's HTTPS endpoint: `GET /containerLogs/{namespace}/{pod}/{container}` streams a
-//! container's logs to the API server (which proxies `pods/log` here); `GET /metrics`; `GET /healthz`
+//! container's logs to the API server (which proxies `pods/log` here); `/exec/{namespace}/{pod}/{container}`
+//! runs a command in a container and `/attach/...` follows its output over WebSocket ([`crate::streaming`]);
+//! `GET /metrics`; `GET /healthz`
 //! answers `ok`. Served over mutual TLS ([`crate::kubelet_tls`]): only the API server's client
 //! certificate gets a connection; no bearer token is looked at.
 
@@ -28,6 +30,11 @@ pub trait LogSource: Send + Sync {
     /// The node's metrics in the Prometheus text format (`GET /metrics`).
     fn metrics(&self) -> String {
         String::new()
+    }
+
+    /// What serves `/exec` (none: the endpoint answers 404).
+    fn streams(&self) -> Option<Arc<dyn crate::streaming::Streams>> {
+        None
     }
 }
 
@@ -83,12 +90,38 @@ struct ServerState {
 fn router(state: ServerState) -> Router {
     let logs = Router::new()
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .route("/exec/{namespace}/{pod}/{container}", get(exec).post(exec))
+        .route("/attach/{namespace}/{pod}/{container}", get(attach).post(attach));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(logs)
         .fallback(|| async { Failure(StatusCode::NOT_FOUND, "404 page not found".into()) })
         .with_state(state)
+}
+
+/// `/exec/{namespace}/{pod}/{container}` ([`crate::streaming::session`]).
+async fn exec(
+    State(state): State<ServerState>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
+    upgrade: Result<axum::extract::ws::WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let target = crate::streaming::Target { namespace, pod, container };
+    let kind = crate::streaming::Kind::Exec;
+    crate::streaming::session::serve(kind, state.source.streams(), target, query, upgrade).await
+}
+
+/// `/attach/{namespace}/{pod}/{container}` ([`crate::streaming::session`]).
+async fn attach(
+    State(state): State<ServerState>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
+    upgrade: Result<axum::extract::ws::WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let target = crate::streaming::Target { namespace, pod, container };
+    let kind = crate::streaming::Kind::Attach;
+    crate::streaming::session::serve(kind, state.source.streams(), target, query, upgrade).await
 }
 
 async fn metrics(State(state): State<ServerState>) -> Response {

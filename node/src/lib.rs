@@ -17,6 +17,7 @@ pub mod node_status;
 pub mod pods;
 pub mod runtime;
 pub mod sandbox;
+pub mod streaming;
 pub mod sysctl;
 
 pub use agent::Agent;

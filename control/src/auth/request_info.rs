@@ -87,6 +87,10 @@ pub fn attributes(user: UserInfo, method: &str, path: &str, query: Option<&str>)
     } else if verb == "get" && truthy(query_value(query, "watch")) {
         verb = "watch".into();
     }
+    // Streaming subresources need `create`, also over a WebSocket's GET (kube-apiserver 1.30+).
+    if resource == "pods" && matches!(subresource.as_str(), "exec" | "attach" | "portforward") {
+        verb = "create".into();
+    }
     if name.is_empty() && verb == "delete" {
         verb = "deletecollection".into();
     }
@@ -132,6 +136,8 @@ mod tests {
         assert_eq!((a.verb.as_str(), a.name.as_str()), ("list", "web"));
         let a = attrs("GET", "/api/v1/namespaces/a/pods/web/log", None);
         assert_eq!((a.verb.as_str(), a.subresource.as_str(), a.name.as_str()), ("get", "log", "web"));
+        let a = attrs("GET", "/api/v1/namespaces/default/pods/web/exec", Some("command=ls&stdout=true"));
+        assert_eq!((a.verb.as_str(), a.subresource.as_str()), ("create", "exec"));
         let a = attrs("PUT", "/apis/apps/v1/namespaces/a/deployments/w/scale", None);
         assert_eq!((a.api_group.as_str(), a.verb.as_str(), a.subresource.as_str()), ("apps", "update", "scale"));
         let a = attrs("GET", "/api/v1/namespaces/a", None);

@@ -739,6 +739,8 @@ impl Worker {
             pod_security: pod_spec.and_then(|s| s.security_context.clone()),
             hostname: hostname.chars().take(63).collect(),
             pod: format!("{}/{}", self.ns, self.name),
+            stdin: spec.stdin.unwrap_or(false),
+            tty: spec.tty.unwrap_or(false),
         }
     }
 

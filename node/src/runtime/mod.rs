@@ -64,6 +64,9 @@ pub struct LinuxExtras {
     pub hostname: String,
     /// `namespace/name` of the pod (for messages).
     pub pod: String,
+    /// The container's `stdin` (it gets a stdin `kubectl attach -i` writes to) and `tty`.
+    pub stdin: bool,
+    pub tty: bool,
 }
 
 /// How a container's run ended, in Kubernetes terms.

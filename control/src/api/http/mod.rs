@@ -4,6 +4,7 @@ pub mod body;
 pub mod handlers;
 pub mod inflight;
 pub mod pod_logs;
+pub mod pod_stream;
 pub mod protobuf;
 pub mod query;
 pub mod respond;
@@ -61,6 +62,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/", get(api_root))
         .route("/apis", get(apis_root))
         .route("/apis/", get(apis_root))
+        .route("/api/v1/namespaces/{namespace}/pods/{name}/exec", any(pod_stream::exec))
+        .route("/api/v1/namespaces/{namespace}/pods/{name}/attach", any(pod_stream::attach))
         .route("/api/{*rest}", any(legacy_resource))
         .route("/apis/{*rest}", any(group_resource))
         .fallback(|| async { ApiError::NoSuchResource.into_response() })

@@ -41,6 +41,8 @@ pub enum KubeletClientError {
 /// How the API server talks to kubelets: HTTPS with mutual certificates.
 pub struct KubeletClient {
     http: reqwest::Client,
+    /// The same identity, HTTP/1.1 only: for upgraded streams (`pods/exec`, [`super::pod_stream`]).
+    pub(super) stream: reqwest::Client,
 }
 
 impl KubeletClient {
@@ -64,13 +66,17 @@ impl KubeletClient {
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)
             .map_err(|e| bad(&e))?;
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(config)
-            .https_only(true)
-            .connect_timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        Ok(Self { http })
+        let mut http1 = config.clone();
+        http1.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let client = |config: rustls::ClientConfig| {
+            reqwest::Client::builder()
+                .use_preconfigured_tls(config)
+                .https_only(true)
+                .connect_timeout(Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+        };
+        Ok(Self { http: client(config)?, stream: client(http1)? })
     }
 }
 
@@ -127,7 +133,7 @@ fn parse_query(name: &str, query: &Query) -> ApiResult<LogQuery> {
 }
 
 /// The container whose logs are asked for, as Kubernetes picks it.
-fn pick_container(pod: &Pod, name: &str, requested: Option<String>) -> ApiResult<String> {
+pub(super) fn pick_container(pod: &Pod, name: &str, requested: Option<String>) -> ApiResult<String> {
     let spec = pod.spec.as_ref();
     let init = spec.into_iter().flat_map(|s| s.init_containers.iter().flatten().map(|c| c.name.clone()));
     let main: Vec<String> = spec.into_iter().flat_map(|s| s.containers.iter().map(|c| c.name.clone())).collect();
@@ -168,7 +174,7 @@ fn kubelet_endpoint(node: &Node) -> ApiResult<(String, i32)> {
     Ok((host, port))
 }
 
-fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value, what: &str) -> ApiResult<T> {
+pub(super) fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value, what: &str) -> ApiResult<T> {
     serde_json::from_value(value).map_err(|e| ApiError::Internal(format!("decoding {what}: {e}")))
 }
 
@@ -184,24 +190,11 @@ pub async fn serve(
     let pod: Pod = decode(registry.get(target.resource, Some(ns), name).await?, "pod")?;
     let LogQuery { container, forward } = parse_query(name, query)?;
     let container = pick_container(&pod, name, container)?;
-    let node_name = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty());
-    let node_name =
-        node_name.ok_or_else(|| ApiError::BadRequest(format!("pod {name} does not have a host assigned")))?;
-    let node_ri = registry.resource("", "Node")?;
-    let node: Node = decode(registry.get(node_ri, None, node_name).await?, "node")?;
-    let (host, port) = kubelet_endpoint(&node)?;
-    let host = if host.contains(':') { format!("[{host}]") } else { host };
-
-    let mut url = reqwest::Url::parse(&format!("https://{host}:{port}/"))
-        .map_err(|e| ApiError::Internal(format!("kubelet address {host}:{port} of node {node_name}: {e}")))?;
-    url.path_segments_mut()
-        .map_err(|()| ApiError::Internal(format!("kubelet address {host}:{port} of node {node_name}")))?
-        .pop_if_empty()
-        .extend(["containerLogs", ns, name, &container]);
+    let mut url = kubelet_url(registry, &pod, name, &["containerLogs", ns, name, &container]).await?;
     if !forward.is_empty() {
         url.query_pairs_mut().extend_pairs(forward.iter().map(|(k, v)| (*k, v.as_str())));
     }
-    tracing::debug!(node = node_name, %url, "proxying pod logs to the kubelet");
+    tracing::debug!(%url, "proxying pod logs to the kubelet");
     let answer = kubelet
         .http
         .get(url.clone())
@@ -216,8 +209,31 @@ pub async fn serve(
     Ok((StatusCode::OK, [(http::header::CONTENT_TYPE, "text/plain")], body).into_response())
 }
 
+/// `https://<kubelet of the pod's node>/<segments>` for pod `name`.
+pub(super) async fn kubelet_url(
+    registry: &Registry,
+    pod: &Pod,
+    name: &str,
+    segments: &[&str],
+) -> ApiResult<reqwest::Url> {
+    let node_name = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty());
+    let node_name =
+        node_name.ok_or_else(|| ApiError::BadRequest(format!("pod {name} does not have a host assigned")))?;
+    let node_ri = registry.resource("", "Node")?;
+    let node: Node = decode(registry.get(node_ri, None, node_name).await?, "node")?;
+    let (host, port) = kubelet_endpoint(&node)?;
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    let mut url = reqwest::Url::parse(&format!("https://{host}:{port}/"))
+        .map_err(|e| ApiError::Internal(format!("kubelet address {host}:{port} of node {node_name}: {e}")))?;
+    url.path_segments_mut()
+        .map_err(|()| ApiError::Internal(format!("kubelet address {host}:{port} of node {node_name}")))?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
+}
+
 /// An error and its causes on one line, as Go prints a wrapped error.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
@@ -229,7 +245,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// A kubelet's failure answer as the API error with its message and (where one fits) its code.
-async fn kubelet_error(code: reqwest::StatusCode, mut answer: reqwest::Response) -> ApiError {
+pub(super) async fn kubelet_error(code: reqwest::StatusCode, mut answer: reqwest::Response) -> ApiError {
     let mut body = Vec::new();
     while let Ok(Some(chunk)) = answer.chunk().await {
         body.extend_from_slice(&chunk);

@@ -9,8 +9,9 @@ use containerd_client::services::v1::container::Runtime;
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
-    Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest, DeleteTaskRequest, KillRequest,
-    ListContainersRequest, StartRequest, WaitRequest,
+    CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest, DeleteProcessRequest,
+    DeleteTaskRequest, ExecProcessRequest, KillRequest, ListContainersRequest, ResizePtyRequest, StartRequest,
+    WaitRequest,
 };
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
@@ -22,6 +23,8 @@ use super::ContainerdError;
 const NAMESPACE_HEADER: &str = "containerd-namespace";
 /// The type URL containerd stores an OCI runtime spec under (its JSON is the value).
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+/// The type URL of an OCI process spec (an exec's).
+const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 /// Bound on every call but Wait (which lasts as long as the task).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -111,11 +114,26 @@ impl Client {
 
     /// Creates the container's task with its stdout and stderr going to the given fifos (no rootfs mounts).
     pub async fn create_task(&self, id: &str, stdout: &Path, stderr: &Path) -> Result<(), ContainerdError> {
+        self.create_task_io(id, None, stdout, Some(stderr), false).await
+    }
+
+    /// Creates the container's task with the given fifos: stdin if any, stderr unless a terminal.
+    pub async fn create_task_io(
+        &self,
+        id: &str,
+        stdin: Option<&Path>,
+        stdout: &Path,
+        stderr: Option<&Path>,
+        terminal: bool,
+    ) -> Result<(), ContainerdError> {
+        let path = |p: Option<&Path>| p.map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
         let request = self.request(
             CreateTaskRequest {
                 container_id: id.to_string(),
+                stdin: path(stdin),
                 stdout: stdout.to_string_lossy().into_owned(),
-                stderr: stderr.to_string_lossy().into_owned(),
+                stderr: path(stderr),
+                terminal,
                 ..CreateTaskRequest::default()
             },
             Some(CALL_TIMEOUT),
@@ -159,6 +177,99 @@ impl Client {
             Ok(_) => Ok(()),
             Err(s) if s.code() == Code::NotFound => Ok(()),
             Err(s) => Err(call("deleting task", id)(s)),
+        }
+    }
+}
+
+/// An extra process in a running task (`kubectl exec`): its id, fifos and OCI process spec (JSON).
+pub struct NewExec<'a> {
+    pub container_id: &'a str,
+    pub exec_id: &'a str,
+    /// Fifo paths; empty for a stream the process does not have.
+    pub stdin: &'a str,
+    pub stdout: &'a str,
+    pub stderr: &'a str,
+    pub terminal: bool,
+    pub process: Vec<u8>,
+}
+
+impl Client {
+    /// Adds a process to the container's running task (created, not started).
+    pub async fn exec_process(&self, new: NewExec<'_>) -> Result<(), ContainerdError> {
+        let request = self.request(
+            ExecProcessRequest {
+                container_id: new.container_id.to_string(),
+                stdin: new.stdin.to_string(),
+                stdout: new.stdout.to_string(),
+                stderr: new.stderr.to_string(),
+                terminal: new.terminal,
+                spec: Some(prost_types::Any { type_url: PROCESS_TYPE_URL.into(), value: new.process }),
+                exec_id: new.exec_id.to_string(),
+            },
+            Some(CALL_TIMEOUT),
+        );
+        self.tasks().exec(request).await.map_err(call("exec in", new.container_id))?;
+        Ok(())
+    }
+
+    /// Starts an exec'd process.
+    pub async fn start_exec(&self, id: &str, exec_id: &str) -> Result<(), ContainerdError> {
+        let request = self
+            .request(StartRequest { container_id: id.to_string(), exec_id: exec_id.to_string() }, Some(CALL_TIMEOUT));
+        self.tasks().start(request).await.map_err(call("starting exec in", id))?;
+        Ok(())
+    }
+
+    /// Waits until the exec'd process ended: its exit status.
+    pub async fn wait_exec(&self, id: &str, exec_id: &str) -> Result<u32, ContainerdError> {
+        let request = self.request(WaitRequest { container_id: id.to_string(), exec_id: exec_id.to_string() }, None);
+        let response = self.tasks().wait(request).await.map_err(call("waiting for exec in", id))?;
+        Ok(response.into_inner().exit_status)
+    }
+
+    /// Sends `signal` to an exec'd process; one that is gone is fine.
+    pub async fn kill_exec(&self, id: &str, exec_id: &str, signal: u32) -> Result<(), ContainerdError> {
+        let request = self.request(
+            KillRequest { container_id: id.to_string(), exec_id: exec_id.to_string(), signal, all: false },
+            Some(CALL_TIMEOUT),
+        );
+        match self.tasks().kill(request).await {
+            Ok(_) => Ok(()),
+            Err(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) => Ok(()),
+            Err(s) => Err(call("killing exec in", id)(s)),
+        }
+    }
+
+    /// Resizes an exec'd process's terminal.
+    pub async fn resize_exec(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<(), ContainerdError> {
+        let request = self.request(
+            ResizePtyRequest { container_id: id.to_string(), exec_id: exec_id.to_string(), width, height },
+            Some(CALL_TIMEOUT),
+        );
+        self.tasks().resize_pty(request).await.map_err(call("resizing the terminal of exec in", id))?;
+        Ok(())
+    }
+
+    /// Closes an exec'd process's stdin (it reads EOF).
+    pub async fn close_exec_stdin(&self, id: &str, exec_id: &str) -> Result<(), ContainerdError> {
+        let request = self.request(
+            CloseIoRequest { container_id: id.to_string(), exec_id: exec_id.to_string(), stdin: true },
+            Some(CALL_TIMEOUT),
+        );
+        self.tasks().close_io(request).await.map_err(call("closing stdin of exec in", id))?;
+        Ok(())
+    }
+
+    /// Forgets an ended exec'd process; one that is not there is fine.
+    pub async fn delete_exec(&self, id: &str, exec_id: &str) -> Result<(), ContainerdError> {
+        let request = self.request(
+            DeleteProcessRequest { container_id: id.to_string(), exec_id: exec_id.to_string() },
+            Some(CALL_TIMEOUT),
+        );
+        match self.tasks().delete_process(request).await {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == Code::NotFound => Ok(()),
+            Err(s) => Err(call("deleting exec in", id)(s)),
         }
     }
 }

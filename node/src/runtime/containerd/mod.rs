@@ -4,6 +4,7 @@
 //! in the kubelet's own store; exec probes run in-process on the kubelet's engine.
 
 mod client;
+pub mod exec;
 mod spec;
 pub(crate) mod task;
 
@@ -115,6 +116,8 @@ impl ContainerdRuntime {
             io_dir: &launch.scratch_dir.join("io"),
             log: Arc::clone(&launch.log),
             memory_limited: launch.memory_limit.is_some(),
+            stdin: false,
+            terminal: false,
         };
         Ok(task::run(&self.client, request).await?)
     }

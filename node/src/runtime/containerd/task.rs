@@ -35,6 +35,8 @@ const WAIT_RETRIES: u32 = 30;
 pub const NODE_LABEL: &str = "skiff.io/node";
 pub const POD_LABEL: &str = "skiff.io/pod-uid";
 pub const CONTAINER_LABEL: &str = "skiff.io/container";
+/// `namespace/name` of the pod (Linux containers: what `kubectl exec` finds them by).
+pub const POD_NAME_LABEL: &str = "skiff.io/pod";
 
 /// What `run` needs besides the client.
 pub struct RunRequest<'a> {
@@ -48,18 +50,50 @@ pub struct RunRequest<'a> {
     pub log: Arc<LogWriter>,
     /// The container has a memory limit (an exit by SIGKILL nobody sent is then an OOM kill).
     pub memory_limited: bool,
+    /// A stdin fifo for `kubectl attach -i` ([`stdin_of`]); a terminal (its output on stdout).
+    pub stdin: bool,
+    pub terminal: bool,
+}
+
+/// A running task's stdin, shared by attached clients.
+pub type SharedStdin = Arc<tokio::sync::Mutex<Option<pipe::Sender>>>;
+
+/// The stdins of this kubelet's running tasks that have one, by container id.
+static STDINS: std::sync::LazyLock<parking_lot::Mutex<HashMap<String, SharedStdin>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// The stdin of the running container `id`, if it was made with one.
+pub fn stdin_of(id: &str) -> Option<SharedStdin> {
+    STDINS.lock().get(id).cloned()
 }
 
 /// Creates and starts the container; its exit arrives on the returned [`Started`].
 pub async fn run(client: &Client, req: RunRequest<'_>) -> Result<Started, ContainerdError> {
     let id = req.id.clone();
-    let fifos = Fifos::make(req.io_dir, &id)?;
+    let fifos = Fifos::make(req.io_dir, &id, req.stdin)?;
     let new = NewContainer { id: &id, image: req.image, runtime: req.runtime, spec: req.spec, labels: req.labels };
     client.create_container(new).await?;
     let created = async {
         // Read ends first, so the shim's write-only open finds a reader.
-        let receivers = fifos.open()?;
-        client.create_task(&id, &fifos.stdout, &fifos.stderr).await?;
+        let mut receivers = fifos.open()?;
+        let stdin = match &fifos.stdin {
+            // Read-write: the open does not wait for the shim; dropping it is the container's EOF.
+            Some(path) => Some(
+                pipe::OpenOptions::new()
+                    .read_write(true)
+                    .open_sender(path)
+                    .map_err(|e| ContainerdError::Prepare(format!("{}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
+        if req.terminal {
+            receivers.retain(|(_, stream)| *stream == Stream::Stdout);
+        }
+        let stderr = (!req.terminal).then_some(fifos.stderr.as_path());
+        client.create_task_io(&id, fifos.stdin.as_deref(), &fifos.stdout, stderr, req.terminal).await?;
+        if let Some(sender) = stdin {
+            STDINS.lock().insert(id.clone(), Arc::new(tokio::sync::Mutex::new(Some(sender))));
+        }
         // The shim opened the write ends during Create: from now on a read sees data or, at the end, EOF.
         let pumps: Vec<JoinHandle<()>> =
             receivers.into_iter().map(|(r, stream)| tokio::spawn(copy(r, Arc::clone(&req.log), stream))).collect();
@@ -74,6 +108,7 @@ pub async fn run(client: &Client, req: RunRequest<'_>) -> Result<Started, Contai
     let pumps = match created.await {
         Ok(pumps) => pumps,
         Err(e) => {
+            STDINS.lock().remove(&id);
             cleanup(client, &id).await;
             fifos.remove();
             return Err(e);
@@ -157,6 +192,7 @@ struct Waiter {
 impl Waiter {
     async fn wait(self) -> ContainerExit {
         let status = self.exit_status().await;
+        STDINS.lock().remove(&self.id);
         self.done.cancel();
         let drain = futures::future::join_all(self.pumps);
         if tokio::time::timeout(DRAIN_BOUND, drain).await.is_err() {
@@ -208,16 +244,21 @@ fn exit_of(code: u32, stopped: bool, memory_limited: bool) -> ContainerExit {
 
 /// The stdout and stderr fifos of one run.
 struct Fifos {
+    stdin: Option<PathBuf>,
     stdout: PathBuf,
     stderr: PathBuf,
 }
 
 impl Fifos {
-    fn make(dir: &Path, id: &str) -> Result<Self, ContainerdError> {
+    fn make(dir: &Path, id: &str, stdin: bool) -> Result<Self, ContainerdError> {
         let io = |path: &Path, e: std::io::Error| ContainerdError::Prepare(format!("{}: {e}", path.display()));
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        let fifos = Fifos { stdout: dir.join(format!("{id}.stdout")), stderr: dir.join(format!("{id}.stderr")) };
-        for path in [&fifos.stdout, &fifos.stderr] {
+        let fifos = Fifos {
+            stdin: stdin.then(|| dir.join(format!("{id}.stdin"))),
+            stdout: dir.join(format!("{id}.stdout")),
+            stderr: dir.join(format!("{id}.stderr")),
+        };
+        for path in [&fifos.stdout, &fifos.stderr].into_iter().chain(fifos.stdin.as_ref()) {
             let _ = std::fs::remove_file(path);
             nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
                 .map_err(|e| io(path, std::io::Error::from(e)))?;
@@ -238,6 +279,9 @@ impl Fifos {
     }
 
     fn remove(&self) {
+        if let Some(stdin) = &self.stdin {
+            let _ = std::fs::remove_file(stdin);
+        }
         let _ = std::fs::remove_file(&self.stdout);
         let _ = std::fs::remove_file(&self.stderr);
     }

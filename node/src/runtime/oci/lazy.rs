@@ -62,6 +62,11 @@ impl LazyOci {
             .await
     }
 
+    /// The runtime if it is connected already (no Linux container has run otherwise).
+    pub fn started(&self) -> Option<&Arc<OciRuntime>> {
+        self.runtime.get()
+    }
+
     /// Whether the configuration uses an existing containerd (connected at agent start).
     pub fn is_external(&self) -> bool {
         matches!(self.config, LinuxRuntimeConfig::Containerd(_))

@@ -72,6 +72,43 @@ impl OciRuntime {
         containerd::remove_node_containers(&self.client, &self.node).await
     }
 
+    /// The newest containerd container (id, OCI spec JSON) of the Linux container `container` of pod
+    /// `pod` (`namespace/name`) on this node.
+    pub async fn find(&self, pod: &str, container: &str) -> Result<Option<(String, Vec<u8>)>, ContainerdError> {
+        let label = |c: &containerd_client::services::v1::Container, key: &str| c.labels.get(key).cloned();
+        let newest = self
+            .client
+            .list_containers()
+            .await?
+            .into_iter()
+            .filter(|c| {
+                label(c, task::NODE_LABEL).as_deref() == Some(self.node.as_str())
+                    && label(c, task::POD_NAME_LABEL).as_deref() == Some(pod)
+                    && label(c, task::CONTAINER_LABEL).as_deref() == Some(container)
+            })
+            .max_by_key(|c| c.created_at.as_ref().map(|t| (t.seconds, t.nanos)));
+        Ok(newest.map(|c| (c.id, c.spec.map(|s| s.value).unwrap_or_default())))
+    }
+
+    /// Resizes the terminal of container `id`'s own process (a `tty: true` container).
+    pub async fn resize(&self, id: &str, width: u16, height: u16) -> Result<(), ContainerdError> {
+        self.client.resize_exec(id, "", width.into(), height.into()).await
+    }
+
+    /// Starts `req` in the running Linux container `container` of pod `pod` (`namespace/name`) on this
+    /// node; `None` when this runtime runs no such container. Fifos go in the system's temporary
+    /// directory (`skiff-exec/`, 0700) and are removed when the process ends.
+    pub async fn exec_in(
+        &self,
+        pod: &str,
+        container: &str,
+        req: &crate::streaming::ExecRequest,
+    ) -> Result<Option<crate::streaming::Process>, ContainerdError> {
+        let Some((id, spec)) = self.find(pod, container).await? else { return Ok(None) };
+        let io_dir = std::env::temp_dir().join("skiff-exec");
+        containerd::exec::start(&self.client, &id, &spec, &io_dir, req).await.map(Some)
+    }
+
     async fn start_in(&self, pod: &OciPod, launch: Launch, id: String) -> Result<Started, RuntimeError> {
         let image = self
             .images
@@ -99,6 +136,7 @@ impl OciRuntime {
             (task::NODE_LABEL.to_string(), self.node.clone()),
             (task::POD_LABEL.to_string(), pod.uid.clone()),
             (task::CONTAINER_LABEL.to_string(), launch.name.clone()),
+            (task::POD_NAME_LABEL.to_string(), launch.linux.pod.clone()),
         ]);
         let request = task::RunRequest {
             id,
@@ -109,6 +147,8 @@ impl OciRuntime {
             io_dir: &launch.scratch_dir.join("io"),
             log: Arc::clone(&launch.log),
             memory_limited: launch.memory_limit.is_some(),
+            stdin: launch.linux.stdin,
+            terminal: launch.linux.tty,
         };
         Ok(task::run(&self.client, request).await?)
     }

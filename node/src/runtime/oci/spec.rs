@@ -284,7 +284,7 @@ pub fn build(image: &WasmImage, launch: &Launch, input: &SpecInput<'_>) -> Resul
     let caps = capabilities(sc);
     let cwd = launch.working_dir.clone().or_else(|| image.working_dir.clone()).filter(|d| d.starts_with('/'));
     let process = ProcessBuilder::default()
-        .terminal(false)
+        .terminal(launch.linux.tty)
         .args(args)
         .env(env(image, launch))
         .cwd(cwd.unwrap_or_else(|| "/".into()))
