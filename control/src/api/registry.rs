@@ -830,7 +830,7 @@ impl Registry {
     pub async fn remove_now(&self, ri: &ResourceInfo, ns: Option<&str>, name: &str) -> ApiResult<()> {
         match self.store.delete(&ri.key(ns, name), None).await {
             Ok(kv) => {
-                if let Ok(obj) = decode(&kv) {
+                if let Ok(obj) = decode(ri, &kv) {
                     self.deleted(ri, &obj);
                 }
                 Ok(())
