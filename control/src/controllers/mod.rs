@@ -27,6 +27,7 @@ pub mod podutil;
 pub mod replicaset;
 pub mod runtime;
 pub mod service_accounts;
+pub mod service_lb;
 
 use std::sync::Arc;
 
@@ -79,5 +80,6 @@ pub fn start_with(registry: Arc<Registry>, lifecycle: node_lifecycle::Config) ->
         }
     });
     node_lifecycle::start(&informers, lifecycle);
+    service_lb::start(&informers);
     supervisor
 }
