@@ -147,14 +147,14 @@ fn cluster_ip_and_node_port_spread_over_ready_endpoints_and_refuse_without_any()
     // An endpoint removed from the slice gets no more traffic.
     cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&slice(&cluster, "web", &[(&ips[1], true), (&ips[2], true)])));
     eventually("px-0 out of the rules", Duration::from_secs(30), || {
-        list_table(&table.0).is_some_and(|t| !t.contains(&format!("dnat to {}:8080", ips[0])))
+        list_table(&table.0).is_some_and(|t| !t.contains(&format!("{} . 8080", ips[0])))
     });
     assert_eq!(answers(&url, 30), vec!["px-1", "px-2"]);
 
     // An endpoint turning unready is removed too.
     cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&slice(&cluster, "web", &[(&ips[1], false), (&ips[2], true)])));
     eventually("px-1 out of the rules", Duration::from_secs(30), || {
-        list_table(&table.0).is_some_and(|t| !t.contains(&format!("dnat to {}:8080", ips[1])))
+        list_table(&table.0).is_some_and(|t| !t.contains(&format!("{} . 8080", ips[1])))
     });
     assert_eq!(answers(&url, 15), vec!["px-2"]);
     assert_eq!(answers(&format!("http://127.0.0.1:{np}/env/WHO"), 5), vec!["px-2"]);
@@ -205,7 +205,7 @@ fn a_load_balancer_is_served_on_the_node_address_and_waits_for_a_taken_port() {
     eventually("the node address as the load balancer's ingress", Duration::from_secs(30), || {
         load_balancer_ingress(&cluster, "edge") == vec!["127.0.0.1".to_string()]
     });
-    wait_rule(&table, &format!("127.0.0.1 . tcp . {port} : goto ext-default/edge/tcp/{port}"));
+    wait_rule(&table, &format!("127.0.0.1 . tcp . {port} : goto svc-default/edge/tcp/{port}"));
     assert_eq!(curl(&format!("http://127.0.0.1:{port}/env/WHO")), Ok("px-lb".to_string()));
 
     // A port something already listens on: Pending with a Warning event, served once it is free.
@@ -230,7 +230,7 @@ fn a_load_balancer_is_served_on_the_node_address_and_waits_for_a_taken_port() {
     eventually("the freed port served", Duration::from_secs(30), || {
         load_balancer_ingress(&cluster, "taken") == vec!["127.0.0.1".to_string()]
     });
-    wait_rule(&table, &format!("127.0.0.1 . tcp . {taken} : goto ext-default/taken/tcp/{taken}"));
+    wait_rule(&table, &format!("127.0.0.1 . tcp . {taken} : goto svc-default/taken/tcp/{taken}"));
     assert_eq!(curl(&format!("http://127.0.0.1:{taken}/env/WHO")), Ok("px-lb".to_string()));
 
     // No longer a LoadBalancer: the ingress and its rule go.

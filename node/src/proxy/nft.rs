@@ -7,8 +7,11 @@
 //!   load-balancer IPs and `service-nodeports` (`proto . port`) applied to traffic for a local
 //!   address; both are looked up from the `nat` prerouting (pods, other hosts) and output (the node
 //!   itself) hooks, so the cost of a packet does not grow with the number of services;
-//! - per service port a chain spreading new connections with `numgen random mod N` over per-endpoint
-//!   chains that DNAT (and with `sessionAffinity: ClientIP` a set per endpoint remembering clients);
+//! - per service port one chain DNATing new connections with `numgen random mod N map { i : ip . port }`
+//!   (with `sessionAffinity: ClientIP`, per-endpoint chains and sets remembering clients instead);
+//!   NodePort and LoadBalancer elements go to the same chain (or to the `local-` chain of a
+//!   `Local` policy), so a service costs one chain: `nft` 1.0.6 reads every chain of the table on
+//!   each run, so the number of chains is what a one-endpoint change costs;
 //! - masquerading by a mark for traffic from outside the pod network and for hairpin traffic;
 //! - `no-endpoint-*` maps consulted in filter hooks before DNAT: a port with no endpoint is
 //!   rejected (TCP reset / ICMP port unreachable), so a client sees "connection refused" at once.
@@ -116,36 +119,50 @@ fn plan_port(table: &Table, p: &PortRules, plan: &mut Plan) {
     let id = &p.id;
     let affinity = |e: &Endpoint| p.affinity_seconds.map(|t| format!("aff{t}-{id}__{}", endpoint_suffix(e)));
     let ep_chain = |e: &Endpoint| format!("ep-{id}__{}", endpoint_suffix(e));
-    // A chain spreading over `eps`; traffic from outside the pod network is masqueraded.
-    let spread = |chain: String, eps: &[Endpoint], plan: &mut Plan| {
-        let mut rules = vec![format!(
-            "ip daddr {} meta l4proto {proto} th dport {} ip saddr != {} jump mark-for-masquerade",
-            p.cluster_ip, p.port, table.pod_cidr
-        )];
-        for e in eps {
-            if let Some(set) = affinity(e) {
-                rules.push(format!("ip saddr @{set} goto {}", ep_chain(e)));
+    // A chain spreading new connections over `eps`. Masqueraded: traffic from outside the pod
+    // network (the node itself, NodePort and LoadBalancer clients; for a `Local` policy only the
+    // node's own traffic, so external clients keep their address) and hairpin traffic (a client
+    // that is one of the endpoints). Without session affinity the DNAT is one rule with a
+    // `numgen` map: one chain per service port, whatever its number of endpoints.
+    let spread = |chain: String, eps: &[Endpoint], local: bool, plan: &mut Plan| {
+        let outside = if local {
+            "fib saddr type local jump mark-for-masquerade".to_string()
+        } else {
+            format!("ip saddr != {} jump mark-for-masquerade", table.pod_cidr)
+        };
+        let ips: BTreeSet<String> = eps.iter().map(|e| e.ip.to_string()).collect();
+        let ips: Vec<String> = ips.into_iter().collect();
+        let mut rules = vec![outside, format!("ip saddr {{ {} }} jump mark-for-masquerade", ips.join(", "))];
+        if p.affinity_seconds.is_some() {
+            for e in eps {
+                if let Some(set) = affinity(e) {
+                    rules.push(format!("ip saddr @{set} goto {}", ep_chain(e)));
+                    let timeout = p.affinity_seconds.unwrap_or_default();
+                    let def = format!("{{ type ipv4_addr; flags dynamic,timeout; timeout {timeout}s; }}");
+                    let dnat = format!("meta l4proto {proto} dnat ip to {}:{}", e.ip, e.port);
+                    plan.chains.insert(ep_chain(e), vec![format!("update @{set} {{ ip saddr }}"), dnat]);
+                    plan.sets.insert(set, def);
+                }
             }
+            let arms: Vec<String> =
+                eps.iter().enumerate().map(|(i, e)| format!("{i} : goto {}", ep_chain(e))).collect();
+            rules.push(format!("numgen random mod {} vmap {{ {} }}", eps.len(), arms.join(", ")));
+        } else {
+            let arms: Vec<String> =
+                eps.iter().enumerate().map(|(i, e)| format!("{i} : {} . {}", e.ip, e.port)).collect();
+            rules.push(format!(
+                "meta l4proto {proto} dnat ip to numgen random mod {} map {{ {} }}",
+                eps.len(),
+                arms.join(", ")
+            ));
         }
-        let arms: Vec<String> = eps.iter().enumerate().map(|(i, e)| format!("{i} : goto {}", ep_chain(e))).collect();
-        rules.push(format!("numgen random mod {} vmap {{ {} }}", eps.len(), arms.join(", ")));
         plan.chains.insert(chain, rules);
-        for e in eps {
-            let mut rules = vec![format!("ip saddr {} jump mark-for-masquerade", e.ip)];
-            if let Some(set) = affinity(e) {
-                rules.push(format!("update @{set} {{ ip saddr }}"));
-                let timeout = p.affinity_seconds.unwrap_or_default();
-                plan.sets.insert(set, format!("{{ type ipv4_addr; flags dynamic,timeout; timeout {timeout}s; }}"));
-            }
-            rules.push(format!("meta l4proto {proto} dnat to {}:{}", e.ip, e.port));
-            plan.chains.insert(ep_chain(e), rules);
-        }
     };
     let cluster = if p.cluster_endpoints.is_empty() {
         Target::Reject
     } else {
         let chain = format!("svc-{id}");
-        spread(chain.clone(), &p.cluster_endpoints, plan);
+        spread(chain.clone(), &p.cluster_endpoints, false, plan);
         Target::Chain(chain)
     };
     let local = if !(p.internal_local || p.external_local) {
@@ -154,7 +171,7 @@ fn plan_port(table: &Table, p: &PortRules, plan: &mut Plan) {
         Some(if p.cluster_endpoints.is_empty() { Target::Reject } else { Target::Drop })
     } else {
         let chain = format!("local-{id}");
-        spread(chain.clone(), &p.local_endpoints, plan);
+        spread(chain.clone(), &p.local_endpoints, true, plan);
         Some(Target::Chain(chain))
     };
     let internal = match (&local, p.internal_local) {
@@ -164,22 +181,6 @@ fn plan_port(table: &Table, p: &PortRules, plan: &mut Plan) {
     let external = match (&local, p.external_local) {
         (Some(l), true) => l,
         _ => &cluster,
-    };
-    let external = match external {
-        Target::Chain(to) if p.has_external() => {
-            let chain = format!("ext-{id}");
-            let masquerade = if p.external_local {
-                // Keeps the client's address for a Local policy, except for the node's own traffic.
-                "fib saddr type local jump mark-for-masquerade"
-            } else {
-                "jump mark-for-masquerade"
-            };
-            plan.chains.insert(chain.clone(), vec![masquerade.to_string(), format!("goto {to}")]);
-            Target::Chain(chain)
-        }
-        Target::Chain(_) => Target::Reject,
-        Target::Drop => Target::Drop,
-        Target::Reject => Target::Reject,
     };
     let element = |plan: &mut Plan, target: &Target, ok: Map, none: Map, key: String| {
         let map = if matches!(target, Target::Chain(_)) { ok } else { none };
@@ -193,10 +194,10 @@ fn plan_port(table: &Table, p: &PortRules, plan: &mut Plan) {
         format!("{} . {proto} . {}", p.cluster_ip, p.port),
     );
     for ip in &p.load_balancer_ips {
-        element(plan, &external, Map::ServiceIps, Map::NoEndpointServices, format!("{ip} . {proto} . {}", p.port));
+        element(plan, external, Map::ServiceIps, Map::NoEndpointServices, format!("{ip} . {proto} . {}", p.port));
     }
     if let Some(node_port) = p.node_port {
-        element(plan, &external, Map::NodePorts, Map::NoEndpointNodePorts, format!("{proto} . {node_port}"));
+        element(plan, external, Map::NodePorts, Map::NoEndpointNodePorts, format!("{proto} . {node_port}"));
     }
 }
 
@@ -347,36 +348,27 @@ mod tests {
         let t = table();
         let script = update(&t, &Plan::default(), &plan(&t, &[port(&["10.88.0.2", "10.88.0.3"])]));
         let expected = "\
-add chain ip skiff-n1 ep-shop/web/tcp/http__10.88.0.2/8080
-add chain ip skiff-n1 ep-shop/web/tcp/http__10.88.0.3/8080
-add chain ip skiff-n1 ext-shop/web/tcp/http
 add chain ip skiff-n1 svc-shop/web/tcp/http
-add rule ip skiff-n1 ep-shop/web/tcp/http__10.88.0.2/8080 ip saddr 10.88.0.2 jump mark-for-masquerade
-add rule ip skiff-n1 ep-shop/web/tcp/http__10.88.0.2/8080 meta l4proto tcp dnat to 10.88.0.2:8080
-add rule ip skiff-n1 ep-shop/web/tcp/http__10.88.0.3/8080 ip saddr 10.88.0.3 jump mark-for-masquerade
-add rule ip skiff-n1 ep-shop/web/tcp/http__10.88.0.3/8080 meta l4proto tcp dnat to 10.88.0.3:8080
-add rule ip skiff-n1 ext-shop/web/tcp/http jump mark-for-masquerade
-add rule ip skiff-n1 ext-shop/web/tcp/http goto svc-shop/web/tcp/http
-add rule ip skiff-n1 svc-shop/web/tcp/http ip daddr 10.43.0.10 meta l4proto tcp th dport 80 ip saddr != 10.88.0.0/24 jump mark-for-masquerade
-add rule ip skiff-n1 svc-shop/web/tcp/http numgen random mod 2 vmap { 0 : goto ep-shop/web/tcp/http__10.88.0.2/8080, 1 : goto ep-shop/web/tcp/http__10.88.0.3/8080 }
+add rule ip skiff-n1 svc-shop/web/tcp/http ip saddr != 10.88.0.0/24 jump mark-for-masquerade
+add rule ip skiff-n1 svc-shop/web/tcp/http ip saddr { 10.88.0.2, 10.88.0.3 } jump mark-for-masquerade
+add rule ip skiff-n1 svc-shop/web/tcp/http meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.88.0.2 . 8080, 1 : 10.88.0.3 . 8080 }
 add element ip skiff-n1 service-ips { 10.43.0.10 . tcp . 80 : goto svc-shop/web/tcp/http }
-add element ip skiff-n1 service-nodeports { tcp . 30080 : goto ext-shop/web/tcp/http }
+add element ip skiff-n1 service-nodeports { tcp . 30080 : goto svc-shop/web/tcp/http }
 ";
         assert_eq!(script, expected);
     }
 
     #[test]
-    fn removing_one_endpoint_touches_only_the_service_chain_and_that_endpoint() {
+    fn removing_one_endpoint_rewrites_only_that_services_chain() {
         let t = table();
         let old = plan(&t, &[port(&["10.88.0.2", "10.88.0.3", "10.88.0.4"])]);
         let new = plan(&t, &[port(&["10.88.0.2", "10.88.0.4"])]);
         let script = update(&t, &old, &new);
         let expected = "\
-flush chain ip skiff-n1 ep-shop/web/tcp/http__10.88.0.3/8080
 flush chain ip skiff-n1 svc-shop/web/tcp/http
-add rule ip skiff-n1 svc-shop/web/tcp/http ip daddr 10.43.0.10 meta l4proto tcp th dport 80 ip saddr != 10.88.0.0/24 jump mark-for-masquerade
-add rule ip skiff-n1 svc-shop/web/tcp/http numgen random mod 2 vmap { 0 : goto ep-shop/web/tcp/http__10.88.0.2/8080, 1 : goto ep-shop/web/tcp/http__10.88.0.4/8080 }
-delete chain ip skiff-n1 ep-shop/web/tcp/http__10.88.0.3/8080
+add rule ip skiff-n1 svc-shop/web/tcp/http ip saddr != 10.88.0.0/24 jump mark-for-masquerade
+add rule ip skiff-n1 svc-shop/web/tcp/http ip saddr { 10.88.0.2, 10.88.0.4 } jump mark-for-masquerade
+add rule ip skiff-n1 svc-shop/web/tcp/http meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.88.0.2 . 8080, 1 : 10.88.0.4 . 8080 }
 ";
         assert_eq!(script, expected);
         assert_eq!(update(&t, &new, &new), "", "no change, no commands");
@@ -392,8 +384,9 @@ delete chain ip skiff-n1 ep-shop/web/tcp/http__10.88.0.3/8080
             "delete element ip skiff-n1 service-ips { 10.43.0.10 . tcp . 80 }\n\
              delete element ip skiff-n1 service-nodeports { tcp . 30080 }\n"
         ));
-        assert!(script.contains("delete chain ip skiff-n1 svc-shop/web/tcp/http\n"));
-        assert!(script.contains("delete chain ip skiff-n1 ext-shop/web/tcp/http\n"));
+        assert!(script.contains(
+            "flush chain ip skiff-n1 svc-shop/web/tcp/http\ndelete chain ip skiff-n1 svc-shop/web/tcp/http\n"
+        ));
         assert!(script.ends_with(
             "add element ip skiff-n1 no-endpoint-services { 10.43.0.10 . tcp . 80 : goto reject-chain }\n\
              add element ip skiff-n1 no-endpoint-nodeports { tcp . 30080 : goto reject-chain }\n"
@@ -402,7 +395,7 @@ delete chain ip skiff-n1 ep-shop/web/tcp/http__10.88.0.3/8080
         let back = update(&t, &none, &old);
         assert!(back.starts_with("delete element ip skiff-n1 no-endpoint-services { 10.43.0.10 . tcp . 80 }\n"));
         assert!(
-            back.ends_with("add element ip skiff-n1 service-nodeports { tcp . 30080 : goto ext-shop/web/tcp/http }\n")
+            back.ends_with("add element ip skiff-n1 service-nodeports { tcp . 30080 : goto svc-shop/web/tcp/http }\n")
         );
     }
 
@@ -429,9 +422,11 @@ delete chain ip skiff-n1 ep-shop/web/tcp/http__10.88.0.3/8080
         let set = "aff10800-shop/web/tcp/http__10.88.0.2/8080";
         assert_eq!(plan.sets[set], "{ type ipv4_addr; flags dynamic,timeout; timeout 10800s; }");
         let svc = &plan.chains["svc-shop/web/tcp/http"];
-        assert_eq!(svc[1], format!("ip saddr @{set} goto ep-shop/web/tcp/http__10.88.0.2/8080"));
+        assert_eq!(svc[2], format!("ip saddr @{set} goto ep-shop/web/tcp/http__10.88.0.2/8080"));
+        assert_eq!(svc[3], "numgen random mod 1 vmap { 0 : goto ep-shop/web/tcp/http__10.88.0.2/8080 }");
         let ep = &plan.chains["ep-shop/web/tcp/http__10.88.0.2/8080"];
-        assert_eq!(ep[1], format!("update @{set} {{ ip saddr }}"));
+        assert_eq!(ep[0], format!("update @{set} {{ ip saddr }}"));
+        assert_eq!(ep[1], "meta l4proto tcp dnat ip to 10.88.0.2:8080");
     }
 
     #[test]
@@ -447,18 +442,18 @@ delete chain ip skiff-n1 ep-shop/web/tcp/http__10.88.0.3/8080
             "goto svc-shop/web/tcp/http",
             "internal traffic stays cluster-wide"
         );
-        assert_eq!(plan1.elements[&(Map::ServiceIps, "127.0.0.1 . tcp . 80".into())], "goto ext-shop/web/tcp/http");
-        assert_eq!(
-            plan1.chains["ext-shop/web/tcp/http"],
-            vec!["fib saddr type local jump mark-for-masquerade".to_string(), "goto local-shop/web/tcp/http".into()]
-        );
-        assert!(plan1.chains["local-shop/web/tcp/http"][1].contains("mod 1 vmap"));
+        assert_eq!(plan1.elements[&(Map::ServiceIps, "127.0.0.1 . tcp . 80".into())], "goto local-shop/web/tcp/http");
+        assert_eq!(plan1.elements[&(Map::NodePorts, "tcp . 30080".into())], "goto local-shop/web/tcp/http");
+        let local = &plan1.chains["local-shop/web/tcp/http"];
+        // External clients keep their address; only the node's own traffic is masqueraded.
+        assert_eq!(local[0], "fib saddr type local jump mark-for-masquerade");
+        assert!(local[2].ends_with("mod 1 map { 0 : 10.88.0.2 . 8080 }"), "{local:?}");
         p.local_endpoints.clear();
         p.internal_local = true;
         let plan2 = plan(&t, &[p]);
         assert_eq!(plan2.elements[&(Map::NoEndpointServices, "10.43.0.10 . tcp . 80".into())], "drop");
         assert_eq!(plan2.elements[&(Map::NoEndpointNodePorts, "tcp . 30080".into())], "drop");
-        assert!(!plan2.chains.contains_key("ext-shop/web/tcp/http"));
+        assert!(!plan2.chains.contains_key("local-shop/web/tcp/http"));
     }
 
     #[test]
@@ -469,7 +464,7 @@ delete chain ip skiff-n1 ep-shop/web/tcp/http__10.88.0.3/8080
         assert!(script.starts_with("table ip skiff-n1\ndelete table ip skiff-n1\ntable ip skiff-n1 {\n"));
         assert!(script.contains("comment \"skiff node n1\""));
         assert!(script
-            .ends_with("add element ip skiff-n1 service-nodeports { tcp . 30080 : goto ext-shop/web/tcp/http }\n"));
+            .ends_with("add element ip skiff-n1 service-nodeports { tcp . 30080 : goto svc-shop/web/tcp/http }\n"));
         assert_eq!(delete(&t), "table ip skiff-n1\ndelete table ip skiff-n1\n");
     }
 
