@@ -147,14 +147,14 @@ fn cluster_ip_and_node_port_spread_over_ready_endpoints_and_refuse_without_any()
     // An endpoint removed from the slice gets no more traffic.
     cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&slice(&cluster, "web", &[(&ips[1], true), (&ips[2], true)])));
     eventually("px-0 out of the rules", Duration::from_secs(30), || {
-        list_table(&table.0).is_some_and(|t| !t.contains(&format!("{} . 8080", ips[0])))
+        list_table(&table.0).is_some_and(|t| !t.contains(&format!("to {}:8080", ips[0])))
     });
     assert_eq!(answers(&url, 30), vec!["px-1", "px-2"]);
 
     // An endpoint turning unready is removed too.
     cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&slice(&cluster, "web", &[(&ips[1], false), (&ips[2], true)])));
     eventually("px-1 out of the rules", Duration::from_secs(30), || {
-        list_table(&table.0).is_some_and(|t| !t.contains(&format!("{} . 8080", ips[1])))
+        list_table(&table.0).is_some_and(|t| !t.contains(&format!("to {}:8080", ips[1])))
     });
     assert_eq!(answers(&url, 15), vec!["px-2"]);
     assert_eq!(answers(&format!("http://127.0.0.1:{np}/env/WHO"), 5), vec!["px-2"]);

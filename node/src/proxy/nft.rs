@@ -7,11 +7,11 @@
 //!   load-balancer IPs and `service-nodeports` (`proto . port`) applied to traffic for a local
 //!   address; both are looked up from the `nat` prerouting (pods, other hosts) and output (the node
 //!   itself) hooks, so the cost of a packet does not grow with the number of services;
-//! - per service port one chain DNATing new connections with `numgen random mod N map { i : ip . port }`
-//!   (with `sessionAffinity: ClientIP`, per-endpoint chains and sets remembering clients instead);
-//!   NodePort and LoadBalancer elements go to the same chain (or to the `local-` chain of a
-//!   `Local` policy), so a service costs one chain: `nft` 1.0.6 reads every chain of the table on
-//!   each run, so the number of chains is what a one-endpoint change costs;
+//! - per service port one chain DNATing new connections, endpoint k of n with `numgen random mod
+//!   (n-k) 0` (uniform, as kube-proxy's iptables mode; with `sessionAffinity: ClientIP` through
+//!   per-endpoint chains and sets remembering clients). NodePort and LoadBalancer elements go to
+//!   the same chain (or to the `local-` chain of a `Local` policy). No anonymous sets: the kernel
+//!   looks sets up by walking a list, which made a 10,000-service table take minutes to load;
 //! - masquerading by a mark for traffic from outside the pod network and for hairpin traffic;
 //! - `no-endpoint-*` maps consulted in filter hooks before DNAT: a port with no endpoint is
 //!   rejected (TCP reset / ICMP port unreachable), so a client sees "connection refused" at once.
@@ -131,30 +131,32 @@ fn plan_port(table: &Table, p: &PortRules, plan: &mut Plan) {
             format!("ip saddr != {} jump mark-for-masquerade", table.pod_cidr)
         };
         let ips: BTreeSet<String> = eps.iter().map(|e| e.ip.to_string()).collect();
-        let ips: Vec<String> = ips.into_iter().collect();
-        let mut rules = vec![outside, format!("ip saddr {{ {} }} jump mark-for-masquerade", ips.join(", "))];
-        if p.affinity_seconds.is_some() {
-            for e in eps {
-                if let Some(set) = affinity(e) {
-                    rules.push(format!("ip saddr @{set} goto {}", ep_chain(e)));
+        let mut rules = vec![outside];
+        rules.extend(ips.iter().map(|ip| format!("ip saddr {ip} jump mark-for-masquerade")));
+        // Endpoint k of n is taken with probability 1/(n-k) among those left (uniform overall),
+        // as kube-proxy's iptables mode does: plain rules, no anonymous set (the kernel finds
+        // sets by walking a list, which makes thousands of them slow).
+        let n = eps.len();
+        let pick = |k: usize, then: String| {
+            if k + 1 < n {
+                format!("numgen random mod {} 0 {then}", n - k)
+            } else {
+                then
+            }
+        };
+        for (k, e) in eps.iter().enumerate() {
+            let dnat = format!("meta l4proto {proto} dnat ip to {}:{}", e.ip, e.port);
+            match affinity(e) {
+                Some(set) => {
+                    rules.insert(1 + ips.len() + k, format!("ip saddr @{set} goto {}", ep_chain(e)));
+                    rules.push(pick(k, format!("goto {}", ep_chain(e))));
                     let timeout = p.affinity_seconds.unwrap_or_default();
                     let def = format!("{{ type ipv4_addr; flags dynamic,timeout; timeout {timeout}s; }}");
-                    let dnat = format!("meta l4proto {proto} dnat ip to {}:{}", e.ip, e.port);
                     plan.chains.insert(ep_chain(e), vec![format!("update @{set} {{ ip saddr }}"), dnat]);
                     plan.sets.insert(set, def);
                 }
+                None => rules.push(pick(k, dnat)),
             }
-            let arms: Vec<String> =
-                eps.iter().enumerate().map(|(i, e)| format!("{i} : goto {}", ep_chain(e))).collect();
-            rules.push(format!("numgen random mod {} vmap {{ {} }}", eps.len(), arms.join(", ")));
-        } else {
-            let arms: Vec<String> =
-                eps.iter().enumerate().map(|(i, e)| format!("{i} : {} . {}", e.ip, e.port)).collect();
-            rules.push(format!(
-                "meta l4proto {proto} dnat ip to numgen random mod {} map {{ {} }}",
-                eps.len(),
-                arms.join(", ")
-            ));
         }
         plan.chains.insert(chain, rules);
     };
@@ -350,8 +352,10 @@ mod tests {
         let expected = "\
 add chain ip skiff-n1 svc-shop/web/tcp/http
 add rule ip skiff-n1 svc-shop/web/tcp/http ip saddr != 10.88.0.0/24 jump mark-for-masquerade
-add rule ip skiff-n1 svc-shop/web/tcp/http ip saddr { 10.88.0.2, 10.88.0.3 } jump mark-for-masquerade
-add rule ip skiff-n1 svc-shop/web/tcp/http meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.88.0.2 . 8080, 1 : 10.88.0.3 . 8080 }
+add rule ip skiff-n1 svc-shop/web/tcp/http ip saddr 10.88.0.2 jump mark-for-masquerade
+add rule ip skiff-n1 svc-shop/web/tcp/http ip saddr 10.88.0.3 jump mark-for-masquerade
+add rule ip skiff-n1 svc-shop/web/tcp/http numgen random mod 2 0 meta l4proto tcp dnat ip to 10.88.0.2:8080
+add rule ip skiff-n1 svc-shop/web/tcp/http meta l4proto tcp dnat ip to 10.88.0.3:8080
 add element ip skiff-n1 service-ips { 10.43.0.10 . tcp . 80 : goto svc-shop/web/tcp/http }
 add element ip skiff-n1 service-nodeports { tcp . 30080 : goto svc-shop/web/tcp/http }
 ";
@@ -367,8 +371,10 @@ add element ip skiff-n1 service-nodeports { tcp . 30080 : goto svc-shop/web/tcp/
         let expected = "\
 flush chain ip skiff-n1 svc-shop/web/tcp/http
 add rule ip skiff-n1 svc-shop/web/tcp/http ip saddr != 10.88.0.0/24 jump mark-for-masquerade
-add rule ip skiff-n1 svc-shop/web/tcp/http ip saddr { 10.88.0.2, 10.88.0.4 } jump mark-for-masquerade
-add rule ip skiff-n1 svc-shop/web/tcp/http meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.88.0.2 . 8080, 1 : 10.88.0.4 . 8080 }
+add rule ip skiff-n1 svc-shop/web/tcp/http ip saddr 10.88.0.2 jump mark-for-masquerade
+add rule ip skiff-n1 svc-shop/web/tcp/http ip saddr 10.88.0.4 jump mark-for-masquerade
+add rule ip skiff-n1 svc-shop/web/tcp/http numgen random mod 2 0 meta l4proto tcp dnat ip to 10.88.0.2:8080
+add rule ip skiff-n1 svc-shop/web/tcp/http meta l4proto tcp dnat ip to 10.88.0.4:8080
 ";
         assert_eq!(script, expected);
         assert_eq!(update(&t, &new, &new), "", "no change, no commands");
@@ -423,7 +429,7 @@ add rule ip skiff-n1 svc-shop/web/tcp/http meta l4proto tcp dnat ip to numgen ra
         assert_eq!(plan.sets[set], "{ type ipv4_addr; flags dynamic,timeout; timeout 10800s; }");
         let svc = &plan.chains["svc-shop/web/tcp/http"];
         assert_eq!(svc[2], format!("ip saddr @{set} goto ep-shop/web/tcp/http__10.88.0.2/8080"));
-        assert_eq!(svc[3], "numgen random mod 1 vmap { 0 : goto ep-shop/web/tcp/http__10.88.0.2/8080 }");
+        assert_eq!(svc[3], "goto ep-shop/web/tcp/http__10.88.0.2/8080");
         let ep = &plan.chains["ep-shop/web/tcp/http__10.88.0.2/8080"];
         assert_eq!(ep[0], format!("update @{set} {{ ip saddr }}"));
         assert_eq!(ep[1], "meta l4proto tcp dnat ip to 10.88.0.2:8080");
@@ -447,7 +453,7 @@ add rule ip skiff-n1 svc-shop/web/tcp/http meta l4proto tcp dnat ip to numgen ra
         let local = &plan1.chains["local-shop/web/tcp/http"];
         // External clients keep their address; only the node's own traffic is masqueraded.
         assert_eq!(local[0], "fib saddr type local jump mark-for-masquerade");
-        assert!(local[2].ends_with("mod 1 map { 0 : 10.88.0.2 . 8080 }"), "{local:?}");
+        assert_eq!(local[2], "meta l4proto tcp dnat ip to 10.88.0.2:8080", "{local:?}");
         p.local_endpoints.clear();
         p.internal_local = true;
         let plan2 = plan(&t, &[p]);
