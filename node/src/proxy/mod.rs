@@ -119,18 +119,19 @@ struct State {
     localnet: bool,
 }
 
+/// One watch event of either kind (boxed: the two differ much in size).
 enum Input {
-    Services(Result<Event<Service>, watcher::Error>),
-    Slices(Result<Event<EndpointSlice>, watcher::Error>),
+    Services(Box<Result<Event<Service>, watcher::Error>>),
+    Slices(Box<Result<Event<EndpointSlice>, watcher::Error>>),
 }
 
 async fn run(client: kube::Client, mut state: State) {
     let services = watcher::watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
         .default_backoff()
-        .map(Input::Services);
+        .map(|e| Input::Services(Box::new(e)));
     let slices = watcher::watcher(Api::<EndpointSlice>::all(client), watcher::Config::default())
         .default_backoff()
-        .map(Input::Slices);
+        .map(|e| Input::Slices(Box::new(e)));
     let mut inputs = futures::stream::select(services, slices).boxed();
     let (mut init_services, mut init_slices) = (None::<HashMap<Key, Service>>, None::<HashMap<Key, EndpointSlice>>);
     let mut retry_at: Option<tokio::time::Instant> = None;
@@ -153,10 +154,14 @@ async fn run(client: kube::Client, mut state: State) {
         }
         for input in batch {
             match input {
-                Input::Services(Ok(event)) => state.on_service(event, &mut init_services),
-                Input::Slices(Ok(event)) => state.on_slice(event, &mut init_slices),
-                Input::Services(Err(e)) => tracing::warn!(error = %e, "watching Services"),
-                Input::Slices(Err(e)) => tracing::warn!(error = %e, "watching EndpointSlices"),
+                Input::Services(event) => match *event {
+                    Ok(event) => state.on_service(event, &mut init_services),
+                    Err(e) => tracing::warn!(error = %e, "watching Services"),
+                },
+                Input::Slices(event) => match *event {
+                    Ok(event) => state.on_slice(event, &mut init_slices),
+                    Err(e) => tracing::warn!(error = %e, "watching EndpointSlices"),
+                },
             }
         }
         if !state.sync().await {
