@@ -205,6 +205,8 @@ fn a_load_balancer_is_served_on_the_node_address_and_waits_for_a_taken_port() {
     eventually("the node address as the load balancer's ingress", Duration::from_secs(30), || {
         load_balancer_ingress(&cluster, "edge") == vec!["127.0.0.1".to_string()]
     });
+    let listing = cluster.kubectl(&["get", "svc", "edge"]);
+    assert!(listing.contains("LoadBalancer") && listing.contains("127.0.0.1"), "EXTERNAL-IP: {listing}");
     wait_rule(&table, &format!("127.0.0.1 . tcp . {port} : goto svc-default/edge/tcp/{port}"));
     assert_eq!(curl(&format!("http://127.0.0.1:{port}/env/WHO")), Ok("px-lb".to_string()));
 
