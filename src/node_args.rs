@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use skiff_node::config::{ContainerdConfig, LinuxRuntimeConfig, WasmRuntimeConfig};
+use skiff_node::config::{ContainerdConfig, LinuxRuntimeConfig, ProxyMode, WasmRuntimeConfig};
 use skiff_node::AgentConfig;
 
 /// `--wasm-runtime`: where Wasm containers run.
@@ -66,6 +66,18 @@ pub struct NodeArgs {
     /// credentials and TLS settings.
     #[arg(long)]
     pub registry_config: Option<PathBuf>,
+    /// The service proxy: `nftables` (a table `skiff-<node>` programmed with /usr/sbin/nft) or `off`.
+    #[arg(long, value_enum, default_value = "nftables")]
+    pub proxy: ProxyKind,
+}
+
+/// `--proxy`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyKind {
+    /// ClusterIP, NodePort and LoadBalancer rules in nftables.
+    Nftables,
+    /// No service rules on this node.
+    Off,
 }
 
 /// `--linux-containers`.
@@ -109,6 +121,10 @@ impl NodeArgs {
             },
         };
         c.registry_config = self.registry_config.clone();
+        c.proxy = match self.proxy {
+            ProxyKind::Nftables => ProxyMode::Nftables,
+            ProxyKind::Off => ProxyMode::Off,
+        };
         c
     }
 }

@@ -15,6 +15,7 @@ mod node_cluster;
 mod node_http;
 mod node_pods;
 mod node_start;
+mod proxy_sync;
 mod rss;
 mod shim_mem;
 mod shim_run;
@@ -136,6 +137,15 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         idle_seconds: u64,
     },
+    /// Service proxy rule sync for one changed endpoint with many Services (nft in a private netns).
+    ProxySync {
+        /// Numbers of Services.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        services: Vec<usize>,
+        /// Changed endpoints measured per size.
+        #[arg(long, default_value_t = 200)]
+        rounds: usize,
+    },
     /// HTTP throughput of one hello-http pod, with wrk from the host to the pod IP.
     NodeHttp {
         #[command(flatten)]
@@ -216,6 +226,7 @@ async fn run(command: Command) -> Result<()> {
             };
             node_burst::run(&node.server_bin, &node.workload, &args, &node.opts(20)).await
         }
+        Command::ProxySync { services, rounds } => proxy_sync::run(&services, rounds),
         Command::NodeHttp { node, seconds, connections, threads } => {
             if seconds == 0 || connections == 0 || threads == 0 {
                 bail!("--seconds, --connections and --threads must be positive");

@@ -33,6 +33,8 @@ pub struct Agent {
     containerd: Option<Arc<ContainerdRuntime>>,
     /// The OCI runtime, when the node runs Linux containers (its own containerd is stopped with the agent).
     oci: Option<Arc<LazyOci>>,
+    /// The service proxy (its table is removed on shutdown).
+    proxy: Option<crate::proxy::Proxy>,
 }
 
 impl Agent {
@@ -130,13 +132,24 @@ impl Agent {
                 }
             }
         }));
+        let proxy = crate::proxy::Proxy::start(client.clone(), &config);
         let recorder = Recorder::new(client.clone(), &config.node_name);
         let teardown = config.teardown_on_shutdown;
         let deps = Deps::new(client, config, runtime, Arc::clone(&sandboxes), recorder, log_index);
         let _ = pods_cell.set(Arc::downgrade(&deps));
         tasks.push(tokio::spawn(pods::watch(Arc::clone(&deps))));
         tracing::info!(%kubelet_addr, "node agent running");
-        Ok(Self { kubelet_addr, deps, sandboxes, tasks, stop_server: Some(stop_server), teardown, containerd, oci })
+        Ok(Self {
+            kubelet_addr,
+            deps,
+            sandboxes,
+            tasks,
+            stop_server: Some(stop_server),
+            teardown,
+            containerd,
+            oci,
+            proxy,
+        })
     }
 
     /// How many pods this agent runs.
@@ -151,6 +164,9 @@ impl Agent {
             t.abort();
         }
         self.deps.shutdown();
+        if let Some(proxy) = self.proxy.take() {
+            proxy.stop().await;
+        }
         if let Some(stop) = self.stop_server.take() {
             let _ = stop.send(());
         }

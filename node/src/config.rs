@@ -47,6 +47,18 @@ pub struct AgentConfig {
     pub linux_runtime: LinuxRuntimeConfig,
     /// A k3s-style `registries.yaml`: mirrors, per-registry credentials and TLS settings.
     pub registry_config: Option<PathBuf>,
+    /// The service proxy: nftables rules for ClusterIPs, NodePorts and LoadBalancers, or none.
+    pub proxy: ProxyMode,
+}
+
+/// `--proxy`: how Service traffic reaches endpoints on this node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// A table of the agent's own programmed through `nft` (see `proxy/`).
+    #[default]
+    Nftables,
+    /// No service rules on this node.
+    Off,
 }
 
 /// Where the kubelet runs Linux containers (runc through containerd).
@@ -115,6 +127,7 @@ impl AgentConfig {
             wasm_runtime: WasmRuntimeConfig::InProcess,
             linux_runtime: LinuxRuntimeConfig::Off,
             registry_config: None,
+            proxy: ProxyMode::Nftables,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod lease;
 pub mod logs;
 pub mod node_status;
 pub mod pods;
+pub mod proxy;
 pub mod runtime;
 pub mod sandbox;
 pub mod streaming;

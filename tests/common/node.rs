@@ -64,7 +64,8 @@ impl Default for TestNet {
     }
 }
 
-/// Removes bridges and network namespaces that test processes which no longer run left behind.
+/// Removes bridges, network namespaces and service proxy tables that test processes which no
+/// longer run left behind.
 fn sweep_dead_runs() {
     let links = Command::new("ip").args(["-o", "link", "show", "type", "bridge"]).output();
     for line in links.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default().lines() {
@@ -72,6 +73,16 @@ fn sweep_dead_runs() {
         if let Some(pid) = name.strip_prefix("sk").and_then(|r| r.split('x').next()) {
             if pid.chars().all(|c| c.is_ascii_digit()) && !pid.is_empty() && !pid_alive(pid) {
                 let _ = Command::new("ip").args(["link", "delete", name]).status();
+            }
+        }
+    }
+    // The service proxy's nftables tables (`skiff-t<pid>x<n>`, named after the node).
+    let tables = Command::new("nft").args(["list", "tables", "ip"]).output();
+    for line in tables.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default().lines() {
+        let Some(name) = line.strip_prefix("table ip ").map(str::trim) else { continue };
+        if let Some(pid) = name.strip_prefix("skiff-t").and_then(|r| r.split('x').next()) {
+            if pid.chars().all(|c| c.is_ascii_digit()) && !pid.is_empty() && !pid_alive(pid) {
+                let _ = Command::new("nft").args(["delete", "table", "ip", name]).status();
             }
         }
     }
@@ -194,11 +205,12 @@ impl AgentProcess {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
     }
 
-    /// Kills the agent outright (SIGKILL: a node dying), then removes the bridge and network
-    /// namespaces it could not tear down.
+    /// Kills the agent outright (SIGKILL: a node dying), then removes the bridge, network
+    /// namespaces and proxy table it could not tear down.
     pub fn kill9(&mut self) {
         self.process.kill();
         let _ = Command::new("ip").args(["link", "delete", &self.net.bridge]).status();
+        let _ = Command::new("nft").args(["delete", "table", "ip", &format!("skiff-{}", self.net.node)]).output();
         let short: String = self.net.node.chars().filter(|c| c.is_ascii_alphanumeric()).take(20).collect();
         let prefix = format!("skiff-{short}-");
         let Ok(entries) = std::fs::read_dir("/var/run/netns") else { return };

@@ -29,6 +29,7 @@ pub mod podutil;
 pub mod replicaset;
 pub mod runtime;
 pub mod service_accounts;
+pub mod service_lb;
 
 use std::sync::Arc;
 
@@ -83,5 +84,6 @@ pub fn start_with(registry: Arc<Registry>, lifecycle: node_lifecycle::Config) ->
     });
     node_lifecycle::start(&informers, lifecycle);
     endpoints::start(&informers);
+    service_lb::start(&informers);
     supervisor
 }
