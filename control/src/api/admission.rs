@@ -52,26 +52,14 @@ pub fn default(kind: &str, obj: &mut Value) {
                 match kind {
                     "Deployment" => {
                         set_default(spec, "progressDeadlineSeconds", json!(600));
-                        set_default(
-                            spec,
-                            "strategy",
-                            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
-                        );
+                        default_strategy(spec, "strategy", json!({"maxSurge": "25%", "maxUnavailable": "25%"}));
                     }
                     "StatefulSet" => {
                         set_default(spec, "podManagementPolicy", json!("OrderedReady"));
-                        set_default(
-                            spec,
-                            "updateStrategy",
-                            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
-                        );
+                        default_strategy(spec, "updateStrategy", json!({"partition": 0}));
                     }
                     "DaemonSet" => {
-                        set_default(
-                            spec,
-                            "updateStrategy",
-                            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
-                        );
+                        default_strategy(spec, "updateStrategy", json!({"maxSurge": 0, "maxUnavailable": 1}));
                     }
                     _ => {}
                 }
@@ -117,6 +105,21 @@ pub fn default(kind: &str, obj: &mut Value) {
             }
         }
         _ => {}
+    }
+}
+
+/// A workload's update strategy as Kubernetes defaults it: the type RollingUpdate when unset
+/// (also in a present but empty strategy, which typed clients send), and each unset
+/// `rollingUpdate` parameter from `rolling` when the type is RollingUpdate.
+fn default_strategy(spec: &mut Map<String, Value>, field: &str, rolling: Value) {
+    let Some(strategy) = spec.entry(field).or_insert_with(|| json!({})).as_object_mut() else { return };
+    set_default(strategy, "type", json!("RollingUpdate"));
+    if strategy.get("type") != Some(&json!("RollingUpdate")) {
+        return;
+    }
+    let Some(params) = strategy.entry("rollingUpdate").or_insert_with(|| json!({})).as_object_mut() else { return };
+    for (k, v) in rolling.as_object().into_iter().flatten() {
+        set_default(params, k, v.clone());
     }
 }
 
@@ -225,6 +228,10 @@ fn default_service(obj: &mut Value) {
     if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
         for p in ports.iter_mut().filter_map(Value::as_object_mut) {
             set_default(p, "protocol", json!("TCP"));
+            // 0 and "" mean unset, as in Kubernetes' defaulting (typed clients send the zero value).
+            if p.get("targetPort").is_some_and(|t| t == &json!(0) || t == &json!("")) {
+                p.remove("targetPort");
+            }
             if let Some(port) = p.get("port").cloned() {
                 set_default(p, "targetPort", port);
             }

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::{
-    apps::v1 as apps, batch::v1 as batch, certificates::v1 as certificates, coordination::v1 as coordination,
-    core::v1 as core, discovery::v1 as discovery, events::v1 as events, networking::v1 as networking, node::v1 as node,
-    rbac::v1 as rbac, storage::v1 as storage,
+    apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch, certificates::v1 as certificates,
+    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery, events::v1 as events,
+    networking::v1 as networking, node::v1 as node, policy::v1 as policy, rbac::v1 as rbac,
+    scheduling::v1 as scheduling, storage::v1 as storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope, Resource};
@@ -186,6 +187,9 @@ pub fn all() -> Vec<ResourceInfo> {
         resource!(networking::Ingress, ["ing"], ["status"], false),
         resource!(networking::IngressClass, [], [], false),
         resource!(networking::NetworkPolicy, ["netpol"], [], false),
+        resource!(policy::PodDisruptionBudget, ["pdb"], ["status"], false),
+        resource!(scheduling::PriorityClass, ["pc"], [], false),
+        resource!(autoscaling::HorizontalPodAutoscaler, ["hpa"], ["status"], true),
         resource!(node::RuntimeClass, [], [], false),
         resource!(storage::StorageClass, ["sc"], [], false),
         resource!(events::Event, [], [], false),

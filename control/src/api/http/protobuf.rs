@@ -112,7 +112,14 @@ pub fn to_json(message: &dyn MessageDyn) -> Value {
     for field in descriptor.fields() {
         let value = match field.runtime_field_type() {
             RuntimeFieldType::Singular(_) => match field.get_singular(message) {
-                Some(v) => value_json(v),
+                // Go's protobuf writes every non-pointer field, zero or not; its JSON omits an
+                // empty string and a zero time (`omitempty`), and so does this. Zero numbers and
+                // false stay: for pointer fields (`replicas: 0`) they are values.
+                Some(ReflectValueRef::String("")) => continue,
+                Some(v) => match value_json(v) {
+                    Value::Null => continue,
+                    v => v,
+                },
                 None => continue,
             },
             RuntimeFieldType::Repeated(_) => {
@@ -308,8 +315,12 @@ fn special_form(descriptor: &MessageDescriptor, message: &dyn MessageDyn) -> Opt
     Some(value)
 }
 
-/// RFC 3339 in UTC: seconds for `Time`, microseconds for `MicroTime`.
+/// RFC 3339 in UTC: seconds for `Time`, microseconds for `MicroTime`; the zero time is null
+/// (as Go marshals it).
 fn time(seconds: i64, nanos: i64, micro: bool) -> Value {
+    if seconds == 0 && nanos == 0 {
+        return Value::Null;
+    }
     let nanos = i32::try_from(nanos.clamp(0, 999_999_999)).unwrap_or(0);
     match jiff::Timestamp::new(seconds, if micro { nanos } else { 0 }) {
         Ok(ts) if micro => json!(format!("{}.{:06}Z", ts.strftime("%Y-%m-%dT%H:%M:%S"), nanos / 1000)),
