@@ -66,6 +66,9 @@ enum Command {
         /// Where sandboxes, volumes, logs, images and compiled code live.
         #[arg(long)]
         data_dir: PathBuf,
+        /// The cluster's service CIDR (the server's `--service-cidr`), routed from pods to this node.
+        #[arg(long, default_value = "10.43.0.0/16")]
+        service_cidr: ipnet::Ipv4Net,
         #[command(flatten)]
         node: NodeArgs,
     },
@@ -230,6 +233,7 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 let mut config =
                     node.config(&running.url(), &running.ca_pem, &running.admin_token, data_dir.join("node"));
+                config.service_cidr = Some(service_cidr.to_string());
                 // The in-process kubelet gets its serving certificate from its own server's CA.
                 let ca = skiff_control::server::kubelet_certs::CertAuthority::load(&data_dir)
                     .context("loading the cluster CA")?;
@@ -264,13 +268,14 @@ async fn main() -> anyhow::Result<()> {
             let options = skiff_shim::install::InstallOptions { containerd_config, bin_dir, shim_binary };
             shim_install(options, uninstall)?;
         }
-        Command::Agent { server, token_file, ca_file, data_dir, node } => {
+        Command::Agent { server, token_file, ca_file, data_dir, service_cidr, node } => {
             let token = std::fs::read_to_string(&token_file)
                 .with_context(|| format!("reading the token file {}", token_file.display()))?;
             let ca_file = ca_file.unwrap_or_else(|| token_file.with_file_name("ca.crt"));
             let ca_pem = std::fs::read_to_string(&ca_file)
                 .with_context(|| format!("reading the cluster CA {}", ca_file.display()))?;
-            let config = node.config(&server, &ca_pem, token.trim(), data_dir);
+            let mut config = node.config(&server, &ca_pem, token.trim(), data_dir);
+            config.service_cidr = Some(service_cidr.to_string());
             let agent = Agent::start(config).await.context("starting the node agent")?;
             println!("skiff node agent ready; kubelet endpoint on {}", agent.kubelet_addr);
             shutdown_signal().await;

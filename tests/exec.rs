@@ -10,40 +10,15 @@ mod common;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::containerd::Containerd;
-use common::node::Registry;
-use common::{eventually, Cluster, KUBECTL};
+use common::{eventually, KUBECTL};
+
+use common::linux::LinuxCluster as Setup;
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// A private containerd, a registry with busybox (as `docker.io/library/busybox`), a cluster on them.
-struct Setup {
-    // Dropped in declaration order: the cluster (its agent removes its containers) before containerd.
-    cluster: Cluster,
-    containerd: Containerd,
-    registry: Registry,
-    work: tempfile::TempDir,
-}
-
 impl Setup {
     fn start() -> Self {
-        let containerd = Containerd::start_runc_only(&format!("skiff-exec{}", std::process::id()));
-        let registry = Registry::start();
-        let work = tempfile::tempdir().expect("tempdir");
-        let layout = skiff_testkit::image::build_busybox_layout(&work.path().join("busybox")).expect("busybox image");
-        skiff_testkit::image::push_to_registry(&layout, &registry.addr, "library/busybox:latest").expect("push");
-        let mirrors = work.path().join("registries.yaml");
-        std::fs::write(&mirrors, format!("mirrors:\n  docker.io:\n    endpoint: [\"http://{}\"]\n", registry.addr))
-            .expect("registries.yaml");
-        let cluster = Cluster::with_node_args(vec![
-            "--containerd-address".into(),
-            containerd.socket().display().to_string(),
-            "--containerd-namespace".into(),
-            containerd.namespace.clone(),
-            "--registry-config".into(),
-            mirrors.display().to_string(),
-        ]);
-        Setup { cluster, containerd, registry, work }
+        Setup::start_linux("skiff-exec")
     }
 
     /// kubectl bounded by a timeout (a stream that does not end fails the test instead of hanging it),
@@ -59,7 +34,10 @@ impl Setup {
         if let Some(input) = stdin {
             use std::io::Write;
             let mut pipe = child.stdin.take().expect("stdin");
-            pipe.write_all(input).expect("write stdin");
+            // kubectl may end before reading all of it (a command that fails at once).
+            if let Err(e) = pipe.write_all(input) {
+                assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {e}");
+            }
         }
         child.wait_with_output().expect("kubectl output")
     }

@@ -10,41 +10,15 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::containerd::Containerd;
-use common::node::Registry;
-use common::{eventually, Cluster};
+use common::eventually;
+
+use common::linux::LinuxCluster as Setup;
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// A private containerd, a registry holding `library/busybox:latest` and the Wasm guests, and a cluster
-/// whose node runs Linux containers in that containerd with `docker.io` mirrored to the registry.
-struct Setup {
-    // Dropped in declaration order: the cluster (its agent removes its containers) before containerd.
-    cluster: Cluster,
-    containerd: Containerd,
-    registry: Registry,
-    _work: tempfile::TempDir,
-}
-
 impl Setup {
     fn start() -> Self {
-        let containerd = Containerd::start_runc_only(&format!("skiff-oci{}", std::process::id()));
-        let registry = Registry::start();
-        let work = tempfile::tempdir().expect("tempdir");
-        let layout = skiff_testkit::image::build_busybox_layout(&work.path().join("busybox")).expect("busybox image");
-        skiff_testkit::image::push_to_registry(&layout, &registry.addr, "library/busybox:latest").expect("push");
-        let mirrors = work.path().join("registries.yaml");
-        std::fs::write(&mirrors, format!("mirrors:\n  docker.io:\n    endpoint: [\"http://{}\"]\n", registry.addr))
-            .expect("registries.yaml");
-        let cluster = Cluster::with_node_args(vec![
-            "--containerd-address".into(),
-            containerd.socket().display().to_string(),
-            "--containerd-namespace".into(),
-            containerd.namespace.clone(),
-            "--registry-config".into(),
-            mirrors.display().to_string(),
-        ]);
-        Setup { cluster, containerd, registry, _work: work }
+        Setup::start_linux("skiff-oci")
     }
 
     fn jsonpath(&self, pod: &str, path: &str) -> String {
@@ -245,4 +219,78 @@ spec:
     eventually("nobody runs as 65534", WAIT, || s.logs("nobody", "nobody").contains("uid=65534"));
 
     s.delete_all_and_check();
+}
+
+/// A Linux pod calls a Wasm Deployment by its Service's ClusterIP: the address allocated at
+/// admission, the EndpointSlice of the ready Wasm pods, the pod's route to the service CIDR and the
+/// node's nftables proxy, all real; the Service's name resolves in no DNS yet, so the test reads
+/// the ClusterIP.
+#[test]
+fn a_linux_pod_reaches_a_wasm_deployment_through_its_cluster_ip() {
+    let s = Setup::start();
+    let web = s.registry.push("hello-http", "1");
+    let manifest = format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: api
+        image: {web}
+        ports: [{{name: http, containerPort: 8080}}]
+        readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: http}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: client}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: shell
+    image: busybox
+    command: [sleep, "3600"]
+"#
+    );
+    s.cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest));
+    s.wait_ready("client");
+    let cluster_ip =
+        s.cluster.get_json(&["service", "web"])["spec"]["clusterIP"].as_str().unwrap_or_default().to_string();
+    assert!(!cluster_ip.is_empty() && cluster_ip != "None", "a ClusterIP was allocated");
+    eventually("two ready endpoints", WAIT, || {
+        let slices = s.cluster.get_json(&["endpointslices", "-l", "kubernetes.io/service-name=web"]);
+        let ready = slices["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|slice| slice["endpoints"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["conditions"]["ready"] == true)
+            .count();
+        ready == 2
+    });
+    // busybox's `wget -T` crashes in this static build; kubectl is bounded from outside instead.
+    let kubeconfig = s.cluster.kubeconfig();
+    let fetch = || {
+        Command::new("timeout")
+            .args(["20", common::KUBECTL, "--kubeconfig"])
+            .arg(&kubeconfig)
+            .args(["exec", "client", "--", "wget", "-qO-", &format!("http://{cluster_ip}/")])
+            .output()
+            .expect("run kubectl")
+    };
+    eventually("the Linux pod reads the Wasm page through the ClusterIP", WAIT, || {
+        String::from_utf8_lossy(&fetch().stdout).contains("hello from skiff")
+    });
 }

@@ -169,7 +169,11 @@ fn cluster_ip_and_node_port_spread_over_ready_endpoints_and_refuse_without_any()
     cluster.kubectl(&["delete", "svc", "web", "nothing"]);
     eventually("the services' rules gone", Duration::from_secs(30), || {
         list_table(&table.0).is_some_and(|t| {
-            !t.contains(&vip) && !t.contains(&empty_vip) && !t.contains(&format!("tcp . {np}")) && !t.contains("svc-")
+            !t.contains(&vip)
+                && !t.contains(&empty_vip)
+                && !t.contains(&format!("tcp . {np}"))
+                && !t.contains("svc-default/web/")
+                && !t.contains("svc-default/nothing/")
         })
     });
 

@@ -82,6 +82,7 @@ impl Agent {
             state_dir: dir.join("network"),
             netns_prefix: config.netns_prefix(),
             pool_size: config.sandbox_pool,
+            service_cidr: config.service_cidr.clone(),
         })
         .await?;
         let log_index = Arc::new(LogIndex::default());

@@ -49,6 +49,8 @@ pub struct AgentConfig {
     pub registry_config: Option<PathBuf>,
     /// The service proxy: nftables rules for ClusterIPs, NodePorts and LoadBalancers, or none.
     pub proxy: ProxyMode,
+    /// The cluster's service CIDR, routed from pods to the node (default 10.43.0.0/16).
+    pub service_cidr: Option<String>,
 }
 
 /// `--proxy`: how Service traffic reaches endpoints on this node.
@@ -116,6 +118,7 @@ impl AgentConfig {
             data_dir,
             node_ip: IpAddr::from([127, 0, 0, 1]),
             kubelet_listen: SocketAddr::from(([127, 0, 0, 1], 10250)),
+            service_cidr: Some("10.43.0.0/16".into()),
             pod_cidr: "10.88.0.0/24".into(),
             bridge: "skiff0".into(),
             cni_bin_dir: PathBuf::from("/usr/lib/cni"),

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod containerd;
+pub mod linux;
 pub mod node;
 
 use std::net::TcpListener;

@@ -47,6 +47,9 @@ impl Cni {
     /// Builds the plugin configurations for `cfg`; host-local keeps its leases in `ipam_dir`.
     pub fn new(cfg: &NetworkConfig, cidr: Ipv4Cidr, ipam_dir: &Path) -> Self {
         let gateway = Ipv4Addr::from(u32::from(cidr.addr) + 1);
+        // Pods have no default route; the service CIDR goes to the bridge's gateway, where the
+        // node's service proxy translates ClusterIPs.
+        let routes: Vec<Value> = cfg.service_cidr.iter().map(|dst| json!({ "dst": dst })).collect();
         Cni {
             bin_dir: cfg.cni_bin_dir.clone(),
             loopback: json!({ "type": "loopback" }),
@@ -60,7 +63,7 @@ impl Cni {
                 "ipam": {
                     "type": "host-local",
                     "ranges": [[{ "subnet": cidr.to_string(), "gateway": gateway.to_string() }]],
-                    "routes": [],
+                    "routes": routes,
                     "dataDir": ipam_dir,
                 },
             }),

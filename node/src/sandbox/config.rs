@@ -22,6 +22,9 @@ pub struct NetworkConfig {
     pub netns_prefix: String,
     /// Sandboxes prepared ahead of demand (0 = none).
     pub pool_size: usize,
+    /// The cluster's service CIDR: pods get a route to it through the bridge, where the node's
+    /// service proxy translates ClusterIPs (none: no route).
+    pub service_cidr: Option<String>,
 }
 
 /// Transport protocol of a host port mapping.

@@ -48,6 +48,7 @@ fn test_config(dir: &Path, n: u32, cidr: String, pool_size: usize) -> NetworkCon
         state_dir: dir.to_path_buf(),
         netns_prefix: format!("skt{pid}-{n}-"),
         pool_size,
+        service_cidr: None,
     }
 }
 

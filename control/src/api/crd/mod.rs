@@ -175,24 +175,8 @@ pub fn admit(
     let unknown = schema::prune(schema, &mut obj, true);
     let mut unknown_meta = Vec::new();
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-        const META: &[&str] = &[
-            "name",
-            "generateName",
-            "namespace",
-            "labels",
-            "annotations",
-            "finalizers",
-            "ownerReferences",
-            "uid",
-            "resourceVersion",
-            "generation",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "managedFields",
-            "selfLink",
-        ];
-        let extra: Vec<String> = meta.keys().filter(|k| !META.contains(&k.as_str())).cloned().collect();
+        let extra: Vec<String> =
+            meta.keys().filter(|k| !schema::OBJECT_META_FIELDS.contains(&k.as_str())).cloned().collect();
         for key in extra {
             meta.remove(&key);
             unknown_meta.push(format!("metadata.{key}"));

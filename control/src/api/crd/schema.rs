@@ -133,26 +133,28 @@ fn prune_at(schema: &Value, obj: &mut Value, path: &str, root: bool, pruned: &mu
     }
 }
 
+/// ObjectMeta's fields: what a custom object's (or an embedded object's) `metadata` keeps.
+pub(crate) const OBJECT_META_FIELDS: &[&str] = &[
+    "name",
+    "generateName",
+    "namespace",
+    "labels",
+    "annotations",
+    "finalizers",
+    "ownerReferences",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+    "selfLink",
+];
+
 /// The `metadata` of an embedded object keeps only ObjectMeta's fields that matter there.
 fn prune_embedded_metadata(meta: &mut Map<String, Value>, path: &str, pruned: &mut Vec<String>) {
-    const KNOWN: &[&str] = &[
-        "name",
-        "generateName",
-        "namespace",
-        "labels",
-        "annotations",
-        "finalizers",
-        "ownerReferences",
-        "uid",
-        "resourceVersion",
-        "generation",
-        "creationTimestamp",
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-        "managedFields",
-        "selfLink",
-    ];
-    let unknown: Vec<String> = meta.keys().filter(|k| !KNOWN.contains(&k.as_str())).cloned().collect();
+    let unknown: Vec<String> = meta.keys().filter(|k| !OBJECT_META_FIELDS.contains(&k.as_str())).cloned().collect();
     for key in unknown {
         meta.remove(&key);
         pruned.push(child(path, &key));

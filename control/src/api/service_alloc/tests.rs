@@ -103,8 +103,10 @@ fn node_ports_allocated_checked_kept_and_released() {
     assert_eq!(replaced["spec"]["ports"], np["spec"]["ports"]);
     // The ClusterIP is immutable.
     let mut moved = replaced.clone();
-    moved["spec"]["clusterIP"] = json!("10.9.0.6");
-    moved["spec"]["clusterIPs"] = json!(["10.9.0.6"]);
+    // Any other free address (the allocated one is random).
+    let other = if replaced["spec"]["clusterIP"] == "10.9.0.6" { "10.9.0.5" } else { "10.9.0.6" };
+    moved["spec"]["clusterIP"] = json!(other);
+    moved["spec"]["clusterIPs"] = json!([other]);
     let causes = a.allocate_update(&replaced, &mut moved).err().unwrap();
     assert!(messages(&causes).iter().any(|m| m.ends_with("field is immutable")), "{causes:?}");
 

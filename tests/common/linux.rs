@@ -1,0 +1,39 @@
+//! A cluster whose node runs Linux containers: a private containerd (runc only), a loopback
+//! registry holding an offline-built busybox as `library/busybox:latest`, and `docker.io` mirrored
+//! to that registry through the node's `--registry-config`, so manifests keep `image: busybox`.
+
+use super::containerd::Containerd;
+use super::node::Registry;
+use super::Cluster;
+
+/// The parts, dropped in declaration order: the cluster (its agent removes its containers) before
+/// containerd.
+pub struct LinuxCluster {
+    pub cluster: Cluster,
+    pub containerd: Containerd,
+    pub registry: Registry,
+    pub work: tempfile::TempDir,
+}
+
+impl LinuxCluster {
+    /// Starts everything; `tag` names this test's containerd (its pid is appended).
+    pub fn start_linux(tag: &str) -> Self {
+        let containerd = Containerd::start_runc_only(&format!("{tag}{}", std::process::id()));
+        let registry = Registry::start();
+        let work = tempfile::tempdir().expect("tempdir");
+        let layout = skiff_testkit::image::build_busybox_layout(&work.path().join("busybox")).expect("busybox image");
+        skiff_testkit::image::push_to_registry(&layout, &registry.addr, "library/busybox:latest").expect("push");
+        let mirrors = work.path().join("registries.yaml");
+        std::fs::write(&mirrors, format!("mirrors:\n  docker.io:\n    endpoint: [\"http://{}\"]\n", registry.addr))
+            .expect("registries.yaml");
+        let cluster = Cluster::with_node_args(vec![
+            "--containerd-address".into(),
+            containerd.socket().display().to_string(),
+            "--containerd-namespace".into(),
+            containerd.namespace.clone(),
+            "--registry-config".into(),
+            mirrors.display().to_string(),
+        ]);
+        LinuxCluster { cluster, containerd, registry, work }
+    }
+}
