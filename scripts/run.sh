@@ -35,4 +35,16 @@ echo "curl http://$IP:8080/ ->"; curl -s "http://$IP:8080/"
 echo "curl http://$IP:8080/file/config/mode ->"; curl -s "http://$IP:8080/file/config/mode"; echo
 $KUBECTL wait --for=jsonpath='{.status.phase}'=Succeeded pod/hello -n shop --timeout=60s
 echo "kubectl logs hello -n shop ->"; $KUBECTL logs hello -n shop
+# Services: the Service `web` of app.yaml got a ClusterIP; the node's nftables proxy serves it.
+CIP=$($KUBECTL get svc web -n shop -o jsonpath='{.spec.clusterIP}')
+echo "curl http://$CIP/ (Service web) ->"; curl -s --max-time 5 "http://$CIP/" || true
+# A Deployment of the same component behind a NodePort (client-side dry runs keep reruns idempotent).
+$KUBECTL create deployment api -n shop --image=127.0.0.1:5000/hello-http:1 --replicas=2 --port=8080 \
+    --dry-run=client -o yaml | $KUBECTL apply -f -
+$KUBECTL rollout status deployment/api -n shop --timeout=120s
+$KUBECTL expose deployment api -n shop --port=80 --target-port=8080 --type=NodePort \
+    --dry-run=client -o yaml | $KUBECTL apply -f -
+NP=$($KUBECTL get svc api -n shop -o jsonpath='{.spec.ports[0].nodePort}')
+$KUBECTL get deploy,svc,endpointslices -n shop -o wide
+echo "curl http://127.0.0.1:$NP/ (NodePort of Deployment api) ->"; curl -s --max-time 5 "http://127.0.0.1:$NP/" || true
 echo "export KUBECONFIG=$DATA/kubeconfig   # then use kubectl as usual; stop with: kill %1 (or pkill -f 'skiff server')"
