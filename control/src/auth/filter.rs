@@ -189,25 +189,22 @@ async fn impersonate(state: &AuthState, user: UserInfo, headers: &HeaderMap) -> 
     Ok(UserInfo { name, uid: uid.unwrap_or_default(), groups: new_groups, extra: extras })
 }
 
+/// An `Impersonate-Extra-<key>` header's key, `%XX`-escaped as HTTP header names must be.
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() && s.is_char_boundary(i + 3) {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 /// The user the filter authenticated (review handlers read it from the request).
 pub fn user_of(request_user: Option<&UserInfo>) -> UserInfo {
     request_user.cloned().unwrap_or_else(UserInfo::anonymous)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn impersonated_extra_keys_are_unescaped() {
+        assert_eq!(super::percent_decode("scopes.example.com%2Fteam"), "scopes.example.com/team");
+        assert_eq!(super::percent_decode("plain+key"), "plain+key", "a header key keeps its +");
+        assert_eq!(super::percent_decode("bad%zz"), "bad%zz");
+    }
 }

@@ -27,23 +27,9 @@ fn truthy(v: Option<&str>) -> bool {
     matches!(v, Some("1" | "t" | "T" | "true" | "TRUE" | "True"))
 }
 
-/// Decodes `%XX` escapes (selectors in a query string).
+/// Decodes a query-string value (`+` is a space, `%XX` escapes).
 fn unescape(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() && s.is_char_boundary(i + 3) {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned()
 }
 
 /// The attributes of `method path?query` for `user`.

@@ -151,17 +151,7 @@ async fn self_subject_access_review(
 }
 
 async fn subject_access_review(State(state): State<AuthState>, headers: HeaderMap, body: Body) -> Response {
-    respond(
-        async {
-            let review = read(&headers, body).await?;
-            let spec = review.get("spec").cloned().unwrap_or(Value::Null);
-            let subject = UserInfo::from_spec(&spec, "user");
-            let attrs = review_attributes(&spec, subject, None)?;
-            let status = decide(&state, &attrs).await;
-            Ok::<Value, ApiError>(answer(review, "SubjectAccessReview", "authorization.k8s.io/v1", status))
-        }
-        .await,
-    )
+    access_review_of_a_subject(&state, headers, body, None).await
 }
 
 async fn local_subject_access_review(
@@ -170,14 +160,25 @@ async fn local_subject_access_review(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    access_review_of_a_subject(&state, headers, body, Some(&namespace)).await
+}
+
+/// A (Local)SubjectAccessReview: may `spec.user` do this (in `namespace`, for the local kind)?
+async fn access_review_of_a_subject(
+    state: &AuthState,
+    headers: HeaderMap,
+    body: Body,
+    namespace: Option<&str>,
+) -> Response {
+    let kind = if namespace.is_some() { "LocalSubjectAccessReview" } else { "SubjectAccessReview" };
     respond(
         async {
             let review = read(&headers, body).await?;
             let spec = review.get("spec").cloned().unwrap_or(Value::Null);
             let subject = UserInfo::from_spec(&spec, "user");
-            let attrs = review_attributes(&spec, subject, Some(&namespace))?;
-            let status = decide(&state, &attrs).await;
-            Ok::<Value, ApiError>(answer(review, "LocalSubjectAccessReview", "authorization.k8s.io/v1", status))
+            let attrs = review_attributes(&spec, subject, namespace)?;
+            let status = decide(state, &attrs).await;
+            Ok::<Value, ApiError>(answer(review, kind, "authorization.k8s.io/v1", status))
         }
         .await,
     )
