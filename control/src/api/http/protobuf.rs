@@ -43,7 +43,8 @@ fn files() -> Result<Vec<FileDescriptor>, String> {
     FileDescriptor::new_dynamic_fds(protos, &[]).map_err(|e| e.to_string())
 }
 
-/// Top-level messages by `(package, name)`; built on first use.
+/// Top-level messages by the last two labels of their package (`apps.v1` of `api.apps.v1`,
+/// `apiextensions.v1`, `meta.v1`) and their name; built on first use.
 fn messages() -> &'static HashMap<(String, String), MessageDescriptor> {
     static INDEX: OnceLock<HashMap<(String, String), MessageDescriptor>> = OnceLock::new();
     INDEX.get_or_init(|| {
@@ -51,9 +52,13 @@ fn messages() -> &'static HashMap<(String, String), MessageDescriptor> {
         match files() {
             Ok(files) => {
                 for file in files {
-                    let package = file.package().to_string();
+                    let package = file.package();
+                    let tail = match package.rsplitn(3, '.').collect::<Vec<_>>().as_slice() {
+                        [last, before, ..] => format!("{before}.{last}"),
+                        _ => package.to_string(),
+                    };
                     for message in file.messages() {
-                        index.insert((package.clone(), message.name().to_string()), message);
+                        index.insert((tail.clone(), message.name().to_string()), message);
                     }
                 }
             }
@@ -65,12 +70,12 @@ fn messages() -> &'static HashMap<(String, String), MessageDescriptor> {
 
 /// The message of `kind` in `apiVersion`: packages are named after the group's first label and
 /// the version (`apps/v1` -> `api.apps.v1`, `v1` -> `api.core.v1`, `rbac.authorization.k8s.io/v1`
-/// -> `api.rbac.v1`, `apiextensions.k8s.io/v1` -> `...apiextensions.v1`).
+/// -> `api.rbac.v1`, `apiextensions.k8s.io/v1` -> `...apiextensions.v1`), so the index's key is
+/// the group's first label and the version.
 fn descriptor_for(api_version: &str, kind: &str) -> Option<&'static MessageDescriptor> {
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let short = if group.is_empty() { "core" } else { group.split('.').next().unwrap_or(group) };
-    let suffix = format!(".{short}.{version}");
-    messages().iter().find(|((package, name), _)| name == kind && package.ends_with(&suffix)).map(|(_, d)| d)
+    messages().get(&(format!("{short}.{version}"), kind.to_string()))
 }
 
 /// Decodes a protobuf request body into the JSON form of its object.
