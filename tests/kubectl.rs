@@ -457,6 +457,11 @@ fn imperative_creates_send_protobuf_bodies_that_decode() {
     assert_eq!(svc["spec"]["ports"][0]["port"], 80);
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080, "an IntOrString arrives as a number");
 
+    c.kubectl(&["expose", "deployment", "web", "--name=web-svc", "--port=80", "--target-port=8080"]);
+    let exposed = c.get_json(&["service", "web-svc"]);
+    assert_eq!(exposed["spec"]["selector"]["app"], "web", "expose copies the Deployment's selector");
+    assert_eq!(exposed["spec"]["ports"][0]["targetPort"], 8080);
+
     c.kubectl(&["run", "one", &format!("--image={image}"), "--env=K=v", "--labels=tier=x", "--restart=Never"]);
     let pod = c.get_json(&["pod", "one"]);
     assert_eq!(pod["metadata"]["labels"]["tier"], "x");
