@@ -135,9 +135,11 @@ fn kubectl_exec_and_cp_into_a_linux_container() {
     s.ok(&["cp", "box:/tmp/data.bin", "back.bin"], None);
     assert!(std::fs::read(s.work.path().join("back.bin")).expect("read back") == content, "cp changed the bytes");
 
-    // A terminal: kubectl in a pseudo-terminal (script), the command sees a tty.
+    // A terminal: kubectl in a pseudo-terminal (script), the command sees a tty. `timeout
+    // --foreground` keeps kubectl in the terminal's foreground process group: in a background one,
+    // its switch to raw mode stops it (SIGTTOU) when the test runs without a controlling terminal.
     let command = format!(
-        "timeout 60 {KUBECTL} --kubeconfig {} --cache-dir {} exec -it box -- sh -c 'tty; echo cols=$(stty size)'",
+        "timeout --foreground 60 {KUBECTL} --kubeconfig {} --cache-dir {} exec -it box -- sh -c 'tty; echo cols=$(stty size)'",
         s.cluster.kubeconfig().display(),
         s.work.path().join("cache").display()
     );
@@ -208,7 +210,7 @@ fn exec_needs_create_on_pods_exec_and_wasm_containers_refuse_it() {
 
     // kubectl run -it --rm: a terminal attached to a new pod's shell, in a pseudo-terminal (script).
     let command = format!(
-        "timeout 90 {KUBECTL} --kubeconfig {} run -it --rm tmp --image=busybox --restart=Never -- sh -c 'read x; echo got-$x'",
+        "timeout --foreground 90 {KUBECTL} --kubeconfig {} run -it --rm tmp --image=busybox --restart=Never -- sh -c 'read x; echo got-$x'",
         s.cluster.kubeconfig().display()
     );
     let mut script = Command::new("script")
