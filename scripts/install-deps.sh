@@ -38,3 +38,7 @@ fi
 
 # kubectl ships on the machine image (/usr/lib/google-cloud-sdk/bin/kubectl.1.32); say so if not.
 [ -x /usr/lib/google-cloud-sdk/bin/kubectl.1.32 ] || echo "warning: kubectl 1.32 not found at /usr/lib/google-cloud-sdk/bin/kubectl.1.32" >&2
+
+# Bridge netfilter: replies between pods on one bridge must pass the service proxy's NAT (as
+# kube-proxy and k3s need it too).
+modprobe br_netfilter 2>/dev/null || echo "warning: could not load br_netfilter (pod-to-Service traffic on one node needs it)" >&2

@@ -21,8 +21,12 @@ if ! curl -sf -o /dev/null http://127.0.0.1:5000/v2/; then
 fi
 $SKIFF image push workloads/out/hello-http.wasm 127.0.0.1:5000/hello-http:1
 $SKIFF image push workloads/out/hello.wasm 127.0.0.1:5000/hello:1
+# Linux containers beside Wasm: busybox built offline into the same registry, which the node
+# mirrors docker.io to, so manifests keep `image: busybox`.
+./scripts/busybox-image.sh 127.0.0.1:5000
+printf 'mirrors:\n  docker.io:\n    endpoint: ["http://127.0.0.1:5000"]\n' >"$DATA/registries.yaml"
 
-$SKIFF server --data-dir "$DATA" >"$DATA/server.log" 2>&1 &
+$SKIFF server --data-dir "$DATA" --registry-config "$DATA/registries.yaml" >"$DATA/server.log" 2>&1 &
 echo "skiff server pid $!, log $DATA/server.log"
 export KUBECONFIG="$DATA/kubeconfig"
 for _ in $(seq 300); do [ -f "$DATA/kubeconfig" ] && $KUBECTL get node >/dev/null 2>&1 && break; sleep 0.1; done
@@ -47,4 +51,13 @@ $KUBECTL expose deployment api -n shop --port=80 --target-port=8080 --type=NodeP
 NP=$($KUBECTL get svc api -n shop -o jsonpath='{.spec.ports[0].nodePort}')
 $KUBECTL get deploy,svc,endpointslices -n shop -o wide
 echo "curl http://127.0.0.1:$NP/ (NodePort of Deployment api) ->"; curl -s --max-time 5 "http://127.0.0.1:$NP/" || true
+# A mixed pod: the Wasm component and a busybox sidecar sharing localhost and an emptyDir.
+$KUBECTL apply -f workloads/manifests/mixed.yaml
+$KUBECTL wait --for=condition=Ready pod/mixed -n shop --timeout=120s
+$KUBECTL get pod mixed -n shop -o wide
+for _ in $(seq 100); do $KUBECTL logs mixed -n shop -c fetcher 2>/dev/null | grep -q fetched && break; sleep 0.2; done
+echo "kubectl logs mixed -c fetcher ->"; $KUBECTL logs mixed -n shop -c fetcher | tail -1
+MIP=$($KUBECTL get pod mixed -n shop -o jsonpath='{.status.podIP}')
+echo "curl http://$MIP:8080/file/shared/last (what the sidecar fetched, served by the Wasm component) ->"
+curl -s --max-time 5 "http://$MIP:8080/file/shared/last" || true
 echo "export KUBECONFIG=$DATA/kubeconfig   # then use kubectl as usual; stop with: kill %1 (or pkill -f 'skiff server')"

@@ -17,6 +17,7 @@ pub mod pod_security;
 pub mod registry;
 pub mod resources;
 pub mod selector;
+pub mod service_account_admission;
 pub mod service_alloc;
 pub mod service_network;
 pub mod table;

@@ -407,6 +407,27 @@ impl Registry {
         Ok(())
     }
 
+    /// ServiceAccount admission on pod create: a named account must exist (`default` may still be
+    /// on its way from the controller in a namespace made a moment ago); see
+    /// [`service_account_admission`](super::service_account_admission).
+    async fn admit_service_account(&self, ns: &str, pod: &mut Value) -> ApiResult<()> {
+        use super::service_account_admission as sa;
+        let account = sa::service_account_name(pod).to_string();
+        let automount = match self.get(self.resource("", "ServiceAccount")?, Some(ns), &account).await {
+            Ok(found) => found.get("automountServiceAccountToken").and_then(Value::as_bool),
+            Err(ApiError::NotFound { .. }) if account == "default" => None,
+            Err(ApiError::NotFound { .. }) => {
+                return Err(ApiError::Forbidden(format!(
+                    "pods \"{}\" is forbidden: error looking up service account {ns}/{account}: serviceaccount \"{account}\" not found",
+                    object::name(pod)
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        sa::admit(pod, automount, &random_suffix());
+        Ok(())
+    }
+
     fn admit(
         &self,
         ri: &ResourceInfo,
@@ -511,7 +532,8 @@ impl Registry {
         }
         let mut name = object::name(&obj).to_string();
         self.check_namespace_open(ri, ns).await?;
-        if let (true, Some(ns)) = (ri.kind == "Pod", ns) {
+        if let (true, Some(ns)) = (ri.kind == "Pod" && ri.group.is_empty(), ns) {
+            self.admit_service_account(ns, &mut obj).await?;
             // Pod Security admission, from the namespace's labels.
             if let Ok(namespace) = self.get(self.resource("", "Namespace")?, None, ns).await {
                 warnings.extend(super::pod_security::admit(&namespace, &obj)?);

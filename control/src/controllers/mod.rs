@@ -38,11 +38,16 @@ use runtime::{Informers, Supervisor};
 
 /// Starts every controller under one supervisor, which it returns.
 pub fn start(registry: Arc<Registry>) -> Arc<Supervisor> {
-    start_with(registry, node_lifecycle::Config::default())
+    start_with(registry, node_lifecycle::Config::default(), None)
 }
 
-/// [`start`] with the node lifecycle settings of the server's flags.
-pub fn start_with(registry: Arc<Registry>, lifecycle: node_lifecycle::Config) -> Arc<Supervisor> {
+/// [`start`] with the node lifecycle settings of the server's flags and the cluster CA (PEM) that
+/// every namespace's `kube-root-ca.crt` publishes.
+pub fn start_with(
+    registry: Arc<Registry>,
+    lifecycle: node_lifecycle::Config,
+    root_ca: Option<Arc<str>>,
+) -> Arc<Supervisor> {
     let supervisor = Supervisor::new();
     let informers = Informers::new(Arc::clone(&registry), Arc::clone(&supervisor));
     namespace::start(&informers);
@@ -76,9 +81,9 @@ pub fn start_with(registry: Arc<Registry>, lifecycle: node_lifecycle::Config) ->
     deployment::start(&informers);
     let r = Arc::clone(&registry);
     supervisor.spawn("controller-service-accounts", move || {
-        let r = Arc::clone(&r);
+        let (r, root_ca) = (Arc::clone(&r), root_ca.clone());
         async move {
-            service_accounts::run(r).await;
+            service_accounts::run(r, root_ca).await;
             Ok::<(), runtime::Error>(())
         }
     });

@@ -237,7 +237,11 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         metrics,
         advertise: format!("{advertise_host}:{}", addr.port()),
         kubelet: Arc::new(KubeletClient::new(&kubelet_tls)?),
-        controllers: controllers::start_with(Arc::clone(&registry), config.node_lifecycle),
+        controllers: controllers::start_with(
+            Arc::clone(&registry),
+            config.node_lifecycle,
+            Some(Arc::from(certs.ca_pem.as_str())),
+        ),
     };
     let issuer = Arc::new(crate::auth::service_account::TokenIssuer::load_or_create(dir)?);
     let auth_state = crate::auth::filter::AuthState {

@@ -13,13 +13,15 @@ pub struct PodFacts<'a> {
     pub node_name: &'a str,
 }
 
-/// The environment of `container`, in order (later entries win, as in Kubernetes).
+/// The environment of `container`, in order (later entries win, as in Kubernetes), after `base`
+/// (the service variables, which the container's own `env` may refer to and override).
 pub async fn resolve(
     container: &Container,
     facts: &PodFacts<'_>,
     lookup: &Lookup,
+    base: Vec<(String, String)>,
 ) -> Result<Vec<(String, String)>, EnvError> {
-    let mut env: Vec<(String, String)> = Vec::new();
+    let mut env: Vec<(String, String)> = base;
     let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
         env.retain(|(ek, _)| *ek != k);
         env.push((k, v));

@@ -87,3 +87,64 @@ impl Lookup {
         }
     }
 }
+
+impl Lookup {
+    /// A token of ServiceAccount `account` bound to the pod (`pod`, `pod_uid`), through the
+    /// TokenRequest API, valid for `expiration_seconds`; `audience` empty means the API server's.
+    pub async fn service_account_token(
+        &self,
+        account: &str,
+        pod: &str,
+        pod_uid: &str,
+        audience: Option<&str>,
+        expiration_seconds: i64,
+    ) -> Result<String, LookupError> {
+        use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &self.namespace);
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: audience.filter(|a| !a.is_empty()).map(|a| vec![a.to_string()]).unwrap_or_default(),
+                expiration_seconds: Some(expiration_seconds),
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: Some(pod.into()),
+                    uid: Some(pod_uid.into()),
+                }),
+            },
+            ..TokenRequest::default()
+        };
+        let issued = api.create_token_request(account, &Default::default(), &request).await.map_err(|e| match e {
+            kube::Error::Api(status) if status.code == 404 => {
+                LookupError::NotFound { kind: "serviceaccount", name: account.into() }
+            }
+            e => LookupError::Api { kind: "serviceaccount token", name: account.into(), detail: e.to_string() },
+        })?;
+        issued.status.map(|s| s.token).filter(|t| !t.is_empty()).ok_or_else(|| LookupError::Api {
+            kind: "serviceaccount token",
+            name: account.into(),
+            detail: "the TokenRequest came back without a token".into(),
+        })
+    }
+}
+
+impl Lookup {
+    /// The Services whose variables a container of this pod gets: those of its namespace when
+    /// `links` (`enableServiceLinks`), and `kubernetes` in `default` always.
+    pub async fn services_for_env(&self, links: bool) -> Result<Vec<k8s_openapi::api::core::v1::Service>, LookupError> {
+        use k8s_openapi::api::core::v1::Service;
+        let api_error =
+            |e: kube::Error| LookupError::Api { kind: "services", name: String::new(), detail: e.to_string() };
+        let mut out = Vec::new();
+        if links {
+            let api: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
+            out.extend(api.list(&Default::default()).await.map_err(api_error)?.items);
+        }
+        if !links || self.namespace != "default" {
+            let api: Api<Service> = Api::namespaced(self.client.clone(), "default");
+            out.extend(api.get_opt("kubernetes").await.map_err(api_error)?);
+        }
+        Ok(out)
+    }
+}

@@ -8,6 +8,7 @@ pub mod lookup;
 mod probes;
 pub mod quantity;
 pub mod safe_path;
+pub mod service_env;
 pub mod status;
 mod volumes;
 mod worker;

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, DownwardAPIVolumeFile, KeyToPath, Volume};
 
@@ -41,6 +42,65 @@ pub struct PodVolumes {
     root: PathBuf,
     dirs: HashMap<String, (PathBuf, bool /* always read-only */)>,
     tmpfs: Vec<PathBuf>,
+    /// Projected ServiceAccount tokens, rewritten before they expire.
+    tokens: Vec<ProjectedToken>,
+}
+
+/// A ServiceAccount token in a projected volume, which the kubelet renews at 80% of its life.
+#[derive(Debug)]
+struct ProjectedToken {
+    volume: String,
+    dir: PathBuf,
+    path: String,
+    mode: Option<i32>,
+    audience: Option<String>,
+    expiration_seconds: i64,
+    refresh_at: Instant,
+}
+
+impl ProjectedToken {
+    /// Requests a token bound to the pod and writes it atomically (a reader never sees half of one).
+    async fn write(&mut self, facts: &PodFacts<'_>, lookup: &Lookup) -> Result<(), VolumeError> {
+        let pod = &facts.pod.metadata;
+        let account = facts.pod.spec.as_ref().and_then(|s| s.service_account_name.as_deref()).unwrap_or("default");
+        let token = lookup
+            .service_account_token(
+                account,
+                pod.name.as_deref().unwrap_or_default(),
+                pod.uid.as_deref().unwrap_or_default(),
+                self.audience.as_deref(),
+                self.expiration_seconds,
+            )
+            .await
+            .map_err(|source| VolumeError::Lookup { volume: self.volume.clone(), source })?;
+        // Staged beside the target, then renamed over it.
+        let (parent, file) = match self.path.rsplit_once('/') {
+            Some((parent, file)) => (Some(parent), file),
+            None => (None, self.path.as_str()),
+        };
+        if matches!(file, "" | "." | "..") {
+            return Err(VolumeError::Invalid {
+                volume: self.volume.clone(),
+                detail: format!("serviceAccountToken path {:?} names no file", self.path),
+            });
+        }
+        let parent_dir = match parent {
+            Some(p) => safe_path::resolve_beneath(&self.dir, p, true)
+                .map_err(|source| VolumeError::Path { volume: self.volume.clone(), source })?,
+            None => self.dir.clone(),
+        };
+        let staged = format!(".{file}.new");
+        write_file(&self.volume, &parent_dir, &staged, token.as_bytes(), self.mode)?;
+        let target = parent_dir.join(file);
+        std::fs::rename(parent_dir.join(&staged), &target).map_err(|source| VolumeError::Io {
+            volume: self.volume.clone(),
+            path: target.clone(),
+            source,
+        })?;
+        let life = u64::try_from(self.expiration_seconds).unwrap_or(0).saturating_mul(4) / 5;
+        self.refresh_at = Instant::now() + Duration::from_secs(life.max(1));
+        Ok(())
+    }
 }
 
 impl PodVolumes {
@@ -104,6 +164,18 @@ impl PodVolumes {
                         add_keys(&name, &dir, &data, s.items.as_deref(), p.default_mode)?;
                     } else if let Some(d) = &source.downward_api {
                         write_downward(&name, &dir, d.items.as_deref().unwrap_or_default(), facts)?;
+                    } else if let Some(t) = &source.service_account_token {
+                        let mut token = ProjectedToken {
+                            volume: name.clone(),
+                            dir: dir.clone(),
+                            path: t.path.clone(),
+                            mode: p.default_mode,
+                            audience: t.audience.clone(),
+                            expiration_seconds: t.expiration_seconds.unwrap_or(3600),
+                            refresh_at: Instant::now(),
+                        };
+                        token.write(facts, lookup).await?;
+                        out.tokens.push(token);
                     }
                 }
                 out.dirs.insert(name, (dir, true));
@@ -114,6 +186,19 @@ impl PodVolumes {
             }
         }
         Ok(out)
+    }
+
+    /// Renews the projected tokens that reached 80% of their life; returns when the next one is due.
+    pub async fn refresh_tokens(
+        &mut self,
+        facts: &PodFacts<'_>,
+        lookup: &Lookup,
+    ) -> Result<Option<Instant>, VolumeError> {
+        let now = Instant::now();
+        for token in self.tokens.iter_mut().filter(|t| t.refresh_at <= now) {
+            token.write(facts, lookup).await?;
+        }
+        Ok(self.tokens.iter().map(|t| t.refresh_at).min())
     }
 
     /// The mounts of one container (volumeMounts with subPath and readOnly).

@@ -17,6 +17,7 @@ use super::backoff::Backoff;
 use super::env::{self, PodFacts};
 use super::lookup::Lookup;
 use super::probes::{self, ProbeEvent, ProbeTarget};
+use super::service_env;
 use super::status::{self, ContainerView, State, Terminated};
 use super::volumes::{self, PodVolumes};
 use super::Deps;
@@ -503,6 +504,7 @@ impl Worker {
 
     async fn ensure_volumes(&mut self) -> bool {
         if self.volumes.is_some() {
+            self.refresh_tokens().await;
             return true;
         }
         let volumes = self.pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
@@ -511,6 +513,7 @@ impl Worker {
         match PodVolumes::prepare(&volumes, &root, &self.facts(), &lookup).await {
             Ok(v) => {
                 self.volumes = Some(v);
+                self.refresh_tokens().await;
                 true
             }
             Err(e) => {
@@ -520,6 +523,23 @@ impl Worker {
                 }
                 self.retry_in(Duration::from_secs(5));
                 false
+            }
+        }
+    }
+
+    /// Renews projected ServiceAccount tokens that are due and wakes the worker for the next one. A
+    /// failed renewal is retried soon; the old token stays in place until it expires.
+    async fn refresh_tokens(&mut self) {
+        let Some(mut volumes) = self.volumes.take() else { return };
+        let lookup = Lookup::new(self.deps.client.clone(), &self.ns);
+        let result = volumes.refresh_tokens(&self.facts(), &lookup).await;
+        self.volumes = Some(volumes);
+        match result {
+            Ok(Some(next)) => self.retry_in(next.saturating_duration_since(Instant::now())),
+            Ok(None) => {}
+            Err(e) => {
+                self.event(None, Kind::Warning, "FailedMount", &format!("MountVolume.SetUp failed: {e}"));
+                self.retry_in(Duration::from_secs(5));
             }
         }
     }
@@ -619,7 +639,16 @@ impl Worker {
         }
         // Environment, command, mounts.
         let lookup = Lookup::new(self.deps.client.clone(), &self.ns);
-        let env = match env::resolve(&spec, &self.facts(), &lookup).await {
+        let links = self.pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
+        let services = match lookup.services_for_env(links).await {
+            Ok(services) => services,
+            Err(e) => {
+                self.event(Some(&name), Kind::Warning, "Failed", &format!("Error: {e}"));
+                self.retry_in(Duration::from_secs(5));
+                return Err(("CreateContainerConfigError".into(), e.to_string()));
+            }
+        };
+        let env = match env::resolve(&spec, &self.facts(), &lookup, service_env::variables(&services)).await {
             Ok(env) => env,
             Err(e) => {
                 self.event(Some(&name), Kind::Warning, "Failed", &format!("Error: {e}"));

@@ -51,7 +51,7 @@ impl LinuxTask {
         pod: &Pod,
     ) -> Result<Self, ShimError> {
         let adapted = linux_spec::adapt(bundle, std::process::id(), pod)?;
-        let (stdout, stderr) = stdio.open_outputs()?;
+        let (stdout, stderr) = stdio.open_outputs_blocking().await?;
         let (stdin, stdin_writer) = open_stdin(&stdio.stdin)?;
         let init_stdio = InitStdio { stdin, stdout: output(stdout), stderr: output(stderr) };
         let mut exits = Exits::subscribe().await?;

@@ -20,6 +20,14 @@ pub struct StdioPaths {
 }
 
 impl StdioPaths {
+    /// [`Self::open_outputs`] off the async runtime (opening a fifo may wait for its reader).
+    pub async fn open_outputs_blocking(&self) -> Result<(Option<Output>, Option<Output>), ShimError> {
+        let paths = self.clone();
+        tokio::task::spawn_blocking(move || paths.open_outputs())
+            .await
+            .map_err(|e| ShimError::Thread(format!("opening stdio: {e}")))?
+    }
+
     /// Opens stdout and stderr for writing (`None` where containerd gave none).
     pub fn open_outputs(&self) -> Result<(Option<Output>, Option<Output>), ShimError> {
         if self.terminal {
@@ -48,22 +56,46 @@ fn open_output(target: &str) -> Result<Option<Output>, ShimError> {
     Ok(Some(Output::File(open_fifo(Path::new(target))?)))
 }
 
-/// Opens a fifo's write end without blocking on a missing reader: write-only when containerd already reads
-/// it, else read-write (the pipe then buffers until a reader comes). Writes block as usual afterwards.
+/// How long a task's start waits for containerd's client to open its end of an output fifo (it opens
+/// it asynchronously) before writing into the pipe alone.
+const READER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens a fifo's write end. With a reader already there: write-only. Otherwise it waits up to
+/// [`READER_WAIT`] for one (a blocking open on a helper thread): output written while no reader has
+/// the fifo open is lost when the guest ends first, as a short-lived task's output would be. With
+/// still no reader: read-write, so the guest never blocks (the pipe buffers until a reader comes).
+/// Writes block as usual afterwards.
 fn open_fifo(path: &Path) -> Result<File, ShimError> {
     let write_only = OpenOptions::new().write(true).custom_flags(OFlag::O_NONBLOCK.bits()).open(path);
     let file = match write_only {
         Ok(file) => file,
-        Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) => OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| ShimError::io("opening the output fifo", path, e))?,
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) => match wait_for_reader(path) {
+            Some(opened) => opened.map_err(|e| ShimError::io("opening the output fifo", path, e))?,
+            None => OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(|e| ShimError::io("opening the output fifo", path, e))?,
+        },
         Err(e) => return Err(ShimError::io("opening the output fifo", path, e)),
     };
     fcntl(&file, FcntlArg::F_SETFL(OFlag::empty()))
         .map_err(|e| ShimError::io("making the output blocking", path, e.into()))?;
     Ok(file)
+}
+
+/// A blocking write-only open of `path`, given up after [`READER_WAIT`] (`None`). A given-up open
+/// completes when the caller opens the fifo read-write, and its file is dropped.
+fn wait_for_reader(path: &Path) -> Option<std::io::Result<File>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let owned = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("fifo-open".into())
+        .spawn(move || {
+            let _ = tx.send(OpenOptions::new().write(true).open(&owned));
+        })
+        .ok()?;
+    rx.recv_timeout(READER_WAIT).ok()
 }
 
 #[cfg(test)]
@@ -77,11 +109,26 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let fifo = dir.path().join("out");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
-        // No reader yet: still opens.
+        // No reader at all: still opens (after the bounded wait).
         let Some(Output::File(writer)) = open_output(fifo.to_str().expect("utf-8")).expect("open") else {
             panic!("expected a file");
         };
         drop(writer);
+
+        // A reader that comes late gets what is written.
+        let late = fifo.clone();
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let mut s = String::new();
+            File::open(&late).expect("open reader").read_to_string(&mut s).expect("read");
+            s
+        });
+        let Some(Output::File(mut writer)) = open_output(fifo.to_str().expect("utf-8")).expect("open") else {
+            panic!("expected a file");
+        };
+        std::io::Write::write_all(&mut writer, b"late").expect("write");
+        drop(writer);
+        assert_eq!(reader.join().expect("reader"), "late");
 
         let file = dir.path().join("log");
         let uri = format!("file://{}", file.display());

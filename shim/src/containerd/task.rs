@@ -192,7 +192,7 @@ impl TaskService {
             digest = %entry.digest, path = %entry.guest_path, compiled, cache_hit = !compiled, engine_ms, load_ms,
             "loaded program"
         );
-        let (stdout, stderr) = stdio.open_outputs()?;
+        let (stdout, stderr) = stdio.open_outputs_blocking().await?;
         let mut preopens =
             vec![Preopen { host: bundle.rootfs.clone(), guest: "/".into(), read_only: bundle.root_readonly }];
         preopens.extend(bundle.mounts.iter().cloned());
