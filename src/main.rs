@@ -57,9 +57,13 @@ enum Command {
         /// The API server's URL, e.g. https://10.0.0.1:6443.
         #[arg(long)]
         server: String,
-        /// A file holding the bearer token to authenticate with.
-        #[arg(long)]
-        token_file: PathBuf,
+        /// A join token from `skiff token create` (`K10<CA hash>::<id>.<secret>`): the agent checks
+        /// the server's CA against it and gets its own client certificate, kept in `--data-dir`.
+        #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+        token: Option<String>,
+        /// A file holding a bearer token to authenticate with (with `ca.crt` beside it or `--ca-file`).
+        #[arg(long, required_unless_present = "token")]
+        token_file: Option<PathBuf>,
         /// The cluster CA certificate (default: `ca.crt` beside the token file).
         #[arg(long)]
         ca_file: Option<PathBuf>,
@@ -72,6 +76,11 @@ enum Command {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Join tokens for new nodes.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Puts skiff's Wasm engine into an existing containerd (`containerd-shim-skiff-v1`).
     Shim {
         #[command(subcommand)]
@@ -81,6 +90,20 @@ enum Command {
     Image {
         #[command(subcommand)]
         command: ImageCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Creates a join token (a bootstrap token pinned to the cluster CA) with the server's admin
+    /// kubeconfig; prints it as the last line, for `skiff agent --server URL --token TOKEN`.
+    Create {
+        /// The server's data directory (its `kubeconfig` and `ca.crt`).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// How long the token may be used to join (e.g. `30m`, `24h`).
+        #[arg(long, default_value = "24h", value_parser = parse_seconds)]
+        ttl: std::time::Duration,
     },
 }
 
@@ -268,13 +291,39 @@ async fn main() -> anyhow::Result<()> {
             let options = skiff_shim::install::InstallOptions { containerd_config, bin_dir, shim_binary };
             shim_install(options, uninstall)?;
         }
-        Command::Agent { server, token_file, ca_file, data_dir, service_cidr, node } => {
-            let token = std::fs::read_to_string(&token_file)
-                .with_context(|| format!("reading the token file {}", token_file.display()))?;
-            let ca_file = ca_file.unwrap_or_else(|| token_file.with_file_name("ca.crt"));
-            let ca_pem = std::fs::read_to_string(&ca_file)
-                .with_context(|| format!("reading the cluster CA {}", ca_file.display()))?;
-            let mut config = node.config(&server, &ca_pem, token.trim(), data_dir);
+        Command::Token { command: TokenCommand::Create { data_dir, ttl } } => {
+            let ca_pem = std::fs::read_to_string(data_dir.join("ca.crt"))
+                .with_context(|| format!("reading the cluster CA in {}", data_dir.display()))?;
+            let token = skiff_node::join::create_token(&data_dir.join("kubeconfig"), &ca_pem, ttl)
+                .await
+                .context("creating a join token")?;
+            eprintln!("join a node with: skiff agent --server https://<this host>:6443 --token <the token below> ...");
+            println!("{token}");
+        }
+        Command::Agent { server, token, token_file, ca_file, data_dir, service_cidr, node } => {
+            let mut config = match (token, token_file) {
+                (Some(token), _) => {
+                    let token: skiff_node::join::JoinToken = token.parse()?;
+                    let name = node.node_name();
+                    let identity_dir = data_dir.join("identity");
+                    let identity = match skiff_node::join::Identity::load(&identity_dir) {
+                        Some(kept) => kept,
+                        None => skiff_node::join::join(&server, &token, &name, &identity_dir).await?,
+                    };
+                    let mut config = node.config(&server, &identity.ca_pem, "", data_dir);
+                    config.client_cert = Some((identity.cert_pem, identity.key_pem));
+                    config
+                }
+                (None, Some(token_file)) => {
+                    let token = std::fs::read_to_string(&token_file)
+                        .with_context(|| format!("reading the token file {}", token_file.display()))?;
+                    let ca_file = ca_file.unwrap_or_else(|| token_file.with_file_name("ca.crt"));
+                    let ca_pem = std::fs::read_to_string(&ca_file)
+                        .with_context(|| format!("reading the cluster CA {}", ca_file.display()))?;
+                    node.config(&server, &ca_pem, token.trim(), data_dir)
+                }
+                (None, None) => anyhow::bail!("--token or --token-file is required"),
+            };
             config.service_cidr = Some(service_cidr.to_string());
             let agent = Agent::start(config).await.context("starting the node agent")?;
             println!("skiff node agent ready; kubelet endpoint on {}", agent.kubelet_addr);

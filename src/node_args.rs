@@ -90,8 +90,13 @@ pub enum LinuxContainers {
 }
 
 impl NodeArgs {
+    /// The node's name: `--node-name`, else the host name.
+    pub fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(host_name)
+    }
+
     pub fn config(&self, server_url: &str, ca_pem: &str, token: &str, data_dir: PathBuf) -> AgentConfig {
-        let name = self.node_name.clone().unwrap_or_else(host_name);
+        let name = self.node_name();
         let mut c = AgentConfig::new(&name, server_url, ca_pem, token, data_dir);
         c.node_ip = self.node_ip;
         c.kubelet_listen = SocketAddr::new(self.node_ip, self.kubelet_port);

@@ -140,11 +140,16 @@ fn cluster_wide_path_of_a_namespaced_resource_serves_only_list_and_watch() {
     assert_eq!(code, 405);
     // Nothing was stored anywhere: neither namespaced nor under a namespace-less key.
     c.kubectl_stdin(&["create", "-f", "-"], Some(&cm));
-    assert_eq!(c.kubectl(&["get", "configmaps", "-A", "-o", "name"]).trim(), "configmap/stray");
+    // (Every namespace also has its `kube-root-ca.crt`.)
+    let names = c.kubectl(&["get", "configmaps", "-A", "-o", "name"]);
+    let ours: Vec<&str> = names.lines().filter(|n| *n != "configmap/kube-root-ca.crt").collect();
+    assert_eq!(ours, ["configmap/stray"]);
     // Lists and watches across namespaces still work, and cluster-scoped writes too.
     let (code, body) = c.curl("GET", "/api/v1/configmaps", "application/json", None);
     assert_eq!(code, 200, "{body}");
-    assert_eq!(parse(&body)["items"].as_array().map(Vec::len), Some(1));
+    let items = parse(&body)["items"].clone();
+    let ours = items.as_array().into_iter().flatten().filter(|i| i["metadata"]["name"] != "kube-root-ca.crt");
+    assert_eq!(ours.count(), 1, "{items}");
     let (code, body) = c.curl("GET", "/api/v1/configmaps?watch=1&timeoutSeconds=1", "application/json", None);
     assert_eq!(code, 200);
     assert!(body.contains("\"ADDED\"") && body.contains("stray"), "{body}");
@@ -291,8 +296,13 @@ fn large_unpaginated_lists_are_complete_and_valid() {
     assert_eq!(list["kind"], "ConfigMapList");
     let rv: i64 = list["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).expect("list rv");
     assert!(rv >= latest, "list revision {rv} older than {latest}");
-    let names: Vec<&str> =
-        list["items"].as_array().expect("items").iter().filter_map(|i| i["metadata"]["name"].as_str()).collect();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["metadata"]["name"].as_str())
+        .filter(|n| *n != "kube-root-ca.crt")
+        .collect();
     let want: Vec<String> = (0..N).map(|i| format!("cm-{i:05}")).collect();
     assert_eq!(names, want.iter().map(String::as_str).collect::<Vec<_>>());
     for item in list["items"].as_array().expect("items") {
@@ -310,19 +320,20 @@ fn large_unpaginated_lists_are_complete_and_valid() {
     let table = parse(&body);
     assert_eq!(table["kind"], "Table");
     assert!(table["columnDefinitions"].as_array().is_some_and(|c| !c.is_empty()));
-    assert_eq!(table["rows"].as_array().map(Vec::len), Some(N));
+    // The namespace's own `kube-root-ca.crt` sorts last.
+    assert_eq!(table["rows"].as_array().map(Vec::len), Some(N + 1));
     assert_eq!(table["rows"][N - 1]["cells"][0], json!(format!("cm-{:05}", N - 1)));
 
     // kubectl without chunking (one unpaginated list), as JSON and as its table.
     let out = c.kubectl(&["get", "configmaps", "-n", "bulk", "--chunk-size=0", "-o", "json"]);
-    assert_eq!(parse(&out)["items"].as_array().map(Vec::len), Some(N));
+    assert_eq!(parse(&out)["items"].as_array().map(Vec::len), Some(N + 1));
     let out = c.kubectl(&["get", "configmaps", "-A", "-l", "set=bulk", "--chunk-size=0", "--no-headers"]);
     assert_eq!(out.lines().count(), N);
     // And a watch's initial state, read in pages too.
     let (code, body) =
         c.curl("GET", "/api/v1/namespaces/bulk/configmaps?watch=1&timeoutSeconds=2", "application/json", None);
     assert_eq!(code, 200);
-    assert_eq!(body.lines().filter(|l| l.contains("\"ADDED\"")).count(), N);
+    assert_eq!(body.lines().filter(|l| l.contains("\"ADDED\"")).count(), N + 1);
 }
 
 /// A client that sends part of its headers and then nothing is disconnected once the header-read

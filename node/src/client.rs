@@ -1,5 +1,5 @@
 //! The agent's Kubernetes client: the same `kube` client any controller would use, over HTTPS with the
-//! cluster CA and a bearer token.
+//! cluster CA and a bearer token or the node's own client certificate.
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -11,10 +11,17 @@ pub async fn connect(config: &AgentConfig) -> Result<kube::Client, AgentError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     use base64::Engine;
     let ca = base64::engine::general_purpose::STANDARD.encode(&config.ca_pem);
+    let user = match &config.client_cert {
+        Some((cert, key)) => {
+            let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+            format!("client-certificate-data: {}\n    client-key-data: {}", b64(cert), b64(key))
+        }
+        None => format!("token: {}", config.token),
+    };
     let yaml = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\n\
-         users:\n- name: u\n  user:\n    token: {}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\n",
-        config.server_url, config.token
+         users:\n- name: u\n  user:\n    {user}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\n",
+        config.server_url
     );
     let kubeconfig = Kubeconfig::from_yaml(&yaml).map_err(|e| AgentError::Client(e.to_string()))?;
     let mut cfg = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())

@@ -16,6 +16,9 @@ pub struct AgentConfig {
     /// Bearer token for the API server (the kubelet endpoint accepts no token, only the API server's
     /// client certificate).
     pub token: String,
+    /// A client certificate and key (PEM) to authenticate with instead of `token`: a joined node's
+    /// own `system:node:<name>` identity.
+    pub client_cert: Option<(String, String)>,
     /// The kubelet endpoint's serving certificate, signed by the cluster CA; `None`: requested from
     /// the API server through a CertificateSigningRequest at start.
     pub kubelet_serving: Option<crate::kubelet_tls::ServingCert>,
@@ -114,6 +117,7 @@ impl AgentConfig {
             server_url: server_url.to_string(),
             ca_pem: ca_pem.to_string(),
             token: token.to_string(),
+            client_cert: None,
             kubelet_serving: None,
             data_dir,
             node_ip: IpAddr::from([127, 0, 0, 1]),

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod image;
+pub mod join;
 pub mod kubelet_csr;
 pub mod kubelet_server;
 pub mod kubelet_tls;

@@ -167,30 +167,47 @@ pub fn workload(name: &str) -> PathBuf {
 pub struct AgentProcess {
     pub net: TestNet,
     pub dir: tempfile::TempDir,
+    /// How it authenticates (`--token-file F` or `--token T`).
+    auth: Vec<String>,
     process: Process,
 }
 
 impl AgentProcess {
+    /// An agent with the admin token (`--token-file`).
     pub fn start(cluster: &super::Cluster) -> Self {
+        let token_file = cluster.data_dir().join("admin.token").display().to_string();
+        Self::start_with(cluster, vec!["--token-file".into(), token_file])
+    }
+
+    /// An agent joining with a join token (`--token`).
+    pub fn join(cluster: &super::Cluster, token: &str) -> Self {
+        Self::start_with(cluster, vec!["--token".into(), token.into()])
+    }
+
+    fn start_with(cluster: &super::Cluster, auth: Vec<String>) -> Self {
         let net = TestNet::new();
         let dir = tempfile::tempdir().expect("tempdir");
-        let child = Self::spawn(cluster, &net, &dir);
-        AgentProcess { net, dir, process: Process(Some(child)) }
+        let child = Self::spawn(cluster, &net, &dir, &auth);
+        AgentProcess { net, dir, auth, process: Process(Some(child)) }
     }
 
     /// Starts the agent again (after [`AgentProcess::kill9`]) as the same node on the same data.
     pub fn respawn(&mut self, cluster: &super::Cluster) {
         self.process.kill();
-        self.process = Process(Some(Self::spawn(cluster, &self.net, &self.dir)));
+        self.process = Process(Some(Self::spawn(cluster, &self.net, &self.dir, &self.auth)));
     }
 
-    fn spawn(cluster: &super::Cluster, net: &TestNet, dir: &tempfile::TempDir) -> std::process::Child {
-        let token_file = cluster.data_dir().join("admin.token");
+    /// Whether the process has ended (with its status).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.process.0.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    fn spawn(cluster: &super::Cluster, net: &TestNet, dir: &tempfile::TempDir, auth: &[String]) -> std::process::Child {
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("agent.log")).expect("log");
         Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .args(["agent", "--server", &cluster.url(), "--token-file"])
-            .arg(&token_file)
+            .args(["agent", "--server", &cluster.url()])
+            .args(auth)
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(net.agent_args())

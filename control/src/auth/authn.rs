@@ -72,6 +72,9 @@ impl Authenticator {
                 audiences.map(<[String]>::to_vec).unwrap_or_else(|| self.issuer.api_audiences.clone()),
             ));
         }
+        if let Some((id, secret)) = super::bootstrap_token::parse(token) {
+            return self.bootstrap_token(id, secret).await.map(|user| (user, self.issuer.api_audiences.clone()));
+        }
         if !looks_like_jwt(token) {
             return Err("invalid bearer token".into());
         }
@@ -95,6 +98,18 @@ impl Authenticator {
             extra,
         };
         Ok((user, matched))
+    }
+
+    /// A bootstrap token checked against its Secret in `kube-system`.
+    async fn bootstrap_token(&self, id: &str, secret: &str) -> Result<UserInfo, String> {
+        use super::bootstrap_token as bt;
+        let ri = self.registry.resource("", "Secret").map_err(|e| e.to_string())?;
+        let stored = self
+            .registry
+            .get(ri, Some(bt::NAMESPACE), &bt::secret_name(id))
+            .await
+            .map_err(|_| format!("bootstrap token {id} not found"))?;
+        bt::verify(&stored, id, secret, jiff::Timestamp::now().as_second())
     }
 
     /// A token is valid only while its ServiceAccount (and bound pod or secret) exist with the

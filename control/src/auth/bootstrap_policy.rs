@@ -73,7 +73,52 @@ pub fn cluster_roles() -> Vec<Value> {
         cluster_role(
             "system:public-info-viewer",
             &[],
-            vec![url_rule(&["get"], &["/healthz", "/livez", "/readyz", "/version", "/version/"])],
+            vec![url_rule(&["get"], &["/cacerts", "/healthz", "/livez", "/readyz", "/version", "/version/"])],
+        ),
+        // What a joining node's bootstrap token may do: ask for its client certificate.
+        cluster_role(
+            "system:node-bootstrapper",
+            &[],
+            vec![rule(&["create", "get", "list", "watch"], &["certificates.k8s.io"], &["certificatesigningrequests"])],
+        ),
+        // What a node agent (`system:node:<name>` in `system:nodes`) does. Bound to the group until a
+        // Node authorizer narrows each node to its own objects.
+        cluster_role(
+            "system:node",
+            &[],
+            vec![
+                rule(&["create", "get", "list", "watch", "patch", "update", "delete"], &[""], &["nodes"]),
+                rule(&["patch", "update"], &[""], &["nodes/status"]),
+                rule(&["get", "list", "watch", "delete"], &[""], &["pods"]),
+                rule(&["patch", "update"], &[""], &["pods/status"]),
+                rule(&["create"], &[""], &["pods/eviction", "serviceaccounts/token"]),
+                rule(
+                    READ,
+                    &[""],
+                    &[
+                        "configmaps",
+                        "secrets",
+                        "services",
+                        "endpoints",
+                        "persistentvolumeclaims",
+                        "persistentvolumes",
+                        "namespaces",
+                    ],
+                ),
+                rule(&["create", "patch", "update"], &["", "events.k8s.io"], &["events"]),
+                rule(READ, &["discovery.k8s.io"], &["endpointslices"]),
+                rule(READ, &["node.k8s.io"], &["runtimeclasses"]),
+                rule(
+                    &["create", "get", "list", "watch", "update", "patch", "delete"],
+                    &["coordination.k8s.io"],
+                    &["leases"],
+                ),
+                rule(
+                    &["create", "get", "list", "watch", "delete"],
+                    &["certificates.k8s.io"],
+                    &["certificatesigningrequests"],
+                ),
+            ],
         ),
         cluster_role(
             "system:basic-user",
@@ -235,6 +280,8 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "system:service-account-issuer-discovery",
             &["system:serviceaccounts"],
         ),
+        binding("system:node-bootstrapper", "system:node-bootstrapper", &["system:bootstrappers"]),
+        binding("system:node", "system:node", &["system:nodes"]),
         binding(
             "system:public-info-viewer",
             "system:public-info-viewer",

@@ -31,7 +31,7 @@ pub struct AuthState {
 /// Paths an anonymous request may reach (RBAC still decides): health and version, as a
 /// kube-apiserver configured to allow anonymous requests only on health endpoints.
 fn anonymous_allowed(path: &str) -> bool {
-    matches!(path, "/healthz" | "/livez" | "/readyz" | "/version" | "/version/")
+    matches!(path, "/cacerts" | "/healthz" | "/livez" | "/readyz" | "/version" | "/version/")
 }
 
 /// The filter (an axum middleware).

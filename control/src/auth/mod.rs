@@ -9,6 +9,7 @@
 pub mod authn;
 pub mod authorizer;
 pub mod bootstrap_policy;
+pub mod bootstrap_token;
 pub mod client_cert;
 pub mod escalation;
 pub mod filter;

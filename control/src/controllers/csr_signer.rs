@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::registry::{ListQuery, Registry, WriteOptions};
-use crate::server::kubelet_certs::{CertAuthority, CertError, KUBELET_SERVING_SIGNER};
+use crate::server::kubelet_certs::{CertAuthority, CertError, KUBELET_CLIENT_SIGNER, KUBELET_SERVING_SIGNER};
 
 const RESYNC: Duration = Duration::from_millis(250);
 
@@ -45,7 +45,8 @@ async fn sync_all(registry: &Registry, ca: &CertAuthority) -> ApiResult<()> {
         let status = csr.status.clone().unwrap_or_default();
         let done = status.certificate.is_some()
             || status.conditions.iter().flatten().any(|c| matches!(c.type_.as_str(), "Denied" | "Failed"));
-        if csr.spec.signer_name != KUBELET_SERVING_SIGNER || done {
+        let ours = [KUBELET_SERVING_SIGNER, KUBELET_CLIENT_SIGNER].contains(&csr.spec.signer_name.as_str());
+        if !ours || done {
             continue;
         }
         let name = csr.metadata.name.clone().unwrap_or_default();
@@ -63,17 +64,23 @@ async fn sign_one(
     name: &str,
     csr: &CertificateSigningRequest,
 ) -> ApiResult<()> {
-    let outcome = decide(registry, ca, csr).await?;
+    let client = csr.spec.signer_name == KUBELET_CLIENT_SIGNER;
+    let outcome = if client { decide_client(ca, csr) } else { decide(registry, ca, csr).await? };
     let now = jiff::Timestamp::now().to_string();
     let status = match outcome {
         Outcome::Wait => return Ok(()),
         Outcome::Issued(pem) => {
             use base64::Engine;
-            tracing::info!("approved and signed a kubelet serving certificate");
+            tracing::info!(client, "approved and signed a node certificate");
+            let message = if client {
+                "Auto approving kubelet client certificate after SubjectAccessReview."
+            } else {
+                "Auto approving kubelet serving certificate: subject and SANs match the Node."
+            };
             json!({
                 "conditions": [{
                     "type": "Approved", "status": "True", "reason": "AutoApproved",
-                    "message": "Auto approving kubelet serving certificate: subject and SANs match the Node.",
+                    "message": message,
                     "lastUpdateTime": now, "lastTransitionTime": now,
                 }],
                 "certificate": base64::engine::general_purpose::STANDARD.encode(pem),
@@ -131,6 +138,26 @@ async fn decide(registry: &Registry, ca: &CertAuthority, csr: &CertificateSignin
         Ok(cert) => Ok(Outcome::Issued(cert)),
         Err(CertError::Refused(reason)) => Ok(Outcome::Failed(reason)),
         Err(e) => Ok(Outcome::Failed(e.to_string())),
+    }
+}
+
+/// A node client certificate is approved for a bootstrap token (`system:bootstrappers`), for the
+/// node renewing its own, or for a `system:masters` member; the subject must be that node's.
+fn decide_client(ca: &CertAuthority, csr: &CertificateSigningRequest) -> Outcome {
+    let pem = String::from_utf8_lossy(&csr.spec.request.0).into_owned();
+    let Some(node) = subject_node(&pem) else {
+        return Outcome::Failed("subject must be CN=system:node:<name>, O=system:nodes".into());
+    };
+    let username = csr.spec.username.as_deref().unwrap_or_default();
+    let groups = csr.spec.groups.as_deref().unwrap_or_default();
+    let allowed = username == format!("system:node:{node}")
+        || groups.iter().any(|g| g == crate::auth::bootstrap_token::BOOTSTRAPPERS || g == "system:masters");
+    if !allowed {
+        return Outcome::Failed(format!("{username} may not request a client certificate for node {node}"));
+    }
+    match ca.sign_node_client_csr(&pem, &node) {
+        Ok(cert) => Outcome::Issued(cert),
+        Err(e) => Outcome::Failed(e.to_string()),
     }
 }
 

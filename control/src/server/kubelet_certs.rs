@@ -19,6 +19,9 @@ pub const KUBELET_CLIENT_CN: &str = "kube-apiserver-kubelet-client";
 /// The signer of kubelet serving certificates.
 pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 
+/// The signer of nodes' client certificates (their identity towards the API server).
+pub const KUBELET_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+
 /// Days a kubelet or client certificate is valid (kube-controller-manager signs for a year).
 const VALIDITY_DAYS: i64 = 365;
 
@@ -145,20 +148,7 @@ impl CertAuthority {
         node_ips: &[IpAddr],
         node_names: &[String],
     ) -> Result<String, CertError> {
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|e| CertError::Refused(format!("the request is not a PKCS#10 CSR: {e}")))?;
-        let subject = &csr.params.distinguished_name;
-        let cn = subject.get(&DnType::CommonName).and_then(text);
-        let orgs: Vec<String> =
-            subject.iter().filter(|(t, _)| **t == DnType::OrganizationName).filter_map(|(_, v)| text(v)).collect();
-        let want = format!("system:node:{node}");
-        if cn.as_deref() != Some(want.as_str()) || orgs != ["system:nodes"] {
-            return Err(CertError::Refused(format!(
-                "subject must be CN={want}, O=system:nodes (got CN={}, O={})",
-                cn.unwrap_or_default(),
-                orgs.join(",")
-            )));
-        }
+        let (csr, want) = node_request(csr_pem, node)?;
         if csr.params.subject_alt_names.is_empty() {
             return Err(CertError::Refused("a kubelet serving certificate needs at least one DNS or IP SAN".into()));
         }
@@ -177,6 +167,39 @@ impl CertAuthority {
         let cert = params.signed_by(&csr.public_key, &self.issuer)?;
         Ok(cert.pem())
     }
+}
+
+impl CertAuthority {
+    /// Signs a node's client CSR (`kubernetes.io/kube-apiserver-client-kubelet`): subject
+    /// `CN=system:node:<node>, O=system:nodes` and no SANs, as Kubernetes' signer requires; the
+    /// certificate is for client authentication only.
+    pub fn sign_node_client_csr(&self, csr_pem: &str, node: &str) -> Result<String, CertError> {
+        let (csr, want) = node_request(csr_pem, node)?;
+        if !csr.params.subject_alt_names.is_empty() {
+            return Err(CertError::Refused("a node client certificate may not have SANs".into()));
+        }
+        let params = leaf(&want, "system:nodes", ExtendedKeyUsagePurpose::ClientAuth)?;
+        Ok(params.signed_by(&csr.public_key, &self.issuer)?.pem())
+    }
+}
+
+/// A PKCS#10 request whose subject is exactly `CN=system:node:<node>, O=system:nodes`, and that CN.
+fn node_request(csr_pem: &str, node: &str) -> Result<(CertificateSigningRequestParams, String), CertError> {
+    let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+        .map_err(|e| CertError::Refused(format!("the request is not a PKCS#10 CSR: {e}")))?;
+    let subject = &csr.params.distinguished_name;
+    let cn = subject.get(&DnType::CommonName).and_then(text);
+    let orgs: Vec<String> =
+        subject.iter().filter(|(t, _)| **t == DnType::OrganizationName).filter_map(|(_, v)| text(v)).collect();
+    let want = format!("system:node:{node}");
+    if cn.as_deref() != Some(want.as_str()) || orgs != ["system:nodes"] {
+        return Err(CertError::Refused(format!(
+            "subject must be CN={want}, O=system:nodes (got CN={}, O={})",
+            cn.unwrap_or_default(),
+            orgs.join(",")
+        )));
+    }
+    Ok((csr, want))
 }
 
 fn sans(ips: &[IpAddr], dns: &[String]) -> Result<Vec<SanType>, CertError> {

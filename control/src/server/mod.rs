@@ -251,7 +251,10 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         url: url.clone(),
     };
     // Every request is authenticated and authorized before it reaches a handler.
+    // The cluster CA for joining nodes, which check it against the hash in their join token.
+    let cacerts = certs.ca_pem.clone();
     let app = router(state)
+        .route("/cacerts", axum::routing::get(move || std::future::ready(cacerts.clone())))
         .merge(crate::auth::reviews::router(auth_state.clone()))
         .layer(axum::middleware::from_fn_with_state(auth_state, crate::auth::filter::authorize_request));
     tokio::spawn(crate::auth::bootstrap_policy::aggregate(Arc::clone(&registry)));

@@ -28,6 +28,8 @@ pub struct Request<'a> {
     pub target: Target<'a>,
     pub query: Query,
     pub headers: HeaderMap,
+    /// Who asks (set by the authentication filter; `None` in handler tests).
+    pub user: Option<crate::auth::UserInfo>,
 }
 
 /// The Kubernetes verb of a request, for metrics and logs.
@@ -283,9 +285,31 @@ async fn create(
     body: Body,
 ) -> ApiResult<Response> {
     let opts = write_options(&req)?;
-    let obj = read_object(&req.headers, body).await?;
+    let mut obj = read_object(&req.headers, body).await?;
+    if ri.group == "certificates.k8s.io" && ri.kind == "CertificateSigningRequest" {
+        record_requester(&mut obj, req.user.as_ref());
+    }
     let w = registry.create(ri, ns, obj, &opts).await?;
     Ok(written(true, w))
+}
+
+/// A CertificateSigningRequest records who made it (`spec.username`, `uid`, `groups`, `extra`),
+/// whatever the client sent there, as kube-apiserver does: approvers decide on it.
+fn record_requester(csr: &mut serde_json::Value, user: Option<&crate::auth::UserInfo>) {
+    let Some(spec) = csr.get_mut("spec").and_then(serde_json::Value::as_object_mut) else { return };
+    for field in ["username", "uid", "groups", "extra"] {
+        spec.remove(field);
+    }
+    if let Some(user) = user {
+        spec.insert("username".into(), serde_json::json!(user.name));
+        if !user.uid.is_empty() {
+            spec.insert("uid".into(), serde_json::json!(user.uid));
+        }
+        spec.insert("groups".into(), serde_json::json!(user.groups));
+        if !user.extra.is_empty() {
+            spec.insert("extra".into(), serde_json::json!(user.extra));
+        }
+    }
 }
 
 async fn update(

@@ -154,9 +154,10 @@ async fn legacy_resource(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    user: Option<axum::Extension<crate::auth::UserInfo>>,
     body: Body,
 ) -> Response {
-    send(resource(state, true, path, method, uri, headers, body)).await
+    send(resource(state, true, path, method, uri, headers, user.map(|u| u.0), body)).await
 }
 
 async fn group_resource(
@@ -165,9 +166,10 @@ async fn group_resource(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    user: Option<axum::Extension<crate::auth::UserInfo>>,
     body: Body,
 ) -> Response {
-    send(resource(state, false, path, method, uri, headers, body)).await
+    send(resource(state, false, path, method, uri, headers, user.map(|u| u.0), body)).await
 }
 
 /// Pins the future's `Send`-ness where rustc cannot prove it through the handler trait's
@@ -183,6 +185,7 @@ async fn resource(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    user: Option<crate::auth::UserInfo>,
     body: Body,
 ) -> Response {
     let started = Instant::now();
@@ -230,7 +233,7 @@ async fn resource(
         handlers::serve(
             Arc::clone(&registry),
             &state.metrics,
-            handlers::Request { method, target, query, headers },
+            handlers::Request { method, target, query, headers, user },
             body,
         )
         .await

@@ -1,0 +1,134 @@
+//! End to end: joining a node with a join token, k3s-style. `skiff token create` prints
+//! `K10<sha256 of the CA>::<id>.<secret>`; `skiff agent --token` checks the server's CA against the
+//! hash, trades the bootstrap token for a client certificate of its own (`system:node:<name>`),
+//! runs pods with it, and comes back after a restart without the token. A wrong CA hash, an expired
+//! token and a malformed one are refused with a clear message; the bootstrap token itself can do
+//! nothing but ask for a certificate.
+//!
+//! Needs root (the agent's pod network), the CNI plugins and docker-registry.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use common::node::{AgentProcess, Registry};
+use common::{eventually, Cluster, KUBECTL};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn token_create(c: &Cluster, ttl: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["token", "create", "--data-dir"])
+        .arg(c.data_dir())
+        .args(["--ttl", ttl])
+        .output()
+        .expect("skiff token create");
+    assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string()
+}
+
+fn node_ready(c: &Cluster, node: &str) -> bool {
+    let out = c.kubectl_output(
+        &["get", "node", node, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
+        None,
+    );
+    String::from_utf8_lossy(&out.stdout) == "True"
+}
+
+/// kubectl as the joined node, with the certificate it keeps.
+fn kubectl_as_node(c: &Cluster, agent: &AgentProcess, args: &[&str]) -> std::process::Output {
+    let identity = agent.dir.path().join("data/identity");
+    Command::new(KUBECTL)
+        .arg("--kubeconfig=/dev/null")
+        .args(["--server", &c.url()])
+        .arg(format!("--certificate-authority={}", identity.join("ca.crt").display()))
+        .arg(format!("--client-certificate={}", identity.join("node-client.crt").display()))
+        .arg(format!("--client-key={}", identity.join("node-client.key").display()))
+        .args(args)
+        .output()
+        .expect("kubectl")
+}
+
+fn refused(c: &Cluster, token: &str, why: &str) {
+    let mut agent = AgentProcess::join(c, token);
+    eventually("the agent gives up", WAIT, || agent.exited().is_some());
+    let status = agent.exited().expect("exited");
+    assert!(!status.success(), "{status:?}");
+    let log = agent.log();
+    assert!(log.contains(why), "wanted {why:?} in:\n{log}");
+}
+
+#[test]
+fn a_node_joins_with_a_token_and_keeps_its_own_identity() {
+    let c = Cluster::start();
+    let registry = Registry::start();
+    let image = registry.push("hello-http", "1");
+    let token = token_create(&c, "1h");
+    let ca = std::fs::read(c.data_dir().join("ca.crt")).expect("ca.crt");
+    let hash: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&ca).iter().map(|b| format!("{b:02x}")).collect()
+    };
+    assert!(token.starts_with(&format!("K10{hash}::")), "{token}");
+
+    let mut agent = AgentProcess::join(&c, &token);
+    let node = agent.net.node.clone();
+    eventually("the joined node Ready", WAIT, || node_ready(&c, &node));
+
+    // Its own identity, kept private.
+    let key = agent.dir.path().join("data/identity/node-client.key");
+    assert_eq!(std::fs::metadata(&key).expect("key").permissions().mode() & 0o777, 0o600);
+    let out = kubectl_as_node(&c, &agent, &["auth", "whoami", "-o", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let me: serde_json::Value = serde_json::from_slice(&out.stdout).expect("whoami");
+    assert_eq!(me["status"]["userInfo"]["username"], format!("system:node:{node}"));
+    assert!(me["status"]["userInfo"]["groups"].as_array().is_some_and(|g| g.iter().any(|g| g == "system:nodes")));
+
+    // It runs pods with that identity (status, a projected token, logs through its kubelet).
+    let pod = format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: web}}\nspec:\n  containers:\n  - {{name: web, image: \"{image}\"}}\n");
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&pod));
+    eventually("the pod Running on the joined node", WAIT, || {
+        let p = c.get_json(&["pod", "web"]);
+        p["spec"]["nodeName"] == node.as_str() && p["status"]["phase"] == "Running"
+    });
+
+    // The bootstrap token asks for certificates and nothing else.
+    let bootstrap = token.split_once("::").map(|(_, t)| t.to_string()).expect("bootstrap part");
+    c.kubectl(&["--token", &bootstrap, "get", "csr"]);
+    let err = c.kubectl_fails(&["--token", &bootstrap, "get", "pods"], None);
+    assert!(err.contains("system:bootstrap:") && err.contains("cannot list resource \"pods\""), "{err}");
+
+    // A restart needs no token: the token is gone, the node comes back with its certificate.
+    let id = bootstrap.split('.').next().expect("id");
+    c.kubectl(&["-n", "kube-system", "delete", "secret", &format!("bootstrap-token-{id}")]);
+    c.kubectl_fails(&["--token", &bootstrap, "get", "csr"], None);
+    agent.kill9();
+    c.kubectl(&["delete", "pod", "web", "--grace-period=0", "--force"]);
+    agent.respawn(&c);
+    let again = pod.replace("name: web}", "name: web2}");
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&again));
+    eventually("a new pod Running on the restarted node", WAIT, || {
+        c.get_json(&["pod", "web2"])["status"]["phase"] == "Running"
+    });
+    c.kubectl(&["delete", "pod", "web2", "--wait=true", "--timeout=60s"]);
+}
+
+#[test]
+fn bad_join_tokens_are_refused_with_a_reason() {
+    let c = Cluster::start();
+    let token = token_create(&c, "1h");
+    // The CA hash of another cluster.
+    let (hash, rest) = token.split_once("::").expect("token");
+    let other = format!("K10{}::{rest}", hash[3..].chars().rev().collect::<String>());
+    refused(&c, &other, "does not match the join token");
+    refused(&c, "K10abc::nope", "malformed");
+    // An expired token.
+    let short = token_create(&c, "1s");
+    let bootstrap = short.split_once("::").map(|(_, t)| t.to_string()).expect("bootstrap part");
+    eventually("the short token expired", WAIT, || {
+        !c.kubectl_output(&["--token", &bootstrap, "get", "csr"], None).status.success()
+    });
+    refused(&c, &short, "Unauthorized");
+}
