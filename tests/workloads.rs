@@ -1,9 +1,7 @@
 //! Jobs, CronJobs, DaemonSets and StatefulSets on a real node: the real kubectl, Wasm images in a
 //! real registry on loopback, the controllers of `skiff server`.
 //!
-//! The controllers (`control/src/controllers/{job,cronjob,daemonset,statefulset}`) are wired into
-//! `controllers::start` once the controller runtime (branch `controllers`) is merged; until then
-//! the tests that need them are ignored (the CronJob admission test runs now).
+//! The controllers under test: `control/src/controllers/{job,cronjob,daemonset,statefulset}`.
 
 mod common;
 
@@ -28,7 +26,6 @@ fn pods_of(c: &Cluster, selector: &str) -> Vec<Value> {
 }
 
 #[test]
-#[ignore = "needs the controller runtime of branch `controllers` to run the Job controller"]
 fn a_job_runs_to_completion_and_a_crashing_job_stops_at_its_backoff_limit() {
     let c = Cluster::with_node();
     let registry = Registry::start();
@@ -95,7 +92,6 @@ fn cronjob_schedules_are_validated_and_jobs_start_from_them() {
 }
 
 #[test]
-#[ignore = "needs the controller runtime of branch `controllers` to run the DaemonSet and StatefulSet controllers"]
 fn a_daemonset_runs_one_pod_on_the_node_and_a_statefulset_orders_its_pods() {
     let c = Cluster::with_node();
     c.wait_node_ready();
