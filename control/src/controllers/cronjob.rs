@@ -292,4 +292,84 @@ mod tests {
         let keep_all = json!({"spec": {"successfulJobsHistoryLimit": 5, "failedJobsHistoryLimit": 5}});
         assert!(beyond_history(&keep_all, &refs).is_empty());
     }
+
+    /// The controller on a real registry: a missed start time under `Forbid` while a Job runs
+    /// starts nothing; under `Replace` the running Job goes and the scheduled one starts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn forbid_waits_for_the_running_job_and_replace_replaces_it() {
+        use crate::controllers::runtime::{testing, Supervisor};
+        let (_dir, registry) = testing::registry().await;
+        let supervisor = Supervisor::new();
+        let informers = Informers::new(Arc::clone(&registry), Arc::clone(&supervisor));
+        start(&informers);
+        let cj_ri = registry.resource("batch", "CronJob").unwrap_or_else(|e| panic!("{e}"));
+        let jobs_ri = registry.resource("batch", "Job").unwrap_or_else(|e| panic!("{e}"));
+        let template = json!({"spec": {"template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "i:1"}]}}}});
+        let cj = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "tick"},
+            "spec": {"schedule": "* * * * *", "suspend": true, "concurrencyPolicy": "Forbid", "jobTemplate": template}});
+        let cj = registry
+            .create(cj_ri, Some("default"), cj, &WriteOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Last started three minutes ago: a start time was missed since.
+        let three_ago = rfc3339(Timestamp::now() - jiff::SignedDuration::from_secs(180));
+        registry
+            .update_with(cj_ri, Some("default"), "tick", Some("status"), &WriteOptions::default(), |cur| {
+                let mut next = cur.clone();
+                next["status"] = json!({"lastScheduleTime": three_ago});
+                Ok(next)
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut running = job_for(&cj.object, "2026-01-01T00:00:00Z".parse().unwrap_or_else(|e| panic!("{e}")));
+        running["metadata"]["name"] = json!("tick-running");
+        registry
+            .create(jobs_ri, Some("default"), running, &WriteOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let set = |field: &'static str, value: Value| {
+            let registry = Arc::clone(&registry);
+            async move {
+                registry
+                    .update_with(cj_ri, Some("default"), "tick", None, &WriteOptions::default(), |cur| {
+                        let mut next = cur.clone();
+                        next["spec"][field] = value.clone();
+                        Ok(next)
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        };
+        set("suspend", json!(false)).await;
+        let cronjobs = informers.get("batch", "CronJob");
+        let jobs = informers.get("batch", "Job");
+        let key = ObjectKey::namespaced("default", "tick");
+        // The status lists the running Job once the Forbid decision is made.
+        testing::eventually("the running job listed as active", || {
+            cronjobs.get(&key).is_some_and(|c| c.pointer("/status/active/0/name") == Some(&json!("tick-running")))
+        })
+        .await;
+        let names = |jobs: &Informer| {
+            let mut n: Vec<String> = jobs.list_all().iter().map(|j| object::name(j).to_string()).collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(&jobs), ["tick-running"], "Forbid starts nothing while a job runs");
+        assert_eq!(
+            cronjobs.get(&key).and_then(|c| c.pointer("/status/lastScheduleTime").cloned()),
+            Some(json!(three_ago))
+        );
+
+        set("concurrencyPolicy", json!("Replace")).await;
+        testing::eventually("the running job replaced by a scheduled one", || {
+            let n = names(&jobs);
+            n.len() == 1 && n[0] != "tick-running" && n[0].starts_with("tick-")
+        })
+        .await;
+        let started = jobs.list_all().pop().unwrap_or_else(|| panic!("a job"));
+        assert!(started.pointer(&format!("/metadata/annotations/{}", SCHEDULED_AT.replace('/', "~1"))).is_some());
+        assert_eq!(controller_ref(&started).and_then(|r| r.get("uid")), cj.object.pointer("/metadata/uid"));
+        assert!(supervisor.readyz().1.contains("[+]controller-cronjob ok"));
+    }
 }
