@@ -5,31 +5,23 @@
 pub mod compaction;
 pub mod crd;
 pub mod cron_schedule;
-pub mod revision;
-/// The Job controller's decisions (pure, unit-tested; not yet run by a controller).
-pub mod job {
-    pub mod plan;
-}
-/// The DaemonSet controller's decisions (pure, unit-tested; not yet run by a controller).
-pub mod daemonset {
-    pub mod plan;
-}
-/// The StatefulSet controller's decisions (pure, unit-tested; not yet run by a controller).
-pub mod statefulset {
-    pub mod plan;
-}
+pub mod cronjob;
 pub mod csr_signer;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod events;
 pub mod garbage_collector;
+pub mod job;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod podutil;
 pub mod replicaset;
+pub mod revision;
 pub mod runtime;
 pub mod service_accounts;
 pub mod service_lb;
+pub mod statefulset;
 
 use std::sync::Arc;
 
@@ -90,5 +82,9 @@ pub fn start_with(
     node_lifecycle::start(&informers, lifecycle);
     endpoints::start(&informers);
     service_lb::start(&informers);
+    job::start(&informers);
+    cronjob::start(&informers);
+    daemonset::start(&informers);
+    statefulset::start(&informers);
     supervisor
 }

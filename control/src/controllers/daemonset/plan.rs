@@ -244,8 +244,8 @@ pub fn plan(ds: &Value, nodes: &[&Value], pods: &[&Value], hash: &str) -> Plan {
 }
 
 /// The daemon pod for `node`: the template with the revision hash label, the default
-/// tolerations, required node affinity to the node (scheduled by the scheduler, as Kubernetes
-/// does since 1.12) and a controller ownerReference.
+/// tolerations, required node affinity to the node, `spec.nodeName` set to it, and a controller
+/// ownerReference.
 pub fn pod_for(ds: &Value, node: &str, hash: &str) -> Value {
     let template = ds.pointer("/spec/template").cloned().unwrap_or_else(|| json!({}));
     let mut meta = template.get("metadata").cloned().filter(Value::is_object).unwrap_or_else(|| json!({}));
@@ -283,6 +283,9 @@ pub fn pod_for(ds: &Value, node: &str, hash: &str) -> Value {
     spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] = json!({
         "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]
     });
+    // Also bound at creation (as DaemonSets did before Kubernetes 1.12): the affinity above
+    // says where the pod belongs, `nodeName` puts it there without a scheduler that reads it.
+    spec["nodeName"] = json!(node);
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec})
 }
 

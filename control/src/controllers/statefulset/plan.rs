@@ -213,11 +213,22 @@ pub fn pod_for(sts: &Value, ordinal: i64, hash: &str) -> Value {
     if let Some(svc) = sts.pointer("/spec/serviceName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
         spec["subdomain"] = json!(svc);
     }
+    // Only claims a container mounts become volumes: the node agent cannot mount a PVC yet, so
+    // an unmounted claim must not keep the pod from starting.
+    let mounted =
+        |volume: &str| {
+            ["initContainers", "containers"].iter().any(|list| {
+                spec[*list].as_array().into_iter().flatten().any(|c| {
+                    c["volumeMounts"].as_array().into_iter().flatten().any(|m| m["name"].as_str() == Some(volume))
+                })
+            })
+        };
     let claims: Vec<Value> = sts
         .pointer("/spec/volumeClaimTemplates")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+        .filter(|t| mounted(object::name(t)))
         .map(|t| {
             let tname = object::name(t);
             json!({"name": tname, "persistentVolumeClaim": {"claimName": claim_name(tname, name, ordinal)}})
@@ -311,6 +322,11 @@ mod tests {
         assert_eq!(p["spec"]["subdomain"], "db");
         assert_eq!(p["metadata"]["labels"][POD_NAME_LABEL], "db-1");
         assert_eq!(p["metadata"]["labels"][HASH_LABEL], "h");
+        assert!(p["spec"]["volumes"].is_null(), "an unmounted claim is no volume: {p}");
+        let mut mounting = s.clone();
+        mounting["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] =
+            json!([{"name": "data", "mountPath": "/d"}]);
+        let p = pod_for(&mounting, 1, "h");
         assert_eq!(p["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"], "data-db-1");
         let claims = claims_for(&s, 1);
         assert_eq!(claims[0]["metadata"]["name"], "data-db-1");
