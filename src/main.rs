@@ -76,6 +76,11 @@ enum Command {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Secrets at rest.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
     /// Join tokens for new nodes.
     Token {
         #[command(subcommand)]
@@ -90,6 +95,17 @@ enum Command {
     Image {
         #[command(subcommand)]
         command: ImageCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Rotates the key Secrets are encrypted with, online: a new key, every Secret re-encrypted,
+    /// the old key retired (through the running server, with its admin kubeconfig).
+    Rotate {
+        /// The server's data directory (its `kubeconfig`).
+        #[arg(long)]
+        data_dir: PathBuf,
     },
 }
 
@@ -290,6 +306,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Shim { command: ShimCommand::Install { containerd_config, bin_dir, shim_binary, uninstall } } => {
             let options = skiff_shim::install::InstallOptions { containerd_config, bin_dir, shim_binary };
             shim_install(options, uninstall)?;
+        }
+        Command::Secrets { command: SecretsCommand::Rotate { data_dir } } => {
+            let answer = skiff_node::client::post(&data_dir.join("kubeconfig"), "/skiff/v1/secrets/rotate")
+                .await
+                .context("rotating the secrets encryption key")?;
+            println!("{answer}");
         }
         Command::Token { command: TokenCommand::Create { data_dir, ttl } } => {
             let ca_pem = std::fs::read_to_string(data_dir.join("ca.crt"))

@@ -31,3 +31,20 @@ pub async fn connect(config: &AgentConfig) -> Result<kube::Client, AgentError> {
     cfg.read_timeout = None;
     kube::Client::try_from(cfg).map_err(|e| AgentError::Client(e.to_string()))
 }
+
+/// A client from a kubeconfig file (the server's admin kubeconfig, for the CLI's admin commands).
+pub async fn from_kubeconfig(path: &std::path::Path) -> Result<kube::Client, AgentError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kubeconfig = Kubeconfig::read_from(path).map_err(|e| AgentError::Client(format!("{}: {e}", path.display())))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| AgentError::Client(e.to_string()))?;
+    kube::Client::try_from(config).map_err(|e| AgentError::Client(e.to_string()))
+}
+
+/// `POST path` (no body) with the kubeconfig's credentials; the answer's body.
+pub async fn post(kubeconfig: &std::path::Path, path: &str) -> Result<String, AgentError> {
+    let client = from_kubeconfig(kubeconfig).await?;
+    let request = http::Request::post(path).body(Vec::new()).map_err(|e| AgentError::Client(e.to_string()))?;
+    client.request_text(request).await.map_err(|e| AgentError::Client(e.to_string()))
+}

@@ -154,10 +154,7 @@ pub async fn create_token(kubeconfig: &Path, ca_pem: &str, ttl: std::time::Durat
     let (id, secret) = (pick(6), pick(16));
     let ttl = jiff::SignedDuration::try_from(ttl).map_err(|e| fail(&e))?;
     let expiration = jiff::Timestamp::now().checked_add(ttl).map_err(|e| fail(&e))?;
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| fail(&e))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.map_err(|e| fail(&e))?;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = kube::Client::try_from(config).map_err(|e| fail(&e))?;
+    let client = crate::client::from_kubeconfig(kubeconfig).await.map_err(|e| fail(&e))?;
     let data = [
         ("token-id", id.clone()),
         ("token-secret", secret.clone()),

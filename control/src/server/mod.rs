@@ -73,6 +73,8 @@ pub enum ServerError {
     Store(#[from] crate::store::StoreError),
     #[error("bootstrap: {0}")]
     Bootstrap(#[from] ApiError),
+    #[error("secrets encryption keys: {0}")]
+    EncryptionKeys(#[from] crate::store::encrypted::KeyError),
     #[error(transparent)]
     KubeletClient(#[from] crate::api::http::pod_logs::KubeletClientError),
     #[error("kubelet certificates: {0}")]
@@ -155,6 +157,29 @@ async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, ServerError
     })
 }
 
+/// `POST /skiff/v1/secrets/rotate` (a non-resource URL: `system:masters` only by default): a new
+/// write key, every Secret re-encrypted with it, then the old keys retired. Online: writes
+/// meanwhile use the new key, reads use whichever key sealed the value.
+async fn rotate_secrets_key(
+    raw: Arc<dyn Store>,
+    keys: Arc<crate::store::encrypted::Keyring>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let rotated = async {
+        let key = keys.rotate().map_err(|e| ApiError::Internal(e.to_string()))?;
+        let rewritten = crate::store::encrypted::rewrite_all(raw.as_ref(), &keys)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        keys.retire_old_keys().map_err(|e| ApiError::Internal(e.to_string()))?;
+        tracing::info!(key, rewritten, "rotated the secrets encryption key");
+        Ok::<_, ApiError>(json!({"key": key, "rewritten": rewritten}))
+    };
+    match rotated.await {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
 /// The namespaces every cluster has from its first start.
 async fn bootstrap(registry: &Registry) -> Result<(), ApiError> {
     let ri = registry.resource("", "Namespace")?;
@@ -192,10 +217,13 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let dir = &config.data_dir;
     secure_data_dir(&config)?;
     let metrics = Arc::new(Metrics::default());
-    let store: Arc<dyn Store> = Arc::new(crate::store::instrumented::Instrumented::new(
-        open_store(&config).await?,
-        metrics.store_latency.clone(),
-    ));
+    // Secrets are sealed at rest with the keys in the data directory, below the metrics.
+    let keyring = crate::store::encrypted::Keyring::load_or_create(dir)?;
+    let raw_store = open_store(&config).await?;
+    let sealed: Arc<dyn Store> =
+        Arc::new(crate::store::encrypted::Encrypted::new(Arc::clone(&raw_store), Arc::clone(&keyring)));
+    let store: Arc<dyn Store> =
+        Arc::new(crate::store::instrumented::Instrumented::new(sealed, metrics.store_latency.clone()));
     let cache = WatchCache::start(Arc::clone(&store)).await?;
     let registry = Arc::new(
         Registry::new(store, cache)
@@ -255,6 +283,10 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let cacerts = certs.ca_pem.clone();
     let app = router(state)
         .route("/cacerts", axum::routing::get(move || std::future::ready(cacerts.clone())))
+        .route(
+            "/skiff/v1/secrets/rotate",
+            axum::routing::post(move || rotate_secrets_key(raw_store.clone(), keyring.clone())),
+        )
         .merge(crate::auth::reviews::router(auth_state.clone()))
         .layer(axum::middleware::from_fn_with_state(auth_state, crate::auth::filter::authorize_request));
     tokio::spawn(crate::auth::bootstrap_policy::aggregate(Arc::clone(&registry)));

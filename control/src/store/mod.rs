@@ -7,6 +7,7 @@
 
 #[cfg(test)]
 mod conformance;
+pub mod encrypted;
 mod error;
 pub mod etcd;
 pub mod instrumented;
