@@ -103,6 +103,13 @@ impl Agent {
                 logs: Arc::clone(&log_index),
                 oci: oci.clone(),
             }),
+            stats: Arc::new(crate::stats::StatsSource {
+                node_name: config.node_name.clone(),
+                data_dir: dir.clone(),
+                runtime: Arc::clone(&runtime),
+                oci: oci.clone(),
+                rates: crate::stats::Rates::default(),
+            }),
         });
         register_until_done(&client, &config, kubelet_addr.port()).await;
         // The serving certificate: given (the in-process agent, by its server), else requested through
@@ -207,6 +214,7 @@ struct Endpoint {
     sandboxes: Arc<SandboxManager>,
     pods: Arc<std::sync::OnceLock<std::sync::Weak<Deps>>>,
     streams: Arc<dyn crate::streaming::Streams>,
+    stats: Arc<crate::stats::StatsSource>,
 }
 
 impl crate::kubelet_server::LogSource for Endpoint {
@@ -222,6 +230,10 @@ impl crate::kubelet_server::LogSource for Endpoint {
 
     fn streams(&self) -> Option<Arc<dyn crate::streaming::Streams>> {
         Some(Arc::clone(&self.streams))
+    }
+
+    fn stats(&self) -> Option<Arc<crate::stats::StatsSource>> {
+        Some(Arc::clone(&self.stats))
     }
 
     fn metrics(&self) -> String {

@@ -238,6 +238,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         advertise: format!("{advertise_host}:{}", addr.port()),
         kubelet: Arc::new(KubeletClient::new(&kubelet_tls)?),
         controllers: controllers::start_with(Arc::clone(&registry), config.node_lifecycle),
+        resource_metrics: Arc::default(),
     };
     let issuer = Arc::new(crate::auth::service_account::TokenIssuer::load_or_create(dir)?);
     let auth_state = crate::auth::filter::AuthState {
