@@ -125,6 +125,9 @@ fn kubectl_top_shows_wasm_and_linux_containers() {
     assert!(missing.contains("NotFound") || missing.contains("not found"), "{missing}");
 }
 
+/// A pod for the node's `/pods` (never started: the image does not exist, but it is bound).
+const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: lone}\nspec:\n  containers:\n  - name: c\n    image: 127.0.0.1:1/none:1\n";
+
 #[test]
 fn nodes_proxy_needs_get_on_nodes_proxy() {
     let c = Cluster::with_node();
@@ -153,6 +156,14 @@ fn nodes_proxy_needs_get_on_nodes_proxy() {
     assert_eq!(healthz, "ok");
     let metrics = c.kubectl(&["get", "--raw", &format!("/api/v1/nodes/{node}/proxy/metrics")]);
     assert!(metrics.contains("skiff_node_pods"), "{metrics}");
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(POD));
+    eventually("the kubelet lists its pod", WAIT, || {
+        let out = c.kubectl_output(&["get", "--raw", &format!("/api/v1/nodes/{node}/proxy/pods")], None);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        list["kind"] == "PodList"
+            && list["items"].as_array().is_some_and(|i| i.iter().any(|p| p["metadata"]["name"] == "lone"))
+    });
+    let _ = c.kubectl_output(&["delete", "pod", "lone", "--wait=false"], None);
     // A node that does not exist.
     let missing = c.kubectl_fails(&["get", "--raw", "/api/v1/nodes/nope/proxy/stats/summary"], None);
     assert!(missing.contains("nodes \"nope\" not found"), "{missing}");

@@ -236,6 +236,18 @@ impl crate::kubelet_server::LogSource for Endpoint {
         Some(Arc::clone(&self.stats))
     }
 
+    fn pods(&self) -> Option<futures::future::BoxFuture<'static, Result<serde_json::Value, String>>> {
+        let deps = self.pods.get().and_then(std::sync::Weak::upgrade)?;
+        Some(Box::pin(async move {
+            let api: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::all(deps.client.clone());
+            let params = kube::api::ListParams::default().fields(&format!("spec.nodeName={}", deps.config.node_name));
+            let listed = api.list(&params).await.map_err(|e| format!("listing the node's pods: {e}"))?;
+            let items: Vec<serde_json::Value> =
+                listed.items.iter().filter_map(|p| serde_json::to_value(p).ok()).collect();
+            Ok(serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}))
+        }))
+    }
+
     fn metrics(&self) -> String {
         let pods = self.pods.get().and_then(std::sync::Weak::upgrade).map_or(0, |d| d.pod_count());
         format!(

@@ -111,6 +111,8 @@ pub fn parse_net_dev(text: &str) -> Vec<InterfaceStats> {
 }
 
 /// The filesystem holding `dir`.
+// statvfs's field types are the platform's (`fsblkcnt_t` is 32 bits on some).
+#[allow(clippy::useless_conversion)]
 pub fn fs(dir: &Path, time: &str) -> Option<FsStats> {
     let vfs = nix::sys::statvfs::statvfs(dir).ok()?;
     let block = u64::from(vfs.fragment_size());
