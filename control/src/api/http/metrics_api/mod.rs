@@ -75,6 +75,14 @@ pub async fn resources() -> Response {
     json_response(StatusCode::OK, &doc, &[])
 }
 
+/// A missing Node or Pod is a missing metrics object (other errors stay as they are).
+fn or(not_found: impl Fn() -> ApiError) -> impl Fn(ApiError) -> ApiError {
+    move |e| match e {
+        ApiError::NotFound { .. } => not_found(),
+        other => other,
+    }
+}
+
 fn answer(result: ApiResult<Value>) -> Response {
     match result {
         Ok(body) => json_response(StatusCode::OK, &body, &[]),
@@ -171,7 +179,7 @@ pub async fn get_node(State(state): State<ApiState>, Path(name): Path<String>) -
         tracing::Instrument::instrument(
             async {
                 let registry = &state.registry;
-                let node = registry.get(registry.resource("", "Node")?, None, &name).await.map_err(|_| not_found())?;
+                let node = registry.get(registry.resource("", "Node")?, None, &name).await.map_err(or(not_found))?;
                 let snapshot = snapshot(&state).await?;
                 node_metrics(&node, &snapshot, &Timestamp::now().to_string()).ok_or_else(not_found)
             },
@@ -209,7 +217,7 @@ pub async fn get_pod(State(state): State<ApiState>, Path((namespace, name)): Pat
             async {
                 let registry = &state.registry;
                 let pod_ri = registry.resource("", "Pod")?;
-                let pod = registry.get(pod_ri, Some(&namespace), &name).await.map_err(|_| not_found())?;
+                let pod = registry.get(pod_ri, Some(&namespace), &name).await.map_err(or(not_found))?;
                 let snapshot = snapshot(&state).await?;
                 pod_metrics(&pod, &snapshot, &Timestamp::now().to_string()).ok_or_else(not_found)
             },
