@@ -103,6 +103,13 @@ impl Agent {
                 logs: Arc::clone(&log_index),
                 oci: oci.clone(),
             }),
+            stats: Arc::new(crate::stats::StatsSource {
+                node_name: config.node_name.clone(),
+                data_dir: dir.clone(),
+                runtime: Arc::clone(&runtime),
+                oci: oci.clone(),
+                rates: crate::stats::Rates::default(),
+            }),
         });
         register_until_done(&client, &config, kubelet_addr.port()).await;
         // The serving certificate: given (the in-process agent, by its server), else requested through
@@ -207,6 +214,7 @@ struct Endpoint {
     sandboxes: Arc<SandboxManager>,
     pods: Arc<std::sync::OnceLock<std::sync::Weak<Deps>>>,
     streams: Arc<dyn crate::streaming::Streams>,
+    stats: Arc<crate::stats::StatsSource>,
 }
 
 impl crate::kubelet_server::LogSource for Endpoint {
@@ -222,6 +230,22 @@ impl crate::kubelet_server::LogSource for Endpoint {
 
     fn streams(&self) -> Option<Arc<dyn crate::streaming::Streams>> {
         Some(Arc::clone(&self.streams))
+    }
+
+    fn stats(&self) -> Option<Arc<crate::stats::StatsSource>> {
+        Some(Arc::clone(&self.stats))
+    }
+
+    fn pods(&self) -> Option<futures::future::BoxFuture<'static, Result<serde_json::Value, String>>> {
+        let deps = self.pods.get().and_then(std::sync::Weak::upgrade)?;
+        Some(Box::pin(async move {
+            let api: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::all(deps.client.clone());
+            let params = kube::api::ListParams::default().fields(&format!("spec.nodeName={}", deps.config.node_name));
+            let listed = api.list(&params).await.map_err(|e| format!("listing the node's pods: {e}"))?;
+            let items: Vec<serde_json::Value> =
+                listed.items.iter().filter_map(|p| serde_json::to_value(p).ok()).collect();
+            Ok(serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}))
+        }))
     }
 
     fn metrics(&self) -> String {

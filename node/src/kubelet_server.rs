@@ -1,7 +1,7 @@
 //! The kubelet's HTTPS endpoint: `GET /containerLogs/{namespace}/{pod}/{container}` streams a
 //! container's logs to the API server (which proxies `pods/log` here); `/exec/{namespace}/{pod}/{container}`
 //! runs a command in a container and `/attach/...` follows its output over WebSocket ([`crate::streaming`]);
-//! `GET /metrics`; `GET /healthz`
+//! `GET /metrics`; `GET /stats/summary` ([`crate::stats`]); `GET /pods`; `GET /healthz`
 //! answers `ok`. Served over mutual TLS ([`crate::kubelet_tls`]): only the API server's client
 //! certificate gets a connection; no bearer token is looked at.
 
@@ -30,6 +30,16 @@ pub trait LogSource: Send + Sync {
     /// The node's metrics in the Prometheus text format (`GET /metrics`).
     fn metrics(&self) -> String {
         String::new()
+    }
+
+    /// What `/stats/summary` is made from (none: the endpoint answers 404).
+    fn stats(&self) -> Option<Arc<crate::stats::StatsSource>> {
+        None
+    }
+
+    /// The pods bound to this node as a `PodList` (`GET /pods`; none: the endpoint answers 404).
+    fn pods(&self) -> Option<futures::future::BoxFuture<'static, Result<serde_json::Value, String>>> {
+        None
     }
 
     /// What serves `/exec` (none: the endpoint answers 404).
@@ -91,6 +101,8 @@ fn router(state: ServerState) -> Router {
     let logs = Router::new()
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
         .route("/metrics", get(metrics))
+        .route("/stats/summary", get(stats_summary))
+        .route("/pods", get(pods))
         .route("/exec/{namespace}/{pod}/{container}", get(exec).post(exec))
         .route("/attach/{namespace}/{pod}/{container}", get(attach).post(attach));
     Router::new()
@@ -122,6 +134,25 @@ async fn attach(
     let target = crate::streaming::Target { namespace, pod, container };
     let kind = crate::streaming::Kind::Attach;
     crate::streaming::session::serve(kind, state.source.streams(), target, query, upgrade).await
+}
+
+/// `GET /stats/summary` (the kubelet Summary API, [`crate::stats`]).
+async fn stats_summary(State(state): State<ServerState>) -> Response {
+    let Some(stats) = state.source.stats() else {
+        return Failure(StatusCode::NOT_FOUND, "404 page not found".into()).into_response();
+    };
+    axum::Json(stats.summary().await).into_response()
+}
+
+/// `GET /pods`: the node's pods.
+async fn pods(State(state): State<ServerState>) -> Response {
+    let Some(pods) = state.source.pods() else {
+        return Failure(StatusCode::NOT_FOUND, "404 page not found".into()).into_response();
+    };
+    match pods.instrument(tracing::debug_span!("kubelet_pods")).await {
+        Ok(list) => axum::Json(list).into_response(),
+        Err(e) => Failure(StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+    }
 }
 
 async fn metrics(State(state): State<ServerState>) -> Response {

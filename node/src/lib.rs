@@ -19,6 +19,7 @@ pub mod pods;
 pub mod proxy;
 pub mod runtime;
 pub mod sandbox;
+pub mod stats;
 pub mod streaming;
 pub mod sysctl;
 

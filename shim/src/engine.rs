@@ -20,6 +20,7 @@ mod output;
 mod p1;
 mod program;
 mod spec;
+mod usage;
 mod wasi;
 
 use std::collections::HashMap;
@@ -37,6 +38,7 @@ use wasmtime::Engine;
 pub use output::{Output, OutputSink};
 pub use program::Program;
 pub use spec::{env_pairs, EngineError, Exit, Preopen, RunSpec};
+pub use usage::Usage;
 
 use limits::EPOCH_TICK;
 use program::Kind;
@@ -156,6 +158,7 @@ impl WasmEngine {
     pub async fn run(&self, program: &Program, mut spec: RunSpec) -> Result<Exit, EngineError> {
         let env = GuestEnv::take(&mut spec);
         let span = tracing::info_span!("run wasm", program = ?program, argv0 = env.argv0());
+        let usage = env.usage.clone();
         let guest = async {
             match &program.kind {
                 Kind::Module(module) => p1::run(self.p1_linker()?, module, &env, spec.cpu_millis).await,
@@ -171,7 +174,7 @@ impl WasmEngine {
                 biased;
                 () = cancelled => Ok(Exit::Killed),
                 () = late => Ok(Exit::Killed),
-                exit = guest => exit,
+                exit = usage::Metered::new(guest, usage) => exit,
             };
             tracing::debug!(?exit, "guest ended");
             exit

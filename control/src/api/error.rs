@@ -44,6 +44,9 @@ pub enum ApiError {
     Timeout(String),
     #[error("Internal error occurred: {0}")]
     Internal(String),
+    /// A backend (a kubelet, the metrics of a node) cannot be reached now.
+    #[error("{0}")]
+    ServiceUnavailable(String),
     /// Past the bound on requests in flight; the client should retry after `retry_after` seconds.
     #[error("Too many requests, please try again later.")]
     TooManyRequests { retry_after: u32 },
@@ -77,6 +80,7 @@ impl ApiError {
             Self::Gone { .. } => StatusCode::GONE,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -96,6 +100,7 @@ impl ApiError {
             Self::Gone { .. } => "Expired",
             Self::Timeout(_) => "Timeout",
             Self::Internal(_) => "InternalError",
+            Self::ServiceUnavailable(_) => "ServiceUnavailable",
             Self::TooManyRequests { .. } => "TooManyRequests",
         }
     }

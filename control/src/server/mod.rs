@@ -270,6 +270,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
             config.node_lifecycle,
             Some(Arc::from(certs.ca_pem.as_str())),
         ),
+        resource_metrics: Arc::default(),
     };
     let issuer = Arc::new(crate::auth::service_account::TokenIssuer::load_or_create(dir)?);
     let auth_state = crate::auth::filter::AuthState {

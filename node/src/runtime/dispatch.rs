@@ -129,4 +129,8 @@ impl ContainerRuntime for Dispatch {
     fn compiles(&self) -> u64 {
         self.wasm.compiles()
     }
+
+    fn guests(&self) -> Vec<super::GuestUsage> {
+        self.wasm.guests()
+    }
 }

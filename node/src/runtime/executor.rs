@@ -11,6 +11,8 @@ use super::{PodContext, RuntimeError};
 
 pub struct PodExecutor {
     handle: Handle,
+    /// The pod's uid (the `name` it was started with).
+    uid: String,
     stop: parking_lot::Mutex<Option<oneshot::Sender<()>>>,
 }
 
@@ -68,7 +70,12 @@ impl PodExecutor {
             .recv()
             .map_err(|_| RuntimeError::Other("pod thread ended before starting".into()))?
             .map_err(RuntimeError::Other)?;
-        Ok(Self { handle, stop: parking_lot::Mutex::new(Some(stop_tx)) })
+        Ok(Self { handle, uid: name.to_string(), stop: parking_lot::Mutex::new(Some(stop_tx)) })
+    }
+
+    /// The pod's uid.
+    pub fn uid(&self) -> &str {
+        &self.uid
     }
 
     /// Where the pod's futures run.

@@ -160,4 +160,20 @@ pub trait ContainerRuntime: Send + Sync {
     ) -> Result<ExecOutput, RuntimeError>;
     /// The compile/instantiate counters and such, for /metrics.
     fn compiles(&self) -> u64;
+    /// The running guests this runtime measures itself (in-process Wasm), for `/stats/summary`.
+    fn guests(&self) -> Vec<GuestUsage> {
+        Vec::new()
+    }
+}
+
+/// A running Wasm container and the engine's accounting of it ([`skiff_shim::engine::Usage`]).
+#[derive(Clone, Debug)]
+pub struct GuestUsage {
+    pub namespace: String,
+    pub pod: String,
+    pub pod_uid: String,
+    pub container: String,
+    /// When this run of the container started.
+    pub started: jiff::Timestamp,
+    pub usage: Arc<skiff_shim::engine::Usage>,
 }

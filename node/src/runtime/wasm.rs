@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use skiff_shim::engine::{Exit, Output, OutputSink, Preopen, Program, RunSpec, WasmEngine};
+use skiff_shim::engine::{Exit, Output, OutputSink, Preopen, Program, RunSpec, Usage, WasmEngine};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::executor::PodExecutor;
-use super::{ContainerExit, ContainerRuntime, ExecOutput, ImageReady, Launch, PodContext, RuntimeError, Started};
+use super::{
+    ContainerExit, ContainerRuntime, ExecOutput, GuestUsage, ImageReady, Launch, PodContext, RuntimeError, Started,
+};
 use crate::image::{ImageStore, PullPolicy, RegistryAuth, WasmImage};
 use crate::logs::{LogWriter, Stream};
 use crate::sandbox::Sandbox;
@@ -20,11 +22,20 @@ pub struct WasmRuntime {
     engine: Arc<WasmEngine>,
     images: Arc<ImageStore>,
     programs: parking_lot::Mutex<HashMap<String, Program>>,
+    /// The running guests' accounting, by container run.
+    guests: Arc<parking_lot::Mutex<HashMap<u64, GuestUsage>>>,
+    runs: std::sync::atomic::AtomicU64,
 }
 
 impl WasmRuntime {
     pub fn new(engine: Arc<WasmEngine>, images: Arc<ImageStore>) -> Self {
-        Self { engine, images, programs: parking_lot::Mutex::new(HashMap::new()) }
+        Self {
+            engine,
+            images,
+            programs: parking_lot::Mutex::new(HashMap::new()),
+            guests: Arc::default(),
+            runs: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     fn image(&self, reference: &str) -> Result<Arc<WasmImage>, RuntimeError> {
@@ -224,8 +235,21 @@ impl ContainerRuntime for WasmRuntime {
         let (exit_tx, exited) = oneshot::channel();
         let engine = Arc::clone(&self.engine);
         let port = launch.http_port.unwrap_or(8080);
-        let spec = RunSpec { cancel: Some(cancel.clone()), ..spec };
+        let usage = Arc::new(Usage::default());
+        let spec = RunSpec { cancel: Some(cancel.clone()), usage: Some(Arc::clone(&usage)), ..spec };
         let log = Arc::clone(&launch.log);
+        let run = self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (namespace, pod_name) = launch.linux.pod.split_once('/').unwrap_or(("", launch.linux.pod.as_str()));
+        let guest = GuestUsage {
+            namespace: namespace.to_string(),
+            pod: pod_name.to_string(),
+            pod_uid: exec.uid().to_string(),
+            container: launch.name.clone(),
+            started: jiff::Timestamp::now(),
+            usage,
+        };
+        self.guests.lock().insert(run, guest);
+        let guests = Arc::clone(&self.guests);
         // An HTTP component's port is bound before `start` returns, so its first probe finds it open.
         let listener = if program.is_http() {
             let (bound_tx, bound_rx) = oneshot::channel();
@@ -243,6 +267,7 @@ impl ContainerRuntime for WasmRuntime {
                 None => engine.run(&program, spec).await,
             };
             let _ = log.flush();
+            guests.lock().remove(&run);
             let _ = exit_tx.send(to_container_exit(result));
         });
         let stop = Box::new(move || cancel.cancel());
@@ -281,6 +306,10 @@ impl ContainerRuntime for WasmRuntime {
 
     fn compiles(&self) -> u64 {
         self.engine.compiles()
+    }
+
+    fn guests(&self) -> Vec<GuestUsage> {
+        self.guests.lock().values().cloned().collect()
     }
 }
 

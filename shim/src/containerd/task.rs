@@ -209,6 +209,7 @@ impl TaskService {
             cpu_millis: bundle.cpu_millis,
             deadline: None,
             cancel: None,
+            usage: None,
         };
         Ok(Job::Wasm { program, spec, http_port })
     }

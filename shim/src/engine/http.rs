@@ -144,6 +144,7 @@ impl Server {
                     None => std::future::pending().await,
                 }
             };
+            let call = super::usage::Metered::new(call, server.env.usage.clone());
             let outcome = tokio::select! {
                 outcome = call => Some(outcome),
                 () = server.stop.cancelled() => None,

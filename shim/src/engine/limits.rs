@@ -1,28 +1,45 @@
 //! Per-store bounds: the memory cap ([`Limits`]) and the epoch callback that yields the guest to its
 //! executor at every tick and throttles it to its CPU share ([`bound_cpu`]).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
+
+use super::usage::Usage;
 
 /// How often the engine's epoch advances: the granularity of CPU bounds and of yielding.
 pub(super) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Most table elements a guest may have (a bound against table bombs).
 const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+/// What one table element costs the host (a pointer), for the memory a guest is reported to use.
+const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
 
-/// The memory cap of one store, counting all of its linear memories together.
+/// The memory cap of one store, counting all of its linear memories together; the store's memories and
+/// tables are also counted into its [`Usage`] (and taken out again when the store is dropped).
 #[derive(Debug, Default)]
 pub(super) struct Limits {
     memory: Option<usize>,
     used: usize,
+    /// Bytes of the store's tables.
+    tables: usize,
+    usage: Option<Arc<Usage>>,
     /// Set when a growth was refused: a later trap is then reported as out of memory.
     pub(super) exceeded: bool,
 }
 
 impl Limits {
-    pub(super) fn new(memory: Option<usize>) -> Self {
-        Self { memory, used: 0, exceeded: false }
+    pub(super) fn new(memory: Option<usize>, usage: Option<Arc<Usage>>) -> Self {
+        Self { memory, used: 0, tables: 0, usage, exceeded: false }
+    }
+}
+
+impl Drop for Limits {
+    fn drop(&mut self) {
+        if let Some(usage) = &self.usage {
+            usage.shrink(self.used.saturating_add(self.tables));
+        }
     }
 }
 
@@ -31,14 +48,25 @@ impl ResourceLimiter for Limits {
         let used = self.used.saturating_add(desired.saturating_sub(current));
         let allowed = self.memory.is_none_or(|limit| used <= limit);
         if allowed {
+            if let Some(usage) = &self.usage {
+                usage.grow(used.saturating_sub(self.used));
+            }
             self.used = used;
         }
         self.exceeded |= !allowed;
         Ok(allowed)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = desired <= MAX_TABLE_ELEMENTS;
+        if allowed {
+            let grown = desired.saturating_sub(current).saturating_mul(TABLE_ELEMENT_BYTES);
+            self.tables = self.tables.saturating_add(grown);
+            if let Some(usage) = &self.usage {
+                usage.grow(grown);
+            }
+        }
+        Ok(allowed)
     }
 }
 

@@ -53,6 +53,8 @@ pub struct RunSpec {
     pub deadline: Option<Duration>,
     /// Cancelled to stop the guest (container kill) or the HTTP server.
     pub cancel: Option<CancellationToken>,
+    /// Where the guest's CPU time and memory are counted (for every request of an HTTP server).
+    pub usage: Option<std::sync::Arc<super::usage::Usage>>,
 }
 
 /// How a run ended.

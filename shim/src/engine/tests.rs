@@ -229,3 +229,33 @@ async fn preopens_are_the_only_host_files() {
     };
     assert!(matches!(engine.run(&program, spec).await, Err(EngineError::Preopen { .. })));
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn usage_counts_a_busy_guests_cpu_and_its_memory_until_it_ends() {
+    let (_dir, engine) = engine();
+    let program = engine.load("sha256:busy-usage", BUSY_LOOP.as_bytes()).expect("compiles");
+    let usage = Arc::new(Usage::default());
+    let cancel = CancellationToken::new();
+    let spec = RunSpec { usage: Some(Arc::clone(&usage)), cancel: Some(cancel.clone()), ..Default::default() };
+    let watcher = {
+        let (usage, cancel) = (Arc::clone(&usage), cancel.clone());
+        tokio::spawn(async move {
+            // The guest yields every epoch tick: this task sees it run.
+            let mut memory = 0;
+            while usage.cpu_nanos() < 100_000_000 {
+                memory = memory.max(usage.memory_bytes());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            cancel.cancel();
+            memory.max(usage.memory_bytes())
+        })
+    };
+    let started = std::time::Instant::now();
+    assert_eq!(engine.run(&program, spec).await.expect("runs"), Exit::Killed);
+    let memory = watcher.await.expect("watcher");
+    // One 64 KiB page while it ran; CPU about the wall time it spun; nothing left once it ended.
+    assert_eq!(memory, 65_536);
+    assert!(usage.cpu_nanos() >= 100_000_000);
+    assert!(u128::from(usage.cpu_nanos()) <= started.elapsed().as_nanos() + 20_000_000);
+    assert_eq!(usage.memory_bytes(), 0);
+}

@@ -24,6 +24,8 @@ pub(super) struct GuestEnv {
     stdout: Option<Stdio>,
     pub(super) stderr: Option<Stdio>,
     pub(super) memory_limit: Option<usize>,
+    /// Where the guest's CPU and memory are counted.
+    pub(super) usage: Option<std::sync::Arc<super::usage::Usage>>,
 }
 
 impl GuestEnv {
@@ -36,6 +38,7 @@ impl GuestEnv {
             stdout: spec.stdout.take().map(Stdio::from),
             stderr: spec.stderr.take().map(Stdio::from),
             memory_limit: spec.memory_limit,
+            usage: spec.usage.clone(),
         }
     }
 
@@ -66,7 +69,7 @@ impl GuestEnv {
     }
 
     pub(super) fn p1(&self) -> Result<P1State, EngineError> {
-        Ok(P1State { wasi: self.builder()?.build_p1(), limits: Limits::new(self.memory_limit) })
+        Ok(P1State { wasi: self.builder()?.build_p1(), limits: Limits::new(self.memory_limit, self.usage.clone()) })
     }
 
     pub(super) fn p2(&self) -> Result<P2State, EngineError> {
@@ -74,7 +77,7 @@ impl GuestEnv {
             wasi: self.builder()?.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            limits: Limits::new(self.memory_limit),
+            limits: Limits::new(self.memory_limit, self.usage.clone()),
         })
     }
 }

@@ -3,6 +3,8 @@
 pub mod body;
 pub mod handlers;
 pub mod inflight;
+pub mod metrics_api;
+pub mod node_proxy;
 pub mod pod_logs;
 pub mod pod_stream;
 pub mod protobuf;
@@ -45,6 +47,8 @@ pub struct ApiState {
     pub kubelet: Arc<pod_logs::KubeletClient>,
     /// The supervised controllers, for `/readyz` and `/metrics`.
     pub controllers: Arc<crate::controllers::runtime::Supervisor>,
+    /// The kubelets' summaries behind `metrics.k8s.io` ([`metrics_api`]).
+    pub resource_metrics: Arc<metrics_api::scrape::Scraper>,
 }
 
 /// The API router (authentication is layered on by the server).
@@ -64,6 +68,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/apis/", get(apis_root))
         .route("/api/v1/namespaces/{namespace}/pods/{name}/exec", any(pod_stream::exec))
         .route("/api/v1/namespaces/{namespace}/pods/{name}/attach", any(pod_stream::attach))
+        .route("/api/v1/nodes/{name}/proxy", any(node_proxy::root))
+        .route("/api/v1/nodes/{name}/proxy/{*path}", any(node_proxy::path))
+        .route("/apis/metrics.k8s.io", get(metrics_api::group))
+        .route("/apis/metrics.k8s.io/v1beta1", get(metrics_api::resources))
+        .route("/apis/metrics.k8s.io/v1beta1/nodes", get(metrics_api::list_nodes))
+        .route("/apis/metrics.k8s.io/v1beta1/nodes/{name}", get(metrics_api::get_node))
+        .route("/apis/metrics.k8s.io/v1beta1/pods", get(metrics_api::list_all_pods))
+        .route("/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods", get(metrics_api::list_pods))
+        .route("/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods/{name}", get(metrics_api::get_pod))
         .route("/api/{*rest}", any(legacy_resource))
         .route("/apis/{*rest}", any(group_resource))
         .fallback(|| async { ApiError::NoSuchResource.into_response() })
@@ -143,9 +156,17 @@ async fn api_root(State(state): State<ApiState>, headers: HeaderMap) -> Response
 
 async fn apis_root(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     if discovery::wants_aggregated(accept(&headers)) {
-        return discovery_response(discovery::aggregated(&state.registry.served(), false));
+        let mut doc = discovery::aggregated(&state.registry.served(), false);
+        if let Some(items) = doc["items"].as_array_mut() {
+            items.push(metrics_api::aggregated_entry());
+        }
+        return discovery_response(doc);
     }
-    json_response(StatusCode::OK, &discovery::api_group_list(&state.registry.served()), &[])
+    let mut doc = discovery::api_group_list(&state.registry.served());
+    if let Some(groups) = doc["groups"].as_array_mut() {
+        groups.push(metrics_api::group_entry());
+    }
+    json_response(StatusCode::OK, &doc, &[])
 }
 
 async fn legacy_resource(

@@ -40,7 +40,7 @@ pub enum KubeletClientError {
 
 /// How the API server talks to kubelets: HTTPS with mutual certificates.
 pub struct KubeletClient {
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
     /// The same identity, HTTP/1.1 only: for upgraded streams (`pods/exec`, [`super::pod_stream`]).
     pub(super) stream: reqwest::Client,
 }
@@ -154,7 +154,7 @@ pub(super) fn pick_container(pod: &Pod, name: &str, requested: Option<String>) -
 }
 
 /// `host:port` of the kubelet on `node`.
-fn kubelet_endpoint(node: &Node) -> ApiResult<(String, i32)> {
+pub(super) fn kubelet_endpoint(node: &Node) -> ApiResult<(String, i32)> {
     let status = node.status.as_ref();
     let addresses = status.and_then(|s| s.addresses.as_deref()).unwrap_or_default();
     let host = ["InternalIP", "Hostname", "ExternalIP"]

@@ -90,6 +90,36 @@ impl OciRuntime {
         Ok(newest.map(|c| (c.id, c.spec.map(|s| s.value).unwrap_or_default())))
     }
 
+    /// This node's Linux containers in containerd, the newest run of each pod's container only (for
+    /// `/stats/summary`; a run's cgroup is gone once runc deleted it).
+    pub async fn containers(&self) -> Result<Vec<LinuxContainer>, ContainerdError> {
+        let mut newest: HashMap<(String, String), LinuxContainer> = HashMap::new();
+        for c in self.client.list_containers().await? {
+            let label = |key: &str| c.labels.get(key).cloned().unwrap_or_default();
+            if label(task::NODE_LABEL) != self.node {
+                continue;
+            }
+            let created = c
+                .created_at
+                .as_ref()
+                .and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok())
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+            let found = LinuxContainer {
+                cgroup: format!("{CGROUP_PARENT}/{}", c.id),
+                id: c.id.clone(),
+                pod_uid: label(task::POD_LABEL),
+                pod: label(task::POD_NAME_LABEL),
+                container: label(task::CONTAINER_LABEL),
+                created,
+            };
+            let key = (found.pod.clone(), found.container.clone());
+            if newest.get(&key).is_none_or(|old| old.created < found.created) {
+                newest.insert(key, found);
+            }
+        }
+        Ok(newest.into_values().collect())
+    }
+
     /// Resizes the terminal of container `id`'s own process (a `tty: true` container).
     pub async fn resize(&self, id: &str, width: u16, height: u16) -> Result<(), ContainerdError> {
         self.client.resize_exec(id, "", width.into(), height.into()).await
@@ -152,6 +182,19 @@ impl OciRuntime {
         };
         Ok(task::run(&self.client, request).await?)
     }
+}
+
+/// A Linux container of this node, as its containerd labels name it.
+#[derive(Clone, Debug)]
+pub struct LinuxContainer {
+    pub id: String,
+    pub pod_uid: String,
+    /// `namespace/name` of its pod.
+    pub pod: String,
+    pub container: String,
+    pub created: jiff::Timestamp,
+    /// Its cgroup as given to runc.
+    pub cgroup: String,
 }
 
 /// A run's root directory and /etc files.
