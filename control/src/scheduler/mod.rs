@@ -14,6 +14,8 @@ pub mod pod_info;
 pub mod quantity;
 pub mod queue;
 pub mod scores;
+#[cfg(test)]
+mod tests;
 pub mod topology;
 
 use std::collections::HashMap;
