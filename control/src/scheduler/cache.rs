@@ -73,6 +73,7 @@ impl Cache {
                 let old = &mut self.nodes[i];
                 let changed = !old.same_shape(&fresh);
                 fresh.requested = old.requested;
+                fresh.nonzero_requested = old.nonzero_requested;
                 fresh.pods = std::mem::take(&mut old.pods);
                 fresh.ports = std::mem::take(&mut old.ports);
                 *old = fresh;

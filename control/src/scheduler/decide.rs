@@ -66,7 +66,9 @@ pub fn decide_from(
             normalize(&mut raw, true);
             raw
         });
+    // The best score; ties are broken at random (reservoir sampling), as kube-scheduler does.
     let mut best: Option<(usize, i64)> = None;
+    let mut ties: u32 = 0;
     for (j, &i) in feasible.iter().enumerate() {
         let node = nodes[i];
         let total = scores::least_allocated(pod, node)
@@ -74,8 +76,18 @@ pub fn decide_from(
             + scores::image_locality(pod, node)
             + affinity[j]
             + spread.as_ref().map_or(0, |s| s[j]);
-        if best.is_none_or(|(_, b)| total > b) {
-            best = Some((i, total));
+        match best {
+            Some((_, b)) if total < b => {}
+            Some((_, b)) if total == b => {
+                ties = ties.saturating_add(1);
+                if rand::random_range(0..=ties) == 0 {
+                    best = Some((i, total));
+                }
+            }
+            _ => {
+                best = Some((i, total));
+                ties = 0;
+            }
         }
     }
     let node = best.map_or(feasible[0], |(i, _)| i);

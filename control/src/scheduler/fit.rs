@@ -33,6 +33,8 @@ pub struct NodeState {
     pub allocatable: Resources,
     /// The sum of the requests of the pods on it (bound or assumed), finished pods excepted.
     pub requested: Resources,
+    /// The same sum with the scoring defaults for pods that request nothing.
+    pub nonzero_requested: Resources,
     /// Images the node reports having (`status.images[].names`).
     pub images: HashSet<String>,
     /// The pods on it (bound or assumed), finished pods excepted.
@@ -57,6 +59,7 @@ impl NodeState {
     /// Counts a pod as placed on this node.
     pub fn add_pod(&mut self, pod: Arc<PodInfo>) {
         self.requested.add(pod.requests);
+        self.nonzero_requested.add(pod.nonzero);
         self.ports.extend(pod.host_ports.iter().cloned());
         self.pods.push(pod);
     }
@@ -66,6 +69,7 @@ impl NodeState {
         let Some(i) = self.pods.iter().position(|p| p.uid == uid) else { return false };
         let pod = self.pods.swap_remove(i);
         self.requested.sub(pod.requests);
+        self.nonzero_requested.sub(pod.nonzero);
         for port in &pod.host_ports {
             if let Some(j) = self.ports.iter().position(|p| p == port) {
                 self.ports.swap_remove(j);
@@ -234,6 +238,7 @@ pub fn node_state(node: &Value) -> NodeState {
             pods: quantity(alloc.and_then(|a| a.get("pods")), false),
         },
         requested: Resources::default(),
+        nonzero_requested: Resources::default(),
         images: status
             .get("images")
             .and_then(Value::as_array)

@@ -93,6 +93,20 @@ impl Spread {
     }
 }
 
+/// kube-scheduler's default cpu for scoring a pod that requests none.
+pub const DEFAULT_MILLI_CPU: i128 = 100;
+/// kube-scheduler's default memory for scoring a pod that requests none.
+pub const DEFAULT_MEMORY: i128 = 200 << 20;
+
+/// `requests` with zero cpu or memory replaced by the scoring defaults.
+pub fn nonzero(requests: Resources) -> Resources {
+    Resources {
+        cpu_milli: if requests.cpu_milli == 0 { DEFAULT_MILLI_CPU } else { requests.cpu_milli },
+        memory: if requests.memory == 0 { DEFAULT_MEMORY } else { requests.memory },
+        pods: requests.pods,
+    }
+}
+
 /// See the module documentation.
 #[derive(Clone, Debug, Default)]
 pub struct PodInfo {
@@ -108,6 +122,9 @@ pub struct PodInfo {
     pub created: String,
     /// cpu, memory and one pod.
     pub requests: Resources,
+    /// The requests as scores see them: a pod asking for nothing counts as 100m cpu and
+    /// 200 MiB (kube-scheduler's non-zero defaults), so empty pods still spread.
+    pub nonzero: Resources,
     /// The node it is bound to, if any.
     pub node_name: Option<String>,
     /// `spec.priorityClassName`.
@@ -193,6 +210,7 @@ impl PodInfo {
             labels: object::labels(pod),
             created: object::str_at(pod, &["metadata", "creationTimestamp"]).unwrap_or_default().to_string(),
             requests: pod_requests(pod),
+            nonzero: nonzero(pod_requests(pod)),
             node_name: spec.node_name.clone().filter(|n| !n.is_empty()),
             priority_class: spec.priority_class_name.clone().filter(|n| !n.is_empty()),
             priority: spec.priority,

@@ -23,10 +23,16 @@ pub fn free_percent(alloc: i128, used: i128) -> i128 {
     percent.clamp(0, 100)
 }
 
+/// What the node's pods use as scores see it (the non-zero sum; never below the real one).
+fn scoring_used(node: &NodeState) -> super::fit::Resources {
+    let (a, b) = (node.requested, node.nonzero_requested);
+    super::fit::Resources { cpu_milli: a.cpu_milli.max(b.cpu_milli), memory: a.memory.max(b.memory), pods: a.pods }
+}
+
 /// `NodeResourcesFit` LeastAllocated: the mean share of cpu and memory left free after
 /// placing the pod.
 pub fn least_allocated(pod: &PodInfo, node: &NodeState) -> i64 {
-    let (req, used, alloc) = (pod.requests, node.requested, node.allocatable);
+    let (req, used, alloc) = (pod.nonzero, scoring_used(node), node.allocatable);
     let cpu = free_percent(alloc.cpu_milli, used.cpu_milli.saturating_add(req.cpu_milli));
     let mem = free_percent(alloc.memory, used.memory.saturating_add(req.memory));
     i64::try_from((cpu + mem) / 2).unwrap_or(0)
@@ -35,7 +41,7 @@ pub fn least_allocated(pod: &PodInfo, node: &NodeState) -> i64 {
 /// `NodeResourcesBalancedAllocation`: 100 when cpu and memory would be used in equal shares,
 /// less the further apart they are.
 pub fn balanced(pod: &PodInfo, node: &NodeState) -> i64 {
-    let (req, used, alloc) = (pod.requests, node.requested, node.allocatable);
+    let (req, used, alloc) = (pod.nonzero, scoring_used(node), node.allocatable);
     let cpu_used = 100 - free_percent(alloc.cpu_milli, used.cpu_milli.saturating_add(req.cpu_milli));
     let mem_used = 100 - free_percent(alloc.memory, used.memory.saturating_add(req.memory));
     i64::try_from(100 - (cpu_used - mem_used).abs()).unwrap_or(0).clamp(0, MAX)
