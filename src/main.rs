@@ -68,11 +68,18 @@ enum Command {
         #[arg(long)]
         ca_file: Option<PathBuf>,
         /// Where sandboxes, volumes, logs, images and compiled code live.
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[arg(long, required_unless_present = "hollow")]
+        data_dir: Option<PathBuf>,
         /// The cluster's service CIDR (the server's `--service-cidr`), routed from pods to this node.
         #[arg(long, default_value = "10.43.0.0/16")]
         service_cidr: ipnet::Ipv4Net,
+        /// Instead of a real node, registers this many hollow nodes (kubemark): they keep their
+        /// Leases and report their pods Running with a fake IP, executing nothing.
+        #[arg(long)]
+        hollow: Option<usize>,
+        /// The hollow nodes' names are `<prefix>-<i>`.
+        #[arg(long, default_value = "hollow", requires = "hollow")]
+        hollow_prefix: String,
         #[command(flatten)]
         node: NodeArgs,
     },
@@ -322,7 +329,8 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("join a node with: skiff agent --server https://<this host>:6443 --token <the token below> ...");
             println!("{token}");
         }
-        Command::Agent { server, token, token_file, ca_file, data_dir, service_cidr, node } => {
+        Command::Agent { server, token, token_file, ca_file, data_dir, service_cidr, hollow, hollow_prefix, node } => {
+            let data_dir = data_dir.unwrap_or_default();
             let mut config = match (token, token_file) {
                 (Some(token), _) => {
                     let token: skiff_node::join::JoinToken = token.parse()?;
@@ -346,6 +354,16 @@ async fn main() -> anyhow::Result<()> {
                 }
                 (None, None) => anyhow::bail!("--token or --token-file is required"),
             };
+            if let Some(count) = hollow {
+                let client = skiff_node::client::connect(&config).await.context("connecting to the API server")?;
+                let cfg = skiff_node::hollow::HollowConfig { count, prefix: hollow_prefix, ..Default::default() };
+                println!("skiff hollow agent: {count} nodes");
+                tokio::select! {
+                    r = skiff_node::hollow::run(client, cfg) => r.context("running hollow nodes")?,
+                    () = shutdown_signal() => {}
+                }
+                return Ok(());
+            }
             config.service_cidr = Some(service_cidr.to_string());
             let agent = Agent::start(config).await.context("starting the node agent")?;
             println!("skiff node agent ready; kubelet endpoint on {}", agent.kubelet_addr);

@@ -40,7 +40,7 @@ pub struct Process {
 }
 
 impl Process {
-    fn new(child: Child, what: &'static str) -> Self {
+    pub fn new(child: Child, what: &'static str) -> Self {
         Self { child: Some(child), what }
     }
 

@@ -17,6 +17,7 @@ mod node_pods;
 mod node_start;
 mod proxy_sync;
 mod rss;
+mod sched;
 mod shim_mem;
 mod shim_run;
 mod stats;
@@ -120,6 +121,22 @@ enum Command {
         node: NodeFlags,
         #[arg(long, default_value_t = 200)]
         pods: usize,
+    },
+    /// Scheduler throughput: pods bound per second with hollow nodes (`skiff agent --hollow`).
+    SchedThroughput {
+        #[arg(long)]
+        server_bin: PathBuf,
+        /// Hollow node counts, one run each.
+        #[arg(long, value_delimiter = ',', default_value = "1000")]
+        nodes: Vec<usize>,
+        #[arg(long, default_value_t = 30000)]
+        pods: usize,
+        /// Concurrent create clients, each with its own connection.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Time cap per run, in seconds.
+        #[arg(long, default_value_t = 300)]
+        max_seconds: u64,
     },
     /// Many pods created at once: time until all are Ready, and server RSS per idle pod.
     NodeBurst {
@@ -225,6 +242,9 @@ async fn run(command: Command) -> Result<()> {
                 idle: Duration::from_secs(idle_seconds),
             };
             node_burst::run(&node.server_bin, &node.workload, &args, &node.opts(20)).await
+        }
+        Command::SchedThroughput { server_bin, nodes, pods, clients, max_seconds } => {
+            sched::run(&server_bin, &nodes, pods, clients, Duration::from_secs(max_seconds)).await
         }
         Command::ProxySync { services, rounds } => proxy_sync::run(&services, rounds),
         Command::NodeHttp { node, seconds, connections, threads } => {

@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod hollow;
 pub mod image;
 pub mod join;
 pub mod kubelet_csr;

@@ -52,14 +52,7 @@ pub fn start_with(
             Ok::<(), runtime::Error>(())
         }
     });
-    let r = Arc::clone(&registry);
-    supervisor.spawn("scheduler", move || {
-        let r = Arc::clone(&r);
-        async move {
-            crate::scheduler::run(r).await;
-            Ok::<(), runtime::Error>(())
-        }
-    });
+    crate::scheduler::start(&informers);
     let r = Arc::clone(&registry);
     supervisor.spawn("compaction", move || {
         let r = Arc::clone(&r);

@@ -1,51 +1,147 @@
-//! Filtering and scoring: pure functions from a pod and the nodes' state to a choice. No IO.
+//! The scheduler's model of a node ([`NodeState`]), a pod's requests ([`Resources`]), why a node
+//! does not fit ([`Misfit`]) and how a failed attempt is worded ([`Diagnosis`]); plus
+//! [`fits`]/[`score`]/[`choose`] over plain pod objects. Pure: no IO.
+//!
+//! The filters themselves are in [`super::filters`], the scores in [`super::scores`].
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::pod_info::{HostPort, PodInfo};
 use super::quantity::{parse_milli, parse_units};
+use super::{filters, scores, topology};
 use crate::api::object;
 
 /// What the scheduler knows about one node.
 #[derive(Clone, Debug, Default)]
 pub struct NodeState {
+    /// `metadata.name`.
     pub name: String,
+    /// The Ready condition is True.
     pub ready: bool,
+    /// `spec.unschedulable` (cordoned).
     pub unschedulable: bool,
+    /// `metadata.labels`.
     pub labels: serde_json::Map<String, Value>,
+    /// `spec.taints`.
     pub taints: Vec<Value>,
     /// Names from `status.runtimeHandlers`.
     pub runtime_handlers: Vec<String>,
+    /// `status.allocatable` (or `capacity`).
     pub allocatable: Resources,
+    /// The sum of the requests of the pods on it (bound or assumed), finished pods excepted.
     pub requested: Resources,
+    /// The same sum with the scoring defaults for pods that request nothing.
+    pub nonzero_requested: Resources,
+    /// Images the node reports having (`status.images[].names`).
+    pub images: HashSet<String>,
+    /// The pods on it (bound or assumed), finished pods excepted.
+    pub pods: Vec<Arc<PodInfo>>,
+    /// The host ports those pods hold.
+    pub ports: Vec<HostPort>,
+}
+
+impl NodeState {
+    /// The fields a pod's fit depends on, other than its pods: a change of these may make an
+    /// unschedulable pod schedulable (a heartbeat changes none of them).
+    pub fn same_shape(&self, other: &NodeState) -> bool {
+        self.ready == other.ready
+            && self.unschedulable == other.unschedulable
+            && self.labels == other.labels
+            && self.taints == other.taints
+            && self.runtime_handlers == other.runtime_handlers
+            && self.allocatable == other.allocatable
+            && self.images == other.images
+    }
+
+    /// Counts a pod as placed on this node.
+    pub fn add_pod(&mut self, pod: Arc<PodInfo>) {
+        self.requested.add(pod.requests);
+        self.nonzero_requested.add(pod.nonzero);
+        self.ports.extend(pod.host_ports.iter().cloned());
+        self.pods.push(pod);
+    }
+
+    /// Forgets a pod placed on this node (by uid); true if it was there.
+    pub fn remove_pod(&mut self, uid: &str) -> bool {
+        let Some(i) = self.pods.iter().position(|p| p.uid == uid) else { return false };
+        let pod = self.pods.swap_remove(i);
+        self.requested.sub(pod.requests);
+        self.nonzero_requested.sub(pod.nonzero);
+        for port in &pod.host_ports {
+            if let Some(j) = self.ports.iter().position(|p| p == port) {
+                self.ports.swap_remove(j);
+            }
+        }
+        true
+    }
+
+    /// The value of a node label.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).and_then(Value::as_str)
+    }
 }
 
 /// CPU in millicores, memory in bytes, and a pod count.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Resources {
+    /// Millicores.
     pub cpu_milli: i128,
+    /// Bytes.
     pub memory: i128,
+    /// Pods.
     pub pods: i128,
 }
 
 impl Resources {
+    /// Adds `other`, saturating.
     pub fn add(&mut self, other: Resources) {
         self.cpu_milli = self.cpu_milli.saturating_add(other.cpu_milli);
         self.memory = self.memory.saturating_add(other.memory);
         self.pods = self.pods.saturating_add(other.pods);
     }
+
+    /// Subtracts `other`, saturating and never below zero.
+    pub fn sub(&mut self, other: Resources) {
+        self.cpu_milli = self.cpu_milli.saturating_sub(other.cpu_milli).max(0);
+        self.memory = self.memory.saturating_sub(other.memory).max(0);
+        self.pods = self.pods.saturating_sub(other.pods).max(0);
+    }
 }
 
 /// Why a node does not fit, worded as Kubernetes' `FailedScheduling` events word it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Misfit {
+    /// The Ready condition is not True (the `not-ready` taint Kubernetes would have set).
     NotReady,
+    /// Cordoned.
     Unschedulable,
+    /// `nodeSelector` or required node affinity.
     NodeSelector,
+    /// A `NoSchedule`/`NoExecute` taint the pod does not tolerate (`key: value`).
     UntoleratedTaint(String),
+    /// The RuntimeClass handler is not in `status.runtimeHandlers`.
     RuntimeHandler(String),
+    /// A host port is taken.
+    HostPorts,
+    /// Not enough cpu.
     InsufficientCpu,
+    /// Not enough memory.
     InsufficientMemory,
+    /// The pod count is at `allocatable.pods`.
     TooManyPods,
+    /// Required pod affinity.
+    PodAffinity,
+    /// Required pod anti-affinity.
+    PodAntiAffinity,
+    /// An existing pod's anti-affinity forbids the pod.
+    ExistingAntiAffinity,
+    /// `DoNotSchedule` topology spread.
+    Spread,
+    /// The node lacks a spread constraint's topology label.
+    SpreadMissingLabel,
 }
 
 impl std::fmt::Display for Misfit {
@@ -56,10 +152,56 @@ impl std::fmt::Display for Misfit {
             Misfit::NodeSelector => write!(f, "node(s) didn't match Pod's node affinity/selector"),
             Misfit::UntoleratedTaint(t) => write!(f, "node(s) had untolerated taint {{{t}}}"),
             Misfit::RuntimeHandler(h) => write!(f, "node(s) don't offer runtime handler \"{h}\""),
+            Misfit::HostPorts => write!(f, "node(s) didn't have free ports for the requested pod ports"),
             Misfit::InsufficientCpu => write!(f, "Insufficient cpu"),
             Misfit::InsufficientMemory => write!(f, "Insufficient memory"),
             Misfit::TooManyPods => write!(f, "Too many pods"),
+            Misfit::PodAffinity => write!(f, "node(s) didn't match pod affinity rules"),
+            Misfit::PodAntiAffinity => write!(f, "node(s) didn't match pod anti-affinity rules"),
+            Misfit::ExistingAntiAffinity => write!(f, "node(s) didn't satisfy existing pods anti-affinity rules"),
+            Misfit::Spread => write!(f, "node(s) didn't match pod topology spread constraints"),
+            Misfit::SpreadMissingLabel => {
+                write!(f, "node(s) didn't match pod topology spread constraints (missing required label)")
+            }
         }
+    }
+}
+
+/// Why no node fits: how many nodes failed for each reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Diagnosis {
+    /// Nodes considered.
+    pub nodes: usize,
+    /// Failures by reason.
+    pub misfits: BTreeMap<Misfit, usize>,
+}
+
+impl std::fmt::Display for Diagnosis {
+    /// `0/3 nodes are available: 2 Insufficient memory, 1 node(s) had untolerated taint {..}.`:
+    /// reasons by count (most first), then by text, as kube-scheduler sorts them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut reasons: Vec<(usize, String)> = self.misfits.iter().map(|(m, n)| (*n, m.to_string())).collect();
+        reasons.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let detail = if reasons.is_empty() {
+            "no nodes registered".to_string()
+        } else {
+            reasons.iter().map(|(n, m)| format!("{n} {m}")).collect::<Vec<_>>().join(", ")
+        };
+        write!(f, "0/{} nodes are available: {detail}.", self.nodes)
+    }
+}
+
+impl Diagnosis {
+    /// The event message: the diagnosis and the preemption verdict kube-scheduler appends.
+    /// (skiff does not preempt, so preemption never helps.)
+    pub fn event_message(&self) -> String {
+        if self.nodes == 0 {
+            return "no nodes available to schedule pods".to_string();
+        }
+        format!(
+            "{self} preemption: 0/{n} nodes are available: {n} Preemption is not helpful for scheduling.",
+            n = self.nodes
+        )
     }
 }
 
@@ -72,7 +214,7 @@ fn quantity(v: Option<&Value>, milli: bool) -> i128 {
     (if milli { parse_milli(&s) } else { parse_units(&s) }).unwrap_or(0).max(0)
 }
 
-/// A node's allocatable resources and everything else the filters read.
+/// A node's allocatable resources and everything else the filters read (no pods yet).
 pub fn node_state(node: &Value) -> NodeState {
     let status = node.get("status").cloned().unwrap_or(Value::Null);
     let alloc = status.get("allocatable").or_else(|| status.get("capacity"));
@@ -96,6 +238,19 @@ pub fn node_state(node: &Value) -> NodeState {
             pods: quantity(alloc.and_then(|a| a.get("pods")), false),
         },
         requested: Resources::default(),
+        nonzero_requested: Resources::default(),
+        images: status
+            .get("images")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.get("names").and_then(Value::as_array))
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect(),
+        pods: Vec::new(),
+        ports: Vec::new(),
     }
 }
 
@@ -125,108 +280,27 @@ pub fn pod_requests(pod: &Value) -> Resources {
     total
 }
 
-fn tolerates(tolerations: &[Value], taint: &Value) -> bool {
-    let key = taint.get("key").and_then(Value::as_str).unwrap_or("");
-    let value = taint.get("value").and_then(Value::as_str).unwrap_or("");
-    let effect = taint.get("effect").and_then(Value::as_str).unwrap_or("");
-    tolerations.iter().any(|t| {
-        let t_key = t.get("key").and_then(Value::as_str).unwrap_or("");
-        let t_effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
-        let op = t.get("operator").and_then(Value::as_str).unwrap_or("Equal");
-        let key_ok = t_key.is_empty() && op == "Exists" || t_key == key;
-        let effect_ok = t_effect.is_empty() || t_effect == effect;
-        let value_ok = op == "Exists" || t.get("value").and_then(Value::as_str).unwrap_or("") == value;
-        key_ok && effect_ok && value_ok
-    })
-}
-
-/// Checks one pod against one node; `runtime_handler` is the handler its RuntimeClass names.
+/// Checks one pod object against one node alone (no other nodes' pods); `runtime_handler` is
+/// the handler its RuntimeClass names.
 pub fn fits(pod: &Value, requests: Resources, runtime_handler: Option<&str>, node: &NodeState) -> Result<(), Misfit> {
-    let tolerations = pod.pointer("/spec/tolerations").and_then(Value::as_array).cloned().unwrap_or_default();
-    if !node.ready
-        && !tolerates(&tolerations, &serde_json::json!({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}))
-    {
-        return Err(Misfit::NotReady);
-    }
-    if node.unschedulable
-        && !tolerates(
-            &tolerations,
-            &serde_json::json!({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}),
-        )
-    {
-        return Err(Misfit::Unschedulable);
-    }
-    if let Some(selector) = pod.pointer("/spec/nodeSelector").and_then(Value::as_object) {
-        if selector.iter().any(|(k, v)| node.labels.get(k) != Some(v)) {
-            return Err(Misfit::NodeSelector);
-        }
-    }
-    for taint in &node.taints {
-        let effect = taint.get("effect").and_then(Value::as_str).unwrap_or("");
-        if matches!(effect, "NoSchedule" | "NoExecute") && !tolerates(&tolerations, taint) {
-            let key = taint.get("key").and_then(Value::as_str).unwrap_or("");
-            let value = taint.get("value").and_then(Value::as_str).unwrap_or("");
-            return Err(Misfit::UntoleratedTaint(format!("{key}: {value}")));
-        }
-    }
-    if let Some(handler) = runtime_handler {
-        if !node.runtime_handlers.iter().any(|h| h == handler) {
-            return Err(Misfit::RuntimeHandler(handler.to_string()));
-        }
-    }
-    let after = |used: i128, asked: i128| used.saturating_add(asked);
-    if after(node.requested.pods, requests.pods) > node.allocatable.pods {
-        return Err(Misfit::TooManyPods);
-    }
-    if requests.cpu_milli > 0 && after(node.requested.cpu_milli, requests.cpu_milli) > node.allocatable.cpu_milli {
-        return Err(Misfit::InsufficientCpu);
-    }
-    if requests.memory > 0 && after(node.requested.memory, requests.memory) > node.allocatable.memory {
-        return Err(Misfit::InsufficientMemory);
-    }
-    Ok(())
+    let mut info = (*PodInfo::of(pod)).clone();
+    info.requests = requests;
+    let topo = topology::Topology::compute(&info, std::slice::from_ref(node), true);
+    filters::filter(&info, runtime_handler, node, &topo)
 }
 
-/// Higher is better: the share of cpu and memory left free after placing the pod.
+/// The least-allocated score (0..=200: the percent of cpu and of memory left free after placing
+/// the pod).
 pub fn score(requests: Resources, node: &NodeState) -> i128 {
-    // The share left free, in percent; every step saturates so no quantity can overflow it.
-    let free = |alloc: i128, used: i128| {
-        if alloc <= 0 {
-            return 0;
-        }
-        let left = alloc.saturating_sub(used).max(0);
-        // Past i128, left / (alloc / 100) gives the same percent without multiplying a huge value.
-        let percent = match left.checked_mul(100) {
-            Some(scaled) => scaled / alloc,
-            None => left / (alloc / 100).max(1),
-        };
-        percent.min(100)
-    };
-    free(node.allocatable.cpu_milli, node.requested.cpu_milli.saturating_add(requests.cpu_milli))
-        + free(node.allocatable.memory, node.requested.memory.saturating_add(requests.memory))
+    scores::free_percent(node.allocatable.cpu_milli, node.requested.cpu_milli.saturating_add(requests.cpu_milli))
+        + scores::free_percent(node.allocatable.memory, node.requested.memory.saturating_add(requests.memory))
 }
 
-/// The best node for a pod, or the reasons no node fits (`0/N nodes are available: ...`).
+/// The best node for a pod object, or the reasons no node fits (`0/N nodes are available: ...`).
 pub fn choose<'a>(pod: &Value, runtime_handler: Option<&str>, nodes: &'a [NodeState]) -> Result<&'a NodeState, String> {
-    let requests = pod_requests(pod);
-    let mut misfits: std::collections::BTreeMap<Misfit, usize> = Default::default();
-    let mut best: Option<(&NodeState, i128)> = None;
-    for node in nodes {
-        match fits(pod, requests, runtime_handler, node) {
-            Ok(()) => {
-                let s = score(requests, node);
-                if best.is_none_or(|(_, b)| s > b) {
-                    best = Some((node, s));
-                }
-            }
-            Err(m) => *misfits.entry(m).or_default() += 1,
-        }
-    }
-    best.map(|(n, _)| n).ok_or_else(|| {
-        let reasons: Vec<String> = misfits.iter().map(|(m, n)| format!("{n} {m}")).collect();
-        let detail = if reasons.is_empty() { "no nodes registered".to_string() } else { reasons.join(", ") };
-        format!("0/{} nodes are available: {detail}.", nodes.len())
-    })
+    let info = PodInfo::of(pod);
+    let refs: Vec<&NodeState> = nodes.iter().collect();
+    super::decide::decide(&info, runtime_handler, &refs, 0).map(|i| &nodes[i]).map_err(|d| d.to_string())
 }
 
 #[cfg(test)]

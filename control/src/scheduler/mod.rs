@@ -1,139 +1,359 @@
-//! The scheduler: binds each pending pod to a Ready node that offers its runtime and has room,
-//! honouring `nodeSelector`, taints and tolerations; a `FailedScheduling` event says why when no
-//! node fits. The decision itself ([`fit`]) is pure; this module only reads and writes through
-//! the API machinery. (The full scheduler, with affinity and spreading, is its own issue.)
+//! The scheduler: binds each pending pod to a node that can run it, driven by the Pod and Node
+//! informers (no re-lists). One task owns the [`queue::SchedulingQueue`] and the
+//! [`cache::Cache`]; it decides one pod at a time ([`decide`], pure) and hands each bind to a
+//! task of its own, up to [`MAX_IN_FLIGHT`] at once, counting the pod on its node (assumed)
+//! until the bind is seen. A pod no node fits gets a `FailedScheduling` event and the
+//! `PodScheduled=False` condition (reason `Unschedulable`), and waits in the unschedulable set
+//! for a cluster change that may help; it never blocks the pods behind it.
 
+pub mod cache;
+pub mod decide;
+pub mod filters;
 pub mod fit;
+pub mod pod_info;
 pub mod quantity;
+pub mod queue;
+pub mod scores;
+#[cfg(test)]
+mod tests;
+pub mod topology;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
 use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc};
+use tracing::Instrument;
 
-use crate::api::error::ApiResult;
+use crate::api::error::ApiError;
 use crate::api::object;
-use crate::api::registry::{ListQuery, Registry, WriteOptions};
-use fit::NodeState;
+use crate::api::registry::{Registry, WriteOptions};
+use crate::controllers::events;
+use crate::controllers::runtime::{Change, Error, Informer, Informers, ObjectKey};
+use cache::{Cache, PodEffect};
+use fit::Diagnosis;
+use pod_info::PodInfo;
+use queue::SchedulingQueue;
 
-const SCHEDULER_NAME: &str = "default-scheduler";
-const RESYNC: Duration = Duration::from_millis(500);
+/// The name pods ask for in `spec.schedulerName`.
+pub const SCHEDULER_NAME: &str = "default-scheduler";
+/// Binds in flight at once.
+pub const MAX_IN_FLIGHT: usize = 128;
 
-/// Runs scheduling passes on every pod or node change, and every [`RESYNC`] at the latest.
-pub async fn run(registry: Arc<Registry>) {
-    let mut reported: HashMap<String, String> = HashMap::new();
-    loop {
-        let (_, mut rx) = registry.cache.subscribe_now();
-        if let Err(e) = pass(&registry, &mut reported).await {
-            tracing::warn!(error = %e, "scheduling pass failed");
+/// Starts the scheduler under the informers' supervisor (task `scheduler`).
+pub fn start(informers: &Arc<Informers>) {
+    let pods = informers.get("", "Pod");
+    let nodes = informers.get("", "Node");
+    let classes = informers.get("scheduling.k8s.io", "PriorityClass");
+    let runtimes = informers.get("node.k8s.io", "RuntimeClass");
+    let registry = Arc::clone(informers.registry());
+    informers.supervisor().spawn("scheduler", move || {
+        let s = Scheduler {
+            registry: Arc::clone(&registry),
+            pods: Arc::clone(&pods),
+            nodes: Arc::clone(&nodes),
+            classes: Arc::clone(&classes),
+            runtimes: Arc::clone(&runtimes),
+        };
+        s.run()
+    });
+}
+
+struct Scheduler {
+    registry: Arc<Registry>,
+    pods: Arc<Informer>,
+    nodes: Arc<Informer>,
+    classes: Arc<Informer>,
+    runtimes: Arc<Informer>,
+}
+
+/// How a bind ended, reported by its task.
+struct Bound {
+    uid: String,
+    result: Result<(), ApiError>,
+}
+
+/// The loop's state.
+struct State {
+    queue: SchedulingQueue,
+    cache: Cache,
+    in_flight: usize,
+    /// Where the next search starts (spreads the search over all nodes).
+    start: usize,
+    /// The last FailedScheduling message per pod uid (one event per new reason).
+    reported: HashMap<String, String>,
+}
+
+impl Scheduler {
+    async fn run(self) -> Result<(), Error> {
+        let mut pod_rx = self.pods.subscribe();
+        let mut node_rx = self.nodes.subscribe();
+        for inf in [&self.pods, &self.nodes, &self.classes, &self.runtimes] {
+            inf.wait_synced().await;
         }
-        // Wait for a relevant change (or the resync tick), then drain what piled up.
-        let _ = tokio::time::timeout(RESYNC, async {
-            while let Ok(ev) = rx.recv().await {
-                if ev.key.starts_with("/registry/core/pods/") || ev.key.starts_with("/registry/core/nodes/") {
-                    break;
+        let mut st = State {
+            queue: SchedulingQueue::new(),
+            cache: Cache::new(),
+            in_flight: 0,
+            start: 0,
+            reported: HashMap::new(),
+        };
+        self.resync(&mut st);
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Bound>();
+        tracing::info!("scheduler started");
+        loop {
+            let timer = st.queue.next_timer().map(tokio::time::Instant::from_std);
+            let can_schedule = st.in_flight < MAX_IN_FLIGHT && st.queue.has_active();
+            tokio::select! {
+                change = pod_rx.recv() => match change {
+                    Ok(change) => self.on_pod(&mut st, &change),
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.resync(&mut st),
+                    Err(broadcast::error::RecvError::Closed) => return Err(Error::Other("pod informer closed".into())),
+                },
+                change = node_rx.recv() => match change {
+                    Ok(change) => self.on_node(&mut st, &change),
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.resync(&mut st),
+                    Err(broadcast::error::RecvError::Closed) => return Err(Error::Other("node informer closed".into())),
+                },
+                Some(bound) = done_rx.recv() => {
+                    st.in_flight = st.in_flight.saturating_sub(1);
+                    match bound.result {
+                        Ok(()) => st.queue.done(&bound.uid),
+                        Err(e) => {
+                            tracing::info!(uid = %bound.uid, error = %e, "bind failed; retrying");
+                            st.cache.forget(&bound.uid);
+                            if matches!(e, ApiError::NotFound { .. }) {
+                                st.queue.remove(&bound.uid);
+                            } else {
+                                st.queue.failed(&bound.uid, Instant::now());
+                            }
+                        }
+                    }
+                },
+                () = sleep_until(timer) => st.queue.flush(Instant::now()),
+                () = std::future::ready(()), if can_schedule => self.schedule_one(&mut st, &done_tx),
+            }
+        }
+    }
+
+    /// Rebuilds the cache and queue from the informers (at start, and when a feed lagged).
+    fn resync(&self, st: &mut State) {
+        let mut cache = Cache::new();
+        for node in self.nodes.list_all() {
+            cache.upsert_node(&node);
+        }
+        for pod in self.pods.list_all() {
+            let info = PodInfo::of(&pod);
+            if st.cache.is_assumed(&info.uid) && info.node_name.is_none() {
+                if let Some(node) = st.cache.nodes().iter().find(|n| n.pods.iter().any(|p| p.uid == info.uid)) {
+                    cache.assume(&info, &node.name);
+                }
+                continue;
+            }
+            cache.upsert_pod(Arc::clone(&info));
+            if self.wants(&pod, &info) {
+                let priority = self.priority(&info);
+                st.queue.upsert(info, priority, true);
+            } else {
+                st.queue.remove(&info.uid);
+            }
+        }
+        st.cache = cache;
+        st.queue.wake_all(Instant::now());
+    }
+
+    /// True when the pod is pending and this scheduler's to place.
+    fn wants(&self, pod: &Value, info: &PodInfo) -> bool {
+        info.node_name.is_none()
+            && info.scheduler_name == SCHEDULER_NAME
+            && object::deletion_timestamp(pod).is_none()
+            && !info.finished
+    }
+
+    /// The pod's priority: `spec.priority`, else its PriorityClass's value, else the global
+    /// default class's, else 0.
+    fn priority(&self, info: &PodInfo) -> i32 {
+        if let Some(p) = info.priority {
+            return p;
+        }
+        let value = |c: &Value| c.get("value").and_then(Value::as_i64).and_then(|v| i32::try_from(v).ok());
+        if let Some(class) = &info.priority_class {
+            return self
+                .classes
+                .get(&ObjectKey { namespace: None, name: class.to_string() })
+                .as_deref()
+                .and_then(value)
+                .unwrap_or(0);
+        }
+        self.classes
+            .list_all()
+            .iter()
+            .find(|c| c.get("globalDefault").and_then(Value::as_bool) == Some(true))
+            .and_then(|c| value(c))
+            .unwrap_or(0)
+    }
+
+    fn on_pod(&self, st: &mut State, change: &Change) {
+        let now = Instant::now();
+        match change {
+            Change::Applied { old, new } => {
+                let info = PodInfo::of(new);
+                if st.cache.upsert_pod(Arc::clone(&info)) == PodEffect::Freed {
+                    st.queue.wake_all(now);
+                }
+                if self.wants(new, &info) && !st.cache.is_assumed(&info.uid) {
+                    let moved = old
+                        .as_ref()
+                        .is_none_or(|o| o.get("spec") != new.get("spec") || object::labels(o) != object::labels(new));
+                    let priority = self.priority(&info);
+                    st.queue.upsert(info, priority, moved);
+                } else if !self.wants(new, &info) {
+                    st.queue.remove(&info.uid);
+                    st.reported.remove(&info.uid);
                 }
             }
-        })
-        .await;
+            Change::Deleted(old) => {
+                let uid = object::str_at(old, &["metadata", "uid"]).unwrap_or_default();
+                st.queue.remove(uid);
+                st.reported.remove(uid);
+                if st.cache.remove_pod(uid) == PodEffect::Freed {
+                    st.queue.wake_all(now);
+                }
+            }
+        }
+    }
+
+    fn on_node(&self, st: &mut State, change: &Change) {
+        match change {
+            Change::Applied { new, .. } => {
+                if st.cache.upsert_node(new) {
+                    st.queue.wake_all(Instant::now());
+                }
+            }
+            Change::Deleted(old) => st.cache.remove_node(object::name(old)),
+        }
+    }
+
+    /// The handler of the pod's RuntimeClass, if it names one that exists.
+    fn handler(&self, info: &PodInfo) -> Option<String> {
+        let class = info.runtime_class.as_deref()?;
+        let rc = self.runtimes.get(&ObjectKey { namespace: None, name: class.to_string() })?;
+        object::str_at(&rc, &["handler"]).map(String::from)
+    }
+
+    /// Decides for the next active pod; binds in a task of its own or reports why it waits.
+    fn schedule_one(&self, st: &mut State, done: &mpsc::UnboundedSender<Bound>) {
+        let Some(pod) = st.queue.pop() else { return };
+        let span = tracing::info_span!("schedule", pod = %pod.key, uid = %pod.uid);
+        let _entered = span.enter();
+        let handler = self.handler(&pod);
+        let nodes = st.cache.nodes();
+        let n = nodes.len();
+        let start = if n == 0 { 0 } else { st.start % n };
+        let decision = decide::decide_from(&pod, handler.as_deref(), &nodes, start, st.cache.any_anti_affinity());
+        match decision {
+            Ok(placement) => {
+                let node = nodes[placement.node].name.clone();
+                st.start = start.saturating_add(placement.examined);
+                st.cache.assume(&pod, &node);
+                st.reported.remove(&pod.uid);
+                st.in_flight += 1;
+                let (registry, done) = (Arc::clone(&self.registry), done.clone());
+                let bind_span = tracing::info_span!("bind", pod = %pod.key, %node);
+                tokio::spawn(
+                    async move {
+                        let result = bind(&registry, &pod, &node).await;
+                        let _ = done.send(Bound { uid: pod.uid.clone(), result });
+                    }
+                    .instrument(bind_span),
+                );
+            }
+            Err(diagnosis) => {
+                st.queue.unschedulable(&pod.uid, Instant::now());
+                let message = diagnosis.event_message();
+                if st.reported.get(&pod.uid) != Some(&message) {
+                    tracing::info!(reason = %diagnosis, "unschedulable");
+                    st.reported.insert(pod.uid.clone(), message.clone());
+                    let registry = Arc::clone(&self.registry);
+                    let pods = Arc::clone(&self.pods);
+                    tokio::spawn(
+                        async move { report_unschedulable(&registry, &pods, &pod, &diagnosis, &message).await },
+                    );
+                }
+            }
+        }
     }
 }
 
-async fn pass(registry: &Registry, reported: &mut HashMap<String, String>) -> ApiResult<()> {
-    // Nodes first: with none registered there is nothing to decide, and a control plane without
-    // nodes (a fresh server, a benchmark) should not pay for listing every pod on each change.
-    let nodes_ri = registry.resource("", "Node")?;
-    let mut nodes: Vec<NodeState> =
-        registry.list(nodes_ri, &ListQuery::default()).await?.items.iter().map(fit::node_state).collect();
-    if nodes.is_empty() {
-        return Ok(());
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
-    let pods_ri = registry.resource("", "Pod")?;
-    let pods = registry.list(pods_ri, &ListQuery::default()).await?.items;
-    let pending: Vec<&Value> = pods
-        .iter()
-        .filter(|p| object::str_at(p, &["spec", "nodeName"]).is_none_or(str::is_empty))
-        .filter(|p| object::deletion_timestamp(p).is_none())
-        .filter(|p| object::str_at(p, &["spec", "schedulerName"]).is_none_or(|s| s == SCHEDULER_NAME))
-        .collect();
-    if pending.is_empty() {
-        reported.clear();
-        return Ok(());
-    }
-    for pod in pods.iter().filter(|p| !matches!(object::str_at(p, &["status", "phase"]), Some("Succeeded" | "Failed")))
-    {
-        if let Some(node) =
-            object::str_at(pod, &["spec", "nodeName"]).and_then(|n| nodes.iter_mut().find(|s| s.name == n))
-        {
-            node.requested.add(fit::pod_requests(pod));
-        }
-    }
-    // Decide in order (each choice takes room on its node), then bind concurrently: a burst of
-    // pending pods costs one round of group-committed writes, not one write after another.
-    let mut binds = Vec::new();
-    for pod in pending {
-        let uid = object::str_at(pod, &["metadata", "uid"]).unwrap_or("").to_string();
-        let handler = runtime_handler(registry, pod).await;
-        let span = tracing::info_span!("schedule", pod = %format!("{}/{}", object::namespace(pod).unwrap_or("default"), object::name(pod)));
-        let decision = span.in_scope(|| fit::choose(pod, handler.as_deref(), &nodes).map(|n| n.name.clone()));
-        match decision {
-            Ok(node) => {
-                if let Some(state) = nodes.iter_mut().find(|n| n.name == node) {
-                    state.requested.add(fit::pod_requests(pod));
-                }
-                reported.remove(&uid);
-                binds.push((pod, node));
-            }
-            Err(why) => {
-                if reported.get(&uid) != Some(&why) {
-                    record_event(registry, pod, "Warning", "FailedScheduling", &why).await;
-                    reported.insert(uid, why);
-                }
-            }
-        }
-    }
-    for chunk in binds.chunks(64) {
-        let writes: Vec<_> = chunk.iter().map(|(pod, node)| bind(registry, pods_ri, pod, node)).collect();
-        futures::future::join_all(writes).await;
-    }
+}
+
+fn split_key(key: &str) -> (&str, &str) {
+    key.split_once('/').unwrap_or(("default", key))
+}
+
+/// Binds through the `binding` rules and records the `Scheduled` event.
+async fn bind(registry: &Registry, pod: &PodInfo, node: &str) -> Result<(), ApiError> {
+    let (ns, name) = split_key(&pod.key);
+    let ri = registry.resource("", "Pod")?;
+    let opts = WriteOptions { field_manager: Some(SCHEDULER_NAME.into()), ..Default::default() };
+    registry.bind_pod(ri, Some(ns), name, node, &opts).await?;
+    tracing::debug!("scheduled");
+    let obj = json!({"metadata": {"name": name, "namespace": ns, "uid": pod.uid}});
+    let message = format!("Successfully assigned {ns}/{name} to {node}");
+    events::record(registry, &obj, ("v1", "Pod"), ("Normal", "Scheduled", &message), SCHEDULER_NAME).await;
     Ok(())
 }
 
-/// Binds one pod and records the `Scheduled` event.
-async fn bind(registry: &Registry, pods_ri: &crate::api::resources::ResourceInfo, pod: &Value, node: &str) {
-    let (ns, name) = (object::namespace(pod).unwrap_or("default").to_string(), object::name(pod).to_string());
+/// Records `FailedScheduling` and sets `PodScheduled=False` (reason `Unschedulable`).
+async fn report_unschedulable(
+    registry: &Registry,
+    pods: &Informer,
+    pod: &PodInfo,
+    diagnosis: &Diagnosis,
+    message: &str,
+) {
+    let (ns, name) = split_key(&pod.key);
+    let obj = pods
+        .get(&ObjectKey::namespaced(ns, name))
+        .map(|o| (*o).clone())
+        .unwrap_or_else(|| json!({"metadata": {"name": name, "namespace": ns, "uid": pod.uid}}));
+    events::record(registry, &obj, ("v1", "Pod"), ("Warning", "FailedScheduling", message), SCHEDULER_NAME).await;
+    let Ok(ri) = registry.resource("", "Pod") else { return };
     let opts = WriteOptions { field_manager: Some(SCHEDULER_NAME.into()), ..Default::default() };
-    if registry.bind_pod(pods_ri, Some(&ns), &name, node, &opts).await.is_ok() {
-        tracing::info!(pod = %format!("{ns}/{name}"), %node, "scheduled");
-        record_event(registry, pod, "Normal", "Scheduled", &format!("Successfully assigned {ns}/{name} to {node}"))
-            .await;
+    let written = registry
+        .update_with(ri, Some(ns), name, Some("status"), &opts, |current| {
+            if object::str_at(current, &["metadata", "uid"]) != Some(pod.uid.as_str())
+                || object::str_at(current, &["spec", "nodeName"]).is_some_and(|n| !n.is_empty())
+            {
+                return Err(ApiError::BadRequest("pod changed".into()));
+            }
+            let mut next = current.clone();
+            set_unschedulable(&mut next, message);
+            Ok(next)
+        })
+        .await;
+    if let Err(e) = written {
+        tracing::debug!(error = %e, %diagnosis, "recording PodScheduled=False");
     }
 }
 
-/// The handler of the pod's RuntimeClass, if it names one.
-async fn runtime_handler(registry: &Registry, pod: &Value) -> Option<String> {
-    let class = object::str_at(pod, &["spec", "runtimeClassName"])?;
-    let ri = registry.resource("node.k8s.io", "RuntimeClass").ok()?;
-    let rc = registry.get(ri, None, class).await.ok()?;
-    object::str_at(&rc, &["handler"]).map(String::from)
-}
-
-/// Writes a core/v1 Event about a pod.
-pub async fn record_event(registry: &Registry, pod: &Value, kind: &str, reason: &str, message: &str) {
-    let Ok(ri) = registry.resource("", "Event") else { return };
-    let ns = object::namespace(pod).unwrap_or("default");
-    let now = object::now_rfc3339();
-    let event = json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"generateName": format!("{}.", object::name(pod)), "namespace": ns},
-        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": object::name(pod), "namespace": ns,
-                           "uid": object::str_at(pod, &["metadata", "uid"]), "resourceVersion": object::resource_version(pod)},
-        "reason": reason, "message": message, "type": kind, "count": 1,
-        "firstTimestamp": now, "lastTimestamp": now,
-        "source": {"component": SCHEDULER_NAME}, "reportingComponent": SCHEDULER_NAME,
-    });
-    if let Err(e) = registry.create(ri, Some(ns), event, &WriteOptions::default()).await {
-        tracing::debug!(error = %e, "recording event");
-    }
+/// Sets the `PodScheduled` condition to False with reason `Unschedulable` and the message.
+fn set_unschedulable(pod: &mut Value, message: &str) {
+    let Some(obj) = pod.as_object_mut() else { return };
+    let status = obj.entry("status").or_insert_with(|| json!({}));
+    let Some(status) = status.as_object_mut() else { return };
+    status.entry("phase").or_insert_with(|| json!("Pending"));
+    let conditions = status.entry("conditions").or_insert_with(|| json!([]));
+    let Some(list) = conditions.as_array_mut() else { return };
+    list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+    list.push(json!({
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+        "lastProbeTime": null, "lastTransitionTime": object::now_rfc3339(),
+    }));
 }

@@ -1,0 +1,207 @@
+//! The scheduler end to end with kubectl 1.32: hollow nodes (`skiff agent --hollow N`) register
+//! and run pods; an unsatisfiable pod stays Pending with Kubernetes' FailedScheduling wording
+//! and never blocks later pods; cordon, taints and tolerations steer pods; a node change wakes
+//! an unschedulable pod. A second test uses two real agents for taints and tolerations.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::node::{AgentProcess, Registry};
+use common::{eventually, Cluster, Process};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// `skiff agent --hollow <count>` against the cluster, killed on drop.
+fn hollow(cluster: &Cluster, count: usize, prefix: &str) -> Process {
+    let log = std::fs::File::create(cluster.data_dir().join("hollow.log")).expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["agent", "--server", &cluster.url(), "--token-file"])
+        .arg(cluster.data_dir().join("admin.token"))
+        .args(["--hollow", &count.to_string(), "--hollow-prefix", prefix])
+        .env("SKIFF_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn skiff agent --hollow");
+    Process(Some(child))
+}
+
+fn ready_nodes(cluster: &Cluster) -> usize {
+    let nodes = cluster.get_json(&["nodes"]);
+    nodes["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| {
+            n["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+        .count()
+}
+
+fn pod_manifest(name: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n{extra_spec}  containers:\n  - name: c\n    image: 127.0.0.1:1/none:1\n"
+    )
+}
+
+fn pod(cluster: &Cluster, name: &str) -> Value {
+    cluster.get_json(&["pod", name])
+}
+
+fn node_of(cluster: &Cluster, name: &str) -> String {
+    pod(cluster, name)["spec"]["nodeName"].as_str().unwrap_or_default().to_string()
+}
+
+fn running_on(cluster: &Cluster, name: &str) -> Option<String> {
+    let p = pod(cluster, name);
+    (p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string())
+        .then(|| p["spec"]["nodeName"].as_str().unwrap_or_default().to_string())
+}
+
+fn events_for(cluster: &Cluster, pod: &str, reason: &str) -> Vec<String> {
+    let list = cluster.get_json(&["events", "--field-selector", &format!("involvedObject.name={pod}")]);
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["reason"] == reason)
+        .filter_map(|e| e["message"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn hollow_nodes_run_pods_and_the_scheduler_explains_and_steers() {
+    let cluster = Cluster::start();
+    let _hollow = hollow(&cluster, 3, "hollow");
+    eventually("three hollow nodes Ready", WAIT, || ready_nodes(&cluster) == 3);
+
+    // A pod no node can take stays Pending with the reason, worded as kube-scheduler words it.
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&pod_manifest("stuck", "  nodeSelector: {disk: ssd}\n")));
+    let expected = "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector. \
+                    preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.";
+    eventually("a FailedScheduling event", WAIT, || {
+        events_for(&cluster, "stuck", "FailedScheduling").iter().any(|m| m == expected)
+    });
+    let stuck = pod(&cluster, "stuck");
+    let cond = stuck["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "PodScheduled");
+    let cond = cond.cloned().unwrap_or_default();
+    assert_eq!((cond["status"].as_str(), cond["reason"].as_str()), (Some("False"), Some("Unschedulable")), "{cond}");
+    assert_eq!(cond["message"], expected);
+    let described = cluster.kubectl(&["describe", "pod", "stuck"]);
+    assert!(described.contains("FailedScheduling"), "{described}");
+
+    // It does not block the queue: a later pod is bound and "runs" on a hollow node.
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&pod_manifest("free", "")));
+    eventually("the later pod Running", WAIT, || running_on(&cluster, "free").is_some());
+    assert!(node_of(&cluster, "free").starts_with("hollow-"));
+    assert!(!events_for(&cluster, "free", "Scheduled").is_empty());
+    assert_eq!(node_of(&cluster, "stuck"), "", "still pending");
+
+    // Cordon two nodes: new pods go to the third.
+    cluster.kubectl(&["cordon", "hollow-0"]);
+    cluster.kubectl(&["cordon", "hollow-1"]);
+    eventually("the cordons seen", WAIT, || {
+        ["hollow-0", "hollow-1"].iter().all(|n| cluster.get_json(&["node", n])["spec"]["unschedulable"] == true)
+    });
+    for name in ["c1", "c2", "c3"] {
+        cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&pod_manifest(name, "")));
+    }
+    for name in ["c1", "c2", "c3"] {
+        eventually("a pod on the uncordoned node", WAIT, || running_on(&cluster, name).is_some());
+        assert_eq!(node_of(&cluster, name), "hollow-2", "{name}");
+    }
+
+    // Taint the third node: a pod that does not tolerate it has nowhere to go...
+    cluster.kubectl(&["taint", "nodes", "hollow-2", "dedicated=edge:NoSchedule"]);
+    eventually("the taint seen", WAIT, || cluster.get_json(&["node", "hollow-2"])["spec"]["taints"].is_array());
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&pod_manifest("plain", "")));
+    eventually("the untolerated taint reported", WAIT, || {
+        events_for(&cluster, "plain", "FailedScheduling").iter().any(|m| {
+            m.starts_with("0/3 nodes are available: 2 node(s) were unschedulable, 1 node(s) had untolerated taint {dedicated: edge}.")
+        })
+    });
+    // ...while a tolerating one goes there.
+    let tolerant = "  tolerations:\n  - {key: dedicated, operator: Equal, value: edge, effect: NoSchedule}\n";
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&pod_manifest("tolerant", tolerant)));
+    eventually("the tolerating pod Running", WAIT, || running_on(&cluster, "tolerant").is_some());
+    assert_eq!(node_of(&cluster, "tolerant"), "hollow-2");
+
+    // Uncordoning wakes the waiting pod; labelling a node wakes the stuck one.
+    cluster.kubectl(&["uncordon", "hollow-0"]);
+    eventually("the plain pod placed once a node is uncordoned", WAIT, || running_on(&cluster, "plain").is_some());
+    assert_eq!(node_of(&cluster, "plain"), "hollow-0");
+    cluster.kubectl(&["label", "node", "hollow-1", "disk=ssd"]);
+    cluster.kubectl(&["uncordon", "hollow-1"]);
+    eventually("the stuck pod placed once a node matches", WAIT, || running_on(&cluster, "stuck").is_some());
+    assert_eq!(node_of(&cluster, "stuck"), "hollow-1");
+
+    // Deleted pods go away (the hollow kubelet confirms at once).
+    cluster.kubectl(&["delete", "pod", "c1", "--wait=false"]);
+    eventually("the deleted pod gone", WAIT, || !cluster.kubectl_output(&["get", "pod", "c1"], None).status.success());
+}
+
+#[test]
+fn a_full_node_leaves_pods_pending_and_a_deployment_spreads_over_hollow_nodes() {
+    let cluster = Cluster::start();
+    let _hollow = hollow(&cluster, 4, "h");
+    eventually("four hollow nodes Ready", WAIT, || ready_nodes(&cluster) == 4);
+    cluster.kubectl(&["create", "deployment", "web", "--image=127.0.0.1:1/none:1", "--replicas=8"]);
+    eventually("eight replicas available", WAIT, || {
+        cluster.get_json(&["deploy", "web"])["status"]["availableReplicas"] == 8
+    });
+    let pods = cluster.get_json(&["pods", "-l", "app=web"]);
+    let mut per_node = std::collections::BTreeMap::<String, usize>::new();
+    for p in pods["items"].as_array().into_iter().flatten() {
+        *per_node.entry(p["spec"]["nodeName"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+    }
+    assert_eq!(per_node.len(), 4, "least-allocated spreads the replicas: {per_node:?}");
+    // A pod asking for more cpu than any node has stays Pending with the reason.
+    let big = "  containers:\n  - name: c\n    image: 127.0.0.1:1/none:1\n    resources: {requests: {cpu: \"64\"}}\n";
+    let manifest = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: big\nspec:\n".to_string() + big;
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest));
+    eventually("Insufficient cpu reported", WAIT, || {
+        events_for(&cluster, "big", "FailedScheduling")
+            .iter()
+            .any(|m| m.starts_with("0/4 nodes are available: 4 Insufficient cpu."))
+    });
+}
+
+/// Two real agents: a tainted node only takes pods that tolerate the taint.
+#[test]
+fn taints_and_tolerations_across_two_real_nodes() {
+    let cluster = Cluster::with_node();
+    let registry = Registry::start();
+    let image = registry.push("hello-http", "1");
+    let agent = AgentProcess::start(&cluster);
+    let (first, second) = (cluster.node_name(), agent.net.node.clone());
+    eventually("two nodes Ready", WAIT, || ready_nodes(&cluster) == 2);
+    cluster.kubectl(&["taint", "nodes", &first, "dedicated=edge:NoSchedule"]);
+    eventually("the taint seen", WAIT, || cluster.get_json(&["node", &first])["spec"]["taints"].is_array());
+    let manifest = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n{extra}  terminationGracePeriodSeconds: 1\n  containers:\n  - name: web\n    image: {image}\n"
+        )
+    };
+    for i in 0..3 {
+        cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest(&format!("plain-{i}"), "")));
+    }
+    let tolerant = format!(
+        "  nodeSelector: {{kubernetes.io/hostname: {first}}}\n  tolerations:\n  - {{key: dedicated, operator: Exists, effect: NoSchedule}}\n"
+    );
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest("tolerant", &tolerant)));
+    for i in 0..3 {
+        let name = format!("plain-{i}");
+        eventually("a plain pod Running", WAIT, || running_on(&cluster, &name).is_some());
+        assert_eq!(node_of(&cluster, &name), second, "{name} avoided the tainted node");
+    }
+    eventually("the tolerating pod Running", WAIT, || running_on(&cluster, "tolerant").is_some());
+    assert_eq!(node_of(&cluster, "tolerant"), first);
+    cluster.kubectl(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);
+}
