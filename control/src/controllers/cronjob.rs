@@ -13,10 +13,10 @@ use super::cron_schedule::{self, Schedule};
 use super::runtime::{controller_ref, Action, Controller, Error, Informer, Informers, ObjectKey};
 use crate::api::error::ApiError;
 use crate::api::object;
-use crate::api::registry::{DeleteOptions, Registry, WriteOptions};
+use crate::api::registry::{DeleteOptions, Registry};
+use super::podutil::{opts, uid};
 
 const TASK: &str = "controller-cronjob";
-const MANAGER: &str = "kube-controller-manager";
 /// The annotation a scheduled Job carries with its scheduled time.
 pub const SCHEDULED_AT: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
 
@@ -44,14 +44,6 @@ pub fn start(informers: &Arc<Informers>) {
             reconcile,
         )
     });
-}
-
-fn opts() -> WriteOptions {
-    WriteOptions { field_manager: Some(MANAGER.into()), ..Default::default() }
-}
-
-fn uid(obj: &Value) -> &str {
-    object::str_at(obj, &["metadata", "uid"]).unwrap_or("")
 }
 
 fn rfc3339(t: Timestamp) -> String {

@@ -7,6 +7,20 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::api::object;
+use crate::api::registry::WriteOptions;
+
+/// The field manager the workload controllers write as (kube-controller-manager's name).
+pub const MANAGER: &str = "kube-controller-manager";
+
+/// A controller's write options: its field manager.
+pub fn opts() -> WriteOptions {
+    WriteOptions { field_manager: Some(MANAGER.into()), ..Default::default() }
+}
+
+/// An object's uid ("" when it has none).
+pub fn uid(obj: &Value) -> &str {
+    object::str_at(obj, &["metadata", "uid"]).unwrap_or("")
+}
 
 /// Not terminated and not being deleted.
 pub fn is_active(pod: &Value) -> bool {

@@ -14,10 +14,10 @@ use super::revision;
 use super::runtime::{controller_ref, Action, Controller, Error, Informer, Informers, ObjectKey};
 use crate::api::error::ApiError;
 use crate::api::object;
-use crate::api::registry::{DeleteOptions, Registry, WriteOptions};
+use crate::api::registry::{DeleteOptions, Registry};
+use crate::controllers::podutil::{opts, uid};
 
 const TASK: &str = "controller-daemonset";
-const MANAGER: &str = "kube-controller-manager";
 
 struct Ctx {
     registry: Arc<Registry>,
@@ -52,14 +52,6 @@ pub fn start(informers: &Arc<Informers>) {
             .watches(Arc::clone(&nodes), move |_| all.list_all().iter().map(|s| ObjectKey::of(s)).collect())
             .run(Arc::clone(&ctx), probe.clone(), reconcile)
     });
-}
-
-fn opts() -> WriteOptions {
-    WriteOptions { field_manager: Some(MANAGER.into()), ..Default::default() }
-}
-
-fn uid(obj: &Value) -> &str {
-    object::str_at(obj, &["metadata", "uid"]).unwrap_or("")
 }
 
 /// Makes sure a ControllerRevision records the current template.

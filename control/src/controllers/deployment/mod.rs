@@ -18,12 +18,12 @@ use super::events;
 use super::runtime::{controller_key, controller_ref, Action, Controller, Error, Informer, Informers, ObjectKey};
 use crate::api::error::ApiError;
 use crate::api::object;
-use crate::api::registry::{DeleteOptions, Registry, WriteOptions};
+use crate::api::registry::{DeleteOptions, Registry};
+use crate::controllers::podutil::{opts, uid};
 use crate::api::resources::ResourceInfo;
 use crate::api::selector::{from_label_selector, LabelSelector};
 use replicasets::{spec_replicas, view};
 
-const MANAGER: &str = "kube-controller-manager";
 const COMPONENT: &str = "deployment-controller";
 
 /// What a reconcile works with.
@@ -90,14 +90,6 @@ fn recreate_owner(deployments: &Informer, sets: &Informer, pod: &Value) -> Vec<O
     } else {
         Vec::new()
     }
-}
-
-fn uid(obj: &Value) -> &str {
-    object::str_at(obj, &["metadata", "uid"]).unwrap_or("")
-}
-
-fn opts() -> WriteOptions {
-    WriteOptions { field_manager: Some(MANAGER.into()), ..Default::default() }
 }
 
 /// One sync of one Deployment.

@@ -14,7 +14,8 @@ use super::podutil;
 use super::runtime::{controller_key, controller_ref, Action, Controller, Error, Informer, Informers, ObjectKey};
 use crate::api::error::ApiError;
 use crate::api::object;
-use crate::api::registry::{DeleteOptions, Registry, WriteOptions};
+use crate::api::registry::{DeleteOptions, Registry};
+use crate::controllers::podutil::{opts, uid};
 use crate::api::resources::ResourceInfo;
 use crate::api::selector::{from_label_selector, LabelSelector};
 use expectations::Expectations;
@@ -22,7 +23,6 @@ use expectations::Expectations;
 /// At most this many pods are created or deleted by one reconcile (Kubernetes' `burstReplicas`).
 pub const BURST_REPLICAS: usize = 500;
 /// The field manager of the controllers' writes.
-const MANAGER: &str = "kube-controller-manager";
 
 /// Which of the two kinds a controller runs for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,14 +124,6 @@ fn pod_owners(flavor: Flavor, sets: &Informer, pod: &Value) -> Vec<ObjectKey> {
         .filter(|s| flavor.selector(s).is_some_and(|sel| sel.matches(&labels)))
         .map(|s| ObjectKey::of(s))
         .collect()
-}
-
-fn uid(obj: &Value) -> &str {
-    object::str_at(obj, &["metadata", "uid"]).unwrap_or("")
-}
-
-fn opts() -> WriteOptions {
-    WriteOptions { field_manager: Some(MANAGER.into()), ..Default::default() }
 }
 
 /// The pod a set creates from its template.

@@ -15,11 +15,11 @@ use super::revision;
 use super::runtime::{controller_ref, Action, Controller, Error, Informer, Informers, ObjectKey};
 use crate::api::error::ApiError;
 use crate::api::object;
-use crate::api::registry::{DeleteOptions, Registry, WriteOptions};
+use crate::api::registry::{DeleteOptions, Registry};
+use crate::controllers::podutil::{opts, uid};
 use plan::Step;
 
 const TASK: &str = "controller-statefulset";
-const MANAGER: &str = "kube-controller-manager";
 
 struct Ctx {
     registry: Arc<Registry>,
@@ -50,14 +50,6 @@ pub fn start(informers: &Arc<Informers>) {
             reconcile,
         )
     });
-}
-
-fn opts() -> WriteOptions {
-    WriteOptions { field_manager: Some(MANAGER.into()), ..Default::default() }
-}
-
-fn uid(obj: &Value) -> &str {
-    object::str_at(obj, &["metadata", "uid"]).unwrap_or("")
 }
 
 async fn reconcile(key: ObjectKey, ctx: Arc<Ctx>) -> Result<Action, Error> {
