@@ -209,6 +209,7 @@ impl TaskService {
             cpu_millis: bundle.cpu_millis,
             deadline: None,
             cancel: None,
+            resolver: None,
         };
         Ok(Job::Wasm { program, spec, http_port })
     }

@@ -53,6 +53,9 @@ pub struct RunSpec {
     pub deadline: Option<Duration>,
     /// Cancelled to stop the guest (container kill) or the HTTP server.
     pub cancel: Option<CancellationToken>,
+    /// Resolves the host names of the guest's outgoing HTTP requests (the pod's DNS settings);
+    /// `None`: the host's resolver.
+    pub resolver: Option<std::sync::Arc<dyn super::resolve::NameResolver>>,
 }
 
 /// How a run ended.

@@ -13,6 +13,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::limits::{HasLimits, Limits};
 use super::output::Stdio;
+use super::resolve::PodHttpHooks;
 use super::spec::{EngineError, Preopen, RunSpec};
 
 /// Everything of a [`RunSpec`] a guest's WASI context is made of, reusable for many stores.
@@ -24,6 +25,7 @@ pub(super) struct GuestEnv {
     stdout: Option<Stdio>,
     pub(super) stderr: Option<Stdio>,
     pub(super) memory_limit: Option<usize>,
+    resolver: Option<std::sync::Arc<dyn super::resolve::NameResolver>>,
 }
 
 impl GuestEnv {
@@ -36,6 +38,7 @@ impl GuestEnv {
             stdout: spec.stdout.take().map(Stdio::from),
             stderr: spec.stderr.take().map(Stdio::from),
             memory_limit: spec.memory_limit,
+            resolver: spec.resolver.take(),
         }
     }
 
@@ -73,6 +76,7 @@ impl GuestEnv {
         Ok(P2State {
             wasi: self.builder()?.build(),
             http: WasiHttpCtx::new(),
+            hooks: PodHttpHooks { resolver: self.resolver.clone() },
             table: ResourceTable::new(),
             limits: Limits::new(self.memory_limit),
         })
@@ -95,6 +99,7 @@ impl HasLimits for P1State {
 pub(super) struct P2State {
     wasi: WasiCtx,
     http: WasiHttpCtx,
+    hooks: PodHttpHooks,
     table: ResourceTable,
     limits: Limits,
 }
@@ -113,6 +118,6 @@ impl WasiView for P2State {
 
 impl WasiHttpView for P2State {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: Default::default() }
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
     }
 }
