@@ -78,7 +78,7 @@ pub struct NodeArgs {
     #[arg(long, value_parser = cluster_dns_arg)]
     pub cluster_dns: Option<String>,
     /// The node's resolver configuration: the base of `dnsPolicy: Default` pods and where the cluster
-    /// DNS forwards names outside the cluster domain; `""`: none.
+    /// DNS forwards names outside the cluster domain; `none`: no upstream resolvers.
     #[arg(long, default_value = "/etc/resolv.conf")]
     pub resolv_conf: PathBuf,
 }
@@ -139,7 +139,8 @@ impl NodeArgs {
             Some(ip) => c.cluster_dns = ip.parse().ok(),
             None => {}
         }
-        c.resolv_conf = (!self.resolv_conf.as_os_str().is_empty()).then(|| self.resolv_conf.clone());
+        let none = self.resolv_conf.as_os_str().is_empty() || self.resolv_conf.as_os_str() == "none";
+        c.resolv_conf = (!none).then(|| self.resolv_conf.clone());
         c.proxy = match self.proxy {
             ProxyKind::Nftables => ProxyMode::Nftables,
             ProxyKind::Off => ProxyMode::Off,

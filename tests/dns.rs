@@ -1,7 +1,7 @@
 //! Cluster DNS end to end: real kubectl 1.32, a Linux busybox pod (runc through a private
 //! containerd) and a Wasm `hello-http` Deployment, the node agent's DNS server reached through the
 //! `kube-dns` Service (the 10th address of the test's own service CIDR). The node gets
-//! `--resolv-conf ""`: no upstream resolvers, so nothing is ever forwarded off the machine.
+//! `--resolv-conf none`: no upstream resolvers, so nothing is ever forwarded off the machine.
 
 mod common;
 
@@ -50,7 +50,7 @@ fn nslookup_from_node(name: &str, server: &str) -> (bool, String, Duration) {
 
 #[test]
 fn pods_resolve_services_by_name_through_the_node_dns() {
-    let setup = LinuxCluster::start_linux_with("skiff-dns", vec!["--resolv-conf".into(), String::new()]);
+    let setup = LinuxCluster::start_linux_with("skiff-dns", vec!["--resolv-conf".into(), "none".into()]);
     let c = &setup.cluster;
     let image = setup.registry.push("hello-http", "1");
     c.kubectl_stdin(&["apply", "-f", "-"], Some(&manifests(&image)));
