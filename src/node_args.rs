@@ -69,6 +69,18 @@ pub struct NodeArgs {
     /// The service proxy: `nftables` (a table `skiff-<node>` programmed with /usr/sbin/nft) or `off`.
     #[arg(long, value_enum, default_value = "nftables")]
     pub proxy: ProxyKind,
+    /// The cluster domain pods' names live in.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// The cluster DNS address pods get in resolv.conf (default: the 10th address of the service
+    /// CIDR, the `kube-dns` Service's); `none`: no cluster DNS on this node (pods get the node's
+    /// resolvers).
+    #[arg(long, value_parser = cluster_dns_arg)]
+    pub cluster_dns: Option<String>,
+    /// The node's resolver configuration: the base of `dnsPolicy: Default` pods and where the cluster
+    /// DNS forwards names outside the cluster domain; `none`: no upstream resolvers.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
 }
 
 /// `--proxy`.
@@ -126,11 +138,28 @@ impl NodeArgs {
             },
         };
         c.registry_config = self.registry_config.clone();
+        c.cluster_domain = self.cluster_domain.trim_end_matches('.').to_string();
+        match self.cluster_dns.as_deref() {
+            Some("none") => c.dns = false,
+            Some(ip) => c.cluster_dns = ip.parse().ok(),
+            None => {}
+        }
+        let none = self.resolv_conf.as_os_str().is_empty() || self.resolv_conf.as_os_str() == "none";
+        c.resolv_conf = (!none).then(|| self.resolv_conf.clone());
         c.proxy = match self.proxy {
             ProxyKind::Nftables => ProxyMode::Nftables,
             ProxyKind::Off => ProxyMode::Off,
         };
         c
+    }
+}
+
+/// `--cluster-dns`: an IP address or `none`.
+fn cluster_dns_arg(s: &str) -> Result<String, String> {
+    if s == "none" || s.parse::<IpAddr>().is_ok() {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is neither an IP address nor \"none\""))
     }
 }
 

@@ -121,7 +121,7 @@ fn cluster_ip_and_node_port_spread_over_ready_endpoints_and_refuse_without_any()
     let registry = Registry::start();
     let image = registry.push("hello-http", "1");
     let ips = ready_pods(&cluster, &image, &["px-0", "px-1", "px-2"]);
-    let (vip, empty_vip, np) = (service_ip(&cluster, 10), service_ip(&cluster, 11), node_port());
+    let (vip, empty_vip, np) = (service_ip(&cluster, 30), service_ip(&cluster, 31), node_port());
 
     let manifests = [
         service("web", "NodePort", &vip, 80, Some(np)),

@@ -9,6 +9,7 @@
 mod cluster;
 mod containerd;
 mod create;
+mod dns;
 mod list;
 mod node_burst;
 mod node_cluster;
@@ -164,6 +165,17 @@ enum Command {
         rounds: usize,
     },
     /// HTTP throughput of one hello-http pod, with wrk from the host to the pod IP.
+    /// Cluster DNS queries per second and latency for service names against the node's server.
+    Dns {
+        /// ClusterIP Services in the zone.
+        #[arg(long, default_value_t = 1000)]
+        services: usize,
+        /// Concurrent closed-loop UDP clients.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     NodeHttp {
         #[command(flatten)]
         node: NodeFlags,
@@ -247,6 +259,12 @@ async fn run(command: Command) -> Result<()> {
             sched::run(&server_bin, &nodes, pods, clients, Duration::from_secs(max_seconds)).await
         }
         Command::ProxySync { services, rounds } => proxy_sync::run(&services, rounds),
+        Command::Dns { services, clients, seconds } => {
+            if services == 0 || clients == 0 || seconds == 0 {
+                bail!("--services, --clients and --seconds must be positive");
+            }
+            dns::run(services, clients, seconds).await
+        }
         Command::NodeHttp { node, seconds, connections, threads } => {
             if seconds == 0 || connections == 0 || threads == 0 {
                 bail!("--seconds, --connections and --threads must be positive");

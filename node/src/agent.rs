@@ -35,6 +35,8 @@ pub struct Agent {
     oci: Option<Arc<LazyOci>>,
     /// The service proxy (its table is removed on shutdown).
     proxy: Option<crate::proxy::Proxy>,
+    /// This node's cluster DNS server.
+    dns: Option<crate::dns::ClusterDns>,
 }
 
 impl Agent {
@@ -140,7 +142,8 @@ impl Agent {
                 }
             }
         }));
-        let proxy = crate::proxy::Proxy::start(client.clone(), &config);
+        let dns = start_dns(&client, &config, sandboxes.gateway());
+        let proxy = crate::proxy::Proxy::start(client.clone(), &config, dns.as_ref().map(|d| d.addr));
         let recorder = Recorder::new(client.clone(), &config.node_name);
         let teardown = config.teardown_on_shutdown;
         let deps = Deps::new(client, config, runtime, Arc::clone(&sandboxes), recorder, log_index);
@@ -157,7 +160,13 @@ impl Agent {
             containerd,
             oci,
             proxy,
+            dns,
         })
+    }
+
+    /// Where this node's cluster DNS server answers (the bridge gateway, port 53), if it runs.
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.dns.as_ref().map(|d| d.addr)
     }
 
     /// How many pods this agent runs.
@@ -175,6 +184,9 @@ impl Agent {
         if let Some(proxy) = self.proxy.take() {
             proxy.stop().await;
         }
+        if let Some(dns) = self.dns.take() {
+            dns.stop().await;
+        }
         if let Some(stop) = self.stop_server.take() {
             let _ = stop.send(());
         }
@@ -187,6 +199,22 @@ impl Agent {
                 containerd.remove_all().await;
             }
             self.sandboxes.teardown_all().await;
+        }
+    }
+}
+
+/// Starts the node's cluster DNS server on the bridge gateway (none when `--cluster-dns` is off or
+/// port 53 there is taken, said in the log).
+fn start_dns(client: &kube::Client, config: &AgentConfig, gateway: std::net::IpAddr) -> Option<crate::dns::ClusterDns> {
+    if !config.dns {
+        return None;
+    }
+    let addr = SocketAddr::new(gateway, crate::dns::PORT);
+    match crate::dns::ClusterDns::start(client.clone(), addr, &config.cluster_domain, &config.host_resolv_conf()) {
+        Ok(dns) => Some(dns),
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "cannot serve cluster DNS on this node");
+            None
         }
     }
 }

@@ -54,6 +54,16 @@ pub struct AgentConfig {
     pub proxy: ProxyMode,
     /// The cluster's service CIDR, routed from pods to the node (default 10.43.0.0/16).
     pub service_cidr: Option<String>,
+    /// The cluster domain (`--cluster-domain`, default `cluster.local`).
+    pub cluster_domain: String,
+    /// The cluster DNS address pods get (`--cluster-dns`); `None`: the 10th address of the service
+    /// CIDR, the `kube-dns` Service's.
+    pub cluster_dns: Option<IpAddr>,
+    /// The node's resolver configuration (`--resolv-conf`): the base of `dnsPolicy: Default` pods
+    /// and where the cluster DNS forwards other names; `None`: no upstream resolvers.
+    pub resolv_conf: Option<PathBuf>,
+    /// Serve cluster DNS on this node (on the bridge gateway, port 53).
+    pub dns: bool,
 }
 
 /// `--proxy`: how Service traffic reaches endpoints on this node.
@@ -135,7 +145,22 @@ impl AgentConfig {
             linux_runtime: LinuxRuntimeConfig::Off,
             registry_config: None,
             proxy: ProxyMode::Nftables,
+            cluster_domain: "cluster.local".into(),
+            cluster_dns: None,
+            resolv_conf: Some(PathBuf::from(crate::dns::resolv::HOST_RESOLV_CONF)),
+            dns: true,
         }
+    }
+
+    /// The cluster DNS address pods are given: `--cluster-dns`, else the 10th address of the
+    /// service CIDR; none without a service CIDR.
+    pub fn cluster_dns_ip(&self) -> Option<IpAddr> {
+        self.cluster_dns.or_else(|| self.service_cidr.as_deref().and_then(crate::dns::default_cluster_dns))
+    }
+
+    /// The node's resolver configuration text (`--resolv-conf`; empty when unset or unreadable).
+    pub fn host_resolv_conf(&self) -> String {
+        self.resolv_conf.as_deref().map(crate::dns::resolv::read_host).unwrap_or_default()
     }
 
     /// The pods this node offers: `max_pods`, but never more than its pod CIDR can address less

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod client;
 pub mod config;
+pub mod dns;
 pub mod error;
 pub mod events;
 pub mod hollow;

@@ -19,6 +19,7 @@ mod limits;
 mod output;
 mod p1;
 mod program;
+mod resolve;
 mod spec;
 mod usage;
 mod wasi;
@@ -37,6 +38,7 @@ use wasmtime::Engine;
 
 pub use output::{Output, OutputSink};
 pub use program::Program;
+pub use resolve::{Lookup, NameResolver};
 pub use spec::{env_pairs, EngineError, Exit, Preopen, RunSpec};
 pub use usage::Usage;
 

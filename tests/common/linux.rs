@@ -18,6 +18,11 @@ pub struct LinuxCluster {
 impl LinuxCluster {
     /// Starts everything; `tag` names this test's containerd (its pid is appended).
     pub fn start_linux(tag: &str) -> Self {
+        Self::start_linux_with(tag, Vec::new())
+    }
+
+    /// As [`LinuxCluster::start_linux`], with more node flags.
+    pub fn start_linux_with(tag: &str, extra: Vec<String>) -> Self {
         let containerd = Containerd::start_runc_only(&format!("{tag}{}", std::process::id()));
         let registry = Registry::start();
         let work = tempfile::tempdir().expect("tempdir");
@@ -26,14 +31,16 @@ impl LinuxCluster {
         let mirrors = work.path().join("registries.yaml");
         std::fs::write(&mirrors, format!("mirrors:\n  docker.io:\n    endpoint: [\"http://{}\"]\n", registry.addr))
             .expect("registries.yaml");
-        let cluster = Cluster::with_node_args(vec![
+        let mut args = vec![
             "--containerd-address".into(),
             containerd.socket().display().to_string(),
             "--containerd-namespace".into(),
             containerd.namespace.clone(),
             "--registry-config".into(),
             mirrors.display().to_string(),
-        ]);
+        ];
+        args.extend(extra);
+        let cluster = Cluster::with_node_args(args);
         LinuxCluster { cluster, containerd, registry, work }
     }
 }

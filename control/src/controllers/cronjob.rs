@@ -251,6 +251,7 @@ async fn write_status(ctx: &Ctx, key: &ObjectKey, cj: &Value, status: Value) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::registry::WriteOptions;
 
     #[test]
     fn jobs_are_named_by_scheduled_minute_and_owned() {

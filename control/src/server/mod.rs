@@ -251,6 +251,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let url = format!("https://{advertise_host}:{}", addr.port());
     let advertise_ip = if addr.ip().is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { addr.ip() };
     controllers::endpoints::kubernetes::ensure_kubernetes_service(&registry, advertise_ip, addr.port()).await?;
+    controllers::endpoints::kube_dns::ensure_kube_dns_service(&registry).await?;
 
     let kubeconfig_path = dir.join("kubeconfig");
     files::write_private(&kubeconfig_path, kubeconfig(&url, &certs.ca_pem, &admin_token, &admin_client).as_bytes())?;

@@ -767,10 +767,22 @@ impl Worker {
             security: spec.security_context.clone(),
             pod_security: pod_spec.and_then(|s| s.security_context.clone()),
             hostname: hostname.chars().take(63).collect(),
+            resolv_conf: self.dns_settings().render(),
             pod: format!("{}/{}", self.ns, self.name),
             stdin: spec.stdin.unwrap_or(false),
             tty: spec.tty.unwrap_or(false),
         }
+    }
+
+    /// The pod's resolver settings: its `dnsPolicy` and `dnsConfig` over the node's cluster DNS.
+    fn dns_settings(&self) -> crate::dns::resolv::ResolvConf {
+        let config = &self.deps.config;
+        let node = crate::dns::resolv::NodeDns {
+            cluster_dns: config.cluster_dns_ip().filter(|_| config.dns),
+            cluster_domain: config.cluster_domain.clone(),
+            host: crate::dns::resolv::ResolvConf::parse(&config.host_resolv_conf()),
+        };
+        crate::dns::resolv::pod_resolv(self.pod.spec.as_ref(), &self.ns, &node)
     }
 
     /// Registry credentials from the pod's `imagePullSecrets`.

@@ -40,7 +40,8 @@ pub struct Proxy {
 
 impl Proxy {
     /// Starts the proxy unless it is off or `nft` is not installed (said once in the log).
-    pub fn start(client: kube::Client, config: &AgentConfig) -> Option<Self> {
+    /// `dns`: this node's cluster DNS server, where the `kube-dns` Service's ports lead.
+    pub fn start(client: kube::Client, config: &AgentConfig, dns: Option<std::net::SocketAddr>) -> Option<Self> {
         if config.proxy == ProxyMode::Off {
             tracing::info!("service proxy off (--proxy off): no service rules on this node");
             return None;
@@ -67,6 +68,7 @@ impl Proxy {
             listed: (false, false),
             needs_full: true,
             localnet: false,
+            dns,
         };
         let task = tokio::spawn(run(client, state));
         tracing::info!(table = %table.name, "service proxy on nftables");
@@ -117,6 +119,8 @@ struct State {
     needs_full: bool,
     /// `route_localnet` is on for the bridge (NodePorts on 127.0.0.1 reach pods).
     localnet: bool,
+    /// This node's cluster DNS server: the only endpoint of `kube-system/kube-dns` here.
+    dns: Option<std::net::SocketAddr>,
 }
 
 /// One watch event of either kind (boxed: the two differ much in size).
@@ -254,6 +258,10 @@ impl State {
     /// The plan of one Service as the caches say now.
     fn plan(&self, key: &Key) -> Plan {
         let Some(service) = self.services.get(key) else { return Plan::default() };
+        if let Some(dns) = self.dns.filter(|_| (key.0.as_str(), key.1.as_str()) == crate::dns::SERVICE) {
+            let local = model::node_local_slice(service, dns, &self.node_name);
+            return nft::plan(&self.table, &model::desired(service, &[&local], &self.node_name));
+        }
         let slices: Vec<&EndpointSlice> = self
             .by_service
             .get(key)

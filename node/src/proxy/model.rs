@@ -101,6 +101,33 @@ pub fn slice_service(slice: &EndpointSlice) -> Option<&str> {
     slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL).map(String::as_str)
 }
 
+/// A slice with one endpoint, `addr` on this node, for every port of `service` (the cluster DNS
+/// Service, whose endpoint on each node is that node's own server).
+pub fn node_local_slice(service: &Service, addr: std::net::SocketAddr, node_name: &str) -> EndpointSlice {
+    use k8s_openapi::api::discovery::v1::{Endpoint as SliceEndpoint, EndpointConditions, EndpointPort};
+    let ports = service.spec.iter().flat_map(|s| s.ports.iter().flatten());
+    EndpointSlice {
+        address_type: "IPv4".into(),
+        endpoints: vec![SliceEndpoint {
+            addresses: vec![addr.ip().to_string()],
+            conditions: Some(EndpointConditions { ready: Some(true), ..Default::default() }),
+            node_name: Some(node_name.to_string()),
+            ..Default::default()
+        }],
+        ports: Some(
+            ports
+                .map(|p| EndpointPort {
+                    name: p.name.clone(),
+                    port: Some(i32::from(addr.port())),
+                    protocol: p.protocol.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        metadata: Default::default(),
+    }
+}
+
 /// The rules of every port of `service` given its slices, for the node `node_name`. Headless and
 /// ExternalName services, services without an IPv4 ClusterIP and ports with an unknown protocol
 /// get none.

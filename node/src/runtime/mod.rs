@@ -62,6 +62,9 @@ pub struct LinuxExtras {
     pub pod_security: Option<k8s_openapi::api::core::v1::PodSecurityContext>,
     /// The pod's hostname (`spec.hostname`, else its name).
     pub hostname: String,
+    /// The pod's `/etc/resolv.conf` (its `dnsPolicy` and `dnsConfig` applied); Wasm guests' outgoing
+    /// HTTP requests resolve with it too.
+    pub resolv_conf: String,
     /// `namespace/name` of the pod (for messages).
     pub pod: String,
     /// The container's `stdin` (it gets a stdin `kubectl attach -i` writes to) and `tty`.

@@ -92,6 +92,8 @@ impl WasmRuntime {
             stderr: Some(Output::Sink(err)),
             memory_limit: launch.memory_limit.map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
             cpu_millis: launch.cpu_millis,
+            resolver: crate::dns::guest::PodResolver::new(&launch.linux.resolv_conf)
+                .map(|r| Arc::new(r) as Arc<dyn skiff_shim::engine::NameResolver>),
             ..RunSpec::default()
         })
     }

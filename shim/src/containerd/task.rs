@@ -210,6 +210,7 @@ impl TaskService {
             deadline: None,
             cancel: None,
             usage: None,
+            resolver: None,
         };
         Ok(Job::Wasm { program, spec, http_port })
     }

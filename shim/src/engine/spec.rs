@@ -55,6 +55,9 @@ pub struct RunSpec {
     pub cancel: Option<CancellationToken>,
     /// Where the guest's CPU time and memory are counted (for every request of an HTTP server).
     pub usage: Option<std::sync::Arc<super::usage::Usage>>,
+    /// Resolves the host names of the guest's outgoing HTTP requests (the pod's DNS settings);
+    /// `None`: the host's resolver.
+    pub resolver: Option<std::sync::Arc<dyn super::resolve::NameResolver>>,
 }
 
 /// How a run ended.

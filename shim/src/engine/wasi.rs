@@ -13,6 +13,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::limits::{HasLimits, Limits};
 use super::output::Stdio;
+use super::resolve::PodHttpHooks;
 use super::spec::{EngineError, Preopen, RunSpec};
 
 /// Everything of a [`RunSpec`] a guest's WASI context is made of, reusable for many stores.
@@ -26,6 +27,7 @@ pub(super) struct GuestEnv {
     pub(super) memory_limit: Option<usize>,
     /// Where the guest's CPU and memory are counted.
     pub(super) usage: Option<std::sync::Arc<super::usage::Usage>>,
+    resolver: Option<std::sync::Arc<dyn super::resolve::NameResolver>>,
 }
 
 impl GuestEnv {
@@ -39,6 +41,7 @@ impl GuestEnv {
             stderr: spec.stderr.take().map(Stdio::from),
             memory_limit: spec.memory_limit,
             usage: spec.usage.clone(),
+            resolver: spec.resolver.take(),
         }
     }
 
@@ -76,6 +79,7 @@ impl GuestEnv {
         Ok(P2State {
             wasi: self.builder()?.build(),
             http: WasiHttpCtx::new(),
+            hooks: PodHttpHooks { resolver: self.resolver.clone() },
             table: ResourceTable::new(),
             limits: Limits::new(self.memory_limit, self.usage.clone()),
         })
@@ -98,6 +102,7 @@ impl HasLimits for P1State {
 pub(super) struct P2State {
     wasi: WasiCtx,
     http: WasiHttpCtx,
+    hooks: PodHttpHooks,
     table: ResourceTable,
     limits: Limits,
 }
@@ -116,6 +121,6 @@ impl WasiView for P2State {
 
 impl WasiHttpView for P2State {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: Default::default() }
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
     }
 }

@@ -1,7 +1,9 @@
 //! `hello-http` (wasm32-wasip2 component exporting `wasi:http/incoming-handler`): a tiny HTTP
 //! service for the Wasm HTTP serving tests and benchmarks. `routes` decides the reply; this file
-//! adapts it to `wasi:http` with as few host calls and allocations as possible.
+//! adapts it to `wasi:http` with as few host calls and allocations as possible. `/fetch/<host>/<path>`
+//! makes an outgoing request (`fetch`), for the cluster DNS tests.
 
+mod fetch;
 mod routes;
 
 use wasip2::exports::http::incoming_handler::Guest;
@@ -20,6 +22,11 @@ impl Guest for Handler {
         drop(request);
         let full = path_and_query.as_deref().unwrap_or("/");
         let path = full.split_once('?').map_or(full, |(p, _)| p);
+        if let Some(target) = path.strip_prefix("/fetch/") {
+            let (status, body) = fetch::get(target);
+            respond(response_out, status, &body);
+            return;
+        }
         let reply = routes::route(path);
         respond(response_out, reply.status, &reply.body);
     }

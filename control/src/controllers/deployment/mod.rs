@@ -605,6 +605,7 @@ fn newest(sets: &[Arc<Value>]) -> Option<Arc<Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::registry::WriteOptions;
     use crate::controllers::runtime::{testing, Supervisor};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

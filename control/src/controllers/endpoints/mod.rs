@@ -6,6 +6,7 @@
 //! Also the `kubernetes` Service, pointing at the API server ([`kubernetes`]).
 
 pub mod build;
+pub mod kube_dns;
 pub mod kubernetes;
 
 use std::collections::BTreeMap;

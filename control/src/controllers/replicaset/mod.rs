@@ -335,6 +335,7 @@ async fn release(registry: &Registry, pods_ri: &ResourceInfo, pod: &Value, owner
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::registry::WriteOptions;
 
     #[test]
     fn pods_carry_the_template_and_a_controller_reference() {

@@ -147,8 +147,9 @@ impl OciRuntime {
         let template =
             image.rootfs.clone().ok_or_else(|| RuntimeError::Other(format!("image {} has no files", launch.image)))?;
         let scratch = launch.scratch_dir.clone();
-        let (ip, hostname) = (pod.sandbox.ip, launch.linux.hostname.clone());
-        let prepared = tokio::task::spawn_blocking(move || prepare(&template, &scratch, ip, &hostname))
+        let (ip, hostname, resolv_conf) =
+            (pod.sandbox.ip, launch.linux.hostname.clone(), launch.linux.resolv_conf.clone());
+        let prepared = tokio::task::spawn_blocking(move || prepare(&template, &scratch, ip, &hostname, &resolv_conf))
             .await
             .map_err(|e| RuntimeError::Other(e.to_string()))??;
         let input = spec::SpecInput {
@@ -204,8 +205,14 @@ struct Prepared {
 }
 
 /// A fresh copy of the image's files (a restarted container starts from the image again, as with a new
-/// snapshot) and the /etc files of the pod.
-fn prepare(template: &Path, scratch: &Path, ip: std::net::IpAddr, hostname: &str) -> Result<Prepared, RuntimeError> {
+/// snapshot) and the /etc files of the pod (`resolv_conf`: the text the pod's DNS policy gives).
+fn prepare(
+    template: &Path,
+    scratch: &Path,
+    ip: std::net::IpAddr,
+    hostname: &str,
+    resolv_conf: &str,
+) -> Result<Prepared, RuntimeError> {
     let io =
         |what: &str, path: &Path, e: std::io::Error| RuntimeError::Other(format!("{what} {}: {e}", path.display()));
     let rootfs = scratch.join("rootfs");
@@ -223,7 +230,7 @@ fn prepare(template: &Path, scratch: &Path, ip: std::net::IpAddr, hostname: &str
         hostname: etc_dir.join("hostname"),
     };
     std::fs::write(&etc.hosts, spec::hosts_file(ip, hostname)).map_err(|e| io("writing", &etc.hosts, e))?;
-    std::fs::write(&etc.resolv_conf, spec::node_resolv_conf()).map_err(|e| io("writing", &etc.resolv_conf, e))?;
+    std::fs::write(&etc.resolv_conf, resolv_conf).map_err(|e| io("writing", &etc.resolv_conf, e))?;
     std::fs::write(&etc.hostname, format!("{hostname}\n")).map_err(|e| io("writing", &etc.hostname, e))?;
     Ok(Prepared { rootfs, etc })
 }

@@ -380,17 +380,6 @@ pub fn hosts_file(ip: std::net::IpAddr, hostname: &str) -> String {
     )
 }
 
-/// The node's resolver configuration a pod gets (systemd-resolved's upstream file when there is one, as
-/// the kubelet's `--resolv-conf` default does, since 127.0.0.53 does not answer inside a pod).
-pub fn node_resolv_conf() -> String {
-    for path in ["/run/systemd/resolve/resolv.conf", "/etc/resolv.conf"] {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            return text;
-        }
-    }
-    String::new()
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
