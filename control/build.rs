@@ -36,12 +36,19 @@ fn main() {
 fn k8s_rs_pb_dir() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    // Only this platform's packages (others, e.g. Windows-only ones, need not be downloaded).
+    let target = std::env::var("TARGET").unwrap_or_default();
     let output = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline", "--manifest-path"])
+        .args(["metadata", "--format-version", "1", "--offline", "--filter-platform", &target, "--manifest-path"])
         .arg(&manifest)
         .output()
         .expect("running cargo metadata");
-    assert!(output.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&output.stderr));
+    if !output.status.success() {
+        // The package is unpacked in cargo's registry before this script runs: look there.
+        return registry_dir().unwrap_or_else(|| {
+            panic!("cargo metadata: {}", String::from_utf8_lossy(&output.stderr));
+        });
+    }
     let json = String::from_utf8_lossy(&output.stdout);
     let key = "\"manifest_path\":\"";
     json.match_indices(key)
@@ -53,6 +60,22 @@ fn k8s_rs_pb_dir() -> PathBuf {
         })
         .next()
         .expect("k8s-rs-pb in cargo metadata")
+}
+
+/// `k8s-rs-pb-*` under `$CARGO_HOME/registry/src/*/` (the newest name, if several).
+fn registry_dir() -> Option<PathBuf> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+    let mut found: Vec<PathBuf> = std::fs::read_dir(home.join("registry").join("src"))
+        .ok()?
+        .flatten()
+        .filter_map(|index| std::fs::read_dir(index.path()).ok())
+        .flat_map(|dir| dir.flatten().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("k8s-rs-pb-")))
+        .collect();
+    found.sort();
+    found.pop()
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
