@@ -10,11 +10,11 @@ use jiff::Timestamp;
 use serde_json::{json, Value};
 
 use super::cron_schedule::{self, Schedule};
+use super::podutil::{opts, uid};
 use super::runtime::{controller_ref, Action, Controller, Error, Informer, Informers, ObjectKey};
 use crate::api::error::ApiError;
 use crate::api::object;
 use crate::api::registry::{DeleteOptions, Registry};
-use super::podutil::{opts, uid};
 
 const TASK: &str = "controller-cronjob";
 /// The annotation a scheduled Job carries with its scheduled time.

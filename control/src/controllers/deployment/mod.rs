@@ -19,9 +19,9 @@ use super::runtime::{controller_key, controller_ref, Action, Controller, Error, 
 use crate::api::error::ApiError;
 use crate::api::object;
 use crate::api::registry::{DeleteOptions, Registry};
-use crate::controllers::podutil::{opts, uid};
 use crate::api::resources::ResourceInfo;
 use crate::api::selector::{from_label_selector, LabelSelector};
+use crate::controllers::podutil::{opts, uid};
 use replicasets::{spec_replicas, view};
 
 const COMPONENT: &str = "deployment-controller";

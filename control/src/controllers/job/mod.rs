@@ -14,8 +14,8 @@ use super::runtime::{controller_ref, Action, Controller, Error, Informer, Inform
 use crate::api::error::ApiError;
 use crate::api::object;
 use crate::api::registry::{DeleteOptions, Registry};
-use crate::controllers::podutil::{opts, uid};
 use crate::api::resources::ResourceInfo;
+use crate::controllers::podutil::{opts, uid};
 
 const TASK: &str = "controller-job";
 
