@@ -166,11 +166,9 @@ async fn rotate_secrets_key(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let rotated = async {
-        let key = keys.rotate().map_err(|e| ApiError::Internal(e.to_string()))?;
-        let rewritten = crate::store::encrypted::rewrite_all(raw.as_ref(), &keys)
+        let (key, rewritten) = crate::store::encrypted::rotate(raw.as_ref(), &keys)
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        keys.retire_old_keys().map_err(|e| ApiError::Internal(e.to_string()))?;
         tracing::info!(key, rewritten, "rotated the secrets encryption key");
         Ok::<_, ApiError>(json!({"key": key, "rewritten": rewritten}))
     };

@@ -4,8 +4,9 @@
 //! value is `k8s:enc:aesgcm:v1:<key name>:<12-byte nonce><ciphertext + tag>`; the key name is bound
 //! in as associated data, with the store key, so a value moved to another key does not decrypt.
 //! Values stored before encryption (plain JSON) are read as they are and encrypted on their next
-//! write. The keys live in one 0600 file in the data directory; [`Keyring::rotate`] adds a new
-//! write key, and [`rewrite_all`] re-encrypts every Secret with it before the old keys go.
+//! write. The keys live in one 0600 file in the data directory; [`rotate`] switches to a new
+//! write key once no Secret write is between sealing and storing, re-encrypts every Secret with it,
+//! and only then retires the old keys (one rotation at a time).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,6 +52,11 @@ pub struct Keyring {
     path: PathBuf,
     keys: RwLock<Vec<(String, LessSafeKey)>>,
     file: RwLock<KeyFile>,
+    /// Held shared by a Secret write from sealing to stored, and exclusively while the write key
+    /// changes: once a rotation has switched keys, no value sealed with an old key is in flight.
+    writes: tokio::sync::RwLock<()>,
+    /// One rotation at a time (two would retire each other's keys under their rewrites).
+    rotating: tokio::sync::Mutex<()>,
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], StoreError> {
@@ -80,7 +86,13 @@ impl Keyring {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => KeyFile::default(),
             Err(source) => return Err(KeyError::Io { path, source }),
         };
-        let ring = Arc::new(Self { path, keys: RwLock::new(Vec::new()), file: RwLock::new(file) });
+        let ring = Arc::new(Self {
+            path,
+            keys: RwLock::new(Vec::new()),
+            file: RwLock::new(file),
+            writes: tokio::sync::RwLock::new(()),
+            rotating: tokio::sync::Mutex::new(()),
+        });
         if ring.file.read().keys.is_empty() {
             ring.add_first()?;
         } else {
@@ -117,13 +129,15 @@ impl Keyring {
             .map_err(|e| KeyError::Invalid { path: self.path.clone(), detail: e.to_string() })
     }
 
-    /// Starts a rotation: a new write key; old keys still decrypt. Returns its name.
-    pub fn rotate(&self) -> Result<String, KeyError> {
+    /// Starts a rotation: a new write key (after the Secret writes in flight are stored); old keys
+    /// still decrypt. Returns its name.
+    async fn rotate(&self) -> Result<String, KeyError> {
+        let _no_writes = self.writes.write().await;
         self.add_first()
     }
 
     /// Ends a rotation: only the write key is kept.
-    pub fn retire_old_keys(&self) -> Result<(), KeyError> {
+    fn retire_old_keys(&self) -> Result<(), KeyError> {
         self.file.write().keys.truncate(1);
         self.save()?;
         self.rebuild()
@@ -235,12 +249,14 @@ impl Encrypted {
 #[async_trait::async_trait]
 impl Store for Encrypted {
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue, StoreError> {
+        let _writing = self.keys.writes.read().await;
         let sealed = self.seal(key, value.clone())?;
         let mut kv = self.inner.create(key, sealed).await.map_err(|e| self.open_error(e))?;
         kv.value = value;
         Ok(kv)
     }
     async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<KeyValue, StoreError> {
+        let _writing = self.keys.writes.read().await;
         let sealed = self.seal(key, value.clone())?;
         let mut kv = self.inner.update(key, sealed, expected).await.map_err(|e| self.open_error(e))?;
         kv.value = value;
@@ -288,10 +304,30 @@ impl Store for Encrypted {
     }
 }
 
+/// Why a rotation failed (nothing is retired then: every value stays readable).
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Rotates the write key: a new key, every Secret re-sealed with it through `raw` (the store below
+/// the decorator), then the old keys retired. One rotation runs at a time. Returns the new key's
+/// name and how many Secrets were rewritten.
+pub async fn rotate(raw: &dyn Store, keys: &Keyring) -> Result<(String, usize), RotateError> {
+    let _one_at_a_time = keys.rotating.lock().await;
+    let name = keys.rotate().await?;
+    let rewritten = rewrite_all(raw, keys).await?;
+    keys.retire_old_keys()?;
+    Ok((name, rewritten))
+}
+
 /// Re-encrypts every Secret not yet sealed with the write key (after [`Keyring::rotate`]), through
 /// `raw` (the store below the decorator, so values are read as stored); a Secret written meanwhile is
 /// already sealed with the new key. Returns how many were rewritten.
-pub async fn rewrite_all(raw: &dyn Store, keys: &Keyring) -> Result<usize, StoreError> {
+async fn rewrite_all(raw: &dyn Store, keys: &Keyring) -> Result<usize, StoreError> {
     let mut rewritten = 0;
     let mut start_after = None;
     loop {
@@ -375,10 +411,9 @@ mod tests {
             store.create(&format!("{KEY}{i}"), format!("{{\"n\":{i}}}").into_bytes()).await.expect("create");
         }
         let old = keys.write_key_name();
-        let new = keys.rotate().expect("rotate");
+        let (new, rewritten) = rotate(raw.as_ref(), &keys).await.expect("rotate");
         assert_ne!(old, new);
-        assert_eq!(rewrite_all(raw.as_ref(), &keys).await.expect("rewrite"), 3);
-        keys.retire_old_keys().expect("retire");
+        assert_eq!(rewritten, 3);
         for i in 0..3 {
             let kv = store.get(&format!("{KEY}{i}")).await.expect("get").expect("present");
             assert_eq!(kv.value, format!("{{\"n\":{i}}}").into_bytes());
