@@ -111,8 +111,7 @@ pub async fn join(server_url: &str, token: &JoinToken, node: &str, dir: &Path) -
     if got != token.ca_hash {
         return Err(JoinError::CaMismatch { want: token.ca_hash.clone(), got });
     }
-    let mut config = crate::config::AgentConfig::new(node, server_url, &ca_pem, &token.bootstrap, dir.to_path_buf());
-    config.client_cert = None;
+    let config = crate::config::AgentConfig::new(node, server_url, &ca_pem, &token.bootstrap, dir.to_path_buf());
     let client = crate::client::connect(&config).await.map_err(|e| JoinError::Credentials(e.to_string()))?;
     let (cert_pem, key_pem) =
         crate::kubelet_csr::obtain_client(&client, node).await.map_err(|e| JoinError::Credentials(e.to_string()))?;
