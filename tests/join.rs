@@ -51,6 +51,85 @@ fn kubectl_as_node(c: &Cluster, agent: &AgentProcess, args: &[&str]) -> std::pro
         .expect("kubectl")
 }
 
+/// The Node authorizer and NodeRestriction, seen with the node's own credential.
+fn node_reaches_only_its_own_objects(c: &Cluster, agent: &AgentProcess, node: &str) {
+    let as_node = |args: &[&str]| kubectl_as_node(c, agent, args);
+    let ok = |args: &[&str]| {
+        let out = as_node(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let forbidden = |args: &[&str], why: &str| {
+        let out = as_node(args);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success() && err.contains("Forbidden") && err.contains(why), "{args:?}: {err}");
+    };
+    ok(&["get", "secret", "web-secret"]);
+    ok(&["get", "configmap", "kube-root-ca.crt"]);
+    forbidden(
+        &["get", "secret", "not-for-nodes"],
+        &format!("no relationship found between node '{node}' and this object"),
+    );
+    forbidden(&["get", "secrets"], "can only get individual resources of this type");
+    forbidden(&["-n", "kube-system", "get", "configmap", "kube-root-ca.crt"], "no relationship found");
+    // Its own Node only.
+    ok(&["label", "node", node, "joined=yes", "--overwrite"]);
+    c.kubectl_stdin(&["apply", "-f", "-"], Some("apiVersion: v1\nkind: Node\nmetadata: {name: someone-else}\n"));
+    forbidden(
+        &["label", "node", "someone-else", "taken=yes"],
+        &format!("node \"{node}\" is not allowed to modify node \"someone-else\""),
+    );
+    forbidden(&["delete", "node", "someone-else"], "is not allowed to modify node");
+    let out = Command::new(KUBECTL)
+        .args(["--kubeconfig=/dev/null", "--server", &c.url()])
+        .arg(format!("--certificate-authority={}", agent.dir.path().join("data/identity/ca.crt").display()))
+        .arg(format!("--client-certificate={}", agent.dir.path().join("data/identity/node-client.crt").display()))
+        .arg(format!("--client-key={}", agent.dir.path().join("data/identity/node-client.key").display()))
+        .args(["create", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(b"apiVersion: v1\nkind: Node\nmetadata: {name: impostor}\n")?;
+            child.wait_with_output()
+        })
+        .expect("kubectl create node");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("is not allowed to modify node \"impostor\""), "{err}");
+    // Pods: no creating them, and only its own pods' status.
+    c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Pod\nmetadata: {name: elsewhere}\nspec: {nodeName: someone-else, containers: [{name: c, image: x}]}\n"),
+    );
+    // (kubectl patch --subresource=status reads pods/status first, which no node may; a kubelet
+    // patches directly.)
+    let identity = agent.dir.path().join("data/identity");
+    let out = Command::new("curl")
+        .args(["-s", "-X", "PATCH", "-H", "Content-Type: application/merge-patch+json"])
+        .arg("--cacert")
+        .arg(identity.join("ca.crt"))
+        .arg("--cert")
+        .arg(identity.join("node-client.crt"))
+        .arg("--key")
+        .arg(identity.join("node-client.key"))
+        .args(["-d", r#"{"status":{"message":"x"}}"#])
+        .arg(format!("{}/api/v1/namespaces/default/pods/elsewhere/status", c.url()))
+        .output()
+        .expect("curl");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        body.contains("\"code\":403") && body.contains("can only update pod status for pods with spec.nodeName set to itself"),
+        "{body}"
+    );
+    forbidden(&["delete", "pod", "elsewhere"], "can only delete pods with spec.nodeName set to itself");
+    c.kubectl(&["delete", "pod", "elsewhere", "--grace-period=0", "--force"]);
+    c.kubectl(&["delete", "node", "someone-else"]);
+}
+
 fn refused(c: &Cluster, token: &str, why: &str) {
     let mut agent = AgentProcess::join(c, token);
     eventually("the agent gives up", WAIT, || agent.exited().is_some());
@@ -86,13 +165,19 @@ fn a_node_joins_with_a_token_and_keeps_its_own_identity() {
     assert_eq!(me["status"]["userInfo"]["username"], format!("system:node:{node}"));
     assert!(me["status"]["userInfo"]["groups"].as_array().is_some_and(|g| g.iter().any(|g| g == "system:nodes")));
 
-    // It runs pods with that identity (status, a projected token, logs through its kubelet).
-    let pod = format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: web}}\nspec:\n  containers:\n  - {{name: web, image: \"{image}\"}}\n");
+    // It runs pods with that identity (status, a projected token, a Secret volume, logs through
+    // its kubelet): the Node authorizer lets it read what its own pods use.
+    c.kubectl(&["create", "secret", "generic", "web-secret", "--from-literal=k=v"]);
+    c.kubectl(&["create", "secret", "generic", "not-for-nodes", "--from-literal=k=v"]);
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: web}}\nspec:\n  containers:\n  - {{name: web, image: \"{image}\"}}\n  volumes:\n  - {{name: s, secret: {{secretName: web-secret}}}}\n"
+    );
     c.kubectl_stdin(&["apply", "-f", "-"], Some(&pod));
     eventually("the pod Running on the joined node", WAIT, || {
         let p = c.get_json(&["pod", "web"]);
         p["spec"]["nodeName"] == node.as_str() && p["status"]["phase"] == "Running"
     });
+    node_reaches_only_its_own_objects(&c, &agent, &node);
 
     // The bootstrap token asks for certificates and nothing else.
     let bootstrap = token.split_once("::").map(|(_, t)| t.to_string()).expect("bootstrap part");

@@ -113,10 +113,12 @@ fn service_account_user_story() {
     assert_eq!(code, 200);
     assert!(body.contains("\"kty\":\"EC\""), "{body}");
 
-    // Deleting the ServiceAccount invalidates its tokens.
+    // Deleting the ServiceAccount invalidates its tokens (within the 10 s for which a successful
+    // token authentication is reused, as kube-apiserver caches it).
     c.kubectl(&["delete", "serviceaccount", "ci", "-n", "team-a"]);
-    let (code, body) = request(&c, &token, "GET", "/api/v1/namespaces/team-a/pods");
-    assert_eq!(code, 401, "{body}");
+    eventually("the deleted account's token refused", std::time::Duration::from_secs(30), || {
+        request(&c, &token, "GET", "/api/v1/namespaces/team-a/pods").0 == 401
+    });
 }
 
 #[test]
@@ -303,6 +305,23 @@ fn default_roles_and_client_certificates() {
         stderr.contains("would violate PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false"),
         "{stderr}"
     );
+    // An update cannot turn an admitted pod into a privileged one.
+    let err =
+        c.kubectl_fails(&["-n", "team-b", "patch", "pod", "plain", "-p", r#"{"spec":{"hostNetwork":true}}"#], None);
+    assert!(err.contains("forbidden") || err.contains("Forbidden") || err.contains("Invalid"), "{err}");
+    assert_ne!(c.get_json(&["-n", "team-b", "pod", "plain"])["spec"]["hostNetwork"], true);
+    // A workload's pod template is warned about, not refused (its pods are, when created).
+    let deployment = r#"{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "hostnet", "namespace": "team-b"},
+        "spec": {"selector": {"matchLabels": {"app": "h"}}, "template": {"metadata": {"labels": {"app": "h"}},
+        "spec": {"hostNetwork": true, "containers": [{"name": "c", "image": "i"}]}}}}"#;
+    let out = c.kubectl_output(&["apply", "-f", "-"], Some(deployment));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("would violate PodSecurity \"restricted:latest\": host namespaces (hostNetwork=true)"),
+        "{stderr}"
+    );
+    c.kubectl(&["-n", "team-b", "delete", "deployment", "hostnet"]);
 
     // Anonymous requests reach health and version only.
     let out = Command::new("curl")
@@ -337,4 +356,44 @@ fn default_roles_and_client_certificates() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("\"username\": \"admin\"") && text.contains("system:masters"), "{text}");
+}
+
+#[test]
+fn legacy_token_secrets_are_filled_but_never_created() {
+    let c = Cluster::start();
+    c.kubectl(&["create", "serviceaccount", "old"]);
+    // A Secret of the legacy type, made by the user, is filled with a token, the CA and the namespace.
+    let secret = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: old-token\n  annotations: {kubernetes.io/service-account.name: old}\ntype: kubernetes.io/service-account-token\n";
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(secret));
+    eventually("the token Secret filled", Duration::from_secs(30), || {
+        c.get_json(&["secret", "old-token"])["data"]["token"].as_str().is_some_and(|t| !t.is_empty())
+    });
+    let filled = c.get_json(&["secret", "old-token"]);
+    let decode = |field: &str| {
+        use base64::Engine;
+        let b64 = filled["data"][field].as_str().unwrap_or_default();
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).expect("base64")).expect("utf-8")
+    };
+    assert_eq!(decode("namespace"), "default");
+    assert!(decode("ca.crt").starts_with("-----BEGIN CERTIFICATE-----"));
+    let uid = c.get_json(&["serviceaccount", "old"])["metadata"]["uid"].clone();
+    assert_eq!(filled["metadata"]["annotations"]["kubernetes.io/service-account.uid"], uid);
+    let token = decode("token");
+    let out = c.kubectl(&["--token", &token, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]);
+    assert_eq!(out.trim(), "system:serviceaccount:default:old");
+    // No Secret was made for the ServiceAccount itself.
+    let secrets = c.get_json(&["secrets"]);
+    let legacy: Vec<&str> = secrets["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["type"] == "kubernetes.io/service-account-token")
+        .filter_map(|s| s["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(legacy, vec!["old-token"]);
+    // The token lives as long as its Secret (within the 10 s authentication cache).
+    c.kubectl(&["delete", "secret", "old-token"]);
+    eventually("the deleted Secret's token refused", Duration::from_secs(30), || {
+        request(&c, &token, "GET", "/api/v1/namespaces/default/pods").0 == 401
+    });
 }

@@ -184,6 +184,43 @@ impl Server {
         }
     }
 
+    /// From now on clients act as the service account `default/<name>`, bound to `cluster_role`
+    /// in `default` (its token from the TokenRequest API): every request is then authorized by
+    /// RBAC, where the admin token is a `system:masters` member that skips it.
+    pub async fn act_as_service_account(&mut self, name: &str, cluster_role: &str) -> Result<()> {
+        let admin = self.client()?;
+        let base = format!("{}/api/v1/namespaces/default", self.url);
+        let post = |url: String, body: serde_json::Value| {
+            let admin = admin.clone();
+            async move {
+                let resp = admin.post(&url).json(&body).send().await?;
+                let status = resp.status();
+                let text = resp.text().await?;
+                if !status.is_success() {
+                    bail!("POST {url}: {status}: {text}");
+                }
+                Ok::<serde_json::Value, anyhow::Error>(serde_json::from_str(&text)?)
+            }
+        };
+        post(format!("{base}/serviceaccounts"), serde_json::json!({"metadata": {"name": name}})).await?;
+        post(
+            format!("{}/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings", self.url),
+            serde_json::json!({
+                "metadata": {"name": format!("{name}-{cluster_role}")},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
+                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "default"}]
+            }),
+        )
+        .await?;
+        let review = post(
+            format!("{base}/serviceaccounts/{name}/token"),
+            serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}}),
+        )
+        .await?;
+        self.token = review["status"]["token"].as_str().context("no token in the TokenRequest answer")?.to_string();
+        Ok(())
+    }
+
     /// A new HTTPS client (its own connection pool) trusting the cluster CA, sending the bearer
     /// token. HTTP/1.1: the workspace's reqwest is built without HTTP/2.
     pub fn client(&self) -> Result<reqwest::Client> {

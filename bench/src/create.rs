@@ -140,11 +140,26 @@ pub async fn create_pods(
 }
 
 /// `api-create`: creates/s and latency per client count.
-pub async fn run(bin: &Path, backend: Backend, clients: &[usize], total: usize, limit: Duration) -> Result<()> {
+/// With `as_service_account`, the clients are a service account bound to the `edit` role
+/// (authorized by RBAC) instead of the admin (`system:masters`, which skips authorization).
+pub async fn run(
+    bin: &Path,
+    backend: Backend,
+    clients: &[usize],
+    total: usize,
+    limit: Duration,
+    as_service_account: bool,
+) -> Result<()> {
     let mut server = Server::start(bin, backend).await?;
+    let identity = if as_service_account {
+        server.act_as_service_account("bench", "edit").await?;
+        "service account (RBAC)"
+    } else {
+        "admin"
+    };
     let mut rows = Vec::new();
     for (level, &n) in clients.iter().enumerate() {
-        eprintln!("api-create: {backend}, {n} clients, {total} pods …");
+        eprintln!("api-create: {backend}, {n} clients, {total} pods as {identity} …");
         let run = create_pods(&server, &format!("l{level}-c{n}"), total, n, limit, None).await?;
         server.check_alive()?;
         if let Some(e) = &run.first_error {
@@ -155,7 +170,7 @@ pub async fn run(bin: &Path, backend: Backend, clients: &[usize], total: usize, 
         }
         let per_k = |s: f64| format!("{:.2}", s / run.created as f64 * 1000.0);
         rows.push(format!(
-            "| {backend} | {n} | {}{} | {} | {:.2} | **{:.0}** | {} | **{}** | {} | {} | {} | {} |",
+            "| {backend} | {identity} | {n} | {}{} | {} | {:.2} | **{:.0}** | {} | **{}** | {} | {} | {} | {} |",
             count(run.created),
             if run.hit_time_limit { " (60 s cap)" } else { "" },
             run.errors,
@@ -170,8 +185,8 @@ pub async fn run(bin: &Path, backend: Backend, clients: &[usize], total: usize, 
         ));
     }
     server.report_log();
-    println!("| backend | clients | pods created | errors | seconds | creates/s | p50 ms | p99 ms | max ms | server CPU s / 1k creates | etcd CPU s / 1k | harness CPU s / 1k |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| backend | client identity | clients | pods created | errors | seconds | creates/s | p50 ms | p99 ms | max ms | server CPU s / 1k creates | etcd CPU s / 1k | harness CPU s / 1k |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         println!("{r}");
     }

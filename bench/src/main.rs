@@ -6,6 +6,7 @@
 //! (progress goes to stderr), and kills what it started when it finishes, fails or is interrupted.
 //! Figures, never pass/fail assertions: the verdicts live in docs/benchmarks.md.
 
+mod authz;
 mod cluster;
 mod containerd;
 mod create;
@@ -57,6 +58,9 @@ enum Command {
         /// Time cap per level, in seconds.
         #[arg(long, default_value_t = 60)]
         max_seconds: u64,
+        /// Create as a service account bound to `edit` (RBAC enforced) instead of the admin.
+        #[arg(long)]
+        as_service_account: bool,
     },
     /// Watch delivery latency with many concurrent watchers.
     ApiWatch {
@@ -176,6 +180,14 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Authorization decision latency (RBAC index and Node authorizer graph), in process.
+    Authz {
+        /// Roles and as many RoleBindings (and pods for the node graph).
+        #[arg(long, default_value_t = 1000)]
+        roles: usize,
+        #[arg(long, default_value_t = 200_000)]
+        decisions: usize,
+    },
     NodeHttp {
         #[command(flatten)]
         node: NodeFlags,
@@ -213,11 +225,12 @@ impl NodeFlags {
 
 async fn run(command: Command) -> Result<()> {
     match command {
-        Command::ApiCreate { server_bin, datastore, clients, count, max_seconds } => {
+        Command::ApiCreate { server_bin, datastore, clients, count, max_seconds, as_service_account } => {
             if clients.contains(&0) || count == 0 {
                 bail!("--clients and --count must be positive");
             }
-            create::run(&server_bin, datastore, &clients, count, Duration::from_secs(max_seconds)).await
+            let limit = Duration::from_secs(max_seconds);
+            create::run(&server_bin, datastore, &clients, count, limit, as_service_account).await
         }
         Command::ApiWatch { server_bin, datastore, watchers, events, spacing_ms } => {
             if watchers == 0 || events == 0 {
@@ -265,6 +278,7 @@ async fn run(command: Command) -> Result<()> {
             }
             dns::run(services, clients, seconds).await
         }
+        Command::Authz { roles, decisions } => authz::run(roles, decisions),
         Command::NodeHttp { node, seconds, connections, threads } => {
             if seconds == 0 || connections == 0 || threads == 0 {
                 bail!("--seconds, --connections and --threads must be positive");

@@ -324,10 +324,38 @@ fn levels(namespace: &Value) -> [(Option<Level>, &'static str); 3] {
 /// Admits a pod into `namespace` (the Namespace object): `Err` (403) when it violates the
 /// enforced level, else the warnings for the `warn` level.
 pub fn admit(namespace: &Value, pod: &Value) -> Result<Vec<String>, ApiError> {
+    check(namespace, pod, true)
+}
+
+/// The pod template of a workload object, as a pod Pod Security can check: Deployments,
+/// ReplicaSets, StatefulSets, DaemonSets, Jobs, CronJobs, ReplicationControllers and PodTemplates.
+pub fn workload_template(group: &str, kind: &str, obj: &Value) -> Option<Value> {
+    let pointer = match (group, kind) {
+        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") | ("batch", "Job") => "/spec/template",
+        ("", "ReplicationController") => "/spec/template",
+        ("batch", "CronJob") => "/spec/jobTemplate/spec/template",
+        ("", "PodTemplate") => "/template",
+        _ => return None,
+    };
+    let template = obj.pointer(pointer)?;
+    let name = obj.pointer("/metadata/name").cloned().unwrap_or(Value::Null);
+    Some(serde_json::json!({"metadata": {"name": name}, "spec": template.get("spec").cloned().unwrap_or(Value::Null)}))
+}
+
+/// Checks a workload's pod template (see [`workload_template`]) for the `warn` and `audit` levels
+/// only, as Kubernetes does: its pods are enforced when they are created.
+pub fn admit_workload(namespace: &Value, template: &Value) -> Vec<String> {
+    check(namespace, template, false).unwrap_or_default()
+}
+
+fn check(namespace: &Value, pod: &Value, enforce: bool) -> Result<Vec<String>, ApiError> {
     let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
     let mut warnings = Vec::new();
     for (level, mode) in levels(namespace) {
         let Some(level) = level else { continue };
+        if mode == "enforce" && !enforce {
+            continue;
+        }
         let found = violations(level, pod);
         if found.is_empty() {
             continue;
@@ -349,6 +377,26 @@ mod tests {
 
     fn ns(labels: Value) -> Value {
         json!({"metadata": {"name": "a", "labels": labels}})
+    }
+
+    #[test]
+    fn workload_templates_warn_but_are_never_enforced() {
+        let namespace = ns(
+            json!({"pod-security.kubernetes.io/enforce": "baseline", "pod-security.kubernetes.io/warn": "baseline"}),
+        );
+        let deploy = json!({"metadata": {"name": "d"}, "spec": {"template": {"spec": {
+            "hostNetwork": true, "containers": [{"name": "c", "image": "i"}]}}}});
+        let template = workload_template("apps", "Deployment", &deploy).expect("a workload");
+        let warnings = admit_workload(&namespace, &template);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("would violate PodSecurity \"baseline:latest\": host namespaces"),
+            "{warnings:?}"
+        );
+        assert!(admit(&namespace, &template).is_err(), "the same spec as a pod is refused");
+        let cron = json!({"metadata": {"name": "c"}, "spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": []}}}}}});
+        assert!(workload_template("batch", "CronJob", &cron).is_some());
+        assert!(workload_template("", "ConfigMap", &cron).is_none());
     }
 
     #[test]

@@ -428,6 +428,36 @@ impl Registry {
         Ok(())
     }
 
+    /// Pod Security admission from the namespace's labels: a pod is enforced (on create, and on
+    /// an update that changes its spec), a workload's pod template only warned about.
+    async fn pod_security(
+        &self,
+        ri: &ResourceInfo,
+        ns: Option<&str>,
+        obj: &Value,
+        current: Option<&Value>,
+    ) -> ApiResult<Vec<String>> {
+        let Some(ns) = ns else { return Ok(Vec::new()) };
+        let is_pod = ri.kind == "Pod" && ri.group.is_empty() && ri.custom.is_none();
+        let template = if is_pod { None } else { super::pod_security::workload_template(ri.group, ri.kind, obj) };
+        if !is_pod && template.is_none() {
+            return Ok(Vec::new());
+        }
+        // An update that leaves the pod spec (or the template) as it was is not checked again.
+        let unchanged = current.is_some_and(|c| match &template {
+            None => c.get("spec") == obj.get("spec"),
+            Some(t) => super::pod_security::workload_template(ri.group, ri.kind, c).as_ref() == Some(t),
+        });
+        if unchanged {
+            return Ok(Vec::new());
+        }
+        let Ok(namespace) = self.get(self.resource("", "Namespace")?, None, ns).await else { return Ok(Vec::new()) };
+        match template {
+            None => super::pod_security::admit(&namespace, obj),
+            Some(template) => Ok(super::pod_security::admit_workload(&namespace, &template)),
+        }
+    }
+
     fn admit(
         &self,
         ri: &ResourceInfo,
@@ -534,11 +564,8 @@ impl Registry {
         self.check_namespace_open(ri, ns).await?;
         if let (true, Some(ns)) = (ri.kind == "Pod" && ri.group.is_empty(), ns) {
             self.admit_service_account(ns, &mut obj).await?;
-            // Pod Security admission, from the namespace's labels.
-            if let Ok(namespace) = self.get(self.resource("", "Namespace")?, None, ns).await {
-                warnings.extend(super::pod_security::admit(&namespace, &obj)?);
-            }
         }
+        warnings.extend(self.pod_security(ri, ns, &obj, None).await?);
         let reservation = self.allocate_service(ri, None, &mut obj)?;
         if opts.dry_run {
             return Ok(Written { object: obj, warnings, created: true });
@@ -599,6 +626,9 @@ impl Registry {
             }
             let mut warnings = Vec::new();
             let mut next = self.merge_update(ri, &current, desired, subresource, opts, &mut warnings)?;
+            if subresource.is_none() {
+                warnings.extend(self.pod_security(ri, ns, &next, Some(&current)).await?);
+            }
             let reservation = match subresource {
                 None => self.allocate_service(ri, Some(&current), &mut next)?,
                 Some(_) => None,

@@ -1,5 +1,7 @@
-//! The RBAC authorizer as the server runs it: an [`Index`] swapped in whole whenever an RBAC
-//! object changes, fed by the watch cache (one subscription, no store scan per request).
+//! The authorizer chain as the server runs it, kube-apiserver's `--authorization-mode=Node,RBAC`:
+//! the Node authorizer (over the [`NodeGraph`]) first, then RBAC over an [`Index`] swapped in
+//! whole whenever an RBAC object changes, fed by the watch cache (one subscription, no store scan
+//! per request).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -8,6 +10,8 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use tokio::sync::broadcast::error::RecvError;
 
+use super::node_authorizer::{self, Decision};
+use super::node_graph::NodeGraph;
 use super::rbac::{self, is_policy_key, Index, PolicyObjects};
 use super::request_info::Attributes;
 use crate::api::error::ApiResult;
@@ -23,6 +27,8 @@ pub struct Authorizer {
     /// The newest store revision the index reflects.
     seen: AtomicI64,
     registry: Arc<Registry>,
+    /// Pods and what they use, per node, for the Node authorizer.
+    nodes: Arc<NodeGraph>,
 }
 
 async fn list_policy(registry: &Registry) -> ApiResult<(PolicyObjects, Revision)> {
@@ -42,7 +48,7 @@ async fn list_policy(registry: &Registry) -> ApiResult<(PolicyObjects, Revision)
 
 impl Authorizer {
     /// Lists the RBAC objects, builds the index and keeps it current from the watch cache.
-    pub async fn start(registry: Arc<Registry>) -> ApiResult<Arc<Self>> {
+    pub async fn start(registry: Arc<Registry>, nodes: Arc<NodeGraph>) -> ApiResult<Arc<Self>> {
         let (_, rx) = registry.cache.subscribe_now();
         let (objects, revision) = list_policy(&registry).await?;
         let authorizer = Arc::new(Self {
@@ -50,6 +56,7 @@ impl Authorizer {
             objects: RwLock::new(objects),
             seen: AtomicI64::new(revision),
             registry,
+            nodes,
         });
         tokio::spawn(Arc::clone(&authorizer).follow(rx, revision));
         Ok(authorizer)
@@ -62,6 +69,7 @@ impl Authorizer {
             objects: RwLock::new(objects),
             seen: AtomicI64::new(i64::MAX),
             registry,
+            nodes: Arc::default(),
         }
     }
 
@@ -129,9 +137,24 @@ impl Authorizer {
         rbac::authorize(&self.index.read(), a)
     }
 
-    /// The decision. A denial is re-checked once the index has caught up with the store, so a
-    /// client that just wrote a binding sees it take effect (bounded wait).
+    /// The decision of the whole chain.
     pub async fn authorize(&self, a: &Attributes) -> bool {
+        self.decide(a, None).await == Decision::Allow
+    }
+
+    /// The decision of the whole chain with the reason of a Node authorizer denial. `created` is
+    /// the name a create carries in its body when [`node_authorizer::needs_created_name`].
+    pub async fn decide(&self, a: &Attributes, created: Option<&str>) -> Decision {
+        match node_authorizer::decide(&self.nodes, a, created).await {
+            Decision::NoOpinion if self.rbac_allows(a).await => Decision::Allow,
+            Decision::NoOpinion => Decision::Deny(String::new()),
+            decided => decided,
+        }
+    }
+
+    /// The RBAC decision. A denial is re-checked once the index has caught up with the store, so
+    /// a client that just wrote a binding sees it take effect (bounded wait).
+    async fn rbac_allows(&self, a: &Attributes) -> bool {
         if self.allows_now(a) {
             return true;
         }

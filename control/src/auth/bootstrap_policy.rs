@@ -81,8 +81,10 @@ pub fn cluster_roles() -> Vec<Value> {
             &[],
             vec![rule(&["create", "get", "list", "watch"], &["certificates.k8s.io"], &["certificatesigningrequests"])],
         ),
-        // What a node agent (`system:node:<name>` in `system:nodes`) does. Bound to the group until a
-        // Node authorizer narrows each node to its own objects.
+        // What a node agent (`system:node:<name>` in `system:nodes`) does beyond what the Node
+        // authorizer grants: its own pods' Secrets, ConfigMaps, PersistentVolumeClaims and
+        // service account tokens come from the Node authorizer only, and NodeRestriction narrows
+        // the writes below to its own Node, Lease and pods.
         cluster_role(
             "system:node",
             &[],
@@ -91,20 +93,8 @@ pub fn cluster_roles() -> Vec<Value> {
                 rule(&["patch", "update"], &[""], &["nodes/status"]),
                 rule(&["get", "list", "watch", "delete"], &[""], &["pods"]),
                 rule(&["patch", "update"], &[""], &["pods/status"]),
-                rule(&["create"], &[""], &["pods/eviction", "serviceaccounts/token"]),
-                rule(
-                    READ,
-                    &[""],
-                    &[
-                        "configmaps",
-                        "secrets",
-                        "services",
-                        "endpoints",
-                        "persistentvolumeclaims",
-                        "persistentvolumes",
-                        "namespaces",
-                    ],
-                ),
+                rule(&["create"], &[""], &["pods/eviction"]),
+                rule(READ, &[""], &["services", "endpoints", "persistentvolumes", "namespaces"]),
                 rule(&["create", "patch", "update"], &["", "events.k8s.io"], &["events"]),
                 rule(READ, &["discovery.k8s.io"], &["endpointslices"]),
                 rule(READ, &["node.k8s.io"], &["runtimeclasses"]),
@@ -290,7 +280,21 @@ pub fn cluster_role_bindings() -> Vec<Value> {
     ]
 }
 
-/// Creates the default policy objects that do not exist yet.
+/// The fields of a default policy object that [`ensure`] keeps as this version defines them.
+/// An aggregated role's `rules` belong to the aggregation, so only its `aggregationRule` counts.
+fn managed_fields(obj: &Value) -> [&'static str; 2] {
+    if obj.get("aggregationRule").is_some() {
+        ["aggregationRule", "aggregationRule"]
+    } else if obj.get("roleRef").is_some() {
+        ["roleRef", "subjects"]
+    } else {
+        ["rules", "rules"]
+    }
+}
+
+/// Creates the default policy objects that do not exist yet and brings back to this version's
+/// definition those that still carry `rbac.authorization.kubernetes.io/autoupdate: "true"` (an
+/// upgrade may narrow a default role; set the annotation to `false` to keep a changed one).
 pub async fn ensure(registry: &Registry) -> Result<(), ApiError> {
     let roles = registry.resource("rbac.authorization.k8s.io", "ClusterRole")?;
     let bindings = registry.resource("rbac.authorization.k8s.io", "ClusterRoleBinding")?;
@@ -299,8 +303,32 @@ pub async fn ensure(registry: &Registry) -> Result<(), ApiError> {
         .map(|r| (roles, r))
         .chain(cluster_role_bindings().into_iter().map(|b| (bindings, b)));
     for (ri, obj) in items {
-        match registry.create(ri, None, obj, &WriteOptions::default()).await {
-            Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+        match registry.create(ri, None, obj.clone(), &WriteOptions::default()).await {
+            Ok(_) => {}
+            Err(ApiError::AlreadyExists { .. }) => {
+                let opts = WriteOptions::default();
+                let update = registry.update_with(ri, None, &name, None, &opts, |current| {
+                    let autoupdate = current
+                        .pointer("/metadata/annotations/rbac.authorization.kubernetes.io~1autoupdate")
+                        .and_then(Value::as_str);
+                    let mut next = current.clone();
+                    if autoupdate == Some("true") {
+                        for field in managed_fields(&obj) {
+                            match obj.get(field) {
+                                Some(v) => next[field] = v.clone(),
+                                None => {
+                                    if let Some(m) = next.as_object_mut() {
+                                        m.remove(field);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Ok(next)
+                });
+                update.await?;
+            }
             Err(e) => return Err(e),
         }
     }

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::authn::{Authenticator, PeerIdentity};
 use super::authorizer::Authorizer;
+use super::node_authorizer::{self, Decision};
 use super::request_info::{attributes, Attributes};
 use super::{escalation, parse_service_account_user, service_account_groups, UserInfo, AUTHENTICATED, UNAUTHENTICATED};
 use crate::api::error::ApiError;
@@ -50,9 +51,28 @@ pub async fn authorize_request(State(state): State<AuthState>, mut request: Requ
     let attrs = attributes(user.clone(), method.as_str(), request.uri().path(), request.uri().query());
     let span =
         tracing::debug_span!("authorize", user = %attrs.user.name, verb = %attrs.verb, resource = %attrs.resource);
-    if !tracing::Instrument::instrument(state.authz.authorize(&attrs), span).await {
-        tracing::debug!(user = %attrs.user.name, verb = %attrs.verb, resource = %attrs.resource, "forbidden");
-        return ApiError::Forbidden(super::rbac::forbidden_message(&attrs)).into_response();
+    // A node's create of its Node or Lease is decided on the name in the body (NodeRestriction).
+    let mut created = None;
+    if node_authorizer::needs_created_name(&attrs) {
+        let (parts, body) = request.into_parts();
+        let bytes = match crate::api::http::body::read(body).await {
+            Ok(b) => b,
+            Err(e) => return e.into_response(),
+        };
+        let content_type = parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        created = crate::api::http::body::decode(&bytes, content_type)
+            .ok()
+            .and_then(|v| v.pointer("/metadata/name").and_then(Value::as_str).map(String::from));
+        request = Request::from_parts(parts, Body::from(bytes));
+    }
+    let decision = tracing::Instrument::instrument(state.authz.decide(&attrs, created.as_deref()), span).await;
+    if let Decision::Deny(reason) = decision {
+        tracing::debug!(user = %attrs.user.name, verb = %attrs.verb, resource = %attrs.resource, %reason, "forbidden");
+        let mut message = super::rbac::forbidden_message(&attrs);
+        if !reason.is_empty() {
+            message = format!("{message}: {reason}");
+        }
+        return ApiError::Forbidden(message).into_response();
     }
     if is_policy_write(&attrs) && !user.is_master() {
         let (parts, body) = request.into_parts();

@@ -13,6 +13,8 @@ pub mod bootstrap_token;
 pub mod client_cert;
 pub mod escalation;
 pub mod filter;
+pub mod node_authorizer;
+pub mod node_graph;
 pub mod rbac;
 pub mod request_info;
 pub mod reviews;

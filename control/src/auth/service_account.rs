@@ -53,6 +53,25 @@ pub struct Claims {
     pub kubernetes: KubernetesClaims,
 }
 
+/// The issuer of legacy Secret-based ServiceAccount tokens.
+pub const LEGACY_ISSUER: &str = "kubernetes/serviceaccount";
+
+/// The claims of a legacy token, kept in a `kubernetes.io/service-account-token` Secret: no
+/// audience and no expiry, valid while the Secret holds it and its ServiceAccount exists.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LegacyClaims {
+    pub iss: String,
+    pub sub: String,
+    #[serde(rename = "kubernetes.io/serviceaccount/namespace")]
+    pub namespace: String,
+    #[serde(rename = "kubernetes.io/serviceaccount/secret.name")]
+    pub secret_name: String,
+    #[serde(rename = "kubernetes.io/serviceaccount/service-account.name")]
+    pub service_account_name: String,
+    #[serde(rename = "kubernetes.io/serviceaccount/service-account.uid")]
+    pub service_account_uid: String,
+}
+
 /// Signs and verifies ServiceAccount tokens.
 pub struct TokenIssuer {
     encoding: EncodingKey,
@@ -129,6 +148,26 @@ impl TokenIssuer {
             .map_err(|e| e.to_string())
     }
 
+    /// Signs a legacy Secret-based token (see [`LegacyClaims`]).
+    pub fn sign_legacy(&self, claims: &LegacyClaims) -> Result<String, jsonwebtoken::errors::Error> {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+    }
+
+    /// Verifies a legacy token's signature and issuer (it has no audience or expiry); whether
+    /// its Secret and ServiceAccount still exist is the caller's check.
+    pub fn verify_legacy(&self, token: &str) -> Result<LegacyClaims, String> {
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_issuer(&[LEGACY_ISSUER]);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["iss", "sub"]);
+        jsonwebtoken::decode::<LegacyClaims>(token, &self.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| e.to_string())
+    }
+
     /// `/.well-known/openid-configuration`.
     pub fn discovery(&self, base_url: &str) -> Value {
         json!({
@@ -196,5 +235,28 @@ mod tests {
         let other = TokenIssuer::load_or_create(other_dir.path()).expect("key");
         assert!(issuer.verify(&other.sign(&claims(now, ISSUER)).expect("sign"), None).is_err());
         assert_eq!(issuer.jwks()["keys"][0]["kty"], "EC");
+    }
+
+    #[test]
+    fn legacy_tokens_verify_without_audience_or_expiry_and_never_as_bound_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let issuer = TokenIssuer::load_or_create(dir.path()).expect("key");
+        let legacy = LegacyClaims {
+            iss: LEGACY_ISSUER.into(),
+            sub: "system:serviceaccount:a:old".into(),
+            namespace: "a".into(),
+            secret_name: "old-token".into(),
+            service_account_name: "old".into(),
+            service_account_uid: "u".into(),
+        };
+        let token = issuer.sign_legacy(&legacy).expect("sign");
+        assert_eq!(issuer.verify_legacy(&token).expect("valid"), legacy);
+        assert!(issuer.verify(&token, None).is_err(), "a legacy token is not a bound token");
+        let now = jiff::Timestamp::now().as_second();
+        let bound = issuer.sign(&claims(now, ISSUER)).expect("sign");
+        assert!(issuer.verify_legacy(&bound).is_err(), "a bound token is not a legacy token");
+        let other_dir = tempfile::tempdir().expect("tempdir");
+        let other = TokenIssuer::load_or_create(other_dir.path()).expect("key");
+        assert!(issuer.verify_legacy(&other.sign_legacy(&legacy).expect("sign")).is_err());
     }
 }

@@ -13,6 +13,7 @@ pub mod endpoints;
 pub mod events;
 pub mod garbage_collector;
 pub mod job;
+pub mod legacy_tokens;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod podutil;
@@ -26,22 +27,32 @@ pub mod statefulset;
 use std::sync::Arc;
 
 use crate::api::registry::Registry;
+use crate::auth::node_graph::NodeGraph;
+use crate::auth::service_account::TokenIssuer;
 use runtime::{Informers, Supervisor};
 
 /// Starts every controller under one supervisor, which it returns.
 pub fn start(registry: Arc<Registry>) -> Arc<Supervisor> {
-    start_with(registry, node_lifecycle::Config::default(), None)
+    start_with(registry, node_lifecycle::Config::default(), None, Arc::default(), None)
 }
 
 /// [`start`] with the node lifecycle settings of the server's flags and the cluster CA (PEM) that
-/// every namespace's `kube-root-ca.crt` publishes.
+/// every namespace's `kube-root-ca.crt` publishes, keeping the Node authorizer's `node_graph`
+/// current from the shared Pod informer, and filling legacy token Secrets with tokens `issuer` signs.
 pub fn start_with(
     registry: Arc<Registry>,
     lifecycle: node_lifecycle::Config,
     root_ca: Option<Arc<str>>,
+    node_graph: Arc<NodeGraph>,
+    issuer: Option<Arc<TokenIssuer>>,
 ) -> Arc<Supervisor> {
     let supervisor = Supervisor::new();
     let informers = Informers::new(Arc::clone(&registry), Arc::clone(&supervisor));
+    let pods = informers.get("", "Pod");
+    supervisor.spawn("node-authorizer-graph", move || Arc::clone(&node_graph).follow(Arc::clone(&pods)));
+    if let Some(issuer) = issuer {
+        legacy_tokens::start(&informers, issuer, root_ca.clone());
+    }
     namespace::start(&informers);
     crd::start(&informers);
     let r = Arc::clone(&registry);

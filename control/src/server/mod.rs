@@ -259,6 +259,8 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let client_cert = ca.kubelet_client(dir)?;
     let kubelet_tls =
         KubeletClientTls { ca_pem: certs.ca_pem.clone(), cert_pem: client_cert.cert_pem, key_pem: client_cert.key_pem };
+    let node_graph = Arc::new(crate::auth::node_graph::NodeGraph::default());
+    let issuer = Arc::new(crate::auth::service_account::TokenIssuer::load_or_create(dir)?);
     let state = ApiState {
         registry: Arc::clone(&registry),
         metrics,
@@ -268,13 +270,14 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
             Arc::clone(&registry),
             config.node_lifecycle,
             Some(Arc::from(certs.ca_pem.as_str())),
+            Arc::clone(&node_graph),
+            Some(Arc::clone(&issuer)),
         ),
         resource_metrics: Arc::default(),
     };
-    let issuer = Arc::new(crate::auth::service_account::TokenIssuer::load_or_create(dir)?);
     let auth_state = crate::auth::filter::AuthState {
         authn: Arc::new(crate::auth::authn::Authenticator::new(admin_token.clone(), issuer, Arc::clone(&registry))),
-        authz: crate::auth::authorizer::Authorizer::start(Arc::clone(&registry)).await?,
+        authz: crate::auth::authorizer::Authorizer::start(Arc::clone(&registry), node_graph).await?,
         registry: Arc::clone(&registry),
         url: url.clone(),
     };

@@ -8,9 +8,20 @@ use crate::api::error::{ApiError, ApiResult};
 /// Kubernetes' limit on a request body.
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
-/// Reads the whole body, refusing more than [`MAX_BODY`] bytes with 413.
+/// How long a client may take to send a request body (kube-apiserver's default
+/// `--request-timeout`): a client trickling its body does not hold a request slot for longer.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Reads the whole body, refusing more than [`MAX_BODY`] bytes with 413 and a body not sent
+/// within [`BODY_TIMEOUT`] with 504, as kube-apiserver's request timeout does.
 pub async fn read(body: Body) -> ApiResult<bytes::Bytes> {
-    axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+    let Ok(read) = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await else {
+        return Err(ApiError::Timeout(format!(
+            "request did not complete within requested timeout - the body was not received within {}s",
+            BODY_TIMEOUT.as_secs()
+        )));
+    };
+    read.map_err(|e| {
         let too_large = std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit"))
             || e.to_string().contains("length limit");
         if too_large {
