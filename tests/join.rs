@@ -122,7 +122,8 @@ fn node_reaches_only_its_own_objects(c: &Cluster, agent: &AgentProcess, node: &s
         .expect("curl");
     let body = String::from_utf8_lossy(&out.stdout);
     assert!(
-        body.contains("\"code\":403") && body.contains("can only update pod status for pods with spec.nodeName set to itself"),
+        body.contains("\"code\":403")
+            && body.contains("can only update pod status for pods with spec.nodeName set to itself"),
         "{body}"
     );
     forbidden(&["delete", "pod", "elsewhere"], "can only delete pods with spec.nodeName set to itself");

@@ -211,6 +211,13 @@ fn default_job(obj: &mut Value) {
 }
 
 fn default_service(obj: &mut Value) {
+    // Every Service has `status: {loadBalancer: {}}`, as kube-apiserver writes it.
+    if let Some(map) = obj.as_object_mut() {
+        let status = map.entry("status").or_insert_with(|| json!({}));
+        if let Some(status) = status.as_object_mut() {
+            set_default(status, "loadBalancer", json!({}));
+        }
+    }
     let Some(spec) = obj_at(obj, &["spec"]) else { return };
     set_default(spec, "type", json!("ClusterIP"));
     set_default(spec, "sessionAffinity", json!("None"));

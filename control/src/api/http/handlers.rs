@@ -272,9 +272,14 @@ async fn read_object(headers: &HeaderMap, body: Body) -> ApiResult<Value> {
     body::decode(&bytes, content_type(headers))
 }
 
-fn written(status_created: bool, w: Written) -> Response {
+/// The answer to a write: the object, or its metadata when the client asked for
+/// `PartialObjectMetadata` (a Table is only ever an answer to reads).
+fn written(status_created: bool, w: Written, shape: Shape) -> Response {
     let code = if status_created { StatusCode::CREATED } else { StatusCode::OK };
-    json_response(code, &w.object, &w.warnings)
+    match shape {
+        Shape::Metadata => json_response(code, &respond::metadata_object(&w.object), &w.warnings),
+        Shape::Object | Shape::Table => json_response(code, &w.object, &w.warnings),
+    }
 }
 
 async fn create(
@@ -285,12 +290,13 @@ async fn create(
     body: Body,
 ) -> ApiResult<Response> {
     let opts = write_options(&req)?;
+    let shape = Shape::from_headers(&req.headers);
     let mut obj = read_object(&req.headers, body).await?;
     if ri.group == "certificates.k8s.io" && ri.kind == "CertificateSigningRequest" {
         record_requester(&mut obj, req.user.as_ref());
     }
     let w = registry.create(ri, ns, obj, &opts).await?;
-    Ok(written(true, w))
+    Ok(written(true, w, shape))
 }
 
 /// A CertificateSigningRequest records who made it (`spec.username`, `uid`, `groups`, `extra`),
@@ -322,9 +328,10 @@ async fn update(
     body: Body,
 ) -> ApiResult<Response> {
     let opts = write_options(&req)?;
+    let shape = Shape::from_headers(&req.headers);
     let obj = read_object(&req.headers, body).await?;
     let w = registry.update_with(ri, ns, name, sub, &opts, |_| Ok(obj.clone())).await?;
-    Ok(written(false, w))
+    Ok(written(false, w, shape))
 }
 
 async fn patch_object(
@@ -337,6 +344,7 @@ async fn patch_object(
     body: Body,
 ) -> ApiResult<Response> {
     let kind = PatchKind::from_content_type(content_type(&req.headers))?;
+    let shape = Shape::from_headers(&req.headers);
     let mut opts = write_options(&req)?;
     let force = req.query.flag("force")?;
     let ct = content_type(&req.headers).map(String::from);
@@ -349,11 +357,11 @@ async fn patch_object(
                     .into(),
             )
         })?;
-        return apply(registry, ri, ns, name, patch_body, &manager, force, &opts).await;
+        return apply(registry, ri, ns, name, patch_body, &manager, force, &opts, shape).await;
     }
     let w =
         registry.update_with(ri, ns, name, sub, &opts, |current| apply_patch(ri, kind, current, &patch_body)).await?;
-    Ok(written(false, w))
+    Ok(written(false, w, shape))
 }
 
 /// Applies a JSON, merge or strategic merge patch to an object.
@@ -406,6 +414,7 @@ async fn apply(
     manager: &str,
     force: bool,
     opts: &WriteOptions,
+    shape: Shape,
 ) -> ApiResult<Response> {
     let now = object::now_rfc3339();
     let apply_error = |e: patch::apply::ApplyError| match e {
@@ -425,7 +434,7 @@ async fn apply(
                 patch::apply::apply(ri.kind, None, &applied, manager, force, &now).map_err(apply_error)?;
             object::meta_mut(&mut created).insert("name".into(), json!(name));
             let w = registry.create(ri, ns, created, &opts_plain).await?;
-            Ok(written(true, w))
+            Ok(written(true, w, shape))
         }
         Err(e) => Err(e),
         Ok(_) => {
@@ -439,7 +448,7 @@ async fn apply(
                     Ok(next)
                 })
                 .await?;
-            Ok(written(false, w))
+            Ok(written(false, w, shape))
         }
     }
 }

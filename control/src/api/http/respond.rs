@@ -14,17 +14,33 @@ use crate::api::table;
 pub enum Shape {
     Object,
     Table,
+    /// `meta.k8s.io/v1` PartialObjectMetadata(List): metadata-only clients and informers.
+    Metadata,
 }
 
 impl Shape {
+    /// The first shape the `Accept` header names that the server serves (its media types are
+    /// tried in order, as kube-apiserver does).
     pub fn from_headers(headers: &HeaderMap) -> Self {
         let accept = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-        if accept.split(',').any(|part| part.contains("as=Table")) {
-            Shape::Table
-        } else {
-            Shape::Object
+        for part in accept.split(',') {
+            let params: Vec<&str> = part.split(';').map(str::trim).collect();
+            let as_ = params.iter().find_map(|p| p.strip_prefix("as="));
+            match as_ {
+                Some("Table") => return Shape::Table,
+                Some("PartialObjectMetadata" | "PartialObjectMetadataList") => return Shape::Metadata,
+                Some(_) => continue,
+                None if !part.trim().is_empty() => return Shape::Object,
+                None => {}
+            }
         }
+        Shape::Object
     }
+}
+
+/// An object as `PartialObjectMetadata`: its whole metadata, nothing else.
+pub fn metadata_object(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": object::meta(obj)})
 }
 
 /// A JSON response with optional warnings (`Warning: 299 - "..."`).
@@ -103,6 +119,12 @@ pub fn list(ri: &ResourceInfo, listed: Listed, shape: Shape, include_object: &st
                 "items": listed.items,
             })
         }
+        Shape::Metadata => json!({
+            "kind": "PartialObjectMetadataList",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": list_meta(&listed),
+            "items": listed.items.iter().map(metadata_object).collect::<Vec<_>>(),
+        }),
     }
 }
 
@@ -115,6 +137,9 @@ pub fn list_opening(ri: &ResourceInfo, revision: i64, shape: Shape) -> String {
             r#"{{"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":{meta},"columnDefinitions":{},"rows":["#,
             Value::Array(column_definitions(ri))
         ),
+        Shape::Metadata => {
+            format!(r#"{{"kind":"PartialObjectMetadataList","apiVersion":"meta.k8s.io/v1","metadata":{meta},"items":["#)
+        }
         Shape::Object => format!(
             r#"{{"kind":{},"apiVersion":{},"metadata":{meta},"items":["#,
             json!(ri.list_kind()),
@@ -143,6 +168,7 @@ pub fn list_items(
         let written = match shape {
             Shape::Table => serde_json::to_writer(&mut *out, &table_row(ri, item, include_object)),
             Shape::Object => serde_json::to_writer(&mut *out, item),
+            Shape::Metadata => serde_json::to_writer(&mut *out, &metadata_object(item)),
         };
         // Writing a `Value` into a Vec cannot fail.
         if written.is_err() {
@@ -159,5 +185,6 @@ pub fn single(ri: &ResourceInfo, obj: Value, shape: Shape, include_object: &str)
             table(ri, &[obj], json!({"resourceVersion": rv}), include_object)
         }
         Shape::Object => obj,
+        Shape::Metadata => metadata_object(&obj),
     }
 }

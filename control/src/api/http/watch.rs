@@ -87,6 +87,7 @@ fn encode_object(w: &WatchRequest, ev_object: &Value, cached_json: Option<&str>)
             obj.to_string()
         }
         Shape::Object => cached_json.map(str::to_string).unwrap_or_else(|| ev_object.to_string()),
+        Shape::Metadata => respond::metadata_object(ev_object).to_string(),
         Shape::Table => {
             let rv = crate::api::object::resource_version(ev_object).unwrap_or("").to_string();
             respond::table(
@@ -110,6 +111,7 @@ fn bookmark(w: &WatchRequest, revision: Revision, initial_end: bool) -> Bytes {
         Shape::Table => {
             json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": [], "rows": []})
         }
+        Shape::Metadata => json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta}),
     };
     line("BOOKMARK", &object.to_string())
 }
