@@ -537,4 +537,12 @@ fn metadata_only_requests_get_partial_object_metadata() {
     assert!(body.contains("value-a"), "{body}");
     c.kubectl(&["create", "service", "clusterip", "meta-svc", "--tcp=80:8080"]);
     assert_eq!(c.get_json(&["service", "meta-svc"])["status"], serde_json::json!({"loadBalancer": {}}));
+    // componentstatuses: computed, read-only.
+    let out = c.kubectl(&["get", "componentstatuses"]);
+    for name in ["controller-manager", "scheduler", "etcd-0"] {
+        assert!(out.lines().any(|l| l.starts_with(name) && l.contains("Healthy")), "{out}");
+    }
+    assert_eq!(c.get_json(&["cs", "etcd-0"])["conditions"][0]["status"], "True");
+    let err = c.kubectl_fails(&["delete", "cs", "etcd-0"], None);
+    assert!(err.contains("MethodNotAllowed") || err.contains("not allowed") || err.contains("405"), "{err}");
 }

@@ -17,6 +17,15 @@ pub fn wants_aggregated(accept: &str) -> bool {
 
 const ALL_VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
+/// The verbs of a resource: all, but for the read-only `componentstatuses`.
+fn verbs(ri: &ResourceInfo) -> &'static [&'static str] {
+    if ri.group.is_empty() && ri.kind == "ComponentStatus" {
+        &["get", "list"]
+    } else {
+        &ALL_VERBS
+    }
+}
+
 fn subresource_verbs(sub: &str) -> &'static [&'static str] {
     match sub {
         "binding" | "eviction" => &["create"],
@@ -126,7 +135,7 @@ pub fn api_resource_list(resources: &Resources, group: &str, version: &str) -> V
             "singularName": ri.singular(),
             "namespaced": ri.namespaced,
             "kind": ri.kind,
-            "verbs": ALL_VERBS,
+            "verbs": verbs(ri),
             "shortNames": ri.short_names,
             "categories": categories(ri),
             "storageVersionHash": "",
@@ -159,7 +168,7 @@ fn aggregated_resource(ri: &ResourceInfo) -> Value {
         "responseKind": {"group": ri.group, "version": ri.version, "kind": ri.kind},
         "scope": if ri.namespaced { "Namespaced" } else { "Cluster" },
         "singularResource": ri.singular(),
-        "verbs": ALL_VERBS,
+        "verbs": verbs(ri),
         "shortNames": ri.short_names,
         "categories": categories(ri),
         "subresources": subresources,

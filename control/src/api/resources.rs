@@ -174,6 +174,8 @@ pub fn all() -> Vec<ResourceInfo> {
         resource!(core::ResourceQuota, ["quota"], ["status"], false),
         resource!(core::LimitRange, ["limits"], [], false),
         resource!(core::ReplicationController, ["rc"], ["status", "scale"], true),
+        // Computed on each request (api/http/component_status.rs), never stored.
+        resource!(core::ComponentStatus, ["cs"], [], false),
         resource!(apps::Deployment, ["deploy"], ["status", "scale"], true),
         resource!(apps::ReplicaSet, ["rs"], ["status", "scale"], true),
         resource!(apps::StatefulSet, ["sts"], ["status", "scale"], true),

@@ -1,6 +1,7 @@
 //! The HTTP face of the API: routing, discovery, OpenAPI, health, metrics and resource verbs.
 
 pub mod body;
+pub mod component_status;
 pub mod handlers;
 pub mod inflight;
 pub mod metrics_api;
@@ -250,6 +251,11 @@ async fn resource(
     let served = async {
         if method == Method::GET && target.subresource.as_deref() == Some("log") {
             return pod_logs::serve(&registry, &state.kubelet, &target, &query).await;
+        }
+        if target.resource.group.is_empty() && target.resource.kind == "ComponentStatus" {
+            let watch = query.flag("watch")?;
+            let name = target.name.as_deref();
+            return component_status::serve(&registry, &state.controllers, &method, name, watch).await;
         }
         handlers::serve(
             Arc::clone(&registry),

@@ -1,0 +1,76 @@
+//! `componentstatuses` (core/v1 ComponentStatus, deprecated but still served by kube-apiserver
+//! and read by clients): computed on each request, never stored. `scheduler` and
+//! `controller-manager` report the supervised in-process tasks (the scheduler's and the
+//! controllers'), `etcd-0` whether the store answers. Only get and list.
+
+use std::sync::Arc;
+
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use super::respond::json_response;
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::registry::Registry;
+use crate::controllers::runtime::Supervisor;
+
+/// The component names, in kube-apiserver's order.
+const COMPONENTS: [&str; 3] = ["controller-manager", "scheduler", "etcd-0"];
+
+fn status(name: &str, healthy: bool, message: &str) -> Value {
+    let condition = if healthy {
+        json!({"type": "Healthy", "status": "True", "message": "ok"})
+    } else {
+        json!({"type": "Healthy", "status": "False", "error": message})
+    };
+    json!({"kind": "ComponentStatus", "apiVersion": "v1", "metadata": {"name": name}, "conditions": [condition]})
+}
+
+/// Whether the supervised tasks whose names pass `belongs` all run, and the failures if not.
+fn tasks_health(controllers: &Supervisor, belongs: impl Fn(&str) -> bool) -> (bool, String) {
+    let (_, report) = controllers.readyz();
+    let failed: Vec<&str> =
+        report.lines().filter(|l| l.starts_with("[-]")).filter(|l| belongs(l.trim_start_matches("[-]"))).collect();
+    (failed.is_empty(), failed.join("; "))
+}
+
+async fn component(registry: &Registry, controllers: &Supervisor, name: &str) -> Option<Value> {
+    let is_scheduler = |task: &str| task.starts_with("scheduler");
+    let (healthy, message) = match name {
+        "scheduler" => tasks_health(controllers, is_scheduler),
+        "controller-manager" => tasks_health(controllers, |t| !is_scheduler(t)),
+        "etcd-0" => match registry.store.current_revision().await {
+            Ok(_) => (true, String::new()),
+            Err(e) => (false, e.to_string()),
+        },
+        _ => return None,
+    };
+    Some(status(name, healthy, &message))
+}
+
+/// Serves `GET /api/v1/componentstatuses[/NAME]`; every other verb is 405.
+pub async fn serve(
+    registry: &Arc<Registry>,
+    controllers: &Supervisor,
+    method: &Method,
+    name: Option<&str>,
+    watch: bool,
+) -> ApiResult<Response> {
+    if method != Method::GET || watch {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    match name {
+        Some(name) => match component(registry, controllers, name).await {
+            Some(obj) => Ok(json_response(StatusCode::OK, &obj, &[])),
+            None => Err(ApiError::not_found("", "componentstatuses", name)),
+        },
+        None => {
+            let mut items = Vec::new();
+            for name in COMPONENTS {
+                items.extend(component(registry, controllers, name).await);
+            }
+            let list = json!({"kind": "ComponentStatusList", "apiVersion": "v1", "metadata": {}, "items": items});
+            Ok(json_response(StatusCode::OK, &list, &[]))
+        }
+    }
+}
