@@ -63,9 +63,18 @@ fn validating_webhook_denies_with_kubes_message_and_selectors_exclude() {
         &[("deny.skiff.dev", &host.url("/deny"), extra)],
     );
     c.kubectl_stdin(&["apply", "-f", "-"], Some(&config));
+    let listed = c.kubectl(&["get", "validatingwebhookconfigurations"]);
+    let row: Vec<&str> = listed.lines().nth(1).unwrap_or("").split_whitespace().collect();
+    assert!(listed.starts_with("NAME") && listed.contains("WEBHOOKS") && row[..2] == ["deny", "1"], "{listed}");
     let refused = wait_until_refused(&c, "default");
     assert!(
-        refused.contains("Error from server (Forbidden): admission webhook \"deny.skiff.dev\" denied the request: the test webhook refuses probe-"),
+        refused.contains("admission webhook \"deny.skiff.dev\" denied the request: the test webhook refuses probe-"),
+        "{refused}"
+    );
+    let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-file\n";
+    let refused = c.kubectl_fails(&["create", "-f", "-"], Some(manifest));
+    assert!(
+        refused.contains("Error from server (Forbidden): error when creating \"STDIN\": admission webhook \"deny.skiff.dev\" denied the request: the test webhook refuses from-file"),
         "{refused}"
     );
 
@@ -203,9 +212,9 @@ fn failing_webhooks_follow_the_failure_policy() {
     let bad = "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata:\n  name: bad\nwebhooks:\n- name: bad.skiff.dev\n  clientConfig:\n    url: http://127.0.0.1:1/\n  timeoutSeconds: 31\n  admissionReviewVersions: [v1beta1]\n";
     let refused = c.kubectl_fails(&["create", "-f", "-"], Some(bad));
     for expected in [
-        "ValidatingWebhookConfiguration.admissionregistration.k8s.io \"bad\" is invalid",
+        "The ValidatingWebhookConfiguration \"bad\" is invalid",
         "webhooks[0].clientConfig.url: Invalid value: \"http://127.0.0.1:1/\": 'https' is the only allowed URL scheme",
-        "webhooks[0].sideEffects: Required value",
+        "webhooks[0].sideEffects: Required value: must specify one of None, NoneOnDryRun",
         "webhooks[0].timeoutSeconds: Invalid value: 31: the timeout value must be between 1 and 30 seconds",
     ] {
         assert!(refused.contains(expected), "{expected}\nin: {refused}");

@@ -45,15 +45,14 @@ fn unsupported(value: &str, supported: &[&str]) -> String {
 }
 
 fn check_enum(w: &Value, field: &str, path: &str, supported: &[&str], required: bool, out: &mut Vec<Cause>) {
-    match w.get(field) {
-        None | Some(Value::Null) if required => out.push((format!("{path}.{field}"), "Required value".into())),
-        None | Some(Value::Null) => {}
-        Some(v) => {
-            let s = v.as_str().unwrap_or("");
-            if !supported.contains(&s) {
-                out.push((format!("{path}.{field}"), unsupported(s, supported)));
-            }
-        }
+    // The typed decoding turns a missing required string into "".
+    let value = w.get(field).and_then(Value::as_str).filter(|v| !(required && v.is_empty()));
+    match value {
+        None if required => out
+            .push((format!("{path}.{field}"), format!("Required value: must specify one of {}", supported.join(", ")))),
+        None => {}
+        Some(v) if !supported.contains(&v) => out.push((format!("{path}.{field}"), unsupported(v, supported))),
+        Some(_) => {}
     }
 }
 
@@ -288,7 +287,7 @@ mod tests {
             ],
             "{causes:?}"
         );
-        assert_eq!(causes[2].1, "Required value");
+        assert_eq!(causes[2].1, "Required value: must specify one of None, NoneOnDryRun");
         assert_eq!(causes[4].1, "Invalid value: 31: the timeout value must be between 1 and 30 seconds");
         assert_eq!(causes[5].1, "Duplicate value: \"deny.example.com\"");
     }
