@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::node::TestNet;
 use common::{eventually, Cluster};
 use serde_json::Value;
-use skiff_testkit::webhook::{WebhookHost, LABEL};
+use skiff_testkit::webhook::{WebhookHost, ANNOTATION, LABEL};
 
 static PROBE: AtomicU32 = AtomicU32::new(0);
 
@@ -286,4 +286,44 @@ fn service_reference_resolves_through_endpoint_slices() {
         "{refused}"
     );
     assert!(!host.reviews().is_empty(), "the host in the netns was called");
+}
+
+#[test]
+fn reinvocation_reruns_an_earlier_webhook_once() {
+    let c = Cluster::start();
+    let host = loopback_host();
+    let config = configuration(
+        "MutatingWebhookConfiguration",
+        "chain",
+        &host.ca_bundle(),
+        &[
+            ("a-label.skiff.dev", &host.url("/label"), "  reinvocationPolicy: IfNeeded\n"),
+            ("b-annotate.skiff.dev", &host.url("/annotate"), ""),
+        ],
+    );
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&config));
+    let mut n = 0;
+    let mut name = String::new();
+    eventually("the mutating webhooks to take effect", Duration::from_secs(20), || {
+        n += 1;
+        name = format!("r{n}");
+        c.kubectl(&["create", "configmap", &name]);
+        let cm = c.get_json(&["configmap", &name]);
+        cm["metadata"]["labels"][LABEL] == "yes" && cm["metadata"]["annotations"][ANNOTATION] == "yes"
+    });
+    // The annotation came after the label webhook ran: it is called again (and only once more).
+    let calls = |path_object: &str| {
+        host.reviews()
+            .iter()
+            .filter(|r| {
+                r["request"]["name"] == name.as_str()
+                    && r["request"]["object"]["metadata"]
+                        .get("annotations")
+                        .is_some_and(|a| a.get(ANNOTATION).is_some())
+                        == (path_object == "annotated")
+            })
+            .count()
+    };
+    assert_eq!(calls("annotated"), 1, "the label webhook saw the annotated object once: {:?}", host.reviews());
+    assert_eq!(calls("plain"), 2, "the label and annotate webhooks each saw the object before the annotation");
 }

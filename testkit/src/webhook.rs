@@ -4,6 +4,7 @@
 //! - `/allow`: allowed.
 //! - `/deny`: denied with code 403 and the message `the test webhook refuses <name>`.
 //! - `/label`: allowed with a JSON Patch adding the label `webhook.skiff.dev/mutated: "yes"`.
+//! - `/annotate`: allowed with a JSON Patch setting the annotation [`ANNOTATION`] (`"yes"`).
 //! - `/slow`: answers (allowed) after [`SLOW`], past any timeout a test sets.
 //! - `/garbage`: a body that is not JSON.
 //! - `/wrong-uid`: allowed, for a uid that is not the request's.
@@ -28,6 +29,8 @@ use tokio::sync::oneshot;
 pub const SLOW: Duration = Duration::from_secs(4);
 /// The label `/label` adds.
 pub const LABEL: &str = "webhook.skiff.dev/mutated";
+/// The annotation `/annotate` sets.
+pub const ANNOTATION: &str = "webhook.skiff.dev/annotated";
 
 /// See the module documentation.
 pub struct WebhookHost {
@@ -116,6 +119,21 @@ async fn label(State(reviews): State<Reviews>, Json(review): Json<Value>) -> Jso
     Json(out)
 }
 
+async fn annotate(State(reviews): State<Reviews>, Json(review): Json<Value>) -> Json<Value> {
+    record(&reviews, &review);
+    let has = review.pointer("/request/object/metadata/annotations").is_some_and(Value::is_object);
+    let key = ANNOTATION.replace('~', "~0").replace('/', "~1");
+    let ops = if has {
+        json!([{"op": "add", "path": format!("/metadata/annotations/{key}"), "value": "yes"}])
+    } else {
+        json!([{"op": "add", "path": "/metadata/annotations", "value": {ANNOTATION: "yes"}}])
+    };
+    let mut out = answer(&uid_of(&review), true);
+    out["response"]["patchType"] = json!("JSONPatch");
+    out["response"]["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(ops.to_string()));
+    Json(out)
+}
+
 async fn slow(State(reviews): State<Reviews>, Json(review): Json<Value>) -> Json<Value> {
     record(&reviews, &review);
     tokio::time::sleep(SLOW).await;
@@ -155,6 +173,7 @@ impl WebhookHost {
             .route("/allow", post(allow))
             .route("/deny", post(deny))
             .route("/label", post(label))
+            .route("/annotate", post(annotate))
             .route("/slow", post(slow))
             .route("/garbage", post(garbage))
             .route("/wrong-uid", post(wrong_uid))
