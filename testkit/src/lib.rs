@@ -4,6 +4,7 @@
 //! process still runs. Nothing here is used by the product.
 
 pub mod image;
+pub mod webhook;
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};

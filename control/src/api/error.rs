@@ -50,6 +50,9 @@ pub enum ApiError {
     /// Past the bound on requests in flight; the client should retry after `retry_after` seconds.
     #[error("Too many requests, please try again later.")]
     TooManyRequests { retry_after: u32 },
+    /// An admission webhook's denial: its code (400 or more), reason and message.
+    #[error("{message}")]
+    Denied { code: u16, reason: String, message: String },
 }
 
 impl ApiError {
@@ -82,6 +85,7 @@ impl ApiError {
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Denied { code, .. } => StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_REQUEST),
         }
     }
 
@@ -102,6 +106,7 @@ impl ApiError {
             Self::Internal(_) => "InternalError",
             Self::ServiceUnavailable(_) => "ServiceUnavailable",
             Self::TooManyRequests { .. } => "TooManyRequests",
+            Self::Denied { .. } => "",
         }
     }
 
@@ -141,6 +146,13 @@ impl ApiError {
             "reason": self.reason(),
             "code": self.code().as_u16(),
         });
+        if let Self::Denied { reason, .. } = self {
+            // The webhook's own reason, left out when it gave none (as kube-apiserver).
+            match (reason.is_empty(), status.as_object_mut()) {
+                (true, Some(map)) => drop(map.remove("reason")),
+                _ => status["reason"] = json!(reason),
+            }
+        }
         if !details.is_empty() {
             status["details"] = Value::Object(details);
         }

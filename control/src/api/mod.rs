@@ -22,3 +22,4 @@ pub mod service_alloc;
 pub mod service_network;
 pub mod table;
 pub mod watch_cache;
+pub mod webhooks;

@@ -13,6 +13,7 @@ use super::object::{self, meta_mut};
 use super::resources::{ResourceInfo, Resources};
 use super::selector::{FieldSelector, LabelSelector};
 use super::watch_cache::WatchCache;
+use super::webhooks::{self, Operation};
 use crate::patch;
 use crate::store::{KeyValue, ListOptions, Revision, Store, StoreError};
 
@@ -31,6 +32,8 @@ pub struct WriteOptions {
     pub dry_run: bool,
     pub field_manager: Option<String>,
     pub field_validation: FieldValidation,
+    /// Who asks (sent to admission webhooks); `None` for in-process writers.
+    pub user: Option<crate::auth::UserInfo>,
 }
 
 /// The result of a write: the object as stored, and warnings for the client.
@@ -49,6 +52,8 @@ pub struct DeleteOptions {
     pub precondition_resource_version: Option<String>,
     pub propagation_policy: Option<String>,
     pub dry_run: bool,
+    /// Who asks (sent to admission webhooks); `None` for in-process writers.
+    pub user: Option<crate::auth::UserInfo>,
 }
 
 /// A list request, already parsed.
@@ -90,6 +95,8 @@ pub struct Registry {
     pub services: super::service_alloc::ServiceAllocator,
     /// The served resources, built-in and custom (kept by the CRD controller).
     pub custom: crd::Table,
+    /// Admission webhooks.
+    pub webhooks: webhooks::Webhooks,
 }
 
 /// A stored object as `ri` serves it (a custom object in the requested version).
@@ -161,7 +168,9 @@ impl Registry {
     pub fn new(store: Arc<dyn Store>, cache: Arc<WatchCache>) -> Self {
         let resources = Resources::default();
         let custom = crd::Table::new(&resources);
+        let webhooks = webhooks::Webhooks::new(Arc::clone(&store), Arc::clone(&cache));
         Self {
+            webhooks,
             store,
             resources,
             cache,
@@ -473,15 +482,73 @@ impl Registry {
         if crd::definition::is_crd(ri) {
             crd::definition::default(&mut obj);
         }
+        if webhooks::validation::is_configuration(ri.group, ri.kind) {
+            webhooks::validation::default(ri.kind, &mut obj);
+        }
         let obj = self.normalize(ri, obj, opts, warnings)?;
         let mut causes = admission::validate(ri.kind, ri.namespaced, &obj);
         if crd::definition::is_crd(ri) {
             causes.extend(crd::definition::validate(&obj, &self.resources));
         }
+        if webhooks::validation::is_configuration(ri.group, ri.kind) {
+            causes.extend(webhooks::validation::validate(ri.kind, &obj));
+        }
         if !causes.is_empty() {
             return Err(ApiError::invalid(ri.kind, object::name(&obj), causes));
         }
         Ok(obj)
+    }
+
+    /// The admission webhooks of a create or update: the mutating ones (their changes validated
+    /// again by [`Registry::admit`], or for an update by the update rules), then the validating ones.
+    #[allow(clippy::too_many_arguments)]
+    async fn admit_webhooks(
+        &self,
+        ri: &ResourceInfo,
+        operation: Operation,
+        subresource: Option<&str>,
+        current: Option<&Value>,
+        obj: Value,
+        opts: &WriteOptions,
+        warnings: &mut Vec<String>,
+    ) -> ApiResult<Value> {
+        let versions = webhooks::other_versions(&self.served(), ri);
+        let name = object::name(&obj).to_string();
+        let namespace = object::namespace(&obj).map(String::from);
+        let base = webhooks::Attributes {
+            namespace: namespace.as_deref().filter(|_| ri.namespaced),
+            name: &name,
+            old_object: current,
+            dry_run: opts.dry_run,
+            user: opts.user.as_ref(),
+            ..webhooks::attributes(ri, operation, subresource.unwrap_or(""), &versions)
+        };
+        let obj =
+            match self.webhooks.mutate(&webhooks::Attributes { object: Some(&obj), ..base.clone() }, warnings).await? {
+                None => obj,
+                Some(mutated) => match current {
+                    None => self.admit(ri, mutated, opts, warnings)?,
+                    Some(current) => self.merge_update(ri, current, mutated, subresource, opts, warnings)?,
+                },
+            };
+        self.webhooks.validate(&webhooks::Attributes { object: Some(&obj), ..base }, warnings).await?;
+        Ok(obj)
+    }
+
+    /// The admission webhooks of a delete (the object as `oldObject`; warnings have nowhere to go).
+    async fn webhooks_on_delete(&self, ri: &ResourceInfo, current: &Value, opts: &DeleteOptions) -> ApiResult<()> {
+        let versions = webhooks::other_versions(&self.served(), ri);
+        let a = webhooks::Attributes {
+            namespace: object::namespace(current).filter(|_| ri.namespaced),
+            name: object::name(current),
+            old_object: Some(current),
+            dry_run: opts.dry_run,
+            user: opts.user.as_ref(),
+            ..webhooks::attributes(ri, Operation::Delete, "", &versions)
+        };
+        let mut warnings = Vec::new();
+        self.webhooks.mutate(&a, &mut warnings).await?;
+        self.webhooks.validate(&a, &mut warnings).await
     }
 
     /// Creates an object (POST).
@@ -565,6 +632,8 @@ impl Registry {
         if let (true, Some(ns)) = (ri.kind == "Pod" && ri.group.is_empty(), ns) {
             self.admit_service_account(ns, &mut obj).await?;
         }
+        let mut obj = self.admit_webhooks(ri, Operation::Create, None, None, obj, opts, &mut warnings).await?;
+        // Pod Security is a validating admission: it sees the object the mutating webhooks left.
         warnings.extend(self.pod_security(ri, ns, &obj, None).await?);
         let reservation = self.allocate_service(ri, None, &mut obj)?;
         if opts.dry_run {
@@ -625,7 +694,10 @@ impl Registry {
                 }
             }
             let mut warnings = Vec::new();
-            let mut next = self.merge_update(ri, &current, desired, subresource, opts, &mut warnings)?;
+            let next = self.merge_update(ri, &current, desired, subresource, opts, &mut warnings)?;
+            let operation = if subresource == Some("binding") { Operation::Create } else { Operation::Update };
+            let mut next =
+                self.admit_webhooks(ri, operation, subresource, Some(&current), next, opts, &mut warnings).await?;
             if subresource.is_none() {
                 warnings.extend(self.pod_security(ri, ns, &next, Some(&current)).await?);
             }
@@ -781,6 +853,7 @@ impl Registry {
                     return Err(conflict("ResourceVersion in precondition", rv, &kv.mod_revision.to_string()));
                 }
             }
+            self.webhooks_on_delete(ri, &current, opts).await?;
             let grace = self.grace_period(ri, &current, opts);
             let policy_finalizer = match opts.propagation_policy.as_deref() {
                 Some("Foreground") => Some("foregroundDeletion"),

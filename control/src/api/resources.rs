@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::{
-    apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch, certificates::v1 as certificates,
-    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery, events::v1 as events,
-    networking::v1 as networking, node::v1 as node, policy::v1 as policy, rbac::v1 as rbac,
-    scheduling::v1 as scheduling, storage::v1 as storage,
+    admissionregistration::v1 as admissionregistration, apps::v1 as apps, autoscaling::v2 as autoscaling,
+    batch::v1 as batch, certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core,
+    discovery::v1 as discovery, events::v1 as events, networking::v1 as networking, node::v1 as node,
+    policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope, Resource};
@@ -200,6 +200,8 @@ pub fn all() -> Vec<ResourceInfo> {
         resource!(rbac::ClusterRole, [], [], false),
         resource!(rbac::ClusterRoleBinding, [], [], false),
         resource!(apiextensions::CustomResourceDefinition, ["crd", "crds"], ["status"], false),
+        resource!(admissionregistration::ValidatingWebhookConfiguration, [], [], false),
+        resource!(admissionregistration::MutatingWebhookConfiguration, [], [], false),
     ]
 }
 

@@ -433,6 +433,10 @@ const PVC_COLUMNS: &[Column] = &[
 const LEASE_COLUMNS: &[Column] =
     &[NAME, col("Holder", "string", "holderIdentity contains the identity of the holder of a current lease."), AGE];
 
+/// Validating- and MutatingWebhookConfigurations.
+const WEBHOOK_CONFIGURATION_COLUMNS: &[Column] =
+    &[NAME, col("Webhooks", "integer", "Webhooks indicates the number of webhooks in the configuration."), AGE];
+
 const RUNTIME_CLASS_COLUMNS: &[Column] = &[
     NAME,
     col("Handler", "string", "handler specifies the underlying runtime and configuration that the CRI implementation will use to handle pods of this class."),
@@ -462,6 +466,7 @@ fn columns(kind: &str) -> &'static [Column] {
         "ServiceAccount" => SERVICE_ACCOUNT_COLUMNS,
         "PersistentVolumeClaim" => PVC_COLUMNS,
         "Lease" => LEASE_COLUMNS,
+        "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => WEBHOOK_CONFIGURATION_COLUMNS,
         "RuntimeClass" => RUNTIME_CLASS_COLUMNS,
         _ => DEFAULT_COLUMNS,
     }
@@ -510,6 +515,9 @@ pub fn row_cells(kind: &str, obj: &Value, now: Timestamp) -> Vec<Value> {
         }
         "PersistentVolumeClaim" => pvc_cells(obj, now),
         "Lease" => vec![name(obj).into(), text(obj, &["spec", "holderIdentity"]).into(), age(obj, now)],
+        "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => {
+            vec![name(obj).into(), (list(obj, &["webhooks"]).len() as i64).into(), age(obj, now)]
+        }
         "RuntimeClass" => vec![name(obj).into(), text(obj, &["handler"]).into(), age(obj, now)],
         _ => vec![name(obj).into(), age(obj, now)],
     }

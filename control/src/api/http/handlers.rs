@@ -128,6 +128,7 @@ fn write_options(req: &Request<'_>) -> ApiResult<WriteOptions> {
             Some(agent.split('/').next().unwrap_or("unknown").to_string())
         }),
         field_validation: req.query.field_validation()?,
+        user: req.user.clone(),
     })
 }
 
@@ -492,6 +493,7 @@ fn delete_options(req_query: &Query, body: Option<&Value>) -> ApiResult<DeleteOp
             .map(String::from),
         propagation_policy: policy,
         dry_run,
+        user: None,
     })
 }
 
@@ -511,8 +513,9 @@ async fn delete(
     req: Request<'_>,
     body: Body,
 ) -> ApiResult<Response> {
+    let user = req.user.clone();
     let (query, body) = delete_body(req, body).await?;
-    let opts = delete_options(&query, body.as_ref())?;
+    let opts = DeleteOptions { user, ..delete_options(&query, body.as_ref())? };
     let (obj, gone) = registry.delete(ri, ns, name, &opts).await?;
     let code = if gone { StatusCode::OK } else { StatusCode::ACCEPTED };
     let code = if ri.kind == "Pod" || gone { StatusCode::OK } else { code };
@@ -523,7 +526,7 @@ async fn delete_collection(registry: &Registry, req: &Request<'_>) -> ApiResult<
     let ri = req.target.resource;
     let q = list_query(ri, req.target.namespace.clone(), &req.query)?;
     let listed = registry.list(ri, &q).await?;
-    let opts = delete_options(&req.query, None)?;
+    let opts = DeleteOptions { user: req.user.clone(), ..delete_options(&req.query, None)? };
     let mut deleted = Vec::new();
     for item in listed.items {
         let name = object::name(&item).to_string();
