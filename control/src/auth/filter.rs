@@ -36,21 +36,34 @@ fn anonymous_allowed(path: &str) -> bool {
 
 /// The filter (an axum middleware).
 pub async fn authorize_request(State(state): State<AuthState>, mut request: Request, next: Next) -> Response {
+    let audit = crate::audit::layer::of(&request);
     let peer = request.extensions().get::<PeerIdentity>().cloned();
     let user = match state.authn.authenticate(request.headers(), peer.as_ref()).await {
         Ok(Some(user)) => user,
         Ok(None) if anonymous_allowed(request.uri().path()) => UserInfo::anonymous(),
         Ok(None) | Err(_) => return ApiError::Unauthorized.into_response(),
     };
+    if let Some(audit) = &audit {
+        audit.authenticated(&user).await;
+    }
     let user = match impersonate(&state, user, request.headers()).await {
         Ok(user) => user,
         Err(e) => return e.into_response(),
     };
+    if let Some(audit) = audit.as_ref().filter(|_| request.headers().contains_key("impersonate-user")) {
+        audit.impersonated(&user);
+    }
     let method = request.method().clone();
     let attrs = attributes(user.clone(), method.as_str(), request.uri().path(), request.uri().query());
     let span =
         tracing::debug_span!("authorize", user = %attrs.user.name, verb = %attrs.verb, resource = %attrs.resource);
-    if !tracing::Instrument::instrument(state.authz.authorize(&attrs), span).await {
+    let allowed = tracing::Instrument::instrument(state.authz.authorize(&attrs), span).await;
+    if let Some(audit) = &audit {
+        // As kube-apiserver: `system:masters` is allowed by the privileged-group authorizer,
+        // which gives no reason; RBAC gives none for a denial.
+        audit.authorized(allowed, "");
+    }
+    if !allowed {
         tracing::debug!(user = %attrs.user.name, verb = %attrs.verb, resource = %attrs.resource, "forbidden");
         return ApiError::Forbidden(super::rbac::forbidden_message(&attrs)).into_response();
     }
