@@ -140,8 +140,17 @@ pub async fn create_pods(
 }
 
 /// `api-create`: creates/s and latency per client count.
-pub async fn run(bin: &Path, backend: Backend, clients: &[usize], total: usize, limit: Duration) -> Result<()> {
-    let mut server = Server::start(bin, backend).await?;
+/// With `audit`, the server writes an audit log (default policy), for a side-by-side figure.
+pub async fn run(
+    bin: &Path,
+    backend: Backend,
+    clients: &[usize],
+    total: usize,
+    limit: Duration,
+    audit: bool,
+) -> Result<()> {
+    let mut server = Server::start_audited(bin, backend, audit).await?;
+    let label = if audit { format!("{backend} + audit log") } else { backend.to_string() };
     let mut rows = Vec::new();
     for (level, &n) in clients.iter().enumerate() {
         eprintln!("api-create: {backend}, {n} clients, {total} pods …");
@@ -155,7 +164,7 @@ pub async fn run(bin: &Path, backend: Backend, clients: &[usize], total: usize, 
         }
         let per_k = |s: f64| format!("{:.2}", s / run.created as f64 * 1000.0);
         rows.push(format!(
-            "| {backend} | {n} | {}{} | {} | {:.2} | **{:.0}** | {} | **{}** | {} | {} | {} | {} |",
+            "| {label} | {n} | {}{} | {} | {:.2} | **{:.0}** | {} | **{}** | {} | {} | {} | {} |",
             count(run.created),
             if run.hit_time_limit { " (60 s cap)" } else { "" },
             run.errors,
@@ -170,6 +179,12 @@ pub async fn run(bin: &Path, backend: Backend, clients: &[usize], total: usize, 
         ));
     }
     server.report_log();
+    if audit {
+        let log = server.audit_log();
+        let bytes = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        let lines = std::fs::read_to_string(&log).map(|t| t.lines().count()).unwrap_or(0);
+        eprintln!("api-create: audit log {}: {lines} events, {bytes} bytes", log.display());
+    }
     println!("| backend | clients | pods created | errors | seconds | creates/s | p50 ms | p99 ms | max ms | server CPU s / 1k creates | etcd CPU s / 1k | harness CPU s / 1k |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {

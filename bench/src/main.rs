@@ -57,6 +57,9 @@ enum Command {
         /// Time cap per level, in seconds.
         #[arg(long, default_value_t = 60)]
         max_seconds: u64,
+        /// Run the server with its audit log on (`--audit-log-path`, default policy: Metadata).
+        #[arg(long)]
+        audit: bool,
     },
     /// Watch delivery latency with many concurrent watchers.
     ApiWatch {
@@ -213,11 +216,11 @@ impl NodeFlags {
 
 async fn run(command: Command) -> Result<()> {
     match command {
-        Command::ApiCreate { server_bin, datastore, clients, count, max_seconds } => {
+        Command::ApiCreate { server_bin, datastore, clients, count, max_seconds, audit } => {
             if clients.contains(&0) || count == 0 {
                 bail!("--clients and --count must be positive");
             }
-            create::run(&server_bin, datastore, &clients, count, Duration::from_secs(max_seconds)).await
+            create::run(&server_bin, datastore, &clients, count, Duration::from_secs(max_seconds), audit).await
         }
         Command::ApiWatch { server_bin, datastore, watchers, events, spacing_ms } => {
             if watchers == 0 || events == 0 {
