@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{eventually, free_port, Cluster};
+use common::{free_port, Cluster};
 use serde_json::Value;
 
 const POLICY: &str = r#"apiVersion: audit.k8s.io/v1
@@ -32,12 +32,18 @@ fn events(path: &Path) -> Vec<Value> {
 
 /// Waits for an event matching `pred` and returns it.
 fn wait_event(path: &Path, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let mut found = None;
-    eventually(what, Duration::from_secs(20), || {
-        found = events(path).into_iter().find(|e| pred(e));
-        found.is_some()
-    });
-    found.expect("found")
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = events(path);
+        if let Some(found) = all.iter().find(|e| pred(e)) {
+            return found.clone();
+        }
+        if Instant::now() > deadline {
+            let tail: Vec<String> = all.iter().rev().take(8).map(Value::to_string).collect();
+            panic!("timed out waiting for the audit event of {what}; last events:\n{}", tail.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn is(e: &Value, verb: &str, resource: &str, namespace: &str, name: &str) -> bool {
@@ -130,12 +136,13 @@ fn audit_log_records_who_did_what() {
     assert_eq!(token_request["objectRef"]["name"], "ci");
 
     // Impersonation: the authenticated user, and the user acted as.
-    c.kubectl(&["get", "configmaps", "--as=system:serviceaccount:default:ci"]);
+    c.kubectl_fails(&["get", "configmaps", "--as=system:serviceaccount:default:ci"], None);
     let imp = wait_event(&log, "impersonated list", |e| {
         is(e, "list", "configmaps", "default", "") && e.get("impersonatedUser").is_some()
     });
     assert_eq!(imp["user"]["username"], "admin");
     assert_eq!(imp["impersonatedUser"]["username"], "system:serviceaccount:default:ci");
+    assert_eq!(imp["responseStatus"]["code"], 403, "the account may not list configmaps");
 
     // An unauthenticated request is audited too; every response carries its Audit-Id.
     let out = Command::new("curl")

@@ -153,12 +153,12 @@ impl RequestAudit {
     fn request_body(&self, content_type: Option<&str>, bytes: &[u8]) {
         let level = self.level();
         let is_json = content_type.is_none_or(|c| c.contains("json"));
-        let object = if level >= Level::Request {
-            crate::api::http::body::decode(bytes, content_type).ok()
-        } else if is_json {
+        let object = if level < Level::Request && is_json {
+            // Only the name: no full parse of a JSON body at Metadata.
             serde_json::from_slice::<Head>(bytes).ok().map(|h| serde_json::json!({"metadata": h.metadata}))
         } else {
-            None
+            // kubectl's protobuf and YAML bodies, and the whole object at Request.
+            crate::api::http::body::decode(bytes, content_type).ok()
         };
         let mut state = self.state.lock();
         let omit_managed = state.decision.as_ref().is_some_and(|d| d.omit_managed_fields);
