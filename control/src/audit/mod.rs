@@ -48,6 +48,9 @@ pub enum AuditError {
     Log(#[from] writer::WriteError),
 }
 
+/// An auditor and the writer task it feeds (see [`Auditor::from_config`]).
+pub type Enabled = (Arc<Auditor>, Arc<writer::Writer>);
+
 /// The policy and the sink events go to; shared by every request.
 pub struct Auditor {
     policy: Policy,
@@ -58,11 +61,7 @@ impl Auditor {
     /// Loads the policy and opens the log as `config` says. `None` when auditing is off; the
     /// returned writer must be run (see [`writer::Writer::run`]). `events` and `errors` count
     /// queued and lost events for `/metrics`.
-    pub fn from_config(
-        config: &AuditConfig,
-        events: Counter,
-        errors: Counter,
-    ) -> Result<Option<(Arc<Self>, Arc<writer::Writer>)>, AuditError> {
+    pub fn from_config(config: &AuditConfig, events: Counter, errors: Counter) -> Result<Option<Enabled>, AuditError> {
         let Some(path) = &config.log_path else { return Ok(None) };
         let policy = match &config.policy_file {
             Some(file) => Policy::load(file)?,

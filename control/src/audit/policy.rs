@@ -223,10 +223,10 @@ fn has(list: &[String], s: &str) -> bool {
 
 /// Whether `rule` applies to a request (kube-apiserver's `ruleMatches`).
 pub fn rule_matches(rule: &PolicyRule, attrs: &Attributes, user_known: bool) -> bool {
-    if !rule.users.is_empty() && !(user_known && has(&rule.users, &attrs.user.name)) {
+    if !rule.users.is_empty() && (!user_known || !has(&rule.users, &attrs.user.name)) {
         return false;
     }
-    if !rule.user_groups.is_empty() && !(user_known && attrs.user.groups.iter().any(|g| has(&rule.user_groups, g))) {
+    if !rule.user_groups.is_empty() && (!user_known || !attrs.user.groups.iter().any(|g| has(&rule.user_groups, g))) {
         return false;
     }
     if !rule.verbs.is_empty() && !has(&rule.verbs, &attrs.verb) {

@@ -276,7 +276,7 @@ fn prune(target: &Target, now: jiff::Timestamp) {
             backup_time(&target.path, &name).map(|t| (t, e.path()))
         })
         .collect();
-    backups.sort_by(|a, b| b.0.cmp(&a.0));
+    backups.sort_by_key(|b| std::cmp::Reverse(b.0));
     let max_age = i64::try_from(target.max_age_days.saturating_mul(86_400)).unwrap_or(i64::MAX);
     let cutoff = now.checked_sub(jiff::SignedDuration::from_secs(max_age)).ok();
     for (i, (time, path)) in backups.iter().enumerate() {
