@@ -10,6 +10,7 @@ use skiff_node::image::{push_wasm, ImageConfig, RegistryAuth};
 use skiff_node::kubelet_tls::ServingCert;
 use skiff_node::Agent;
 
+mod audit_args;
 mod node_args;
 use node_args::NodeArgs;
 
@@ -49,6 +50,8 @@ enum Command {
         /// The range NodePorts are allocated from (`LOW-HIGH`).
         #[arg(long, default_value = "30000-32767")]
         service_node_port_range: skiff_control::api::service_network::PortRange,
+        #[command(flatten)]
+        audit: audit_args::AuditArgs,
         #[command(flatten)]
         node: NodeArgs,
     },
@@ -260,6 +263,7 @@ async fn main() -> anyhow::Result<()> {
             default_unreachable_toleration_seconds,
             service_cidr,
             service_node_port_range,
+            audit,
             node,
         } => {
             let node_lifecycle = skiff_control::controllers::node_lifecycle::Config {
@@ -270,8 +274,14 @@ async fn main() -> anyhow::Result<()> {
                 cidr: service_cidr,
                 node_ports: service_node_port_range.0,
             };
-            let config =
-                ServerConfig { data_dir: data_dir.clone(), listen, datastore, node_lifecycle, service_network };
+            let config = ServerConfig {
+                data_dir: data_dir.clone(),
+                listen,
+                datastore,
+                node_lifecycle,
+                service_network,
+                audit: audit.config(),
+            };
             let running = server::start(config).await.context("starting the API server")?;
             println!("skiff API server ready at {}; export KUBECONFIG={}", running.url(), running.kubeconfig.display());
             let agent = if no_agent {

@@ -128,6 +128,12 @@ pub struct Server {
 
 impl Server {
     pub async fn start(bin: &Path, backend: Backend) -> Result<Self> {
+        Self::start_audited(bin, backend, false).await
+    }
+
+    /// As [`Server::start`]; with `audit`, the server writes an audit log (`--audit-log-path`,
+    /// the default policy: Metadata for every request) to [`Server::audit_log`].
+    pub async fn start_audited(bin: &Path, backend: Backend, audit: bool) -> Result<Self> {
         let etcd = match backend {
             Backend::Sqlite => None,
             Backend::Etcd => Some(Etcd::start().await?),
@@ -139,12 +145,17 @@ impl Server {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
         let log = std::fs::File::create(dir.path().join("server.log"))?;
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .args(["server", "--data-dir"])
             .arg(dir.path())
             .args(["--listen", &format!("127.0.0.1:{port}"), "--datastore", &datastore])
             // The API benchmarks measure the control plane alone.
-            .arg("--no-agent")
+            .arg("--no-agent");
+        if audit {
+            command.arg("--audit-log-path").arg(dir.path().join("audit.log"));
+        }
+        let child = command
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(log)
@@ -160,6 +171,11 @@ impl Server {
         };
         server.wait_ready().await.map_err(|e| anyhow!("{e:#}\nserver log tail:\n{}", server.log_tail(30)))?;
         Ok(server)
+    }
+
+    /// Where an audited server writes its audit log.
+    pub fn audit_log(&self) -> std::path::PathBuf {
+        self.dir.path().join("audit.log")
     }
 
     async fn wait_ready(&mut self) -> Result<()> {

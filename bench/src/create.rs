@@ -141,7 +141,8 @@ pub async fn create_pods(
 
 /// `api-create`: creates/s and latency per client count.
 /// With `as_service_account`, the clients are a service account bound to the `edit` role
-/// (authorized by RBAC) instead of the admin (`system:masters`, which skips authorization).
+/// (authorized by RBAC) instead of the admin (`system:masters`, which skips authorization);
+/// with `audit`, the server writes an audit log (default policy), for a side-by-side figure.
 pub async fn run(
     bin: &Path,
     backend: Backend,
@@ -149,8 +150,10 @@ pub async fn run(
     total: usize,
     limit: Duration,
     as_service_account: bool,
+    audit: bool,
 ) -> Result<()> {
-    let mut server = Server::start(bin, backend).await?;
+    let mut server = Server::start_audited(bin, backend, audit).await?;
+    let label = if audit { format!("{backend} + audit log") } else { backend.to_string() };
     let identity = if as_service_account {
         server.act_as_service_account("bench", "edit").await?;
         "service account (RBAC)"
@@ -170,7 +173,7 @@ pub async fn run(
         }
         let per_k = |s: f64| format!("{:.2}", s / run.created as f64 * 1000.0);
         rows.push(format!(
-            "| {backend} | {identity} | {n} | {}{} | {} | {:.2} | **{:.0}** | {} | **{}** | {} | {} | {} | {} |",
+            "| {label} | {identity} | {n} | {}{} | {} | {:.2} | **{:.0}** | {} | **{}** | {} | {} | {} | {} |",
             count(run.created),
             if run.hit_time_limit { " (60 s cap)" } else { "" },
             run.errors,
@@ -185,6 +188,12 @@ pub async fn run(
         ));
     }
     server.report_log();
+    if audit {
+        let log = server.audit_log();
+        let bytes = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        let lines = std::fs::read_to_string(&log).map(|t| t.lines().count()).unwrap_or(0);
+        eprintln!("api-create: audit log {}: {lines} events, {bytes} bytes", log.display());
+    }
     println!("| backend | client identity | clients | pods created | errors | seconds | creates/s | p50 ms | p99 ms | max ms | server CPU s / 1k creates | etcd CPU s / 1k | harness CPU s / 1k |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {

@@ -61,6 +61,9 @@ enum Command {
         /// Create as a service account bound to `edit` (RBAC enforced) instead of the admin.
         #[arg(long)]
         as_service_account: bool,
+        /// Run the server with its audit log on (`--audit-log-path`, default policy: Metadata).
+        #[arg(long)]
+        audit: bool,
     },
     /// Watch delivery latency with many concurrent watchers.
     ApiWatch {
@@ -225,12 +228,12 @@ impl NodeFlags {
 
 async fn run(command: Command) -> Result<()> {
     match command {
-        Command::ApiCreate { server_bin, datastore, clients, count, max_seconds, as_service_account } => {
+        Command::ApiCreate { server_bin, datastore, clients, count, max_seconds, as_service_account, audit } => {
             if clients.contains(&0) || count == 0 {
                 bail!("--clients and --count must be positive");
             }
             let limit = Duration::from_secs(max_seconds);
-            create::run(&server_bin, datastore, &clients, count, limit, as_service_account).await
+            create::run(&server_bin, datastore, &clients, count, limit, as_service_account, audit).await
         }
         Command::ApiWatch { server_bin, datastore, watchers, events, spacing_ms } => {
             if watchers == 0 || events == 0 {

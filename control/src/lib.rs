@@ -5,6 +5,7 @@
 //! -> [`server`] (TLS, auth, wiring).
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod controllers;
 pub mod patch;

@@ -69,6 +69,7 @@ impl Cluster {
             datastore: Datastore::Sqlite,
             node_lifecycle: Default::default(),
             service_network: Default::default(),
+            audit: Default::default(),
         })
         .await
         .expect("API server");

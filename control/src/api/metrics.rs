@@ -44,6 +44,10 @@ pub struct Metrics {
     pub latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
     pub watches: Family<ResourceLabel, Gauge>,
     pub store_latency: Family<StoreOpLabel, Histogram, fn() -> Histogram>,
+    /// Audit events queued for the log (`apiserver_audit_event_total`).
+    pub audit_events: Counter,
+    /// Audit events lost: dropped while the writer was behind, or failed to write.
+    pub audit_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -69,7 +73,10 @@ impl Default for Metrics {
             "Store latency by operation",
             store_latency.clone(),
         );
-        Self { registry, requests, latency, watches, store_latency }
+        let (audit_events, audit_errors) = (Counter::default(), Counter::default());
+        registry.register("apiserver_audit_event", "Audit events generated and sent to the log", audit_events.clone());
+        registry.register("apiserver_audit_error", "Audit events lost (dropped or not written)", audit_errors.clone());
+        Self { registry, requests, latency, watches, store_latency, audit_events, audit_errors }
     }
 }
 

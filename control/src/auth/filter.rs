@@ -37,16 +37,23 @@ fn anonymous_allowed(path: &str) -> bool {
 
 /// The filter (an axum middleware).
 pub async fn authorize_request(State(state): State<AuthState>, mut request: Request, next: Next) -> Response {
+    let audit = crate::audit::layer::of(&request);
     let peer = request.extensions().get::<PeerIdentity>().cloned();
     let user = match state.authn.authenticate(request.headers(), peer.as_ref()).await {
         Ok(Some(user)) => user,
         Ok(None) if anonymous_allowed(request.uri().path()) => UserInfo::anonymous(),
         Ok(None) | Err(_) => return ApiError::Unauthorized.into_response(),
     };
+    if let Some(audit) = &audit {
+        audit.authenticated(&user).await;
+    }
     let user = match impersonate(&state, user, request.headers()).await {
         Ok(user) => user,
         Err(e) => return e.into_response(),
     };
+    if let Some(audit) = audit.as_ref().filter(|_| request.headers().contains_key("impersonate-user")) {
+        audit.impersonated(&user);
+    }
     let method = request.method().clone();
     let attrs = attributes(user.clone(), method.as_str(), request.uri().path(), request.uri().query());
     let span =
@@ -66,6 +73,15 @@ pub async fn authorize_request(State(state): State<AuthState>, mut request: Requ
         request = Request::from_parts(parts, Body::from(bytes));
     }
     let decision = tracing::Instrument::instrument(state.authz.decide(&attrs, created.as_deref()), span).await;
+    if let Some(audit) = &audit {
+        // As kube-apiserver: `system:masters` is allowed by the privileged-group authorizer,
+        // which gives no reason; RBAC gives none for a denial.
+        let reason = match &decision {
+            Decision::Deny(reason) => reason.as_str(),
+            _ => "",
+        };
+        audit.authorized(decision == Decision::Allow, reason);
+    }
     if let Decision::Deny(reason) = decision {
         tracing::debug!(user = %attrs.user.name, verb = %attrs.verb, resource = %attrs.resource, %reason, "forbidden");
         let mut message = super::rbac::forbidden_message(&attrs);

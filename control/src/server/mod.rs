@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub node_lifecycle: controllers::node_lifecycle::Config,
     /// Where ClusterIPs and NodePorts are allocated from.
     pub service_network: crate::api::service_network::ServiceNetwork,
+    /// The audit log (off by default).
+    pub audit: crate::audit::AuditConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +85,8 @@ pub enum ServerError {
     ServiceAccountKey(#[from] crate::auth::service_account::KeyError),
     #[error("admin client certificate: {0}")]
     ClientCertificate(String),
+    #[error("audit log: {0}")]
+    Audit(#[from] crate::audit::AuditError),
     #[error("listening on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -215,6 +219,8 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let dir = &config.data_dir;
     secure_data_dir(&config)?;
     let metrics = Arc::new(Metrics::default());
+    let audit =
+        crate::audit::Auditor::from_config(&config.audit, metrics.audit_events.clone(), metrics.audit_errors.clone())?;
     // Secrets are sealed at rest with the keys in the data directory, below the metrics.
     let keyring = crate::store::encrypted::Keyring::load_or_create(dir)?;
     let raw_store = open_store(&config).await?;
@@ -275,6 +281,13 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         ),
         resource_metrics: Arc::default(),
     };
+    let auditor = audit.map(|(auditor, writer)| {
+        state.controllers.spawn("audit-log", move || {
+            let writer = Arc::clone(&writer);
+            async move { writer.run().await.map_err(|e| controllers::runtime::Error::Other(e.to_string())) }
+        });
+        auditor
+    });
     let auth_state = crate::auth::filter::AuthState {
         authn: Arc::new(crate::auth::authn::Authenticator::new(admin_token.clone(), issuer, Arc::clone(&registry))),
         authz: crate::auth::authorizer::Authorizer::start(Arc::clone(&registry), node_graph).await?,
@@ -291,7 +304,9 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
             axum::routing::post(move || rotate_secrets_key(raw_store.clone(), keyring.clone())),
         )
         .merge(crate::auth::reviews::router(auth_state.clone()))
-        .layer(axum::middleware::from_fn_with_state(auth_state, crate::auth::filter::authorize_request));
+        .layer(axum::middleware::from_fn(crate::audit::layer::request_body))
+        .layer(axum::middleware::from_fn_with_state(auth_state, crate::auth::filter::authorize_request))
+        .layer(axum::middleware::from_fn_with_state(auditor, crate::audit::layer::audit));
     tokio::spawn(crate::auth::bootstrap_policy::aggregate(Arc::clone(&registry)));
 
     tokio::spawn(controllers::csr_signer::run(Arc::clone(&registry), ca));
@@ -304,7 +319,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         .handle(handle.clone());
     slow_client_timeouts(server.http_builder());
     tokio::spawn(async move {
-        if let Err(e) = server.serve(app.into_make_service()).await {
+        if let Err(e) = server.serve(app.into_make_service_with_connect_info::<SocketAddr>()).await {
             tracing::error!(error = %e, "API server stopped");
         }
     });
