@@ -8,7 +8,8 @@
 #
 # Build settings: no sanitizer (the code under test is safe Rust; AddressSanitizer would cost
 # a slower build and about half the executions per second for checks safe code does not need),
-# release optimizations with debug assertions on, so integer overflow panics as in a test build.
+# optimized (opt-level 1 and 16 codegen units, see fuzz/Cargo.toml: a short build matters more
+# than peak speed) with debug assertions on, so integer overflow panics as in a test build.
 # The build goes to ${CARGO_TARGET_DIR:-target}/fuzz, outside the clone in CI, and is reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +30,7 @@ if ! rustup run nightly rustc --version >/dev/null 2>&1; then
 fi
 
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}/fuzz"
-build=(--sanitizer none --release --debug-assertions --target-dir "$target_dir")
+build=(--sanitizer none --release --debug-assertions --codegen-units 16 --target-dir "$target_dir")
 started=$(date +%s)
 cargo +nightly fuzz build "${build[@]}"
 echo "fuzz: build took $(( $(date +%s) - started ))s (target dir $target_dir)" >&2
@@ -52,8 +53,14 @@ for t in "${targets[@]}"; do
   for seeds in "fuzz/corpus/$t" "fuzz/regressions/$t"; do
     if [ -d "$seeds" ]; then cp -r "$seeds/." "$corpus/"; fi
   done
+  dict=()
+  case "$t" in
+    *selector) dict=(-dict=fuzz/dict/selector.dict) ;;
+    decode_protobuf) ;;
+    *) dict=(-dict=fuzz/dict/json.dict) ;;
+  esac
   echo "fuzz: $t for ${secs}s" >&2
-  if "$bin_dir/$t" "$corpus" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+  if "$bin_dir/$t" "$corpus" "${dict[@]}" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
       -artifact_prefix="$artifacts/$t/" -print_final_stats=1 >"$scratch/$t.log" 2>&1; then
     grep -E '^stat::number_of_executed_units' "$scratch/$t.log" | sed "s/^/fuzz: $t /" >&2 || true
   else

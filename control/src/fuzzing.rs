@@ -258,6 +258,67 @@ mod tests {
         }
     }
 
+    fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let mut out: Vec<_> = entries
+            .flatten()
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).expect("a seed")))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The seeds get past decoding, so the fuzzer starts from requests the server accepts.
+    #[test]
+    fn seeds_are_accepted_requests() {
+        for (target, content_type) in [
+            ("decode_json", "application/json"),
+            ("decode_yaml", "application/yaml"),
+            ("decode_protobuf", "application/vnd.kubernetes.protobuf"),
+        ] {
+            for (name, data) in seeds(target) {
+                let obj = body::decode(&data, Some(content_type)).unwrap_or_else(|e| panic!("{target}/{name}: {e}"));
+                let kind = obj["kind"].as_str().unwrap_or_default();
+                let ri = resources().iter().find(|r| r.kind == kind).unwrap_or_else(|| panic!("{target}/{name}"));
+                (ri.normalize)(obj).unwrap_or_else(|e| panic!("{target}/{name}: {e}"));
+            }
+        }
+        for (target, kind, content_type) in [
+            ("json_patch", PatchKind::Json, "application/json-patch+json"),
+            ("merge_patch", PatchKind::Merge, "application/merge-patch+json"),
+            ("strategic_merge_patch", PatchKind::Strategic, "application/strategic-merge-patch+json"),
+        ] {
+            for (name, data) in seeds(target) {
+                let (first, rest) = data.split_first().expect("a kind byte");
+                let (ri, current) = stored(*first).expect("an object");
+                let patch = body::decode(rest, Some(content_type)).unwrap_or_else(|e| panic!("{target}/{name}: {e}"));
+                let next =
+                    handlers::apply_patch(ri, kind, current, &patch).unwrap_or_else(|e| panic!("{target}/{name}: {e}"));
+                assert_ne!(&next, current, "{target}/{name} changes nothing");
+            }
+        }
+        for (name, data) in seeds("apply_patch") {
+            let (first, rest) = data.split_first().expect("a kind byte");
+            let (ri, current) = stored(*first).expect("an object");
+            let applied = body::decode(rest, Some("application/apply-patch+yaml")).expect("an apply body");
+            let force = first & 0x80 != 0;
+            match patch::apply::apply(ri.kind, Some(current), &applied, MANAGER, force, NOW) {
+                Ok(_) => {}
+                Err(patch::apply::ApplyError::Conflicts(_)) if !force => {}
+                Err(e) => panic!("apply_patch/{name}: {e}"),
+            }
+        }
+        for (name, data) in seeds("label_selector") {
+            LabelSelector::parse(&String::from_utf8_lossy(&data))
+                .unwrap_or_else(|e| panic!("label_selector/{name}: {e}"));
+        }
+        for (name, data) in seeds("field_selector") {
+            FieldSelector::parse(&String::from_utf8_lossy(&data))
+                .unwrap_or_else(|e| panic!("field_selector/{name}: {e}"));
+        }
+    }
+
     #[test]
     fn patch_targets_reach_the_objects() {
         assert_eq!(stored_objects().len(), 4);
