@@ -4,3 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 cargo test --workspace --no-fail-fast 2>&1
+# A short run of the fuzz harness (body decoding, patches, selectors): any crash fails CI.
+./scripts/fuzz.sh 15

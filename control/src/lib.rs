@@ -8,6 +8,8 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod controllers;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod patch;
 pub mod scheduler;
 pub mod server;

@@ -379,7 +379,9 @@ pub fn apply_patch(ri: &ResourceInfo, kind: PatchKind, current: &Value, patch_bo
         PatchKind::Json => {
             let ops: json_patch::Patch = serde_json::from_value(patch_body.clone())
                 .map_err(|e| ApiError::BadRequest(format!("the JSON patch is malformed: {e}")))?;
-            json_patch::patch(&mut next, &ops).map_err(|e| unprocessable(e.to_string()))?;
+            // On a copy that a failure discards: `json_patch::patch` would undo the applied
+            // operations instead, and panics when the undo fails (copy then move onto a new path).
+            json_patch::patch_unsafe(&mut next, &ops).map_err(|e| unprocessable(e.to_string()))?;
         }
         PatchKind::Merge => {
             if !patch_body.is_object() {
