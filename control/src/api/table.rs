@@ -433,6 +433,26 @@ const PVC_COLUMNS: &[Column] = &[
 const LEASE_COLUMNS: &[Column] =
     &[NAME, col("Holder", "string", "holderIdentity contains the identity of the holder of a current lease."), AGE];
 
+const COMPONENT_STATUS_COLUMNS: &[Column] = &[
+    NAME,
+    col("Status", "string", "Status of the component conditions"),
+    col("Message", "string", "Message of the component conditions"),
+    col("Error", "string", "Errors of the component conditions"),
+];
+
+/// A ComponentStatus row: `Healthy` when its Healthy condition is True, as kube-apiserver prints it.
+fn component_status_cells(obj: &Value) -> Vec<Value> {
+    let conditions = obj.get("conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let healthy = conditions.iter().find(|c| c.get("type").and_then(Value::as_str) == Some("Healthy"));
+    let field = |c: Option<&Value>, k: &str| c.and_then(|c| c.get(k)).and_then(Value::as_str).unwrap_or("").to_string();
+    let status = match healthy.and_then(|c| c.get("status")).and_then(Value::as_str) {
+        Some("True") => "Healthy",
+        Some(_) => "Unhealthy",
+        None => "Unknown",
+    };
+    vec![name(obj).into(), status.into(), field(healthy, "message").into(), field(healthy, "error").into()]
+}
+
 /// Validating- and MutatingWebhookConfigurations.
 const WEBHOOK_CONFIGURATION_COLUMNS: &[Column] =
     &[NAME, col("Webhooks", "integer", "Webhooks indicates the number of webhooks in the configuration."), AGE];
@@ -466,6 +486,7 @@ fn columns(kind: &str) -> &'static [Column] {
         "ServiceAccount" => SERVICE_ACCOUNT_COLUMNS,
         "PersistentVolumeClaim" => PVC_COLUMNS,
         "Lease" => LEASE_COLUMNS,
+        "ComponentStatus" => COMPONENT_STATUS_COLUMNS,
         "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => WEBHOOK_CONFIGURATION_COLUMNS,
         "RuntimeClass" => RUNTIME_CLASS_COLUMNS,
         _ => DEFAULT_COLUMNS,
@@ -515,6 +536,7 @@ pub fn row_cells(kind: &str, obj: &Value, now: Timestamp) -> Vec<Value> {
         }
         "PersistentVolumeClaim" => pvc_cells(obj, now),
         "Lease" => vec![name(obj).into(), text(obj, &["spec", "holderIdentity"]).into(), age(obj, now)],
+        "ComponentStatus" => component_status_cells(obj),
         "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => {
             vec![name(obj).into(), (list(obj, &["webhooks"]).len() as i64).into(), age(obj, now)]
         }

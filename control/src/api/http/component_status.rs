@@ -5,13 +5,14 @@
 
 use std::sync::Arc;
 
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::respond::json_response;
+use super::respond::{self, json_response, Shape};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::registry::Registry;
+use crate::api::resources::ResourceInfo;
 use crate::controllers::runtime::Supervisor;
 
 /// The component names, in kube-apiserver's order.
@@ -48,29 +49,44 @@ async fn component(registry: &Registry, controllers: &Supervisor, name: &str) ->
     Some(status(name, healthy, &message))
 }
 
-/// Serves `GET /api/v1/componentstatuses[/NAME]`; every other verb is 405.
+/// Serves `GET /api/v1/componentstatuses[/NAME]` in the shape the client accepts (a Table for
+/// kubectl); every other verb is 405.
 pub async fn serve(
     registry: &Arc<Registry>,
     controllers: &Supervisor,
-    method: &Method,
+    request: (&Method, &HeaderMap, &ResourceInfo),
     name: Option<&str>,
     watch: bool,
 ) -> ApiResult<Response> {
+    let (method, headers, ri) = request;
     if method != Method::GET || watch {
         return Err(ApiError::MethodNotAllowed);
     }
-    match name {
-        Some(name) => match component(registry, controllers, name).await {
-            Some(obj) => Ok(json_response(StatusCode::OK, &obj, &[])),
-            None => Err(ApiError::not_found("", "componentstatuses", name)),
-        },
+    let shape = Shape::from_headers(headers);
+    let include = "Metadata";
+    let body = match name {
+        Some(name) => {
+            let obj = component(registry, controllers, name)
+                .await
+                .ok_or_else(|| ApiError::not_found("", "componentstatuses", name))?;
+            respond::single(ri, obj, shape, include)
+        }
         None => {
             let mut items = Vec::new();
             for name in COMPONENTS {
                 items.extend(component(registry, controllers, name).await);
             }
-            let list = json!({"kind": "ComponentStatusList", "apiVersion": "v1", "metadata": {}, "items": items});
-            Ok(json_response(StatusCode::OK, &list, &[]))
+            match shape {
+                Shape::Table => respond::table(ri, &items, json!({}), include),
+                Shape::Metadata => {
+                    let items: Vec<Value> = items.iter().map(respond::metadata_object).collect();
+                    json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": {}, "items": items})
+                }
+                Shape::Object => {
+                    json!({"kind": "ComponentStatusList", "apiVersion": "v1", "metadata": {}, "items": items})
+                }
+            }
         }
-    }
+    };
+    Ok(json_response(StatusCode::OK, &body, &[]))
 }

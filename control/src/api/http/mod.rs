@@ -255,7 +255,8 @@ async fn resource(
         if target.resource.group.is_empty() && target.resource.kind == "ComponentStatus" {
             let watch = query.flag("watch")?;
             let name = target.name.as_deref();
-            return component_status::serve(&registry, &state.controllers, &method, name, watch).await;
+            let request = (&method, &headers, target.resource);
+            return component_status::serve(&registry, &state.controllers, request, name, watch).await;
         }
         handlers::serve(
             Arc::clone(&registry),
