@@ -258,19 +258,6 @@ fn python_313_strict_verification_accepts_the_serving_certificate() {
     assert!(ok && out.trim_end().ends_with("OK"), "official client on 3.13:\n{out}");
 }
 
-fn curl_accept(c: &Cluster, path: &str, accept: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-sk", "-o", "-", "-w", "\n%{http_code}", "-H"])
-        .arg(format!("Authorization: Bearer {}", c.token()))
-        .args(["-H", &format!("Accept: {accept}")])
-        .arg(format!("{}{path}", c.url()))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 #[test]
 fn large_unpaginated_lists_are_complete_and_valid() {
     const N: usize = 3000;
@@ -315,7 +302,7 @@ fn large_unpaginated_lists_are_complete_and_valid() {
     assert_eq!(code, 200);
     assert_eq!(parse(&body)["items"].as_array().map(Vec::len), Some(N));
     let (code, body) =
-        curl_accept(&c, "/api/v1/namespaces/bulk/configmaps", "application/json;as=Table;v=v1;g=meta.k8s.io");
+        c.curl_accept("/api/v1/namespaces/bulk/configmaps", "application/json;as=Table;v=v1;g=meta.k8s.io");
     assert_eq!(code, 200);
     let table = parse(&body);
     assert_eq!(table["kind"], "Table");

@@ -482,20 +482,6 @@ fn imperative_creates_send_protobuf_bodies_that_decode() {
     assert_eq!(c.get_json(&["resourcequota", "q"])["spec"]["hard"]["requests.memory"], "1Gi");
 }
 
-/// A GET with an `Accept` header: (status code, body).
-fn get_accepting(c: &Cluster, path: &str, accept: &str) -> (u16, String) {
-    let out = std::process::Command::new("curl")
-        .args(["-sk", "-o", "-", "-w", "\n%{http_code}", "-H"])
-        .arg(format!("Authorization: Bearer {}", c.token()))
-        .args(["-H", &format!("Accept: {accept}")])
-        .arg(format!("{}{path}", c.url()))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 #[test]
 fn metadata_only_requests_get_partial_object_metadata() {
     let c = Cluster::start();
@@ -504,7 +490,7 @@ fn metadata_only_requests_get_partial_object_metadata() {
     c.kubectl(&["label", "configmap", "meta-a", "team=x"]);
     const META: &str = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
     const META_LIST: &str = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
-    let (code, body) = get_accepting(&c, "/api/v1/namespaces/default/configmaps/meta-a", META);
+    let (code, body) = c.curl_accept("/api/v1/namespaces/default/configmaps/meta-a", META);
     assert_eq!(code, 200, "{body}");
     let obj: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(obj["kind"], "PartialObjectMetadata");
@@ -513,7 +499,7 @@ fn metadata_only_requests_get_partial_object_metadata() {
     assert!(obj.get("data").is_none() && !body.contains("value-a"), "{body}");
     // Lists, paged and streamed whole.
     for path in ["/api/v1/namespaces/default/configmaps?limit=1", "/api/v1/namespaces/default/configmaps"] {
-        let (code, body) = get_accepting(&c, path, META_LIST);
+        let (code, body) = c.curl_accept(path, META_LIST);
         assert_eq!(code, 200, "{body}");
         let list: serde_json::Value = serde_json::from_str(&body).expect("json");
         assert_eq!(list["kind"], "PartialObjectMetadataList", "{path}");
@@ -522,8 +508,7 @@ fn metadata_only_requests_get_partial_object_metadata() {
         assert!(!body.contains("value-a") && !body.contains("value-b"), "{path}: {body}");
     }
     // A watch's events carry metadata only.
-    let (code, body) = get_accepting(
-        &c,
+    let (code, body) = c.curl_accept(
         "/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=1&fieldSelector=metadata.name%3Dmeta-b",
         META,
     );
@@ -533,7 +518,7 @@ fn metadata_only_requests_get_partial_object_metadata() {
     assert_eq!(first["object"]["kind"], "PartialObjectMetadata");
     assert_eq!(first["object"]["metadata"]["name"], "meta-b");
     // Plain JSON still gets the whole object; a Service gets its status as kube-apiserver writes it.
-    let (_, body) = get_accepting(&c, "/api/v1/namespaces/default/configmaps/meta-a", "application/json");
+    let (_, body) = c.curl_accept("/api/v1/namespaces/default/configmaps/meta-a", "application/json");
     assert!(body.contains("value-a"), "{body}");
     c.kubectl(&["create", "service", "clusterip", "meta-svc", "--tcp=80:8080"]);
     assert_eq!(c.get_json(&["service", "meta-svc"])["status"], serde_json::json!({"loadBalancer": {}}));

@@ -253,6 +253,20 @@ impl Cluster {
         serde_json::from_str(&self.kubectl(&all)).expect("kubectl json")
     }
 
+    /// A GET with an `Accept` header, as the admin: (status code, body).
+    pub fn curl_accept(&self, path: &str, accept: &str) -> (u16, String) {
+        let out = Command::new("curl")
+            .args(["-sk", "-o", "-", "-w", "\n%{http_code}", "-H"])
+            .arg(format!("Authorization: Bearer {}", self.token()))
+            .args(["-H", &format!("Accept: {accept}")])
+            .arg(format!("{}{path}", self.url()))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
     /// A raw HTTPS request with curl (for status codes kubectl hides). Returns (code, body).
     pub fn curl(&self, method: &str, path: &str, content_type: &str, body: Option<&[u8]>) -> (u16, String) {
         let body_file = self.dir.path().join("curl-body");
