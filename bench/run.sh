@@ -44,6 +44,11 @@ run() {
 
 run api-create --server-bin "$SERVER" --datastore sqlite --clients 1,16,64 --count 20000
 run api-create --server-bin "$SERVER" --datastore etcd --clients 1,16,64 --count 20000
+# Issue 17: the same creates authorized by RBAC (a service account bound to `edit`), and with the
+# audit log on; the RBAC decision latency with 1,000 Roles and RoleBindings.
+run api-create --server-bin "$SERVER" --datastore sqlite --clients 64 --count 20000 --as-service-account
+run api-create --server-bin "$SERVER" --datastore sqlite --clients 64 --count 20000 --audit
+run authz --roles 1000 --decisions 200000
 run api-watch --server-bin "$SERVER" --watchers 100 --events 200
 run api-watch --server-bin "$SERVER" --watchers 1000 --events 200
 run api-list --server-bin "$SERVER" --pods 10000 --runs 5
