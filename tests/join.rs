@@ -39,16 +39,27 @@ fn node_ready(c: &Cluster, node: &str) -> bool {
 
 /// kubectl as the joined node, with the certificate it keeps.
 fn kubectl_as_node(c: &Cluster, agent: &AgentProcess, args: &[&str]) -> std::process::Output {
+    kubectl_as_node_with_stdin(c, agent, args, b"")
+}
+
+/// [`kubectl_as_node`] with `stdin` fed to kubectl.
+fn kubectl_as_node_with_stdin(c: &Cluster, agent: &AgentProcess, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
     let identity = agent.dir.path().join("data/identity");
-    Command::new(KUBECTL)
+    let mut child = Command::new(KUBECTL)
         .arg("--kubeconfig=/dev/null")
         .args(["--server", &c.url()])
         .arg(format!("--certificate-authority={}", identity.join("ca.crt").display()))
         .arg(format!("--client-certificate={}", identity.join("node-client.crt").display()))
         .arg(format!("--client-key={}", identity.join("node-client.key").display()))
         .args(args)
-        .output()
-        .expect("kubectl")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    child.stdin.take().expect("stdin").write_all(stdin).expect("kubectl stdin");
+    child.wait_with_output().expect("kubectl")
 }
 
 /// The Node authorizer and NodeRestriction, seen with the node's own credential.
@@ -79,25 +90,8 @@ fn node_reaches_only_its_own_objects(c: &Cluster, agent: &AgentProcess, node: &s
         &format!("node \"{node}\" is not allowed to modify node \"someone-else\""),
     );
     forbidden(&["delete", "node", "someone-else"], "is not allowed to modify node");
-    let out = Command::new(KUBECTL)
-        .args(["--kubeconfig=/dev/null", "--server", &c.url()])
-        .arg(format!("--certificate-authority={}", agent.dir.path().join("data/identity/ca.crt").display()))
-        .arg(format!("--client-certificate={}", agent.dir.path().join("data/identity/node-client.crt").display()))
-        .arg(format!("--client-key={}", agent.dir.path().join("data/identity/node-client.key").display()))
-        .args(["create", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(b"apiVersion: v1\nkind: Node\nmetadata: {name: impostor}\n")?;
-            child.wait_with_output()
-        })
-        .expect("kubectl create node");
+    let impostor = b"apiVersion: v1\nkind: Node\nmetadata: {name: impostor}\n";
+    let out = kubectl_as_node_with_stdin(c, agent, &["create", "-f", "-"], impostor);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("is not allowed to modify node \"impostor\""), "{err}");
     // Pods: no creating them, and only its own pods' status.

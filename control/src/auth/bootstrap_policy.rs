@@ -282,13 +282,13 @@ pub fn cluster_role_bindings() -> Vec<Value> {
 
 /// The fields of a default policy object that [`ensure`] keeps as this version defines them.
 /// An aggregated role's `rules` belong to the aggregation, so only its `aggregationRule` counts.
-fn managed_fields(obj: &Value) -> [&'static str; 2] {
+fn managed_fields(obj: &Value) -> &'static [&'static str] {
     if obj.get("aggregationRule").is_some() {
-        ["aggregationRule", "aggregationRule"]
+        &["aggregationRule"]
     } else if obj.get("roleRef").is_some() {
-        ["roleRef", "subjects"]
+        &["roleRef", "subjects"]
     } else {
-        ["rules", "rules"]
+        &["rules"]
     }
 }
 
@@ -314,7 +314,7 @@ pub async fn ensure(registry: &Registry) -> Result<(), ApiError> {
                         .and_then(Value::as_str);
                     let mut next = current.clone();
                     if autoupdate == Some("true") {
-                        for field in managed_fields(&obj) {
+                        for &field in managed_fields(&obj) {
                             match obj.get(field) {
                                 Some(v) => next[field] = v.clone(),
                                 None => {

@@ -29,9 +29,12 @@ fn status(name: &str, healthy: bool, message: &str) -> Value {
 
 /// Whether the supervised tasks whose names pass `belongs` all run, and the failures if not.
 fn tasks_health(controllers: &Supervisor, belongs: impl Fn(&str) -> bool) -> (bool, String) {
-    let (_, report) = controllers.readyz();
-    let failed: Vec<&str> =
-        report.lines().filter(|l| l.starts_with("[-]")).filter(|l| belongs(l.trim_start_matches("[-]"))).collect();
+    let failed: Vec<String> = controllers
+        .failed_tasks()
+        .into_iter()
+        .filter(|(name, _)| belongs(name))
+        .map(|(name, error)| format!("{name}: {error}"))
+        .collect();
     (failed.is_empty(), failed.join("; "))
 }
 

@@ -182,6 +182,16 @@ impl Supervisor {
         });
     }
 
+    /// The tasks that are not running, with their last error, by name.
+    pub fn failed_tasks(&self) -> Vec<(String, String)> {
+        let tasks = self.tasks.lock();
+        tasks
+            .iter()
+            .filter(|(_, state)| !state.running())
+            .map(|(name, state)| (name.clone(), state.last_error().unwrap_or_default()))
+            .collect()
+    }
+
     /// `/readyz` checks: one line per task (`[+]controller-x ok` or `[-]controller-x failed: ..`)
     /// and whether all pass.
     pub fn readyz(&self) -> (bool, String) {
