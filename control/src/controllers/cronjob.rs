@@ -234,16 +234,27 @@ async fn write_status(ctx: &Ctx, key: &ObjectKey, cj: &Value, status: Value) -> 
         return Ok(());
     }
     let ri = ctx.registry.resource("batch", "CronJob")?;
+    // The status is the controller's memory (lastScheduleTime), so it is written only over the
+    // version it was computed from: a stale cache must not erase a newer status.
+    let seen = object::resource_version(cj).map(str::to_string);
     let result = ctx
         .registry
         .update_with(ri, key.ns(), &key.name, Some("status"), &opts(), |cur| {
             let mut cur = cur.clone();
             cur["status"] = status.clone();
+            if let Some(rv) = &seen {
+                cur["metadata"]["resourceVersion"] = json!(rv);
+            }
             Ok(cur)
         })
         .await;
     match result {
         Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
+        // The newer version's watch event queues this CronJob again.
+        Err(ApiError::Conflict { .. }) => {
+            tracing::debug!(cronjob = %key, "status computed from a stale cache; waiting for the newer version");
+            Ok(())
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -334,10 +345,16 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{e}"));
             }
         };
-        set("suspend", json!(false)).await;
         let cronjobs = informers.get("batch", "CronJob");
         let jobs = informers.get("batch", "Job");
         let key = ObjectKey::namespaced("default", "tick");
+        // The controller decides from its caches: the running Job must be in them before the
+        // CronJob is resumed, or Forbid would rightly see nothing running.
+        testing::eventually("the running job in the cache", || {
+            jobs.get(&ObjectKey::namespaced("default", "tick-running")).is_some()
+        })
+        .await;
+        set("suspend", json!(false)).await;
         // The status lists the running Job once the Forbid decision is made.
         testing::eventually("the running job listed as active", || {
             cronjobs.get(&key).is_some_and(|c| c.pointer("/status/active/0/name") == Some(&json!("tick-running")))
