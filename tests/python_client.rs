@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,7 @@ fn python_client_round_trip() {
     );
 
     let cluster = Cluster::start();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/client_check.py");
+    let script = skiff_testkit::repo_root().join("tests/python/client_check.py");
     let mut child = Command::new("python3")
         .arg(&script)
         .arg(cluster.kubeconfig())

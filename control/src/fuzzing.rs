@@ -236,14 +236,14 @@ fn stored_objects() -> &'static [(ResourceInfo, Value)] {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::path::PathBuf;
 
     use super::*;
 
     /// Every committed seed and every kept crash input runs through its target without a panic.
     #[test]
     fn corpora_and_regressions_replay_without_panic() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+        let root = fuzz_dir();
         for (name, run) in TARGETS {
             let mut seeds = 0;
             for dir in ["corpus", "regressions"] {
@@ -258,8 +258,15 @@ mod tests {
         }
     }
 
+    /// `fuzz/` of the checkout the test runs in (read at run time: the build cache is shared
+    /// between checkouts).
+    fn fuzz_dir() -> PathBuf {
+        let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from("."), PathBuf::from);
+        crate_dir.join("../fuzz")
+    }
+
     fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+        let dir = fuzz_dir().join("corpus").join(target);
         let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let mut out: Vec<_> = entries
             .flatten()

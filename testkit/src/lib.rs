@@ -11,6 +11,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The checkout the running test was started from: the nearest directory holding `Cargo.lock`
+/// above the `CARGO_MANIFEST_DIR` cargo sets when it runs a test. Read at run time, not compiled
+/// in, because the build cache is shared between checkouts (a test binary built in one checkout
+/// must not reach into another one's scripts).
+pub fn repo_root() -> PathBuf {
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")));
+    start.ancestors().find(|d| d.join("Cargo.lock").is_file()).map_or(start.clone(), Path::to_path_buf)
+}
+
 /// `containerd` on `root` (its `config.toml`; state, root and `containerd.sock` under it), with `shim_dir`
 /// first on its PATH, the shim's compile cache under `root/cache`, and its log (the shims' too) appended to
 /// `root/containerd.log`. The caller adds env and spawns it.

@@ -23,7 +23,7 @@ pub fn shim_binary() -> PathBuf {
         }
         let status = build
             .args(["build", "-p", "skiff-shim", "--bin", "containerd-shim-skiff-v1"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .current_dir(skiff_testkit::repo_root())
             .status()
             .expect("cargo build of the shim");
         assert!(status.success(), "building containerd-shim-skiff-v1 failed");

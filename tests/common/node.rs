@@ -2,7 +2,7 @@
 //! derived from the test process id so parallel tests never collide and a later run can sweep a
 //! crashed one's leftovers), a real OCI registry on loopback, and the Wasm guests of `workloads/`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Once, OnceLock};
@@ -152,7 +152,7 @@ impl Registry {
 pub fn workload(name: &str) -> PathBuf {
     static OUT: OnceLock<PathBuf> = OnceLock::new();
     let out = OUT.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = skiff_testkit::repo_root();
         let out = root.join("workloads").join("out");
         let status = Command::new(root.join("scripts/build-workloads.sh")).arg(&out).status().expect("build workloads");
         assert!(status.success(), "scripts/build-workloads.sh failed");

@@ -18,7 +18,7 @@ use super::*;
 pub(super) fn workloads() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let root = skiff_testkit::repo_root();
         let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
         let out = target.join("skiff-shim-workloads");
         let status = std::process::Command::new("bash")

@@ -38,7 +38,7 @@ pub fn unique(prefix: &str) -> String {
 pub fn workload(name: &str) -> PathBuf {
     static OUT: OnceLock<PathBuf> = OnceLock::new();
     let out = OUT.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let root = skiff_testkit::repo_root();
         let out = root.join("workloads").join("out");
         let status = Command::new(root.join("scripts/build-workloads.sh")).arg(&out).status().expect("build workloads");
         assert!(status.success(), "scripts/build-workloads.sh failed");
