@@ -347,8 +347,9 @@ impl Registry {
         true
     }
 
-    async fn check_namespace_open(&self, ri: &ResourceInfo, ns: Option<&str>) -> ApiResult<()> {
-        let (true, Some(ns)) = (ri.namespaced, ns) else { return Ok(()) };
+    /// The namespace a create goes into, refused when it is missing or terminating.
+    async fn check_namespace_open(&self, ri: &ResourceInfo, ns: Option<&str>) -> ApiResult<Option<Value>> {
+        let (true, Some(ns)) = (ri.namespaced, ns) else { return Ok(None) };
         let nsri = self.resource("", "Namespace")?;
         let namespace = self.get(nsri, None, ns).await?;
         if object::deletion_timestamp(&namespace).is_some() {
@@ -356,7 +357,7 @@ impl Registry {
                 "unable to create new content in namespace {ns} because it is being terminated"
             )));
         }
-        Ok(())
+        Ok(Some(namespace))
     }
 
     /// Decodes through the typed struct, honouring `fieldValidation`.
@@ -443,6 +444,7 @@ impl Registry {
         &self,
         ri: &ResourceInfo,
         ns: Option<&str>,
+        namespace: Option<&Value>,
         obj: &Value,
         current: Option<&Value>,
     ) -> ApiResult<Vec<String>> {
@@ -460,7 +462,14 @@ impl Registry {
         if unchanged {
             return Ok(Vec::new());
         }
-        let Ok(namespace) = self.get(self.resource("", "Namespace")?, None, ns).await else { return Ok(Vec::new()) };
+        // A create has read the namespace already.
+        let namespace = match namespace {
+            Some(namespace) => std::borrow::Cow::Borrowed(namespace),
+            None => match self.get(self.resource("", "Namespace")?, None, ns).await {
+                Ok(namespace) => std::borrow::Cow::Owned(namespace),
+                Err(_) => return Ok(Vec::new()),
+            },
+        };
         match template {
             None => super::pod_security::admit(&namespace, obj),
             Some(template) => Ok(super::pod_security::admit_workload(&namespace, &template)),
@@ -628,13 +637,13 @@ impl Registry {
             obj = patch::apply::record_update(None, &obj, manager, &object::now_rfc3339());
         }
         let mut name = object::name(&obj).to_string();
-        self.check_namespace_open(ri, ns).await?;
+        let namespace = self.check_namespace_open(ri, ns).await?;
         if let (true, Some(ns)) = (ri.kind == "Pod" && ri.group.is_empty(), ns) {
             self.admit_service_account(ns, &mut obj).await?;
         }
         let mut obj = self.admit_webhooks(ri, Operation::Create, None, None, obj, opts, &mut warnings).await?;
         // Pod Security is a validating admission: it sees the object the mutating webhooks left.
-        warnings.extend(self.pod_security(ri, ns, &obj, None).await?);
+        warnings.extend(self.pod_security(ri, ns, namespace.as_ref(), &obj, None).await?);
         let reservation = self.allocate_service(ri, None, &mut obj)?;
         if opts.dry_run {
             return Ok(Written { object: obj, warnings, created: true });
@@ -699,7 +708,7 @@ impl Registry {
             let mut next =
                 self.admit_webhooks(ri, operation, subresource, Some(&current), next, opts, &mut warnings).await?;
             if subresource.is_none() {
-                warnings.extend(self.pod_security(ri, ns, &next, Some(&current)).await?);
+                warnings.extend(self.pod_security(ri, ns, None, &next, Some(&current)).await?);
             }
             let reservation = match subresource {
                 None => self.allocate_service(ri, Some(&current), &mut next)?,

@@ -1,8 +1,14 @@
-//! The watch cache: one store watch over `/registry/`, fanned out to every client watch.
+//! The watch cache: one store watch over `/registry/`, read by every client watch and informer.
 //!
 //! Keeps the most recent events in a ring so a client can resume from a recent
 //! `resourceVersion`; older than the ring gives `410 Gone` (`Expired`), as in Kubernetes. Each
-//! event's JSON is parsed once here, not once per watcher.
+//! event's JSON is parsed once here, not once per watcher. Readers ([`Receiver`]) keep only a
+//! cursor into the ring, so the ring is the only memory events hold: a reader that falls behind
+//! its start has lagged and must list again.
+//!
+//! An event keeps its object decoded without `metadata.managedFields` (no reader of the cache
+//! looks at them, and they are about half of a decoded object), the managed fields apart, and
+//! the previous state only as the stored bytes, decoded on demand.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -10,17 +16,18 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use parking_lot::Mutex;
-use serde_json::Value;
-use tokio::sync::broadcast;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value};
+use tokio::sync::watch;
 
 use super::error::ApiError;
 use super::object;
 use crate::store::{Event, EventKind, Revision, Store};
 
-/// Events the ring keeps for resuming watches.
+pub use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+
+/// Events the ring keeps for resuming watches and for readers that are behind.
 const RING_CAPACITY: usize = 20_000;
-/// Events a slow watcher may fall behind before it is closed (the client then re-lists).
-const FANOUT_CAPACITY: usize = 65_536;
 
 /// One store event, decoded once.
 #[derive(Debug)]
@@ -30,21 +37,92 @@ pub struct CachedEvent {
     pub deleted: bool,
     /// True for the put that created the key.
     pub created: bool,
-    /// The object after the event (for a delete: its last state), `resourceVersion` set.
+    /// The object after the event (for a delete: its last state), `resourceVersion` set,
+    /// `metadata.managedFields` held apart in `managed_fields`.
     pub object: Arc<Value>,
-    /// The object before the event, when there was one.
-    pub prev: Option<Arc<Value>>,
-    /// `object` as JSON, encoded once for all watchers that want it whole.
+    managed_fields: Option<Value>,
+    /// The stored bytes and revision of the object before the event, when there was one.
+    prev: Option<(Vec<u8>, Revision)>,
+    /// The whole object as JSON, encoded once for all watchers that want it whole.
     json: std::sync::OnceLock<String>,
 }
 
-/// The backlog a new watch starts with and the receiver of the events that follow it.
-pub type Subscription = (Vec<Arc<CachedEvent>>, broadcast::Receiver<Arc<CachedEvent>>);
-
 impl CachedEvent {
+    /// The whole object (managed fields included) as JSON.
     pub fn object_json(&self) -> &str {
-        self.json.get_or_init(|| self.object.to_string())
+        self.json.get_or_init(|| {
+            serde_json::to_string(&WithManagedFields(&self.object, self.managed_fields.as_ref()))
+                .unwrap_or_else(|_| self.object.to_string())
+        })
     }
+
+    /// The whole object, managed fields included (a copy: for the rare reader that needs them).
+    pub fn full_object(&self) -> Value {
+        let mut obj = (*self.object).clone();
+        if let (Some(managed), Some(meta)) =
+            (&self.managed_fields, obj.get_mut("metadata").and_then(Value::as_object_mut))
+        {
+            meta.insert("managedFields".into(), managed.clone());
+        }
+        obj
+    }
+
+    /// True when the event has a previous state.
+    pub fn has_prev(&self) -> bool {
+        self.prev.is_some()
+    }
+
+    /// The object before the event, decoded now (`resourceVersion` set, managed fields dropped).
+    pub fn prev_object(&self) -> Option<Value> {
+        let (bytes, revision) = self.prev.as_ref()?;
+        let mut v: Value = serde_json::from_slice(bytes).ok()?;
+        object::set_resource_version(&mut v, *revision);
+        take_managed_fields(&mut v);
+        Some(v)
+    }
+}
+
+/// Serializes an object with `metadata.managedFields` put back, without copying the object.
+struct WithManagedFields<'a>(&'a Value, Option<&'a Value>);
+
+struct MetadataWith<'a>(&'a Map<String, Value>, &'a Value);
+
+impl Serialize for WithManagedFields<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (Some(managed), Some(map)) = (self.1, self.0.as_object()) else { return self.0.serialize(serializer) };
+        let mut out = serializer.serialize_map(Some(map.len()))?;
+        for (k, v) in map {
+            match (k.as_str(), v.as_object()) {
+                ("metadata", Some(meta)) => out.serialize_entry(k, &MetadataWith(meta, managed))?,
+                _ => out.serialize_entry(k, v)?,
+            }
+        }
+        out.end()
+    }
+}
+
+impl Serialize for MetadataWith<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_map(Some(self.0.len() + 1))?;
+        // Keys in the order the map would keep them (sorted), as a plain encoding would.
+        let mut placed = false;
+        for (k, v) in self.0 {
+            if !placed && k.as_str() > "managedFields" {
+                out.serialize_entry("managedFields", self.1)?;
+                placed = true;
+            }
+            out.serialize_entry(k, v)?;
+        }
+        if !placed {
+            out.serialize_entry("managedFields", self.1)?;
+        }
+        out.end()
+    }
+}
+
+/// Removes and returns `metadata.managedFields`.
+pub fn take_managed_fields(obj: &mut Value) -> Option<Value> {
+    obj.get_mut("metadata").and_then(Value::as_object_mut)?.remove("managedFields")
 }
 
 struct Ring {
@@ -57,39 +135,86 @@ struct Ring {
 /// See the module documentation.
 pub struct WatchCache {
     ring: Mutex<Ring>,
-    fanout: broadcast::Sender<Arc<CachedEvent>>,
+    /// The newest revision in the ring: readers wait on it.
+    newest: watch::Sender<Revision>,
 }
 
-fn decode(event: &Event) -> Option<CachedEvent> {
-    let mut object: Value = serde_json::from_slice(&event.kv.value).ok()?;
+/// The event decoded, or its key when the stored bytes are not JSON.
+fn decode(event: Event) -> Result<CachedEvent, String> {
+    let Ok(mut object) = serde_json::from_slice::<Value>(&event.kv.value) else { return Err(event.kv.key) };
     object::set_resource_version(&mut object, event.kv.mod_revision);
-    let prev = event.prev.as_ref().and_then(|p| {
-        let mut v: Value = serde_json::from_slice(&p.value).ok()?;
-        object::set_resource_version(&mut v, p.mod_revision);
-        Some(Arc::new(v))
-    });
-    Some(CachedEvent {
-        key: event.kv.key.clone(),
+    let managed_fields = take_managed_fields(&mut object);
+    Ok(CachedEvent {
         revision: event.kv.mod_revision,
         deleted: event.kind == EventKind::Delete,
         created: event.kind == EventKind::Put && event.kv.create_revision == event.kv.mod_revision,
         object: Arc::new(object),
-        prev,
+        managed_fields,
+        prev: event.prev.map(|p| (p.value, p.mod_revision)),
+        key: event.kv.key,
         json: std::sync::OnceLock::new(),
     })
+}
+
+/// A reader of the cache's events: a cursor into the ring. Dropping it costs the cache nothing.
+pub struct Receiver {
+    cache: Arc<WatchCache>,
+    /// The revision of the last event returned.
+    after: Revision,
+    newest: watch::Receiver<Revision>,
+}
+
+impl Receiver {
+    /// The next event, waiting for one. `Lagged` when the ring moved past events this reader had
+    /// not read (it then continues from the oldest event the ring holds). Cancel-safe.
+    pub async fn recv(&mut self) -> Result<Arc<CachedEvent>, RecvError> {
+        loop {
+            self.newest.borrow_and_update();
+            match self.try_recv() {
+                Ok(ev) => return Ok(ev),
+                Err(TryRecvError::Lagged(n)) => return Err(RecvError::Lagged(n)),
+                Err(TryRecvError::Closed) => return Err(RecvError::Closed),
+                Err(TryRecvError::Empty) => {}
+            }
+            if self.newest.changed().await.is_err() {
+                return Err(RecvError::Closed);
+            }
+        }
+    }
+
+    /// The next event if there is one now.
+    pub fn try_recv(&mut self) -> Result<Arc<CachedEvent>, TryRecvError> {
+        let ring = self.cache.ring.lock();
+        if self.after < ring.complete_after {
+            let missed = u64::try_from(ring.complete_after - self.after).unwrap_or(u64::MAX);
+            self.after = ring.complete_after;
+            return Err(TryRecvError::Lagged(missed));
+        }
+        let next = ring.events.partition_point(|e| e.revision <= self.after);
+        match ring.events.get(next) {
+            Some(ev) => {
+                self.after = ev.revision;
+                Ok(Arc::clone(ev))
+            }
+            None => Err(TryRecvError::Empty),
+        }
+    }
 }
 
 impl WatchCache {
     /// Starts following the store from its current revision.
     pub async fn start(store: Arc<dyn Store>) -> Result<Arc<Self>, crate::store::StoreError> {
         let start = store.current_revision().await?;
-        let (fanout, _) = broadcast::channel(FANOUT_CAPACITY);
-        let cache = Arc::new(Self {
-            ring: Mutex::new(Ring { events: VecDeque::new(), complete_after: start, latest: start }),
-            fanout,
-        });
+        let cache = Self::empty(start);
         tokio::spawn(Arc::clone(&cache).follow(store));
         Ok(cache)
+    }
+
+    fn empty(start: Revision) -> Arc<Self> {
+        Arc::new(Self {
+            ring: Mutex::new(Ring { events: VecDeque::new(), complete_after: start, latest: start }),
+            newest: watch::channel(start).0,
+        })
     }
 
     async fn follow(self: Arc<Self>, store: Arc<dyn Store>) {
@@ -99,7 +224,7 @@ impl WatchCache {
                 Ok(mut stream) => {
                     while let Some(item) = stream.next().await {
                         match item {
-                            Ok(event) => self.push(&event),
+                            Ok(event) => self.push(event),
                             Err(err) => {
                                 tracing::warn!(error = %err, "store watch ended; resuming");
                                 break;
@@ -113,25 +238,29 @@ impl WatchCache {
         }
     }
 
-    fn push(&self, event: &Event) {
-        let Some(cached) = decode(event) else {
-            tracing::warn!(key = %event.kv.key, "undecodable object in store; skipped");
-            return;
+    fn push(&self, event: Event) {
+        let cached = match decode(event) {
+            Ok(cached) => cached,
+            Err(key) => {
+                tracing::warn!(key = %key, "undecodable object in store; skipped");
+                return;
+            }
         };
-        let cached = Arc::new(cached);
-        let mut ring = self.ring.lock();
-        if cached.revision <= ring.latest {
-            return;
-        }
-        ring.latest = cached.revision;
-        ring.events.push_back(Arc::clone(&cached));
-        if ring.events.len() > RING_CAPACITY {
-            if let Some(old) = ring.events.pop_front() {
-                ring.complete_after = old.revision;
+        let revision = cached.revision;
+        {
+            let mut ring = self.ring.lock();
+            if revision <= ring.latest {
+                return;
+            }
+            ring.latest = revision;
+            ring.events.push_back(Arc::new(cached));
+            if ring.events.len() > RING_CAPACITY {
+                if let Some(old) = ring.events.pop_front() {
+                    ring.complete_after = old.revision;
+                }
             }
         }
-        // Sent under the lock so a subscriber never misses or duplicates an event.
-        let _ = self.fanout.send(cached);
+        self.newest.send_replace(revision);
     }
 
     /// The newest revision the cache has seen.
@@ -139,30 +268,90 @@ impl WatchCache {
         self.ring.lock().latest
     }
 
-    /// Subscribes to live events and returns the newest revision at that instant: every event
-    /// after it arrives on the receiver.
-    pub fn subscribe_now(&self) -> (Revision, broadcast::Receiver<Arc<CachedEvent>>) {
+    /// A reader of every event after the newest revision, and that revision.
+    pub fn subscribe_now(self: &Arc<Self>) -> (Revision, Receiver) {
         let ring = self.ring.lock();
-        (ring.latest, self.fanout.subscribe())
+        let latest = ring.latest;
+        (latest, Receiver { cache: Arc::clone(self), after: latest, newest: self.newest.subscribe() })
     }
 
-    /// Events after `after` still in the ring, and a receiver for those that follow.
-    pub fn subscribe_from(&self, after: Revision) -> Result<Subscription, ApiError> {
+    /// A reader of the events after `after`, which must still be in the ring.
+    pub fn subscribe_from(self: &Arc<Self>, after: Revision) -> Result<Receiver, ApiError> {
         let ring = self.ring.lock();
         if after < ring.complete_after {
             return Err(ApiError::Gone { requested: after, oldest: ring.complete_after + 1 });
         }
-        let backlog = ring.events.iter().filter(|e| e.revision > after).cloned().collect();
-        Ok((backlog, self.fanout.subscribe()))
+        Ok(Receiver { cache: Arc::clone(self), after, newest: self.newest.subscribe() })
     }
 
     /// Waits until the cache has seen `revision` (for a read-your-writes watch), bounded.
     pub async fn wait_for(&self, revision: Revision) {
-        for _ in 0..300 {
-            if self.latest() >= revision {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let mut newest = self.newest.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(3), newest.wait_for(|r| *r >= revision)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::KeyValue;
+
+    fn put(cache: &WatchCache, revision: Revision, value: &str, prev: Option<&str>) {
+        let kv = |v: &str, rev| KeyValue {
+            key: "/registry/core/configmaps/ns/a".into(),
+            value: v.as_bytes().to_vec(),
+            create_revision: 1,
+            mod_revision: rev,
+        };
+        let event = Event { kind: EventKind::Put, kv: kv(value, revision), prev: prev.map(|p| kv(p, revision - 1)) };
+        cache.push(event);
+    }
+
+    #[tokio::test]
+    async fn readers_follow_in_order_wake_on_new_events_and_lag_past_the_ring() {
+        let cache = WatchCache::empty(0);
+        let (latest, mut rx) = cache.subscribe_now();
+        assert_eq!(latest, 0);
+        assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
+        let waiting = tokio::spawn(async move {
+            let ev = rx.recv().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((ev.revision, rx))
+        });
+        put(&cache, 1, r#"{"metadata":{"name":"a"}}"#, None);
+        let (rev, mut rx) = waiting.await.expect("join").expect("event");
+        assert_eq!(rev, 1);
+        put(&cache, 2, r#"{"metadata":{"name":"a"}}"#, Some("{}"));
+        assert_eq!(rx.recv().await.expect("second").revision, 2);
+
+        let mut from_start = cache.subscribe_from(0).expect("in the ring");
+        assert_eq!(from_start.try_recv().expect("first").revision, 1);
+        for rev in 3..(RING_CAPACITY as Revision + 10) {
+            put(&cache, rev, "{}", None);
         }
+        assert!(matches!(from_start.try_recv(), Err(TryRecvError::Lagged(_))));
+        // After the lag it goes on from the oldest event kept.
+        let next = from_start.try_recv().expect("continues").revision;
+        assert_eq!(next, cache.ring.lock().complete_after + 1);
+        assert!(matches!(cache.subscribe_from(1), Err(ApiError::Gone { .. })));
+    }
+
+    #[test]
+    fn managed_fields_are_kept_apart_and_put_back_in_place() {
+        let cache = WatchCache::empty(0);
+        let stored = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","namespace":"ns","managedFields":[{"manager":"m"}],"uid":"u"},"data":{"k":"v"}}"#;
+        put(&cache, 5, stored, Some(r#"{"metadata":{"name":"a","managedFields":[]}}"#));
+        let (_, mut rx) = cache.subscribe_now();
+        rx.after = 0;
+        let ev = rx.try_recv().expect("event");
+        assert!(ev.object.pointer("/metadata/managedFields").is_none(), "not in the shared object");
+        let whole: Value = serde_json::from_str(ev.object_json()).expect("json");
+        assert_eq!(whole.pointer("/metadata/managedFields/0/manager"), Some(&Value::from("m")));
+        assert_eq!(whole.pointer("/metadata/resourceVersion"), Some(&Value::from("5")));
+        assert_eq!(whole, ev.full_object());
+        let keys: Vec<&String> = whole["metadata"].as_object().expect("meta").keys().collect();
+        assert_eq!(keys, ["managedFields", "name", "namespace", "resourceVersion", "uid"]);
+        let prev = ev.prev_object().expect("prev");
+        assert_eq!(prev.pointer("/metadata/resourceVersion"), Some(&Value::from("4")));
+        assert!(prev.pointer("/metadata/managedFields").is_none());
     }
 }

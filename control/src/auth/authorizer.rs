@@ -73,11 +73,7 @@ impl Authorizer {
         }
     }
 
-    async fn follow(
-        self: Arc<Self>,
-        mut rx: tokio::sync::broadcast::Receiver<Arc<crate::api::watch_cache::CachedEvent>>,
-        mut listed: Revision,
-    ) {
+    async fn follow(self: Arc<Self>, mut rx: crate::api::watch_cache::Receiver, mut listed: Revision) {
         loop {
             let first = match rx.recv().await {
                 Ok(ev) => ev,

@@ -10,8 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::api::watch_cache::RecvError;
 use serde_json::{json, Value};
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::object;
@@ -24,6 +24,9 @@ type Key = String;
 #[derive(Default)]
 struct Index {
     dependents: HashMap<String, HashSet<Key>>,
+    /// The owner uids each dependent was learned with (so a change forgets them without the
+    /// previous state of the object).
+    owners: HashMap<Key, Vec<String>>,
 }
 
 fn owner_uids(obj: &Value) -> Vec<String> {
@@ -35,8 +38,8 @@ fn owner_uids(obj: &Value) -> Vec<String> {
 }
 
 impl Index {
-    fn forget(&mut self, key: &str, obj: &Value) {
-        for uid in owner_uids(obj) {
+    fn forget(&mut self, key: &str) {
+        for uid in self.owners.remove(key).unwrap_or_default() {
             if let Some(set) = self.dependents.get_mut(&uid) {
                 set.remove(key);
                 if set.is_empty() {
@@ -47,9 +50,15 @@ impl Index {
     }
 
     fn learn(&mut self, key: &str, obj: &Value) {
-        for uid in owner_uids(obj) {
-            self.dependents.entry(uid).or_default().insert(key.to_string());
+        self.forget(key);
+        let uids = owner_uids(obj);
+        if uids.is_empty() {
+            return;
         }
+        for uid in &uids {
+            self.dependents.entry(uid.clone()).or_default().insert(key.to_string());
+        }
+        self.owners.insert(key.to_string(), uids);
     }
 }
 
@@ -96,12 +105,9 @@ async fn follow(registry: &Registry) -> ApiResult<()> {
         if ev.revision <= revision {
             continue;
         }
-        if let Some(prev) = &ev.prev {
-            index.forget(&ev.key, prev);
-        }
         let uid = object::str_at(&ev.object, &["metadata", "uid"]).unwrap_or("").to_string();
         if ev.deleted {
-            index.forget(&ev.key, &ev.object);
+            index.forget(&ev.key);
             let dependents = index.dependents.remove(&uid).unwrap_or_default();
             for key in dependents {
                 cascade(registry, &key, &uid).await;

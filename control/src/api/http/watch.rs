@@ -4,10 +4,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::api::watch_cache::RecvError;
 use bytes::Bytes;
 use futures::Stream;
 use serde_json::{json, Value};
-use tokio::sync::broadcast::error::RecvError;
 
 use super::handlers::STREAM_PAGE;
 use super::respond::{self, Shape};
@@ -69,7 +69,9 @@ fn event_type(registry: &Registry, w: &WatchRequest, ev: &CachedEvent) -> Option
     if ev.deleted {
         return now.then_some("DELETED");
     }
-    let before = ev.prev.as_ref().is_some_and(|p| registry.matches(&w.resource, p, &w.query));
+    // Without selectors every event is in the selection: the previous state is not decoded.
+    let before = ev.has_prev()
+        && (!has_selectors(&w.query) || ev.prev_object().is_some_and(|p| registry.matches(&w.resource, &p, &w.query)));
     match (before, now) {
         (false, true) => Some("ADDED"),
         (true, true) => Some("MODIFIED"),
@@ -78,7 +80,22 @@ fn event_type(registry: &Registry, w: &WatchRequest, ev: &CachedEvent) -> Option
     }
 }
 
-fn encode_object(w: &WatchRequest, ev_object: &Value, cached_json: Option<&str>) -> String {
+/// True when the watch selects by labels or fields (the namespace is the key prefix).
+fn has_selectors(q: &ListQuery) -> bool {
+    q.labels.is_some() || q.fields.is_some()
+}
+
+/// An event's object as the watcher asked for it: the JSON encoded once for every watcher of
+/// whole objects, else the object with its managed fields put back.
+fn encode_event(w: &WatchRequest, ev: &CachedEvent) -> String {
+    let converted = w.resource.custom.as_ref().is_some_and(|c| c.storage_version != w.resource.version);
+    match w.shape {
+        Shape::Object if !converted => ev.object_json().to_string(),
+        _ => encode_object(w, &ev.full_object()),
+    }
+}
+
+fn encode_object(w: &WatchRequest, ev_object: &Value) -> String {
     match w.shape {
         // A custom object read through a version other than its storage one.
         Shape::Object if w.resource.custom.as_ref().is_some_and(|c| c.storage_version != w.resource.version) => {
@@ -86,7 +103,7 @@ fn encode_object(w: &WatchRequest, ev_object: &Value, cached_json: Option<&str>)
             crate::api::crd::to_version(&w.resource, &mut obj);
             obj.to_string()
         }
-        Shape::Object => cached_json.map(str::to_string).unwrap_or_else(|| ev_object.to_string()),
+        Shape::Object => ev_object.to_string(),
         Shape::Metadata => respond::metadata_object(ev_object).to_string(),
         Shape::Table => {
             let rv = crate::api::object::resource_version(ev_object).unwrap_or("").to_string();
@@ -134,7 +151,7 @@ pub fn stream(registry: Arc<Registry>, w: WatchRequest) -> impl Stream<Item = Re
                     match page {
                         Ok(page) => {
                             for item in &page.items {
-                                yield Ok(line("ADDED", &encode_object(&w, item, None)));
+                                yield Ok(line("ADDED", &encode_object(&w, item)));
                             }
                             after = page.next;
                             if after.is_none() {
@@ -152,18 +169,9 @@ pub fn stream(registry: Arc<Registry>, w: WatchRequest) -> impl Stream<Item = Re
                 }
                 (latest, rx)
             }
+            // The events still in the ring after `after` come first from the reader itself.
             Start::After(after) => match registry.cache.subscribe_from(after) {
-                Ok((backlog, rx)) => {
-                    let mut last = after;
-                    for ev in backlog {
-                        last = ev.revision;
-                        if !ev.key.starts_with(&prefix) { continue; }
-                        if let Some(kind) = event_type(&registry, &w, &ev) {
-                            yield Ok(line(kind, &encode_object(&w, &ev.object, Some(ev.object_json()))));
-                        }
-                    }
-                    (last, rx)
-                }
+                Ok(rx) => (after, rx),
                 Err(err) => {
                     yield Ok(error_line(&err));
                     return;
@@ -188,7 +196,7 @@ pub fn stream(registry: Arc<Registry>, w: WatchRequest) -> impl Stream<Item = Re
                         if ev.deleted && crate::api::crd::serves(&ev.key, &w.resource) { return; }
                         if !ev.key.starts_with(&prefix) { continue; }
                         if let Some(kind) = event_type(&registry, &w, &ev) {
-                            yield Ok(line(kind, &encode_object(&w, &ev.object, Some(ev.object_json()))));
+                            yield Ok(line(kind, &encode_event(&w, &ev)));
                         }
                     }
                     Err(RecvError::Lagged(missed)) => {

@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, OnceCell};
 
 use crate::api::object;
 use crate::api::selector::{self, LabelSelector};
-use crate::api::watch_cache::{CachedEvent, WatchCache};
+use crate::api::watch_cache::WatchCache;
 use crate::store::{ListOptions, Revision, Store, StoreError};
 
 /// Storage prefix of the ValidatingWebhookConfigurations.
@@ -226,7 +226,7 @@ impl Cache {
     }
 
     /// Lists everything the snapshot holds; returns the subscription to follow from there.
-    async fn prime(&self) -> Result<broadcast::Receiver<Arc<CachedEvent>>, StoreError> {
+    async fn prime(&self) -> Result<crate::api::watch_cache::Receiver, StoreError> {
         // Subscribed before listing: no change between the two is missed.
         let (_, events) = self.watch.subscribe_now();
         let mut snapshot = Snapshot::default();
@@ -262,7 +262,7 @@ impl Cache {
     }
 
     /// Applies the watch cache's events; lagging behind re-lists.
-    async fn follow(self: Arc<Self>, mut events: broadcast::Receiver<Arc<CachedEvent>>) {
+    async fn follow(self: Arc<Self>, mut events: crate::api::watch_cache::Receiver) {
         loop {
             match events.recv().await {
                 Ok(event) => {

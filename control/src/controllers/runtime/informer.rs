@@ -20,9 +20,11 @@ use super::Error;
 use crate::api::object;
 use crate::api::registry::{ListQuery, Registry};
 use crate::api::selector::LabelSelector;
+use crate::api::watch_cache::take_managed_fields;
 
-/// Changes a slow subscriber may fall behind before it must resync from the cache.
-const CHANGES_CAPACITY: usize = 16_384;
+/// Changes a slow subscriber may fall behind before it must resync from the cache. Kept small:
+/// the channel holds every change it has room for, and each holds the object's previous state.
+const CHANGES_CAPACITY: usize = 4_096;
 
 /// One change to the cache.
 #[derive(Clone, Debug)]
@@ -201,7 +203,9 @@ impl Informer {
     /// Replaces the cache with a full list, publishing the difference.
     fn replace(&self, items: Vec<Value>) {
         let mut fresh: BTreeMap<ObjectKey, Arc<Value>> = BTreeMap::new();
-        for item in items {
+        for mut item in items {
+            // As the watch cache's objects: no reader of an informer looks at managed fields.
+            take_managed_fields(&mut item);
             fresh.insert(ObjectKey::of(&item), Arc::new(item));
         }
         let mut changes = Vec::new();
