@@ -37,6 +37,13 @@ enum Command {
         /// Run only the control plane, without the in-process node agent.
         #[arg(long)]
         no_agent: bool,
+        /// Do not run the scheduler (as k3s): pods stay Pending unless something else binds them.
+        #[arg(long)]
+        disable_scheduler: bool,
+        /// Do not run the controllers kube-controller-manager would (as k3s): workloads, garbage
+        /// collection, namespaces, service accounts, node lifecycle, endpoints.
+        #[arg(long)]
+        disable_controller_manager: bool,
         /// How long a node may go without renewing its Lease before it turns Unknown and is
         /// tainted unreachable (e.g. `20s`, `1m`).
         #[arg(long, default_value = "20s", value_parser = parse_seconds)]
@@ -259,6 +266,8 @@ async fn main() -> anyhow::Result<()> {
             listen,
             datastore,
             no_agent,
+            disable_scheduler,
+            disable_controller_manager,
             node_monitor_grace_period,
             default_unreachable_toleration_seconds,
             service_cidr,
@@ -281,6 +290,10 @@ async fn main() -> anyhow::Result<()> {
                 node_lifecycle,
                 service_network,
                 audit: audit.config(),
+                components: skiff_control::controllers::Components {
+                    scheduler: !disable_scheduler,
+                    controller_manager: !disable_controller_manager,
+                },
             };
             let running = server::start(config).await.context("starting the API server")?;
             println!("skiff API server ready at {}; export KUBECONFIG={}", running.url(), running.kubeconfig.display());

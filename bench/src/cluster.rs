@@ -128,12 +128,13 @@ pub struct Server {
 
 impl Server {
     pub async fn start(bin: &Path, backend: Backend) -> Result<Self> {
-        Self::start_audited(bin, backend, false).await
+        Self::start_with(bin, backend, false, &[]).await
     }
 
     /// As [`Server::start`]; with `audit`, the server writes an audit log (`--audit-log-path`,
-    /// the default policy: Metadata for every request) to [`Server::audit_log`].
-    pub async fn start_audited(bin: &Path, backend: Backend, audit: bool) -> Result<Self> {
+    /// the default policy: Metadata for every request) to [`Server::audit_log`]; `extra` are
+    /// more `skiff server` flags (e.g. `--disable-scheduler`).
+    pub async fn start_with(bin: &Path, backend: Backend, audit: bool, extra: &[String]) -> Result<Self> {
         let etcd = match backend {
             Backend::Sqlite => None,
             Backend::Etcd => Some(Etcd::start().await?),
@@ -155,6 +156,7 @@ impl Server {
         if audit {
             command.arg("--audit-log-path").arg(dir.path().join("audit.log"));
         }
+        command.args(extra);
         let child = command
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())

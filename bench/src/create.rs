@@ -151,9 +151,13 @@ pub async fn run(
     limit: Duration,
     as_service_account: bool,
     audit: bool,
+    server_args: &[String],
 ) -> Result<()> {
-    let mut server = Server::start_audited(bin, backend, audit).await?;
-    let label = if audit { format!("{backend} + audit log") } else { backend.to_string() };
+    let mut server = Server::start_with(bin, backend, audit, server_args).await?;
+    let mut label = if audit { format!("{backend} + audit log") } else { backend.to_string() };
+    if !server_args.is_empty() {
+        label = format!("{label} ({})", server_args.join(" "));
+    }
     let identity = if as_service_account {
         server.act_as_service_account("bench", "edit").await?;
         "service account (RBAC)"

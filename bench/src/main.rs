@@ -64,6 +64,9 @@ enum Command {
         /// Run the server with its audit log on (`--audit-log-path`, default policy: Metadata).
         #[arg(long)]
         audit: bool,
+        /// More flags for `skiff server`, e.g. `--server-arg=--disable-scheduler`.
+        #[arg(long = "server-arg", allow_hyphen_values = true)]
+        server_args: Vec<String>,
     },
     /// Watch delivery latency with many concurrent watchers.
     ApiWatch {
@@ -122,6 +125,9 @@ enum Command {
         /// Time cap for creating the pods, in seconds.
         #[arg(long, default_value_t = 600)]
         max_seconds: u64,
+        /// More flags for `skiff server`, e.g. `--server-arg=--disable-scheduler`.
+        #[arg(long = "server-arg", allow_hyphen_values = true)]
+        server_args: Vec<String>,
     },
     /// Pod start latency (create → Running, → Ready) on a warm node, pods created one at a time.
     NodeStart {
@@ -228,12 +234,21 @@ impl NodeFlags {
 
 async fn run(command: Command) -> Result<()> {
     match command {
-        Command::ApiCreate { server_bin, datastore, clients, count, max_seconds, as_service_account, audit } => {
+        Command::ApiCreate {
+            server_bin,
+            datastore,
+            clients,
+            count,
+            max_seconds,
+            as_service_account,
+            audit,
+            server_args,
+        } => {
             if clients.contains(&0) || count == 0 {
                 bail!("--clients and --count must be positive");
             }
             let limit = Duration::from_secs(max_seconds);
-            create::run(&server_bin, datastore, &clients, count, limit, as_service_account, audit).await
+            create::run(&server_bin, datastore, &clients, count, limit, as_service_account, audit, &server_args).await
         }
         Command::ApiWatch { server_bin, datastore, watchers, events, spacing_ms } => {
             if watchers == 0 || events == 0 {
@@ -250,8 +265,8 @@ async fn run(command: Command) -> Result<()> {
             }
             list::run(&server_bin, datastore, pods, runs).await
         }
-        Command::ApiRss { server_bin, datastore, pods, watchers, max_seconds } => {
-            rss::run(&server_bin, datastore, pods, watchers, Duration::from_secs(max_seconds)).await
+        Command::ApiRss { server_bin, datastore, pods, watchers, max_seconds, server_args } => {
+            rss::run(&server_bin, datastore, pods, watchers, Duration::from_secs(max_seconds), &server_args).await
         }
         Command::NodeStart { node, pods } => {
             if pods == 0 {

@@ -22,8 +22,15 @@ async fn drain_watch(client: reqwest::Client, url: String, seen: Arc<AtomicUsize
     Ok(())
 }
 
-pub async fn run(bin: &Path, backend: Backend, pods: usize, watchers: usize, limit: Duration) -> Result<()> {
-    let mut server = Server::start(bin, backend).await?;
+pub async fn run(
+    bin: &Path,
+    backend: Backend,
+    pods: usize,
+    watchers: usize,
+    limit: Duration,
+    server_args: &[String],
+) -> Result<()> {
+    let mut server = Server::start_with(bin, backend, false, server_args).await?;
     let pid = server.pid();
     let client = server.client()?;
     let base = format!("{}{PODS}", server.url);

@@ -70,6 +70,7 @@ impl Cluster {
             node_lifecycle: Default::default(),
             service_network: Default::default(),
             audit: Default::default(),
+            components: Default::default(),
         })
         .await
         .expect("API server");

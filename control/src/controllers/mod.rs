@@ -31,9 +31,26 @@ use crate::auth::node_graph::NodeGraph;
 use crate::auth::service_account::TokenIssuer;
 use runtime::{Informers, Supervisor};
 
+/// Which of the in-process components run besides the API server's own tasks. As k3s's
+/// `--disable-scheduler` and `--disable-controller-manager`: for a server whose scheduler or
+/// controllers run elsewhere, and for measuring the API server alone.
+#[derive(Clone, Copy, Debug)]
+pub struct Components {
+    pub scheduler: bool,
+    /// Every controller kube-controller-manager would run (workloads, garbage collection,
+    /// namespaces, service accounts and tokens, node lifecycle, endpoints, load balancers).
+    pub controller_manager: bool,
+}
+
+impl Default for Components {
+    fn default() -> Self {
+        Self { scheduler: true, controller_manager: true }
+    }
+}
+
 /// Starts every controller under one supervisor, which it returns.
 pub fn start(registry: Arc<Registry>) -> Arc<Supervisor> {
-    start_with(registry, node_lifecycle::Config::default(), None, Arc::default(), None)
+    start_with(registry, node_lifecycle::Config::default(), None, Arc::default(), None, Components::default())
 }
 
 /// [`start`] with the node lifecycle settings of the server's flags and the cluster CA (PEM) that
@@ -45,25 +62,14 @@ pub fn start_with(
     root_ca: Option<Arc<str>>,
     node_graph: Arc<NodeGraph>,
     issuer: Option<Arc<TokenIssuer>>,
+    components: Components,
 ) -> Arc<Supervisor> {
     let supervisor = Supervisor::new();
     let informers = Informers::new(Arc::clone(&registry), Arc::clone(&supervisor));
+    // The API server's own: the Node authorizer's graph, CRD establishment, compaction.
     let pods = informers.get("", "Pod");
     supervisor.spawn("node-authorizer-graph", move || Arc::clone(&node_graph).follow(Arc::clone(&pods)));
-    if let Some(issuer) = issuer {
-        legacy_tokens::start(&informers, issuer, root_ca.clone());
-    }
-    namespace::start(&informers);
     crd::start(&informers);
-    let r = Arc::clone(&registry);
-    supervisor.spawn("controller-garbage-collector", move || {
-        let r = Arc::clone(&r);
-        async move {
-            garbage_collector::run(r).await;
-            Ok::<(), runtime::Error>(())
-        }
-    });
-    crate::scheduler::start(&informers);
     let r = Arc::clone(&registry);
     supervisor.spawn("compaction", move || {
         let r = Arc::clone(&r);
@@ -72,10 +78,39 @@ pub fn start_with(
             Ok::<(), runtime::Error>(())
         }
     });
-    replicaset::start(&informers, replicaset::Flavor::ReplicaSet);
-    replicaset::start(&informers, replicaset::Flavor::ReplicationController);
-    deployment::start(&informers);
-    let r = Arc::clone(&registry);
+    if components.scheduler {
+        crate::scheduler::start(&informers);
+    }
+    if components.controller_manager {
+        start_controller_manager(&informers, lifecycle, root_ca, issuer);
+    }
+    supervisor
+}
+
+/// The controllers kube-controller-manager runs.
+fn start_controller_manager(
+    informers: &Arc<Informers>,
+    lifecycle: node_lifecycle::Config,
+    root_ca: Option<Arc<str>>,
+    issuer: Option<Arc<TokenIssuer>>,
+) {
+    let (registry, supervisor) = (informers.registry(), informers.supervisor());
+    if let Some(issuer) = issuer {
+        legacy_tokens::start(informers, issuer, root_ca.clone());
+    }
+    namespace::start(informers);
+    let r = Arc::clone(registry);
+    supervisor.spawn("controller-garbage-collector", move || {
+        let r = Arc::clone(&r);
+        async move {
+            garbage_collector::run(r).await;
+            Ok::<(), runtime::Error>(())
+        }
+    });
+    replicaset::start(informers, replicaset::Flavor::ReplicaSet);
+    replicaset::start(informers, replicaset::Flavor::ReplicationController);
+    deployment::start(informers);
+    let r = Arc::clone(registry);
     supervisor.spawn("controller-service-accounts", move || {
         let (r, root_ca) = (Arc::clone(&r), root_ca.clone());
         async move {
@@ -83,12 +118,11 @@ pub fn start_with(
             Ok::<(), runtime::Error>(())
         }
     });
-    node_lifecycle::start(&informers, lifecycle);
-    endpoints::start(&informers);
-    service_lb::start(&informers);
-    job::start(&informers);
-    cronjob::start(&informers);
-    daemonset::start(&informers);
-    statefulset::start(&informers);
-    supervisor
+    node_lifecycle::start(informers, lifecycle);
+    endpoints::start(informers);
+    service_lb::start(informers);
+    job::start(informers);
+    cronjob::start(informers);
+    daemonset::start(informers);
+    statefulset::start(informers);
 }

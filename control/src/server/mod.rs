@@ -59,6 +59,8 @@ pub struct ServerConfig {
     pub service_network: crate::api::service_network::ServiceNetwork,
     /// The audit log (off by default).
     pub audit: crate::audit::AuditConfig,
+    /// The scheduler and controllers to run in process (`Default`: all).
+    pub components: controllers::Components,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -278,6 +280,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
             Some(Arc::from(certs.ca_pem.as_str())),
             Arc::clone(&node_graph),
             Some(Arc::clone(&issuer)),
+            config.components,
         ),
         resource_metrics: Arc::default(),
     };
