@@ -237,3 +237,30 @@ fn replica_sets_adopt_release_and_scale_and_controllers_show_in_readyz_and_metri
         "{metrics}"
     );
 }
+
+/// `--disable-scheduler` and `--disable-controller-manager` (as k3s) leave only the API server's
+/// own tasks running; a default server runs the scheduler and the controllers.
+#[test]
+fn disabled_components_do_not_run() {
+    let tasks = |cluster: &Cluster| {
+        let (code, body) = cluster.curl("GET", "/readyz?verbose", "application/json", None);
+        assert_eq!(code, 200, "{body}");
+        body
+    };
+    let full = Cluster::start();
+    let body = tasks(&full);
+    for task in ["[+]scheduler ok", "[+]controller-deployment ok", "[+]controller-garbage-collector ok"] {
+        assert!(body.contains(task), "a default server runs {task}: {body}");
+    }
+    drop(full);
+
+    let bare = Cluster::start_with_args(&["--disable-scheduler", "--disable-controller-manager"]);
+    let body = tasks(&bare);
+    assert!(body.contains("[+]compaction ok"), "the API server's own tasks run: {body}");
+    for task in ["scheduler", "controller-deployment", "controller-garbage-collector", "controller-namespace"] {
+        assert!(!body.contains(&format!("[+]{task} ok")), "{task} must not run: {body}");
+    }
+    // The API itself is whole: a Deployment is stored and served.
+    bare.kubectl(&["create", "deployment", "web", "--image=registry.k8s.io/pause:3.10"]);
+    assert_eq!(bare.kubectl(&["get", "deploy", "web", "-o", "jsonpath={.metadata.name}"]), "web");
+}
