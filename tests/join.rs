@@ -84,6 +84,18 @@ fn node_reaches_only_its_own_objects(c: &Cluster, agent: &AgentProcess, node: &s
     forbidden(&["-n", "kube-system", "get", "configmap", "kube-root-ca.crt"], "no relationship found");
     // Its own Node only.
     ok(&["label", "node", node, "joined=yes", "--overwrite"]);
+    // NodeRestriction: not the labels administrators use to steer workloads, nor its taints.
+    forbidden(
+        &["label", "node", node, "node-restriction.kubernetes.io/trusted=yes"],
+        &format!(
+            "nodes \"{node}\" is forbidden: is not allowed to modify labels: node-restriction.kubernetes.io/trusted"
+        ),
+    );
+    forbidden(&["label", "node", node, "node-role.kubernetes.io/control-plane="], "is not allowed to modify labels");
+    forbidden(&["taint", "node", node, "k=v:NoSchedule"], "is not allowed to modify taints");
+    // An administrator may set them, and the node may keep them when it writes its Node.
+    c.kubectl(&["label", "node", node, "node-restriction.kubernetes.io/trusted=yes"]);
+    ok(&["label", "node", node, "joined=again", "--overwrite"]);
     c.kubectl_stdin(&["apply", "-f", "-"], Some("apiVersion: v1\nkind: Node\nmetadata: {name: someone-else}\n"));
     forbidden(
         &["label", "node", "someone-else", "taken=yes"],

@@ -632,6 +632,9 @@ impl Registry {
             );
         }
         let mut obj = self.admit(ri, obj, opts, &mut warnings)?;
+        if is_node(ri) {
+            crate::auth::node_restriction::admit_node_write(opts.user.as_ref(), None, &obj)?;
+        }
         // Ownership is recorded on the admitted object: only fields the type knows are owned.
         if let Some(manager) = &opts.field_manager {
             obj = patch::apply::record_update(None, &obj, manager, &object::now_rfc3339());
@@ -704,6 +707,9 @@ impl Registry {
             }
             let mut warnings = Vec::new();
             let next = self.merge_update(ri, &current, desired, subresource, opts, &mut warnings)?;
+            if is_node(ri) {
+                crate::auth::node_restriction::admit_node_write(opts.user.as_ref(), Some(&current), &next)?;
+            }
             let operation = if subresource == Some("binding") { Operation::Create } else { Operation::Update };
             let mut next =
                 self.admit_webhooks(ri, operation, subresource, Some(&current), next, opts, &mut warnings).await?;
@@ -1012,6 +1018,11 @@ fn awaits_kubelet(ri: &ResourceInfo, obj: &Value) -> bool {
     ri.kind == "Pod"
         && object::str_at(obj, &["spec", "nodeName"]).is_some_and(|n| !n.is_empty())
         && obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0
+}
+
+/// The built-in core/v1 Node.
+fn is_node(ri: &ResourceInfo) -> bool {
+    ri.kind == "Node" && ri.group.is_empty() && ri.custom.is_none()
 }
 
 fn strip_rv(obj: &Value) -> Value {

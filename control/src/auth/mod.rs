@@ -15,6 +15,7 @@ pub mod escalation;
 pub mod filter;
 pub mod node_authorizer;
 pub mod node_graph;
+pub mod node_restriction;
 pub mod rbac;
 pub mod request_info;
 pub mod reviews;

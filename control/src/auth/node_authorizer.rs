@@ -9,7 +9,6 @@ use super::request_info::Attributes;
 
 /// The group every node identity is in.
 pub const NODES_GROUP: &str = "system:nodes";
-const NODE_PREFIX: &str = "system:node:";
 /// The namespace of the node heartbeat Leases.
 const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 
@@ -25,8 +24,7 @@ pub enum Decision {
 
 /// The node a user is, if it is a node identity.
 pub fn node_name(a: &Attributes) -> Option<&str> {
-    let name = a.user.name.strip_prefix(NODE_PREFIX).filter(|n| !n.is_empty())?;
-    a.user.groups.iter().any(|g| g == NODES_GROUP).then_some(name)
+    super::node_restriction::node_user(&a.user)
 }
 
 fn is_write(verb: &str) -> bool {
