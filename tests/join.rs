@@ -133,6 +133,25 @@ fn node_reaches_only_its_own_objects(c: &Cluster, agent: &AgentProcess, node: &s
         "{body}"
     );
     forbidden(&["delete", "pod", "elsewhere"], "can only delete pods with spec.nodeName set to itself");
+    // Tokens: only bound to a pod of its own (kubectl prints only the message here).
+    let refused_token = |args: &[&str], why: &str| {
+        let out = as_node(args);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success() && err.contains("is forbidden") && err.contains(why), "{args:?}: {err}");
+    };
+    refused_token(&["create", "token", "default"], "node requested token not bound to a pod");
+    let uid = c.kubectl(&["get", "pod", "elsewhere", "-o", "jsonpath={.metadata.uid}"]);
+    refused_token(
+        &[
+            "create",
+            "token",
+            "default",
+            "--bound-object-kind=Pod",
+            "--bound-object-name=elsewhere",
+            &format!("--bound-object-uid={uid}"),
+        ],
+        "node requested token bound to a pod scheduled on a different node",
+    );
     c.kubectl(&["delete", "pod", "elsewhere", "--grace-period=0", "--force"]);
     c.kubectl(&["delete", "node", "someone-else"]);
 }

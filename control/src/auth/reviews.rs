@@ -223,14 +223,16 @@ const MAX_EXPIRATION: i64 = 1 << 32;
 async fn token_request(
     State(state): State<AuthState>,
     Path((namespace, name)): Path<(String, String)>,
+    Extension(user): Extension<UserInfo>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    respond(issue_token(&state, &namespace, &name, &headers, body).await)
+    respond(issue_token(&state, &user, &namespace, &name, &headers, body).await)
 }
 
 async fn issue_token(
     state: &AuthState,
+    user: &UserInfo,
     namespace: &str,
     name: &str,
     headers: &HeaderMap,
@@ -271,6 +273,19 @@ async fn issue_token(
         serviceaccount: ObjectRef { name: name.to_string(), uid: uid_of(&sa) },
         ..KubernetesClaims::default()
     };
+    let node = super::node_restriction::node_user(user);
+    // NodeRestriction: a kubelet asks tokens only for a pod of its own, named with its uid.
+    let node_forbidden =
+        |reason: &str| ApiError::Forbidden(format!("serviceaccounts \"{name}\" is forbidden: {reason}"));
+    if node.is_some() {
+        let bound = spec.get("boundObjectRef");
+        if bound.and_then(|b| b.get("kind")).and_then(Value::as_str) != Some("Pod") {
+            return Err(node_forbidden("node requested token not bound to a pod"));
+        }
+        if bound.and_then(|b| b.get("uid")).and_then(Value::as_str).is_none_or(str::is_empty) {
+            return Err(node_forbidden("node requested token with a pod binding without a uid"));
+        }
+    }
     if let Some(bound) = spec.get("boundObjectRef").filter(|b| b.is_object()) {
         let kind = bound.get("kind").and_then(Value::as_str).unwrap_or_default();
         let bound_name = bound.get("name").and_then(Value::as_str).unwrap_or_default();
@@ -281,6 +296,11 @@ async fn issue_token(
             ));
         }
         let obj = registry.get(registry.resource("", kind)?, Some(namespace), bound_name).await?;
+        if let Some(node) = node {
+            if crate::api::object::str_at(&obj, &["spec", "nodeName"]) != Some(node) {
+                return Err(node_forbidden("node requested token bound to a pod scheduled on a different node"));
+            }
+        }
         let uid = uid_of(&obj);
         if let Some(want) = bound.get("uid").and_then(Value::as_str).filter(|u| !u.is_empty()) {
             if want != uid {

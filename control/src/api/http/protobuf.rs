@@ -155,7 +155,7 @@ pub fn to_json(message: &dyn MessageDyn) -> Value {
             }
             continue;
         }
-        let name = if renames_schema_fields { schema_field_name(field.name()) } else { field.name().to_string() };
+        let name = if renames_schema_fields { schema_field_name(field.name()) } else { json_field_name(field.name()) };
         out.insert(name, value);
     }
     Value::Object(out)
@@ -206,6 +206,15 @@ fn value_json(value: ReflectValueRef<'_>) -> Value {
 fn base64(bytes: &[u8]) -> Value {
     use base64::Engine;
     json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// The JSON name of a field of the built-in types whose proto name differs from it
+/// (`BoundObjectReference.uID`, as TokenRequests from kubectl carry it).
+fn json_field_name(proto: &str) -> String {
+    match proto {
+        "uID" => "uid".into(),
+        _ => proto.to_string(),
+    }
 }
 
 /// JSONSchemaProps' proto names that differ from its JSON names.

@@ -190,3 +190,19 @@ fn special_shapes() {
     assert_eq!(schema_field_name("xKubernetesPreserveUnknownFields"), "x-kubernetes-preserve-unknown-fields");
     assert_eq!(schema_field_name("ref"), "$ref");
 }
+
+/// What `kubectl create token --bound-object-uid` sends: the proto field `uID` is JSON `uid`.
+#[test]
+fn a_token_request_keeps_its_bound_uid() {
+    use k8s_rs_pb::api::authentication::v1 as authn;
+    let mut bound = authn::BoundObjectReference::new();
+    bound.set_kind("Pod".into());
+    bound.set_name("web".into());
+    bound.set_uID("u-1".into());
+    let mut spec = authn::TokenRequestSpec::new();
+    spec.boundObjectRef = Some(bound).into();
+    let mut request = authn::TokenRequest::new();
+    request.spec = Some(spec).into();
+    let obj = decode(&body("authentication.k8s.io/v1", "TokenRequest", &request)).expect("decodes");
+    assert_eq!(obj["spec"]["boundObjectRef"], serde_json::json!({"kind": "Pod", "name": "web", "uid": "u-1"}));
+}
