@@ -18,6 +18,14 @@ fn used(c: &Cluster, ns: &str, quota: &str, resource: &str) -> Option<String> {
     q["status"]["used"][resource].as_str().map(String::from)
 }
 
+/// Waits for the namespace's `kube-root-ca.crt` ConfigMap, which counts against configmaps too
+/// (as in Kubernetes).
+fn wait_root_ca(c: &Cluster, ns: &str) {
+    eventually(&format!("kube-root-ca.crt in {ns}"), WAIT, || {
+        c.kubectl_output(&["get", "configmap", "kube-root-ca.crt", "-n", ns], None).status.success()
+    });
+}
+
 fn wait_used(c: &Cluster, ns: &str, quota: &str, resource: &str, want: &str) {
     eventually(&format!("{ns}/{quota} used {resource}={want}"), WAIT, || {
         used(c, ns, quota, resource).as_deref() == Some(want)
@@ -27,8 +35,10 @@ fn wait_used(c: &Cluster, ns: &str, quota: &str, resource: &str, want: &str) {
 #[test]
 fn quota_counts_refuses_and_frees() {
     let c = Cluster::start();
-    c.kubectl(&["create", "quota", "q", "--hard=pods=2,count/configmaps=1"]);
+    wait_root_ca(&c, "default");
+    c.kubectl(&["create", "quota", "q", "--hard=pods=2,count/configmaps=2"]);
     wait_used(&c, "default", "q", "pods", "0");
+    assert_eq!(used(&c, "default", "q", "count/configmaps").as_deref(), Some("1"), "kube-root-ca.crt counts");
     let q = c.get_json(&["quota", "q"]);
     assert_eq!(q["status"]["hard"]["pods"], "2", "{q}");
 
@@ -48,7 +58,7 @@ fn quota_counts_refuses_and_frees() {
     c.kubectl(&["create", "configmap", "a"]);
     let err = c.kubectl_fails(&["create", "configmap", "b"], None);
     assert!(
-        err.contains("configmaps \"b\" is forbidden: exceeded quota: q, requested: count/configmaps=1, used: count/configmaps=1, limited: count/configmaps=1"),
+        err.contains("configmaps \"b\" is forbidden: exceeded quota: q, requested: count/configmaps=1, used: count/configmaps=2, limited: count/configmaps=2"),
         "{err}"
     );
 
@@ -57,7 +67,7 @@ fn quota_counts_refuses_and_frees() {
     let describe = c.kubectl(&["describe", "quota", "q"]);
     let rows: Vec<Vec<&str>> = describe.lines().map(|l| l.split_whitespace().collect()).collect();
     assert!(rows.contains(&vec!["pods", "2", "2"]), "{describe}");
-    assert!(rows.contains(&vec!["count/configmaps", "1", "1"]), "{describe}");
+    assert!(rows.contains(&vec!["count/configmaps", "2", "2"]), "{describe}");
 
     // Deleting a pod frees its slot (the controller recounts), then the third pod fits.
     c.kubectl(&["delete", "pod", "p1", "--wait=false"]);
@@ -65,7 +75,7 @@ fn quota_counts_refuses_and_frees() {
     c.kubectl(&["run", "p3", IMAGE]);
     assert_eq!(used(&c, "default", "q", "pods").as_deref(), Some("2"));
     c.kubectl(&["delete", "configmap", "a"]);
-    wait_used(&c, "default", "q", "count/configmaps", "0");
+    wait_used(&c, "default", "q", "count/configmaps", "1");
     c.kubectl(&["create", "configmap", "b"]);
 }
 
@@ -73,8 +83,10 @@ fn quota_counts_refuses_and_frees() {
 fn concurrent_creates_never_overshoot() {
     let c = Cluster::start();
     c.kubectl(&["create", "namespace", "burst"]);
-    c.kubectl(&["create", "quota", "q", "-n", "burst", "--hard=count/configmaps=4"]);
-    wait_used(&c, "burst", "q", "count/configmaps", "0");
+    wait_root_ca(&c, "burst");
+    // kube-root-ca.crt takes one of the five.
+    c.kubectl(&["create", "quota", "q", "-n", "burst", "--hard=count/configmaps=5"]);
+    wait_used(&c, "burst", "q", "count/configmaps", "1");
     let accepted: usize = std::thread::scope(|s| {
         let handles: Vec<_> = (0..10)
             .map(|i| {
@@ -95,7 +107,7 @@ fn concurrent_creates_never_overshoot() {
         .flatten()
         .filter(|cm| cm["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("cm")));
     assert_eq!(made.count(), 4, "{listed}");
-    wait_used(&c, "burst", "q", "count/configmaps", "4");
+    wait_used(&c, "burst", "q", "count/configmaps", "5");
 }
 
 #[test]

@@ -152,9 +152,8 @@ fn kinds_for(ctx: &Ctx, name: &str) -> Vec<(String, String, &'static str)> {
         if let Some(resource) = name.strip_prefix("count/") {
             let (plural, group) = resource.split_once('.').unwrap_or((resource, ""));
             let served = ctx.informers.registry().served();
-            if let Some(ri) = served.iter().find(|r| r.group == group && r.plural == plural && r.namespaced) {
-                out.push((ri.group.to_string(), ri.kind.to_string(), ri.plural));
-            }
+            let found = served.iter().find(|r| r.group == group && r.plural == plural && r.namespaced);
+            out.extend(found.map(|ri| (ri.group.to_string(), ri.kind.to_string(), ri.plural)));
         }
     }
     out
