@@ -347,12 +347,12 @@ mod tests {
         let r = range(json!([{"type": "Container", "max": {"cpu": "500m"}, "min": {"cpu": "100m"}}]));
         let over = pod(json!({"limits": {"cpu": "1"}, "requests": {"cpu": "200m"}}));
         assert_eq!(
-            validate_pod(std::slice::from_ref(&r), &over).unwrap_err(),
+            validate_pod(std::slice::from_ref(&r), &over).expect_err("refused"),
             "maximum cpu usage per Container is 500m, but limit is 1"
         );
         let under = pod(json!({"limits": {"cpu": "50m"}, "requests": {"cpu": "50m"}}));
         assert_eq!(
-            validate_pod(std::slice::from_ref(&r), &under).unwrap_err(),
+            validate_pod(std::slice::from_ref(&r), &under).expect_err("refused"),
             "minimum cpu usage per Container is 100m, but request is 50m"
         );
         assert!(validate_pod(
@@ -362,7 +362,7 @@ mod tests {
         .is_ok());
         let both = range(json!([{"type": "Container", "max": {"cpu": "500m", "memory": "1Gi"}}]));
         assert_eq!(
-            validate_pod(&[both], &pod(json!({"limits": {"cpu": "1"}}))).unwrap_err(),
+            validate_pod(&[both], &pod(json!({"limits": {"cpu": "1"}}))).expect_err("refused"),
             "[maximum cpu usage per Container is 500m, but limit is 1, maximum memory usage per Container is 1Gi.  No limit is specified]"
         );
     }
@@ -372,7 +372,7 @@ mod tests {
         let r = range(json!([{"type": "Container", "maxLimitRequestRatio": {"cpu": "2"}}]));
         let p = pod(json!({"limits": {"cpu": "1"}, "requests": {"cpu": "250m"}}));
         assert_eq!(
-            validate_pod(std::slice::from_ref(&r), &p).unwrap_err(),
+            validate_pod(std::slice::from_ref(&r), &p).expect_err("refused"),
             "cpu max limit to request ratio per Container is 2, but provided ratio is 4.000000"
         );
         let ok = pod(json!({"limits": {"cpu": "1"}, "requests": {"cpu": "500m"}}));
@@ -384,7 +384,7 @@ mod tests {
             .expect("containers")
             .push(json!({"name": "d", "resources": {"limits": {"memory": "60Mi"}}}));
         assert_eq!(
-            validate_pod(&[per_pod], &two).unwrap_err(),
+            validate_pod(&[per_pod], &two).expect_err("refused"),
             "maximum memory usage per Pod is 100Mi, but limit is 120Mi"
         );
     }
@@ -395,11 +395,11 @@ mod tests {
         let claim = |s: &str| json!({"spec": {"resources": {"requests": {"storage": s}}}});
         assert!(validate_pvc(std::slice::from_ref(&r), &claim("1Gi")).is_ok());
         assert_eq!(
-            validate_pvc(std::slice::from_ref(&r), &claim("5Gi")).unwrap_err(),
+            validate_pvc(std::slice::from_ref(&r), &claim("5Gi")).expect_err("refused"),
             "maximum storage usage per PersistentVolumeClaim is 2Gi, but request is 5Gi"
         );
         assert_eq!(
-            validate_pvc(&[r], &claim("500Mi")).unwrap_err(),
+            validate_pvc(&[r], &claim("500Mi")).expect_err("refused"),
             "minimum storage usage per PersistentVolumeClaim is 1Gi, but request is 500Mi"
         );
     }

@@ -269,7 +269,7 @@ mod tests {
             "status": {"hard": {"pods": "2", "count/configmaps": "1"}, "used": {"pods": "2", "count/configmaps": "0"}}});
         let pod = usage::pod_usage(&json!({"spec": {"containers": [{"name": "c"}]}}));
         assert_eq!(
-            check(&quota, &pod).unwrap_err(),
+            check(&quota, &pod).expect_err("refused"),
             "exceeded quota: q, requested: pods=1, used: pods=2, limited: pods=2"
         );
         let cm = usage::object_usage("", "configmaps", &json!({}));
@@ -290,7 +290,7 @@ mod tests {
         let pod = json!({"spec": {"containers": [{"name": "c",
             "resources": {"requests": {"cpu": "300m"}, "limits": {"memory": "256Mi"}}}]}});
         assert_eq!(
-            check(&quota, &usage::pod_usage(&pod)).unwrap_err(),
+            check(&quota, &usage::pod_usage(&pod)).expect_err("refused"),
             "exceeded quota: compute, requested: requests.cpu=300m, used: requests.cpu=800m, limited: requests.cpu=1"
         );
     }
