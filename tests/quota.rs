@@ -64,6 +64,8 @@ fn quota_counts_refuses_and_frees() {
 
     let yaml = c.kubectl(&["get", "quota", "q", "-o", "yaml"]);
     assert!(yaml.contains("used:") && yaml.contains("pods: \"2\""), "{yaml}");
+    let table = c.kubectl(&["get", "quota", "q"]);
+    assert!(table.contains("REQUEST") && table.contains("count/configmaps: 2/2, pods: 2/2"), "{table}");
     let describe = c.kubectl(&["describe", "quota", "q"]);
     let rows: Vec<Vec<&str>> = describe.lines().map(|l| l.split_whitespace().collect()).collect();
     assert!(rows.contains(&vec!["pods", "2", "2"]), "{describe}");
