@@ -180,3 +180,27 @@ fn limit_range_defaults_and_bounds() {
     let missing = c.kubectl_output(&["get", "pod", "big", "-n", "lr"], None);
     assert!(!missing.status.success(), "the refused pod was not stored");
 }
+
+#[test]
+fn an_update_that_raises_usage_is_refused() {
+    let c = Cluster::start();
+    c.kubectl(&["create", "namespace", "svc"]);
+    c.kubectl(&["create", "quota", "ports", "-n", "svc", "--hard=services.nodeports=1,services=3"]);
+    wait_used(&c, "svc", "ports", "services", "0");
+    c.kubectl(&["create", "service", "clusterip", "a", "-n", "svc", "--tcp=80"]);
+    c.kubectl(&["create", "service", "nodeport", "b", "-n", "svc", "--tcp=80"]);
+    assert_eq!(used(&c, "svc", "ports", "services.nodeports").as_deref(), Some("1"));
+    let err = c.kubectl_fails(&["patch", "service", "a", "-n", "svc", "-p", r#"{"spec":{"type":"NodePort"}}"#], None);
+    assert!(
+        err.contains("services \"a\" is forbidden: exceeded quota: ports, requested: services.nodeports=1, used: services.nodeports=1, limited: services.nodeports=1"),
+        "{err}"
+    );
+    let a = c.get_json(&["service", "a", "-n", "svc"]);
+    assert_eq!(a["spec"]["type"], "ClusterIP", "{a}");
+    // Deleting the NodePort Service frees its port for the update.
+    c.kubectl(&["delete", "service", "b", "-n", "svc"]);
+    wait_used(&c, "svc", "ports", "services.nodeports", "0");
+    c.kubectl(&["patch", "service", "a", "-n", "svc", "-p", r#"{"spec":{"type":"NodePort"}}"#]);
+    assert_eq!(used(&c, "svc", "ports", "services.nodeports").as_deref(), Some("1"));
+    assert_eq!(used(&c, "svc", "ports", "services").as_deref(), Some("1"));
+}
