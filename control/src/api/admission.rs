@@ -82,6 +82,7 @@ pub fn default(kind: &str, obj: &mut Value) {
             }
         }
         "Service" => default_service(obj),
+        "LimitRange" => super::limit_range::default_object(obj),
         "Namespace" => {
             if let Some(map) = obj.as_object_mut() {
                 let spec = map.entry("spec").or_insert_with(|| json!({}));
@@ -139,6 +140,7 @@ fn default_pod_spec(spec: &mut Map<String, Value>) {
                 set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
                 set_default(c, "terminationMessagePolicy", json!("File"));
                 set_default(c, "resources", json!({}));
+                default_requests_from_limits(c);
                 if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
                     for p in ports.iter_mut().filter_map(Value::as_object_mut) {
                         set_default(p, "protocol", json!("TCP"));
@@ -150,6 +152,20 @@ fn default_pod_spec(spec: &mut Map<String, Value>) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A container that limits a resource but does not request it requests its limit (kube's
+/// `SetDefaults_Pod`).
+fn default_requests_from_limits(c: &mut Map<String, Value>) {
+    let Some(resources) = c.get_mut("resources").and_then(Value::as_object_mut) else { return };
+    let Some(limits) = resources.get("limits").and_then(Value::as_object).filter(|l| !l.is_empty()).cloned() else {
+        return;
+    };
+    if let Some(requests) = resources.entry("requests").or_insert_with(|| json!({})).as_object_mut() {
+        for (k, v) in limits {
+            requests.entry(k).or_insert(v);
         }
     }
 }

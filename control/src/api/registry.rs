@@ -97,10 +97,12 @@ pub struct Registry {
     pub custom: crd::Table,
     /// Admission webhooks.
     pub webhooks: webhooks::Webhooks,
+    /// The LimitRanges and ResourceQuotas admission reads (see [`super::quota`]).
+    pub policies: Arc<super::quota::cache::Cache>,
 }
 
 /// A stored object as `ri` serves it (a custom object in the requested version).
-fn decode(ri: &ResourceInfo, kv: &KeyValue) -> ApiResult<Value> {
+pub(crate) fn decode(ri: &ResourceInfo, kv: &KeyValue) -> ApiResult<Value> {
     let mut obj: Value = serde_json::from_slice(&kv.value)
         .map_err(|e| ApiError::Internal(format!("stored object {} does not decode: {e}", kv.key)))?;
     object::set_resource_version(&mut obj, kv.mod_revision);
@@ -110,7 +112,7 @@ fn decode(ri: &ResourceInfo, kv: &KeyValue) -> ApiResult<Value> {
 
 /// The stored form: no `resourceVersion` (it is the store's revision); a custom object in its
 /// storage version.
-fn encode(ri: &ResourceInfo, obj: &Value) -> Vec<u8> {
+pub(crate) fn encode(ri: &ResourceInfo, obj: &Value) -> Vec<u8> {
     let mut obj = obj.clone();
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
@@ -169,8 +171,10 @@ impl Registry {
         let resources = Resources::default();
         let custom = crd::Table::new(&resources);
         let webhooks = webhooks::Webhooks::new(Arc::clone(&store), Arc::clone(&cache));
+        let policies = Arc::new(super::quota::cache::Cache::new(Arc::clone(&store), Arc::clone(&cache)));
         Self {
             webhooks,
+            policies,
             store,
             resources,
             cache,
@@ -641,13 +645,17 @@ impl Registry {
         }
         let mut name = object::name(&obj).to_string();
         let namespace = self.check_namespace_open(ri, ns).await?;
+        self.limit_range_defaults(ri, ns, &mut obj).await?;
         if let (true, Some(ns)) = (ri.kind == "Pod" && ri.group.is_empty(), ns) {
             self.admit_service_account(ns, &mut obj).await?;
         }
         let mut obj = self.admit_webhooks(ri, Operation::Create, None, None, obj, opts, &mut warnings).await?;
         // Pod Security is a validating admission: it sees the object the mutating webhooks left.
         warnings.extend(self.pod_security(ri, ns, namespace.as_ref(), &obj, None).await?);
+        self.limit_range_validate(ri, ns, &obj, None).await?;
         let reservation = self.allocate_service(ri, None, &mut obj)?;
+        // ResourceQuota is the last admission step: it charges the quotas the write then uses.
+        let charge = self.quota_charge(ri, ns, &obj, None, opts.dry_run).await?;
         if opts.dry_run {
             return Ok(Written { object: obj, warnings, created: true });
         }
@@ -663,7 +671,10 @@ impl Registry {
                     tracing::debug!(resource = ri.plural, name, attempt, "generated name taken; retrying");
                     meta_mut(&mut obj).insert("name".into(), json!(name));
                 }
-                Err(e) => return Err(from_store(e, ri.group, ri.plural, &name)),
+                Err(e) => {
+                    self.quota_refund(charge).await;
+                    return Err(from_store(e, ri.group, ri.plural, &name));
+                }
             }
         };
         if let Some(r) = reservation {
@@ -715,6 +726,7 @@ impl Registry {
                 self.admit_webhooks(ri, operation, subresource, Some(&current), next, opts, &mut warnings).await?;
             if subresource.is_none() {
                 warnings.extend(self.pod_security(ri, ns, None, &next, Some(&current)).await?);
+                self.limit_range_validate(ri, ns, &next, Some(&current)).await?;
             }
             let reservation = match subresource {
                 None => self.allocate_service(ri, Some(&current), &mut next)?,
@@ -723,6 +735,10 @@ impl Registry {
             if strip_rv(&next) == strip_rv(&current) {
                 return Ok(Written { object: current, warnings, created: false });
             }
+            let charge = match subresource {
+                None => self.quota_charge(ri, ns, &next, Some(&current), opts.dry_run).await?,
+                Some(_) => Default::default(),
+            };
             if opts.dry_run {
                 return Ok(Written { object: next, warnings, created: false });
             }
@@ -746,8 +762,14 @@ impl Registry {
                     object::set_resource_version(&mut next, written.mod_revision);
                     return Ok(Written { object: next, warnings, created: false });
                 }
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(from_store(e, ri.group, ri.plural, name)),
+                Err(StoreError::Conflict { .. }) => {
+                    self.quota_refund(charge).await;
+                    continue;
+                }
+                Err(e) => {
+                    self.quota_refund(charge).await;
+                    return Err(from_store(e, ri.group, ri.plural, name));
+                }
             }
         }
         Err(ApiError::Conflict {

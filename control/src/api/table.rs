@@ -463,6 +463,17 @@ const RUNTIME_CLASS_COLUMNS: &[Column] = &[
     AGE,
 ];
 
+const RESOURCE_QUOTA_COLUMNS: &[Column] = &[
+    NAME,
+    AGE,
+    col("Request", "string", "Request represents a minimum amount of cpu/memory that a container may consume."),
+    col(
+        "Limit",
+        "string",
+        "Limits control the maximum amount of cpu/memory that a container may use independent of contention on the node.",
+    ),
+];
+
 const DEFAULT_COLUMNS: &[Column] = &[NAME, AGE];
 
 /// The column set of a kind.
@@ -489,6 +500,7 @@ fn columns(kind: &str) -> &'static [Column] {
         "ComponentStatus" => COMPONENT_STATUS_COLUMNS,
         "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => WEBHOOK_CONFIGURATION_COLUMNS,
         "RuntimeClass" => RUNTIME_CLASS_COLUMNS,
+        "ResourceQuota" => RESOURCE_QUOTA_COLUMNS,
         _ => DEFAULT_COLUMNS,
     }
 }
@@ -541,6 +553,7 @@ pub fn row_cells(kind: &str, obj: &Value, now: Timestamp) -> Vec<Value> {
             vec![name(obj).into(), (list(obj, &["webhooks"]).len() as i64).into(), age(obj, now)]
         }
         "RuntimeClass" => vec![name(obj).into(), text(obj, &["handler"]).into(), age(obj, now)],
+        "ResourceQuota" => resource_quota_cells(obj, now),
         _ => vec![name(obj).into(), age(obj, now)],
     }
 }
@@ -1180,6 +1193,30 @@ fn event_cells(ev: &Value, now: Timestamp) -> Vec<Value> {
 /// Number of keys of an object field.
 fn key_count(v: &Value, path: &[&str]) -> usize {
     object(v, path).map_or(0, Map::len)
+}
+
+/// ResourceQuota: Name, Age, Request and Limit (`<resource>: <used>/<hard>` of `status.hard`,
+/// sorted; `limits.*` in Limit, the rest in Request).
+fn resource_quota_cells(quota: &Value, now: Timestamp) -> Vec<Value> {
+    let used = object(quota, &["status", "used"]);
+    let mut request = Vec::new();
+    let mut limit = Vec::new();
+    let mut hard: Vec<(&String, &Value)> = object(quota, &["status", "hard"]).into_iter().flatten().collect();
+    hard.sort_by(|a, b| a.0.cmp(b.0));
+    for (resource, hard) in hard {
+        let quantity = |v: Option<&Value>| match v {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => "0".to_string(),
+        };
+        let cell = format!("{resource}: {}/{}", quantity(used.and_then(|u| u.get(resource))), quantity(Some(hard)));
+        if resource.split('.').next() == Some("limits") && resource.contains('.') {
+            limit.push(cell);
+        } else {
+            request.push(cell);
+        }
+    }
+    vec![name(quota).into(), age(quota, now), request.join(", ").into(), limit.join(", ").into()]
 }
 
 /// The ConfigMap DATA cell: entries of `data` plus `binaryData`.

@@ -18,6 +18,7 @@ pub mod namespace;
 pub mod node_lifecycle;
 pub mod podutil;
 pub mod replicaset;
+pub mod resource_quota;
 pub mod revision;
 pub mod runtime;
 pub mod service_accounts;
@@ -125,4 +126,5 @@ fn start_controller_manager(
     cronjob::start(informers);
     daemonset::start(informers);
     statefulset::start(informers);
+    resource_quota::start(informers);
 }
