@@ -9,6 +9,7 @@ pub mod cronjob;
 pub mod csr_signer;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod events;
 pub mod garbage_collector;
@@ -90,5 +91,6 @@ pub fn start_with(
     cronjob::start(&informers);
     daemonset::start(&informers);
     statefulset::start(&informers);
+    disruption::start(&informers);
     supervisor
 }
