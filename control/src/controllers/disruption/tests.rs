@@ -72,9 +72,10 @@ async fn a_budget_follows_its_pods_and_the_deployment_scale() {
     let pdbs = informers.get("policy", "PodDisruptionBudget");
     let key = ObjectKey::namespaced("default", "web");
     let status = |field: &str| pdbs.get(&key).and_then(|p| p.pointer(&format!("/status/{field}")).cloned());
-    testing::eventually("a computed status", || status("disruptionsAllowed") == Some(json!(1))).await;
+    testing::eventually("a computed status", || status("disruptionsAllowed") == Some(json!(2))).await;
     assert_eq!(status("expectedPods"), Some(json!(3)));
     assert_eq!(status("desiredHealthy"), Some(json!(1)), "3 - ceil(34% of 3)");
+    assert_eq!(status("currentHealthy"), Some(json!(3)));
     assert_eq!(status("observedGeneration"), Some(json!(1)));
 
     // A pod turning unready is seen through the pod watch.
