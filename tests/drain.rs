@@ -83,6 +83,16 @@ fn drain_honours_pod_disruption_budgets() {
     let row: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
     assert_eq!(row[..4], ["web", "2", "N/A", "1"], "{table}");
 
+    let described = cluster.kubectl(&["describe", "pdb", "web"]);
+    let field = |name: &str| {
+        described.lines().find_map(|l| l.trim().strip_prefix(name)).map(str::trim).unwrap_or_default().to_string()
+    };
+    assert_eq!(
+        [field("Min available:"), field("Allowed disruptions:"), field("Current:"), field("Desired:"), field("Total:")],
+        ["2", "1", "3", "2", "3"],
+        "{described}"
+    );
+
     // Drain a node running web pods: cordoned, evicted within the budget, replaced elsewhere.
     let target = ready_on(&cluster, "web").first().cloned().unwrap_or_default();
     let drained = cluster.kubectl_output(&["drain", &target, "--ignore-daemonsets", "--timeout=80s"], None);

@@ -11,6 +11,7 @@
 //! - Otherwise the budget is spent: `disruptionsAllowed` 0 -> 429 with a `DisruptionBudget`
 //!   cause; else one status write (over the PDB version it checked; a conflict checks again)
 //!   decrements it and records the pod in `disruptedPods`, then the pod is deleted.
+//! - Every pod it deletes first gets the `DisruptionTarget` condition (`EvictionByEvictionAPI`).
 
 use serde_json::{json, Value};
 
@@ -55,13 +56,13 @@ pub async fn evict(
     }
     let pod = registry.get(pods_ri, ns, name).await?;
     if can_ignore_budget(&pod) {
-        registry.delete(pods_ri, ns, name, &opts).await?;
+        delete(registry, pods_ri, ns, name, &opts).await?;
         return Ok(success());
     }
     let pdbs = budgets_of(registry, ns, &pod).await?;
     let pdb = match pdbs.as_slice() {
         [] => {
-            registry.delete(pods_ri, ns, name, &opts).await?;
+            delete(registry, pods_ri, ns, name, &opts).await?;
             return Ok(success());
         }
         [one] => one,
@@ -84,7 +85,7 @@ pub async fn evict(
         if pinned.precondition_resource_version.is_none() {
             pinned.precondition_resource_version = object::resource_version(&pod).map(String::from);
         }
-        return match registry.delete(pods_ri, ns, name, &pinned).await {
+        return match delete(registry, pods_ri, ns, name, &pinned).await {
             Ok(_) => Ok(success()),
             Err(ApiError::Conflict { .. }) if opts.precondition_resource_version.is_none() => {
                 Err(still_processing(&pdb_name))
@@ -93,8 +94,72 @@ pub async fn evict(
         };
     }
     spend_budget(registry, ns, &pdb_name, name, opts.dry_run).await?;
-    registry.delete(pods_ri, ns, name, &opts).await?;
+    delete(registry, pods_ri, ns, name, &opts).await?;
     Ok(success())
+}
+
+/// Deletes the evicted pod after marking it with the `DisruptionTarget` condition (reason
+/// `EvictionByEvictionAPI`), as kube-apiserver does, so its controller and kubelet can tell an
+/// eviction from other deletions. A resourceVersion precondition applies to the pod as it was
+/// before the mark, and then follows it.
+async fn delete(
+    registry: &Registry,
+    pods_ri: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    opts: &DeleteOptions,
+) -> ApiResult<()> {
+    let mut opts = opts.clone();
+    if !opts.dry_run {
+        let pinned = opts.precondition_resource_version.clone();
+        let precondition = opts.precondition_uid.clone();
+        let marked = registry
+            .update_with(pods_ri, ns, name, Some("status"), &WriteOptions::default(), |cur| {
+                let mut next = cur.clone();
+                if let Some(uid) = &precondition {
+                    if podutil::uid(cur) != uid {
+                        // Left to the delete, which words the precondition failure.
+                        return Ok(next);
+                    }
+                }
+                if let Some(rv) = &pinned {
+                    object::meta_mut(&mut next).insert("resourceVersion".into(), json!(rv));
+                }
+                mark_disruption_target(&mut next);
+                Ok(next)
+            })
+            .await;
+        match marked {
+            Ok(w) if pinned.is_some() => {
+                opts.precondition_resource_version = object::resource_version(&w.object).map(String::from);
+            }
+            Ok(_) => {}
+            // The delete reports a vanished pod or a failed precondition in its own words.
+            Err(ApiError::NotFound { .. } | ApiError::Conflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    registry.delete(pods_ri, ns, name, &opts).await?;
+    Ok(())
+}
+
+/// Sets the pod's `DisruptionTarget` condition (transition time kept when it already held).
+fn mark_disruption_target(pod: &mut Value) {
+    let now = object::now_rfc3339();
+    let Some(status) = pod.as_object_mut().map(|p| p.entry("status").or_insert_with(|| json!({}))) else { return };
+    let Some(status) = status.as_object_mut() else { return };
+    let conditions = status.entry("conditions").or_insert_with(|| json!([]));
+    let Some(list) = conditions.as_array_mut() else { return };
+    let fresh = json!({"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
+                       "message": "Eviction API: evicting", "lastProbeTime": null, "lastTransitionTime": now});
+    match list.iter_mut().find(|c| c.get("type").and_then(Value::as_str) == Some("DisruptionTarget")) {
+        Some(c) if c.get("status").and_then(Value::as_str) == Some("True") => {
+            c["reason"] = json!("EvictionByEvictionAPI");
+            c["message"] = json!("Eviction API: evicting");
+        }
+        Some(c) => *c = fresh,
+        None => list.push(fresh),
+    }
 }
 
 fn success() -> Evicted {

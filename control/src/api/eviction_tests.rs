@@ -12,7 +12,7 @@ fn must<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
 async fn pod(registry: &Registry, name: &str, phase: &str, ready: bool) {
     let ri = must(registry.resource("", "Pod"));
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "web"}},
-                     "spec": {"containers": [{"name": "c", "image": "i"}]}});
+                     "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]}});
     must(registry.create(ri, Some("default"), pod, &WriteOptions::default()).await);
     let status =
         json!({"phase": phase, "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]});
@@ -73,7 +73,15 @@ async fn a_budget_is_spent_once_then_refuses_with_kubes_429() {
 
     let done = must(run(&registry, "a", DeleteOptions::default()).await);
     assert_eq!((done.code, done.status["status"].as_str()), (201, Some("Success")));
-    assert!(evicted(&registry, "a").await);
+    let gone = get(&registry, "", "Pod", "a").await.unwrap_or_default();
+    assert!(gone["metadata"]["deletionTimestamp"].is_string(), "deleted gracefully: {gone}");
+    let mark = gone["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "DisruptionTarget");
+    let mark = mark.cloned().unwrap_or_default();
+    assert_eq!(
+        (mark["status"].as_str(), mark["reason"].as_str()),
+        (Some("True"), Some("EvictionByEvictionAPI")),
+        "{gone}"
+    );
     let budget = get(&registry, "policy", "PodDisruptionBudget", "web").await.unwrap_or_default();
     assert_eq!(budget["status"]["disruptionsAllowed"], 0);
     assert!(budget["status"]["disruptedPods"]["a"].is_string(), "{budget}");
@@ -126,6 +134,8 @@ async fn two_budgets_a_stale_budget_and_dry_run() {
     assert!(!evicted(&registry, "a").await);
     let budget = get(&registry, "policy", "PodDisruptionBudget", "one").await.unwrap_or_default();
     assert_eq!(budget["status"]["disruptionsAllowed"], 1);
+    let untouched = get(&registry, "", "Pod", "a").await.unwrap_or_default();
+    assert!(!untouched["status"]["conditions"].to_string().contains("DisruptionTarget"), "{untouched}");
 
     // A spec change the controller has not seen yet.
     let ri = must(registry.resource("policy", "PodDisruptionBudget"));
