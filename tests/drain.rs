@@ -95,6 +95,15 @@ fn drain_honours_pod_disruption_budgets() {
 
     // Drain a node running web pods: cordoned, evicted within the budget, replaced elsewhere.
     let target = ready_on(&cluster, "web").first().cloned().unwrap_or_default();
+    // A server-side dry run changes nothing: no cordon, no eviction, the budget unspent.
+    let before: Vec<Value> = live_pods(&cluster, "web").iter().map(|p| p["metadata"]["name"].clone()).collect();
+    let dry = cluster.kubectl(&["drain", &target, "--ignore-daemonsets", "--dry-run=server", "--timeout=30s"]);
+    assert!(dry.contains("(server dry run)"), "{dry}");
+    assert_ne!(cluster.get_json(&["node", &target])["spec"]["unschedulable"], true);
+    let after: Vec<Value> = live_pods(&cluster, "web").iter().map(|p| p["metadata"]["name"].clone()).collect();
+    assert_eq!(before, after);
+    assert_eq!(pdb_status(&cluster, "web", "disruptionsAllowed"), 1);
+    assert!(pdb_status(&cluster, "web", "disruptedPods").is_null());
     let drained = cluster.kubectl_output(&["drain", &target, "--ignore-daemonsets", "--timeout=80s"], None);
     let (out, err) = (String::from_utf8_lossy(&drained.stdout), String::from_utf8_lossy(&drained.stderr));
     assert!(drained.status.success(), "drain failed\nstdout: {out}\nstderr: {err}");
