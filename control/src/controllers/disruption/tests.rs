@@ -131,3 +131,55 @@ async fn a_pod_without_a_known_controller_fails_safe() {
     assert_eq!(cond()["message"], "found no controllers for pod \"orphan\"");
     assert_eq!(pdbs.get(&key).and_then(|p| p.pointer("/status/disruptionsAllowed").cloned()), Some(json!(0)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_controllers_and_stateful_sets_count_by_their_scale() {
+    let (_dir, registry) = testing::registry().await;
+    let supervisor = Supervisor::new();
+    let informers = Informers::new(Arc::clone(&registry), Arc::clone(&supervisor));
+    start(&informers);
+    let template =
+        json!({"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
+    let rc = create(
+        &registry,
+        "",
+        "ReplicationController",
+        json!({
+        "apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "rc"},
+        "spec": {"replicas": 4, "selector": {"app": "db"}, "template": template}}),
+    )
+    .await;
+    let sts = create(&registry, "apps", "StatefulSet", json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "sts"},
+        "spec": {"replicas": 2, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}}, "template": template}}))
+    .await;
+    for (name, kind, owner) in
+        [("r0", "ReplicationController", &rc), ("r1", "ReplicationController", &rc), ("s0", "StatefulSet", &sts)]
+    {
+        let api_version = if kind == "StatefulSet" { "apps/v1" } else { "v1" };
+        create(&registry, "", "Pod", json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": "db"},
+                         "ownerReferences": [{"apiVersion": api_version, "kind": kind, "name": owner["metadata"]["name"],
+                                              "uid": owner["metadata"]["uid"], "controller": true}]},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+        .await;
+        set_ready(&registry, name, true).await;
+    }
+    create(
+        &registry,
+        "policy",
+        "PodDisruptionBudget",
+        json!({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "db"},
+        "spec": {"minAvailable": "50%", "selector": {"matchLabels": {"app": "db"}}}}),
+    )
+    .await;
+    let pdbs = informers.get("policy", "PodDisruptionBudget");
+    let key = ObjectKey::namespaced("default", "db");
+    let status = |field: &str| pdbs.get(&key).and_then(|p| p.pointer(&format!("/status/{field}")).cloned());
+    testing::eventually("4 + 2 expected", || status("expectedPods") == Some(json!(6))).await;
+    assert_eq!(status("desiredHealthy"), Some(json!(3)));
+    assert_eq!(status("currentHealthy"), Some(json!(3)));
+    assert_eq!(status("disruptionsAllowed"), Some(json!(0)));
+}
