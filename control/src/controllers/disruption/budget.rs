@@ -240,6 +240,56 @@ fn with_condition(old: &Value, state: &str, reason: &str, message: &str, generat
     Value::Array(conditions)
 }
 
+/// The API server's checks of a PodDisruptionBudget's spec, as `(field, message)` causes
+/// worded as kube-apiserver's validation.
+pub fn validate(pdb: &Value) -> Vec<(String, String)> {
+    let mut causes = Vec::new();
+    let spec = pdb.get("spec").unwrap_or(&Value::Null);
+    let present = |field: &str| spec.get(field).filter(|v| !v.is_null());
+    if present("minAvailable").is_some() && present("maxUnavailable").is_some() {
+        causes.push((
+            "spec".into(),
+            "Invalid value: \"object\": minAvailable and maxUnavailable cannot be both set".into(),
+        ));
+    }
+    for field in ["minAvailable", "maxUnavailable"] {
+        let path = format!("spec.{field}");
+        match present(field) {
+            Some(Value::Number(n)) if n.as_i64().is_none_or(|v| v < 0) => {
+                causes.push((path, format!("Invalid value: {n}: must be greater than or equal to 0")));
+            }
+            Some(Value::String(s)) => match s.strip_suffix('%').map(str::parse::<i64>) {
+                Some(Ok(p)) if p < 0 => {
+                    causes.push((path, format!("Invalid value: \"{s}\": must be greater than or equal to 0")))
+                }
+                Some(Ok(p)) if p > 100 => {
+                    causes.push((path, format!("Invalid value: \"{s}\": must not be greater than 100%")))
+                }
+                Some(Ok(_)) => {}
+                _ => causes.push((
+                    path,
+                    format!("Invalid value: \"{s}\": a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')"),
+                )),
+            },
+            _ => {}
+        }
+    }
+    if let Some(policy) = present("unhealthyPodEvictionPolicy") {
+        if !matches!(policy.as_str(), Some("IfHealthyBudget" | "AlwaysAllow")) {
+            causes.push((
+                "spec.unhealthyPodEvictionPolicy".into(),
+                format!("Unsupported value: {policy}: supported values: \"AlwaysAllow\", \"IfHealthyBudget\""),
+            ));
+        }
+    }
+    if let Some(sel) = present("selector") {
+        if let Err(e) = from_label_selector(sel) {
+            causes.push(("spec.selector".into(), format!("Invalid value: {sel}: {e}")));
+        }
+    }
+    causes
+}
+
 #[cfg(test)]
 #[path = "budget_tests.rs"]
 mod tests;

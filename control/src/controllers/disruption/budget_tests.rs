@@ -171,3 +171,20 @@ fn selectors_follow_policy_v1() {
     let other_ns = json!({"metadata": {"name": "x", "namespace": "other"}, "spec": {"selector": {}}});
     assert!(!selects(&other_ns, &p));
 }
+
+#[test]
+fn the_spec_is_validated_as_kube_apiserver_does() {
+    let ok = pdb(json!({"minAvailable": "50%", "unhealthyPodEvictionPolicy": "AlwaysAllow"}));
+    assert!(validate(&ok).is_empty(), "{:?}", validate(&ok));
+    let fields = |spec: Value| validate(&pdb(spec)).into_iter().map(|(f, _)| f).collect::<Vec<_>>();
+    assert_eq!(fields(json!({"minAvailable": 1, "maxUnavailable": 1})), ["spec"]);
+    assert_eq!(fields(json!({"minAvailable": -1})), ["spec.minAvailable"]);
+    assert_eq!(fields(json!({"maxUnavailable": "150%"})), ["spec.maxUnavailable"]);
+    assert_eq!(fields(json!({"maxUnavailable": "two"})), ["spec.maxUnavailable"]);
+    assert_eq!(
+        fields(json!({"minAvailable": 1, "unhealthyPodEvictionPolicy": "Never"})),
+        ["spec.unhealthyPodEvictionPolicy"]
+    );
+    let both = validate(&pdb(json!({"minAvailable": 1, "maxUnavailable": 1})));
+    assert!(both[0].1.ends_with("minAvailable and maxUnavailable cannot be both set"), "{both:?}");
+}
