@@ -5,29 +5,13 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::node::{AgentProcess, Registry};
-use common::{eventually, Cluster, Process};
+use common::{eventually, Cluster};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// `skiff agent --hollow <count>` against the cluster, killed on drop.
-fn hollow(cluster: &Cluster, count: usize, prefix: &str) -> Process {
-    let log = std::fs::File::create(cluster.data_dir().join("hollow.log")).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .args(["agent", "--server", &cluster.url(), "--token-file"])
-        .arg(cluster.data_dir().join("admin.token"))
-        .args(["--hollow", &count.to_string(), "--hollow-prefix", prefix])
-        .env("SKIFF_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn skiff agent --hollow");
-    Process(Some(child))
-}
 
 fn ready_nodes(cluster: &Cluster) -> usize {
     let nodes = cluster.get_json(&["nodes"]);
@@ -79,7 +63,7 @@ fn events_for(cluster: &Cluster, pod: &str, reason: &str) -> Vec<String> {
 #[test]
 fn hollow_nodes_run_pods_and_the_scheduler_explains_and_steers() {
     let cluster = Cluster::start();
-    let _hollow = hollow(&cluster, 3, "hollow");
+    let _hollow = cluster.hollow(3, "hollow");
     eventually("three hollow nodes Ready", WAIT, || ready_nodes(&cluster) == 3);
 
     // A pod no node can take stays Pending with the reason, worded as kube-scheduler words it.
@@ -150,7 +134,7 @@ fn hollow_nodes_run_pods_and_the_scheduler_explains_and_steers() {
 #[test]
 fn a_full_node_leaves_pods_pending_and_a_deployment_spreads_over_hollow_nodes() {
     let cluster = Cluster::start();
-    let _hollow = hollow(&cluster, 4, "h");
+    let _hollow = cluster.hollow(4, "h");
     eventually("four hollow nodes Ready", WAIT, || ready_nodes(&cluster) == 4);
     cluster.kubectl(&["create", "deployment", "web", "--image=127.0.0.1:1/none:1", "--replicas=8"]);
     eventually("eight replicas available", WAIT, || {

@@ -193,6 +193,22 @@ impl Cluster {
         self.dir.path().join("kubeconfig")
     }
 
+    /// `skiff agent --hollow <count>` against this cluster (nodes `<prefix>-<i>` that run pods
+    /// without executing anything), logging to `hollow-<prefix>.log`; killed on drop.
+    pub fn hollow(&self, count: usize, prefix: &str) -> Process {
+        let log = std::fs::File::create(self.data_dir().join(format!("hollow-{prefix}.log"))).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(["agent", "--server", &self.url(), "--token-file"])
+            .arg(self.data_dir().join("admin.token"))
+            .args(["--hollow", &count.to_string(), "--hollow-prefix", prefix])
+            .env("SKIFF_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn skiff agent --hollow");
+        Process(Some(child))
+    }
+
     pub fn token(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("admin.token")).expect("token").trim().to_string()
     }

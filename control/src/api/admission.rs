@@ -332,6 +332,7 @@ pub fn validate(kind: &str, namespaced: bool, obj: &Value) -> Vec<Cause> {
             );
         }
         "Service" => validate_service(obj, &mut causes),
+        "PodDisruptionBudget" => causes.extend(crate::controllers::disruption::budget::validate(obj)),
         _ => {}
     }
     causes

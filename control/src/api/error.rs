@@ -50,6 +50,10 @@ pub enum ApiError {
     /// Past the bound on requests in flight; the client should retry after `retry_after` seconds.
     #[error("Too many requests, please try again later.")]
     TooManyRequests { retry_after: u32 },
+    /// Refused for now with its own message and causes (`(type, message)`), such as an eviction
+    /// a disruption budget forbids; `retry_after` 0 sends no `Retry-After`.
+    #[error("{message}")]
+    TooManyRequestsBecause { message: String, retry_after: u32, causes: Vec<(String, String)> },
     /// An admission webhook's denial: its code (400 or more), reason and message.
     #[error("{message}")]
     Denied { code: u16, reason: String, message: String },
@@ -84,7 +88,7 @@ impl ApiError {
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests { .. } | Self::TooManyRequestsBecause { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Denied { code, .. } => StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_REQUEST),
         }
     }
@@ -105,7 +109,7 @@ impl ApiError {
             Self::Timeout(_) => "Timeout",
             Self::Internal(_) => "InternalError",
             Self::ServiceUnavailable(_) => "ServiceUnavailable",
-            Self::TooManyRequests { .. } => "TooManyRequests",
+            Self::TooManyRequests { .. } | Self::TooManyRequestsBecause { .. } => "TooManyRequests",
             Self::Denied { .. } => "",
         }
     }
@@ -134,6 +138,14 @@ impl ApiError {
             }
             Self::TooManyRequests { retry_after } => {
                 details.insert("retryAfterSeconds".into(), json!(retry_after));
+            }
+            Self::TooManyRequestsBecause { retry_after, causes, .. } => {
+                if *retry_after > 0 {
+                    details.insert("retryAfterSeconds".into(), json!(retry_after));
+                }
+                let causes: Vec<Value> =
+                    causes.iter().map(|(reason, message)| json!({"reason": reason, "message": message})).collect();
+                details.insert("causes".into(), json!(causes));
             }
             _ => {}
         }
@@ -167,8 +179,13 @@ impl IntoResponse for ApiError {
         }
         let mut response = (self.code(), [(http::header::CONTENT_TYPE, "application/json")], self.status().to_string())
             .into_response();
-        if let Self::TooManyRequests { retry_after } = self {
-            response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(retry_after));
+        match self {
+            Self::TooManyRequests { retry_after } | Self::TooManyRequestsBecause { retry_after, .. }
+                if retry_after > 0 =>
+            {
+                response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(retry_after));
+            }
+            _ => {}
         }
         response
     }

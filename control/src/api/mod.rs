@@ -8,6 +8,7 @@ pub mod admission;
 pub mod crd;
 pub mod discovery;
 pub mod error;
+pub mod eviction;
 pub mod http;
 pub mod limit_range;
 pub mod metrics;

@@ -474,6 +474,14 @@ const RESOURCE_QUOTA_COLUMNS: &[Column] = &[
     ),
 ];
 
+const PDB_COLUMNS: &[Column] = &[
+    NAME,
+    col("Min Available", "string", "The minimum number of pods that must be available."),
+    col("Max Unavailable", "string", "The maximum number of pods that may be unavailable."),
+    col("Allowed Disruptions", "integer", "Calculated number of pods that may be disrupted at this time."),
+    AGE,
+];
+
 const DEFAULT_COLUMNS: &[Column] = &[NAME, AGE];
 
 /// The column set of a kind.
@@ -501,6 +509,7 @@ fn columns(kind: &str) -> &'static [Column] {
         "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => WEBHOOK_CONFIGURATION_COLUMNS,
         "RuntimeClass" => RUNTIME_CLASS_COLUMNS,
         "ResourceQuota" => RESOURCE_QUOTA_COLUMNS,
+        "PodDisruptionBudget" => PDB_COLUMNS,
         _ => DEFAULT_COLUMNS,
     }
 }
@@ -554,6 +563,7 @@ pub fn row_cells(kind: &str, obj: &Value, now: Timestamp) -> Vec<Value> {
         }
         "RuntimeClass" => vec![name(obj).into(), text(obj, &["handler"]).into(), age(obj, now)],
         "ResourceQuota" => resource_quota_cells(obj, now),
+        "PodDisruptionBudget" => pdb_cells(obj, now),
         _ => vec![name(obj).into(), age(obj, now)],
     }
 }
@@ -1281,6 +1291,23 @@ fn pvc_cells(pvc: &Value, now: Timestamp) -> Vec<Value> {
     ]
 }
 
+/// PodDisruptionBudget: Name, Min Available, Max Unavailable, Allowed Disruptions, Age; an unset
+/// bound prints `N/A`.
+fn pdb_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
+    let bound = |field: &str| match at(obj, &["spec", field]) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => "N/A".to_string(),
+    };
+    vec![
+        name(obj).into(),
+        bound("minAvailable").into(),
+        bound("maxUnavailable").into(),
+        int(obj, &["status", "disruptionsAllowed"]).into(),
+        age(obj, now),
+    ]
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -1398,6 +1425,10 @@ mod tests {
         );
         assert_eq!(names("Lease"), ["Name", "Holder", "Age"]);
         assert_eq!(names("RuntimeClass"), ["Name", "Handler", "Age"]);
+        assert_eq!(
+            names("PodDisruptionBudget"),
+            ["Name", "Min Available", "Max Unavailable", "Allowed Disruptions", "Age"]
+        );
         assert_eq!(names("Widget"), ["Name", "Age"]);
         for kind in ["Pod", "Event", "Widget"] {
             assert!(column_definitions(kind).iter().any(|c| c["format"] == "name"));
@@ -1798,6 +1829,18 @@ mod tests {
         );
         let not_ready = json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}});
         assert_eq!(row_cells("Node", &not_ready, now())[1], "NotReady");
+    }
+
+    #[test]
+    fn pdb_rows() {
+        let pdb = json!({"metadata": {"name": "web", "creationTimestamp": ago(5)},
+                         "spec": {"minAvailable": 2}, "status": {"disruptionsAllowed": 1}});
+        assert_eq!(
+            check_shape("PodDisruptionBudget", &pdb),
+            vec![json!("web"), json!("2"), json!("N/A"), json!(1), json!("5s")]
+        );
+        let pct = json!({"metadata": {"name": "p"}, "spec": {"maxUnavailable": "25%"}});
+        assert_eq!(check_shape("PodDisruptionBudget", &pct)[1..4], [json!("N/A"), json!("25%"), json!(0)]);
     }
 
     #[test]

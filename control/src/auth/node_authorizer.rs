@@ -110,13 +110,11 @@ async fn related(graph: &NodeGraph, node: &str, kind: RefKind, namespace: &str, 
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use serde_json::json;
 
     use super::*;
     use crate::auth::UserInfo;
-    use crate::controllers::runtime::informer::Change;
 
     fn node_user(name: &str) -> UserInfo {
         UserInfo { name: format!("system:node:{name}"), groups: vec![NODES_GROUP.into()], ..UserInfo::default() }
@@ -143,7 +141,7 @@ mod tests {
             "spec": {"nodeName": node, "serviceAccountName": "web",
                      "volumes": [{"name": "s", "secret": {"secretName": "db-password"}}]}
         });
-        g.apply(&Change::Applied { old: None, new: Arc::new(pod) });
+        g.apply(&pod, false);
         g
     }
 

@@ -9,12 +9,17 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 use serde_json::Value;
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::Notify;
 
 use crate::api::object;
-use crate::controllers::runtime::informer::{Change, Informer};
+use crate::api::registry::{ListQuery, Registry};
+use crate::api::resources::ResourceInfo;
+use crate::api::watch_cache::RecvError;
 use crate::controllers::runtime::Error;
+use crate::store::Revision;
 
+/// Pods read per page when the index is rebuilt.
+const LIST_PAGE: usize = 500;
 /// The kinds of object a pod relates a node to.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum RefKind {
@@ -163,42 +168,56 @@ impl NodeGraph {
         self.index.write().set(pod);
     }
 
-    pub(crate) fn apply(&self, change: &Change) {
+    /// Applies one pod's new state, or its deletion.
+    pub(crate) fn apply(&self, pod: &Value, deleted: bool) {
         {
             let mut index = self.index.write();
-            match change {
-                Change::Applied { new, .. } => index.set(new),
-                Change::Deleted(old) => {
-                    let key = (object::namespace(old).unwrap_or("default").to_string(), object::name(old).to_string());
-                    index.remove(&key);
-                }
+            if deleted {
+                let key = (object::namespace(pod).unwrap_or("default").to_string(), object::name(pod).to_string());
+                index.remove(&key);
+            } else {
+                index.set(pod);
             }
         }
         self.changed.notify_waiters();
     }
 
-    fn rebuild(&self, pods: &Informer) {
+    /// Rebuilds the index from every pod at `revision`, a page at a time (no pod is kept).
+    async fn rebuild(&self, registry: &Registry, ri: &ResourceInfo, revision: Revision) -> Result<(), Error> {
         let mut fresh = Index::default();
-        for pod in pods.list_all() {
-            fresh.set(&pod);
+        let mut after = None;
+        loop {
+            let page = registry.list_page(ri, &ListQuery::default(), Some(revision), after, LIST_PAGE).await?;
+            for pod in &page.items {
+                fresh.set(pod);
+            }
+            after = page.next;
+            if after.is_none() {
+                break;
+            }
         }
         *self.index.write() = fresh;
         self.changed.notify_waiters();
+        Ok(())
     }
 
-    /// Follows the Pod informer (run under the controllers' supervisor).
-    pub async fn follow(self: Arc<Self>, pods: Arc<Informer>) -> Result<(), Error> {
-        let mut rx = pods.subscribe();
-        pods.wait_synced().await;
-        self.rebuild(&pods);
+    /// Follows the pods through the watch cache (run under the supervisor). It keeps only its
+    /// index, never the pods themselves: the API server holds no pod cache of its own.
+    pub async fn follow(self: Arc<Self>, registry: Arc<Registry>) -> Result<(), Error> {
+        let ri = registry.resource("", "Pod")?;
+        let prefix = ri.prefix();
         loop {
-            match rx.recv().await {
-                Ok(change) => self.apply(&change),
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    rx = pods.subscribe();
-                    self.rebuild(&pods);
+            let (revision, mut rx) = registry.cache.subscribe_now();
+            self.rebuild(&registry, ri, revision).await?;
+            loop {
+                match rx.recv().await {
+                    Ok(ev) if ev.revision > revision && ev.key.starts_with(&prefix) => {
+                        self.apply(&ev.object, ev.deleted);
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => return Ok(()),
                 }
-                Err(broadcast::error::RecvError::Closed) => return Ok(()),
             }
         }
     }
@@ -255,16 +274,16 @@ mod tests {
     #[test]
     fn edges_are_counted_per_node_and_removed_with_the_last_pod() {
         let g = NodeGraph::default();
-        g.apply(&Change::Applied { old: None, new: Arc::new(pod("p1", "n1")) });
-        g.apply(&Change::Applied { old: None, new: Arc::new(pod("p2", "n1")) });
+        g.apply(&pod("p1", "n1"), false);
+        g.apply(&pod("p2", "n1"), false);
         assert!(g.related("n1", RefKind::Secret, "ns", "vol-secret"));
         assert!(!g.related("n2", RefKind::Secret, "ns", "vol-secret"), "another node");
         assert!(!g.related("n1", RefKind::Secret, "other", "vol-secret"), "another namespace");
         assert_eq!(g.node_of_pod("ns", "p1").as_deref(), Some("n1"));
-        g.apply(&Change::Deleted(Arc::new(pod("p1", "n1"))));
+        g.apply(&pod("p1", "n1"), true);
         assert!(g.related("n1", RefKind::Secret, "ns", "vol-secret"), "p2 still uses it");
         // p2 moves (a re-created pod of the same name on another node).
-        g.apply(&Change::Applied { old: None, new: Arc::new(pod("p2", "n2")) });
+        g.apply(&pod("p2", "n2"), false);
         assert!(!g.related("n1", RefKind::Secret, "ns", "vol-secret"));
         assert!(g.related("n2", RefKind::Secret, "ns", "vol-secret"));
         assert!(g.index.read().edges.keys().all(|(node, _)| node == "n2"));
@@ -278,7 +297,7 @@ mod tests {
             tokio::spawn(async move { g.eventually(|g| g.related("n1", RefKind::ConfigMap, "ns", "env-cm")).await })
         };
         tokio::task::yield_now().await;
-        g.apply(&Change::Applied { old: None, new: Arc::new(pod("p", "n1")) });
+        g.apply(&pod("p", "n1"), false);
         assert!(waiter.await.expect("joined"));
     }
 }

@@ -9,6 +9,7 @@ pub mod cronjob;
 pub mod csr_signer;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod events;
 pub mod garbage_collector;
@@ -68,8 +69,8 @@ pub fn start_with(
     let supervisor = Supervisor::new();
     let informers = Informers::new(Arc::clone(&registry), Arc::clone(&supervisor));
     // The API server's own: the Node authorizer's graph, CRD establishment, compaction.
-    let pods = informers.get("", "Pod");
-    supervisor.spawn("node-authorizer-graph", move || Arc::clone(&node_graph).follow(Arc::clone(&pods)));
+    let r = Arc::clone(&registry);
+    supervisor.spawn("node-authorizer-graph", move || Arc::clone(&node_graph).follow(Arc::clone(&r)));
     crd::start(&informers);
     let r = Arc::clone(&registry);
     supervisor.spawn("compaction", move || {
@@ -127,4 +128,5 @@ fn start_controller_manager(
     daemonset::start(informers);
     statefulset::start(informers);
     resource_quota::start(informers);
+    disruption::start(informers);
 }

@@ -104,12 +104,7 @@ pub async fn serve(registry: Arc<Registry>, metrics: &Metrics, req: Request<'_>,
             }
             ("scale", Method::PUT | Method::PATCH) => scale(&registry, ri, ns.as_deref(), &name, req, body).await,
             ("binding", Method::POST) => bind(&registry, ri, ns.as_deref(), &name, req, body).await,
-            ("eviction", Method::POST) => {
-                registry.delete(ri, ns.as_deref(), &name, &DeleteOptions::default()).await?;
-                let status =
-                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
-                Ok(json_response(StatusCode::CREATED, &status, &[]))
-            }
+            ("eviction", Method::POST) => evict(&registry, ri, ns.as_deref(), &name, req, body).await,
             _ => Err(ApiError::MethodNotAllowed),
         },
     }
@@ -629,6 +624,24 @@ async fn scale(
         })
         .await?;
     Ok(json_response(StatusCode::OK, &scale_view(ri, &w.object), &w.warnings))
+}
+
+/// `POST .../pods/NAME/eviction`: the Eviction's `deleteOptions` (and the query's `dryRun`)
+/// become the delete's options; [`crate::api::eviction`] decides.
+async fn evict(
+    registry: &Registry,
+    ri: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    req: Request<'_>,
+    body: Body,
+) -> ApiResult<Response> {
+    let eviction = read_object(&req.headers, body).await?;
+    let delete_body = eviction.get("deleteOptions").filter(|v| v.is_object());
+    let opts = DeleteOptions { user: req.user.clone(), ..delete_options(&req.query, delete_body)? };
+    let evicted = crate::api::eviction::evict(registry, ri, ns, name, &eviction, opts).await?;
+    let code = StatusCode::from_u16(evicted.code).unwrap_or(StatusCode::CREATED);
+    Ok(json_response(code, &evicted.status, &[]))
 }
 
 async fn bind(

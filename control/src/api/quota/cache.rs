@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, OnceCell};
 
 use crate::api::object;
-use crate::api::watch_cache::{CachedEvent, WatchCache};
+use crate::api::watch_cache::WatchCache;
 use crate::store::{ListOptions, Revision, Store, StoreError};
 
 /// Storage prefix of LimitRanges.
@@ -69,7 +69,7 @@ impl Cache {
     }
 
     /// Lists both kinds; returns the subscription to follow from there.
-    async fn prime(&self) -> Result<broadcast::Receiver<Arc<CachedEvent>>, StoreError> {
+    async fn prime(&self) -> Result<crate::api::watch_cache::Receiver, StoreError> {
         // Subscribed before listing: no change between the two is missed.
         let (_, events) = self.watch.subscribe_now();
         let mut fresh = Objects::default();
@@ -100,7 +100,7 @@ impl Cache {
     }
 
     /// Applies the watch cache's events; lagging behind re-lists.
-    async fn follow(self: Arc<Self>, mut events: broadcast::Receiver<Arc<CachedEvent>>) {
+    async fn follow(self: Arc<Self>, mut events: crate::api::watch_cache::Receiver) {
         loop {
             match events.recv().await {
                 Ok(event) => {
