@@ -48,6 +48,11 @@ run api-create --server-bin "$SERVER" --datastore etcd --clients 1,16,64 --count
 # audit log on; the RBAC decision latency with 1,000 Roles and RoleBindings.
 run api-create --server-bin "$SERVER" --datastore sqlite --clients 64 --count 20000 --as-service-account
 run api-create --server-bin "$SERVER" --datastore sqlite --clients 64 --count 20000 --audit
+# The API server alone (as issue 3 measured it, and as kube-apiserver runs): no in-process
+# scheduler or controllers.
+API_ONLY=(--server-arg=--disable-scheduler --server-arg=--disable-controller-manager)
+run api-create --server-bin "$SERVER" --datastore sqlite --clients 64 --count 20000 "${API_ONLY[@]}"
+run api-create --server-bin "$SERVER" --datastore sqlite --clients 64 --count 20000 --as-service-account "${API_ONLY[@]}"
 run authz --roles 1000 --decisions 200000
 run api-watch --server-bin "$SERVER" --watchers 100 --events 200
 run api-watch --server-bin "$SERVER" --watchers 1000 --events 200
@@ -55,4 +60,5 @@ run api-list --server-bin "$SERVER" --pods 10000 --runs 5
 run api-list --server-bin "$SERVER" --datastore etcd --pods 10000 --runs 5
 run api-list --server-bin "$SERVER" --pods 100000 --runs 1
 run api-rss --server-bin "$SERVER" --pods 100000
+run api-rss --server-bin "$SERVER" --pods 100000 "${API_ONLY[@]}"
 run api-rss --server-bin "$SERVER" --pods 100000 --watchers 1
