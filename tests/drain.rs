@@ -13,22 +13,6 @@ use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(90);
 
-fn ready_nodes(cluster: &Cluster) -> usize {
-    let nodes = cluster.get_json(&["nodes"]);
-    nodes["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|n| {
-            n["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
-        .count()
-}
-
 /// The pods labelled `app=<app>` that are not being deleted.
 fn live_pods(cluster: &Cluster, app: &str) -> Vec<Value> {
     let list = cluster.get_json(&["pods", "-l", &format!("app={app}")]);
@@ -62,7 +46,7 @@ fn pdb_status(cluster: &Cluster, name: &str, field: &str) -> Value {
 fn drain_honours_pod_disruption_budgets() {
     let cluster = Cluster::start();
     let _hollow = cluster.hollow(3, "drain");
-    eventually("three hollow nodes Ready", WAIT, || ready_nodes(&cluster) == 3);
+    eventually("three hollow nodes Ready", WAIT, || cluster.ready_nodes() == 3);
 
     cluster.kubectl(&["create", "deployment", "web", "--image=127.0.0.1:1/none:1", "--replicas=3"]);
     eventually("three Ready web pods", WAIT, || ready_on(&cluster, "web").len() == 3);

@@ -13,22 +13,6 @@ use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn ready_nodes(cluster: &Cluster) -> usize {
-    let nodes = cluster.get_json(&["nodes"]);
-    nodes["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|n| {
-            n["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
-        .count()
-}
-
 fn pod_manifest(name: &str, extra_spec: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n{extra_spec}  containers:\n  - name: c\n    image: 127.0.0.1:1/none:1\n"
@@ -64,7 +48,7 @@ fn events_for(cluster: &Cluster, pod: &str, reason: &str) -> Vec<String> {
 fn hollow_nodes_run_pods_and_the_scheduler_explains_and_steers() {
     let cluster = Cluster::start();
     let _hollow = cluster.hollow(3, "hollow");
-    eventually("three hollow nodes Ready", WAIT, || ready_nodes(&cluster) == 3);
+    eventually("three hollow nodes Ready", WAIT, || cluster.ready_nodes() == 3);
 
     // A pod no node can take stays Pending with the reason, worded as kube-scheduler words it.
     cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&pod_manifest("stuck", "  nodeSelector: {disk: ssd}\n")));
@@ -135,7 +119,7 @@ fn hollow_nodes_run_pods_and_the_scheduler_explains_and_steers() {
 fn a_full_node_leaves_pods_pending_and_a_deployment_spreads_over_hollow_nodes() {
     let cluster = Cluster::start();
     let _hollow = cluster.hollow(4, "h");
-    eventually("four hollow nodes Ready", WAIT, || ready_nodes(&cluster) == 4);
+    eventually("four hollow nodes Ready", WAIT, || cluster.ready_nodes() == 4);
     cluster.kubectl(&["create", "deployment", "web", "--image=127.0.0.1:1/none:1", "--replicas=8"]);
     eventually("eight replicas available", WAIT, || {
         cluster.get_json(&["deploy", "web"])["status"]["availableReplicas"] == 8
@@ -165,7 +149,7 @@ fn taints_and_tolerations_across_two_real_nodes() {
     let image = registry.push("hello-http", "1");
     let agent = AgentProcess::start(&cluster);
     let (first, second) = (cluster.node_name(), agent.net.node.clone());
-    eventually("two nodes Ready", WAIT, || ready_nodes(&cluster) == 2);
+    eventually("two nodes Ready", WAIT, || cluster.ready_nodes() == 2);
     cluster.kubectl(&["taint", "nodes", &first, "dedicated=edge:NoSchedule"]);
     eventually("the taint seen", WAIT, || cluster.get_json(&["node", &first])["spec"]["taints"].is_array());
     let manifest = |name: &str, extra: &str| {

@@ -269,6 +269,23 @@ impl Cluster {
         serde_json::from_str(&self.kubectl(&all)).expect("kubectl json")
     }
 
+    /// How many Nodes report `Ready=True`.
+    pub fn ready_nodes(&self) -> usize {
+        let nodes = self.get_json(&["nodes"]);
+        nodes["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| {
+                n["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+            .count()
+    }
+
     /// A GET with an `Accept` header, as the admin: (status code, body).
     pub fn curl_accept(&self, path: &str, accept: &str) -> (u16, String) {
         let out = Command::new("curl")
