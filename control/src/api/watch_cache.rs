@@ -26,8 +26,14 @@ use crate::store::{Event, EventKind, Revision, Store};
 
 pub use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
-/// Events the ring keeps for resuming watches and for readers that are behind.
+/// Events the ring keeps at most, for resuming watches and for readers that are behind.
 const RING_CAPACITY: usize = 20_000;
+/// Stored bytes (objects and previous states) the ring keeps at most: the events themselves are
+/// kept decoded, about ten times their stored size, so a count alone would let large objects
+/// (a burst of 1 MB ConfigMaps) take gigabytes.
+const RING_BYTES: usize = 16 << 20;
+/// Events the ring keeps however large they are.
+const RING_MIN_EVENTS: usize = 100;
 
 /// One store event, decoded once.
 #[derive(Debug)]
@@ -41,6 +47,8 @@ pub struct CachedEvent {
     /// `metadata.managedFields` held apart in `managed_fields`.
     pub object: Arc<Value>,
     managed_fields: Option<Value>,
+    /// The stored size of the object and its previous state (what the ring budgets).
+    stored_size: usize,
     /// The stored bytes and revision of the object before the event, when there was one.
     prev: Option<(Vec<u8>, Revision)>,
     /// The whole object as JSON, encoded once for all watchers that want it whole.
@@ -127,6 +135,8 @@ pub fn take_managed_fields(obj: &mut Value) -> Option<Value> {
 
 struct Ring {
     events: VecDeque<Arc<CachedEvent>>,
+    /// The stored size of the events in the ring.
+    bytes: usize,
     /// Every event after this revision is in `events`.
     complete_after: Revision,
     latest: Revision,
@@ -144,7 +154,9 @@ fn decode(event: Event) -> Result<CachedEvent, String> {
     let Ok(mut object) = serde_json::from_slice::<Value>(&event.kv.value) else { return Err(event.kv.key) };
     object::set_resource_version(&mut object, event.kv.mod_revision);
     let managed_fields = take_managed_fields(&mut object);
+    let stored_size = event.kv.value.len().saturating_add(event.prev.as_ref().map_or(0, |p| p.value.len()));
     Ok(CachedEvent {
+        stored_size,
         revision: event.kv.mod_revision,
         deleted: event.kind == EventKind::Delete,
         created: event.kind == EventKind::Put && event.kv.create_revision == event.kv.mod_revision,
@@ -212,7 +224,7 @@ impl WatchCache {
 
     fn empty(start: Revision) -> Arc<Self> {
         Arc::new(Self {
-            ring: Mutex::new(Ring { events: VecDeque::new(), complete_after: start, latest: start }),
+            ring: Mutex::new(Ring { events: VecDeque::new(), bytes: 0, complete_after: start, latest: start }),
             newest: watch::channel(start).0,
         })
     }
@@ -253,11 +265,13 @@ impl WatchCache {
                 return;
             }
             ring.latest = revision;
+            ring.bytes = ring.bytes.saturating_add(cached.stored_size);
             ring.events.push_back(Arc::new(cached));
-            if ring.events.len() > RING_CAPACITY {
-                if let Some(old) = ring.events.pop_front() {
-                    ring.complete_after = old.revision;
-                }
+            while ring.events.len() > RING_CAPACITY || (ring.bytes > RING_BYTES && ring.events.len() > RING_MIN_EVENTS)
+            {
+                let Some(old) = ring.events.pop_front() else { break };
+                ring.bytes = ring.bytes.saturating_sub(old.stored_size);
+                ring.complete_after = old.revision;
             }
         }
         self.newest.send_replace(revision);
@@ -333,6 +347,27 @@ mod tests {
         let next = from_start.try_recv().expect("continues").revision;
         assert_eq!(next, cache.ring.lock().complete_after + 1);
         assert!(matches!(cache.subscribe_from(1), Err(ApiError::Gone { .. })));
+    }
+
+    #[test]
+    fn large_events_are_kept_by_size_but_never_fewer_than_the_minimum() {
+        let cache = WatchCache::empty(0);
+        let big = format!(r#"{{"data":{{"k":"{}"}}}}"#, "x".repeat(64 << 10));
+        let events = RING_BYTES / big.len() * 2;
+        for rev in 1..=events as Revision {
+            put(&cache, rev, &big, None);
+        }
+        let ring = cache.ring.lock();
+        assert!(ring.bytes <= RING_BYTES, "{} bytes kept", ring.bytes);
+        assert!(ring.events.len() >= RING_BYTES / big.len() - 1, "{} events kept", ring.events.len());
+        drop(ring);
+        // Small events: the minimum count holds even when one huge event fills the budget.
+        let cache = WatchCache::empty(0);
+        put(&cache, 1, &format!(r#"{{"k":"{}"}}"#, "y".repeat(RING_BYTES)), None);
+        for rev in 2..=(RING_MIN_EVENTS as Revision) {
+            put(&cache, rev, "{}", None);
+        }
+        assert_eq!(cache.ring.lock().events.len(), RING_MIN_EVENTS);
     }
 
     #[test]
