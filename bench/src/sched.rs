@@ -41,18 +41,7 @@ mod stamp {
 async fn ready_nodes(server: &Server, client: &reqwest::Client) -> Result<usize> {
     let list: serde_json::Value =
         client.get(format!("{}/api/v1/nodes", server.url)).send().await?.error_for_status()?.json().await?;
-    Ok(list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|n| {
-            n["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
-        .count())
+    Ok(skiff_testkit::ready_nodes(&list))
 }
 
 /// Follows pods from `rv`, counting distinct pods seen with a node.

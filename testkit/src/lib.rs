@@ -11,6 +11,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// How many Nodes of a NodeList report `Ready=True`.
+pub fn ready_nodes(list: &serde_json::Value) -> usize {
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| {
+            n["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+        .count()
+}
+
 /// The checkout the running test was started from: the nearest directory holding `Cargo.lock`
 /// above the `CARGO_MANIFEST_DIR` cargo sets when it runs a test. Read at run time, not compiled
 /// in, because the build cache is shared between checkouts (a test binary built in one checkout

@@ -271,19 +271,7 @@ impl Cluster {
 
     /// How many Nodes report `Ready=True`.
     pub fn ready_nodes(&self) -> usize {
-        let nodes = self.get_json(&["nodes"]);
-        nodes["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|n| {
-                n["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
-            .count()
+        skiff_testkit::ready_nodes(&self.get_json(&["nodes"]))
     }
 
     /// A GET with an `Accept` header, as the admin: (status code, body).
