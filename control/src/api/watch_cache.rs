@@ -128,6 +128,36 @@ impl Serialize for MetadataWith<'_> {
     }
 }
 
+/// Lists every key under each of `prefixes` a page at a time, all at one revision (that of the
+/// first page), and hands each value that decodes as JSON (`resourceVersion` set) to `visit`;
+/// returns that revision. For the small caches that list once, then follow a [`Receiver`].
+pub async fn list_decoded(
+    store: &dyn Store,
+    prefixes: &[&str],
+    mut visit: impl FnMut(&str, Value),
+) -> Result<Revision, crate::store::StoreError> {
+    let mut revision = None;
+    for prefix in prefixes {
+        let mut start_after = None;
+        loop {
+            let options = crate::store::ListOptions { start_after: start_after.take(), limit: Some(500), revision };
+            let page = store.list(prefix, options).await?;
+            revision = Some(page.revision);
+            for kv in &page.items {
+                if let Ok(mut obj) = serde_json::from_slice::<Value>(&kv.value) {
+                    object::set_resource_version(&mut obj, kv.mod_revision);
+                    visit(&kv.key, obj);
+                }
+            }
+            if !page.more {
+                break;
+            }
+            start_after = page.items.last().map(|kv| kv.key.clone());
+        }
+    }
+    Ok(revision.unwrap_or(0))
+}
+
 /// Removes and returns `metadata.managedFields`.
 pub fn take_managed_fields(obj: &mut Value) -> Option<Value> {
     obj.get_mut("metadata").and_then(Value::as_object_mut)?.remove("managedFields")

@@ -9,9 +9,8 @@ use parking_lot::RwLock;
 use serde_json::Value;
 use tokio::sync::{broadcast, OnceCell};
 
-use crate::api::object;
-use crate::api::watch_cache::WatchCache;
-use crate::store::{ListOptions, Revision, Store, StoreError};
+use crate::api::watch_cache::{list_decoded, WatchCache};
+use crate::store::{Revision, Store, StoreError};
 
 /// Storage prefix of LimitRanges.
 pub const LIMIT_RANGES: &str = "/registry/core/limitranges/";
@@ -73,28 +72,10 @@ impl Cache {
         // Subscribed before listing: no change between the two is missed.
         let (_, events) = self.watch.subscribe_now();
         let mut fresh = Objects::default();
-        let mut revision = None;
-        for prefix in [LIMIT_RANGES, QUOTAS] {
-            let mut start_after = None;
-            loop {
-                let page = self
-                    .store
-                    .list(prefix, ListOptions { start_after: start_after.take(), limit: Some(500), revision })
-                    .await?;
-                revision = Some(page.revision);
-                for kv in &page.items {
-                    if let Ok(mut obj) = serde_json::from_slice::<Value>(&kv.value) {
-                        object::set_resource_version(&mut obj, kv.mod_revision);
-                        fresh.by_key.insert(kv.key.clone(), Arc::new(obj));
-                    }
-                }
-                if !page.more {
-                    break;
-                }
-                start_after = page.items.last().map(|kv| kv.key.clone());
-            }
-        }
-        fresh.revision = revision.unwrap_or(0);
+        fresh.revision = list_decoded(self.store.as_ref(), &[LIMIT_RANGES, QUOTAS], |key, obj| {
+            fresh.by_key.insert(key.to_string(), Arc::new(obj));
+        })
+        .await?;
         *self.objects.write() = fresh;
         Ok(events)
     }

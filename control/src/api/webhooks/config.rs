@@ -12,8 +12,8 @@ use tokio::sync::{broadcast, OnceCell};
 
 use crate::api::object;
 use crate::api::selector::{self, LabelSelector};
-use crate::api::watch_cache::WatchCache;
-use crate::store::{ListOptions, Revision, Store, StoreError};
+use crate::api::watch_cache::{list_decoded, WatchCache};
+use crate::store::{Revision, Store, StoreError};
 
 /// Storage prefix of the ValidatingWebhookConfigurations.
 pub const VALIDATING_PREFIX: &str = "/registry/admissionregistration.k8s.io/validatingwebhookconfigurations/";
@@ -230,27 +230,9 @@ impl Cache {
         // Subscribed before listing: no change between the two is missed.
         let (_, events) = self.watch.subscribe_now();
         let mut snapshot = Snapshot::default();
-        let mut revision = None;
-        for prefix in [VALIDATING_PREFIX, MUTATING_PREFIX, NAMESPACE_PREFIX] {
-            let mut start_after = None;
-            loop {
-                let page = self
-                    .store
-                    .list(prefix, ListOptions { start_after: start_after.take(), limit: Some(500), revision })
-                    .await?;
-                revision = Some(page.revision);
-                for kv in &page.items {
-                    if let Ok(obj) = serde_json::from_slice::<Value>(&kv.value) {
-                        snapshot.apply(&kv.key, false, &obj);
-                    }
-                }
-                if !page.more {
-                    break;
-                }
-                start_after = page.items.last().map(|kv| kv.key.clone());
-            }
-        }
-        snapshot.revision = revision.unwrap_or(0);
+        let prefixes = [VALIDATING_PREFIX, MUTATING_PREFIX, NAMESPACE_PREFIX];
+        snapshot.revision =
+            list_decoded(self.store.as_ref(), &prefixes, |key, obj| snapshot.apply(key, false, &obj)).await?;
         tracing::debug!(
             mutating = snapshot.mutating.len(),
             validating = snapshot.validating.len(),
