@@ -44,6 +44,21 @@ enum Command {
         /// collection, namespaces, service accounts, node lifecycle, endpoints.
         #[arg(long)]
         disable_controller_manager: bool,
+        /// Run the scheduler and the controller manager only while this server holds their Leases
+        /// in kube-system (several servers on one etcd then never both act); `false` runs them
+        /// unconditionally.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        leader_elect: bool,
+        /// How long a leader's Lease is valid without renewal: how long the others wait for a
+        /// leader that stopped.
+        #[arg(long, default_value = "15s", value_parser = parse_seconds)]
+        leader_elect_lease_duration: std::time::Duration,
+        /// How long a leader tries to renew before it stops leading.
+        #[arg(long, default_value = "10s", value_parser = parse_seconds)]
+        leader_elect_renew_deadline: std::time::Duration,
+        /// How often a leader renews.
+        #[arg(long, default_value = "2s", value_parser = parse_seconds)]
+        leader_elect_retry_period: std::time::Duration,
         /// How long a node may go without renewing its Lease before it turns Unknown and is
         /// tainted unreachable (e.g. `20s`, `1m`).
         #[arg(long, default_value = "20s", value_parser = parse_seconds)]
@@ -268,6 +283,10 @@ async fn main() -> anyhow::Result<()> {
             no_agent,
             disable_scheduler,
             disable_controller_manager,
+            leader_elect,
+            leader_elect_lease_duration,
+            leader_elect_renew_deadline,
+            leader_elect_retry_period,
             node_monitor_grace_period,
             default_unreachable_toleration_seconds,
             service_cidr,
@@ -283,6 +302,12 @@ async fn main() -> anyhow::Result<()> {
                 cidr: service_cidr,
                 node_ports: service_node_port_range.0,
             };
+            let timing = skiff_control::controllers::leader_election::Timing {
+                lease_duration: leader_elect_lease_duration,
+                renew_deadline: leader_elect_renew_deadline,
+                retry_period: leader_elect_retry_period,
+            };
+            timing.validate().map_err(anyhow::Error::msg)?;
             let config = ServerConfig {
                 data_dir: data_dir.clone(),
                 listen,
@@ -293,7 +318,9 @@ async fn main() -> anyhow::Result<()> {
                 components: skiff_control::controllers::Components {
                     scheduler: !disable_scheduler,
                     controller_manager: !disable_controller_manager,
+                    election: None,
                 },
+                leader_elect: leader_elect.then_some(timing),
             };
             let running = server::start(config).await.context("starting the API server")?;
             println!("skiff API server ready at {}; export KUBECONFIG={}", running.url(), running.kubeconfig.display());

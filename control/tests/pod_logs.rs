@@ -71,6 +71,7 @@ impl Cluster {
             service_network: Default::default(),
             audit: Default::default(),
             components: Default::default(),
+            leader_elect: Some(Default::default()),
         })
         .await
         .expect("API server");

@@ -101,6 +101,20 @@ impl Cluster {
         cluster
     }
 
+    /// Starts a control-plane-only server (`--no-agent`) on `datastore` in the data directory
+    /// `dir`, which may already hold files (e.g. another server's CA and keys), with extra
+    /// `skiff server` arguments.
+    pub fn start_in(dir: tempfile::TempDir, datastore: &str, extra: &[&str]) -> Self {
+        let port = free_port();
+        let cache_dir = dir.path().join("kube-cache");
+        let mut server_args = vec!["--no-agent".to_string()];
+        server_args.extend(extra.iter().map(|a| a.to_string()));
+        let mut cluster =
+            Cluster { dir, port, datastore: datastore.to_string(), process: Process(None), cache_dir, server_args };
+        cluster.spawn();
+        cluster
+    }
+
     /// Starts a server with its in-process node agent on a private pod network.
     pub fn with_node() -> Self {
         Self::with_node_args(Vec::new())

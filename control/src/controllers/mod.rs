@@ -14,6 +14,7 @@ pub mod endpoints;
 pub mod events;
 pub mod garbage_collector;
 pub mod job;
+pub mod leader_election;
 pub mod legacy_tokens;
 pub mod namespace;
 pub mod node_lifecycle;
@@ -36,17 +37,20 @@ use runtime::{Informers, Supervisor};
 /// Which of the in-process components run besides the API server's own tasks. As k3s's
 /// `--disable-scheduler` and `--disable-controller-manager`: for a server whose scheduler or
 /// controllers run elsewhere, and for measuring the API server alone.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Components {
     pub scheduler: bool,
     /// Every controller kube-controller-manager would run (workloads, garbage collection,
     /// namespaces, service accounts and tokens, node lifecycle, endpoints, load balancers).
     pub controller_manager: bool,
+    /// Run each of the two only while this server holds its Lease (`--leader-elect`), so that
+    /// several servers on one etcd do not both act; `None` runs them unconditionally.
+    pub election: Option<leader_election::Election>,
 }
 
 impl Default for Components {
     fn default() -> Self {
-        Self { scheduler: true, controller_manager: true }
+        Self { scheduler: true, controller_manager: true, election: None }
     }
 }
 
@@ -80,11 +84,19 @@ pub fn start_with(
             Ok::<(), runtime::Error>(())
         }
     });
-    if components.scheduler {
-        crate::scheduler::start(&informers);
-    }
-    if components.controller_manager {
-        start_controller_manager(&informers, lifecycle, root_ca, issuer);
+    let manager: leader_election::Lead = Arc::new(move |informers: &Arc<Informers>| {
+        start_controller_manager(informers, lifecycle, root_ca.clone(), issuer.clone())
+    });
+    let scheduler: leader_election::Lead = Arc::new(|informers: &Arc<Informers>| crate::scheduler::start(informers));
+    let elected = [
+        (components.scheduler, "kube-scheduler", scheduler),
+        (components.controller_manager, "kube-controller-manager", manager),
+    ];
+    for (_, name, lead) in elected.into_iter().filter(|(enabled, _, _)| *enabled) {
+        match &components.election {
+            Some(election) => leader_election::run(&informers, name, election.clone(), lead),
+            None => lead(&informers),
+        }
     }
     supervisor
 }

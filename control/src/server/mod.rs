@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod files;
+pub mod identity;
 pub mod kubelet_certs;
 pub mod tls;
 
@@ -61,6 +62,9 @@ pub struct ServerConfig {
     pub audit: crate::audit::AuditConfig,
     /// The scheduler and controllers to run in process (`Default`: all).
     pub components: controllers::Components,
+    /// Elect the scheduler and the controller manager through Leases (`--leader-elect`, the
+    /// default), with this timing; `None` runs them without election.
+    pub leader_elect: Option<controllers::leader_election::Timing>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -269,6 +273,11 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         KubeletClientTls { ca_pem: certs.ca_pem.clone(), cert_pem: client_cert.cert_pem, key_pem: client_cert.key_pem };
     let node_graph = Arc::new(crate::auth::node_graph::NodeGraph::default());
     let issuer = Arc::new(crate::auth::service_account::TokenIssuer::load_or_create(dir)?);
+    let mut components = config.components.clone();
+    if let Some(timing) = config.leader_elect {
+        let identity = identity::server_identity(dir)?;
+        components.election = Some(controllers::leader_election::Election { identity, timing });
+    }
     let state = ApiState {
         registry: Arc::clone(&registry),
         metrics,
@@ -280,7 +289,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
             Some(Arc::from(certs.ca_pem.as_str())),
             Arc::clone(&node_graph),
             Some(Arc::clone(&issuer)),
-            config.components,
+            components,
         ),
         resource_metrics: Arc::default(),
     };

@@ -9,17 +9,35 @@ use super::informer::Informer;
 use super::supervisor::Supervisor;
 use crate::api::registry::Registry;
 
+type Started = Arc<Mutex<HashMap<(String, String), Arc<Informer>>>>;
+
 /// The informers of one server: controllers watching the same kind share one cache.
 pub struct Informers {
     registry: Arc<Registry>,
+    /// What the controllers started through these informers run under.
     supervisor: Arc<Supervisor>,
-    started: Mutex<HashMap<(String, String), Arc<Informer>>>,
+    /// What the reflectors run under: the server's own supervisor, also for a [`scoped`] view
+    /// (Informers::scoped), so a cache outlives the controllers of a lost leadership.
+    reflectors: Arc<Supervisor>,
+    started: Started,
 }
 
 impl Informers {
     /// No informers yet; [`Informers::get`] starts them on first use.
     pub fn new(registry: Arc<Registry>, supervisor: Arc<Supervisor>) -> Arc<Self> {
-        Arc::new(Self { registry, supervisor, started: Mutex::new(HashMap::new()) })
+        let reflectors = Arc::clone(&supervisor);
+        Arc::new(Self { registry, supervisor, reflectors, started: Started::default() })
+    }
+
+    /// The same informers, with controllers supervised by `supervisor` (a scope that stops
+    /// them together).
+    pub fn scoped(&self, supervisor: Arc<Supervisor>) -> Arc<Self> {
+        Arc::new(Self {
+            registry: Arc::clone(&self.registry),
+            supervisor,
+            reflectors: Arc::clone(&self.reflectors),
+            started: Arc::clone(&self.started),
+        })
     }
 
     /// The informer of `group`/`kind` (core is `""`), started under the supervisor as
@@ -32,7 +50,7 @@ impl Informers {
         let inf = Informer::new(group, kind);
         started.insert((group.to_string(), kind.to_string()), Arc::clone(&inf));
         let (registry, reflected) = (Arc::clone(&self.registry), Arc::clone(&inf));
-        self.supervisor.spawn(&format!("informer-{}", kind.to_lowercase()), move || {
+        self.reflectors.spawn(&format!("informer-{}", kind.to_lowercase()), move || {
             Arc::clone(&reflected).run(Arc::clone(&registry))
         });
         inf

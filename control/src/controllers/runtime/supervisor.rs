@@ -15,6 +15,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -49,6 +50,7 @@ struct Metrics {
     depth: Family<NameLabel, Gauge>,
     reconciles: Family<ResultLabel, Counter>,
     latency: Family<NameLabel, Histogram, fn() -> Histogram>,
+    leading: Family<NameLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -68,7 +70,13 @@ impl Default for Metrics {
             reconciles.clone(),
         );
         registry.register("skiff_controller_reconcile_duration_seconds", "Reconcile latency", latency.clone());
-        Self { registry, restarts, depth, reconciles, latency }
+        let leading = Family::<NameLabel, Gauge>::default();
+        registry.register(
+            "leader_election_master_status",
+            "1 while this server leads the named component (kube-controller-manager, kube-scheduler), else 0",
+            leading.clone(),
+        );
+        Self { registry, restarts, depth, reconciles, latency, leading }
     }
 }
 
@@ -108,28 +116,48 @@ impl Probe {
     /// Records the depth of the controller's queue.
     pub fn queue_depth(&self, depth: usize) {
         let depth = i64::try_from(depth).unwrap_or(i64::MAX);
-        self.supervisor.metrics.depth.get_or_create(&NameLabel { name: self.name.clone() }).set(depth);
+        self.supervisor.shared.metrics.depth.get_or_create(&NameLabel { name: self.name.clone() }).set(depth);
     }
 
     /// Records one reconcile: its result (`success`, `requeue`, `error`) and duration.
     pub fn reconciled(&self, result: &str, elapsed: Duration) {
-        let m = &self.supervisor.metrics;
+        let m = &self.supervisor.shared.metrics;
         m.reconciles.get_or_create(&ResultLabel { name: self.name.clone(), result: result.to_string() }).inc();
         m.latency.get_or_create(&NameLabel { name: self.name.clone() }).observe(elapsed.as_secs_f64());
     }
 }
 
-/// See the module documentation. One per server; shared with the HTTP layer.
+/// What every scope of one supervisor shares: the tasks and their metrics.
 #[derive(Default)]
-pub struct Supervisor {
+struct Shared {
     tasks: Mutex<BTreeMap<String, Arc<TaskState>>>,
     metrics: Metrics,
+}
+
+/// See the module documentation. One per server; shared with the HTTP layer. A [`scope`]
+/// (Supervisor::scope) of it supervises tasks that all stop together (a leader's controllers).
+pub struct Supervisor {
+    shared: Arc<Shared>,
+    /// Stops this scope's tasks (when it turns true or its sender is gone); `None` for the
+    /// server's own supervisor, whose tasks run for as long as the server.
+    stop: Option<watch::Receiver<bool>>,
 }
 
 impl Supervisor {
     /// A supervisor with no tasks.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        Arc::new(Self { shared: Arc::default(), stop: None })
+    }
+
+    /// A view of this supervisor whose tasks stop (and leave `/readyz`) once `stop` turns true;
+    /// they share its task list and metrics.
+    pub fn scope(&self, stop: watch::Receiver<bool>) -> Arc<Self> {
+        Arc::new(Self { shared: Arc::clone(&self.shared), stop: Some(stop) })
+    }
+
+    /// Sets a gauge the leader election reports (`leader_election_master_status{name}`).
+    pub fn set_leading(&self, name: &str, leading: bool) {
+        self.shared.metrics.leading.get_or_create(&NameLabel { name: name.to_string() }).set(i64::from(leading));
     }
 
     /// The probe a task named `name` reports its metrics through.
@@ -139,11 +167,12 @@ impl Supervisor {
 
     /// The state of the task `name`, if supervised.
     pub fn task(&self, name: &str) -> Option<Arc<TaskState>> {
-        self.tasks.lock().get(name).cloned()
+        self.shared.tasks.lock().get(name).cloned()
     }
 
     /// Runs `make()` as task `name` and restarts it with back-off whenever it returns, fails or
-    /// panics (the panic is caught by its own tokio task).
+    /// panics (the panic is caught by its own tokio task). In a [`scope`](Supervisor::scope), the
+    /// task is aborted and forgotten once the scope stops.
     pub fn spawn<F, Fut>(self: &Arc<Self>, name: &str, make: F)
     where
         F: Fn() -> Fut + Send + Sync + 'static,
@@ -152,39 +181,56 @@ impl Supervisor {
         let state = Arc::new(TaskState::default());
         // Running from now on: a task only counts as down once it stopped.
         state.running.store(true, Ordering::Relaxed);
-        self.tasks.lock().insert(name.to_string(), Arc::clone(&state));
-        let restarts = self.metrics.restarts.get_or_create(&NameLabel { name: name.to_string() }).clone();
-        let name = name.to_string();
+        self.shared.tasks.lock().insert(name.to_string(), Arc::clone(&state));
+        let restarts = self.shared.metrics.restarts.get_or_create(&NameLabel { name: name.to_string() }).clone();
+        let (name, shared, stop) = (name.to_string(), Arc::clone(&self.shared), self.stop.clone());
         tokio::spawn(async move {
-            let mut delay = RESTART_BASE;
-            loop {
-                state.running.store(true, Ordering::Relaxed);
-                let started = Instant::now();
-                let span = tracing::info_span!("controller", name = %name);
-                let outcome = tokio::spawn(make().instrument(span)).await;
-                let why = match outcome {
-                    Ok(Ok(())) => "returned".to_string(),
-                    Ok(Err(e)) => format!("failed: {e}"),
-                    Err(join) if join.is_panic() => format!("panicked: {}", panic_message(join.into_panic())),
-                    Err(_) => "cancelled".to_string(),
-                };
-                if started.elapsed() >= HEALTHY_RUN {
-                    delay = RESTART_BASE;
+            let supervised = async {
+                let mut delay = RESTART_BASE;
+                loop {
+                    state.running.store(true, Ordering::Relaxed);
+                    let started = Instant::now();
+                    let span = tracing::info_span!("controller", name = %name);
+                    let task = tokio::spawn(make().instrument(span));
+                    // Aborted when the scope stops (this future is then dropped mid-await).
+                    let abort = AbortOnDrop(task.abort_handle());
+                    let outcome = task.await;
+                    drop(abort);
+                    let why = match outcome {
+                        Ok(Ok(())) => "returned".to_string(),
+                        Ok(Err(e)) => format!("failed: {e}"),
+                        Err(join) if join.is_panic() => format!("panicked: {}", panic_message(join.into_panic())),
+                        Err(_) => "cancelled".to_string(),
+                    };
+                    if started.elapsed() >= HEALTHY_RUN {
+                        delay = RESTART_BASE;
+                    }
+                    tracing::error!(controller = %name, reason = %why, restart_in = ?delay, "controller stopped; restarting");
+                    *state.last_error.lock() = Some(why);
+                    state.running.store(false, Ordering::Relaxed);
+                    tokio::time::sleep(delay).await;
+                    delay = delay.saturating_mul(2).min(RESTART_MAX);
+                    state.restarts.fetch_add(1, Ordering::Relaxed);
+                    restarts.inc();
                 }
-                tracing::error!(controller = %name, reason = %why, restart_in = ?delay, "controller stopped; restarting");
-                *state.last_error.lock() = Some(why);
-                state.running.store(false, Ordering::Relaxed);
-                tokio::time::sleep(delay).await;
-                delay = delay.saturating_mul(2).min(RESTART_MAX);
-                state.restarts.fetch_add(1, Ordering::Relaxed);
-                restarts.inc();
+            };
+            tokio::select! {
+                () = supervised => {}
+                () = stopped(stop) => {
+                    tracing::info!(controller = %name, "stopped with its scope");
+                    let mut tasks = shared.tasks.lock();
+                    // A later scope may have started a task of the same name meanwhile.
+                    if tasks.get(&name).is_some_and(|s| Arc::ptr_eq(s, &state)) {
+                        tasks.remove(&name);
+                    }
+                }
             }
         });
     }
 
     /// The tasks that are not running, with their last error, by name.
     pub fn failed_tasks(&self) -> Vec<(String, String)> {
-        let tasks = self.tasks.lock();
+        let tasks = self.shared.tasks.lock();
         tasks
             .iter()
             .filter(|(_, state)| !state.running())
@@ -197,7 +243,7 @@ impl Supervisor {
     pub fn readyz(&self) -> (bool, String) {
         let mut ok = true;
         let mut out = String::new();
-        for (name, state) in self.tasks.lock().iter() {
+        for (name, state) in self.shared.tasks.lock().iter() {
             if state.running() {
                 let _ = writeln!(out, "[+]{name} ok");
             } else {
@@ -212,10 +258,29 @@ impl Supervisor {
     /// The metrics in the Prometheus text format (without `# EOF`).
     pub fn render_metrics(&self) -> String {
         let mut out = String::new();
-        if prometheus_client::encoding::text::encode_registry(&mut out, &self.metrics.registry).is_err() {
+        if prometheus_client::encoding::text::encode_registry(&mut out, &self.shared.metrics.registry).is_err() {
             out.clear();
         }
         out
+    }
+}
+
+/// Resolves when a scope's stop signal turns true or its sender is gone; never without a scope.
+async fn stopped(stop: Option<watch::Receiver<bool>>) {
+    match stop {
+        Some(mut stop) => {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Aborts a task when dropped: the supervised task must not outlive its stopped scope.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -279,5 +344,51 @@ mod tests {
         let (ok, text) = sup.readyz();
         assert!(!ok);
         assert!(text.starts_with("[-]controller-bad failed: failed: no luck"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_scope_stops_its_tasks_and_they_leave_readyz() {
+        let sup = Supervisor::new();
+        let (stop, stopped) = watch::channel(false);
+        let scope = sup.scope(stopped);
+        let alive = Arc::new(AtomicU32::new(0));
+        let counter = Arc::clone(&alive);
+        scope.spawn("controller-scoped", move || {
+            let counter = Arc::clone(&counter);
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                // Counts down when aborted (dropped).
+                struct Down(Arc<AtomicU32>);
+                impl Drop for Down {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+                let _down = Down(counter);
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+        sup.spawn("controller-root", || std::future::pending::<Result<(), Error>>());
+        for _ in 0..100 {
+            if alive.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(alive.load(Ordering::SeqCst), 1);
+        assert!(sup.readyz().1.contains("[+]controller-scoped ok"));
+        stop.send_replace(true);
+        for _ in 0..100 {
+            if alive.load(Ordering::SeqCst) == 0 && sup.task("controller-scoped").is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(alive.load(Ordering::SeqCst), 0, "the scoped task was aborted");
+        let (ok, text) = sup.readyz();
+        assert!(ok, "{text}");
+        assert!(!text.contains("controller-scoped"), "{text}");
+        assert!(text.contains("[+]controller-root ok"), "{text}");
     }
 }
