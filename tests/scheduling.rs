@@ -173,3 +173,64 @@ fn taints_and_tolerations_across_two_real_nodes() {
     assert_eq!(node_of(&cluster, "tolerant"), first);
     cluster.kubectl(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);
 }
+
+/// Priority admission and preemption on one hollow node (4 cpu): a high-priority pod evicts the
+/// fewest lower-priority pods it needs; a pod whose class says `Never` waits instead.
+#[test]
+fn a_higher_priority_pod_preempts_the_fewest_lower_priority_pods() {
+    let cluster = Cluster::start();
+    let _hollow = cluster.hollow(1, "pre");
+    eventually("one hollow node Ready", WAIT, || cluster.ready_nodes() == 1);
+    let classes = cluster.kubectl(&["get", "priorityclasses"]);
+    assert!(classes.contains("system-node-critical") && classes.contains("system-cluster-critical"), "{classes}");
+    cluster.kubectl(&["create", "priorityclass", "low", "--value=10"]);
+    cluster.kubectl(&["create", "priorityclass", "high", "--value=1000"]);
+    cluster.kubectl(&["create", "priorityclass", "polite", "--value=2000", "--preemption-policy=Never"]);
+    let pod = |name: &str, class: &str, cpu: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  priorityClassName: {class}\n  containers:\n  - name: c\n    image: 127.0.0.1:1/none:1\n    resources: {{requests: {{cpu: \"{cpu}\"}}}}\n"
+        )
+    };
+    // Admission: the class's value and policy are written into the pod; unknown classes and
+    // contradicting priorities are refused with kube's words.
+    let err = cluster.kubectl_fails(&["apply", "-f", "-"], Some(&pod("x", "nope", "1")));
+    assert!(err.contains("no PriorityClass with name nope was found"), "{err}");
+    let contradicting = pod("contra", "low", "1").replace("  priorityClassName", "  priority: 5\n  priorityClassName");
+    let err = cluster.kubectl_fails(&["apply", "-f", "-"], Some(&contradicting));
+    assert!(err.contains("must not be provided in pod spec"), "{err}");
+    for name in ["low-a", "low-b"] {
+        cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&pod(name, "low", "1500m")));
+        eventually("a low pod bound", WAIT, || !node_of(&cluster, name).is_empty());
+    }
+    assert_eq!(cluster.get_json(&["pod", "low-a"])["spec"]["priority"], 10);
+    assert_eq!(cluster.get_json(&["pod", "low-a"])["spec"]["preemptionPolicy"], "PreemptLowerPriority");
+
+    // `Never`: it waits, nobody is evicted.
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&pod("polite", "polite", "2")));
+    eventually("the polite pod unschedulable", WAIT, || !events_for(&cluster, "polite", "FailedScheduling").is_empty());
+    cluster.kubectl(&["delete", "pod", "polite", "--wait=true"]);
+    assert!(!node_of(&cluster, "low-a").is_empty() && !node_of(&cluster, "low-b").is_empty());
+
+    // 1 cpu free, 2 asked: one low pod (1.5 cpu) is enough to evict.
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&pod("urgent", "high", "2")));
+    let node = node_of(&cluster, "low-a");
+    eventually("the urgent pod bound", WAIT, || node_of(&cluster, "urgent") == node);
+    assert_eq!(cluster.get_json(&["pod", "urgent"])["status"]["nominatedNodeName"], node.as_str());
+    let left = cluster.get_json(&["pods"]);
+    let names: Vec<String> = left["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
+        .collect();
+    let lows: Vec<&String> = names.iter().filter(|n| n.starts_with("low-")).collect();
+    assert_eq!(lows.len(), 1, "exactly one victim: {names:?}");
+    let victim = if lows[0] == "low-a" { "low-b" } else { "low-a" };
+    let events = cluster.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={victim},reason=Preempted"),
+    ]);
+    assert!(events.contains("Preempted by pod") && events.contains(&format!("on node {node}")), "{events}");
+}

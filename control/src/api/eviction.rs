@@ -125,7 +125,7 @@ async fn delete(
                 if let Some(rv) = &pinned {
                     object::meta_mut(&mut next).insert("resourceVersion".into(), json!(rv));
                 }
-                mark_disruption_target(&mut next);
+                mark_disruption_target(&mut next, "EvictionByEvictionAPI", "Eviction API: evicting");
                 Ok(next)
             })
             .await;
@@ -143,19 +143,20 @@ async fn delete(
     Ok(())
 }
 
-/// Sets the pod's `DisruptionTarget` condition (transition time kept when it already held).
-fn mark_disruption_target(pod: &mut Value) {
+/// Sets the pod's `DisruptionTarget` condition with `reason` and `message` (transition time
+/// kept when it already held).
+pub fn mark_disruption_target(pod: &mut Value, reason: &str, message: &str) {
     let now = object::now_rfc3339();
     let Some(status) = pod.as_object_mut().map(|p| p.entry("status").or_insert_with(|| json!({}))) else { return };
     let Some(status) = status.as_object_mut() else { return };
     let conditions = status.entry("conditions").or_insert_with(|| json!([]));
     let Some(list) = conditions.as_array_mut() else { return };
-    let fresh = json!({"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
-                       "message": "Eviction API: evicting", "lastProbeTime": null, "lastTransitionTime": now});
+    let fresh = json!({"type": "DisruptionTarget", "status": "True", "reason": reason,
+                       "message": message, "lastProbeTime": null, "lastTransitionTime": now});
     match list.iter_mut().find(|c| c.get("type").and_then(Value::as_str) == Some("DisruptionTarget")) {
         Some(c) if c.get("status").and_then(Value::as_str) == Some("True") => {
-            c["reason"] = json!("EvictionByEvictionAPI");
-            c["message"] = json!("Eviction API: evicting");
+            c["reason"] = json!(reason);
+            c["message"] = json!(message);
         }
         Some(c) => *c = fresh,
         None => list.push(fresh),

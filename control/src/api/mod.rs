@@ -16,6 +16,7 @@ pub mod names;
 pub mod object;
 pub mod openapi;
 pub mod pod_security;
+pub mod priority_admission;
 pub mod quota;
 pub mod registry;
 pub mod resources;

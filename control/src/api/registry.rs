@@ -648,6 +648,7 @@ impl Registry {
         self.limit_range_defaults(ri, ns, &mut obj).await?;
         if let (true, Some(ns)) = (ri.kind == "Pod" && ri.group.is_empty(), ns) {
             self.admit_service_account(ns, &mut obj).await?;
+            self.admit_priority(&mut obj).await?;
         }
         let mut obj = self.admit_webhooks(ri, Operation::Create, None, None, obj, opts, &mut warnings).await?;
         // Pod Security is a validating admission: it sees the object the mutating webhooks left.

@@ -192,8 +192,8 @@ impl std::fmt::Display for Diagnosis {
 }
 
 impl Diagnosis {
-    /// The event message: the diagnosis and the preemption verdict kube-scheduler appends.
-    /// (skiff does not preempt, so preemption never helps.)
+    /// The event message of a pod that preempts nothing: the diagnosis and the preemption
+    /// verdict kube-scheduler appends.
     pub fn event_message(&self) -> String {
         if self.nodes == 0 {
             return "no nodes available to schedule pods".to_string();

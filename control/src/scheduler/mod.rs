@@ -11,6 +11,8 @@ pub mod decide;
 pub mod filters;
 pub mod fit;
 pub mod pod_info;
+pub mod preempt;
+mod preemptor;
 pub mod quantity;
 pub mod queue;
 pub mod scores;
@@ -271,7 +273,25 @@ impl Scheduler {
             }
             Err(diagnosis) => {
                 st.queue.unschedulable(&pod.uid, Instant::now());
-                let message = diagnosis.event_message();
+                let priority = self.priority(&pod);
+                let priority_of = |p: &PodInfo| self.priority(p);
+                let preemption = if preempt::eligible(&pod, &nodes, &priority_of, priority) {
+                    let anti = st.cache.any_anti_affinity();
+                    preempt::preempt(&pod, priority, handler.as_deref(), &nodes, &priority_of, anti)
+                } else {
+                    None
+                };
+                let message = match &preemption {
+                    Some(_) => diagnosis.to_string(),
+                    None => diagnosis.event_message(),
+                };
+                if let Some(p) = preemption {
+                    let node = nodes[p.node].name.clone();
+                    tracing::info!(%node, victims = p.victims.len(), "preempting lower-priority pods");
+                    let registry = Arc::clone(&self.registry);
+                    let preempting = preemptor::preempt(registry, Arc::clone(&pod), node, p.victims);
+                    tokio::spawn(preempting.instrument(tracing::info_span!("preempt", pod = %pod.key)));
+                }
                 if st.reported.get(&pod.uid) != Some(&message) {
                     tracing::info!(reason = %diagnosis, "unschedulable");
                     st.reported.insert(pod.uid.clone(), message.clone());

@@ -155,6 +155,12 @@ pub struct PodInfo {
     pub finished: bool,
     /// `spec.schedulerName` (default `default-scheduler`).
     pub scheduler_name: String,
+    /// `spec.preemptionPolicy` is `Never`: the pod waits instead of evicting others.
+    pub never_preempts: bool,
+    /// Being deleted (`metadata.deletionTimestamp`): still holds its resources.
+    pub terminating: bool,
+    /// `status.nominatedNodeName`: where it preempted pods to fit.
+    pub nominated_node: Option<String>,
 }
 
 impl PodInfo {
@@ -226,6 +232,11 @@ impl PodInfo {
             images: spec.containers.iter().filter_map(|c| c.image.clone()).collect(),
             finished: matches!(phase, Some("Succeeded" | "Failed")),
             scheduler_name: spec.scheduler_name.clone().unwrap_or_else(|| "default-scheduler".into()),
+            never_preempts: spec.preemption_policy.as_deref() == Some("Never"),
+            terminating: object::deletion_timestamp(pod).is_some(),
+            nominated_node: object::str_at(pod, &["status", "nominatedNodeName"])
+                .filter(|n| !n.is_empty())
+                .map(str::to_string),
             namespace,
         })
     }

@@ -242,6 +242,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     );
     registry.repair_services().await?;
     bootstrap(&registry).await?;
+    registry.ensure_system_priority_classes().await?;
     crate::auth::bootstrap_policy::ensure(&registry).await?;
 
     let host = config.listen.ip().to_string();
