@@ -130,6 +130,18 @@ fn audit_log_records_who_did_what() {
     assert_eq!(forbidden["responseStatus"]["status"], "Failure");
     assert!(forbidden["responseStatus"]["message"].as_str().expect("msg").contains("cannot list resource"));
     assert_eq!(forbidden["annotations"]["authorization.k8s.io/decision"], "forbid");
+    // Allowed through a RoleBinding: the annotation names it, as kube-apiserver's does.
+    c.kubectl(&["create", "role", "pod-lister", "--verb=list", "--resource=pods"]);
+    c.kubectl(&["create", "rolebinding", "ci-lists", "--role=pod-lister", "--serviceaccount=default:ci"]);
+    c.kubectl(&["--token", &token, "get", "pods"]);
+    let allowed = wait_event(&log, "allowed list", |e| {
+        is(e, "list", "pods", "default", "") && e["user"]["username"] == "system:serviceaccount:default:ci"
+    });
+    assert_eq!(allowed["annotations"]["authorization.k8s.io/decision"], "allow");
+    assert_eq!(
+        allowed["annotations"]["authorization.k8s.io/reason"],
+        "RBAC: allowed by RoleBinding \"ci-lists/default\" of Role \"pod-lister\" to ServiceAccount \"ci/default\""
+    );
     // The TokenRequest itself: a create of serviceaccounts/token, without the token.
     let token_request = wait_event(&log, "token request", |e| e["objectRef"]["subresource"] == "token");
     assert_eq!(token_request["verb"], "create");

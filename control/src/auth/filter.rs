@@ -75,12 +75,14 @@ pub async fn authorize_request(State(state): State<AuthState>, mut request: Requ
     let decision = tracing::Instrument::instrument(state.authz.decide(&attrs, created.as_deref()), span).await;
     if let Some(audit) = &audit {
         // As kube-apiserver: `system:masters` is allowed by the privileged-group authorizer,
-        // which gives no reason; RBAC gives none for a denial.
+        // which gives no reason, and the Node authorizer gives none either; RBAC names the
+        // binding that allowed, and gives no reason for a denial.
         let reason = match &decision {
-            Decision::Deny(reason) => reason.as_str(),
-            _ => "",
+            Decision::Deny(reason) => reason.clone(),
+            Decision::Allow if !attrs.user.is_master() => state.authz.index().allowed_by(&attrs).unwrap_or_default(),
+            _ => String::new(),
         };
-        audit.authorized(decision == Decision::Allow, reason);
+        audit.authorized(decision == Decision::Allow, &reason);
     }
     if let Decision::Deny(reason) = decision {
         tracing::debug!(user = %attrs.user.name, verb = %attrs.verb, resource = %attrs.resource, %reason, "forbidden");

@@ -107,13 +107,21 @@ impl Rule {
 /// Rules of one role, shared by every binding to it.
 pub type RuleSet = Arc<Vec<Rule>>;
 
+/// One binding's rules for one subject, with what the audit log names as the reason of an
+/// allow (`ClusterRoleBinding "b" of ClusterRole "r" to User "u"`).
+#[derive(Clone, Debug)]
+struct Grant {
+    rules: RuleSet,
+    source: Arc<str>,
+}
+
 /// Who a binding grants to: the rules and where they apply.
 #[derive(Clone, Debug, Default)]
 struct Grants {
     /// From ClusterRoleBindings: everywhere.
-    cluster: Vec<RuleSet>,
+    cluster: Vec<Grant>,
     /// From RoleBindings: in one namespace.
-    namespaced: HashMap<String, Vec<RuleSet>>,
+    namespaced: HashMap<String, Vec<Grant>>,
 }
 
 /// A Role or ClusterRole as the index keeps it.
@@ -194,7 +202,9 @@ pub struct Index {
     cluster_roles: HashMap<String, RuleSet>,
 }
 
-fn subject_keys(binding: &Value) -> Vec<(bool, String)> {
+/// The subjects of a binding: whether a user (else a group), the index key, and how kube's
+/// audit reason names it (`User "u"`, `Group "g"`, `ServiceAccount "name/namespace"`).
+fn subject_keys(binding: &Value) -> Vec<(bool, String, String)> {
     let ns_of_binding = binding.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
     binding
         .get("subjects")
@@ -205,11 +215,13 @@ fn subject_keys(binding: &Value) -> Vec<(bool, String)> {
                 .filter_map(|s| {
                     let name = s.get("name").and_then(Value::as_str)?;
                     match s.get("kind").and_then(Value::as_str)? {
-                        "User" => Some((true, name.to_string())),
-                        "Group" => Some((false, name.to_string())),
+                        "User" => Some((true, name.to_string(), format!("User {name:?}"))),
+                        "Group" => Some((false, name.to_string(), format!("Group {name:?}"))),
                         "ServiceAccount" => {
                             let ns = s.get("namespace").and_then(Value::as_str).filter(|n| !n.is_empty());
-                            Some((true, super::service_account_user(ns.unwrap_or(ns_of_binding), name)))
+                            let ns = ns.unwrap_or(ns_of_binding);
+                            let shown = format!("ServiceAccount \"{name}/{ns}\"");
+                            Some((true, super::service_account_user(ns, name), shown))
                         }
                         _ => None,
                     }
@@ -255,12 +267,19 @@ impl Index {
                 _ => None,
             };
             let Some(rules) = rules else { continue };
-            for (is_user, subject) in subject_keys(binding) {
+            let binding_name = binding.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+            let binding_shown = match &namespace {
+                None => format!("ClusterRoleBinding {binding_name:?}"),
+                Some(ns) => format!("RoleBinding \"{binding_name}/{ns}\""),
+            };
+            for (is_user, subject, shown) in subject_keys(binding) {
+                let source: Arc<str> = Arc::from(format!("{binding_shown} of {role_kind} {role_name:?} to {shown}"));
+                let grant = Grant { rules: Arc::clone(&rules), source };
                 let map = if is_user { &mut index.users } else { &mut index.groups };
                 let grants = map.entry(subject).or_default();
                 match &namespace {
-                    None => grants.cluster.push(Arc::clone(&rules)),
-                    Some(ns) => grants.namespaced.entry(ns.clone()).or_default().push(Arc::clone(&rules)),
+                    None => grants.cluster.push(grant),
+                    Some(ns) => grants.namespaced.entry(ns.clone()).or_default().push(grant),
                 }
             }
         }
@@ -285,12 +304,27 @@ impl Index {
             .chain(user.groups.iter().filter_map(|g| self.groups.get(g.as_str())))
     }
 
-    /// Every rule set that applies to `user` in `namespace` (cluster-wide ones included).
-    pub fn rules_for<'a>(&'a self, user: &'a UserInfo, namespace: &'a str) -> impl Iterator<Item = &'a Rule> + 'a {
+    /// Every grant that applies to `user` in `namespace` (cluster-wide ones included).
+    fn grants_for<'a>(&'a self, user: &'a UserInfo, namespace: &'a str) -> impl Iterator<Item = &'a Grant> + 'a {
         self.grants_of(user).flat_map(move |g| {
             let ns = if namespace.is_empty() { None } else { g.namespaced.get(namespace) };
-            g.cluster.iter().chain(ns.into_iter().flatten()).flat_map(|set| set.iter())
+            g.cluster.iter().chain(ns.into_iter().flatten())
         })
+    }
+
+    /// Every rule that applies to `user` in `namespace` (cluster-wide ones included).
+    pub fn rules_for<'a>(&'a self, user: &'a UserInfo, namespace: &'a str) -> impl Iterator<Item = &'a Rule> + 'a {
+        self.grants_for(user, namespace).flat_map(|g| g.rules.iter())
+    }
+
+    /// Why RBAC allows the request, as kube-apiserver's audit annotation words it
+    /// (`RBAC: allowed by ClusterRoleBinding "b" of ClusterRole "r" to Group "g"`); `None` when
+    /// it does not.
+    pub fn allowed_by(&self, a: &Attributes) -> Option<String> {
+        let namespace = if a.resource_request { a.namespace.as_str() } else { "" };
+        self.grants_for(&a.user, namespace)
+            .find(|g| g.rules.iter().any(|r| r.allows(a)))
+            .map(|g| format!("RBAC: allowed by {}", g.source))
     }
 
     /// The RBAC decision (without the `system:masters` bypass).
@@ -376,6 +410,42 @@ mod tests {
         assert!(urls.allows(&a));
         a.path = "/metrics".into();
         assert!(!urls.allows(&a));
+    }
+
+    #[test]
+    fn an_allow_names_the_binding_role_and_subject_as_kube_does() {
+        let objs = objects(vec![
+            (
+                "/registry/rbac.authorization.k8s.io/roles/team-a/pod-reader",
+                json!({"rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}]}),
+            ),
+            (
+                "/registry/rbac.authorization.k8s.io/rolebindings/team-a/ci-reads",
+                json!({"metadata": {"name": "ci-reads", "namespace": "team-a"},
+                       "roleRef": {"kind": "Role", "name": "pod-reader"},
+                       "subjects": [{"kind": "ServiceAccount", "name": "ci", "namespace": "team-a"}]}),
+            ),
+            (
+                "/registry/rbac.authorization.k8s.io/clusterroles/viewer",
+                json!({"rules": [{"verbs": ["list"], "apiGroups": [""], "resources": ["nodes"]}]}),
+            ),
+            (
+                "/registry/rbac.authorization.k8s.io/clusterrolebindings/everyone-views",
+                json!({"metadata": {"name": "everyone-views"}, "roleRef": {"kind": "ClusterRole", "name": "viewer"},
+                       "subjects": [{"kind": "Group", "name": "system:authenticated"}]}),
+            ),
+        ]);
+        let index = Index::build(&objs);
+        let ci = user("system:serviceaccount:team-a:ci", &["system:authenticated"]);
+        assert_eq!(
+            index.allowed_by(&req(&ci, "get", "", "pods", "", "team-a", "x")).as_deref(),
+            Some("RBAC: allowed by RoleBinding \"ci-reads/team-a\" of Role \"pod-reader\" to ServiceAccount \"ci/team-a\"")
+        );
+        assert_eq!(
+            index.allowed_by(&req(&ci, "list", "", "nodes", "", "", "")).as_deref(),
+            Some("RBAC: allowed by ClusterRoleBinding \"everyone-views\" of ClusterRole \"viewer\" to Group \"system:authenticated\"")
+        );
+        assert_eq!(index.allowed_by(&req(&ci, "delete", "", "pods", "", "team-a", "x")), None);
     }
 
     #[test]
