@@ -82,6 +82,18 @@ fn node_reaches_only_its_own_objects(c: &Cluster, agent: &AgentProcess, node: &s
     );
     forbidden(&["get", "secrets"], "can only get individual resources of this type");
     forbidden(&["-n", "kube-system", "get", "configmap", "kube-root-ca.crt"], "no relationship found");
+    // PersistentVolumes: only the one a claim of its pods is bound to.
+    let volumes = format!(
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: pv-web}}\nspec:\n  capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  hostPath: {{path: /tmp/pv-web}}\n---\n\
+         apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: pv-other}}\nspec:\n  capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  hostPath: {{path: /tmp/pv-other}}\n---\n\
+         apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: data}}\nspec:\n  volumeName: pv-web\n  accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: 1Gi}}}}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {{name: claims}}\nspec:\n  nodeName: {node}\n  containers:\n  - {{name: c, image: 127.0.0.1:1/none:1}}\n  volumes:\n  - {{name: d, persistentVolumeClaim: {{claimName: data}}}}\n"
+    );
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&volumes));
+    ok(&["get", "pv", "pv-web"]);
+    forbidden(&["get", "pv", "pv-other"], &format!("no relationship found between node '{node}' and this object"));
+    forbidden(&["get", "pv"], "can only get individual resources of this type");
+    c.kubectl(&["delete", "pod", "claims", "--grace-period=0", "--force"]);
     // Its own Node only.
     ok(&["label", "node", node, "joined=yes", "--overwrite"]);
     // NodeRestriction: not the labels administrators use to steer workloads, nor its taints.

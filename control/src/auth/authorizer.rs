@@ -141,6 +141,9 @@ impl Authorizer {
     /// The decision of the whole chain with the reason of a Node authorizer denial. `created` is
     /// the name a create carries in its body when [`node_authorizer::needs_created_name`].
     pub async fn decide(&self, a: &Attributes, created: Option<&str>) -> Decision {
+        if let Some(decided) = node_authorizer::decide_persistent_volume(&self.nodes, &self.registry, a).await {
+            return decided;
+        }
         match node_authorizer::decide(&self.nodes, a, created).await {
             Decision::NoOpinion if self.rbac_allows(a).await => Decision::Allow,
             Decision::NoOpinion => Decision::Deny(String::new()),

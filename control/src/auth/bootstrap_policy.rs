@@ -82,8 +82,8 @@ pub fn cluster_roles() -> Vec<Value> {
             vec![rule(&["create", "get", "list", "watch"], &["certificates.k8s.io"], &["certificatesigningrequests"])],
         ),
         // What a node agent (`system:node:<name>` in `system:nodes`) does beyond what the Node
-        // authorizer grants: its own pods' Secrets, ConfigMaps, PersistentVolumeClaims and
-        // service account tokens come from the Node authorizer only, and NodeRestriction narrows
+        // authorizer grants: its own pods' Secrets, ConfigMaps, PersistentVolumeClaims (and their
+        // PersistentVolumes) and service account tokens come from the Node authorizer only, and NodeRestriction narrows
         // the writes below to its own Node, Lease and pods.
         cluster_role(
             "system:node",
@@ -94,7 +94,7 @@ pub fn cluster_roles() -> Vec<Value> {
                 rule(&["get", "list", "watch", "delete"], &[""], &["pods"]),
                 rule(&["patch", "update"], &[""], &["pods/status"]),
                 rule(&["create"], &[""], &["pods/eviction"]),
-                rule(READ, &[""], &["services", "endpoints", "persistentvolumes", "namespaces"]),
+                rule(READ, &[""], &["services", "endpoints", "namespaces"]),
                 rule(&["create", "patch", "update"], &["", "events.k8s.io"], &["events"]),
                 rule(READ, &["discovery.k8s.io"], &["endpointslices"]),
                 rule(READ, &["node.k8s.io"], &["runtimeclasses"]),

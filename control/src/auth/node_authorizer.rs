@@ -1,11 +1,12 @@
 //! The Node authorizer and NodeRestriction, as kube-apiserver runs them for kubelets: a node
 //! (`system:node:<name>` in `system:nodes`) reads only the Secrets, ConfigMaps and
-//! PersistentVolumeClaims its own pods use, asks tokens only for its pods' service accounts, and
+//! PersistentVolumeClaims its own pods use (and the PersistentVolumes those claims are bound to), asks tokens only for its pods' service accounts, and
 //! writes only its own Node, its own Lease and its own pods' status. Anything else it asks is left
 //! to RBAC (the `system:node` role), which no longer grants those reads.
 
 use super::node_graph::{NodeGraph, RefKind};
 use super::request_info::Attributes;
+use crate::api::registry::Registry;
 
 /// The group every node identity is in.
 pub const NODES_GROUP: &str = "system:nodes";
@@ -98,6 +99,28 @@ pub async fn decide(graph: &NodeGraph, a: &Attributes, created: Option<&str>) ->
         }
         _ => Decision::NoOpinion,
     }
+}
+
+/// A node's `get` of a PersistentVolume: allowed when a claim one of its pods uses is bound to
+/// it (`spec.volumeName`), read from the store at decision time. `None` when `a` is not a
+/// node's request about PersistentVolumes.
+pub async fn decide_persistent_volume(graph: &NodeGraph, registry: &Registry, a: &Attributes) -> Option<Decision> {
+    let node = node_name(a)?;
+    if !(a.resource_request && a.api_group.is_empty() && a.resource == "persistentvolumes" && a.subresource.is_empty())
+    {
+        return None;
+    }
+    if a.verb != "get" || a.name.is_empty() {
+        return Some(Decision::Deny("can only get individual resources of this type".into()));
+    }
+    let ri = registry.resource("", "PersistentVolumeClaim").ok()?;
+    for (ns, claim) in graph.claims_of(node) {
+        let Ok(pvc) = registry.get(ri, Some(&ns), &claim).await else { continue };
+        if pvc.pointer("/spec/volumeName").and_then(serde_json::Value::as_str) == Some(a.name.as_str()) {
+            return Some(Decision::Allow);
+        }
+    }
+    Some(Decision::Deny(format!("no relationship found between node '{node}' and this object")))
 }
 
 async fn related(graph: &NodeGraph, node: &str, kind: RefKind, namespace: &str, name: &str) -> Decision {

@@ -143,6 +143,17 @@ impl NodeGraph {
         self.index.read().edges.contains_key(&edge)
     }
 
+    /// The (namespace, name) of every PersistentVolumeClaim the node's pods use.
+    pub fn claims_of(&self, node: &str) -> Vec<(String, String)> {
+        let index = self.index.read();
+        index
+            .edges
+            .keys()
+            .filter(|(n, (kind, _, _))| n == node && *kind == RefKind::PersistentVolumeClaim)
+            .map(|(_, (_, ns, name))| (ns.clone(), name.clone()))
+            .collect()
+    }
+
     /// The node the pod is bound to, if the graph knows it.
     pub fn node_of_pod(&self, namespace: &str, name: &str) -> Option<String> {
         self.index.read().pods.get(&(namespace.to_string(), name.to_string())).map(|p| p.node.clone())
