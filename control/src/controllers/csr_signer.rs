@@ -7,53 +7,74 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::Node;
 use serde_json::{json, Value};
-use tracing::Instrument;
 
+use super::runtime::{Action, Controller, Error, Informer, Informers, ObjectKey};
 use crate::api::error::{ApiError, ApiResult};
-use crate::api::registry::{ListQuery, Registry, WriteOptions};
+use crate::api::registry::{Registry, WriteOptions};
 use crate::server::kubelet_certs::{CertAuthority, CertError, KUBELET_CLIENT_SIGNER, KUBELET_SERVING_SIGNER};
 
-const RESYNC: Duration = Duration::from_millis(250);
+const NAME: &str = "controller-csr-signing";
 
-/// Signs pending kubelet-serving CSRs until the process ends.
-pub async fn run(registry: Arc<Registry>, ca: CertAuthority) {
-    loop {
-        if let Err(e) = sync_all(&registry, &ca).await {
-            tracing::warn!(error = %e, "CSR signer");
-        }
-        tokio::time::sleep(RESYNC).await;
+struct Ctx {
+    registry: Arc<Registry>,
+    csrs: Arc<Informer>,
+    ca: Arc<CertAuthority>,
+}
+
+/// Starts the signer on the CSR informer; a Node change looks again at the requests still
+/// pending (a serving certificate waits for its Node and the Node's addresses).
+pub fn start(informers: &Arc<Informers>, ca: Arc<CertAuthority>) {
+    let csrs = informers.get("certificates.k8s.io", "CertificateSigningRequest");
+    let nodes = informers.get("", "Node");
+    let ctx = Arc::new(Ctx { registry: Arc::clone(informers.registry()), csrs: Arc::clone(&csrs), ca });
+    let supervisor = informers.supervisor();
+    let probe = supervisor.probe(NAME);
+    supervisor.spawn(NAME, move || {
+        let pending = Arc::clone(&csrs);
+        Controller::new(NAME, Arc::clone(&csrs))
+            .watches(Arc::clone(&nodes), move |_node| pending_requests(&pending))
+            .run(Arc::clone(&ctx), probe.clone(), reconcile)
+    });
+}
+
+/// A request for one of the kubelet signers that has no outcome yet.
+fn pending(csr: &CertificateSigningRequest) -> bool {
+    let status = csr.status.clone().unwrap_or_default();
+    let done = status.certificate.is_some()
+        || status.conditions.iter().flatten().any(|c| matches!(c.type_.as_str(), "Denied" | "Failed"));
+    let ours = [KUBELET_SERVING_SIGNER, KUBELET_CLIENT_SIGNER].contains(&csr.spec.signer_name.as_str());
+    ours && !done
+}
+
+fn pending_requests(csrs: &Informer) -> Vec<ObjectKey> {
+    csrs.list_all()
+        .iter()
+        .filter(|o| serde_json::from_value::<CertificateSigningRequest>((***o).clone()).is_ok_and(|c| pending(&c)))
+        .map(|o| ObjectKey::of(o))
+        .collect()
+}
+
+async fn reconcile(key: ObjectKey, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let Some(obj) = ctx.csrs.get(&key) else { return Ok(Action::Done) };
+    let Ok(csr) = serde_json::from_value::<CertificateSigningRequest>((*obj).clone()) else { return Ok(Action::Done) };
+    if !pending(&csr) {
+        return Ok(Action::Done);
     }
+    let ri = ctx.registry.resource("certificates.k8s.io", "CertificateSigningRequest")?;
+    sign_one(&ctx.registry, &ctx.ca, ri, &key.name, &csr).await?;
+    Ok(Action::Done)
 }
 
 /// What became of one request.
 enum Outcome {
     Issued(String),
     Failed(String),
-    /// Not decidable yet (the Node is not registered): look again later.
+    /// Not decidable yet (the Node is not registered): looked at again when a Node changes.
     Wait,
-}
-
-async fn sync_all(registry: &Registry, ca: &CertAuthority) -> ApiResult<()> {
-    let ri = registry.resource("certificates.k8s.io", "CertificateSigningRequest")?;
-    for item in registry.list(ri, &ListQuery::default()).await?.items {
-        let Ok(csr) = serde_json::from_value::<CertificateSigningRequest>(item) else { continue };
-        let status = csr.status.clone().unwrap_or_default();
-        let done = status.certificate.is_some()
-            || status.conditions.iter().flatten().any(|c| matches!(c.type_.as_str(), "Denied" | "Failed"));
-        let ours = [KUBELET_SERVING_SIGNER, KUBELET_CLIENT_SIGNER].contains(&csr.spec.signer_name.as_str());
-        if !ours || done {
-            continue;
-        }
-        let name = csr.metadata.name.clone().unwrap_or_default();
-        let span = tracing::info_span!("sign csr", csr = %name);
-        sign_one(registry, ca, ri, &name, &csr).instrument(span).await?;
-    }
-    Ok(())
 }
 
 /// Decides one pending request and records the outcome in its status.

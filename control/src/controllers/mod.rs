@@ -32,6 +32,7 @@ use std::sync::Arc;
 use crate::api::registry::Registry;
 use crate::auth::node_graph::NodeGraph;
 use crate::auth::service_account::TokenIssuer;
+use crate::server::kubelet_certs::CertAuthority;
 use runtime::{Informers, Supervisor};
 
 /// Which of the in-process components run besides the API server's own tasks. As k3s's
@@ -56,18 +57,20 @@ impl Default for Components {
 
 /// Starts every controller under one supervisor, which it returns.
 pub fn start(registry: Arc<Registry>) -> Arc<Supervisor> {
-    start_with(registry, node_lifecycle::Config::default(), None, Arc::default(), None, Components::default())
+    start_with(registry, node_lifecycle::Config::default(), None, Arc::default(), None, None, Components::default())
 }
 
 /// [`start`] with the node lifecycle settings of the server's flags and the cluster CA (PEM) that
 /// every namespace's `kube-root-ca.crt` publishes, keeping the Node authorizer's `node_graph`
-/// current from the shared Pod informer, and filling legacy token Secrets with tokens `issuer` signs.
+/// current from the shared Pod informer, filling legacy token Secrets with tokens `issuer` signs,
+/// and signing nodes' certificate requests with `signer`.
 pub fn start_with(
     registry: Arc<Registry>,
     lifecycle: node_lifecycle::Config,
     root_ca: Option<Arc<str>>,
     node_graph: Arc<NodeGraph>,
     issuer: Option<Arc<TokenIssuer>>,
+    signer: Option<Arc<CertAuthority>>,
     components: Components,
 ) -> Arc<Supervisor> {
     let supervisor = Supervisor::new();
@@ -85,7 +88,10 @@ pub fn start_with(
         }
     });
     let manager: leader_election::Lead = Arc::new(move |informers: &Arc<Informers>| {
-        start_controller_manager(informers, lifecycle, root_ca.clone(), issuer.clone())
+        start_controller_manager(informers, lifecycle, root_ca.clone(), issuer.clone());
+        if let Some(ca) = &signer {
+            csr_signer::start(informers, Arc::clone(ca));
+        }
     });
     let scheduler: leader_election::Lead = Arc::new(|informers: &Arc<Informers>| crate::scheduler::start(informers));
     let elected = [

@@ -268,7 +268,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     files::write_private(&kubeconfig_path, kubeconfig(&url, &certs.ca_pem, &admin_token, &admin_client).as_bytes())?;
 
     // The API server reaches kubelets over mutual TLS with its own client certificate, no token.
-    let ca = kubelet_certs::CertAuthority::load(dir)?;
+    let ca = Arc::new(kubelet_certs::CertAuthority::load(dir)?);
     let client_cert = ca.kubelet_client(dir)?;
     let kubelet_tls =
         KubeletClientTls { ca_pem: certs.ca_pem.clone(), cert_pem: client_cert.cert_pem, key_pem: client_cert.key_pem };
@@ -290,6 +290,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
             Some(Arc::from(certs.ca_pem.as_str())),
             Arc::clone(&node_graph),
             Some(Arc::clone(&issuer)),
+            Some(Arc::clone(&ca)),
             components,
         ),
         resource_metrics: Arc::default(),
@@ -321,8 +322,6 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         .layer(axum::middleware::from_fn_with_state(auth_state, crate::auth::filter::authorize_request))
         .layer(axum::middleware::from_fn_with_state(auditor, crate::audit::layer::audit));
     tokio::spawn(crate::auth::bootstrap_policy::aggregate(Arc::clone(&registry)));
-
-    tokio::spawn(controllers::csr_signer::run(Arc::clone(&registry), ca));
 
     let handle = axum_server::Handle::new();
     let rustls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls_config));
