@@ -151,6 +151,10 @@ enum Command {
         /// Time cap per run, in seconds.
         #[arg(long, default_value_t = 300)]
         max_seconds: u64,
+        /// Create the pods while every node is cordoned, then uncordon them all and time the
+        /// binds alone (the scheduler's rate, not the create rate).
+        #[arg(long)]
+        prefill: bool,
     },
     /// Many pods created at once: time until all are Ready, and server RSS per idle pod.
     NodeBurst {
@@ -286,8 +290,8 @@ async fn run(command: Command) -> Result<()> {
             };
             node_burst::run(&node.server_bin, &node.workload, &args, &node.opts(20)).await
         }
-        Command::SchedThroughput { server_bin, nodes, pods, clients, max_seconds } => {
-            sched::run(&server_bin, &nodes, pods, clients, Duration::from_secs(max_seconds)).await
+        Command::SchedThroughput { server_bin, nodes, pods, clients, max_seconds, prefill } => {
+            sched::run(&server_bin, &nodes, pods, clients, Duration::from_secs(max_seconds), prefill).await
         }
         Command::ProxySync { services, rounds } => proxy_sync::run(&services, rounds),
         Command::Dns { services, clients, seconds } => {

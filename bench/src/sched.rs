@@ -1,7 +1,9 @@
 //! `sched-throughput`: scheduler throughput, pods bound per second, with N hollow nodes
 //! (`skiff agent --hollow N`, one process beside the server) and a burst of pods created by
 //! concurrent clients. Binds are counted from a watch on pods (a pod counts once it has a
-//! `spec.nodeName`), so the harness sees what any client sees.
+//! `spec.nodeName`), so the harness sees what any client sees. With `--prefill` the pods are
+//! created while every node is cordoned and the clock starts when the nodes are uncordoned, so
+//! the rate is the scheduler's alone.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -36,6 +38,36 @@ mod stamp {
             self.0.lock().ok().and_then(|g| *g)
         }
     }
+}
+
+/// Sets `spec.unschedulable` on every node, 64 requests at a time.
+async fn cordon_all(server: &Server, client: &reqwest::Client, cordoned: bool) -> Result<()> {
+    let list: serde_json::Value =
+        client.get(format!("{}/api/v1/nodes", server.url)).send().await?.error_for_status()?.json().await?;
+    let names: Vec<String> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["metadata"]["name"].as_str().map(String::from))
+        .collect();
+    let body = serde_json::json!({"spec": {"unschedulable": cordoned}}).to_string();
+    let patches = futures::stream::iter(names).map(|name| {
+        let (client, body) = (client.clone(), body.clone());
+        let url = format!("{}/api/v1/nodes/{name}", server.url);
+        async move {
+            client
+                .patch(url)
+                .header("Content-Type", "application/merge-patch+json")
+                .body(body)
+                .send()
+                .await?
+                .error_for_status()
+                .map(|_| ())
+        }
+    });
+    let results: Vec<reqwest::Result<()>> = patches.buffer_unordered(64).collect().await;
+    results.into_iter().collect::<reqwest::Result<Vec<()>>>()?;
+    Ok(())
 }
 
 async fn ready_nodes(server: &Server, client: &reqwest::Client) -> Result<usize> {
@@ -82,7 +114,14 @@ async fn count_binds(
 }
 
 /// One row per node count.
-pub async fn run(bin: &Path, node_counts: &[usize], pods: usize, clients: usize, cap: Duration) -> Result<()> {
+pub async fn run(
+    bin: &Path,
+    node_counts: &[usize],
+    pods: usize,
+    clients: usize,
+    cap: Duration,
+    prefill: bool,
+) -> Result<()> {
     let mut rows = Vec::new();
     for &nodes in node_counts {
         let mut server = Server::start(bin, Backend::Sqlite).await?;
@@ -112,6 +151,9 @@ pub async fn run(bin: &Path, node_counts: &[usize], pods: usize, clients: usize,
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         let register_secs = registering.elapsed().as_secs_f64();
+        if prefill {
+            cordon_all(&server, &client, true).await?;
+        }
         let list: serde_json::Value =
             client.get(format!("{}{PODS}?limit=1", server.url)).send().await?.error_for_status()?.json().await?;
         let rv = list["metadata"]["resourceVersion"].as_str().context("list without resourceVersion")?.to_string();
@@ -119,10 +161,17 @@ pub async fn run(bin: &Path, node_counts: &[usize], pods: usize, clients: usize,
         let (bound, last) = (Arc::new(AtomicUsize::new(0)), Arc::new(Stamp::default()));
         let watch = tokio::spawn(count_binds(server.client()?, url, Arc::clone(&bound), Arc::clone(&last), pods));
         eprintln!("sched-throughput: {nodes} nodes, creating {pods} pods with {clients} clients …");
-        let cpu_before = Cpu::now(&server);
-        let started = Instant::now();
+        let mut cpu_before = Cpu::now(&server);
+        let mut started = Instant::now();
         let created = create_pods(&server, &format!("s{nodes}"), pods, clients, cap, None).await?;
-        let created_secs = started.elapsed().as_secs_f64();
+        let mut created_secs = started.elapsed().as_secs_f64();
+        if prefill {
+            eprintln!("sched-throughput: {} pods pending; uncordoning {nodes} nodes …", created.created);
+            cpu_before = Cpu::now(&server);
+            started = Instant::now();
+            cordon_all(&server, &client, false).await?;
+            created_secs = 0.0;
+        }
         let bound_at_created = bound.load(Ordering::Relaxed);
         while bound.load(Ordering::Relaxed) < created.created && started.elapsed() < cap {
             server.check_alive()?;
@@ -143,7 +192,7 @@ pub async fn run(bin: &Path, node_counts: &[usize], pods: usize, clients: usize,
         eprintln!("sched-throughput: {n} of {} bound in {all_secs:.1} s", created.created);
         rows.push(format!(
             "| {} | {} | {:.0} | {:.0} | {} | {all_secs:.1} | **{:.0}** | {drain} | {:.1} | {register_secs:.0} |",
-            count(nodes),
+            format!("{}{}", count(nodes), if prefill { " (pods created first, nodes cordoned)" } else { "" }),
             count(created.created),
             created.rate(),
             created_secs,
