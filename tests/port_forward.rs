@@ -2,7 +2,8 @@
 //! kubelet over mutual TLS, which connects to the pod's IP. kubectl 1.32 tunnels SPDY in WebSocket
 //! (`SPDY/3.1+portforward.k8s.io`); kubectl 1.29 upgrades to SPDY/3.1 directly. A Wasm HTTP pod
 //! (also reached as deploy/web and svc/web, which kubectl resolves to a pod), concurrent
-//! connections on one forward, a port nothing listens on, and a Linux (busybox httpd) pod.
+//! connections on one forward, a port nothing listens on (kubectl prints the kubelet's error and,
+//! as client-go does, ends the forward), and a Linux (busybox httpd) pod.
 //!
 //! The Linux test needs root, containerd, runc, ctr, the CNI plugins, docker-registry, umoci, skopeo
 //! and busybox-static.
@@ -157,7 +158,11 @@ fn port_forward_to_a_wasm_pod_with_kubectl_1_32_and_1_29() {
     });
     let said = closed.output();
     assert!(said.contains(&format!("error forwarding port 9 to pod {pod}, uid ")), "{said}");
-    let _ = closed.exited();
+    // kubectl (1.29 and 1.32 alike) then closes the whole connection on an error from the error
+    // stream, as client-go's port-forward does: the forward ends. (The kubelet keeps serving the
+    // connection's other pairs; the unit tests of streaming::port_forward show it.)
+    eventually("kubectl ends the forward after the error", Duration::from_secs(30), || closed.exited());
+    assert!(closed.output().contains("lost connection to pod"), "{}", closed.output());
 }
 
 const HTTPD: &str = r#"apiVersion: v1

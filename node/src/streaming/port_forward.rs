@@ -255,3 +255,141 @@ async fn copy(data: &mut Incoming, tcp: TcpStream) {
         tracing::debug!("one direction did not end in time after the other");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::spdy::frame::{self, Frame, FLAG_FIN};
+    use super::super::spdy::headers::{Deflater, Headers, Inflater};
+    use super::*;
+    use bytes::{Bytes, BytesMut};
+    use std::collections::HashMap as Map;
+
+    /// A SPDY client speaking as kubectl does, over an in-memory pipe.
+    struct Client {
+        io: tokio::io::DuplexStream,
+        deflater: Deflater,
+        inflater: Inflater,
+        buf: BytesMut,
+        next_id: u32,
+    }
+
+    impl Client {
+        async fn send(&mut self, frame: Frame) {
+            let mut out = BytesMut::new();
+            frame::encode(&frame, &mut out);
+            self.io.write_all(&out).await.expect("write");
+        }
+
+        /// Opens the error and data streams of one forwarded connection; returns their ids.
+        async fn pair(&mut self, request: &str, port: &str) -> (u32, u32) {
+            let mut ids = [0u32; 2];
+            for (i, kind) in ["error", "data"].iter().enumerate() {
+                let h = Headers(vec![
+                    ("streamtype".into(), (*kind).into()),
+                    ("port".into(), port.into()),
+                    ("requestid".into(), request.into()),
+                ]);
+                let block = self.deflater.write(&h).expect("deflate");
+                let id = self.next_id;
+                self.next_id += 2;
+                // kubectl half-closes the error stream at once.
+                let flags = if *kind == "error" { FLAG_FIN } else { 0 };
+                self.send(Frame::SynStream { stream_id: id, associated: 0, priority: 0, flags, headers: block.into() })
+                    .await;
+                ids[i] = id;
+            }
+            (ids[0], ids[1])
+        }
+
+        /// Reads frames until every stream in `until` has ended; the data per stream.
+        async fn collect(&mut self, until: &[u32]) -> Map<u32, Vec<u8>> {
+            let mut data: Map<u32, Vec<u8>> = Map::new();
+            let mut ended = Vec::new();
+            while !until.iter().all(|id| ended.contains(id)) {
+                let frame = loop {
+                    if let Some(f) = frame::decode(&mut self.buf).expect("frame") {
+                        break f;
+                    }
+                    assert!(self.io.read_buf(&mut self.buf).await.expect("read") > 0, "connection ended");
+                };
+                match frame {
+                    Frame::SynReply { headers, .. } => {
+                        self.inflater.read(&headers).expect("reply headers");
+                    }
+                    Frame::Data { stream_id, flags, data: bytes } => {
+                        data.entry(stream_id).or_default().extend_from_slice(&bytes);
+                        if flags & FLAG_FIN != 0 {
+                            ended.push(stream_id);
+                        }
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            data
+        }
+    }
+
+    async fn echo_server() -> (u16, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = socket.split();
+                    let _ = w.write_all(b"echo:").await;
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        (port, task)
+    }
+
+    #[tokio::test]
+    async fn a_refused_port_is_reported_and_the_connection_serves_the_next_pairs() {
+        let (port, server) = echo_server().await;
+        // A port nothing listens on: bind one, then free it.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let refused = closed.local_addr().expect("addr").port();
+        drop(closed);
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let pod = PodAddress { name: "web".into(), uid: "u1".into(), ip: IpAddr::from([127, 0, 0, 1]) };
+        let serving = tokio::spawn(run(Connection::serve(b), pod));
+        let mut c = Client {
+            io: a,
+            deflater: Deflater::new().expect("deflater"),
+            inflater: Inflater::default(),
+            buf: BytesMut::new(),
+            next_id: 1,
+        };
+
+        let (err, data) = c.pair("0", &refused.to_string()).await;
+        let got = c.collect(&[err, data]).await;
+        let message = String::from_utf8_lossy(got.get(&err).map(Vec::as_slice).unwrap_or_default()).into_owned();
+        assert!(
+            message.starts_with(&format!("error forwarding port {refused} to pod web, uid u1: "))
+                && message.ends_with(&format!("dial tcp 127.0.0.1:{refused}: connect: connection refused")),
+            "{message}"
+        );
+
+        // Two more connections at once on the same SPDY connection, to the listening port.
+        let (e1, d1) = c.pair("1", &port.to_string()).await;
+        let (e2, d2) = c.pair("2", &port.to_string()).await;
+        for (id, text) in [(d1, &b"one"[..]), (d2, &b"two"[..])] {
+            c.send(Frame::Data { stream_id: id, flags: 0, data: Bytes::from_static(text) }).await;
+            c.send(Frame::Data { stream_id: id, flags: FLAG_FIN, data: Bytes::new() }).await;
+        }
+        let got = c.collect(&[e1, d1, e2, d2]).await;
+        assert_eq!(got.get(&d1).map(Vec::as_slice), Some(&b"echo:one"[..]));
+        assert_eq!(got.get(&d2).map(Vec::as_slice), Some(&b"echo:two"[..]));
+        assert!(got.get(&e1).is_none_or(Vec::is_empty) && got.get(&e2).is_none_or(Vec::is_empty));
+
+        // A bad port header is an error on the error stream, too.
+        let (e3, d3) = c.pair("3", "http").await;
+        let got = c.collect(&[e3, d3]).await;
+        assert!(String::from_utf8_lossy(&got[&e3]).contains("invalid port"), "{got:?}");
+
+        drop(c);
+        tokio::time::timeout(Duration::from_secs(5), serving).await.expect("run ends with the connection").ok();
+        server.abort();
+    }
+}
