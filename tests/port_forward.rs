@@ -2,8 +2,9 @@
 //! kubelet over mutual TLS, which connects to the pod's IP. kubectl 1.32 tunnels SPDY in WebSocket
 //! (`SPDY/3.1+portforward.k8s.io`); kubectl 1.29 upgrades to SPDY/3.1 directly. A Wasm HTTP pod
 //! (also reached as deploy/web and svc/web, which kubectl resolves to a pod), concurrent
-//! connections on one forward, a port nothing listens on (kubectl prints the kubelet's error and,
-//! as client-go does, ends the forward), and a Linux (busybox httpd) pod.
+//! connections on one forward, the Python client's WebSocket channel form (`?ports=`), a port
+//! nothing listens on (kubectl prints the kubelet's error and, as client-go does, ends the
+//! forward), and a Linux (busybox httpd) pod.
 //!
 //! The Linux test needs root, containerd, runc, ctr, the CNI plugins, docker-registry, umoci, skopeo
 //! and busybox-static.
@@ -147,6 +148,29 @@ fn port_forward_to_a_wasm_pod_with_kubectl_1_32_and_1_29() {
     assert_eq!(old.get("/healthz"), "ok");
     drop(old);
     assert!(c.server_log().contains("transport=\"spdy\""), "{}", common::tail(&c.server_log()));
+
+    // The Python client (WebSocket channels, `?ports=`): a GET through the forward, and a refused
+    // port's error on its error channel.
+    let script = skiff_testkit::repo_root().join("tests/python/port_forward_check.py");
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg("python3")
+        .arg(&script)
+        .arg(&kubeconfig)
+        .arg(&pod)
+        .env("HOME", c.data_dir())
+        .env("TMPDIR", c.data_dir())
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3 port_forward_check.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.lines().last() == Some("OK"),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        common::tail(&c.server_log())
+    );
+    assert!(stdout.contains(&format!("error forwarding port 9 to pod {pod}")), "{stdout}");
 
     // A port nothing listens on: the kubelet's error reaches kubectl on the error stream.
     let mut closed = Forward::start(KUBECTL, &kubeconfig, &format!("pod/{pod}"), 9);

@@ -4,6 +4,7 @@
 //! clients and for port-forward ([`port_forward`]); [`upgrade`] picks the transport.
 
 pub mod containers;
+pub mod port_channels;
 pub mod port_forward;
 pub mod protocol;
 pub mod session;

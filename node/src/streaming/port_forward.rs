@@ -4,7 +4,8 @@
 //! stream with the same `requestID` and `port` headers; the kubelet connects to the pod's IP at that
 //! port (reachable from the node for Wasm and OCI pods alike) and copies both ways. A connection
 //! that cannot be made is reported on the error stream in the kubelet's words; the SPDY
-//! connection stays up for the next pair.
+//! connection stays up for the next pair. A WebSocket without the SPDY tunnel is Kubernetes'
+//! channel form of port-forward (`?ports=`, [`super::port_channels`]), as client libraries use it.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -27,9 +28,9 @@ pub const PROTOCOL: &str = "portforward.k8s.io";
 /// The WebSocket subprotocol tunnelling it (kubectl 1.31+).
 pub const TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
 /// How long connecting to the pod may take.
-const CONNECT_BOUND: Duration = Duration::from_secs(10);
+pub(super) const CONNECT_BOUND: Duration = Duration::from_secs(10);
 /// How long the other direction gets once one ended (socat's and containerd's half a second).
-const LINGER: Duration = Duration::from_millis(500);
+pub(super) const LINGER: Duration = Duration::from_millis(500);
 /// Pairs waiting for their second stream, at most.
 const MAX_PENDING: usize = 1024;
 
@@ -67,6 +68,7 @@ pub async fn serve(
             return plain(code, e.to_string());
         }
     };
+    let query = request.uri().query().unwrap_or_default().to_string();
     let tunnelled = request
         .headers()
         .get_all("sec-websocket-protocol")
@@ -77,9 +79,16 @@ pub async fn serve(
     let span = tracing::info_span!("port_forward", %namespace, pod = %address.name, ip = %address.ip);
     match upgrade::transport(request, &[PROTOCOL]).await {
         Err(response) => response,
-        Ok(Transport::WebSocket(_)) if !tunnelled => {
-            plain(StatusCode::BAD_REQUEST, format!("port-forward over WebSocket needs the {TUNNEL} subprotocol"))
-        }
+        Ok(Transport::WebSocket(ws)) if !tunnelled => match super::port_channels::ports(&query) {
+            Ok(ports) => ws.protocols(super::port_channels::PROTOCOLS).on_upgrade(move |socket| {
+                async move {
+                    tracing::info!(transport = "websocket-channels", ?ports, "port-forward connection");
+                    super::port_channels::run(socket, ports, address).await
+                }
+                .instrument(span)
+            }),
+            Err(message) => plain(StatusCode::BAD_REQUEST, message),
+        },
         Ok(Transport::WebSocket(ws)) => ws.protocols([TUNNEL]).on_upgrade(move |socket| {
             async move {
                 tracing::info!(transport = "websocket", "port-forward connection");
@@ -175,7 +184,7 @@ fn port_of(stream: &Incoming) -> Option<u16> {
 }
 
 /// Words a failed dial as Go does (`dial tcp 10.0.0.5:81: connect: connection refused`).
-fn dial_error(addr: SocketAddr, e: &std::io::Error) -> String {
+pub(super) fn dial_error(addr: SocketAddr, e: &std::io::Error) -> String {
     let cause = match e.kind() {
         std::io::ErrorKind::ConnectionRefused => "connect: connection refused".to_string(),
         std::io::ErrorKind::TimedOut => "i/o timeout".to_string(),

@@ -110,14 +110,13 @@ pub fn websocket_bytes(socket: WebSocket) -> DuplexStream {
         let (mut read, mut write) = tokio::io::split(theirs);
         let inbound = async {
             while let Some(Ok(message)) = incoming.next().await {
-                match message {
-                    Message::Binary(data) => {
-                        if write.write_all(&data).await.is_err() {
-                            break;
-                        }
-                    }
-                    Message::Close(_) => break,
-                    _ => {}
+                let stop = match message {
+                    Message::Binary(data) => write.write_all(&data).await.is_err(),
+                    Message::Close(_) => true,
+                    _ => false,
+                };
+                if stop {
+                    break;
                 }
             }
             let _ = write.shutdown().await;
