@@ -204,7 +204,12 @@ pub async fn serve(
         stopper.graceful_shutdown(Some(DRAIN));
     });
     let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
-    axum_server::from_tcp_rustls(listener.into_std()?, config)?.handle(handle).serve(app.into_make_service()).await
+    // TCP_NODELAY: streams (exec, port-forward) write small frames that must not wait for an ACK.
+    axum_server::from_tcp_rustls(listener.into_std()?, config)?
+        .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor::new()))
+        .handle(handle)
+        .serve(app.into_make_service())
+        .await
 }
 
 /// The query of `containerLogs`, parsed.

@@ -128,6 +128,7 @@ async fn forward(
             return;
         }
     };
+    let _ = tcp.set_nodelay(true);
     let (mut from_pod, mut to_pod) = tcp.into_split();
     let up = async {
         while let Some(chunk) = from_client.recv().await {

@@ -204,6 +204,7 @@ async fn forward(mut data: Incoming, error: Incoming, pod: PodAddress) {
             let addr = SocketAddr::new(pod.ip, port);
             match tokio::time::timeout(CONNECT_BOUND, TcpStream::connect(addr)).await {
                 Ok(Ok(tcp)) => {
+                    let _ = tcp.set_nodelay(true);
                     copy(&mut data, tcp).await;
                     Ok(())
                 }
