@@ -258,6 +258,15 @@ fn exec_needs_create_on_pods_exec_and_wasm_containers_refuse_it() {
     let out = old_kubectl(&["exec", "-i", "box", "--", "cat"], Some(&[7u8; 100_000]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout == vec![7u8; 100_000], "{} bytes back", out.stdout.len());
+    // A terminal over SPDY (the resize stream is opened too).
+    let command = format!(
+        "timeout --foreground 60 /usr/lib/google-cloud-sdk/bin/kubectl.1.29 --kubeconfig {} exec -it box -- sh -c 'test -t 0 && echo is-a-tty'",
+        s.cluster.kubeconfig().display()
+    );
+    let out =
+        Command::new("script").args(["-qec", &command, "/dev/null"]).stdin(Stdio::null()).output().expect("script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("is-a-tty"), "{:?} {text}", out.status);
 
     // A Wasm container: a 400 with a clear message.
     let out = s.kubectl(&["exec", "wasm", "--", "ls"], None);
