@@ -258,6 +258,12 @@ fn exec_needs_create_on_pods_exec_and_wasm_containers_refuse_it() {
     let out = old_kubectl(&["exec", "-i", "box", "--", "cat"], Some(&[7u8; 100_000]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout == vec![7u8; 100_000], "{} bytes back", out.stdout.len());
+    // Attach over SPDY follows the live output to the container's end.
+    s.cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&ticker.replace("name: ticker", "name: ticker-old")));
+    s.wait_ready("ticker-old");
+    let out = old_kubectl(&["attach", "ticker-old"], None);
+    let attached = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && attached.ends_with("tick 10\ndone\n"), "{attached}");
     // A terminal over SPDY (the resize stream is opened too).
     let command = format!(
         "timeout --foreground 60 /usr/lib/google-cloud-sdk/bin/kubectl.1.29 --kubeconfig {} exec -it box -- sh -c 'test -t 0 && echo is-a-tty'",
