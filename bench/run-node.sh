@@ -14,7 +14,8 @@
 # connections of other programs can time out. So unless KEEP_NEIGH=1, this script raises
 # gc_thresh1/2/3 to 4096/8192/16384 for the node-burst run and restores the old values afterwards.
 #
-# Needs root (bridges, network namespaces), the CNI plugins in /usr/lib/cni, docker-registry and wrk.
+# Needs root (bridges, network namespaces), the CNI plugins in /usr/lib/cni, docker-registry, wrk and
+# kubectl 1.32 and 1.29 in /usr/lib/google-cloud-sdk/bin (port-forward).
 # About 3 minutes after the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -86,3 +87,5 @@ raise_neigh
 run node-burst --server-bin "$SERVER" --workload "$WORKLOAD" --pods 1000 --clients 32
 restore_neigh
 run node-http --server-bin "$SERVER" --workload "$WORKLOAD" --seconds 10 --connections 64
+run port-forward --server-bin "$SERVER" --workload "$WORKLOAD" --downloads 5
+run port-forward --server-bin "$SERVER" --workload "$WORKLOAD" --downloads 5 --kubectl /usr/lib/google-cloud-sdk/bin/kubectl.1.29

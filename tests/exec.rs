@@ -1,7 +1,7 @@
 //! End to end: `kubectl exec` and `kubectl cp` (tar over exec) into a Linux (OCI) busybox container with
 //! the real kubectl 1.32 (WebSocket, `v5.channel.k8s.io`), through the API server's proxy to the
-//! kubelet over mutual TLS, and containerd's exec API; RBAC's `create pods/exec`; a Wasm container
-//! refuses exec with a clear message.
+//! kubelet over mutual TLS, and containerd's exec API; kubectl 1.29 over SPDY/3.1; RBAC's
+//! `create pods/exec`; a Wasm container refuses exec with a clear message.
 //!
 //! Needs root, containerd, runc, ctr, the CNI plugins, docker-registry, umoci, skopeo and busybox-static.
 
@@ -235,13 +235,44 @@ fn exec_needs_create_on_pods_exec_and_wasm_containers_refuse_it() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("got-hi"), "{:?} {text}", out.status);
 
-    // kubectl 1.29 speaks only SPDY, which is not served yet: a clear error, no hang.
-    let mut cmd = Command::new("timeout");
-    cmd.args(["60", "/usr/lib/google-cloud-sdk/bin/kubectl.1.29", "--kubeconfig"]).arg(s.cluster.kubeconfig());
-    let out = cmd.args(["exec", "box", "--", "true"]).stdin(Stdio::null()).output().expect("kubectl 1.29");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("SPDY is not supported"), "{stderr}");
+    // kubectl 1.29 speaks only SPDY (a plain `Upgrade: SPDY/3.1`, `v4.channel.k8s.io`): output,
+    // the exit code through the error stream, and stdin until its end.
+    let old_kubectl = |args: &[&str], input: Option<&[u8]>| {
+        let mut cmd = Command::new("timeout");
+        cmd.args(["60", "/usr/lib/google-cloud-sdk/bin/kubectl.1.29", "--kubeconfig"]).arg(s.cluster.kubeconfig());
+        cmd.args(args).stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("kubectl 1.29");
+        if let Some(input) = input {
+            use std::io::Write;
+            let mut pipe = child.stdin.take().expect("stdin");
+            pipe.write_all(input).expect("write stdin");
+        }
+        child.wait_with_output().expect("kubectl 1.29 output")
+    };
+    let out = old_kubectl(&["exec", "box", "--", "sh", "-c", "echo out; echo err >&2"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    let out = old_kubectl(&["exec", "box", "--", "sh", "-c", "exit 3"], None);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = old_kubectl(&["exec", "-i", "box", "--", "cat"], Some(&[7u8; 100_000]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout == vec![7u8; 100_000], "{} bytes back", out.stdout.len());
+    // Attach over SPDY follows the live output to the container's end.
+    s.cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&ticker.replace("name: ticker", "name: ticker-old")));
+    s.wait_ready("ticker-old");
+    let out = old_kubectl(&["attach", "ticker-old"], None);
+    let attached = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && attached.ends_with("tick 10\ndone\n"), "{attached}");
+    // A terminal over SPDY (the resize stream is opened too).
+    let command = format!(
+        "timeout --foreground 60 /usr/lib/google-cloud-sdk/bin/kubectl.1.29 --kubeconfig {} exec -it box -- sh -c 'test -t 0 && echo is-a-tty'",
+        s.cluster.kubeconfig().display()
+    );
+    let out =
+        Command::new("script").args(["-qec", &command, "/dev/null"]).stdin(Stdio::null()).output().expect("script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("is-a-tty"), "{:?} {text}", out.status);
 
     // A Wasm container: a 400 with a clear message.
     let out = s.kubectl(&["exec", "wasm", "--", "ls"], None);

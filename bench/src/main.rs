@@ -17,6 +17,7 @@ mod node_cluster;
 mod node_http;
 mod node_pods;
 mod node_start;
+mod port_forward;
 mod proxy_sync;
 mod rss;
 mod sched;
@@ -201,6 +202,22 @@ enum Command {
         #[arg(long, default_value_t = 200_000)]
         decisions: usize,
     },
+    /// `kubectl port-forward` to a hello-http pod against its IP: download MB/s and new-connection latency.
+    PortForward {
+        #[command(flatten)]
+        node: NodeFlags,
+        /// The kubectl to run (1.32 tunnels SPDY in WebSocket; 1.29 upgrades to SPDY).
+        #[arg(long, default_value = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32")]
+        kubectl: PathBuf,
+        /// Size of the downloaded file, in MiB.
+        #[arg(long, default_value_t = 64)]
+        mib: usize,
+        #[arg(long, default_value_t = 5)]
+        downloads: usize,
+        /// New connections timed per path.
+        #[arg(long, default_value_t = 200)]
+        connections: usize,
+    },
     NodeHttp {
         #[command(flatten)]
         node: NodeFlags,
@@ -301,6 +318,13 @@ async fn run(command: Command) -> Result<()> {
             dns::run(services, clients, seconds).await
         }
         Command::Authz { roles, decisions } => authz::run(roles, decisions),
+        Command::PortForward { node, kubectl, mib, downloads, connections } => {
+            if mib == 0 || downloads == 0 || connections == 0 {
+                bail!("--mib, --downloads and --connections must be positive");
+            }
+            let args = port_forward::ForwardArgs { kubectl, mib, downloads, connections };
+            port_forward::run(&node.server_bin, &node.workload, &args, &node.opts(24)).await
+        }
         Command::NodeHttp { node, seconds, connections, threads } => {
             if seconds == 0 || connections == 0 || threads == 0 {
                 bail!("--seconds, --connections and --threads must be positive");

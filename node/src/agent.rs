@@ -104,6 +104,8 @@ impl Agent {
             streams: Arc::new(crate::streaming::containers::NodeStreams {
                 logs: Arc::clone(&log_index),
                 oci: oci.clone(),
+                sandboxes: Arc::clone(&sandboxes),
+                client: client.clone(),
             }),
             stats: Arc::new(crate::stats::StatsSource {
                 node_name: config.node_name.clone(),

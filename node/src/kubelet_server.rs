@@ -1,6 +1,7 @@
 //! The kubelet's HTTPS endpoint: `GET /containerLogs/{namespace}/{pod}/{container}` streams a
 //! container's logs to the API server (which proxies `pods/log` here); `/exec/{namespace}/{pod}/{container}`
 //! runs a command in a container and `/attach/...` follows its output over WebSocket ([`crate::streaming`]);
+//! `/portForward/{namespace}/{pod}[/{uid}]` forwards connections to the pod over SPDY;
 //! `GET /metrics`; `GET /stats/summary` ([`crate::stats`]); `GET /pods`; `GET /healthz`
 //! answers `ok`. Served over mutual TLS ([`crate::kubelet_tls`]): only the API server's client
 //! certificate gets a connection; no bearer token is looked at.
@@ -104,7 +105,9 @@ fn router(state: ServerState) -> Router {
         .route("/stats/summary", get(stats_summary))
         .route("/pods", get(pods))
         .route("/exec/{namespace}/{pod}/{container}", get(exec).post(exec))
-        .route("/attach/{namespace}/{pod}/{container}", get(attach).post(attach));
+        .route("/attach/{namespace}/{pod}/{container}", get(attach).post(attach))
+        .route("/portForward/{namespace}/{pod}", get(port_forward).post(port_forward))
+        .route("/portForward/{namespace}/{pod}/{uid}", get(port_forward_uid).post(port_forward_uid));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(logs)
@@ -117,11 +120,11 @@ async fn exec(
     State(state): State<ServerState>,
     Path((namespace, pod, container)): Path<(String, String, String)>,
     Query(query): Query<Vec<(String, String)>>,
-    upgrade: Result<axum::extract::ws::WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    request: axum::extract::Request,
 ) -> Response {
     let target = crate::streaming::Target { namespace, pod, container };
     let kind = crate::streaming::Kind::Exec;
-    crate::streaming::session::serve(kind, state.source.streams(), target, query, upgrade).await
+    crate::streaming::serve_exec(kind, state.source.streams(), target, query, request).await
 }
 
 /// `/attach/{namespace}/{pod}/{container}` ([`crate::streaming::session`]).
@@ -129,11 +132,29 @@ async fn attach(
     State(state): State<ServerState>,
     Path((namespace, pod, container)): Path<(String, String, String)>,
     Query(query): Query<Vec<(String, String)>>,
-    upgrade: Result<axum::extract::ws::WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    request: axum::extract::Request,
 ) -> Response {
     let target = crate::streaming::Target { namespace, pod, container };
     let kind = crate::streaming::Kind::Attach;
-    crate::streaming::session::serve(kind, state.source.streams(), target, query, upgrade).await
+    crate::streaming::serve_exec(kind, state.source.streams(), target, query, request).await
+}
+
+/// `/portForward/{namespace}/{pod}` ([`crate::streaming::port_forward`]).
+async fn port_forward(
+    State(state): State<ServerState>,
+    Path((namespace, pod)): Path<(String, String)>,
+    request: axum::extract::Request,
+) -> Response {
+    crate::streaming::port_forward::serve(state.source.streams(), namespace, pod, None, request).await
+}
+
+/// `/portForward/{namespace}/{pod}/{uid}` (the form the API server uses).
+async fn port_forward_uid(
+    State(state): State<ServerState>,
+    Path((namespace, pod, uid)): Path<(String, String, String)>,
+    request: axum::extract::Request,
+) -> Response {
+    crate::streaming::port_forward::serve(state.source.streams(), namespace, pod, Some(uid), request).await
 }
 
 /// `GET /stats/summary` (the kubelet Summary API, [`crate::stats`]).
@@ -183,7 +204,12 @@ pub async fn serve(
         stopper.graceful_shutdown(Some(DRAIN));
     });
     let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
-    axum_server::from_tcp_rustls(listener.into_std()?, config)?.handle(handle).serve(app.into_make_service()).await
+    // TCP_NODELAY: streams (exec, port-forward) write small frames that must not wait for an ACK.
+    axum_server::from_tcp_rustls(listener.into_std()?, config)?
+        .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor::new()))
+        .handle(handle)
+        .serve(app.into_make_service())
+        .await
 }
 
 /// The query of `containerLogs`, parsed.

@@ -11,7 +11,6 @@ use std::task::{Context, Poll};
 use axum_server::accept::Accept;
 use axum_server::tls_rustls::RustlsAcceptor;
 use rustls::server::WebPkiClientVerifier;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
 
 use super::authn::{user_from_certificate, PeerIdentity};
@@ -47,7 +46,7 @@ pub fn server_config(certs: &Certificates) -> Result<rustls::ServerConfig, Strin
 /// Wraps the rustls acceptor: after the handshake, the verified peer's identity goes into the
 /// connection's service.
 #[derive(Clone)]
-pub struct PeerAcceptor(pub RustlsAcceptor);
+pub struct PeerAcceptor(pub RustlsAcceptor<axum_server::accept::NoDelayAcceptor>);
 
 /// A connection's service that adds the peer identity to each request.
 #[derive(Clone)]
@@ -76,16 +75,15 @@ where
     }
 }
 
-impl<I, S> Accept<I, S> for PeerAcceptor
+impl<S> Accept<tokio::net::TcpStream, S> for PeerAcceptor
 where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Send + 'static,
 {
-    type Stream = TlsStream<I>;
+    type Stream = TlsStream<tokio::net::TcpStream>;
     type Service = WithPeer<S>;
     type Future = Pin<Box<dyn Future<Output = io::Result<(Self::Stream, Self::Service)>> + Send>>;
 
-    fn accept(&self, stream: I, service: S) -> Self::Future {
+    fn accept(&self, stream: tokio::net::TcpStream, service: S) -> Self::Future {
         let inner = self.0.clone();
         Box::pin(async move {
             let (stream, service) = inner.accept(stream, service).await?;

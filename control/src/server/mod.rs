@@ -327,7 +327,8 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let rustls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls_config));
     let mut server = axum_server::from_tcp_rustls(std_listener, rustls)
         .map_err(|source| ServerError::Listen { addr, source })?
-        .map(crate::auth::client_cert::PeerAcceptor)
+        // TCP_NODELAY: small writes (streams, watch events) go out without waiting for an ACK.
+        .map(|tls| crate::auth::client_cert::PeerAcceptor(tls.acceptor(axum_server::accept::NoDelayAcceptor::new())))
         .handle(handle.clone());
     slow_client_timeouts(server.http_builder());
     tokio::spawn(async move {

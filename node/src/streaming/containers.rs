@@ -22,6 +22,10 @@ pub const WASM_EXEC: &str = "exec is not supported for Wasm containers yet";
 pub struct NodeStreams {
     pub logs: Arc<LogIndex>,
     pub oci: Option<Arc<LazyOci>>,
+    /// The pods' sandboxes (their IPs, for port-forward).
+    pub sandboxes: Arc<crate::sandbox::SandboxManager>,
+    /// Finds a pod's uid when a port-forward names none.
+    pub client: kube::Client,
 }
 
 impl NodeStreams {
@@ -63,6 +67,26 @@ impl Streams for NodeStreams {
             Ok(None) => Err(StreamError::Refused(WASM_EXEC.into())),
             Err(e) => Err(StreamError::Internal(e.to_string())),
         }
+    }
+
+    async fn pod_address(
+        &self,
+        namespace: &str,
+        pod: &str,
+        uid: Option<&str>,
+    ) -> Result<super::port_forward::PodAddress, StreamError> {
+        let missing = || StreamError::NotFound(format!("pod \"{namespace}/{pod}\" does not exist on this node"));
+        let uid = match uid.filter(|u| !u.is_empty()) {
+            Some(uid) => uid.to_string(),
+            None => {
+                let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+                    kube::Api::namespaced(self.client.clone(), namespace);
+                let found = api.get_opt(pod).await.map_err(|e| StreamError::Internal(e.to_string()))?;
+                found.and_then(|p| p.metadata.uid).ok_or_else(missing)?
+            }
+        };
+        let sandbox = self.sandboxes.get(&uid).ok_or_else(missing)?;
+        Ok(super::port_forward::PodAddress { name: pod.to_string(), uid, ip: sandbox.ip })
     }
 
     async fn attach(&self, target: &Target) -> Result<Process, StreamError> {

@@ -1,13 +1,45 @@
-//! The kubelet's streaming endpoints (`/exec`, `/attach`): the Kubernetes channel protocol over
-//! WebSocket ([`protocol`]) between the API server's proxied client and a process the runtime starts
-//! ([`Streams`]); [`session`] runs one connection.
+//! The kubelet's streaming endpoints (`/exec`, `/attach`, `/portForward`): the Kubernetes channel
+//! protocol over WebSocket ([`protocol`]) between the API server's proxied client and a process the
+//! runtime starts ([`Streams`]); [`session`] runs one connection. SPDY/3.1 ([`spdy`]) for older
+//! clients and for port-forward ([`port_forward`]); [`upgrade`] picks the transport.
 
 pub mod containers;
+pub mod port_channels;
+pub mod port_forward;
 pub mod protocol;
 pub mod session;
+pub mod spdy;
+pub mod spdy_exec;
+pub mod upgrade;
 
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request};
+use axum::response::Response;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
+
+/// Serves `/exec` or `/attach` on the transport the request asks for: a SPDY/3.1 upgrade
+/// ([`spdy_exec`]) or WebSocket ([`session`]).
+pub async fn serve_exec(
+    kind: Kind,
+    streams: Option<Arc<dyn Streams>>,
+    target: Target,
+    query: Vec<(String, String)>,
+    request: Request,
+) -> Response {
+    let spdy = request
+        .headers()
+        .get(axum::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(upgrade::SPDY));
+    if spdy {
+        return spdy_exec::serve(kind, streams, target, query, request).await;
+    }
+    let (mut parts, _body) = request.into_parts();
+    let websocket = axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &()).await;
+    session::serve(kind, streams, target, query, websocket).await
+}
 
 /// What `/exec` asks for (the query of `pods/exec`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -67,6 +99,16 @@ pub trait Streams: Send + Sync {
     async fn exec(&self, target: &Target, req: &ExecRequest) -> Result<Process, StreamError>;
     /// Attaches to `target`'s output (from now on) until it stops.
     async fn attach(&self, target: &Target) -> Result<Process, StreamError>;
+    /// Where port-forward connects for pod `namespace/pod` (with `uid` when the caller knows it).
+    async fn pod_address(
+        &self,
+        namespace: &str,
+        pod: &str,
+        uid: Option<&str>,
+    ) -> Result<port_forward::PodAddress, StreamError> {
+        let _ = uid;
+        Err(StreamError::NotFound(format!("pod \"{pod}\" in namespace \"{namespace}\" does not exist")))
+    }
 }
 
 /// What a streaming connection does.

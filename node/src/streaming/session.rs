@@ -19,8 +19,40 @@ use super::{ExecRequest, Kind, StreamError, Streams, Target};
 /// How long the output may lag behind the process's exit.
 const DRAIN_BOUND: Duration = Duration::from_secs(5);
 
-fn plain(code: StatusCode, message: String) -> Response {
+pub(super) fn plain(code: StatusCode, message: String) -> Response {
     (code, [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
+}
+
+/// The checks before an exec or attach upgrade (either transport): a served endpoint, a command,
+/// at least one stream, a target that can take it. An error is the response to send.
+pub(super) async fn precheck(
+    kind: Kind,
+    streams: Option<Arc<dyn Streams>>,
+    target: &Target,
+    req: &ExecRequest,
+) -> Result<Arc<dyn Streams>, Response> {
+    let Some(streams) = streams else {
+        return Err(plain(StatusCode::NOT_FOUND, "exec is not served by this kubelet".into()));
+    };
+    if kind == Kind::Exec && req.command.is_empty() {
+        return Err(plain(StatusCode::BAD_REQUEST, "you must specify at least one command for the container".into()));
+    }
+    if !(req.stdin || req.stdout || req.stderr) {
+        return Err(plain(StatusCode::BAD_REQUEST, "you must specify at least 1 of stdin, stdout, stderr".into()));
+    }
+    let checked = match kind {
+        Kind::Exec => streams.check(target).await,
+        Kind::Attach => Ok(()),
+    };
+    if let Err(e) = checked {
+        let code = match e {
+            StreamError::NotFound(_) => StatusCode::NOT_FOUND,
+            StreamError::Refused(_) => StatusCode::BAD_REQUEST,
+            StreamError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        return Err(plain(code, e.to_string()));
+    }
+    Ok(streams)
 }
 
 /// Serves `/exec/{namespace}/{pod}/{container}` and `/attach/...`: checks the target, then upgrades
@@ -32,35 +64,17 @@ pub async fn serve(
     query: Vec<(String, String)>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    let Some(streams) = streams else {
-        return plain(StatusCode::NOT_FOUND, "exec is not served by this kubelet".into());
-    };
     let req = ExecRequest::from_query(&query);
-    if kind == Kind::Exec && req.command.is_empty() {
-        return plain(StatusCode::BAD_REQUEST, "you must specify at least one command for the container".into());
-    }
-    if !(req.stdin || req.stdout || req.stderr) {
-        return plain(StatusCode::BAD_REQUEST, "you must specify at least 1 of stdin, stdout, stderr".into());
-    }
-    let checked = match kind {
-        Kind::Exec => streams.check(&target).await,
-        Kind::Attach => Ok(()),
+    let streams = match precheck(kind, streams, &target, &req).await {
+        Ok(s) => s,
+        Err(response) => return response,
     };
-    if let Err(e) = checked {
-        let code = match e {
-            StreamError::NotFound(_) => StatusCode::NOT_FOUND,
-            StreamError::Refused(_) => StatusCode::BAD_REQUEST,
-            StreamError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        return plain(code, e.to_string());
-    }
     let upgrade = match upgrade {
         Ok(u) => u,
         Err(_) => {
             return plain(
                 StatusCode::BAD_REQUEST,
-                "this kubelet serves exec over WebSocket only (v5.channel.k8s.io, v4.channel.k8s.io); SPDY is not supported"
-                    .into(),
+                "Upgrade request required: WebSocket (v5.channel.k8s.io, v4.channel.k8s.io) or SPDY/3.1".into(),
             )
         }
     };

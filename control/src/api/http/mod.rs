@@ -69,6 +69,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/apis/", get(apis_root))
         .route("/api/v1/namespaces/{namespace}/pods/{name}/exec", any(pod_stream::exec))
         .route("/api/v1/namespaces/{namespace}/pods/{name}/attach", any(pod_stream::attach))
+        .route("/api/v1/namespaces/{namespace}/pods/{name}/portforward", any(pod_stream::portforward))
         .route("/api/v1/nodes/{name}/proxy", any(node_proxy::root))
         .route("/api/v1/nodes/{name}/proxy/{*path}", any(node_proxy::path))
         .route("/apis/metrics.k8s.io", get(metrics_api::group))

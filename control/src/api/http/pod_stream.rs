@@ -1,6 +1,7 @@
-//! `pods/exec` and `pods/attach` (GET or POST, as kubectl sends them): the pod and container are checked
-//! as kube-apiserver does, then the client's upgrade (WebSocket with the `v5.channel.k8s.io` or
-//! `v4.channel.k8s.io` subprotocol, or SPDY) is sent on to the pod's kubelet over the mutual-TLS
+//! `pods/exec`, `pods/attach` and `pods/portforward` (GET or POST, as kubectl sends them): the pod
+//! and container are checked as kube-apiserver does, then the client's upgrade (WebSocket with the `v5.channel.k8s.io` or
+//! `v4.channel.k8s.io` subprotocol, `SPDY/3.1+portforward.k8s.io` for port-forward, or a SPDY/3.1
+//! upgrade) is sent on to the pod's kubelet over the mutual-TLS
 //! channel ([`super::pod_logs::KubeletClient`]); on the kubelet's `101 Switching Protocols` the two
 //! upgraded connections are spliced byte for byte. Authorization (`create` on the subresource, also
 //! for GET) happens before, in the auth filter.
@@ -36,6 +37,12 @@ pub async fn exec(state: State<ApiState>, path: Path<(String, String)>, request:
 /// `GET|POST /api/v1/namespaces/{namespace}/pods/{name}/attach`.
 pub async fn attach(state: State<ApiState>, path: Path<(String, String)>, request: Request) -> Response {
     serve(state, path, request, "attach").await
+}
+
+/// `GET|POST /api/v1/namespaces/{namespace}/pods/{name}/portforward` (to the kubelet's
+/// `/portForward/{namespace}/{name}/{uid}`; the streams name the ports).
+pub async fn portforward(state: State<ApiState>, path: Path<(String, String)>, request: Request) -> Response {
+    serve(state, path, request, "portforward").await
 }
 
 async fn serve(
@@ -74,16 +81,24 @@ async fn proxy(state: &ApiState, ns: &str, name: &str, mut request: Request, kin
         return Err(ApiError::MethodNotAllowed);
     }
     let options = options(request.uri().query());
-    if !["stdin", "stdout", "stderr"].iter().any(|k| flag(&options, k)) {
+    let forward = kind == "portforward";
+    if !forward && !["stdin", "stdout", "stderr"].iter().any(|k| flag(&options, k)) {
         return Err(ApiError::BadRequest("you must specify at least 1 of stdin, stdout, stderr".into()));
     }
     let registry = &state.registry;
     let pod_ri = registry.resource("", "Pod")?;
     let pod: Pod = decode(registry.get(pod_ri, Some(ns), name).await?, "pod")?;
-    let requested = options.iter().find(|(k, _)| k == "container").map(|(_, v)| v.clone()).filter(|c| !c.is_empty());
-    let container = pick_container(&pod, name, requested)?;
+    let segments: Vec<String> = if forward {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        ["portForward", ns, name, uid.as_str()].map(String::from).into()
+    } else {
+        let requested =
+            options.iter().find(|(k, _)| k == "container").map(|(_, v)| v.clone()).filter(|c| !c.is_empty());
+        let container = pick_container(&pod, name, requested)?;
+        [kind, ns, name, container.as_str()].map(String::from).into()
+    };
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default();
-    if matches!(phase, "Succeeded" | "Failed") {
+    if !forward && matches!(phase, "Succeeded" | "Failed") {
         return Err(ApiError::BadRequest(format!(
             "cannot exec into or attach to a container in a completed pod; current phase is {phase}"
         )));
@@ -91,7 +106,8 @@ async fn proxy(state: &ApiState, ns: &str, name: &str, mut request: Request, kin
     if !is_upgrade(request.headers()) {
         return Err(ApiError::BadRequest("Upgrade request required".into()));
     }
-    let mut url = kubelet_url(registry, &pod, name, &[kind, ns, name, &container]).await?;
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let mut url = kubelet_url(registry, &pod, name, &segments).await?;
     url.set_query(request.uri().query());
     let mut outgoing = state.kubelet.stream.request(request.method().clone(), url.clone());
     for key in UPGRADE_HEADERS {
