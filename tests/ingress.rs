@@ -1,0 +1,170 @@
+//! The ingress end to end: real kubectl, two Deployments of the Wasm `hello-http` pod behind two
+//! Services, one Ingress with host and path rules, and the node agent's ingress proxy on free
+//! ports of the node's address (127.0.0.1), reached with curl: routing by host and path, 404 for
+//! an unknown host, 503 for a missing Service, TLS by SNI from a Secret made here, HTTP/2, the
+//! ADDRESS column, and an update taking effect without a restart.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::node::Registry;
+use common::{eventually, free_port, Cluster};
+
+fn deployment(name: &str, image: &str, env: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: web\n        image: {image}\n        env: {env}\n        ports:\n        - {{name: http, containerPort: 8080}}\n        readinessProbe:\n          httpGet: {{path: /healthz, port: 8080}}\n          periodSeconds: 1\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector: {{app: {name}}}\n  ports:\n  - {{name: http, port: 80, targetPort: http}}\n"
+    )
+}
+
+/// `shop.local`: `/` to web-a (by port name), `/env` to web-b (by number), Exact `/env/NAME_A`
+/// to web-a; `ghost.local` to a Service that does not exist; TLS for `shop.local`.
+fn ingress(ghost_backend: &str) -> String {
+    format!(
+        r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: shop
+spec:
+  tls:
+  - hosts: [shop.local]
+    secretName: shop-tls
+  rules:
+  - host: shop.local
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: web-a, port: {{name: http}}}}}}}}
+      - {{path: /env, pathType: Prefix, backend: {{service: {{name: web-b, port: {{number: 80}}}}}}}}
+      - {{path: /env/NAME_A, pathType: Exact, backend: {{service: {{name: web-a, port: {{number: 80}}}}}}}}
+  - host: ghost.local
+    http:
+      paths:
+      - {{path: /, pathType: ImplementationSpecific, backend: {{service: {{name: {ghost_backend}, port: {{number: 80}}}}}}}}
+"#
+    )
+}
+
+/// curl's answer: (status, body, HTTP version), or the curl exit code.
+fn curl(args: &[&str]) -> Result<(u16, String, String), i32> {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "5", "-w", "\n%{http_code} %{http_version}"])
+        .args(args)
+        .output()
+        .expect("curl");
+    if !out.status.success() {
+        return Err(out.status.code().unwrap_or(-1));
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, trailer) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let (code, version) = trailer.split_once(' ').unwrap_or((trailer, ""));
+    Ok((code.parse().unwrap_or(0), body.to_string(), version.to_string()))
+}
+
+/// A plain HTTP request for `host` and `path` to the ingress.
+fn get(port: u16, host: &str, path: &str) -> Result<(u16, String, String), i32> {
+    curl(&["-H", &format!("Host: {host}"), &format!("http://127.0.0.1:{port}{path}")])
+}
+
+#[test]
+fn ingress_routes_by_host_and_path_over_http1_http2_and_tls() {
+    let (http_port, https_port) = (free_port(), free_port());
+    let c = Cluster::with_node_args(vec![
+        "--ingress-http-port".into(),
+        http_port.to_string(),
+        "--ingress-https-port".into(),
+        https_port.to_string(),
+    ]);
+    let registry = Registry::start();
+    let image = registry.push("hello-http", "1");
+    let timeout = Duration::from_secs(120);
+
+    // skiff's IngressClass exists and is the default.
+    eventually("the IngressClass skiff", timeout, || {
+        c.kubectl_output(&["get", "ingressclass", "skiff"], None).status.success()
+    });
+    let class = c.get_json(&["ingressclass", "skiff"]);
+    assert_eq!(class["spec"]["controller"], "skiff.io/ingress");
+    assert_eq!(class["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"], "true");
+
+    // Validation, with kube-apiserver's messages.
+    let bad = ingress("ghost").replace("pathType: Exact, ", "");
+    let err = c.kubectl_fails(&["apply", "-f", "-"], Some(&bad));
+    assert!(err.contains("spec.rules[0].http.paths[2].pathType: Required value: pathType must be specified"), "{err}");
+
+    let a = deployment("web-a", &image, "[{name: WHO, value: a}, {name: NAME_A, value: a-exact}]");
+    let b = deployment("web-b", &image, "[{name: WHO, value: b}]");
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&format!("{a}---\n{b}")));
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&ingress("ghost")));
+    for d in ["web-a", "web-b"] {
+        let out = c.kubectl(&["rollout", "status", &format!("deploy/{d}"), "--timeout=180s"]);
+        assert!(out.contains("successfully rolled out"), "{out}");
+    }
+
+    // Host and path routing: the longest prefix, Exact before Prefix, element-wise prefixes.
+    eventually("shop.local/env/WHO through web-b", timeout, || {
+        get(http_port, "shop.local", "/env/WHO").is_ok_and(|(s, body, _)| s == 200 && body == "b")
+    });
+    assert_eq!(get(http_port, "shop.local", "/env/NAME_A").map(|r| (r.0, r.1)), Ok((200, "a-exact".to_string())));
+    assert_eq!(get(http_port, "shop.local", "/healthz").map(|r| (r.0, r.1)), Ok((200, "ok".to_string())));
+    // `/envx` is not under `/env`: it goes to web-a, whose app answers 404 itself.
+    assert_eq!(get(http_port, "shop.local", "/envx").map(|r| (r.0, r.1)), Ok((404, "not found\n".to_string())));
+    let (status, body, _) = get(http_port, "unknown.local", "/").expect("an answer");
+    assert_eq!(status, 404, "unknown host: {body}");
+    let (status, body, _) = get(http_port, "ghost.local", "/").expect("an answer");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("service \"default/ghost\" not found"), "{body}");
+
+    // HTTP/2 with prior knowledge on the plain port.
+    let (status, body, version) =
+        curl(&["--http2-prior-knowledge", "-H", "Host: shop.local", &format!("http://127.0.0.1:{http_port}/env/WHO")])
+            .expect("an h2 answer");
+    assert_eq!((status, body.as_str(), version.as_str()), (200, "b", "2"));
+
+    // TLS by SNI from a Secret made here; HTTP/2 by ALPN.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = rcgen::generate_simple_self_signed(vec!["shop.local".to_string()]).expect("a certificate");
+    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&crt, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key, cert.signing_key.serialize_pem()).expect("write key");
+    let resolve = format!("shop.local:{https_port}:127.0.0.1");
+    let url = format!("https://shop.local:{https_port}/env/WHO");
+    let cacert = crt.display().to_string();
+    // Before the Secret exists the host gets the default certificate, which the client rejects.
+    assert_eq!(curl(&["--cacert", &cacert, "--resolve", &resolve, &url]), Err(60), "not yet trusted");
+    c.kubectl(&[
+        "create",
+        "secret",
+        "tls",
+        "shop-tls",
+        &format!("--cert={}", crt.display()),
+        &format!("--key={}", key.display()),
+    ]);
+    eventually("shop.local over TLS with the Secret's certificate", timeout, || {
+        curl(&["--cacert", &cacert, "--resolve", &resolve, &url]).is_ok_and(|(s, body, _)| s == 200 && body == "b")
+    });
+    let (_, _, version) = curl(&["--http2", "--cacert", &cacert, "--resolve", &resolve, &url]).expect("TLS answer");
+    assert_eq!(version, "2", "ALPN picks HTTP/2");
+    let (_, _, version) = curl(&["--http1.1", "--cacert", &cacert, "--resolve", &resolve, &url]).expect("TLS answer");
+    assert_eq!(version, "1.1");
+
+    // The ADDRESS column: the node's address.
+    eventually("the ingress's address", timeout, || {
+        c.get_json(&["ingress", "shop"])["status"]["loadBalancer"]["ingress"][0]["ip"] == "127.0.0.1"
+    });
+    let table = c.kubectl(&["get", "ingress", "shop"]);
+    assert!(
+        table.contains("127.0.0.1") && table.contains("shop.local,ghost.local") && table.contains("80, 443"),
+        "{table}"
+    );
+
+    // An update takes effect without a restart; a connection kept open across it still works.
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&ingress("web-b")));
+    eventually("ghost.local now routed to web-b", timeout, || {
+        get(http_port, "ghost.local", "/env/WHO").is_ok_and(|(s, body, _)| s == 200 && body == "b")
+    });
+    c.kubectl(&["delete", "ingress", "shop"]);
+    eventually("the deleted ingress's hosts unknown again", timeout, || {
+        get(http_port, "shop.local", "/env/WHO").is_ok_and(|(s, _, _)| s == 404)
+    });
+}
