@@ -41,7 +41,25 @@ spec:
     http:
       paths:
       - {{path: /, pathType: ImplementationSpecific, backend: {{service: {{name: {ghost_backend}, port: {{number: 80}}}}}}}}
+  - host: flaky.local
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: flaky, port: {{number: 80}}}}}}}}
 "#
+    )
+}
+
+/// A Service without a selector whose endpoints are `dead` (refuses connections) and `live`.
+fn flaky_service(dead: &str, dead_port: u16, live: &str) -> String {
+    let slice = |name: &str, ip: &str, port: u16| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}\n  labels: {{kubernetes.io/service-name: flaky}}\naddressType: IPv4\nports:\n- {{name: http, port: {port}, protocol: TCP}}\nendpoints:\n- addresses: [{ip}]\n  conditions: {{ready: true}}\n"
+        )
+    };
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: flaky\nspec:\n  ports:\n  - {{name: http, port: 80}}\n---\n{}---\n{}",
+        slice("flaky-dead", dead, dead_port),
+        slice("flaky-live", live, 8080)
     )
 }
 
@@ -115,6 +133,22 @@ fn ingress_routes_by_host_and_path_over_http1_http2_and_tls() {
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("service \"default/ghost\" not found"), "{body}");
 
+    // A refused connect is retried on another endpoint: every request through a Service with one
+    // dead and one live endpoint succeeds, whichever endpoint round robin tries first.
+    let pods = c.get_json(&["pods", "-l", "app=web-b"]);
+    let live = pods["items"][0]["status"]["podIP"].as_str().expect("web-b's pod IP").to_string();
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&flaky_service("127.0.0.1", free_port(), &live)));
+    eventually("flaky.local answering", timeout, || {
+        get(http_port, "flaky.local", "/env/WHO").is_ok_and(|(s, body, _)| s == 200 && body == "b")
+    });
+    for i in 0..6 {
+        assert_eq!(
+            get(http_port, "flaky.local", "/env/WHO").map(|r| (r.0, r.1)),
+            Ok((200, "b".to_string())),
+            "request {i}"
+        );
+    }
+
     // HTTP/2 with prior knowledge on the plain port.
     let (status, body, version) =
         curl(&["--http2-prior-knowledge", "-H", "Host: shop.local", &format!("http://127.0.0.1:{http_port}/env/WHO")])
@@ -158,7 +192,7 @@ fn ingress_routes_by_host_and_path_over_http1_http2_and_tls() {
         "{table}"
     );
 
-    // An update takes effect without a restart; a connection kept open across it still works.
+    // An update takes effect without a restart.
     c.kubectl_stdin(&["apply", "-f", "-"], Some(&ingress("web-b")));
     eventually("ghost.local now routed to web-b", timeout, || {
         get(http_port, "ghost.local", "/env/WHO").is_ok_and(|(s, body, _)| s == 200 && body == "b")

@@ -158,6 +158,7 @@ pub fn validate_ingress_class(obj: &Value, causes: &mut Vec<Cause>) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -123,7 +123,7 @@ impl RouteTable {
         let host = normalize_host(host);
         let path = if path.is_empty() { "/" } else { path };
         let routes = self.host_routes(&host);
-        let found = routes.and_then(|r| r.lookup(path)).or_else(|| self.default_backend.as_ref());
+        let found = routes.and_then(|r| r.lookup(path)).or(self.default_backend.as_ref());
         match found {
             Some(b) => Route::Backend(b),
             None => Route::NotFound,
@@ -229,6 +229,7 @@ impl<C> TlsHosts<C> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -1,9 +1,10 @@
 //! The ingress's HTTP side: HTTP/1.1 and HTTP/2 (hyper-util's auto server, ALPN over TLS),
 //! each request routed through the current snapshot and forwarded over HTTP/1.1 to a ready
-//! endpoint of its Service (round robin; another endpoint when a connect fails), with
+//! endpoint of its Service (round robin, reusing idle connections; another endpoint when a connect fails), with
 //! `X-Forwarded-For/Proto/Host`. Unknown host: 404; a missing Service or no ready endpoint: 503
 //! with the reason; a backend too slow to answer: 504.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +17,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -41,13 +43,15 @@ pub struct Shared {
     pub backends: Arc<parking_lot::RwLock<Backends>>,
     /// Round-robin position.
     next: AtomicUsize,
+    /// Idle backend connections.
+    pool: Arc<Pool>,
     pub response_timeout: Duration,
 }
 
 impl Shared {
     /// Handlers over `snapshot` and `backends`.
     pub fn new(snapshot: watch::Receiver<Arc<Snapshot>>, backends: Arc<parking_lot::RwLock<Backends>>) -> Self {
-        Self { snapshot, backends, next: AtomicUsize::new(0), response_timeout: RESPONSE_TIMEOUT }
+        Self { snapshot, backends, next: AtomicUsize::new(0), pool: Arc::default(), response_timeout: RESPONSE_TIMEOUT }
     }
 }
 
@@ -148,7 +152,7 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>, peer: SocketAddr, s
             Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("503 Service Unavailable: {e}\n")),
         };
         let start = shared.next.fetch_add(1, Ordering::Relaxed);
-        forward(req, &endpoints, start, &host, peer, scheme, shared.response_timeout).await
+        forward(&shared.pool, req, &endpoints, start, &host, peer, scheme, shared.response_timeout).await
     }
     .instrument(span)
     .await
@@ -223,7 +227,63 @@ async fn connect(endpoints: &[SocketAddr], start: usize) -> Option<(TcpStream, S
     None
 }
 
+/// Idle HTTP/1.1 connections to endpoints, reused by later requests.
+#[derive(Default)]
+pub struct Pool {
+    idle: parking_lot::Mutex<HashMap<SocketAddr, Vec<SendRequest<Incoming>>>>,
+}
+
+/// Idle connections kept per endpoint.
+const MAX_IDLE: usize = 256;
+
+impl Pool {
+    /// An idle connection to `addr` that can take a request now.
+    fn take(&self, addr: SocketAddr) -> Option<SendRequest<Incoming>> {
+        let mut idle = self.idle.lock();
+        let list = idle.get_mut(&addr)?;
+        while let Some(sender) = list.pop() {
+            if sender.is_ready() && !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Returns `sender` to the pool once its response is read to the end (then the connection
+    /// can take another request); a connection that closes meanwhile is dropped.
+    fn give_back(self: &Arc<Self>, addr: SocketAddr, mut sender: SendRequest<Incoming>) {
+        let pool = Arc::clone(self);
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                let mut idle = pool.idle.lock();
+                let list = idle.entry(addr).or_default();
+                if list.len() < MAX_IDLE {
+                    list.push(sender);
+                }
+            }
+        });
+    }
+}
+
+/// A new HTTP/1.1 connection to the first endpoint (from `start`, round robin) that accepts.
+async fn open(endpoints: &[SocketAddr], start: usize) -> Result<(SendRequest<Incoming>, SocketAddr), String> {
+    let Some((stream, addr)) = connect(endpoints, start).await else {
+        return Err("no endpoint accepted a connection".into());
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%addr, error = %e, "backend connection");
+        }
+    });
+    Ok((sender, addr))
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn forward(
+    pool: &Arc<Pool>,
     req: Request<Incoming>,
     endpoints: &[SocketAddr],
     start: usize,
@@ -232,32 +292,53 @@ async fn forward(
     scheme: &'static str,
     response_timeout: Duration,
 ) -> Response<Body> {
-    let Some((stream, addr)) = connect(endpoints, start).await else {
-        return text(StatusCode::BAD_GATEWAY, "502 Bad Gateway: no endpoint accepted a connection\n".into());
-    };
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
-        Ok(pair) => pair,
-        Err(e) => return text(StatusCode::BAD_GATEWAY, format!("502 Bad Gateway: {e}\n")),
-    };
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(%addr, error = %e, "backend connection");
+    let mut pending = Some(backend_request(req, host, peer, scheme));
+    let n = endpoints.len();
+    // An idle connection to the endpoint round robin picks, while one takes the request; a
+    // connection found closed gives the request back unsent.
+    let preferred = endpoints[start % n];
+    let mut sent = None;
+    while let Some(request) = pending.take() {
+        let Some(mut sender) = pool.take(preferred) else {
+            pending = Some(request);
+            break;
+        };
+        match tokio::time::timeout(response_timeout, sender.try_send_request(request)).await {
+            Err(_) => return timed_out(),
+            Ok(Ok(resp)) => sent = Some((resp, sender, preferred)),
+            Ok(Err(mut e)) => match e.take_message() {
+                Some(unsent) => pending = Some(unsent),
+                None => return text(StatusCode::BAD_GATEWAY, format!("502 Bad Gateway: {}\n", e.into_error())),
+            },
         }
-    });
-    let request = backend_request(req, host, peer, scheme);
-    match tokio::time::timeout(response_timeout, sender.send_request(request)).await {
-        Ok(Ok(resp)) => {
-            let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, body.boxed())
-        }
-        Ok(Err(e)) => text(StatusCode::BAD_GATEWAY, format!("502 Bad Gateway: {e}\n")),
-        Err(_) => text(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Timeout: the backend did not answer in time\n".into()),
     }
+    let (resp, sender, addr) = match (sent, pending) {
+        (Some(sent), _) => sent,
+        (None, None) => return text(StatusCode::BAD_GATEWAY, "502 Bad Gateway: the request was lost\n".into()),
+        (None, Some(request)) => {
+            let (mut sender, addr) = match open(endpoints, start).await {
+                Ok(opened) => opened,
+                Err(e) => return text(StatusCode::BAD_GATEWAY, format!("502 Bad Gateway: {e}\n")),
+            };
+            match tokio::time::timeout(response_timeout, sender.send_request(request)).await {
+                Err(_) => return timed_out(),
+                Ok(Err(e)) => return text(StatusCode::BAD_GATEWAY, format!("502 Bad Gateway: {e}\n")),
+                Ok(Ok(resp)) => (resp, sender, addr),
+            }
+        }
+    };
+    pool.give_back(addr, sender);
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, body.boxed())
+}
+
+fn timed_out() -> Response<Body> {
+    text(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Timeout: the backend did not answer in time\n".into())
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -128,6 +128,7 @@ pub fn routes<'a>(ingresses: impl IntoIterator<Item = &'a Ingress>, classes: &Cl
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::ingress::route::Route;

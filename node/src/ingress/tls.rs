@@ -109,6 +109,7 @@ pub fn server_config(resolver: Resolver) -> Result<Arc<rustls::ServerConfig>, ru
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use k8s_openapi::ByteString;
