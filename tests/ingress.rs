@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
@@ -82,6 +84,31 @@ fn curl(args: &[&str]) -> Result<(u16, String, String), i32> {
 /// A plain HTTP request for `host` and `path` to the ingress.
 fn get(port: u16, host: &str, path: &str) -> Result<(u16, String, String), i32> {
     curl(&["-H", &format!("Host: {host}"), &format!("http://127.0.0.1:{port}{path}")])
+}
+
+/// One HTTP/1.1 exchange on an open keep-alive connection: (status, body).
+fn exchange(conn: &mut BufReader<TcpStream>, host: &str, path: &str) -> (u16, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    conn.get_mut().write_all(request.as_bytes()).expect("send a request");
+    let mut status_line = String::new();
+    conn.read_line(&mut status_line).expect("a status line");
+    let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        conn.read_line(&mut line).expect("a header");
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().expect("a content length");
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    conn.read_exact(&mut body).expect("the body");
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[test]
@@ -192,11 +219,16 @@ fn ingress_routes_by_host_and_path_over_http1_http2_and_tls() {
         "{table}"
     );
 
-    // An update takes effect without a restart.
+    // An update takes effect without a restart, and a connection open across it keeps working.
+    let stream = TcpStream::connect(("127.0.0.1", http_port)).expect("connect to the ingress");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+    let mut kept = BufReader::new(stream);
+    assert_eq!(exchange(&mut kept, "shop.local", "/env/WHO"), (200, "b".to_string()));
     c.kubectl_stdin(&["apply", "-f", "-"], Some(&ingress("web-b")));
     eventually("ghost.local now routed to web-b", timeout, || {
         get(http_port, "ghost.local", "/env/WHO").is_ok_and(|(s, body, _)| s == 200 && body == "b")
     });
+    assert_eq!(exchange(&mut kept, "ghost.local", "/env/WHO"), (200, "b".to_string()), "the kept connection");
     c.kubectl(&["delete", "ingress", "shop"]);
     eventually("the deleted ingress's hosts unknown again", timeout, || {
         get(http_port, "shop.local", "/env/WHO").is_ok_and(|(s, _, _)| s == 404)
