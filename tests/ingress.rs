@@ -193,6 +193,10 @@ fn ingress_routes_by_host_and_path_over_http1_http2_and_tls() {
     let cacert = crt.display().to_string();
     // Before the Secret exists the host gets the default certificate, which the client rejects.
     assert_eq!(curl(&["--cacert", &cacert, "--resolve", &resolve, &url]), Err(60), "not yet trusted");
+    eventually("a Warning event about the missing Secret", timeout, || {
+        let events = c.get_json(&["events", "--field-selector", "reason=InvalidTLSSecret,involvedObject.name=shop"]);
+        events["items"][0]["message"].as_str().is_some_and(|m| m.contains("secret \"default/shop-tls\" not found"))
+    });
     c.kubectl(&[
         "create",
         "secret",
