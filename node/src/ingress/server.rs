@@ -353,4 +353,71 @@ mod tests {
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
     }
+
+    /// A backend on 127.0.0.1 answering `ok` with the request's forwarding headers, `/slow` after 2 s.
+    async fn backend() -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    if req.uri().path() == "/slow" {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                    let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                    let body = format!("ok {} {} {}", h("host"), h("x-forwarded-proto"), h("x-forwarded-for"));
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn forwards_retries_a_dead_endpoint_and_times_out_a_slow_one() {
+        use super::super::route::{Builder, PathMatch, PortRef};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let port = backend().await;
+        let mut routes = Builder::default();
+        let web = Backend::Service { namespace: "d".into(), name: "web".into(), port: PortRef::Number(80) };
+        routes.route(Some("shop.local"), "/", PathMatch::Prefix, web);
+        let snapshot = Snapshot {
+            routes: super::super::source::Routes { table: routes.build(), tls: Default::default() },
+            certs: Default::default(),
+        };
+        let (_publish, snapshot) = watch::channel(Arc::new(snapshot));
+        let mut backends = Backends::new("n");
+        backends.put_service(
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "web", "namespace": "d"},
+                "spec": {"clusterIP": "10.43.0.9", "ports": [{"port": 80, "targetPort": port}]}}))
+            .unwrap(),
+        );
+        // 127.0.0.2 refuses: nothing listens there on that port.
+        backends.put_slice(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "web-1", "namespace": "d", "labels": {"kubernetes.io/service-name": "web"}},
+                "addressType": "IPv4", "ports": [{"port": port, "protocol": "TCP"}],
+                "endpoints": [{"addresses": ["127.0.0.1"]}, {"addresses": ["127.0.0.2"]}]}))
+            .unwrap(),
+        );
+        let mut shared = Shared::new(snapshot, Arc::new(parking_lot::RwLock::new(backends)));
+        shared.response_timeout = Duration::from_millis(300);
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front_port = front.local_addr().unwrap().port();
+        tokio::spawn(serve_http(front, Arc::new(shared)));
+        let client = reqwest::Client::new();
+        let get = |path: &str, host: &str| {
+            client.get(format!("http://127.0.0.1:{front_port}{path}")).header("host", host.to_string()).send()
+        };
+        for i in 0..6 {
+            let resp = get("/", "shop.local").await.unwrap();
+            assert_eq!(resp.status(), 200, "request {i}");
+            assert_eq!(resp.text().await.unwrap(), "ok shop.local http 127.0.0.1");
+        }
+        assert_eq!(get("/slow", "shop.local").await.unwrap().status(), 504);
+        assert_eq!(get("/", "other.local").await.unwrap().status(), 404);
+    }
 }
