@@ -69,6 +69,12 @@ pub struct NodeArgs {
     /// The service proxy: `nftables` (a table `skiff-<node>` programmed with /usr/sbin/nft) or `off`.
     #[arg(long, value_enum, default_value = "nftables")]
     pub proxy: ProxyKind,
+    /// The port the ingress serves plain HTTP (HTTP/1.1, HTTP/2 with prior knowledge) on, on the node's address; 0: off.
+    #[arg(long, default_value_t = 80)]
+    pub ingress_http_port: u16,
+    /// The port the ingress serves HTTPS (certificates from the Ingresses' TLS Secrets by SNI) on; 0: off.
+    #[arg(long, default_value_t = 443)]
+    pub ingress_https_port: u16,
     /// The cluster domain pods' names live in.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
@@ -146,6 +152,8 @@ impl NodeArgs {
         }
         let none = self.resolv_conf.as_os_str().is_empty() || self.resolv_conf.as_os_str() == "none";
         c.resolv_conf = (!none).then(|| self.resolv_conf.clone());
+        c.ingress_http_port = self.ingress_http_port;
+        c.ingress_https_port = self.ingress_https_port;
         c.proxy = match self.proxy {
             ProxyKind::Nftables => ProxyMode::Nftables,
             ProxyKind::Off => ProxyMode::Off,

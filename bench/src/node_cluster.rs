@@ -144,6 +144,8 @@ pub struct NodeServer {
     pub url: String,
     pub token: String,
     pub kubelet_port: u16,
+    /// The node's ingress (plain HTTP) on 127.0.0.1.
+    pub ingress_port: u16,
     ca_pem: Vec<u8>,
     keep_log: Option<PathBuf>,
 }
@@ -154,6 +156,7 @@ impl NodeServer {
         let net = Net::pick(opts.cidr_prefix)?;
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
+        let ingress_port = free_port()?;
         let log = std::fs::File::create(dir.path().join("server.log"))?;
         let child = Command::new(bin)
             .args(["server", "--data-dir"])
@@ -161,6 +164,7 @@ impl NodeServer {
             .args(["--listen", &format!("127.0.0.1:{port}"), "--datastore", "sqlite"])
             .args(["--node-name", &net.node, "--bridge", &net.bridge, "--pod-cidr", &net.cidr])
             .args(["--kubelet-port", "0", "--sandbox-pool", &opts.sandbox_pool.to_string(), "--teardown-on-exit"])
+            .args(["--ingress-http-port", &ingress_port.to_string(), "--ingress-https-port", "0"])
             .env("SKIFF_LOG", std::env::var("SKIFF_LOG").unwrap_or_else(|_| "info".into()))
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -174,6 +178,7 @@ impl NodeServer {
             url: format!("https://127.0.0.1:{port}"),
             token: String::new(),
             kubelet_port: 0,
+            ingress_port,
             ca_pem: Vec::new(),
             keep_log: opts.keep_log.clone(),
         };

@@ -1,5 +1,6 @@
 //! `node-http`: HTTP throughput of one `hello-http` pod, driven by `wrk` from the host straight to
-//! the pod's IP on the bridge; requests/s and latency percentiles parsed from wrk's output.
+//! the pod's IP on the bridge, then through the node's Ingress (a Service and an Ingress rule for
+//! it); requests/s and latency percentiles parsed from wrk's output, side by side.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use crate::cluster::cpu_seconds;
 use crate::node_cluster::{NodeOpts, Setup};
 use crate::node_pods::{create, hello_http, PodWatch};
 use crate::stats::ms;
+use serde_json::json;
 
 pub struct HttpArgs {
     pub seconds: u64,
@@ -86,54 +88,106 @@ pub async fn run(bin: &Path, wasm: &Path, args: &HttpArgs, opts: &NodeOpts) -> R
     let body = reqwest::Client::new().get(&url).send().await?.error_for_status()?.text().await?;
     eprintln!("node-http: {url} answers {:?}; running wrk for {} s …", body.trim(), args.seconds);
 
-    let cpu_before = cpu_seconds(Some(server.pid()));
+    let direct = measure(&url, args, server.pid()).await?;
+
+    // The same pod through the node's ingress: a Service selecting it and an Ingress rule for any host.
+    let objects = [
+        (
+            "/api/v1/namespaces/default/services",
+            json!({
+                "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                "spec": {"selector": {"app": "skiff-bench"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
+            }),
+        ),
+        (
+            "/apis/networking.k8s.io/v1/namespaces/default/ingresses",
+            json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "web"},
+                "spec": {"rules": [{"http": {"paths": [{"path": "/", "pathType": "Prefix",
+                    "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}
+            }),
+        ),
+    ];
+    for (path, object) in objects {
+        let resp = client.post(format!("{}{path}", server.url)).json(&object).send().await?;
+        if !resp.status().is_success() {
+            bail!("creating {path}: {} {}", resp.status(), resp.text().await?);
+        }
+    }
+    let ingress_url = format!("http://127.0.0.1:{}/", server.ingress_port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let ok = reqwest::Client::new().get(&ingress_url).send().await.is_ok_and(|r| r.status().is_success());
+        if ok {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("the ingress did not route to the pod within 60 s\nserver log tail:\n{}", server.log_tail(30));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("node-http: {ingress_url} routes to the pod; running wrk for {} s …", args.seconds);
+    let ingress = measure(&ingress_url, args, server.pid()).await?;
+    server.check_alive()?;
+    server.report_log();
+    server.stop();
+
+    println!("| path | connections | wrk threads | seconds | requests | requests/s | avg ms | p50 ms | p75 ms | p90 ms | p99 ms | max ms | socket errors | non-2xx | server CPU s per 10k requests |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|");
+    for (what, (w, cpu, _)) in [("pod IP directly", &direct), ("through the Ingress (node port)", &ingress)] {
+        let pct = |p: &str| w.percentiles.iter().find(|(q, _)| q == p).map_or("–".into(), |(_, v)| ms(*v));
+        println!(
+            "| {what} | {} | {} | {} | {} | **{:.0}** | {} | {} | {} | {} | **{}** | {} | {} | {} | {:.2} |",
+            args.connections,
+            args.threads,
+            args.seconds,
+            w.requests,
+            w.requests_per_sec,
+            ms(w.avg_ms),
+            pct("50%"),
+            pct("75%"),
+            pct("90%"),
+            pct("99%"),
+            ms(w.max_ms),
+            if w.socket_errors.is_empty() { "none".into() } else { w.socket_errors.clone() },
+            w.non_2xx,
+            cpu / w.requests.max(1) as f64 * 10_000.0,
+        );
+    }
+    println!();
+    println!(
+        "Through the Ingress: {:.0}% of direct throughput. Server CPU is the whole skiff process (wrk runs on the same cores). wrk's output:",
+        ingress.0.requests_per_sec / direct.0.requests_per_sec.max(1.0) * 100.0
+    );
+    for (what, (_, _, text)) in [("direct", &direct), ("ingress", &ingress)] {
+        println!();
+        println!("{what}:");
+        println!("```");
+        print!("{text}");
+        println!("```");
+    }
+    Ok(())
+}
+
+/// One wrk run against `url`: what it reported, the server's CPU seconds meanwhile, its output.
+async fn measure(url: &str, args: &HttpArgs, pid: u32) -> Result<(Wrk, f64, String)> {
+    let cpu_before = cpu_seconds(Some(pid));
     let out = tokio::process::Command::new("wrk")
         .arg(format!("-t{}", args.threads))
         .arg(format!("-c{}", args.connections))
         .arg(format!("-d{}s", args.seconds))
         .arg("--latency")
-        .arg(&url)
+        .arg(url)
         .kill_on_drop(true)
         .output()
         .await
         .context("running wrk (apt-get install wrk)")?;
-    let cpu = cpu_seconds(Some(server.pid())) - cpu_before;
+    let cpu = cpu_seconds(Some(pid)) - cpu_before;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         bail!("wrk failed: {}\n{text}", String::from_utf8_lossy(&out.stderr));
     }
-    let w = parse(&text)?;
-    server.check_alive()?;
-    server.report_log();
-    server.stop();
-
-    let pct = |p: &str| w.percentiles.iter().find(|(q, _)| q == p).map_or("–".into(), |(_, v)| ms(*v));
-    println!("| connections | wrk threads | seconds | requests | requests/s | avg ms | p50 ms | p75 ms | p90 ms | p99 ms | max ms | socket errors | non-2xx | server CPU s per 10k requests |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|");
-    println!(
-        "| {} | {} | {} | {} | **{:.0}** | {} | {} | {} | {} | **{}** | {} | {} | {} | {:.2} |",
-        args.connections,
-        args.threads,
-        args.seconds,
-        w.requests,
-        w.requests_per_sec,
-        ms(w.avg_ms),
-        pct("50%"),
-        pct("75%"),
-        pct("90%"),
-        pct("99%"),
-        ms(w.max_ms),
-        if w.socket_errors.is_empty() { "none".into() } else { w.socket_errors.clone() },
-        w.non_2xx,
-        cpu / w.requests.max(1) as f64 * 10_000.0,
-    );
-    println!();
-    println!("Server CPU during the run: {cpu:.1} s of {} s (wrk runs on the same cores). wrk's output:", args.seconds);
-    println!();
-    println!("```");
-    print!("{text}");
-    println!("```");
-    Ok(())
+    Ok((parse(&text)?, cpu, text))
 }
 
 #[cfg(test)]

@@ -35,6 +35,8 @@ pub struct Agent {
     oci: Option<Arc<LazyOci>>,
     /// The service proxy (its table is removed on shutdown).
     proxy: Option<crate::proxy::Proxy>,
+    /// The ingress proxy on the node's address (ports 80/443 by default).
+    ingress: Option<crate::ingress::IngressProxy>,
     /// This node's cluster DNS server.
     dns: Option<crate::dns::ClusterDns>,
 }
@@ -146,6 +148,7 @@ impl Agent {
         }));
         let dns = start_dns(&client, &config, sandboxes.gateway());
         let proxy = crate::proxy::Proxy::start(client.clone(), &config, dns.as_ref().map(|d| d.addr));
+        let ingress = crate::ingress::IngressProxy::start(client.clone(), &config).await;
         let recorder = Recorder::new(client.clone(), &config.node_name);
         let teardown = config.teardown_on_shutdown;
         let deps = Deps::new(client, config, runtime, Arc::clone(&sandboxes), recorder, log_index);
@@ -162,6 +165,7 @@ impl Agent {
             containerd,
             oci,
             proxy,
+            ingress,
             dns,
         })
     }
@@ -183,6 +187,9 @@ impl Agent {
             t.abort();
         }
         self.deps.shutdown();
+        if let Some(ingress) = self.ingress.take() {
+            ingress.stop().await;
+        }
         if let Some(proxy) = self.proxy.take() {
             proxy.stop().await;
         }

@@ -52,6 +52,10 @@ pub struct AgentConfig {
     pub registry_config: Option<PathBuf>,
     /// The service proxy: nftables rules for ClusterIPs, NodePorts and LoadBalancers, or none.
     pub proxy: ProxyMode,
+    /// The ingress's plain HTTP port on `node_ip` (`--ingress-http-port`, default 80; 0: off).
+    pub ingress_http_port: u16,
+    /// The ingress's HTTPS port on `node_ip` (`--ingress-https-port`, default 443; 0: off).
+    pub ingress_https_port: u16,
     /// The cluster's service CIDR, routed from pods to the node (default 10.43.0.0/16).
     pub service_cidr: Option<String>,
     /// The cluster domain (`--cluster-domain`, default `cluster.local`).
@@ -145,6 +149,8 @@ impl AgentConfig {
             linux_runtime: LinuxRuntimeConfig::Off,
             registry_config: None,
             proxy: ProxyMode::Nftables,
+            ingress_http_port: 80,
+            ingress_https_port: 443,
             cluster_domain: "cluster.local".into(),
             cluster_dns: None,
             resolv_conf: Some(PathBuf::from(crate::dns::resolv::HOST_RESOLV_CONF)),

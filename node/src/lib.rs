@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod hollow;
 pub mod image;
+pub mod ingress;
 pub mod join;
 pub mod kubelet_csr;
 pub mod kubelet_server;

@@ -128,6 +128,13 @@ impl Cluster {
         let net = node::TestNet::new();
         let mut server_args = net.agent_args();
         server_args.extend(["--service-cidr".to_string(), net.service_cidr.clone()]);
+        // A flag given in `extra` replaces the default one (clap takes each flag once).
+        for flag in extra.iter().filter(|a| a.starts_with("--")) {
+            if let Some(at) = server_args.iter().position(|a| a == flag) {
+                let valued = server_args.get(at + 1).is_some_and(|v| !v.starts_with("--"));
+                server_args.drain(at..=at + usize::from(valued));
+            }
+        }
         server_args.extend(extra);
         let mut cluster =
             Cluster { dir, port, datastore: "sqlite".into(), process: Process(None), cache_dir, server_args };

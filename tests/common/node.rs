@@ -51,6 +51,11 @@ impl TestNet {
             "--teardown-on-exit",
             "--sandbox-pool",
             "2",
+            // Tests never take ports 80/443; an ingress test passes free ports instead.
+            "--ingress-http-port",
+            "0",
+            "--ingress-https-port",
+            "0",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -332,6 +332,8 @@ pub fn validate(kind: &str, namespaced: bool, obj: &Value) -> Vec<Cause> {
             );
         }
         "Service" => validate_service(obj, &mut causes),
+        "Ingress" => super::ingress_validation::validate_ingress(obj, &mut causes),
+        "IngressClass" => super::ingress_validation::validate_ingress_class(obj, &mut causes),
         "PodDisruptionBudget" => causes.extend(crate::controllers::disruption::budget::validate(obj)),
         _ => {}
     }

@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod error;
 pub mod eviction;
 pub mod http;
+pub mod ingress_validation;
 pub mod limit_range;
 pub mod metrics;
 pub mod names;

@@ -482,6 +482,22 @@ const PDB_COLUMNS: &[Column] = &[
     AGE,
 ];
 
+const INGRESS_COLUMNS: &[Column] = &[
+    NAME,
+    col("Class", "string", "The name of the IngressClass resource that should be used for ingress."),
+    col("Hosts", "string", "Hosts that incoming requests are matched against before the ingress rule"),
+    col("Address", "string", "Address is a list containing ingress points for the load-balancer"),
+    col("Ports", "string", "Ports of TLS configurations that open"),
+    AGE,
+];
+
+const INGRESS_CLASS_COLUMNS: &[Column] = &[
+    NAME,
+    col("Controller", "string", "Controller that is responsible for handling this class"),
+    col("Parameters", "string", "A reference to a resource with additional parameters"),
+    AGE,
+];
+
 const DEFAULT_COLUMNS: &[Column] = &[NAME, AGE];
 
 /// The column set of a kind.
@@ -495,6 +511,8 @@ fn columns(kind: &str) -> &'static [Column] {
         "Job" => JOB_COLUMNS,
         "CronJob" => CRON_JOB_COLUMNS,
         "Service" => SERVICE_COLUMNS,
+        "Ingress" => INGRESS_COLUMNS,
+        "IngressClass" => INGRESS_CLASS_COLUMNS,
         "Node" => NODE_COLUMNS,
         "Namespace" => NAMESPACE_COLUMNS,
         "Event" => EVENT_COLUMNS,
@@ -545,6 +563,8 @@ pub fn row_cells(kind: &str, obj: &Value, now: Timestamp) -> Vec<Value> {
         "Job" => job_cells(obj, now),
         "CronJob" => cron_job_cells(obj, now),
         "Service" => service_cells(obj, now),
+        "Ingress" => ingress_cells(obj, now),
+        "IngressClass" => ingress_class_cells(obj, now),
         "Node" => node_cells(obj, now),
         "Namespace" => vec![name(obj).into(), text(obj, &["status", "phase"]).into(), age(obj, now)],
         "Event" => event_cells(obj, now),
@@ -991,6 +1011,39 @@ fn endpoint_slice_cells(slice: &Value, now: Timestamp) -> Vec<Value> {
         or_unset(endpoints).into(),
         age(slice, now),
     ]
+}
+
+/// Ingress: Name, Class, Hosts (at most 4, then `+ N more...`; `*` for none), Address, Ports, Age.
+fn ingress_cells(ing: &Value, now: Timestamp) -> Vec<Value> {
+    let class = nonempty(ing, &["spec", "ingressClassName"]).unwrap_or("<none>");
+    let hosts: Vec<&str> = list(ing, &["spec", "rules"]).iter().filter_map(|r| nonempty(r, &["host"])).collect();
+    let hosts = match hosts.len() {
+        0 => "*".to_string(),
+        n if n > 4 => format!("{} + {} more...", hosts[..4].join(","), n - 4),
+        _ => hosts.join(","),
+    };
+    let ports = if list(ing, &["spec", "tls"]).is_empty() { "80" } else { "80, 443" };
+    vec![
+        name(ing).into(),
+        class.into(),
+        hosts.into(),
+        load_balancer_ingress(ing).join(",").into(),
+        ports.into(),
+        age(ing, now),
+    ]
+}
+
+/// IngressClass: Name, Controller, Parameters (`Kind/name` or `<none>`), Age.
+fn ingress_class_cells(class: &Value, now: Timestamp) -> Vec<Value> {
+    let parameters =
+        match (nonempty(class, &["spec", "parameters", "kind"]), nonempty(class, &["spec", "parameters", "name"])) {
+            (Some(kind), Some(n)) => match nonempty(class, &["spec", "parameters", "apiGroup"]) {
+                Some(group) => format!("{kind}.{group}/{n}"),
+                None => format!("{kind}/{n}"),
+            },
+            _ => "<none>".to_string(),
+        };
+    vec![name(class).into(), text(class, &["spec", "controller"]).into(), parameters.into(), age(class, now)]
 }
 
 /// Service: Name, Type, Cluster-IP, External-IP, Port(s), Age, Selector.

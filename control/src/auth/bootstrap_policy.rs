@@ -98,6 +98,8 @@ pub fn cluster_roles() -> Vec<Value> {
                 rule(&["create", "patch", "update"], &["", "events.k8s.io"], &["events"]),
                 rule(READ, &["discovery.k8s.io"], &["endpointslices"]),
                 rule(READ, &["node.k8s.io"], &["runtimeclasses"]),
+                // The node's ingress proxy (its TLS Secrets stay behind the Node authorizer).
+                rule(READ, &["networking.k8s.io"], &["ingresses", "ingressclasses"]),
                 rule(
                     &["create", "get", "list", "watch", "update", "patch", "delete"],
                     &["coordination.k8s.io"],

@@ -13,6 +13,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod events;
 pub mod garbage_collector;
+pub mod ingress_status;
 pub mod job;
 pub mod leader_election;
 pub mod legacy_tokens;
@@ -141,6 +142,7 @@ fn start_controller_manager(
     node_lifecycle::start(informers, lifecycle);
     endpoints::start(informers);
     service_lb::start(informers);
+    ingress_status::start(informers);
     job::start(informers);
     cronjob::start(informers);
     daemonset::start(informers);
