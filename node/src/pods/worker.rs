@@ -51,7 +51,7 @@ struct Run {
     id: u64,
     started_at: String,
     since: Instant,
-    stop: Box<dyn Fn() + Send + Sync>,
+    stop: crate::runtime::Stop,
     probes: Option<tokio::task::AbortHandle>,
     running_tx: watch::Sender<bool>,
     log: Arc<LogWriter>,
@@ -343,7 +343,7 @@ impl Worker {
                     &format!("Container {name} failed {which} probe, will be restarted"),
                 );
                 if let Some(r) = &c.run {
-                    (r.stop)();
+                    (r.stop)(Duration::from_secs(10));
                 }
                 c.ready = false;
             }
@@ -354,7 +354,7 @@ impl Worker {
         for c in self.init.iter_mut().chain(self.containers.iter_mut()) {
             if let Some(r) = &c.run {
                 tracing::debug!(container = %c.spec.name, why, "stopping");
-                (r.stop)();
+                (r.stop)(Duration::from_secs(10));
                 if let Some(p) = &r.probes {
                     p.abort();
                 }
