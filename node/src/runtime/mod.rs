@@ -70,6 +70,8 @@ pub struct LinuxExtras {
     /// The container's `stdin` (it gets a stdin `kubectl attach -i` writes to) and `tty`.
     pub stdin: bool,
     pub tty: bool,
+    /// Where `Localhost` seccomp profiles are (`<data-dir>/seccomp`).
+    pub seccomp_dir: PathBuf,
 }
 
 /// How a container's run ended, in Kubernetes terms.

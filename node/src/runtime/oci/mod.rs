@@ -8,6 +8,7 @@
 mod exec_output;
 mod lazy;
 mod managed;
+pub mod seccomp;
 pub mod spec;
 
 pub use lazy::LazyOci;

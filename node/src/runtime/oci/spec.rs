@@ -1,7 +1,7 @@
 //! The OCI runtime spec of one Linux container, built with `oci-spec` from the pod spec and the image
 //! config the way the kubelet and containerd's CRI do: argv from entrypoint/cmd and command/args, env,
 //! working dir, user and groups (with the `runAsNonRoot` check), capabilities, privileged, no_new_privs,
-//! masked and read-only /proc paths, a read-only root, /etc/hosts, /etc/resolv.conf, /etc/hostname, the
+//! masked and read-only /proc paths, the seccomp profile (`seccomp.rs`), a read-only root, /etc/hosts, /etc/resolv.conf, /etc/hostname, the
 //! pod's volumes as bind mounts, memory and CPU limits, and the pod's network namespace.
 
 use std::collections::HashSet;
@@ -282,6 +282,12 @@ pub fn build(image: &WasmImage, launch: &Launch, input: &SpecInput<'_>) -> Resul
     let privileged = sc.and_then(|s| s.privileged) == Some(true);
     let who = identity(image, launch, input.rootfs)?;
     let caps = capabilities(sc);
+    let seccomp = super::seccomp::resolve(
+        super::seccomp::profile_of(sc, launch.linux.pod_security.as_ref()),
+        privileged,
+        &caps,
+        &launch.linux.seccomp_dir,
+    )?;
     let cwd = launch.working_dir.clone().or_else(|| image.working_dir.clone()).filter(|d| d.starts_with('/'));
     let process = ProcessBuilder::default()
         .terminal(launch.linux.tty)
@@ -351,14 +357,16 @@ pub fn build(image: &WasmImage, launch: &Launch, input: &SpecInput<'_>) -> Resul
     }
     let (masked, readonly) =
         if privileged { (Vec::new(), Vec::new()) } else { (get_default_maskedpaths(), get_default_readonly_paths()) };
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .resources(resources.build().map_err(invalid)?)
         .cgroups_path(PathBuf::from(&input.cgroups_path))
         .masked_paths(masked)
-        .readonly_paths(readonly)
-        .build()
-        .map_err(invalid)?;
+        .readonly_paths(readonly);
+    if let Some(seccomp) = seccomp {
+        linux = linux.seccomp(seccomp);
+    }
+    let linux = linux.build().map_err(invalid)?;
     let read_only_root = sc.and_then(|s| s.read_only_root_filesystem) == Some(true);
     SpecBuilder::default()
         .version("1.0.2")
