@@ -41,6 +41,27 @@ impl Setup {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// As [`eventually`], printing the pod, its events and its logs when `check` never holds.
+    fn eventually_or_dump(&self, what: &str, pod: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if check() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let yaml = self.cluster.kubectl_output(&["get", "pod", pod, "-o", "yaml"], None);
+        let events = self
+            .cluster
+            .kubectl_output(&["get", "events", "--field-selector", &format!("involvedObject.name={pod}")], None);
+        panic!(
+            "timed out waiting for {what}\n{}\n{}\nlogs: {}",
+            String::from_utf8_lossy(&yaml.stdout),
+            String::from_utf8_lossy(&events.stdout),
+            self.logs(pod, "app")
+        );
+    }
+
     /// Deletes every pod and checks that no containerd container or task is left.
     fn delete_all_and_check(&self) {
         self.cluster.kubectl(&["delete", "pods", "--all", "--wait=true", "--timeout=90s"]);
@@ -162,6 +183,7 @@ spec:
         let hooked = scope.spawn(timed("hooked", "15"));
         (quick.join().expect("quick"), slow.join().expect("slow"), hooked.join().expect("hooked"))
     });
+    eprintln!("deletion took: quick (3 s) {quick:?}, slow (15 s) {slow:?}, hooked (15 s, 5 s hook) {hooked:?}");
     // Killed at 3 s: not before, and well before a fixed 10 s.
     assert!(quick >= Duration::from_secs(3) && quick < Duration::from_secs(10), "quick took {quick:?}");
     // Killed at 15 s: past a fixed 10 s, and not the pod's 60 s.
@@ -214,7 +236,7 @@ spec:
   containers:
   - name: app
     image: busybox
-    command: [sh, -c, "grep Seccomp: /proc/self/status; unshare -U true && echo unshare-ok || echo unshare-refused; sleep 3600"]
+    command: [sh, -c, "grep Seccomp: /proc/self/status; unshare -U sh -c : && echo unshare-ok || echo unshare-refused; sleep 3600"]
 ---
 apiVersion: v1
 kind: Pod
@@ -229,7 +251,7 @@ spec:
     securityContext:
       privileged: true
       seccompProfile: {type: Unconfined}
-    command: [sh, -c, "grep Seccomp: /proc/self/status; unshare -n true && echo unshare-ok || echo unshare-refused; sleep 3600"]
+    command: [sh, -c, "grep Seccomp: /proc/self/status; unshare -n sh -c : && echo unshare-ok || echo unshare-refused; sleep 3600"]
 ---
 apiVersion: v1
 kind: Pod
@@ -262,7 +284,7 @@ spec:
     assert!(confined.contains("Seccomp:\t2"), "a seccomp filter is on: {confined}");
     assert!(confined.contains("unshare-refused"), "{confined}");
     assert!(confined.contains("Operation not permitted"), "{confined}");
-    eventually("unconfined runs", WAIT, || s.logs("unconfined", "app").contains("unshare-"));
+    s.eventually_or_dump("unconfined runs", "unconfined", || s.logs("unconfined", "app").contains("unshare-"));
     let unconfined = s.logs("unconfined", "app");
     assert!(unconfined.contains("Seccomp:\t0") && unconfined.contains("unshare-ok"), "{unconfined}");
 
