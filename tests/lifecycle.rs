@@ -196,10 +196,20 @@ spec:
 /// A failing postStart hook kills the container (`FailedPostStartHook`) and it restarts per its
 /// restart policy, never Running; a failing preStop hook is a Warning and the stop goes on.
 /// `RuntimeDefault` seccomp refuses `unshare` (EPERM); an Unconfined privileged container may; a
-/// missing Localhost profile is a CreateContainerError that names the file.
+/// Localhost profile from the node's `<data-dir>/seccomp/` applies; a missing one is a
+/// CreateContainerError that names the file.
 #[test]
 fn failing_hooks_and_seccomp_profiles() {
     let s = Setup::start_linux("skiff-life-seccomp");
+    // A Localhost profile in the node's seccomp directory, in the Docker format: mkdir refused.
+    let profiles = s.cluster.data_dir().join("node/seccomp/profiles");
+    std::fs::create_dir_all(&profiles).expect("seccomp dir");
+    std::fs::write(
+        profiles.join("no-mkdir.json"),
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}"#,
+    )
+    .expect("profile");
     let manifest = r#"apiVersion: v1
 kind: Pod
 metadata: {name: bad-start}
@@ -255,6 +265,18 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {name: local}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: busybox
+    command: [sh, -c, "mkdir /tmp/made && echo mkdir-ok || echo mkdir-refused; sleep 3600"]
+    securityContext:
+      seccompProfile: {type: Localhost, localhostProfile: profiles/no-mkdir.json}
+---
+apiVersion: v1
+kind: Pod
 metadata: {name: local-missing}
 spec:
   terminationGracePeriodSeconds: 1
@@ -287,6 +309,10 @@ spec:
     s.eventually_or_dump("unconfined runs", "unconfined", || s.logs("unconfined", "app").contains("unshare-"));
     let unconfined = s.logs("unconfined", "app");
     assert!(unconfined.contains("Seccomp:\t0") && unconfined.contains("unshare-ok"), "{unconfined}");
+
+    s.eventually_or_dump("the Localhost profile applies", "local", || s.logs("local", "app").contains("mkdir-"));
+    let local = s.logs("local", "app");
+    assert!(local.contains("mkdir-refused") && local.contains("Operation not permitted"), "{local}");
 
     eventually("a missing Localhost profile is a CreateContainerError", WAIT, || {
         s.events("local-missing", "Failed")
