@@ -426,10 +426,8 @@ fn validate_lifecycle(c: &Value, field: &str, grace: Option<i64>, causes: &mut V
             }
             handlers += 1;
             match kind {
-                "exec" => {
-                    if action.get("command").and_then(Value::as_array).is_none_or(Vec::is_empty) {
-                        causes.push((format!("{path}.exec.command"), "Required value".into()));
-                    }
+                "exec" if action.get("command").and_then(Value::as_array).is_none_or(Vec::is_empty) => {
+                    causes.push((format!("{path}.exec.command"), "Required value".into()));
                 }
                 "httpGet" => {
                     let port = action.get("port");
