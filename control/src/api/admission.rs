@@ -389,6 +389,16 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) 
             if c.get("image").and_then(Value::as_str).is_none_or(|s| s.trim().is_empty()) {
                 causes.push((format!("{field}.image"), "Required value".into()));
             }
+            let sidecar = c.get("restartPolicy").and_then(Value::as_str) == Some("Always");
+            if list == "initContainers" && !sidecar && c.get("lifecycle").is_some_and(|l| !l.is_null()) {
+                causes.push((
+                    format!("{field}.lifecycle"),
+                    "Forbidden: may not be set for init containers without restartPolicy=Always".into(),
+                ));
+            } else {
+                let grace = spec.get("terminationGracePeriodSeconds").and_then(Value::as_i64);
+                validate_lifecycle(c, &field, grace, causes);
+            }
         }
     }
     validate_pod_numbers(spec, path, causes);
@@ -398,6 +408,62 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) 
                 format!("{path}.restartPolicy"),
                 format!("Unsupported value: \"{policy}\": supported values: \"Always\", \"OnFailure\", \"Never\""),
             ));
+        }
+    }
+}
+
+/// A container's `lifecycle` hooks as kube-apiserver validates them (`validateLifecycleHandler`):
+/// exactly one handler each (exec, httpGet, tcpSocket, sleep, in that order), an exec command, an
+/// httpGet port and scheme, and a sleep shorter than the pod's grace period.
+fn validate_lifecycle(c: &Value, field: &str, grace: Option<i64>, causes: &mut Vec<Cause>) {
+    for hook in ["postStart", "preStop"] {
+        let Some(handler) = c.get("lifecycle").and_then(|l| l.get(hook)).filter(|h| !h.is_null()) else { continue };
+        let path = format!("{field}.lifecycle.{hook}");
+        let mut handlers = 0;
+        for kind in ["exec", "httpGet", "tcpSocket", "sleep"] {
+            let Some(action) = handler.get(kind).filter(|a| !a.is_null()) else { continue };
+            if handlers > 0 {
+                causes.push((format!("{path}.{kind}"), "Forbidden: may not specify more than 1 handler type".into()));
+                continue;
+            }
+            handlers += 1;
+            match kind {
+                "exec" if action.get("command").and_then(Value::as_array).is_none_or(Vec::is_empty) => {
+                    causes.push((format!("{path}.exec.command"), "Required value".into()));
+                }
+                "httpGet" => {
+                    let port = action.get("port");
+                    match port {
+                        Some(p) if p.is_i64() => in_range(port, 1, 65535, format!("{path}.httpGet.port"), causes),
+                        Some(p) if p.as_str().is_some_and(|s| !s.is_empty()) => {}
+                        _ => causes.push((format!("{path}.httpGet.port"), "Required value".into())),
+                    }
+                    if let Some(scheme) = action.get("scheme").and_then(Value::as_str) {
+                        if !matches!(scheme, "HTTP" | "HTTPS") {
+                            causes.push((
+                                format!("{path}.httpGet.scheme"),
+                                format!("Unsupported value: \"{scheme}\": supported values: \"HTTP\", \"HTTPS\""),
+                            ));
+                        }
+                    }
+                }
+                "sleep" => {
+                    let seconds = action.get("seconds").and_then(Value::as_i64).unwrap_or(0);
+                    if let Some(g) = grace.filter(|g| seconds <= 0 || seconds > *g) {
+                        causes.push((
+                            format!("{path}.sleep"),
+                            format!(
+                                "Invalid value: {seconds}: must be greater than 0 and less than \
+                                 terminationGracePeriodSeconds ({g})"
+                            ),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if handlers == 0 {
+            causes.push((path, "Required value: must specify a handler type".into()));
         }
     }
 }
@@ -643,6 +709,61 @@ mod tests {
         let causes = validate("Service", true, &svc);
         assert!(cause(&causes, "spec.ports[0].targetPort").is_some());
         assert!(cause(&causes, "spec.ports[0].nodePort").is_some());
+    }
+
+    #[test]
+    fn lifecycle_hooks_name_exactly_one_handler() {
+        let pod = |lifecycle: Value| {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {
+                "terminationGracePeriodSeconds": 10,
+                "containers": [{"name": "c", "image": "busybox", "lifecycle": lifecycle}],
+                "initContainers": [{"name": "i", "image": "busybox", "lifecycle": {"preStop": {"sleep": {"seconds": 1}}}}]
+            }})
+        };
+        let causes = validate(
+            "Pod",
+            true,
+            &pod(json!({
+                "postStart": {"exec": {"command": ["true"]}, "httpGet": {"port": 80}},
+                "preStop": {}
+            })),
+        );
+        assert_eq!(
+            cause(&causes, "spec.containers[0].lifecycle.postStart.httpGet"),
+            Some("Forbidden: may not specify more than 1 handler type")
+        );
+        assert_eq!(
+            cause(&causes, "spec.containers[0].lifecycle.preStop"),
+            Some("Required value: must specify a handler type")
+        );
+        assert_eq!(
+            cause(&causes, "spec.initContainers[0].lifecycle"),
+            Some("Forbidden: may not be set for init containers without restartPolicy=Always")
+        );
+        let causes = validate(
+            "Pod",
+            true,
+            &pod(json!({
+                "postStart": {"exec": {"command": []}},
+                "preStop": {"sleep": {"seconds": 11}}
+            })),
+        );
+        assert_eq!(cause(&causes, "spec.containers[0].lifecycle.postStart.exec.command"), Some("Required value"));
+        assert_eq!(
+            cause(&causes, "spec.containers[0].lifecycle.preStop.sleep"),
+            Some("Invalid value: 11: must be greater than 0 and less than terminationGracePeriodSeconds (10)")
+        );
+        let causes = validate(
+            "Pod",
+            true,
+            &pod(json!({
+                "postStart": {"httpGet": {"port": 0, "scheme": "FTP"}},
+                "preStop": {"sleep": {"seconds": 10}}
+            })),
+        );
+        assert!(cause(&causes, "spec.containers[0].lifecycle.postStart.httpGet.port").is_some());
+        assert!(cause(&causes, "spec.containers[0].lifecycle.postStart.httpGet.scheme").is_some());
+        assert!(cause(&causes, "spec.containers[0].lifecycle.preStop.sleep").is_none());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 mod backoff;
 pub mod env;
+mod grace;
+mod hooks;
 pub mod log_index;
 pub mod lookup;
 mod probes;

@@ -203,17 +203,21 @@ impl Prober {
     }
 
     fn port(&self, port: &IntOrString) -> Result<u16, String> {
-        match port {
-            IntOrString::Int(p) => u16::try_from(*p).map_err(|_| format!("port {p} is out of range")),
-            IntOrString::String(name) => self
-                .container
-                .ports
-                .iter()
-                .flatten()
-                .find(|p| p.name.as_deref() == Some(name))
-                .and_then(|p| u16::try_from(p.container_port).ok())
-                .ok_or_else(|| format!("no port named {name} in container {}", self.container.name)),
-        }
+        container_port(&self.container, port)
+    }
+}
+
+/// A probe's or hook's port: a number, or the name of one of the container's ports.
+pub(super) fn container_port(container: &Container, port: &IntOrString) -> Result<u16, String> {
+    match port {
+        IntOrString::Int(p) => u16::try_from(*p).map_err(|_| format!("port {p} is out of range")),
+        IntOrString::String(name) => container
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name))
+            .and_then(|p| u16::try_from(p.container_port).ok())
+            .ok_or_else(|| format!("no port named {name} in container {}", container.name)),
     }
 }
 

@@ -1,6 +1,7 @@
 //! One pod's worker: drives the pod from bound to running to gone (sandbox, volumes, images, init
-//! containers in order, containers, restarts with back-off, probes, deadline, graceful deletion) and
-//! reports its status. All of a pod's state changes happen on this one task.
+//! containers in order, containers, postStart hooks, restarts with back-off, probes, deadline, graceful
+//! deletion with preStop hooks and the pod's grace period) and reports its status. All of a pod's state
+//! changes happen on this one task; hooks and stops run on tasks of their own that report back.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use tracing::Instrument;
 
 use super::backoff::Backoff;
 use super::env::{self, PodFacts};
+use super::grace;
+use super::hooks::{self, Hook, HookTarget, Outcome};
 use super::lookup::Lookup;
 use super::probes::{self, ProbeEvent, ProbeTarget};
 use super::service_env;
@@ -45,16 +48,41 @@ pub enum Msg {
         run: u64,
         event: ProbeEvent,
     },
+    /// A run's postStart hook ended.
+    PostStart {
+        name: String,
+        run: u64,
+        outcome: Outcome,
+    },
 }
+
+/// How long containers get to stop when the agent itself stops (no hooks: the pod lives on).
+const AGENT_STOP_GRACE: Duration = Duration::from_secs(10);
+/// What the worker adds to a grace period while it waits for SIGKILL to take effect.
+const KILL_SLACK: Duration = Duration::from_secs(10);
 
 struct Run {
     id: u64,
     started_at: String,
     since: Instant,
-    stop: Box<dyn Fn() + Send + Sync>,
+    stop: crate::runtime::Stop,
     probes: Option<tokio::task::AbortHandle>,
+    /// The postStart hook while it runs (the container is not Running until it ends).
+    post_start: Option<tokio::task::AbortHandle>,
+    /// The stop under way (its preStop hook, then SIGTERM and SIGKILL), once asked for.
+    stopping: Option<tokio::task::AbortHandle>,
     running_tx: watch::Sender<bool>,
     log: Arc<LogWriter>,
+    /// What the run was started with (the hooks' and probes' target).
+    launch: Launch,
+}
+
+impl Run {
+    fn abort_tasks(&self) {
+        for task in [&self.probes, &self.post_start, &self.stopping].into_iter().flatten() {
+            task.abort();
+        }
+    }
 }
 
 struct Ctr {
@@ -279,6 +307,127 @@ impl Worker {
             Msg::Shutdown => {}
             Msg::Exited { name, run, exit } => self.exited(&name, run, exit),
             Msg::Probe { name, run, event } => self.probe(&name, run, event),
+            Msg::PostStart { name, run, outcome } => self.post_start_ended(&name, run, outcome),
+        }
+    }
+
+    /// Where container `name`'s current run `run` is: (init, index).
+    fn find_run(&self, name: &str, run: u64) -> Option<(bool, usize)> {
+        let has = |c: &Ctr| c.spec.name == name && c.run.as_ref().is_some_and(|r| r.id == run);
+        if let Some(i) = self.init.iter().position(has) {
+            return Some((true, i));
+        }
+        self.containers.iter().position(has).map(|i| (false, i))
+    }
+
+    /// A postStart hook ended: the container runs on (or, if the hook failed, is killed and restarted
+    /// per the restart policy, as the kubelet does).
+    fn post_start_ended(&mut self, name: &str, run: u64, outcome: Outcome) {
+        let Some((init, i)) = self.find_run(name, run) else { return };
+        if let Some(r) = &mut self.ctr(init, i).run {
+            r.post_start = None;
+        }
+        match outcome {
+            Outcome::Done => self.begin_running(init, i),
+            Outcome::Unsupported(message) => {
+                self.event(Some(name), Kind::Warning, Hook::PostStart.failed_reason(), &message);
+                self.begin_running(init, i);
+            }
+            Outcome::Failed(message) => {
+                tracing::info!(container = name, %message, "postStart hook failed");
+                self.event(Some(name), Kind::Warning, Hook::PostStart.failed_reason(), &message);
+                self.event(Some(name), Kind::Normal, "Killing", "FailedPostStartHook");
+                let seconds = grace::seconds(&self.pod, None);
+                self.kill(init, i, seconds);
+                self.ctr(init, i).state =
+                    State::Waiting { reason: "PostStartHookError".into(), message: Some(message) };
+            }
+        }
+    }
+
+    /// The run of container `i` is Running: its probes start (after its postStart hook, if any).
+    fn begin_running(&mut self, init: bool, i: usize) {
+        let (ctx, ip) = (self.ctx.clone(), self.sandbox.as_ref().map(|sb| sb.ip));
+        let runtime = Arc::clone(&self.deps.runtime);
+        let tx = self.tx.clone();
+        let c = self.ctr(init, i);
+        let spec = c.spec.clone();
+        let Some(r) = &mut c.run else { return };
+        let has_probes =
+            !init && (spec.startup_probe.is_some() || spec.liveness_probe.is_some() || spec.readiness_probe.is_some());
+        if let (Some(ctx), Some(ip), true) = (ctx, ip, has_probes) {
+            let target = ProbeTarget { pod_ip: ip, runtime, pod: ctx, launch: r.launch.clone() };
+            let (probe_name, run_id) = (spec.name.clone(), r.id);
+            let report = move |event| {
+                let _ = tx.send(Msg::Probe { name: probe_name.clone(), run: run_id, event });
+            };
+            r.probes = Some(tokio::spawn(probes::run(spec.clone(), target, report)).abort_handle());
+        }
+        c.state = State::Running { started_at: r.started_at.clone() };
+        c.started = !has_probes || spec.startup_probe.is_none() || init;
+        c.ready = !init && !has_probes;
+    }
+
+    /// Stops container `i`'s run within a grace period of `seconds`: its preStop hook first (if it has
+    /// one and the period is not zero), then SIGTERM, then SIGKILL after what is left of the period
+    /// (at least 2 s after a hook). A run already stopping is left to its stop.
+    fn kill(&mut self, init: bool, i: usize, seconds: i64) {
+        let target = self.hook_target(init, i);
+        let (pod, recorder) = (self.pod.clone(), self.deps.recorder.clone());
+        let c = self.ctr(init, i);
+        let (name, pre_stop) = (c.spec.name.clone(), c.spec.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()));
+        let Some(r) = &mut c.run else { return };
+        if r.stopping.is_some() {
+            return;
+        }
+        for task in [r.probes.take(), r.post_start.take()].into_iter().flatten() {
+            task.abort();
+        }
+        c.ready = false;
+        let period = grace::duration(seconds);
+        let stop = Arc::clone(&r.stop);
+        let span = tracing::info_span!("stop", container = %name, grace_s = seconds);
+        let task = async move {
+            let mut used = None;
+            if let (Some(handler), Some(target), false) = (pre_stop, target, period.is_zero()) {
+                let began = Instant::now();
+                match tokio::time::timeout(period, hooks::run(&handler, &target, period)).await {
+                    Ok(Outcome::Done) => {}
+                    Ok(Outcome::Failed(message) | Outcome::Unsupported(message)) => {
+                        recorder.record(&pod, Some(&name), Kind::Warning, Hook::PreStop.failed_reason(), &message);
+                    }
+                    Err(_) => tracing::warn!("the preStop hook did not complete within the grace period"),
+                }
+                used = Some(began.elapsed());
+            }
+            let rest = grace::after_hook(period, used);
+            tracing::debug!(sigterm_to_sigkill_ms = u64::try_from(rest.as_millis()).unwrap_or(u64::MAX), "stopping");
+            stop(rest);
+        };
+        r.stopping = Some(tokio::spawn(task.instrument(span)).abort_handle());
+    }
+
+    /// What container `i`'s hooks reach (`None` without a run or a sandbox).
+    fn hook_target(&self, init: bool, i: usize) -> Option<HookTarget> {
+        let c = if init { self.init.get(i)? } else { self.containers.get(i)? };
+        let r = c.run.as_ref()?;
+        Some(HookTarget {
+            pod_ip: self.sandbox.as_ref()?.ip,
+            runtime: Arc::clone(&self.deps.runtime),
+            pod: self.ctx.clone()?,
+            launch: r.launch.clone(),
+            container: c.spec.clone(),
+            pod_name: format!("{}_{}({})", self.name, self.ns, self.uid),
+        })
+    }
+
+    /// Stops every running container within the pod's grace period, preStop hooks first.
+    fn kill_all(&mut self) {
+        let seconds = grace::seconds(&self.pod, None);
+        for (init, n) in [(true, self.init.len()), (false, self.containers.len())] {
+            for i in 0..n {
+                self.kill(init, i, seconds);
+            }
         }
     }
 
@@ -298,9 +447,7 @@ impl Worker {
         let is_init = self.init.iter().any(|i| i.spec.name == name);
         let Some(c) = self.ctr_mut(name, run) else { return };
         let Some(r) = c.run.take() else { return };
-        if let Some(p) = &r.probes {
-            p.abort();
-        }
+        r.abort_tasks();
         let _ = r.log.flush();
         let _ = r.running_tx.send(false);
         tracing::info!(container = name, code = exit.exit_code, reason = %exit.reason, "container exited");
@@ -334,7 +481,8 @@ impl Worker {
                 &format!("{probe} probe failed: {message}"),
             ),
             ProbeEvent::LivenessFailed(_) | ProbeEvent::StartupFailed(_) => {
-                let which = if matches!(event, ProbeEvent::LivenessFailed(_)) { "liveness" } else { "startup" };
+                let liveness = matches!(event, ProbeEvent::LivenessFailed(_));
+                let which = if liveness { "liveness" } else { "startup" };
                 recorder.record(
                     &pod,
                     Some(name),
@@ -342,22 +490,23 @@ impl Worker {
                     "Killing",
                     &format!("Container {name} failed {which} probe, will be restarted"),
                 );
-                if let Some(r) = &c.run {
-                    (r.stop)();
+                let probe = if liveness { c.spec.liveness_probe.as_ref() } else { c.spec.startup_probe.as_ref() };
+                let seconds = grace::seconds(&pod, probe.and_then(|p| p.termination_grace_period_seconds));
+                if let Some((init, i)) = self.find_run(name, run) {
+                    self.kill(init, i, seconds);
                 }
-                c.ready = false;
             }
         }
     }
 
+    /// Stops every running container at once (SIGTERM, SIGKILL after [`AGENT_STOP_GRACE`]), without
+    /// hooks: the agent stops and the pod lives on.
     fn stop_all(&mut self, why: &str) {
         for c in self.init.iter_mut().chain(self.containers.iter_mut()) {
             if let Some(r) = &c.run {
                 tracing::debug!(container = %c.spec.name, why, "stopping");
-                (r.stop)();
-                if let Some(p) = &r.probes {
-                    p.abort();
-                }
+                r.abort_tasks();
+                (r.stop)(AGENT_STOP_GRACE);
             }
         }
     }
@@ -405,7 +554,7 @@ impl Worker {
             if elapsed >= limit {
                 let message = format!("Pod was active on the node longer than the specified deadline ({deadline}s)");
                 self.event(None, Kind::Normal, "DeadlineExceeded", &message);
-                self.stop_all("active deadline");
+                self.kill_all();
                 self.failed = Some(("DeadlineExceeded".into(), message));
                 return;
             }
@@ -731,31 +880,42 @@ impl Worker {
             });
             let _ = tx.send(Msg::Exited { name: exit_name, run: run_id, exit });
         });
-        let has_probes =
-            !init && (spec.startup_probe.is_some() || spec.liveness_probe.is_some() || spec.readiness_probe.is_some());
-        let probes = match (&self.sandbox, has_probes) {
-            (Some(sb), true) => {
-                let target = ProbeTarget { pod_ip: sb.ip, runtime: Arc::clone(&self.deps.runtime), pod: ctx, launch };
-                let tx = self.tx.clone();
-                let probe_name = name.clone();
-                let report = move |event| {
-                    let _ = tx.send(Msg::Probe { name: probe_name.clone(), run: run_id, event });
-                };
-                Some(tokio::spawn(probes::run(spec.clone(), target, report)).abort_handle())
-            }
-            _ => None,
-        };
         let started_at = now();
+        let post_start = spec.lifecycle.as_ref().and_then(|l| l.post_start.clone());
         let c = self.ctr(init, i);
         c.ever_ran = true;
-        c.state = State::Running { started_at: started_at.clone() };
-        c.started = spec.startup_probe.is_none() || init;
-        c.ready = !init && !has_probes;
-        if !has_probes {
-            c.started = true;
+        c.started = false;
+        c.ready = false;
+        c.run = Some(Run {
+            id: run_id,
+            started_at,
+            since: Instant::now(),
+            stop: started.stop,
+            probes: None,
+            post_start: None,
+            stopping: None,
+            running_tx,
+            log,
+            launch,
+        });
+        let Some(handler) = post_start else {
+            self.begin_running(init, i);
+            return Ok(());
+        };
+        // The container is not Running (nor probed) until its postStart hook returns.
+        self.ctr(init, i).state = State::Waiting { reason: "ContainerCreating".into(), message: None };
+        let Some(target) = self.hook_target(init, i) else { return Ok(()) };
+        let tx = self.tx.clone();
+        let hook_name = name.clone();
+        let task = async move {
+            let outcome = hooks::run(&handler, &target, Duration::MAX).await;
+            let _ = tx.send(Msg::PostStart { name: hook_name, run: run_id, outcome });
+        };
+        let span = tracing::info_span!("post_start", container = %name);
+        let handle = tokio::spawn(task.instrument(span)).abort_handle();
+        if let Some(r) = &mut self.ctr(init, i).run {
+            r.post_start = Some(handle);
         }
-        c.run =
-            Some(Run { id: run_id, started_at, since: Instant::now(), stop: started.stop, probes, running_tx, log });
         Ok(())
     }
 
@@ -771,6 +931,7 @@ impl Worker {
             pod: format!("{}/{}", self.ns, self.name),
             stdin: spec.stdin.unwrap_or(false),
             tty: spec.tty.unwrap_or(false),
+            seccomp_dir: self.deps.config.data_dir.join("seccomp"),
         }
     }
 
@@ -809,7 +970,7 @@ impl Worker {
             return;
         }
         self.released = true;
-        self.stop_all("the pod is done");
+        self.kill_all();
         self.ctx = None;
         if let Some(v) = &mut self.volumes {
             v.release();
@@ -822,16 +983,17 @@ impl Worker {
     /// Graceful deletion (or the pod vanished): stop the containers within the grace period, remove
     /// the sandbox and the pod's files, then let the API server remove the pod.
     async fn terminate(&mut self, rx: &mut mpsc::UnboundedReceiver<Msg>) {
-        let grace = u64::try_from(self.pod.metadata.deletion_grace_period_seconds.unwrap_or(30)).unwrap_or(0);
+        let seconds = grace::seconds(&self.pod, None);
         for c in self.init.iter().chain(self.containers.iter()) {
-            if c.run.is_some() {
+            if c.run.as_ref().is_some_and(|r| r.stopping.is_none()) {
                 let name = &c.spec.name;
                 self.event(Some(name), Kind::Normal, "Killing", &format!("Stopping container {name}"));
             }
         }
-        self.stop_all("the pod is being deleted");
+        tracing::info!(grace_s = seconds, "stopping the pod's containers");
+        self.kill_all();
         // A grace period past what the clock can represent waits as long as the clock can.
-        let deadline = grace_deadline(Instant::now(), grace);
+        let deadline = grace_deadline(Instant::now(), grace::wait_bound(grace::duration(seconds), KILL_SLACK));
         while self.init.iter().chain(self.containers.iter()).any(|c| c.run.is_some()) {
             match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
                 Ok(Some(Msg::Exited { name, run, exit })) => self.exited(&name, run, exit),
@@ -957,11 +1119,11 @@ impl Worker {
     }
 }
 
-/// When a grace period of `grace` seconds from `now` ends, saturating at a century (further than any
-/// node lives; `Instant` arithmetic past its range would panic).
-fn grace_deadline(now: Instant, grace: u64) -> Instant {
+/// When a wait of `grace` from `now` ends, saturating at a century (further than any node lives;
+/// `Instant` arithmetic past its range would panic).
+fn grace_deadline(now: Instant, grace: Duration) -> Instant {
     const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    now.checked_add(Duration::from_secs(grace).min(CENTURY)).unwrap_or(now)
+    now.checked_add(grace.min(CENTURY)).unwrap_or(now)
 }
 
 #[cfg(test)]
@@ -971,8 +1133,8 @@ mod tests {
     #[test]
     fn huge_grace_periods_saturate() {
         let now = Instant::now();
-        assert_eq!(grace_deadline(now, 30), now + Duration::from_secs(30));
-        assert!(grace_deadline(now, u64::MAX) > now + Duration::from_secs(50 * 365 * 24 * 3600));
-        assert!(grace_deadline(now, i64::MAX as u64) > now);
+        assert_eq!(grace_deadline(now, Duration::from_secs(30)), now + Duration::from_secs(30));
+        assert!(grace_deadline(now, Duration::MAX) > now + Duration::from_secs(50 * 365 * 24 * 3600));
+        assert!(grace_deadline(now, Duration::from_secs(i64::MAX as u64)) > now);
     }
 }

@@ -126,6 +126,10 @@ impl ContainerRuntime for Dispatch {
         }
     }
 
+    fn runs_exec_hooks(&self, image: &str) -> bool {
+        self.kind(image) == ImageKind::Linux && self.oci.is_some()
+    }
+
     fn compiles(&self) -> u64 {
         self.wasm.compiles()
     }

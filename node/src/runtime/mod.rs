@@ -70,6 +70,8 @@ pub struct LinuxExtras {
     /// The container's `stdin` (it gets a stdin `kubectl attach -i` writes to) and `tty`.
     pub stdin: bool,
     pub tty: bool,
+    /// Where `Localhost` seccomp profiles are (`<data-dir>/seccomp`).
+    pub seccomp_dir: PathBuf,
 }
 
 /// How a container's run ended, in Kubernetes terms.
@@ -95,9 +97,13 @@ pub struct ImageReady {
     pub pulled: bool,
 }
 
+/// Stops a running container: SIGTERM (or the runtime's equivalent) now, SIGKILL once the given grace
+/// period has passed without an exit. Calling it again while a stop is under way does nothing.
+pub type Stop = Arc<dyn Fn(std::time::Duration) + Send + Sync>;
+
 /// A started container: a way to stop it and its exit.
 pub struct Started {
-    pub stop: Box<dyn Fn() + Send + Sync>,
+    pub stop: Stop,
     pub exited: oneshot::Receiver<ContainerExit>,
 }
 
@@ -161,6 +167,11 @@ pub trait ContainerRuntime: Send + Sync {
         command: &[String],
         timeout: std::time::Duration,
     ) -> Result<ExecOutput, RuntimeError>;
+    /// Whether `exec` lifecycle hooks run in containers of `image` (Linux containers: yes; Wasm
+    /// containers: not yet, their hooks are skipped with a Warning event).
+    fn runs_exec_hooks(&self, _image: &str) -> bool {
+        false
+    }
     /// The compile/instantiate counters and such, for /metrics.
     fn compiles(&self) -> u64;
     /// The running guests this runtime measures itself (in-process Wasm), for `/stats/summary`.

@@ -272,7 +272,8 @@ impl ContainerRuntime for WasmRuntime {
             guests.lock().remove(&run);
             let _ = exit_tx.send(to_container_exit(result));
         });
-        let stop = Box::new(move || cancel.cancel());
+        // A guest has no signal handlers: stopping cancels it at once, whatever the grace period.
+        let stop: crate::runtime::Stop = Arc::new(move |_grace| cancel.cancel());
         Ok(Started { stop, exited })
     }
 

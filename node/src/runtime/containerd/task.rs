@@ -1,7 +1,7 @@
 //! One container run through containerd: fifos for stdout and stderr copied into the container's log, the
 //! container and its task created and started, then (in the background) the wait for its exit, the log
-//! drained, the task and container deleted, and the exit reported. Stopping is SIGTERM, then SIGKILL after a
-//! grace period.
+//! drained, the task and container deleted, and the exit reported. Stopping is SIGTERM, then SIGKILL after the
+//! grace period the pod worker gives (the pod's, less what a preStop hook used).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,8 +24,8 @@ use crate::runtime::{ContainerExit, Started};
 /// SIGTERM and SIGKILL.
 const SIGTERM: u32 = 15;
 const SIGKILL: u32 = 9;
-/// How long a stopped task gets between SIGTERM and SIGKILL (a Wasm guest stops at once on either).
-const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long a task killed during cleanup gets to be reaped before it is deleted again.
+const CLEANUP_WAIT: Duration = Duration::from_secs(10);
 /// How long the log copy may lag behind the task's exit.
 const DRAIN_BOUND: Duration = Duration::from_secs(5);
 /// How often a Wait cut off (containerd restarting) is retried before the container counts as lost.
@@ -136,25 +136,29 @@ pub async fn run(client: &Client, req: RunRequest<'_>) -> Result<Started, Contai
     );
     let handle = tokio::runtime::Handle::current();
     let (stop_client, stop_id) = (client.clone(), req.id);
-    let stop = Box::new(move || {
+    let stop: crate::runtime::Stop = Arc::new(move |grace: Duration| {
         if stopping.swap(true, Ordering::SeqCst) {
             return;
         }
         let (client, id, done) = (stop_client.clone(), stop_id.clone(), done.clone());
         handle.spawn(
-            async move { stop(&client, &id, &done).await }
-                .instrument(tracing::info_span!("containerd_stop", id = %stop_id)),
+            async move { stop(&client, &id, &done, grace).await }
+                .instrument(tracing::info_span!("containerd_stop", id = %stop_id, grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX))),
         );
     });
     Ok(Started { stop, exited })
 }
 
-/// SIGTERM, then SIGKILL unless the task ended within the grace period.
-async fn stop(client: &Client, id: &str, done: &CancellationToken) {
-    if let Err(e) = client.kill_task(id, SIGTERM).await {
-        tracing::warn!(error = %e, "sending SIGTERM");
+/// SIGTERM, then SIGKILL unless the task ended within `grace` (a zero grace is SIGKILL at once).
+async fn stop(client: &Client, id: &str, done: &CancellationToken, grace: Duration) {
+    if !grace.is_zero() {
+        if let Err(e) = client.kill_task(id, SIGTERM).await {
+            tracing::warn!(error = %e, "sending SIGTERM");
+        }
     }
-    if tokio::time::timeout(STOP_GRACE, done.cancelled()).await.is_err() {
+    // `timeout` takes any duration: one past the clock's range never fires.
+    if tokio::time::timeout(grace, done.cancelled()).await.is_err() {
+        tracing::info!("the grace period ended: sending SIGKILL");
         if let Err(e) = client.kill_task(id, SIGKILL).await {
             tracing::warn!(error = %e, "sending SIGKILL");
         }
@@ -167,7 +171,7 @@ pub async fn cleanup(client: &Client, id: &str) {
         // Still running: kill it and wait (bounded) before deleting again.
         tracing::debug!(error = %e, "deleting the task; killing it first");
         let _ = client.kill_task(id, SIGKILL).await;
-        let _ = tokio::time::timeout(STOP_GRACE, client.wait_task(id)).await;
+        let _ = tokio::time::timeout(CLEANUP_WAIT, client.wait_task(id)).await;
         if let Err(e) = client.delete_task(id).await {
             tracing::warn!(error = %e, "deleting a task");
         }

@@ -5,8 +5,10 @@
 //! network namespace, its volumes as bind mounts and kubelet-written /etc/hosts, /etc/resolv.conf and
 //! /etc/hostname.
 
+mod exec_output;
 mod lazy;
 mod managed;
+pub mod seccomp;
 pub mod spec;
 
 pub use lazy::LazyOci;
@@ -267,10 +269,27 @@ impl ContainerRuntime for OciRuntime {
         &self,
         _pod: &Arc<dyn PodContext>,
         launch: &Launch,
-        _command: &[String],
-        _timeout: Duration,
+        command: &[String],
+        timeout: Duration,
     ) -> Result<ExecOutput, RuntimeError> {
-        Err(RuntimeError::Other(format!("exec probes in Linux containers ({}) are not supported yet", launch.name)))
+        let req = crate::streaming::ExecRequest {
+            command: command.to_vec(),
+            stdin: false,
+            stdout: true,
+            stderr: true,
+            tty: false,
+        };
+        let span = tracing::debug_span!("oci_exec", container = %launch.name);
+        let started =
+            tracing::Instrument::instrument(self.exec_in(&launch.linux.pod, &launch.name, &req), span).await?;
+        let Some(process) = started else {
+            return Err(RuntimeError::Other(format!("container {} is not running", launch.name)));
+        };
+        exec_output::collect(process, timeout).await
+    }
+
+    fn runs_exec_hooks(&self, _image: &str) -> bool {
+        true
     }
 
     fn compiles(&self) -> u64 {

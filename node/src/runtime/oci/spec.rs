@@ -1,7 +1,7 @@
 //! The OCI runtime spec of one Linux container, built with `oci-spec` from the pod spec and the image
 //! config the way the kubelet and containerd's CRI do: argv from entrypoint/cmd and command/args, env,
 //! working dir, user and groups (with the `runAsNonRoot` check), capabilities, privileged, no_new_privs,
-//! masked and read-only /proc paths, a read-only root, /etc/hosts, /etc/resolv.conf, /etc/hostname, the
+//! masked and read-only /proc paths, the seccomp profile (`seccomp.rs`), a read-only root, /etc/hosts, /etc/resolv.conf, /etc/hostname, the
 //! pod's volumes as bind mounts, memory and CPU limits, and the pod's network namespace.
 
 use std::collections::HashSet;
@@ -84,6 +84,71 @@ const ALL_CAPS: &[&str] = &[
     "SYS_TTY_CONFIG",
     "WAKE_ALARM",
 ];
+
+/// Capability names by number (`linux/capability.h`): bit N of a capability mask is `CAP_BITS[N]`.
+const CAP_BITS: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// The capability bounding set of this process (`CapBnd` of /proc/self/status), if readable.
+fn own_bounding_set() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?.trim();
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// Keeps of `caps` those in the `bounding` mask: as containerd gives a privileged container all the
+/// capabilities it holds itself, since runc cannot grant one the kubelet lacks (on a host whose
+/// bounding set misses e.g. CAP_SYS_RESOURCE, asking for it fails the container).
+fn within_bounding_set(caps: &mut HashSet<Capability>, bounding: u64) {
+    let lacking: HashSet<Capability> = CAP_BITS
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| u32::try_from(*bit).ok().and_then(|b| bounding.checked_shr(b)).is_some_and(|m| m & 1 == 0))
+        .filter_map(|(_, name)| Capability::from_str(name).ok())
+        .collect();
+    caps.retain(|c| !lacking.contains(c));
+}
 
 /// Why the spec could not be built: a configuration Kubernetes refuses (`CreateContainerConfigError`), or
 /// one that cannot run (`CreateContainerError`).
@@ -281,7 +346,16 @@ pub fn build(image: &WasmImage, launch: &Launch, input: &SpecInput<'_>) -> Resul
     let sc = launch.linux.security.as_ref();
     let privileged = sc.and_then(|s| s.privileged) == Some(true);
     let who = identity(image, launch, input.rootfs)?;
-    let caps = capabilities(sc);
+    let mut caps = capabilities(sc);
+    if let Some(bounding) = own_bounding_set() {
+        within_bounding_set(&mut caps, bounding);
+    }
+    let seccomp = super::seccomp::resolve(
+        super::seccomp::profile_of(sc, launch.linux.pod_security.as_ref()),
+        privileged,
+        &caps,
+        &launch.linux.seccomp_dir,
+    )?;
     let cwd = launch.working_dir.clone().or_else(|| image.working_dir.clone()).filter(|d| d.starts_with('/'));
     let process = ProcessBuilder::default()
         .terminal(launch.linux.tty)
@@ -351,14 +425,16 @@ pub fn build(image: &WasmImage, launch: &Launch, input: &SpecInput<'_>) -> Resul
     }
     let (masked, readonly) =
         if privileged { (Vec::new(), Vec::new()) } else { (get_default_maskedpaths(), get_default_readonly_paths()) };
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .resources(resources.build().map_err(invalid)?)
         .cgroups_path(PathBuf::from(&input.cgroups_path))
         .masked_paths(masked)
-        .readonly_paths(readonly)
-        .build()
-        .map_err(invalid)?;
+        .readonly_paths(readonly);
+    if let Some(seccomp) = seccomp {
+        linux = linux.seccomp(seccomp);
+    }
+    let linux = linux.build().map_err(invalid)?;
     let read_only_root = sc.and_then(|s| s.read_only_root_filesystem) == Some(true);
     SpecBuilder::default()
         .version("1.0.2")
@@ -521,5 +597,10 @@ mod tests {
         assert!(capabilities(Some(&drop_all)).is_empty());
         let privileged = SecurityContext { privileged: Some(true), ..SecurityContext::default() };
         assert!(capabilities(Some(&privileged)).contains(&Capability::SysAdmin));
+        // Only what the kubelet holds: bit 24 (CAP_SYS_RESOURCE) missing from the bounding set.
+        let mut all = capabilities(Some(&privileged));
+        within_bounding_set(&mut all, 0x1ff_feff_ffff);
+        assert!(!all.contains(&Capability::SysResource) && all.contains(&Capability::SysAdmin));
+        assert!(all.contains(&Capability::CheckpointRestore) && all.contains(&Capability::Chown));
     }
 }
