@@ -8,12 +8,11 @@
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use std::net::SocketAddr;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 
-use super::port_forward::{dial_error, PodAddress, CONNECT_BOUND, LINGER};
+use super::port_forward::{dial_error, splice, PodAddress, CONNECT_BOUND};
 use super::protocol::frame;
 
 /// The subprotocols served (binary; no subprotocol is the same).
@@ -129,34 +128,11 @@ async fn forward(
         }
     };
     let _ = tcp.set_nodelay(true);
-    let (mut from_pod, mut to_pod) = tcp.into_split();
-    let up = async {
-        while let Some(chunk) = from_client.recv().await {
-            if to_pod.write_all(&chunk).await.is_err() {
-                break;
-            }
-        }
-        let _ = to_pod.shutdown().await;
+    let send = move |chunk: Bytes| {
+        let tx = tx.clone();
+        async move { tx.send(Message::Binary(frame(data, &chunk).into())).await.is_ok() }
     };
-    let down = async {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match from_pod.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let message = Message::Binary(frame(data, buf.get(..n).unwrap_or_default()).into());
-                    if tx.send(message).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    };
-    tokio::pin!(up, down);
-    tokio::select! {
-        () = &mut up => { let _ = tokio::time::timeout(LINGER, &mut down).await; }
-        () = &mut down => { let _ = tokio::time::timeout(LINGER, &mut up).await; }
-    }
+    splice(tcp, &mut from_client, send, std::future::pending()).await;
 }
 
 #[cfg(test)]

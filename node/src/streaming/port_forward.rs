@@ -15,6 +15,7 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::Instrument;
@@ -230,10 +231,28 @@ async fn forward(mut data: Incoming, error: Incoming, pod: PodAddress) {
 /// Copies between the data stream and the pod's socket until one direction ends (then the other
 /// gets [`LINGER`]) or the client resets the stream.
 async fn copy(data: &mut Incoming, tcp: TcpStream) {
-    let (mut from_pod, mut to_pod) = tcp.into_split();
     let out = data.out.clone();
-    let reset = data.reset.clone();
-    let inbound = &mut data.data;
+    let send = move |chunk: Bytes| {
+        let out = out.clone();
+        async move { out.write(&chunk).await.is_ok() }
+    };
+    splice(tcp, &mut data.data, send, data.reset.clone().cancelled_owned()).await;
+}
+
+/// Copies both ways between a client's stream and a pod's socket, whatever carries the stream
+/// (SPDY, WebSocket channels): `inbound` is written to the pod, whose write side is then shut;
+/// what the pod sends is handed to `send` until it returns false. When one direction ends the
+/// other gets [`LINGER`] to finish; `stop` ends both at once (a reset stream).
+pub(super) async fn splice<S, F>(
+    tcp: TcpStream,
+    inbound: &mut tokio::sync::mpsc::Receiver<Bytes>,
+    mut send: S,
+    stop: impl std::future::Future<Output = ()>,
+) where
+    S: FnMut(Bytes) -> F,
+    F: std::future::Future<Output = bool>,
+{
+    let (mut from_pod, mut to_pod) = tcp.into_split();
     let up = async {
         while let Some(chunk) = inbound.recv().await {
             if to_pod.write_all(&chunk).await.is_err() {
@@ -248,18 +267,18 @@ async fn copy(data: &mut Incoming, tcp: TcpStream) {
             match from_pod.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if out.write(buf.get(..n).unwrap_or_default()).await.is_err() {
+                    if !send(Bytes::copy_from_slice(buf.get(..n).unwrap_or_default())).await {
                         break;
                     }
                 }
             }
         }
     };
-    tokio::pin!(up, down);
+    tokio::pin!(up, down, stop);
     let linger = tokio::select! {
         () = &mut up => tokio::time::timeout(LINGER, &mut down).await.map(|_| ()),
         () = &mut down => tokio::time::timeout(LINGER, &mut up).await.map(|_| ()),
-        () = reset.cancelled() => Ok(()),
+        () = &mut stop => Ok(()),
     };
     if linger.is_err() {
         tracing::debug!("one direction did not end in time after the other");
