@@ -64,35 +64,35 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
     resp
 }
 
-/// Accepts plain connections (HTTP/1.1, and HTTP/2 with prior knowledge) until aborted.
-pub async fn serve_http(listener: TcpListener, shared: Arc<Shared>) {
+/// Accepts connections until aborted, each with Nagle off, handing it to `serve`; a failed
+/// accept (e.g. out of file descriptors) is logged and retried shortly.
+async fn accept_loop(listener: TcpListener, mut serve: impl FnMut(TcpStream, SocketAddr)) {
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                serve(stream, peer);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "accepting an ingress connection");
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
             }
-        };
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(TokioIo::new(stream), peer, "http", Arc::clone(&shared)));
+        }
     }
+}
+
+/// Accepts plain connections (HTTP/1.1, and HTTP/2 with prior knowledge) until aborted.
+pub async fn serve_http(listener: TcpListener, shared: Arc<Shared>) {
+    accept_loop(listener, |stream, peer| {
+        tokio::spawn(serve_connection(TokioIo::new(stream), peer, "http", Arc::clone(&shared)));
+    })
+    .await;
 }
 
 /// Accepts TLS connections (certificate by SNI, HTTP/2 or HTTP/1.1 by ALPN) until aborted.
 pub async fn serve_https(listener: TcpListener, tls: Arc<rustls::ServerConfig>, shared: Arc<Shared>) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting an ingress connection");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    accept_loop(listener, |stream, peer| {
         let acceptor = acceptor.clone();
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
@@ -102,7 +102,8 @@ pub async fn serve_https(listener: TcpListener, tls: Arc<rustls::ServerConfig>, 
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
-    }
+    })
+    .await;
 }
 
 async fn serve_connection<I>(io: TokioIo<I>, peer: SocketAddr, scheme: &'static str, shared: Arc<Shared>)
