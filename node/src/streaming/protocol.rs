@@ -31,12 +31,13 @@ pub enum Incoming<'a> {
     Ignored,
 }
 
+/// A terminal resize as kubectl sends it (on the WebSocket resize channel or SPDY's resize stream).
 #[derive(Deserialize)]
-struct Size {
+pub(super) struct Size {
     #[serde(rename = "Width")]
-    width: u16,
+    pub(super) width: u16,
     #[serde(rename = "Height")]
-    height: u16,
+    pub(super) height: u16,
 }
 
 /// Parses one binary message from the client.

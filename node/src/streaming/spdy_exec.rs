@@ -12,7 +12,6 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tracing::Instrument;
 
@@ -233,14 +232,6 @@ fn unreachable_pending() -> Result<Result<i32, String>, tokio::sync::oneshot::er
     Ok(Err("the exec session ended unexpectedly".into()))
 }
 
-#[derive(Deserialize)]
-struct Size {
-    #[serde(rename = "Width")]
-    width: u16,
-    #[serde(rename = "Height")]
-    height: u16,
-}
-
 /// The complete resize objects at the front of `buf` (removed); a partial one stays.
 fn sizes(buf: &mut Vec<u8>) -> Vec<(u16, u16)> {
     let mut out = Vec::new();
@@ -250,7 +241,7 @@ fn sizes(buf: &mut Vec<u8>) -> Vec<(u16, u16)> {
         match values.next() {
             Some(Ok(v)) => {
                 used = values.byte_offset();
-                if let Ok(s) = serde_json::from_value::<Size>(v) {
+                if let Ok(s) = serde_json::from_value::<protocol::Size>(v) {
                     out.push((s.width, s.height));
                 }
             }
