@@ -580,6 +580,14 @@ spec:
     let logs = String::from_utf8_lossy(&logs.stdout);
     assert!(host.trim().is_empty() || !logs.contains(host.trim()), "the host's /etc leaked: {logs}");
     assert!(events_of(&cluster, "escape").contains("failed to prepare subPath"));
+    // A clean stop leaves nothing mounted in the pods' directories (the subPath bind included),
+    // so the data directory goes too.
+    let root = cluster.data_dir().to_path_buf();
+    drop(cluster);
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let left: Vec<&str> = mounts.lines().filter(|l| l.contains(&root.display().to_string())).collect();
+    assert!(left.is_empty(), "left mounted after the agent stopped: {left:?}");
+    assert!(!root.exists(), "the data directory {} was left behind", root.display());
 }
 
 #[test]

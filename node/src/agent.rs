@@ -208,6 +208,9 @@ impl Agent {
                 containerd.remove_all().await;
             }
             self.sandboxes.teardown_all().await;
+            // The pods' subPath binds and memory-backed emptyDirs: the pod directories stay
+            // (a restarted agent adopts or sweeps them) but nothing stays mounted in them.
+            crate::pods::unmount_all(&self.deps);
         }
     }
 }

@@ -147,6 +147,11 @@ pub async fn watch(deps: Arc<Deps>) {
 }
 
 /// Removes sandboxes and pod directories of pods that no longer exist (a crashed or killed agent's leftovers).
+/// Unmounts every pod's subPath binds and memory-backed emptyDirs (the agent's teardown on exit).
+pub fn unmount_all(deps: &Deps) {
+    volumes::unmount_all_under(&deps.pods_root);
+}
+
 async fn sweep(deps: &Deps, keep: &HashSet<String>) {
     let removed = deps.sandboxes.sweep(keep).await;
     if removed > 0 {
