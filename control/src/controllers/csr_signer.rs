@@ -41,29 +41,30 @@ pub fn start(informers: &Arc<Informers>, ca: Arc<CertAuthority>) {
     });
 }
 
-/// A request for one of the kubelet signers that has no outcome yet.
-fn pending(csr: &CertificateSigningRequest) -> bool {
-    let status = csr.status.clone().unwrap_or_default();
-    let done = status.certificate.is_some()
-        || status.conditions.iter().flatten().any(|c| matches!(c.type_.as_str(), "Denied" | "Failed"));
-    let ours = [KUBELET_SERVING_SIGNER, KUBELET_CLIENT_SIGNER].contains(&csr.spec.signer_name.as_str());
-    ours && !done
+/// A request for one of the kubelet signers that has no outcome yet. Read from the object as
+/// cached (no typed decode): the Node mapper asks it of every request on every Node change.
+fn pending(csr: &Value) -> bool {
+    let ours = csr
+        .pointer("/spec/signerName")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s == KUBELET_SERVING_SIGNER || s == KUBELET_CLIENT_SIGNER);
+    let issued = csr.pointer("/status/certificate").and_then(Value::as_str).is_some_and(|c| !c.is_empty());
+    let refused = csr.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|conditions| {
+        conditions.iter().any(|c| matches!(c.get("type").and_then(Value::as_str), Some("Denied" | "Failed")))
+    });
+    ours && !issued && !refused
 }
 
 fn pending_requests(csrs: &Informer) -> Vec<ObjectKey> {
-    csrs.list_all()
-        .iter()
-        .filter(|o| serde_json::from_value::<CertificateSigningRequest>((***o).clone()).is_ok_and(|c| pending(&c)))
-        .map(|o| ObjectKey::of(o))
-        .collect()
+    csrs.list_all().iter().filter(|o| pending(o)).map(|o| ObjectKey::of(o)).collect()
 }
 
 async fn reconcile(key: ObjectKey, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let Some(obj) = ctx.csrs.get(&key) else { return Ok(Action::Done) };
-    let Ok(csr) = serde_json::from_value::<CertificateSigningRequest>((*obj).clone()) else { return Ok(Action::Done) };
-    if !pending(&csr) {
+    if !pending(&obj) {
         return Ok(Action::Done);
     }
+    let Ok(csr) = serde_json::from_value::<CertificateSigningRequest>((*obj).clone()) else { return Ok(Action::Done) };
     let ri = ctx.registry.resource("certificates.k8s.io", "CertificateSigningRequest")?;
     sign_one(&ctx.registry, &ctx.ca, ri, &key.name, &csr).await?;
     Ok(Action::Done)
@@ -191,4 +192,20 @@ fn subject_node(pem: &str) -> Option<String> {
         _ => return None,
     };
     cn.strip_prefix("system:node:").filter(|n| !n.is_empty()).map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_kubelet_requests_without_an_outcome_are_pending() {
+        let csr = |signer: &str, status: Value| json!({"spec": {"signerName": signer}, "status": status});
+        assert!(pending(&csr(KUBELET_SERVING_SIGNER, json!({}))));
+        assert!(pending(&csr(KUBELET_CLIENT_SIGNER, json!({"conditions": [{"type": "Approved"}]}))));
+        assert!(!pending(&csr("example.com/other", json!({}))));
+        assert!(!pending(&csr(KUBELET_SERVING_SIGNER, json!({"certificate": "LS0t"}))));
+        assert!(!pending(&csr(KUBELET_SERVING_SIGNER, json!({"conditions": [{"type": "Failed"}]}))));
+        assert!(!pending(&csr(KUBELET_CLIENT_SIGNER, json!({"conditions": [{"type": "Denied"}]}))));
+    }
 }
