@@ -76,20 +76,26 @@ fn victims_on(
     topo: &Topology,
     priority_of: &dyn Fn(&PodInfo) -> i32,
 ) -> Option<Vec<Arc<PodInfo>>> {
-    let mut lower: Vec<Arc<PodInfo>> =
-        node.pods.iter().filter(|p| !p.terminating && priority_of(p) < priority).cloned().collect();
+    // Each pod's priority read once (it may need the PriorityClass cache).
+    let mut lower: Vec<(i32, Arc<PodInfo>)> = node
+        .pods
+        .iter()
+        .filter(|p| !p.terminating)
+        .map(|p| (priority_of(p), Arc::clone(p)))
+        .filter(|(p, _)| *p < priority)
+        .collect();
     if lower.is_empty() {
         return None;
     }
     // Highest priority first, then the newest first (kube reprieves the most important first).
-    lower.sort_by(|a, b| priority_of(b).cmp(&priority_of(a)).then_with(|| b.created.cmp(&a.created)));
+    lower.sort_by(|(pa, a), (pb, b)| pb.cmp(pa).then_with(|| b.created.cmp(&a.created)));
     let mut trial = node.clone();
-    for victim in &lower {
+    for (_, victim) in &lower {
         trial.remove_pod(&victim.uid);
     }
     filters::filter(pod, handler, &trial, topo).ok()?;
     let mut victims = Vec::new();
-    for candidate in lower {
+    for (_, candidate) in lower {
         trial.add_pod(Arc::clone(&candidate));
         if filters::filter(pod, handler, &trial, topo).is_err() {
             trial.remove_pod(&candidate.uid);
