@@ -24,6 +24,7 @@ mod sched;
 mod shim_mem;
 mod shim_run;
 mod stats;
+mod top;
 mod watch;
 
 use std::path::PathBuf;
@@ -218,6 +219,17 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         connections: usize,
     },
+    /// How old `kubectl top`'s figures are when they arrive (the metrics API asked at a steady pace).
+    Top {
+        #[command(flatten)]
+        node: NodeFlags,
+        /// Requests for the pod's and for the node's metrics, each.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        /// Time between two requests, in milliseconds.
+        #[arg(long, default_value_t = 250)]
+        interval_ms: u64,
+    },
     NodeHttp {
         #[command(flatten)]
         node: NodeFlags,
@@ -324,6 +336,13 @@ async fn run(command: Command) -> Result<()> {
             }
             let args = port_forward::ForwardArgs { kubectl, mib, downloads, connections };
             port_forward::run(&node.server_bin, &node.workload, &args, &node.opts(24)).await
+        }
+        Command::Top { node, requests, interval_ms } => {
+            if requests == 0 || interval_ms == 0 {
+                bail!("--requests and --interval-ms must be positive");
+            }
+            let args = top::TopArgs { requests, interval: Duration::from_millis(interval_ms) };
+            top::run(&node.server_bin, &node.workload, &args, &node.opts(24)).await
         }
         Command::NodeHttp { node, seconds, connections, threads } => {
             if seconds == 0 || connections == 0 || threads == 0 {
