@@ -69,9 +69,10 @@ fn kubectl_top_shows_wasm_and_linux_containers() {
     let manifest = format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: busy, labels: {{app: busy}}}}\nspec:\n  containers:\n  - name: spin\n    image: {busy}\n    resources: {{limits: {{cpu: 200m}}}}\n\
          ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: hog}}\nspec:\n  containers:\n  - name: grow\n    image: {hog}\n    resources: {{limits: {{cpu: 10m, memory: 256Mi}}}}\n\
+         ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: burn}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: loop\n    image: busybox\n    command: [sh, -c, \"while :; do :; done\"]\n    resources: {{limits: {{cpu: 100m}}}}\n\
          ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: box}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: shell\n    image: busybox\n    command: [sh, -c, \"while true; do i=0; while [ $i -lt 5000 ]; do i=$((i+1)); done; sleep 1; done\"]\n"
     );
-    pods(c, &manifest, &["busy", "hog", "box"]);
+    pods(c, &manifest, &["busy", "hog", "box", "burn"]);
     let node = c.node_name();
 
     // The kubelet's summary through nodes/proxy: the node, and each container with CPU and memory.
@@ -123,6 +124,50 @@ fn kubectl_top_shows_wasm_and_linux_containers() {
     assert!(one["window"].as_str().is_some_and(|w| w.ends_with('s')), "{one}");
     let missing = c.kubectl_fails(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/nope"], None);
     assert!(missing.contains("NotFound") || missing.contains("not found"), "{missing}");
+
+    agrees_with_the_cgroup(c);
+}
+
+/// A quantity of the metrics API in base units (cores or bytes): `12345n`, `12m`, `1024Ki`, `3Mi`, `7`.
+fn quantity(q: &str) -> f64 {
+    let split = q.find(|ch: char| !ch.is_ascii_digit()).unwrap_or(q.len());
+    let (number, unit) = q.split_at(split);
+    let scale = match unit {
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        other => panic!("unit {other} in {q}"),
+    };
+    number.parse::<f64>().unwrap_or_else(|_| panic!("number in {q}")) * scale
+}
+
+/// `kubectl top`'s figures for a Linux container agree with its own cgroup (where runc put it,
+/// `/skiff/<containerd id>`): the working set within 10%, and the CPU within 10% of the cgroup's rate
+/// over a span around the request. The container burns CPU under a 100m limit, so its rate is steady.
+fn agrees_with_the_cgroup(c: &Cluster) {
+    let id = c.kubectl(&["get", "pod", "burn", "-o", "jsonpath={.status.containerStatuses[0].containerID}"]);
+    let id = id.trim().strip_prefix("containerd://").unwrap_or_else(|| panic!("container id {id}")).to_string();
+    let cgroup = format!("/skiff/{id}");
+    let read = || skiff_node::stats::cgroup::read(&cgroup).unwrap_or_else(|| panic!("no cgroup {cgroup}"));
+    let mut last = String::new();
+    let agreed = (0..10).any(|_| {
+        let (before, from) = (read(), std::time::Instant::now());
+        std::thread::sleep(Duration::from_secs(2));
+        let metrics = raw(c, "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/burn");
+        let (after, span) = (read(), from.elapsed().as_secs_f64());
+        let usage = &metrics["containers"][0]["usage"];
+        let cpu = quantity(usage["cpu"].as_str().expect("cpu"));
+        let memory = quantity(usage["memory"].as_str().expect("memory"));
+        let cgroup_cpu = after.cpu_nanos.saturating_sub(before.cpu_nanos) as f64 / 1e9 / span;
+        let cgroup_memory = after.working_set as f64;
+        last = format!("metrics cpu {cpu:.4} memory {memory}; cgroup cpu {cgroup_cpu:.4} memory {cgroup_memory}");
+        (cpu - cgroup_cpu).abs() <= 0.1 * cgroup_cpu && (memory - cgroup_memory).abs() <= 0.1 * cgroup_memory
+    });
+    assert!(agreed, "kubectl top and the cgroup never agreed within 10% in 10 tries; last: {last}");
 }
 
 /// A pod for the node's `/pods` (never started: the image does not exist, but it is bound).

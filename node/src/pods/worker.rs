@@ -75,6 +75,8 @@ struct Run {
     log: Arc<LogWriter>,
     /// What the run was started with (the hooks' and probes' target).
     launch: Launch,
+    /// The run's `containerID` in the pod's status.
+    container_id: String,
 }
 
 impl Run {
@@ -161,7 +163,7 @@ impl Ctr {
                 _ => self
                     .run
                     .as_ref()
-                    .map(|_| self.container_id())
+                    .map(|r| r.container_id.clone())
                     .or_else(|| self.last.as_ref().map(|t| t.container_id.clone())),
             },
             state: self.state.clone(),
@@ -172,7 +174,8 @@ impl Ctr {
         }
     }
 
-    fn container_id(&self) -> String {
+    /// The `containerID` of an in-process Wasm run, which has no runtime id of its own.
+    fn wasm_container_id(&self) -> String {
         format!("wasm://{}-{}", self.spec.name, self.restarts)
     }
 
@@ -462,7 +465,7 @@ impl Worker {
             message: exit.message,
             started_at: r.started_at,
             finished_at: now(),
-            container_id: c.container_id(),
+            container_id: r.container_id.clone(),
         });
     }
 
@@ -886,6 +889,7 @@ impl Worker {
         c.ever_ran = true;
         c.started = false;
         c.ready = false;
+        let container_id = started.id.unwrap_or_else(|| c.wasm_container_id());
         c.run = Some(Run {
             id: run_id,
             started_at,
@@ -897,6 +901,7 @@ impl Worker {
             running_tx,
             log,
             launch,
+            container_id,
         });
         let Some(handler) = post_start else {
             self.begin_running(init, i);

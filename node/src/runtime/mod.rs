@@ -103,6 +103,9 @@ pub type Stop = Arc<dyn Fn(std::time::Duration) + Send + Sync>;
 
 /// A started container: a way to stop it and its exit.
 pub struct Started {
+    /// The container's id as `status.containerStatuses[].containerID` shows it (`containerd://<id>`),
+    /// when the runtime has one; in-process Wasm containers have none (the worker names their runs).
+    pub id: Option<String>,
     pub stop: Stop,
     pub exited: oneshot::Receiver<ContainerExit>,
 }

@@ -146,7 +146,7 @@ pub async fn run(client: &Client, req: RunRequest<'_>) -> Result<Started, Contai
                 .instrument(tracing::info_span!("containerd_stop", id = %stop_id, grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX))),
         );
     });
-    Ok(Started { stop, exited })
+    Ok(Started { id: Some(format!("containerd://{}", id)), stop, exited })
 }
 
 /// SIGTERM, then SIGKILL unless the task ended within `grace` (a zero grace is SIGKILL at once).
