@@ -111,8 +111,8 @@ fn port_forward_to_a_wasm_pod_with_kubectl_1_32_and_1_29() {
     let forward = Forward::start(KUBECTL, &kubeconfig, &format!("pod/{pod}"), 8080);
     assert_eq!(forward.get("/"), "hello from skiff\n");
     assert_eq!(forward.get("/healthz"), "ok");
-    // Many connections at once on the one forward.
-    let threads: Vec<_> = (0..16)
+    // Many connections at once on the one forward: 100 concurrent HTTP requests, as the issue asks.
+    let threads: Vec<_> = (0..100)
         .map(|_| {
             let port = forward.port;
             std::thread::spawn(move || {
