@@ -9,8 +9,6 @@ mod routes;
 use wasip2::exports::http::incoming_handler::Guest;
 use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
 
-/// `blocking-write-and-flush` accepts at most 4096 bytes per call.
-const MAX_WRITE: usize = 4096;
 
 struct Handler;
 
@@ -51,11 +49,29 @@ fn respond(out: ResponseOutparam, status: u16, body: &[u8]) {
         let Ok(stream) = outgoing.write() else {
             return;
         };
-        for chunk in body.chunks(MAX_WRITE) {
-            if stream.blocking_write_and_flush(chunk).is_err() {
+        // Write as much as the host takes at a time (`check-write`) and flush once at the end: a
+        // flush per 4 KiB (`blocking-write-and-flush`'s limit) waits for every chunk to be sent.
+        let pollable = stream.subscribe();
+        let mut rest = body;
+        while !rest.is_empty() {
+            let allowed = match stream.check_write() {
+                Ok(0) => {
+                    pollable.block();
+                    continue;
+                }
+                Ok(n) => usize::try_from(n).unwrap_or(usize::MAX),
+                Err(_) => return,
+            };
+            let (now, later) = rest.split_at(allowed.min(rest.len()));
+            if stream.write(now).is_err() {
                 return;
             }
+            rest = later;
         }
+        if stream.blocking_flush().is_err() {
+            return;
+        }
+        drop(pollable);
     }
     let _ = OutgoingBody::finish(outgoing, None);
 }
