@@ -81,6 +81,12 @@ fn node_reaches_only_its_own_objects(c: &Cluster, agent: &AgentProcess, node: &s
         &format!("no relationship found between node '{node}' and this object"),
     );
     forbidden(&["get", "secrets"], "can only get individual resources of this type");
+    // Its ingress proxy's one list: every namespace's TLS Secrets, and only with that selector.
+    ok(&["get", "secrets", "-A", "--field-selector", "type=kubernetes.io/tls"]);
+    forbidden(
+        &["get", "secrets", "-A", "--field-selector", "type=Opaque"],
+        "can only get individual resources of this type",
+    );
     forbidden(&["-n", "kube-system", "get", "configmap", "kube-root-ca.crt"], "no relationship found");
     // PersistentVolumes: only the one a claim of its pods is bound to.
     let volumes = format!(

@@ -12,6 +12,11 @@ use crate::api::registry::Registry;
 pub const NODES_GROUP: &str = "system:nodes";
 /// The namespace of the node heartbeat Leases.
 const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+/// The one selector with which a node may list and watch Secrets of every namespace: its ingress
+/// proxy serves the certificates of `kubernetes.io/tls` Secrets, as a cluster-wide ingress
+/// controller does (kube-apiserver's AuthorizeWithSelectors lets the Node authorizer rule on
+/// selectors the same way for pods).
+const TLS_SECRETS_SELECTOR: &str = "type=kubernetes.io/tls";
 
 /// What the Node authorizer says about one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +61,13 @@ pub async fn decide(graph: &NodeGraph, a: &Attributes, created: Option<&str>) ->
                 "configmaps" => RefKind::ConfigMap,
                 _ => RefKind::PersistentVolumeClaim,
             };
+            if kind == RefKind::Secret
+                && matches!(a.verb.as_str(), "list" | "watch")
+                && a.name.is_empty()
+                && a.field_selector == TLS_SECRETS_SELECTOR
+            {
+                return Decision::Allow;
+            }
             if a.verb != "get" || a.name.is_empty() {
                 return Decision::Deny("can only get individual resources of this type".into());
             }
@@ -182,6 +194,34 @@ mod tests {
         assert_eq!(decide(&g, &token, None).await, Decision::Allow);
         let token = req(node_user("n2"), "create", "", "app", "serviceaccounts", "token", "web");
         assert!(matches!(decide(&g, &token, None).await, Decision::Deny(_)));
+    }
+
+    #[tokio::test]
+    async fn a_node_lists_and_watches_tls_secrets_only_with_the_type_selector() {
+        let g = graph_with_pod_on("n1");
+        let with = |verb: &str, selector: &str| Attributes {
+            field_selector: selector.into(),
+            ..req(node_user("n2"), verb, "", "", "secrets", "", "")
+        };
+        for verb in ["list", "watch"] {
+            assert_eq!(decide(&g, &with(verb, "type=kubernetes.io/tls"), None).await, Decision::Allow, "{verb}");
+        }
+        for selector in ["", "type=Opaque", "type=kubernetes.io/tls,metadata.namespace=x", "type!=kubernetes.io/tls"] {
+            assert!(matches!(decide(&g, &with("list", selector), None).await, Decision::Deny(_)), "{selector}");
+        }
+        // Not a way to write them, nor to reach ConfigMaps.
+        assert!(matches!(decide(&g, &with("delete", "type=kubernetes.io/tls"), None).await, Decision::Deny(_)));
+        let maps = Attributes { resource: "configmaps".into(), ..with("list", "type=kubernetes.io/tls") };
+        assert!(matches!(decide(&g, &maps, None).await, Decision::Deny(_)));
+        // The selector reaches the attributes decoded, as kube-rs sends it.
+        let a = crate::auth::request_info::attributes(
+            node_user("n2"),
+            "GET",
+            "/api/v1/secrets",
+            Some("watch=true&fieldSelector=type%3Dkubernetes.io%2Ftls"),
+        );
+        assert_eq!((a.verb.as_str(), a.field_selector.as_str()), ("watch", "type=kubernetes.io/tls"));
+        assert_eq!(decide(&g, &a, None).await, Decision::Allow);
     }
 
     #[tokio::test]

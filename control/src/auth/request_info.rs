@@ -17,6 +17,9 @@ pub struct Attributes {
     pub subresource: String,
     pub name: String,
     pub path: String,
+    /// A list's or watch's `fieldSelector`, decoded (kube's AuthorizeWithSelectors): the Node
+    /// authorizer grants some reads only with a given selector.
+    pub field_selector: String,
 }
 
 fn query_value<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
@@ -80,12 +83,14 @@ pub fn attributes(user: UserInfo, method: &str, path: &str, query: Option<&str>)
     if name.is_empty() && verb == "delete" {
         verb = "deletecollection".into();
     }
+    let mut field_selector = String::new();
     if (verb == "list" || verb == "watch") && name.is_empty() {
         if let Some(selector) = query_value(query, "fieldSelector") {
             let selector = unescape(selector);
             if let Some(n) = selector.strip_prefix("metadata.name=").filter(|n| !n.contains(',')) {
                 name = n.trim_start_matches('=').to_string();
             }
+            field_selector = selector;
         }
     }
     Attributes {
@@ -99,6 +104,7 @@ pub fn attributes(user: UserInfo, method: &str, path: &str, query: Option<&str>)
         subresource,
         name,
         path: path.to_string(),
+        field_selector,
     }
 }
 

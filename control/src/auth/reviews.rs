@@ -110,6 +110,8 @@ fn review_attributes(spec: &Value, user: UserInfo, namespace_override: Option<&s
             subresource: s(r, "subresource"),
             name: s(r, "name"),
             path: String::new(),
+            // kube 1.31+: `fieldSelector.rawSelector` (the parsed `requirements` form is not read).
+            field_selector: r.get("fieldSelector").map(|f| s(f, "rawSelector")).unwrap_or_default(),
         });
     }
     if let Some(n) = spec.get("nonResourceAttributes").filter(|r| r.is_object()) {
