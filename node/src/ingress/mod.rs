@@ -14,6 +14,7 @@ pub mod route;
 pub mod server;
 pub mod source;
 pub mod tls;
+pub mod upgrade;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

@@ -1,7 +1,8 @@
 //! The ingress's HTTP side: HTTP/1.1 and HTTP/2 (hyper-util's auto server, ALPN over TLS),
 //! each request routed through the current snapshot and forwarded over HTTP/1.1 to a ready
 //! endpoint of its Service (round robin, reusing idle connections; another endpoint when a connect fails), with
-//! `X-Forwarded-For/Proto/Host`. Unknown host: 404; a missing Service or no ready endpoint: 503
+//! `X-Forwarded-For/Proto/Host`; an HTTP/1.1 `Upgrade` (WebSocket) is passed through
+//! (`upgrade.rs`). Unknown host: 404; a missing Service or no ready endpoint: 503
 //! with the reason; a backend too slow to answer: 504.
 
 use std::collections::HashMap;
@@ -55,7 +56,7 @@ impl Shared {
     }
 }
 
-fn text(status: StatusCode, body: String) -> Response<Body> {
+pub(super) fn text(status: StatusCode, body: String) -> Response<Body> {
     let mut resp = Response::new(
         Full::new(Bytes::from(body)).map_err(|never: Infallible| -> hyper::Error { match never {} }).boxed(),
     );
@@ -115,7 +116,7 @@ where
         async move { Ok::<_, Infallible>(handle(&shared, req, peer, scheme).await) }
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    if let Err(e) = builder.serve_connection(io, service).await {
+    if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
         tracing::debug!(%peer, error = %e, "ingress connection");
     }
 }
@@ -153,6 +154,9 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>, peer: SocketAddr, s
             Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("503 Service Unavailable: {e}\n")),
         };
         let start = shared.next.fetch_add(1, Ordering::Relaxed);
+        if super::upgrade::is_upgrade(&req) {
+            return super::upgrade::forward(req, &endpoints, start, &host, peer, scheme, shared.response_timeout).await;
+        }
         forward(&shared.pool, req, &endpoints, start, &host, peer, scheme, shared.response_timeout).await
     }
     .instrument(span)
@@ -171,7 +175,7 @@ const HOP_BY_HOP: [&str; 8] = [
     "transfer-encoding",
 ];
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -190,7 +194,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The request as the backend gets it: HTTP/1.1, origin-form URI, the client's host, and the
 /// forwarding headers.
-fn backend_request(req: Request<Incoming>, host: &str, peer: SocketAddr, scheme: &str) -> Request<Incoming> {
+pub(super) fn backend_request(req: Request<Incoming>, host: &str, peer: SocketAddr, scheme: &str) -> Request<Incoming> {
     let (mut parts, body) = req.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     parts.uri = path.parse::<Uri>().unwrap_or_else(|_| Uri::from_static("/"));
@@ -215,7 +219,7 @@ fn backend_request(req: Request<Incoming>, host: &str, peer: SocketAddr, scheme:
 }
 
 /// Connects to the first endpoint (from `start`, round robin) that accepts, at most [`MAX_ATTEMPTS`].
-async fn connect(endpoints: &[SocketAddr], start: usize) -> Option<(TcpStream, SocketAddr)> {
+pub(super) async fn connect(endpoints: &[SocketAddr], start: usize) -> Option<(TcpStream, SocketAddr)> {
     let n = endpoints.len();
     for i in 0..n.min(MAX_ATTEMPTS) {
         let addr = endpoints[start.wrapping_add(i) % n];
@@ -334,7 +338,7 @@ async fn forward(
     Response::from_parts(parts, body.boxed())
 }
 
-fn timed_out() -> Response<Body> {
+pub(super) fn timed_out() -> Response<Body> {
     text(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Timeout: the backend did not answer in time\n".into())
 }
 
@@ -377,11 +381,10 @@ mod tests {
         port
     }
 
-    #[tokio::test]
-    async fn forwards_retries_a_dead_endpoint_and_times_out_a_slow_one() {
+    /// An ingress on 127.0.0.1 (its port) routing `shop.local/` to Service `d/web`, whose endpoints
+    /// are `addresses` on `port`.
+    async fn front(port: u16, addresses: &[&str], response_timeout: Duration) -> u16 {
         use super::super::route::{Builder, PathMatch, PortRef};
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let port = backend().await;
         let mut routes = Builder::default();
         let web = Backend::Service { namespace: "d".into(), name: "web".into(), port: PortRef::Number(80) };
         routes.route(Some("shop.local"), "/", PathMatch::Prefix, web);
@@ -389,26 +392,36 @@ mod tests {
             routes: super::super::source::Routes { table: routes.build(), tls: Default::default() },
             certs: Default::default(),
         };
-        let (_publish, snapshot) = watch::channel(Arc::new(snapshot));
+        let (publish, snapshot) = watch::channel(Arc::new(snapshot));
+        std::mem::forget(publish);
         let mut backends = Backends::new("n");
         backends.put_service(
             serde_json::from_value(serde_json::json!({"metadata": {"name": "web", "namespace": "d"},
                 "spec": {"clusterIP": "10.43.0.9", "ports": [{"port": 80, "targetPort": port}]}}))
             .unwrap(),
         );
-        // 127.0.0.2 refuses: nothing listens there on that port.
+        let endpoints: Vec<_> = addresses.iter().map(|a| serde_json::json!({"addresses": [a]})).collect();
         backends.put_slice(
             serde_json::from_value(serde_json::json!({
                 "metadata": {"name": "web-1", "namespace": "d", "labels": {"kubernetes.io/service-name": "web"}},
                 "addressType": "IPv4", "ports": [{"port": port, "protocol": "TCP"}],
-                "endpoints": [{"addresses": ["127.0.0.1"]}, {"addresses": ["127.0.0.2"]}]}))
+                "endpoints": endpoints}))
             .unwrap(),
         );
         let mut shared = Shared::new(snapshot, Arc::new(parking_lot::RwLock::new(backends)));
-        shared.response_timeout = Duration::from_millis(300);
+        shared.response_timeout = response_timeout;
         let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let front_port = front.local_addr().unwrap().port();
         tokio::spawn(serve_http(front, Arc::new(shared)));
+        front_port
+    }
+
+    #[tokio::test]
+    async fn forwards_retries_a_dead_endpoint_and_times_out_a_slow_one() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let port = backend().await;
+        // 127.0.0.2 refuses: nothing listens there on that port.
+        let front_port = front(port, &["127.0.0.1", "127.0.0.2"], Duration::from_millis(300)).await;
         let client = reqwest::Client::new();
         let get = |path: &str, host: &str| {
             client.get(format!("http://127.0.0.1:{front_port}{path}")).header("host", host.to_string()).send()
@@ -420,5 +433,80 @@ mod tests {
         }
         assert_eq!(get("/slow", "shop.local").await.unwrap().status(), 504);
         assert_eq!(get("/", "other.local").await.unwrap().status(), 404);
+    }
+
+    /// A backend that switches to an echo protocol when asked (`Upgrade: echo`, answering with the
+    /// `Sec-Echo` header it got), and refuses other upgrades with 400.
+    async fn echo_backend() -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                    if !head.contains("upgrade: echo") || !head.contains("connection: upgrade") {
+                        let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\n\r\nno").await;
+                        return;
+                    }
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\nsec-echo: yes\r\n\r\n")
+                        .await;
+                    let (mut r, mut w) = stream.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        port
+    }
+
+    /// Sends `head` to the ingress on `port` and returns the connection with the response head read.
+    async fn raw_request(port: u16, head: &str) -> (TcpStream, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while !got.ends_with(b"\r\n\r\n") {
+            assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "{}", String::from_utf8_lossy(&got));
+            got.push(byte[0]);
+        }
+        (stream, String::from_utf8_lossy(&got).into_owned())
+    }
+
+    #[tokio::test]
+    async fn upgrades_are_passed_through_and_spliced() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let port = echo_backend().await;
+        let front_port = front(port, &["127.0.0.1"], Duration::from_secs(5)).await;
+        let (mut stream, head) = raw_request(
+            front_port,
+            "GET /ws HTTP/1.1\r\nHost: shop.local\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        )
+        .await;
+        let lower = head.to_ascii_lowercase();
+        assert!(lower.starts_with("http/1.1 101"), "{head}");
+        assert!(lower.contains("upgrade: echo") && lower.contains("sec-echo: yes"), "{head}");
+        for message in ["ping", "a longer message both ways"] {
+            stream.write_all(message.as_bytes()).await.unwrap();
+            let mut back = vec![0u8; message.len()];
+            stream.read_exact(&mut back).await.unwrap();
+            assert_eq!(back, message.as_bytes());
+        }
+        // An upgrade the backend refuses comes back as its answer.
+        let (_, head) = raw_request(
+            front_port,
+            "GET /ws HTTP/1.1\r\nHost: shop.local\r\nConnection: Upgrade\r\nUpgrade: other\r\n\r\n",
+        )
+        .await;
+        assert!(head.starts_with("HTTP/1.1 400"), "{head}");
     }
 }
