@@ -219,7 +219,65 @@ fn a_running_debug_container_stops_with_its_pod() {
         s.ephemeral_status("sleeper").is_some_and(|st| st["state"].get("running").is_some())
     });
     assert_eq!(s.containerd.ids("tasks").len(), 1, "{}", s.containerd.tasks_table());
+
+    // An image that cannot be pulled shows in the debug container's status, as for any container.
+    let missing = format!("--image={}/missing:1", s.registry.addr);
+    s.cluster.kubectl(&["debug", "web", &missing, "-c", "nopull", "--", "true"]);
+    eventually("ErrImagePull / ImagePullBackOff", WAIT, || {
+        s.ephemeral_status("nopull").is_some_and(|st| {
+            let reason = st["state"]["waiting"]["reason"].as_str().unwrap_or_default().to_string();
+            reason == "ErrImagePull" || reason == "ImagePullBackOff"
+        })
+    });
+
+    // Pod Security admission checks ephemeral containers on the subresource.
+    s.cluster.kubectl(&["create", "namespace", "psa"]);
+    s.cluster.kubectl(&["label", "namespace", "psa", "pod-security.kubernetes.io/enforce=baseline"]);
+    s.cluster.kubectl_stdin(&["apply", "-n", "psa", "-f", "-"], Some(&manifest));
+    let err = s.cluster.kubectl_fails(
+        &["debug", "-n", "psa", "web", "--image=busybox", "--profile=sysadmin", "-c", "root", "--", "true"],
+        None,
+    );
+    assert!(err.contains("violates PodSecurity \"baseline:latest\": privileged"), "{err}");
+    s.cluster.kubectl(&["debug", "-n", "psa", "web", "--image=busybox", "-c", "plain", "--", "true"]);
+    s.cluster.kubectl(&["delete", "namespace", "psa", "--wait=true", "--timeout=60s"]);
     s.cluster.kubectl(&["delete", "pod", "web", "--wait=true", "--timeout=60s"]);
     eventually("the debug container's task is gone", WAIT, || s.containerd.ids("tasks").is_empty());
     eventually("no containerd containers left", WAIT, || s.containerd.ids("containers").is_empty());
+}
+
+#[test]
+fn a_wasm_only_node_says_why_a_linux_debug_container_waits() {
+    let registry = common::node::Registry::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let layout = skiff_testkit::image::build_busybox_layout(&work.path().join("busybox")).expect("busybox image");
+    skiff_testkit::image::push_to_registry(&layout, &registry.addr, "library/busybox:latest").expect("push");
+    let mirrors = work.path().join("registries.yaml");
+    std::fs::write(&mirrors, format!("mirrors:\n  docker.io:\n    endpoint: [\"http://{}\"]\n", registry.addr))
+        .expect("registries.yaml");
+    let cluster = common::Cluster::with_node_args(vec![
+        "--linux-containers".into(),
+        "off".into(),
+        "--registry-config".into(),
+        mirrors.display().to_string(),
+    ]);
+    let web = registry.push("hello-http", "1");
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: web}}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: api\n    image: {web}\n"
+    );
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest));
+    let pod = || cluster.get_json(&["pod", "web"]);
+    eventually("pod web running", WAIT, || pod()["status"]["phase"] == "Running");
+    cluster.kubectl(&["debug", "web", "--image=busybox", "-c", "dbg", "--", "true"]);
+    eventually("the debug container waits, saying why", WAIT, || {
+        let p = pod();
+        let Some(st) = p["status"]["ephemeralContainerStatuses"].as_array().and_then(|l| l.first().cloned()) else {
+            return false;
+        };
+        let message = st["state"]["waiting"]["message"].as_str().unwrap_or_default().to_string();
+        message.contains("Linux image") && message.contains("containerd")
+    });
+    // The Wasm container runs on, unharmed.
+    assert_eq!(pod()["status"]["phase"], "Running");
+    cluster.kubectl(&["delete", "pod", "web", "--wait=true", "--timeout=60s"]);
 }
