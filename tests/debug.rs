@@ -277,6 +277,18 @@ fn a_wasm_only_node_says_why_a_linux_debug_container_waits() {
         let message = st["state"]["waiting"]["message"].as_str().unwrap_or_default().to_string();
         message.contains("Linux image") && message.contains("containerd")
     });
+    // RBAC: the edit role may add ephemeral containers, the view role may not.
+    cluster.kubectl(&["create", "rolebinding", "alice-edit", "--clusterrole=edit", "--user=alice"]);
+    cluster.kubectl(&["create", "rolebinding", "bob-view", "--clusterrole=view", "--user=bob"]);
+    let can = |user: &str| {
+        let out = cluster.kubectl_output(
+            &["auth", "can-i", "patch", "pods", "--subresource=ephemeralcontainers", &format!("--as={user}")],
+            None,
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    eventually("edit may patch pods/ephemeralcontainers", WAIT, || can("alice") == "yes");
+    assert_eq!(can("bob"), "no");
     // The Wasm container runs on, unharmed.
     assert_eq!(pod()["status"]["phase"], "Running");
     cluster.kubectl(&["delete", "pod", "web", "--wait=true", "--timeout=60s"]);

@@ -1173,6 +1173,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_ephemeral_container_that_ran_before_an_agent_restart_is_over() {
+        let spec = Container { name: "dbg".into(), image: Some("busybox".into()), ..Container::default() };
+        let running = json!({"name": "dbg", "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+                             "containerID": "containerd://abc", "imageID": "busybox@sha256:1"});
+        let c = Ctr::ephemeral(spec.clone(), Some(&running));
+        assert!(c.ephemeral && c.ever_ran);
+        assert!(
+            matches!(&c.state, State::Terminated(t) if t.exit_code == 137 && t.started_at == "2026-01-01T00:00:00Z")
+        );
+        assert!(c.last.is_none());
+        let fresh = Ctr::ephemeral(spec, None);
+        assert!(!fresh.ever_ran && !fresh.ready);
+        assert!(matches!(&fresh.state, State::Waiting { reason, .. } if reason == "ContainerCreating"));
+    }
+
+    #[test]
     fn huge_grace_periods_saturate() {
         let now = Instant::now();
         assert_eq!(grace_deadline(now, Duration::from_secs(30)), now + Duration::from_secs(30));
