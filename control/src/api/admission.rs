@@ -124,7 +124,21 @@ fn default_strategy(spec: &mut Map<String, Value>, field: &str, rolling: Value) 
     }
 }
 
+/// An ephemeral container's defaults (pull policy by tag, termination message); it takes no
+/// resources, ports or probes to default.
+fn default_ephemeral(spec: &mut Map<String, Value>) {
+    let Some(list) = spec.get_mut("ephemeralContainers").and_then(Value::as_array_mut) else { return };
+    for c in list.iter_mut().filter_map(Value::as_object_mut) {
+        let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_string();
+        let policy = if image_tag_is_latest(&image) { "Always" } else { "IfNotPresent" };
+        set_default(c, "imagePullPolicy", json!(policy));
+        set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
+        set_default(c, "terminationMessagePolicy", json!("File"));
+    }
+}
+
 fn default_pod_spec(spec: &mut Map<String, Value>) {
+    default_ephemeral(spec);
     set_default(spec, "restartPolicy", json!("Always"));
     set_default(spec, "terminationGracePeriodSeconds", json!(30));
     set_default(spec, "dnsPolicy", json!("ClusterFirst"));

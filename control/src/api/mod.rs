@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod crd;
 pub mod discovery;
+pub mod ephemeral_containers;
 pub mod error;
 pub mod eviction;
 pub mod http;

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::admission;
 use super::crd;
+use super::ephemeral_containers;
 use super::error::{from_store, ApiError, ApiResult};
 use super::object::{self, meta_mut};
 use super::resources::{ResourceInfo, Resources};
@@ -636,6 +637,12 @@ impl Registry {
             );
         }
         let mut obj = self.admit(ri, obj, opts, &mut warnings)?;
+        if is_pod(ri) {
+            let causes = ephemeral_containers::validate_create(&obj);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid(ri.kind, object::name(&obj), causes));
+            }
+        }
         if is_node(ri) {
             crate::auth::node_restriction::admit_node_write(opts.user.as_ref(), None, &obj)?;
         }
@@ -728,6 +735,9 @@ impl Registry {
             if subresource.is_none() {
                 warnings.extend(self.pod_security(ri, ns, None, &next, Some(&current)).await?);
                 self.limit_range_validate(ri, ns, &next, Some(&current)).await?;
+            } else if subresource == Some(ephemeral_containers::SUBRESOURCE) {
+                // As kube's Pod Security admission: a new ephemeral container is checked too.
+                warnings.extend(self.pod_security(ri, ns, None, &next, Some(&current)).await?);
             }
             let reservation = match subresource {
                 None => self.allocate_service(ri, Some(&current), &mut next)?,
@@ -799,6 +809,9 @@ impl Registry {
                 "the name of the object ({desired_name}) does not match the name on the URL ({name})"
             )));
         }
+        if subresource == Some(ephemeral_containers::SUBRESOURCE) {
+            desired = ephemeral_containers::only_ephemeral(current, &desired);
+        }
         if subresource == Some("status") {
             // Only status (and, as Kubernetes allows, nothing else) changes through /status.
             let mut next = current.clone();
@@ -841,6 +854,12 @@ impl Registry {
             Some(custom) => crd::admit(ri, custom, desired, Some(current), opts.field_validation, warnings)?,
             None => self.admit(ri, desired, opts, warnings)?,
         };
+        if is_pod(ri) {
+            let causes = ephemeral_containers::validate_update(current, &next, subresource);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid(ri.kind, &name, causes));
+            }
+        }
         if let Some(manager) = &opts.field_manager {
             next = patch::apply::record_update(Some(current), &next, manager, &object::now_rfc3339());
         }
@@ -1044,6 +1063,10 @@ fn awaits_kubelet(ri: &ResourceInfo, obj: &Value) -> bool {
 }
 
 /// The built-in core/v1 Node.
+fn is_pod(ri: &ResourceInfo) -> bool {
+    ri.group.is_empty() && ri.kind == "Pod" && ri.custom.is_none()
+}
+
 fn is_node(ri: &ResourceInfo) -> bool {
     ri.kind == "Node" && ri.group.is_empty() && ri.custom.is_none()
 }

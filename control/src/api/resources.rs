@@ -161,7 +161,7 @@ macro_rules! resource {
 pub fn all() -> Vec<ResourceInfo> {
     vec![
         resource!(core::Namespace, ["ns"], ["status", "finalize"], false),
-        resource!(core::Pod, ["po"], ["status", "binding", "log", "eviction"], true),
+        resource!(core::Pod, ["po"], ["status", "binding", "log", "eviction", "ephemeralcontainers"], true),
         resource!(core::ConfigMap, ["cm"], [], false),
         resource!(core::Secret, [], [], false),
         resource!(core::Service, ["svc"], ["status"], true),

@@ -154,6 +154,7 @@ pub fn cluster_roles() -> Vec<Value> {
             vec![
                 rule(WRITE, &[""], &["pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy"]),
                 rule(&["create"], &[""], &["pods/eviction"]),
+                rule(&["patch", "update"], &[""], &["pods/ephemeralcontainers"]),
                 rule(
                     WRITE,
                     &[""],

@@ -3,6 +3,7 @@
 
 mod backoff;
 pub mod env;
+mod ephemeral;
 mod grace;
 mod hooks;
 pub mod log_index;

@@ -99,6 +99,9 @@ struct Ctr {
     ready: bool,
     started: bool,
     ever_ran: bool,
+    /// An ephemeral container (`kubectl debug`): started once, never restarted, never ready, and
+    /// reported in `ephemeralContainerStatuses`.
+    ephemeral: bool,
 }
 
 impl Ctr {
@@ -134,6 +137,7 @@ impl Ctr {
                 ready: false,
                 started: false,
                 ever_ran: true,
+                ephemeral: false,
             };
         }
         let last = last.or(previous_last);
@@ -150,7 +154,21 @@ impl Ctr {
             ready: false,
             started: false,
             ever_ran,
+            ephemeral: false,
         }
+    }
+
+    /// An ephemeral container's record: its spec as a container's, and what `previous` (its last
+    /// reported status) says. One that ran before the agent restarted is over: it never runs again.
+    fn ephemeral(spec: Container, previous: Option<&Value>) -> Self {
+        let mut c = Self::new(spec, previous);
+        c.ephemeral = true;
+        if matches!(c.state, State::Waiting { .. }) {
+            if let Some(t) = c.last.take() {
+                c.state = State::Terminated(t);
+            }
+        }
+        c
     }
 
     fn view(&self) -> ContainerView {
@@ -237,8 +255,11 @@ impl Worker {
             .flatten()
             .map(|c| Ctr::new(c.clone(), find("initContainerStatuses", &c.name).as_ref()))
             .collect();
-        let containers =
+        let mut containers: Vec<Ctr> =
             spec.containers.iter().map(|c| Ctr::new(c.clone(), find("containerStatuses", &c.name).as_ref())).collect();
+        for (c, spec) in super::ephemeral::specs(&pod) {
+            containers.push(Ctr::ephemeral(spec, find("ephemeralContainerStatuses", &c).as_ref()));
+        }
         let start_time = pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0.to_string());
         let span = tracing::info_span!("pod", pod = %format!("{ns}/{name}"));
         let worker = Worker {
@@ -305,12 +326,25 @@ impl Worker {
 
     fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Update(pod) => self.pod = *pod,
+            Msg::Update(pod) => {
+                self.pod = *pod;
+                self.add_ephemeral();
+            }
             Msg::Gone => self.gone = true,
             Msg::Shutdown => {}
             Msg::Exited { name, run, exit } => self.exited(&name, run, exit),
             Msg::Probe { name, run, event } => self.probe(&name, run, event),
             Msg::PostStart { name, run, outcome } => self.post_start_ended(&name, run, outcome),
+        }
+    }
+
+    /// Takes up the ephemeral containers added to the pod since the worker last looked.
+    fn add_ephemeral(&mut self) {
+        for (name, spec) in super::ephemeral::specs(&self.pod) {
+            if !self.containers.iter().any(|c| c.spec.name == name) {
+                tracing::info!(container = %name, "ephemeral container added");
+                self.containers.push(Ctr::ephemeral(spec, None));
+            }
         }
     }
 
@@ -368,7 +402,7 @@ impl Worker {
         }
         c.state = State::Running { started_at: r.started_at.clone() };
         c.started = !has_probes || spec.startup_probe.is_none() || init;
-        c.ready = !init && !has_probes;
+        c.ready = !init && !has_probes && !c.ephemeral;
     }
 
     /// Stops container `i`'s run within a grace period of `seconds`: its preStop hook first (if it has
@@ -538,7 +572,7 @@ impl Worker {
             return "Failed";
         }
         let init: Vec<_> = self.init.iter().map(Ctr::view).collect();
-        let containers: Vec<_> = self.containers.iter().map(Ctr::view).collect();
+        let containers: Vec<_> = self.containers.iter().filter(|c| !c.ephemeral).map(Ctr::view).collect();
         status::phase(&self.restart_policy(), &init, &containers, self.init_done())
     }
 
@@ -583,6 +617,10 @@ impl Worker {
         for i in 0..self.containers.len() {
             let c = &self.containers[i];
             if c.run.is_some() {
+                continue;
+            }
+            if c.ephemeral && c.ever_ran {
+                // Ephemeral containers run once (kubelet: never restarted).
                 continue;
             }
             if c.ever_ran {
@@ -1043,7 +1081,8 @@ impl Worker {
         let stamp = now();
         let prev = self.published.as_ref();
         let init: Vec<ContainerView> = self.init.iter().map(Ctr::view).collect();
-        let containers: Vec<ContainerView> = self.containers.iter().map(Ctr::view).collect();
+        let containers: Vec<ContainerView> = self.containers.iter().filter(|c| !c.ephemeral).map(Ctr::view).collect();
+        let ephemeral: Vec<ContainerView> = self.containers.iter().filter(|c| c.ephemeral).map(Ctr::view).collect();
         let phase = self.phase();
         let init_done = self.init_done();
         let all_ready = !containers.is_empty() && containers.iter().all(|c| c.ready) && phase == "Running";
@@ -1081,6 +1120,9 @@ impl Worker {
         });
         if !init.is_empty() {
             s["initContainerStatuses"] = json!(init.iter().map(ContainerView::to_json).collect::<Vec<_>>());
+        }
+        if !ephemeral.is_empty() {
+            s["ephemeralContainerStatuses"] = json!(ephemeral.iter().map(ContainerView::to_json).collect::<Vec<_>>());
         }
         if let Some(sb) = &self.sandbox {
             if !self.released {
@@ -1134,6 +1176,22 @@ fn grace_deadline(now: Instant, grace: Duration) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ephemeral_container_that_ran_before_an_agent_restart_is_over() {
+        let spec = Container { name: "dbg".into(), image: Some("busybox".into()), ..Container::default() };
+        let running = json!({"name": "dbg", "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+                             "containerID": "containerd://abc", "imageID": "busybox@sha256:1"});
+        let c = Ctr::ephemeral(spec.clone(), Some(&running));
+        assert!(c.ephemeral && c.ever_ran);
+        assert!(
+            matches!(&c.state, State::Terminated(t) if t.exit_code == 137 && t.started_at == "2026-01-01T00:00:00Z")
+        );
+        assert!(c.last.is_none());
+        let fresh = Ctr::ephemeral(spec, None);
+        assert!(!fresh.ever_ran && !fresh.ready);
+        assert!(matches!(&fresh.state, State::Waiting { reason, .. } if reason == "ContainerCreating"));
+    }
 
     #[test]
     fn huge_grace_periods_saturate() {

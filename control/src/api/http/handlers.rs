@@ -1,5 +1,5 @@
 //! Verbs on resources: get, list, watch, create, update, patch, delete, deletecollection and the
-//! `status`, `scale`, `binding` and `eviction` subresources (`log` is in [`super::pod_logs`]).
+//! `status`, `scale`, `binding`, `eviction` and `ephemeralcontainers` subresources (`log` is in [`super::pod_logs`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,6 +96,15 @@ pub async fn serve(registry: Arc<Registry>, metrics: &Metrics, req: Request<'_>,
             ("status", Method::PUT) => update(&registry, ri, ns.as_deref(), &name, Some("status"), req, body).await,
             ("status", Method::PATCH) => {
                 patch_object(&registry, ri, ns.as_deref(), &name, Some("status"), req, body).await
+            }
+            ("ephemeralcontainers", Method::GET) => {
+                Ok(json_response(StatusCode::OK, &registry.get(ri, ns.as_deref(), &name).await?, &[]))
+            }
+            ("ephemeralcontainers", Method::PUT) => {
+                update(&registry, ri, ns.as_deref(), &name, Some("ephemeralcontainers"), req, body).await
+            }
+            ("ephemeralcontainers", Method::PATCH) => {
+                patch_object(&registry, ri, ns.as_deref(), &name, Some("ephemeralcontainers"), req, body).await
             }
             ("finalize", Method::PUT) => update(&registry, ri, ns.as_deref(), &name, None, req, body).await,
             ("scale", Method::GET) => {
