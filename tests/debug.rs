@@ -244,6 +244,26 @@ fn a_running_debug_container_stops_with_its_pod() {
     s.cluster.kubectl(&["delete", "pod", "web", "--wait=true", "--timeout=60s"]);
     eventually("the debug container's task is gone", WAIT, || s.containerd.ids("tasks").is_empty());
     eventually("no containerd containers left", WAIT, || s.containerd.ids("containers").is_empty());
+
+    // `--target` a Linux container: the debug container joins its process namespace and sees its
+    // processes; without a target it sees only its own.
+    let app = "apiVersion: v1\nkind: Pod\nmetadata: {name: app}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: busybox\n    command: [sleep, \"3601\"]\n";
+    s.cluster.kubectl_stdin(&["apply", "-f", "-"], Some(app));
+    let phase = || s.cluster.get_json(&["pod", "app"])["status"]["phase"].as_str().unwrap_or_default().to_string();
+    eventually("pod app running", WAIT, || phase() == "Running");
+    let logs = |c: &str| {
+        String::from_utf8_lossy(&s.cluster.kubectl_output(&["logs", "app", "-c", c], None).stdout).into_owned()
+    };
+    s.cluster.kubectl(&["debug", "app", "--image=busybox", "-c", "peek", "--target=main", "--", "busybox", "ps"]);
+    eventually("the targeted debug container lists the target's processes", WAIT, || {
+        logs("peek").contains("sleep 3601")
+    });
+    s.cluster.kubectl(&["debug", "app", "--image=busybox", "-c", "alone", "--", "busybox", "ps"]);
+    eventually("an untargeted debug container lists only its own", WAIT, || {
+        let out = logs("alone");
+        out.contains("busybox ps") && !out.contains("sleep 3601")
+    });
+    s.cluster.kubectl(&["delete", "pod", "app", "--wait=true", "--timeout=60s"]);
 }
 
 #[test]

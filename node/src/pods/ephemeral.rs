@@ -1,7 +1,8 @@
 //! Ephemeral containers (`kubectl debug`) as the pod worker runs them: each is a container like the
 //! others (same runtime choice by image, the pod's network namespace and volumes, stdin/tty), started
 //! once when it appears in `spec.ephemeralContainers` and never restarted. `targetContainerName`
-//! (a shared process namespace with the target) has no meaning for a Wasm target and is not applied.
+//! joins the target's process namespace when the target is a running Linux container; a Wasm target
+//! has no processes to share, and the debug container gets its own.
 
 use k8s_openapi::api::core::v1::{Container, EphemeralContainer, Pod};
 
@@ -12,6 +13,16 @@ pub fn specs(pod: &Pod) -> Vec<(String, Container)> {
         .flat_map(|s| s.ephemeral_containers.iter().flatten())
         .map(|e| (e.name.clone(), as_container(e)))
         .collect()
+}
+
+/// The `targetContainerName` of the pod's ephemeral container `name`, if it is one and has one.
+pub fn target_of(pod: &Pod, name: &str) -> Option<String> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.ephemeral_containers.iter().flatten())
+        .find(|e| e.name == name)
+        .and_then(|e| e.target_container_name.clone())
+        .filter(|t| !t.is_empty())
 }
 
 /// The container an ephemeral container runs as: its common fields; the fields the API server

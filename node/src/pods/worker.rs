@@ -975,6 +975,7 @@ impl Worker {
             stdin: spec.stdin.unwrap_or(false),
             tty: spec.tty.unwrap_or(false),
             seccomp_dir: self.deps.config.data_dir.join("seccomp"),
+            target: super::ephemeral::target_of(&self.pod, &spec.name),
         }
     }
 

@@ -72,6 +72,9 @@ pub struct LinuxExtras {
     pub tty: bool,
     /// Where `Localhost` seccomp profiles are (`<data-dir>/seccomp`).
     pub seccomp_dir: PathBuf,
+    /// An ephemeral container's `targetContainerName`: it joins that container's process
+    /// namespace when the target is a running Linux container (`kubectl debug --target`).
+    pub target: Option<String>,
 }
 
 /// How a container's run ended, in Kubernetes terms.

@@ -10,8 +10,8 @@ use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
     CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest, DeleteProcessRequest,
-    DeleteTaskRequest, ExecProcessRequest, KillRequest, ListContainersRequest, ResizePtyRequest, StartRequest,
-    WaitRequest,
+    DeleteTaskRequest, ExecProcessRequest, GetRequest, KillRequest, ListContainersRequest, ResizePtyRequest,
+    StartRequest, WaitRequest,
 };
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
@@ -148,6 +148,14 @@ impl Client {
             self.request(StartRequest { container_id: id.to_string(), exec_id: String::new() }, Some(CALL_TIMEOUT));
         self.tasks().start(request).await.map_err(call("starting task", id))?;
         Ok(())
+    }
+
+    /// The host pid of the task's init process.
+    pub async fn task_pid(&self, id: &str) -> Result<u32, ContainerdError> {
+        let request =
+            self.request(GetRequest { container_id: id.to_string(), exec_id: String::new() }, Some(CALL_TIMEOUT));
+        let response = self.tasks().get(request).await.map_err(call("reading task", id))?;
+        Ok(response.into_inner().process.map(|p| p.pid).unwrap_or(0))
     }
 
     /// Waits until the task stopped: its exit status.

@@ -141,6 +141,25 @@ impl OciRuntime {
         containerd::exec::start(&self.client, &id, &spec, &io_dir, req).await.map(Some)
     }
 
+    /// The process namespace of `launch`'s target (`kubectl debug --target`) when it is a running
+    /// Linux container of the same pod; `None` otherwise (a Wasm target has no processes).
+    async fn target_pid_namespace(&self, launch: &Launch) -> Option<PathBuf> {
+        let target = launch.linux.target.as_deref()?;
+        let found = self.find(&launch.linux.pod, target).await.ok().flatten();
+        let Some((id, _)) = found else {
+            tracing::info!(target, "the debug target is not a Linux container: no process namespace to share");
+            return None;
+        };
+        match self.client.task_pid(&id).await {
+            Ok(pid) if pid > 0 => Some(PathBuf::from(format!("/proc/{pid}/ns/pid"))),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::info!(target, error = %e, "the debug target has no running task");
+                None
+            }
+        }
+    }
+
     async fn start_in(&self, pod: &OciPod, launch: Launch, id: String) -> Result<Started, RuntimeError> {
         let image = self
             .images
@@ -159,6 +178,7 @@ impl OciRuntime {
             netns: &pod.sandbox.netns_path,
             etc: &prepared.etc,
             cgroups_path: format!("{CGROUP_PARENT}/{id}"),
+            pid_namespace: self.target_pid_namespace(&launch).await,
         };
         let built = spec::build(&image, &launch, &input).map_err(|e| match e {
             spec::SpecError::Config(m) => RuntimeError::Config(m),

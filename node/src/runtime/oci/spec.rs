@@ -335,6 +335,8 @@ pub struct SpecInput<'a> {
     pub netns: &'a Path,
     pub etc: &'a EtcFiles,
     pub cgroups_path: String,
+    /// A process namespace to join (`/proc/<pid>/ns/pid` of the target of `kubectl debug --target`).
+    pub pid_namespace: Option<PathBuf>,
 }
 
 /// The runtime spec of `launch` on `input.rootfs`, in the pod's network namespace.
@@ -405,6 +407,8 @@ pub fn build(image: &WasmImage, launch: &Launch, input: &SpecInput<'_>) -> Resul
                     .path(input.netns)
                     .build()
                     .map_err(invalid)
+            } else if let (LinuxNamespaceType::Pid, Some(path)) = (ns.typ(), &input.pid_namespace) {
+                LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Pid).path(path).build().map_err(invalid)
             } else {
                 Ok(ns)
             }
@@ -523,6 +527,7 @@ mod tests {
             netns: Path::new("/var/run/netns/x"),
             etc: &etc,
             cgroups_path: "/skiff/c".into(),
+            pid_namespace: None,
         };
         let spec = build(&img, &l, &input).expect("spec");
         let json = serde_json::to_value(&spec).expect("json");
