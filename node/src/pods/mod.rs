@@ -3,6 +3,7 @@
 
 mod backoff;
 pub mod env;
+pub mod exec_target;
 mod grace;
 mod hooks;
 pub mod log_index;

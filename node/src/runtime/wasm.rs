@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::executor::PodExecutor;
 use super::{
-    ContainerExit, ContainerRuntime, ExecOutput, GuestUsage, ImageReady, Launch, PodContext, RuntimeError, Started,
+    ContainerExit, ContainerRuntime, ExecOutput, GuestUsage, GuestWorld, ImageReady, Launch, PodContext, RuntimeError,
+    Started, StreamIo,
 };
 use crate::image::{ImageStore, PullPolicy, RegistryAuth, WasmImage};
 use crate::logs::{LogWriter, Stream};
@@ -305,6 +306,72 @@ impl ContainerRuntime for WasmRuntime {
             Exit::Killed => Err(RuntimeError::Other(format!("command timed out after {timeout:?}"))),
             other => Ok(ExecOutput { exit_code: other.code(), output }),
         }
+    }
+
+    fn guest_world(&self, launch: &Launch) -> Option<GuestWorld> {
+        let image = self.image(&launch.image).ok()?;
+        let mut dirs = Vec::new();
+        // The container's copy of the image's files (made when it started) is its `/`.
+        let rootfs = launch.scratch_dir.join("rootfs");
+        if image.rootfs.is_some() && rootfs.is_dir() {
+            dirs.push(super::Mount { host_path: rootfs, container_path: "/".into(), read_only: false });
+        }
+        dirs.extend(launch.mounts.iter().cloned());
+        Some(GuestWorld { env: guest_env(&image, launch), dirs, working_dir: working_dir(&image, launch) })
+    }
+
+    async fn exec_streaming(
+        &self,
+        pod: &Arc<dyn PodContext>,
+        launch: &Launch,
+        command: &[String],
+        io: StreamIo,
+    ) -> Result<oneshot::Receiver<i32>, RuntimeError> {
+        let image = self.image(&launch.image)?;
+        let program = self.program(&image).await?;
+        let (tx, rx) = oneshot::channel();
+        let shown = command.first().cloned().unwrap_or_default();
+        if program.is_http() {
+            // An HTTP component has no command entry point to run with arguments.
+            io.stderr.write(
+                format!("{shown}: command not found (not a toolbox command, and the container's module is an HTTP component that runs no commands)\n")
+                    .as_bytes(),
+            );
+            let _ = tx.send(127);
+            return Ok(rx);
+        }
+        // A command naming the module itself (`/app/x.wasm args`) runs it with those args.
+        let skip = usize::from(command.first().is_some_and(|c| c.ends_with(".wasm")));
+        let args: Vec<String> = command.iter().skip(skip).cloned().collect();
+        let spec = RunSpec {
+            stdin: io.stdin.map(skiff_shim::engine::Input),
+            stdout: Some(Output::Sink(io.stdout)),
+            stderr: Some(Output::Sink(Arc::clone(&io.stderr))),
+            cancel: Some(io.cancel),
+            ..self.run_spec(&image, launch, Some(&args))?
+        };
+        let engine = Arc::clone(&self.engine);
+        let stderr = io.stderr;
+        executor(pod)?.handle().spawn(async move {
+            let code = match engine.run(&program, spec).await {
+                Ok(Exit::Code(c)) => c,
+                Ok(Exit::Trap(msg)) => {
+                    stderr.write(format!("wasm trap: {msg}\n").as_bytes());
+                    1
+                }
+                Ok(Exit::OutOfMemory | Exit::Killed) => 137,
+                Err(e @ skiff_shim::engine::EngineError::NoEntryPoint) => {
+                    stderr.write(format!("{shown}: command not found ({e})\n").as_bytes());
+                    127
+                }
+                Err(e) => {
+                    stderr.write(format!("{shown}: cannot execute: {e}\n").as_bytes());
+                    126
+                }
+            };
+            let _ = tx.send(code);
+        });
+        Ok(rx)
     }
 
     fn compiles(&self) -> u64 {

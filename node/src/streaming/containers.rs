@@ -1,6 +1,6 @@
 //! Which container an exec goes to on this node: the pod workers' index says whether the container
-//! exists and runs; Linux containers are found in containerd by their labels; a running container
-//! that is not there is a Wasm container (exec into those is not offered yet). Attach follows the
+//! exists and runs; Linux containers are found in containerd by their labels; a Wasm container's
+//! exec goes to [`super::wasm_exec`] (the toolbox or its own module). Attach follows the
 //! container's log from now on (stdout and stderr both on stdout; stdin is not offered), for either
 //! runtime.
 
@@ -15,8 +15,9 @@ use crate::logs::{stream_logs, LogOptions};
 use crate::pods::log_index::LogIndex;
 use crate::runtime::oci::{LazyOci, OciRuntime};
 
-/// The message for an exec into a Wasm container.
-pub const WASM_EXEC: &str = "exec is not supported for Wasm containers yet";
+/// The message for an exec into a container no runtime here can exec into (e.g. a Wasm container
+/// run by the containerd shim).
+pub const WASM_EXEC: &str = "exec is not supported for this container's runtime";
 
 /// The kubelet's [`Streams`].
 pub struct NodeStreams {
@@ -55,18 +56,28 @@ impl Streams for NodeStreams {
             Some(rt) => rt.find(&pod, &target.container).await.map_err(|e| StreamError::Internal(e.to_string()))?,
             None => None,
         };
-        found.map(|_| ()).ok_or_else(|| StreamError::Refused(WASM_EXEC.into()))
+        if found.is_some() || self.wasm_target(target).is_some() {
+            return Ok(());
+        }
+        Err(StreamError::Refused(WASM_EXEC.into()))
     }
 
     async fn exec(&self, target: &Target, req: &ExecRequest) -> Result<Process, StreamError> {
         let pod = format!("{}/{}", target.namespace, target.pod);
-        let runtime =
-            self.oci.as_ref().and_then(|o| o.started()).ok_or_else(|| StreamError::Refused(WASM_EXEC.into()))?;
-        match runtime.exec_in(&pod, &target.container, req).await {
-            Ok(Some(process)) => Ok(process),
-            Ok(None) => Err(StreamError::Refused(WASM_EXEC.into())),
-            Err(e) => Err(StreamError::Internal(e.to_string())),
+        if let Some(runtime) = self.oci.as_ref().and_then(|o| o.started()) {
+            match runtime.exec_in(&pod, &target.container, req).await {
+                Ok(Some(process)) => return Ok(process),
+                Ok(None) => {}
+                Err(e) => return Err(StreamError::Internal(e.to_string())),
+            }
         }
+        let (exec_target, world) = self.wasm_target(target).ok_or_else(|| StreamError::Refused(WASM_EXEC.into()))?;
+        let running = self
+            .logs
+            .locate(&target.namespace, &target.pod, &target.container, false)
+            .ok()
+            .and_then(|files| files.running.clone());
+        super::wasm_exec::exec(exec_target, world, running, req).await
     }
 
     async fn pod_address(
@@ -126,6 +137,16 @@ impl Streams for NodeStreams {
 }
 
 impl NodeStreams {
+    /// The current run of `target` and its world, when it is a Wasm container.
+    fn wasm_target(
+        &self,
+        target: &Target,
+    ) -> Option<(Arc<crate::pods::exec_target::ExecTarget>, crate::runtime::GuestWorld)> {
+        let exec = self.logs.exec_of(&target.namespace, &target.pod, &target.container)?;
+        let world = exec.runtime.guest_world(&exec.launch)?;
+        Some((exec, world))
+    }
+
     /// The OCI runtime and containerd id of `target` if it is a Linux container.
     async fn linux_id(&self, target: &Target) -> Option<(Arc<OciRuntime>, String)> {
         let runtime = self.oci.as_ref().and_then(|o| o.started())?;
