@@ -18,8 +18,8 @@ use common::{eventually, KUBECTL};
 const WAIT: Duration = Duration::from_secs(90);
 const OLD_KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.29";
 
-/// A pod of three: `app` (the `tool` module, running `forever`), `api` (an HTTP component) and
-/// `side` (busybox), the emptyDir `shared` at `/data` in all, a ConfigMap read-only at `/cfg` in `app`.
+/// A pod of four: `app` (the `tool` module, running `forever`), `api` (an HTTP component), `reader`
+/// (`tool echo-stdin` with `stdin: true`) and `side` (busybox), the emptyDir `shared` at `/data` in all, a ConfigMap read-only at `/cfg` in `app`.
 fn manifest(tool: &str, web: &str) -> String {
     format!(
         r#"apiVersion: v1
@@ -44,6 +44,10 @@ spec:
   - name: api
     image: {web}
     ports: [{{containerPort: 8080}}]
+  - name: reader
+    image: {tool}
+    args: [echo-stdin]
+    stdin: true
   - name: side
     image: busybox
     command: [sh, -c, "echo from-busybox > /data/side; sleep 3600"]
@@ -168,6 +172,39 @@ fn exec_and_cp_into_a_wasm_container_over_websocket_and_spdy() {
     let input: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let out = s.run(KUBECTL, &["exec", "-i", "mixed", "-c", "app", "--", "cat"], Some(&input));
     assert!(out.status.success() && out.stdout == input, "{} bytes back: {}", out.stdout.len(), stderr(&out));
+
+    // The module's WASI stdin from `exec -i`, its output as it goes.
+    let out = s.run(KUBECTL, &exec(&["tool.wasm", "echo-stdin"]), None);
+    assert!(out.status.success(), "no stdin is an empty stdin: {}", stderr(&out));
+    let mut piped = vec!["exec", "-i"];
+    piped.extend(exec(&["tool.wasm", "echo-stdin"]).into_iter().skip(1));
+    let out = s.run(KUBECTL, &piped, Some(b"one\ntwo\n"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got: one\ngot: two\n", "{}", stderr(&out));
+    let out = s.run(OLD_KUBECTL, &piped, Some(b"over spdy\n"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got: over spdy\n", "{}", stderr(&out));
+
+    // `attach -i` writes to the stdin of a Wasm container made with `stdin: true`.
+    let mut attach = Command::new(KUBECTL)
+        .arg("--kubeconfig")
+        .arg(s.cluster.kubeconfig())
+        .args(["attach", "-i", "mixed", "-c", "reader"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl attach");
+    {
+        use std::io::Write;
+        let mut input = attach.stdin.take().expect("stdin");
+        eventually("an attached line reaches the guest", WAIT, || {
+            let _ = input.write_all(b"hello\n");
+            let _ = input.flush();
+            let log = s.cluster.kubectl_output(&["logs", "mixed", "-c", "reader"], None);
+            String::from_utf8_lossy(&log.stdout).contains("got: hello")
+        });
+    }
+    let _ = attach.kill();
+    let _ = attach.wait();
 
     // kubectl cp both ways (tar over exec): a file and a directory with a 3 MB file.
     let local = s.work.path().join("upload");

@@ -133,6 +133,13 @@ impl ContainerRuntime for Dispatch {
         }
     }
 
+    fn attach_stdin(&self, launch: &Launch) -> Option<super::GuestStdin> {
+        match self.kind(&launch.image) {
+            ImageKind::Wasm => self.wasm.attach_stdin(launch),
+            ImageKind::Linux => None,
+        }
+    }
+
     async fn exec_streaming(
         &self,
         pod: &Arc<dyn PodContext>,

@@ -188,6 +188,10 @@ pub trait ContainerRuntime: Send + Sync {
     ) -> Result<tokio::sync::oneshot::Receiver<i32>, RuntimeError> {
         Err(RuntimeError::Other("streaming exec is not offered by this runtime".into()))
     }
+    /// The stdin of a running Wasm container started with `stdin: true` (`kubectl attach -i`).
+    fn attach_stdin(&self, _launch: &Launch) -> Option<GuestStdin> {
+        None
+    }
     /// The compile/instantiate counters and such, for /metrics.
     fn compiles(&self) -> u64;
     /// The running guests this runtime measures itself (in-process Wasm), for `/stats/summary`.
@@ -204,6 +208,9 @@ pub struct GuestWorld {
     pub dirs: Vec<Mount>,
     pub working_dir: Option<String>,
 }
+
+/// The writing end of a running Wasm container's stdin (`None` once it exited).
+pub type GuestStdin = Arc<tokio::sync::Mutex<Option<tokio::io::DuplexStream>>>;
 
 /// The streams and stop of a command run by [`ContainerRuntime::exec_streaming`].
 pub struct StreamIo {

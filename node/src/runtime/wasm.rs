@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::executor::PodExecutor;
 use super::{
-    ContainerExit, ContainerRuntime, ExecOutput, GuestUsage, GuestWorld, ImageReady, Launch, PodContext, RuntimeError,
-    Started, StreamIo,
+    ContainerExit, ContainerRuntime, ExecOutput, GuestStdin, GuestUsage, GuestWorld, ImageReady, Launch, PodContext,
+    RuntimeError, Started, StreamIo,
 };
 use crate::image::{ImageStore, PullPolicy, RegistryAuth, WasmImage};
 use crate::logs::{LogWriter, Stream};
@@ -26,7 +26,13 @@ pub struct WasmRuntime {
     /// The running guests' accounting, by container run.
     guests: Arc<parking_lot::Mutex<HashMap<u64, GuestUsage>>>,
     runs: std::sync::atomic::AtomicU64,
+    /// The stdins of running containers made with `stdin: true`, by their scratch directory (one
+    /// per pod and container).
+    stdins: Arc<parking_lot::Mutex<HashMap<PathBuf, GuestStdin>>>,
 }
+
+/// The pipe a container's stdin is read from.
+const STDIN_PIPE: usize = 64 * 1024;
 
 impl WasmRuntime {
     pub fn new(engine: Arc<WasmEngine>, images: Arc<ImageStore>) -> Self {
@@ -36,6 +42,7 @@ impl WasmRuntime {
             programs: parking_lot::Mutex::new(HashMap::new()),
             guests: Arc::default(),
             runs: std::sync::atomic::AtomicU64::new(0),
+            stdins: Arc::default(),
         }
     }
 
@@ -239,7 +246,18 @@ impl ContainerRuntime for WasmRuntime {
         let engine = Arc::clone(&self.engine);
         let port = launch.http_port.unwrap_or(8080);
         let usage = Arc::new(Usage::default());
-        let spec = RunSpec { cancel: Some(cancel.clone()), usage: Some(Arc::clone(&usage)), ..spec };
+        // `stdin: true`: the guest reads what `kubectl attach -i` clients write; the pipe stays open
+        // while the container runs, whoever comes and goes.
+        let (stdin, input) = if launch.linux.stdin {
+            let (writer, reader) = tokio::io::duplex(STDIN_PIPE);
+            let shared: GuestStdin = Arc::new(tokio::sync::Mutex::new(Some(writer)));
+            self.stdins.lock().insert(launch.scratch_dir.clone(), Arc::clone(&shared));
+            (Some(shared), Some(skiff_shim::engine::Input(Box::new(reader))))
+        } else {
+            (None, None)
+        };
+        let spec = RunSpec { cancel: Some(cancel.clone()), usage: Some(Arc::clone(&usage)), stdin: input, ..spec };
+        let (stdins, scratch) = (Arc::clone(&self.stdins), launch.scratch_dir.clone());
         let log = Arc::clone(&launch.log);
         let run = self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (namespace, pod_name) = launch.linux.pod.split_once('/').unwrap_or(("", launch.linux.pod.as_str()));
@@ -271,6 +289,13 @@ impl ContainerRuntime for WasmRuntime {
             };
             let _ = log.flush();
             guests.lock().remove(&run);
+            if let Some(stdin) = stdin {
+                stdin.lock().await.take();
+                let mut map = stdins.lock();
+                if map.get(&scratch).is_some_and(|s| Arc::ptr_eq(s, &stdin)) {
+                    map.remove(&scratch);
+                }
+            }
             let _ = exit_tx.send(to_container_exit(result));
         });
         // A guest has no signal handlers: stopping cancels it at once, whatever the grace period.
@@ -306,6 +331,10 @@ impl ContainerRuntime for WasmRuntime {
             Exit::Killed => Err(RuntimeError::Other(format!("command timed out after {timeout:?}"))),
             other => Ok(ExecOutput { exit_code: other.code(), output }),
         }
+    }
+
+    fn attach_stdin(&self, launch: &Launch) -> Option<GuestStdin> {
+        self.stdins.lock().get(&launch.scratch_dir).cloned()
     }
 
     fn guest_world(&self, launch: &Launch) -> Option<GuestWorld> {

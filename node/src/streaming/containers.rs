@@ -1,8 +1,8 @@
 //! Which container an exec goes to on this node: the pod workers' index says whether the container
 //! exists and runs; Linux containers are found in containerd by their labels; a Wasm container's
 //! exec goes to [`super::wasm_exec`] (the toolbox or its own module). Attach follows the
-//! container's log from now on (stdout and stderr both on stdout; stdin is not offered), for either
-//! runtime.
+//! container's log from now on (stdout and stderr both on stdout), for either runtime, and writes to
+//! the container's stdin when it was made with `stdin: true`.
 
 use std::sync::Arc;
 
@@ -113,7 +113,15 @@ impl Streams for NodeStreams {
             .await
             .map_err(|e| StreamError::Internal(format!("failed to read container logs: {e}")))?;
         let linux = self.linux_id(target).await;
-        let stdin = linux.as_ref().and_then(|(_, id)| crate::runtime::containerd::task::stdin_of(id)).map(attach_stdin);
+        let stdin = match &linux {
+            Some((_, id)) => crate::runtime::containerd::task::stdin_of(id).map(attach_stdin),
+            // A Wasm container made with `stdin: true`: its guest's WASI stdin.
+            None => self
+                .logs
+                .exec_of(&target.namespace, &target.pod, &target.container)
+                .and_then(|exec| exec.runtime.attach_stdin(&exec.launch))
+                .map(attach_stdin),
+        };
         let (exit_tx, exited) = oneshot::channel();
         let detached = CancellationToken::new();
         let gone = detached.clone();
@@ -156,11 +164,12 @@ impl NodeStreams {
     }
 }
 
-/// A writer into the stdin of a Linux container made with `stdin: true`: what the client sends is
-/// copied into the container's stdin, which stays open when the client goes.
-fn attach_stdin(
-    shared: crate::runtime::containerd::task::SharedStdin,
-) -> Box<dyn tokio::io::AsyncWrite + Send + Unpin> {
+/// A writer into the stdin of a container made with `stdin: true` (a Linux container's fifo, a Wasm
+/// guest's pipe): what the client sends is copied into it; it stays open when the client goes.
+fn attach_stdin<W>(shared: Arc<tokio::sync::Mutex<Option<W>>>) -> Box<dyn tokio::io::AsyncWrite + Send + Unpin>
+where
+    W: tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     {
         let (writer, mut reader) = tokio::io::duplex(64 * 1024);
         tokio::spawn(async move {
