@@ -197,7 +197,7 @@ fn interactive(world: &World, io: &mut Io<'_>) -> i32 {
             match b {
                 b'\r' | b'\n' => {
                     if io.tty {
-                        let _ = write!(io.stdout, "\n");
+                        let _ = writeln!(io.stdout);
                     }
                     let text = String::from_utf8_lossy(&line).into_owned();
                     line.clear();
@@ -221,11 +221,11 @@ fn interactive(world: &World, io: &mut Io<'_>) -> i32 {
                 }
                 0x03 if io.tty => {
                     line.clear();
-                    let _ = write!(io.stdout, "^C\n");
+                    let _ = writeln!(io.stdout, "^C");
                     prompt(io);
                 }
                 0x04 if io.tty && line.is_empty() => {
-                    let _ = write!(io.stdout, "\n");
+                    let _ = writeln!(io.stdout);
                     return code;
                 }
                 b => {
