@@ -271,3 +271,69 @@ pub async fn exec(
         exited,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use skiff_shim::engine::OutputSink;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn output_reaches_the_client_with_crlf_for_a_terminal() {
+        let (pipe, mut reader) = OutPipe::new(true);
+        assert!(pipe.send(b"a\nb"));
+        OutputSink::write(&pipe, b"\nc");
+        drop(pipe);
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).await.expect("read");
+        assert_eq!(out, b"a\r\nb\r\nc");
+    }
+
+    #[test]
+    fn a_module_that_outruns_its_client_loses_output_not_memory() {
+        let (pipe, _reader) = OutPipe::new(false);
+        let chunk = vec![7u8; 1 << 20];
+        for _ in 0..64 {
+            OutputSink::write(&pipe, &chunk);
+        }
+        let queued = pipe.queued.load(Ordering::Relaxed);
+        assert!(queued <= MODULE_BACKLOG + chunk.len(), "{queued} bytes queued");
+    }
+
+    #[test]
+    fn a_toolbox_command_stops_writing_when_the_client_is_gone() {
+        let (pipe, reader) = OutPipe::new(false);
+        drop(reader);
+        let mut out = BlockingOut { pipe: Some(pipe), cancel: CancellationToken::new() };
+        assert!(out.write(b"x").is_err());
+        let mut discarded = BlockingOut { pipe: None, cancel: CancellationToken::new() };
+        assert_eq!(discarded.write(b"xyz").ok(), Some(3));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stdin_reads_end_with_the_client_or_the_stop() {
+        let (mut writer, reader) = tokio::io::duplex(64);
+        let cancel = CancellationToken::new();
+        let handle = tokio::runtime::Handle::current();
+        let stop = cancel.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut input = BlockingIn { pipe: Some(reader), handle, cancel: stop };
+            let mut all = Vec::new();
+            input.read_to_end(&mut all).map(|_| all)
+        });
+        tokio::io::AsyncWriteExt::write_all(&mut writer, b"typed").await.expect("write");
+        drop(writer);
+        assert_eq!(read.await.expect("join").expect("read"), b"typed");
+        // A client that never closes stdin: the stop ends the read.
+        let (_writer, reader) = tokio::io::duplex(64);
+        let handle = tokio::runtime::Handle::current();
+        let stop = cancel.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut input = BlockingIn { pipe: Some(reader), handle, cancel: stop };
+            let mut buf = [0u8; 8];
+            input.read(&mut buf)
+        });
+        cancel.cancel();
+        assert_eq!(read.await.expect("join").expect("read"), 0);
+    }
+}
