@@ -3,7 +3,8 @@
 //! `cat`, `env`, `false`, `sh -c`, `tar` for `kubectl cp`) against the container's own volumes, the
 //! container's own module run with other arguments, exit codes on the error channel (1, 127, the
 //! module's own), an emptyDir shared with a Linux sidecar, a read-only volume refusing writes, and a
-//! client that goes away mid-stream leaving nothing running.
+//! client that goes away mid-stream leaving nothing running, `attach -i` into a `stdin: true` guest,
+//! and `exec -it -- sh` in a terminal (the toolbox's line-by-line shell).
 //!
 //! Needs root, containerd, runc, ctr, the CNI plugins, docker-registry, umoci, skopeo and busybox-static.
 
@@ -267,4 +268,43 @@ fn a_client_that_goes_away_leaves_no_wasm_exec_running() {
     }
     // The container is untouched and still takes execs.
     assert_eq!(s.ok(&["exec", "mixed", "-c", "app", "--", "echo", "still here"]), "still here\n");
+
+    // `exec -it -- sh` in a terminal: the toolbox's line-by-line shell, its prompt and echo.
+    let command = format!(
+        "timeout --foreground 60 {KUBECTL} --kubeconfig {} exec -it mixed -c app -- sh",
+        s.cluster.kubeconfig().display()
+    );
+    let mut script = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("script");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let mut stdout = script.stdout.take().expect("stdout");
+    let sink = std::sync::Arc::clone(&seen);
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().expect("lock").extend_from_slice(&buf[..n]);
+        }
+    });
+    let shown = || String::from_utf8_lossy(&seen.lock().expect("lock")).into_owned();
+    {
+        use std::io::Write;
+        let mut input = script.stdin.take().expect("stdin");
+        eventually("the toolbox shell's prompt", WAIT, || shown().contains("$ "));
+        input.write_all(b"cat /cfg/mode; echo\r").expect("type a line");
+        eventually("the line's output", WAIT, || shown().contains("fast\r\n"));
+        input.write_all(b"exit 5\r").expect("type exit");
+    }
+    let status = script.wait().expect("script");
+    let _ = reader.join();
+    let text = shown();
+    assert_eq!(status.code(), Some(5), "{text:?}");
 }
