@@ -47,6 +47,14 @@ impl LogIndex {
         }
     }
 
+    /// Drops what execs into a pod's containers reach (its runtime context), keeping its logs: a
+    /// finished pod's context must not outlive it here.
+    pub fn forget_exec(&self, ns: &str, pod: &str) {
+        if let Some(containers) = self.pods.lock().get_mut(&(ns.to_string(), pod.to_string())) {
+            containers.values_mut().for_each(|c| c.exec = None);
+        }
+    }
+
     /// What an exec into the current run of a container reaches, if it was recorded.
     pub fn exec_of(&self, ns: &str, pod: &str, container: &str) -> Option<Arc<ExecTarget>> {
         let pods = self.pods.lock();

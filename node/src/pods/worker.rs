@@ -978,6 +978,7 @@ impl Worker {
         self.released = true;
         self.kill_all();
         self.ctx = None;
+        self.deps.log_index.forget_exec(&self.ns, &self.name);
         if let Some(v) = &mut self.volumes {
             v.release();
         }
