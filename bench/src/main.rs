@@ -11,6 +11,7 @@ mod cluster;
 mod containerd;
 mod create;
 mod dns;
+mod exec;
 mod list;
 mod node_burst;
 mod node_cluster;
@@ -229,6 +230,15 @@ enum Command {
         /// Time between two requests, in milliseconds.
         #[arg(long, default_value_t = 250)]
         interval_ms: u64,
+    /// `kubectl exec` into a Wasm container: `-- true` wall time and `-- echo x` first byte, p50/p99.
+    Exec {
+        #[command(flatten)]
+        node: NodeFlags,
+        /// The kubectl to run (1.32 speaks WebSocket; 1.29 SPDY).
+        #[arg(long, default_value = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32")]
+        kubectl: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
     },
     NodeHttp {
         #[command(flatten)]
@@ -343,6 +353,11 @@ async fn run(command: Command) -> Result<()> {
             }
             let args = top::TopArgs { requests, interval: Duration::from_millis(interval_ms) };
             top::run(&node.server_bin, &node.workload, &args, &node.opts(24)).await
+        Command::Exec { node, kubectl, runs } => {
+            if runs == 0 {
+                bail!("--runs must be positive");
+            }
+            exec::run(&node.server_bin, &node.workload, &exec::ExecArgs { kubectl, runs }, &node.opts(24)).await
         }
         Command::NodeHttp { node, seconds, connections, threads } => {
             if seconds == 0 || connections == 0 || threads == 0 {

@@ -297,10 +297,13 @@ impl crate::kubelet_server::LogSource for Endpoint {
              # TYPE skiff_image_pulls_total counter\nskiff_image_pulls_total {}\n\
              # HELP skiff_node_pods Pods this node agent runs.\n# TYPE skiff_node_pods gauge\nskiff_node_pods {pods}\n\
              # HELP skiff_sandboxes_pooled Pod sandboxes prepared ahead of demand.\n\
-             # TYPE skiff_sandboxes_pooled gauge\nskiff_sandboxes_pooled {}\n",
+             # TYPE skiff_sandboxes_pooled gauge\nskiff_sandboxes_pooled {}\n\
+             # HELP skiff_wasm_execs_running Commands of kubectl exec running in Wasm containers.\n\
+             # TYPE skiff_wasm_execs_running gauge\nskiff_wasm_execs_running {}\n",
             self.runtime.compiles(),
             self.images.pulls(),
             self.sandboxes.pooled(),
+            crate::streaming::wasm_exec::running(),
         )
     }
 }

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use wasmtime::Engine;
 
-pub use output::{Output, OutputSink};
+pub use output::{Input, Output, OutputSink};
 pub use program::Program;
 pub use resolve::{Lookup, NameResolver};
 pub use spec::{env_pairs, EngineError, Exit, Preopen, RunSpec};

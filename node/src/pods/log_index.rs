@@ -6,6 +6,9 @@ use std::path::PathBuf;
 
 use tokio::sync::watch;
 
+use std::sync::Arc;
+
+use super::exec_target::ExecTarget;
 use crate::kubelet_server::{LocateError, LogSource};
 use crate::logs::LogFiles;
 
@@ -14,6 +17,8 @@ struct ContainerLogs {
     current: Option<(PathBuf, watch::Receiver<bool>)>,
     previous: Option<PathBuf>,
     waiting: Option<String>,
+    /// What an exec into the current run reaches.
+    exec: Option<Arc<ExecTarget>>,
 }
 
 #[derive(Default)]
@@ -31,6 +36,29 @@ impl LogIndex {
         }
         entry.current = Some((path, running));
         entry.waiting = None;
+        entry.exec = None;
+    }
+
+    /// Records what an exec into the current run of a container reaches (after [`Self::started`]).
+    pub fn exec_target(&self, ns: &str, pod: &str, container: &str, target: ExecTarget) {
+        let mut pods = self.pods.lock();
+        if let Some(entry) = pods.get_mut(&(ns.to_string(), pod.to_string())).and_then(|p| p.get_mut(container)) {
+            entry.exec = Some(Arc::new(target));
+        }
+    }
+
+    /// Drops what execs into a pod's containers reach (its runtime context), keeping its logs: a
+    /// finished pod's context must not outlive it here.
+    pub fn forget_exec(&self, ns: &str, pod: &str) {
+        if let Some(containers) = self.pods.lock().get_mut(&(ns.to_string(), pod.to_string())) {
+            containers.values_mut().for_each(|c| c.exec = None);
+        }
+    }
+
+    /// What an exec into the current run of a container reaches, if it was recorded.
+    pub fn exec_of(&self, ns: &str, pod: &str, container: &str) -> Option<Arc<ExecTarget>> {
+        let pods = self.pods.lock();
+        pods.get(&(ns.to_string(), pod.to_string()))?.get(container)?.exec.clone()
     }
 
     /// The container is known but has not run (yet); `reason` is its waiting reason.

@@ -4,6 +4,7 @@
 mod backoff;
 pub mod env;
 mod ephemeral;
+pub mod exec_target;
 mod grace;
 mod hooks;
 pub mod log_index;

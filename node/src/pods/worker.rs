@@ -910,6 +910,12 @@ impl Worker {
         let run_id = self.runs;
         let (running_tx, running_rx) = watch::channel(true);
         self.deps.log_index.started(&self.ns, &self.name, &name, log_path, running_rx);
+        let exec = super::exec_target::ExecTarget {
+            runtime: Arc::clone(&self.deps.runtime),
+            pod: ctx,
+            launch: launch.clone(),
+        };
+        self.deps.log_index.exec_target(&self.ns, &self.name, &name, exec);
         let tx = self.tx.clone();
         let exited = started.exited;
         let exit_name = name.clone();
@@ -1016,6 +1022,7 @@ impl Worker {
         self.released = true;
         self.kill_all();
         self.ctx = None;
+        self.deps.log_index.forget_exec(&self.ns, &self.name);
         if let Some(v) = &mut self.volumes {
             v.release();
         }

@@ -126,6 +126,33 @@ impl ContainerRuntime for Dispatch {
         }
     }
 
+    fn guest_world(&self, launch: &Launch) -> Option<super::GuestWorld> {
+        match self.kind(&launch.image) {
+            ImageKind::Wasm => self.wasm.guest_world(launch),
+            ImageKind::Linux => None,
+        }
+    }
+
+    fn attach_stdin(&self, launch: &Launch) -> Option<super::GuestStdin> {
+        match self.kind(&launch.image) {
+            ImageKind::Wasm => self.wasm.attach_stdin(launch),
+            ImageKind::Linux => None,
+        }
+    }
+
+    async fn exec_streaming(
+        &self,
+        pod: &Arc<dyn PodContext>,
+        launch: &Launch,
+        command: &[String],
+        io: super::StreamIo,
+    ) -> Result<tokio::sync::oneshot::Receiver<i32>, RuntimeError> {
+        match self.kind(&launch.image) {
+            ImageKind::Wasm => self.wasm.exec_streaming(&mixed(pod)?.wasm, launch, command, io).await,
+            ImageKind::Linux => Err(RuntimeError::Other("a Linux container's exec goes through containerd".into())),
+        }
+    }
+
     fn runs_exec_hooks(&self, image: &str) -> bool {
         self.kind(image) == ImageKind::Linux && self.oci.is_some()
     }

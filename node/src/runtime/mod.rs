@@ -178,12 +178,54 @@ pub trait ContainerRuntime: Send + Sync {
     fn runs_exec_hooks(&self, _image: &str) -> bool {
         false
     }
+    /// What a command run in the container sees, for a Wasm container (`kubectl exec`'s toolbox);
+    /// `None` for containers of other runtimes.
+    fn guest_world(&self, _launch: &Launch) -> Option<GuestWorld> {
+        None
+    }
+    /// Runs `command` in a Wasm container's world with its output streamed and stdin fed
+    /// (`kubectl exec`); the receiver gets the exit code.
+    async fn exec_streaming(
+        &self,
+        _pod: &Arc<dyn PodContext>,
+        _launch: &Launch,
+        _command: &[String],
+        _io: StreamIo,
+    ) -> Result<tokio::sync::oneshot::Receiver<i32>, RuntimeError> {
+        Err(RuntimeError::Other("streaming exec is not offered by this runtime".into()))
+    }
+    /// The stdin of a running Wasm container started with `stdin: true` (`kubectl attach -i`).
+    fn attach_stdin(&self, _launch: &Launch) -> Option<GuestStdin> {
+        None
+    }
     /// The compile/instantiate counters and such, for /metrics.
     fn compiles(&self) -> u64;
     /// The running guests this runtime measures itself (in-process Wasm), for `/stats/summary`.
     fn guests(&self) -> Vec<GuestUsage> {
         Vec::new()
     }
+}
+
+/// What a command run in a Wasm container sees: its environment, its directories (volume mounts and
+/// its copy of the image's files at `/`) and its working directory.
+#[derive(Clone, Debug)]
+pub struct GuestWorld {
+    pub env: Vec<(String, String)>,
+    pub dirs: Vec<Mount>,
+    pub working_dir: Option<String>,
+}
+
+/// The writing end of a running Wasm container's stdin (`None` once it exited).
+pub type GuestStdin = Arc<tokio::sync::Mutex<Option<tokio::io::DuplexStream>>>;
+
+/// The streams and stop of a command run by [`ContainerRuntime::exec_streaming`].
+pub struct StreamIo {
+    /// What the guest reads on stdin (nothing when `None`).
+    pub stdin: Option<Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>>,
+    pub stdout: Arc<dyn skiff_shim::engine::OutputSink>,
+    pub stderr: Arc<dyn skiff_shim::engine::OutputSink>,
+    /// Cancelled to kill the command (the client went away, the container stopped).
+    pub cancel: tokio_util::sync::CancellationToken,
 }
 
 /// A running Wasm container and the engine's accounting of it ([`skiff_shim::engine::Usage`]).

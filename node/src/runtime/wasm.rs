@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::executor::PodExecutor;
 use super::{
-    ContainerExit, ContainerRuntime, ExecOutput, GuestUsage, ImageReady, Launch, PodContext, RuntimeError, Started,
+    ContainerExit, ContainerRuntime, ExecOutput, GuestStdin, GuestUsage, GuestWorld, ImageReady, Launch, PodContext,
+    RuntimeError, Started, StreamIo,
 };
 use crate::image::{ImageStore, PullPolicy, RegistryAuth, WasmImage};
 use crate::logs::{LogWriter, Stream};
@@ -25,7 +26,13 @@ pub struct WasmRuntime {
     /// The running guests' accounting, by container run.
     guests: Arc<parking_lot::Mutex<HashMap<u64, GuestUsage>>>,
     runs: std::sync::atomic::AtomicU64,
+    /// The stdins of running containers made with `stdin: true`, by their scratch directory (one
+    /// per pod and container).
+    stdins: Arc<parking_lot::Mutex<HashMap<PathBuf, GuestStdin>>>,
 }
+
+/// The pipe a container's stdin is read from.
+const STDIN_PIPE: usize = 64 * 1024;
 
 impl WasmRuntime {
     pub fn new(engine: Arc<WasmEngine>, images: Arc<ImageStore>) -> Self {
@@ -35,6 +42,7 @@ impl WasmRuntime {
             programs: parking_lot::Mutex::new(HashMap::new()),
             guests: Arc::default(),
             runs: std::sync::atomic::AtomicU64::new(0),
+            stdins: Arc::default(),
         }
     }
 
@@ -238,7 +246,18 @@ impl ContainerRuntime for WasmRuntime {
         let engine = Arc::clone(&self.engine);
         let port = launch.http_port.unwrap_or(8080);
         let usage = Arc::new(Usage::default());
-        let spec = RunSpec { cancel: Some(cancel.clone()), usage: Some(Arc::clone(&usage)), ..spec };
+        // `stdin: true`: the guest reads what `kubectl attach -i` clients write; the pipe stays open
+        // while the container runs, whoever comes and goes.
+        let (stdin, input) = if launch.linux.stdin {
+            let (writer, reader) = tokio::io::duplex(STDIN_PIPE);
+            let shared: GuestStdin = Arc::new(tokio::sync::Mutex::new(Some(writer)));
+            self.stdins.lock().insert(launch.scratch_dir.clone(), Arc::clone(&shared));
+            (Some(shared), Some(skiff_shim::engine::Input(Box::new(reader))))
+        } else {
+            (None, None)
+        };
+        let spec = RunSpec { cancel: Some(cancel.clone()), usage: Some(Arc::clone(&usage)), stdin: input, ..spec };
+        let (stdins, scratch) = (Arc::clone(&self.stdins), launch.scratch_dir.clone());
         let log = Arc::clone(&launch.log);
         let run = self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (namespace, pod_name) = launch.linux.pod.split_once('/').unwrap_or(("", launch.linux.pod.as_str()));
@@ -270,6 +289,13 @@ impl ContainerRuntime for WasmRuntime {
             };
             let _ = log.flush();
             guests.lock().remove(&run);
+            if let Some(stdin) = stdin {
+                stdin.lock().await.take();
+                let mut map = stdins.lock();
+                if map.get(&scratch).is_some_and(|s| Arc::ptr_eq(s, &stdin)) {
+                    map.remove(&scratch);
+                }
+            }
             let _ = exit_tx.send(to_container_exit(result));
         });
         // A guest has no signal handlers: stopping cancels it at once, whatever the grace period.
@@ -305,6 +331,76 @@ impl ContainerRuntime for WasmRuntime {
             Exit::Killed => Err(RuntimeError::Other(format!("command timed out after {timeout:?}"))),
             other => Ok(ExecOutput { exit_code: other.code(), output }),
         }
+    }
+
+    fn attach_stdin(&self, launch: &Launch) -> Option<GuestStdin> {
+        self.stdins.lock().get(&launch.scratch_dir).cloned()
+    }
+
+    fn guest_world(&self, launch: &Launch) -> Option<GuestWorld> {
+        let image = self.image(&launch.image).ok()?;
+        let mut dirs = Vec::new();
+        // The container's copy of the image's files (made when it started) is its `/`.
+        let rootfs = launch.scratch_dir.join("rootfs");
+        if image.rootfs.is_some() && rootfs.is_dir() {
+            dirs.push(super::Mount { host_path: rootfs, container_path: "/".into(), read_only: false });
+        }
+        dirs.extend(launch.mounts.iter().cloned());
+        Some(GuestWorld { env: guest_env(&image, launch), dirs, working_dir: working_dir(&image, launch) })
+    }
+
+    async fn exec_streaming(
+        &self,
+        pod: &Arc<dyn PodContext>,
+        launch: &Launch,
+        command: &[String],
+        io: StreamIo,
+    ) -> Result<oneshot::Receiver<i32>, RuntimeError> {
+        let image = self.image(&launch.image)?;
+        let program = self.program(&image).await?;
+        let (tx, rx) = oneshot::channel();
+        let shown = command.first().cloned().unwrap_or_default();
+        if program.is_http() {
+            // An HTTP component has no command entry point to run with arguments.
+            io.stderr.write(
+                format!("{shown}: command not found (not a toolbox command, and the container's module is an HTTP component that runs no commands)\n")
+                    .as_bytes(),
+            );
+            let _ = tx.send(127);
+            return Ok(rx);
+        }
+        // A command naming the module itself (`/app/x.wasm args`) runs it with those args.
+        let skip = usize::from(command.first().is_some_and(|c| c.ends_with(".wasm")));
+        let args: Vec<String> = command.iter().skip(skip).cloned().collect();
+        let spec = RunSpec {
+            stdin: io.stdin.map(skiff_shim::engine::Input),
+            stdout: Some(Output::Sink(io.stdout)),
+            stderr: Some(Output::Sink(Arc::clone(&io.stderr))),
+            cancel: Some(io.cancel),
+            ..self.run_spec(&image, launch, Some(&args))?
+        };
+        let engine = Arc::clone(&self.engine);
+        let stderr = io.stderr;
+        executor(pod)?.handle().spawn(async move {
+            let code = match engine.run(&program, spec).await {
+                Ok(Exit::Code(c)) => c,
+                Ok(Exit::Trap(msg)) => {
+                    stderr.write(format!("wasm trap: {msg}\n").as_bytes());
+                    1
+                }
+                Ok(Exit::OutOfMemory | Exit::Killed) => 137,
+                Err(e @ skiff_shim::engine::EngineError::NoEntryPoint) => {
+                    stderr.write(format!("{shown}: command not found ({e})\n").as_bytes());
+                    127
+                }
+                Err(e) => {
+                    stderr.write(format!("{shown}: cannot execute: {e}\n").as_bytes());
+                    126
+                }
+            };
+            let _ = tx.send(code);
+        });
+        Ok(rx)
     }
 
     fn compiles(&self) -> u64 {

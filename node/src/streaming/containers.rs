@@ -1,8 +1,8 @@
 //! Which container an exec goes to on this node: the pod workers' index says whether the container
-//! exists and runs; Linux containers are found in containerd by their labels; a running container
-//! that is not there is a Wasm container (exec into those is not offered yet). Attach follows the
-//! container's log from now on (stdout and stderr both on stdout; stdin is not offered), for either
-//! runtime.
+//! exists and runs; Linux containers are found in containerd by their labels; a Wasm container's
+//! exec goes to [`super::wasm_exec`] (the toolbox or its own module). Attach follows the
+//! container's log from now on (stdout and stderr both on stdout), for either runtime, and writes to
+//! the container's stdin when it was made with `stdin: true`.
 
 use std::sync::Arc;
 
@@ -15,8 +15,9 @@ use crate::logs::{stream_logs, LogOptions};
 use crate::pods::log_index::LogIndex;
 use crate::runtime::oci::{LazyOci, OciRuntime};
 
-/// The message for an exec into a Wasm container.
-pub const WASM_EXEC: &str = "exec is not supported for Wasm containers yet";
+/// The message for an exec into a container no runtime here can exec into (e.g. a Wasm container
+/// run by the containerd shim).
+pub const WASM_EXEC: &str = "exec is not supported for this container's runtime";
 
 /// The kubelet's [`Streams`].
 pub struct NodeStreams {
@@ -55,18 +56,28 @@ impl Streams for NodeStreams {
             Some(rt) => rt.find(&pod, &target.container).await.map_err(|e| StreamError::Internal(e.to_string()))?,
             None => None,
         };
-        found.map(|_| ()).ok_or_else(|| StreamError::Refused(WASM_EXEC.into()))
+        if found.is_some() || self.wasm_target(target).is_some() {
+            return Ok(());
+        }
+        Err(StreamError::Refused(WASM_EXEC.into()))
     }
 
     async fn exec(&self, target: &Target, req: &ExecRequest) -> Result<Process, StreamError> {
         let pod = format!("{}/{}", target.namespace, target.pod);
-        let runtime =
-            self.oci.as_ref().and_then(|o| o.started()).ok_or_else(|| StreamError::Refused(WASM_EXEC.into()))?;
-        match runtime.exec_in(&pod, &target.container, req).await {
-            Ok(Some(process)) => Ok(process),
-            Ok(None) => Err(StreamError::Refused(WASM_EXEC.into())),
-            Err(e) => Err(StreamError::Internal(e.to_string())),
+        if let Some(runtime) = self.oci.as_ref().and_then(|o| o.started()) {
+            match runtime.exec_in(&pod, &target.container, req).await {
+                Ok(Some(process)) => return Ok(process),
+                Ok(None) => {}
+                Err(e) => return Err(StreamError::Internal(e.to_string())),
+            }
         }
+        let (exec_target, world) = self.wasm_target(target).ok_or_else(|| StreamError::Refused(WASM_EXEC.into()))?;
+        let running = self
+            .logs
+            .locate(&target.namespace, &target.pod, &target.container, false)
+            .ok()
+            .and_then(|files| files.running.clone());
+        super::wasm_exec::exec(exec_target, world, running, req).await
     }
 
     async fn pod_address(
@@ -102,7 +113,15 @@ impl Streams for NodeStreams {
             .await
             .map_err(|e| StreamError::Internal(format!("failed to read container logs: {e}")))?;
         let linux = self.linux_id(target).await;
-        let stdin = linux.as_ref().and_then(|(_, id)| crate::runtime::containerd::task::stdin_of(id)).map(attach_stdin);
+        let stdin = match &linux {
+            Some((_, id)) => crate::runtime::containerd::task::stdin_of(id).map(attach_stdin),
+            // A Wasm container made with `stdin: true`: its guest's WASI stdin.
+            None => self
+                .logs
+                .exec_of(&target.namespace, &target.pod, &target.container)
+                .and_then(|exec| exec.runtime.attach_stdin(&exec.launch))
+                .map(attach_stdin),
+        };
         let (exit_tx, exited) = oneshot::channel();
         let detached = CancellationToken::new();
         let gone = detached.clone();
@@ -126,6 +145,16 @@ impl Streams for NodeStreams {
 }
 
 impl NodeStreams {
+    /// The current run of `target` and its world, when it is a Wasm container.
+    fn wasm_target(
+        &self,
+        target: &Target,
+    ) -> Option<(Arc<crate::pods::exec_target::ExecTarget>, crate::runtime::GuestWorld)> {
+        let exec = self.logs.exec_of(&target.namespace, &target.pod, &target.container)?;
+        let world = exec.runtime.guest_world(&exec.launch)?;
+        Some((exec, world))
+    }
+
     /// The OCI runtime and containerd id of `target` if it is a Linux container.
     async fn linux_id(&self, target: &Target) -> Option<(Arc<OciRuntime>, String)> {
         let runtime = self.oci.as_ref().and_then(|o| o.started())?;
@@ -135,11 +164,12 @@ impl NodeStreams {
     }
 }
 
-/// A writer into the stdin of a Linux container made with `stdin: true`: what the client sends is
-/// copied into the container's stdin, which stays open when the client goes.
-fn attach_stdin(
-    shared: crate::runtime::containerd::task::SharedStdin,
-) -> Box<dyn tokio::io::AsyncWrite + Send + Unpin> {
+/// A writer into the stdin of a container made with `stdin: true` (a Linux container's fifo, a Wasm
+/// guest's pipe): what the client sends is copied into it; it stays open when the client goes.
+fn attach_stdin<W>(shared: Arc<tokio::sync::Mutex<Option<W>>>) -> Box<dyn tokio::io::AsyncWrite + Send + Unpin>
+where
+    W: tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     {
         let (writer, mut reader) = tokio::io::duplex(64 * 1024);
         tokio::spawn(async move {

@@ -10,7 +10,9 @@ pub mod protocol;
 pub mod session;
 pub mod spdy;
 pub mod spdy_exec;
+pub mod toolbox;
 pub mod upgrade;
+pub mod wasm_exec;
 
 use std::sync::Arc;
 

@@ -211,6 +211,7 @@ impl TaskService {
             cancel: None,
             usage: None,
             resolver: None,
+            stdin: None,
         };
         Ok(Job::Wasm { program, spec, http_port })
     }

@@ -31,6 +31,42 @@ impl std::fmt::Debug for Output {
     }
 }
 
+/// What a guest reads on stdin: bytes from an async reader, read as the guest asks for them.
+pub struct Input(pub Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>);
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Input(..)")
+    }
+}
+
+/// An [`Input`] in the form wasmtime-wasi takes, shared by every store of a run.
+#[derive(Clone)]
+pub(super) struct Stdin(Arc<wasmtime_wasi::cli::AsyncStdinStream>);
+
+impl Stdin {
+    /// Starts reading `input` (on the current tokio runtime) as the guest asks for it.
+    pub(super) fn new(input: Input) -> Self {
+        Stdin(Arc::new(wasmtime_wasi::cli::AsyncStdinStream::new(input.0)))
+    }
+}
+
+impl IsTerminal for Stdin {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdinStream for Stdin {
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::InputStream> {
+        self.0.p2_stream()
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncRead + Send + Sync> {
+        self.0.async_stream()
+    }
+}
+
 /// An [`Output`] in the form wasmtime-wasi takes, cheap to clone (one per HTTP request).
 #[derive(Clone)]
 pub(super) enum Stdio {

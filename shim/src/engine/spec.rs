@@ -45,6 +45,8 @@ pub struct RunSpec {
     pub stdout: Option<Output>,
     /// Where the guest's stderr goes (and, for HTTP servers, a line per failed request).
     pub stderr: Option<Output>,
+    /// What the guest reads on stdin (`kubectl exec -i`, `kubectl attach`); empty when `None`.
+    pub stdin: Option<super::output::Input>,
     /// Cap on the guest's linear memory (all its memories together), in bytes.
     pub memory_limit: Option<usize>,
     /// CPU bound in millicores (a container's `limits.cpu`): the guest gets about that share of one core.

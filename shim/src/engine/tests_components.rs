@@ -221,3 +221,24 @@ async fn a_waiting_guest_is_cancelled_and_a_p1_binary_sees_its_preopen() {
     assert_eq!(engine.run(&program, spec).await.expect("runs"), Exit::Code(0));
     assert_eq!(std::fs::read_to_string(dir.path().join("out.txt")).expect("written"), "written");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_guest_reads_stdin_as_it_arrives_and_its_end() {
+    let (_dir, engine) = engine();
+    let program = load(&engine, "tool");
+    let (mut writer, reader) = tokio::io::duplex(64);
+    let out = Arc::new(Collect::default());
+    let spec = RunSpec {
+        args: vec!["tool.wasm".into(), "echo-stdin".into()],
+        stdin: Some(Input(Box::new(reader))),
+        stdout: Some(Output::Sink(out.clone())),
+        ..Default::default()
+    };
+    let feed = async {
+        writer.write_all(b"one\ntwo\n").await.expect("write");
+        drop(writer);
+    };
+    let (exit, ()) = tokio::join!(engine.run(&program, spec), feed);
+    assert_eq!(exit.expect("runs"), Exit::Code(0));
+    assert_eq!(out.text(), "got: one\ngot: two\n");
+}

@@ -12,7 +12,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::limits::{HasLimits, Limits};
-use super::output::Stdio;
+use super::output::{Stdin, Stdio};
 use super::resolve::PodHttpHooks;
 use super::spec::{EngineError, Preopen, RunSpec};
 
@@ -22,6 +22,7 @@ pub(super) struct GuestEnv {
     args: Vec<String>,
     env: Vec<(String, String)>,
     preopens: Vec<Preopen>,
+    stdin: Option<Stdin>,
     stdout: Option<Stdio>,
     pub(super) stderr: Option<Stdio>,
     pub(super) memory_limit: Option<usize>,
@@ -37,6 +38,7 @@ impl GuestEnv {
             args: std::mem::take(&mut spec.args),
             env: std::mem::take(&mut spec.env),
             preopens: std::mem::take(&mut spec.preopens),
+            stdin: spec.stdin.take().map(Stdin::new),
             stdout: spec.stdout.take().map(Stdio::from),
             stderr: spec.stderr.take().map(Stdio::from),
             memory_limit: spec.memory_limit,
@@ -53,6 +55,9 @@ impl GuestEnv {
     fn builder(&self) -> Result<WasiCtxBuilder, EngineError> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.args(&self.args).envs(&self.env);
+        if let Some(input) = &self.stdin {
+            wasi.stdin(input.clone());
+        }
         if let Some(out) = &self.stdout {
             wasi.stdout(out.clone());
         }

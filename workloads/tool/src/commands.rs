@@ -106,6 +106,17 @@ pub fn pwd() -> Result {
 }
 
 /// Prints `running`, then sleeps forever.
+/// Prints `got: <line>` for every line of stdin, as it arrives, until stdin ends.
+pub fn echo_stdin() -> Result {
+    let mut out = std::io::stdout().lock();
+    for line in std::io::stdin().lines() {
+        let line = line.map_err(|e| format!("stdin: {e}"))?;
+        writeln!(out, "got: {line}").map_err(|e| format!("stdout: {e}"))?;
+        out.flush().map_err(|e| format!("stdout: {e}"))?;
+    }
+    Ok(())
+}
+
 pub fn forever() -> Result {
     println!("running");
     loop {

@@ -17,7 +17,8 @@ commands:
   sleep SECS              sleep SECS seconds
   exit N                  exit with code N
   pwd                     print the current directory
-  forever                 print `running`, then sleep forever";
+  forever                 print `running`, then sleep forever
+  echo-stdin              print `got: LINE` for each line of stdin until it ends";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         ["exit", code] => commands::exit(code),
         ["pwd"] => commands::pwd(),
         ["forever"] => commands::forever(),
+        ["echo-stdin"] => commands::echo_stdin(),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
