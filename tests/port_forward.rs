@@ -151,25 +151,7 @@ fn port_forward_to_a_wasm_pod_with_kubectl_1_32_and_1_29() {
 
     // The Python client (WebSocket channels, `?ports=`): a GET through the forward, and a refused
     // port's error on its error channel.
-    let script = skiff_testkit::repo_root().join("tests/python/port_forward_check.py");
-    let out = Command::new("timeout")
-        .arg("60")
-        .arg("python3")
-        .arg(&script)
-        .arg(&kubeconfig)
-        .arg(&pod)
-        .env("HOME", c.data_dir())
-        .env("TMPDIR", c.data_dir())
-        .stdin(Stdio::null())
-        .output()
-        .expect("python3 port_forward_check.py");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.lines().last() == Some("OK"),
-        "{stdout}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        common::tail(&c.server_log())
-    );
+    let stdout = python_check(&c, "port_forward_check.py", &[&pod]);
     assert!(stdout.contains(&format!("error forwarding port 9 to pod {pod}")), "{stdout}");
 
     // A port nothing listens on: the kubelet's error reaches kubectl on the error stream.
@@ -203,6 +185,31 @@ spec:
       periodSeconds: 1
 "#;
 
+/// Runs tests/python/`script` with the cluster's kubeconfig and `args` (bounded to 60 s); asserts it
+/// ends with `OK` and returns its output.
+fn python_check(c: &Cluster, script: &str, args: &[&str]) -> String {
+    let path = skiff_testkit::repo_root().join("tests/python").join(script);
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg("python3")
+        .arg(&path)
+        .arg(c.kubeconfig())
+        .args(args)
+        .env("HOME", c.data_dir())
+        .env("TMPDIR", c.data_dir())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("python3 {script}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.lines().last() == Some("OK"),
+        "{script}: {stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        common::tail(&c.server_log())
+    );
+    stdout
+}
+
 #[test]
 fn port_forward_to_a_linux_pod() {
     let s = common::linux::LinuxCluster::start_linux("skiff-pf");
@@ -219,5 +226,8 @@ fn port_forward_to_a_linux_pod() {
         let forward = Forward::start(kubectl, &kubeconfig, "pod/httpd", 8080);
         assert_eq!(forward.get("/index.html"), "linux-hello\n", "{kubectl}");
     }
+    // The Python client's exec (its `stream` module) into the same Linux container.
+    let container = s.cluster.kubectl(&["get", "pod", "httpd", "-o", "jsonpath={.spec.containers[0].name}"]);
+    python_check(&s.cluster, "exec_check.py", &["httpd", container.trim()]);
     let _ = s.cluster.kubectl_output(&["delete", "pod", "httpd", "--wait=true", "--timeout=60s"], None);
 }

@@ -230,6 +230,7 @@ enum Command {
         /// Time between two requests, in milliseconds.
         #[arg(long, default_value_t = 250)]
         interval_ms: u64,
+    },
     /// `kubectl exec` into a Wasm container: `-- true` wall time and `-- echo x` first byte, p50/p99.
     Exec {
         #[command(flatten)]
@@ -353,6 +354,7 @@ async fn run(command: Command) -> Result<()> {
             }
             let args = top::TopArgs { requests, interval: Duration::from_millis(interval_ms) };
             top::run(&node.server_bin, &node.workload, &args, &node.opts(24)).await
+        }
         Command::Exec { node, kubectl, runs } => {
             if runs == 0 {
                 bail!("--runs must be positive");

@@ -73,6 +73,8 @@ pub async fn run(socket: WebSocket, ports: Vec<u16>, pod: PodAddress) {
         while let Some(Ok(message)) = incoming.next().await {
             let data = match message {
                 Message::Binary(data) => data,
+                // kube-apiserver takes text frames as bytes too (the Python client sends str data so).
+                Message::Text(text) => bytes::Bytes::copy_from_slice(text.as_str().as_bytes()),
                 Message::Close(_) => break,
                 _ => continue,
             };

@@ -154,6 +154,8 @@ async fn run(kind: Kind, socket: WebSocket, streams: Arc<dyn Streams>, target: T
         while let Some(Ok(message)) = incoming.next().await {
             let data = match message {
                 Message::Binary(data) => data,
+                // kube-apiserver takes text frames as bytes too (the Python client sends str data so).
+                Message::Text(text) => bytes::Bytes::copy_from_slice(text.as_str().as_bytes()),
                 Message::Close(_) => return,
                 _ => continue,
             };
