@@ -71,7 +71,7 @@ fn hpa_scales_a_deployment_up_under_load_and_back_down() {
 
     // An autoscaling/v2 HPA; the scale-down window is made short for the test.
     autoscale(c, &["deployment", "burn", "--cpu-percent=50", "--min=1", "--max=3"]);
-    let hpa = c.get_json(&["get", "hpa", "burn"]);
+    let hpa = c.get_json(&["hpa", "burn"]);
     assert_eq!(hpa["apiVersion"], "autoscaling/v2", "{hpa}");
     assert_eq!(hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 50, "{hpa}");
     c.kubectl(&[
@@ -90,7 +90,7 @@ fn hpa_scales_a_deployment_up_under_load_and_back_down() {
     assert_eq!(header, ["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"], "{get}");
     let row = get.lines().nth(1).unwrap_or_default();
     assert!(row.starts_with("burn") && row.contains("Deployment/burn") && row.contains("%/50%"), "{get}");
-    let status = c.get_json(&["get", "hpa", "burn"])["status"].clone();
+    let status = c.get_json(&["hpa", "burn"])["status"].clone();
     assert!(status["lastScaleTime"].is_string(), "{status}");
     let utilization = status["currentMetrics"][0]["resource"]["current"]["averageUtilization"].as_i64();
     assert!(utilization.is_some_and(|u| u > 50), "{status}");
@@ -115,7 +115,7 @@ fn hpa_scales_a_deployment_up_under_load_and_back_down() {
     eventually("the HPA scales the Deployment back down to 1", WAIT, || replicas(c) == "1");
     let describe = c.kubectl(&["describe", "hpa", "burn"]);
     assert!(describe.contains("New size: 1; reason: All metrics below target"), "{describe}");
-    let status = c.get_json(&["get", "hpa", "burn"])["status"].clone();
+    let status = c.get_json(&["hpa", "burn"])["status"].clone();
     assert_eq!(status["desiredReplicas"], 1, "{status}");
 }
 
@@ -127,7 +127,7 @@ fn hpa_without_metrics_says_why() {
     c.kubectl(&["create", "deployment", "idle", "--image=busybox", "--replicas=2"]);
     autoscale(&c, &["deployment", "idle", "--cpu-percent=50", "--min=1", "--max=4"]);
     eventually("FailedGetResourceMetric", WAIT, || {
-        let status = c.get_json(&["get", "hpa", "idle"])["status"].clone();
+        let status = c.get_json(&["hpa", "idle"])["status"].clone();
         status["conditions"].as_array().is_some_and(|cs| {
             cs.iter().any(|c| {
                 c["type"] == "ScalingActive"
