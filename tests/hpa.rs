@@ -85,6 +85,10 @@ fn hpa_scales_a_deployment_up_under_load_and_back_down() {
 
     // Under load it scales up to the maximum.
     eventually("the HPA scales the Deployment up to 3", WAIT, || replicas(c) == "3");
+    // The scale is written first, then the event, then the HPA's status.
+    eventually("the HPA's status after the scale-up", WAIT, || {
+        c.get_json(&["hpa", "burn"])["status"]["desiredReplicas"] == 3
+    });
     let get = c.kubectl(&["get", "hpa", "burn"]);
     let header: Vec<&str> = get.lines().next().unwrap_or_default().split_whitespace().collect();
     assert_eq!(header, ["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"], "{get}");
@@ -113,10 +117,11 @@ fn hpa_scales_a_deployment_up_under_load_and_back_down() {
     // The load stops: back down to the minimum once the window has passed.
     std::fs::remove_file(&switch).expect("switch off");
     eventually("the HPA scales the Deployment back down to 1", WAIT, || replicas(c) == "1");
-    let describe = c.kubectl(&["describe", "hpa", "burn"]);
-    assert!(describe.contains("New size: 1; reason: All metrics below target"), "{describe}");
-    let status = c.get_json(&["hpa", "burn"])["status"].clone();
-    assert_eq!(status["desiredReplicas"], 1, "{status}");
+    eventually("the scale-down event and status", WAIT, || {
+        let describe = c.kubectl(&["describe", "hpa", "burn"]);
+        describe.contains("New size: 1; reason: All metrics below target")
+            && c.get_json(&["hpa", "burn"])["status"]["desiredReplicas"] == 1
+    });
 }
 
 #[test]

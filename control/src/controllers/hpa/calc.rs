@@ -273,7 +273,10 @@ pub fn replicas(input: &Input<'_>) -> Result<Proposal, CalcError> {
         }
         return Ok(proposal(ceil_replicas(usage_ratio, groups.ready)));
     }
-    if !groups.missing.is_empty() {
+    // A utilization exactly on target assumes nothing for missing pods (kube's `else if`); a
+    // plain value assumes 0 then (kube's `else`).
+    let assume = usage_ratio != 1.0 || matches!(input.target, Target::AverageValue(_));
+    if assume && !groups.missing.is_empty() {
         for pod in &groups.missing {
             let assumed = if usage_ratio < 1.0 {
                 // Scaling down: a pod without metrics is assumed to use what it aims at.
@@ -308,5 +311,6 @@ pub fn replicas(input: &Input<'_>) -> Result<Proposal, CalcError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 #[path = "calc_tests.rs"]
 mod tests;

@@ -13,6 +13,7 @@ pub mod behavior;
 pub mod calc;
 pub mod decide;
 pub mod source;
+pub mod spec;
 pub mod target;
 
 use std::collections::HashMap;
@@ -37,6 +38,8 @@ const NAME: &str = "controller-horizontal-pod-autoscaler";
 const COMPONENT: &str = "horizontal-pod-autoscaler";
 /// How long an identical warning is not recorded again.
 const WARNING_REPEAT: Duration = Duration::from_secs(300);
+/// How soon an HPA whose status write met a newer version is evaluated again.
+const CONFLICT_RETRY: Duration = Duration::from_millis(100);
 
 /// How the controller runs: kube's flags and the metrics source (`None`: every resource
 /// metric fails as metrics-server being absent does).
@@ -141,8 +144,13 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Ctx>) -> Result<Action, Error> {
         }
     };
     let decision = apply(&ctx, &key, &hpa, decision, target, now).await;
-    let written = write_status(&ctx.registry, &obj, &decision).await?;
+    // Events first, as kube records them when they happen, before the status update.
     record(&ctx, &key, &obj, &decision.events).await;
+    let written = match write_status(&ctx.registry, &obj, &decision).await {
+        // Computed from a version the cache had not caught up past: evaluate the newer one.
+        Err(Error::Api(ApiError::Conflict { .. })) => return Ok(Action::RequeueAfter(CONFLICT_RETRY)),
+        other => other?,
+    };
     let seen = written.unwrap_or(rv);
     ctx.memory.lock().entry(key).or_default().evaluated = Some((seen, Instant::now()));
     Ok(Action::RequeueAfter(period))
@@ -174,17 +182,25 @@ async fn apply(
     decision
 }
 
-/// Writes the status when it changed; returns the new resourceVersion.
+/// Writes the status when it changed; returns the new resourceVersion. Without a rescale, only
+/// over exactly the version it was computed from (a newer one, e.g. our own last write the cache
+/// has not shown yet, is a conflict: a status computed from a stale cache must not drop
+/// `lastScaleTime` or a condition); the status of a rescale just made is written over any
+/// version (a spec change meanwhile does not undo the rescale).
 async fn write_status(registry: &Registry, hpa: &Value, decision: &Decision) -> Result<Option<String>, Error> {
     let status = serde_json::to_value(&decision.status).map_err(|e| Error::Other(e.to_string()))?;
     if hpa.get("status") == Some(&status) {
         return Ok(None);
     }
     let ri = registry.resource("autoscaling", "HorizontalPodAutoscaler")?;
+    let seen = object::resource_version(hpa).filter(|_| decision.rescale.is_none()).map(String::from);
     let written = registry
         .update_with(ri, object::namespace(hpa), object::name(hpa), Some("status"), &opts(), |cur| {
             let mut next = cur.clone();
             next["status"] = status.clone();
+            if let Some(rv) = &seen {
+                object::meta_mut(&mut next).insert("resourceVersion".into(), Value::String(rv.clone()));
+            }
             Ok(next)
         })
         .await;

@@ -142,7 +142,12 @@ async fn scales_a_deployment_up_under_load_and_down_when_idle() {
     })
     .await;
     assert_eq!(replicas(&registry).await, 2);
-    assert!(event_reasons(&registry).await.contains(&"FailedGetResourceMetric".to_string()));
+    let r = Arc::clone(&registry);
+    until("the FailedGetResourceMetric event", || {
+        let r = Arc::clone(&r);
+        Box::pin(async move { event_reasons(&r).await.contains(&"FailedGetResourceMetric".to_string()) })
+    })
+    .await;
 
     // 80m of 50m requested: 160% against 50% -> 7 wanted, 4 allowed.
     source.0.store(80, Ordering::SeqCst);
@@ -162,7 +167,12 @@ async fn scales_a_deployment_up_under_load_and_down_when_idle() {
     })
     .await;
     assert!(hpa_status(&registry).await["lastScaleTime"].is_string());
-    assert!(event_reasons(&registry).await.contains(&"SuccessfulRescale".to_string()));
+    let r = Arc::clone(&registry);
+    until("the SuccessfulRescale event", || {
+        let r = Arc::clone(&r);
+        Box::pin(async move { event_reasons(&r).await.contains(&"SuccessfulRescale".to_string()) })
+    })
+    .await;
 
     // Idle: the same two pods at 1m -> 2% -> 1 pod (no stabilization window).
     source.0.store(1, Ordering::SeqCst);
