@@ -74,6 +74,14 @@ fn a_pod_without_metrics_dampens_a_scale_down() {
 }
 
 #[test]
+fn exactly_on_target_with_a_missing_pod_keeps_the_count() {
+    let pods = [pod("a", "100m"), pod("b", "100m"), pod("c", "100m")];
+    // 50% of request on a 50% target: kube assumes nothing for c, so no change.
+    let p = run(3, Target::Utilization(50), &pods, &samples(&[("a", 50), ("b", 50)])).unwrap();
+    assert_eq!((p.replicas, p.utilization), (3, Some(50)));
+}
+
+#[test]
 fn unready_pods_count_as_idle_when_scaling_up() {
     let mut pending = pod("b", "100m");
     pending["status"]["phase"] = json!("Pending");
