@@ -148,6 +148,13 @@ fn hpa_without_metrics_says_why() {
     assert!(get.contains("cpu: <unknown>/50%"), "{get}");
     let ghost = "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: ghost}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: ghost}\n  maxReplicas: 2\n";
     c.kubectl_stdin(&["apply", "-f", "-"], Some(ghost));
+    // Bounds are validated as kube validates them.
+    let inverted = "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: inverted}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: idle}\n  minReplicas: 5\n  maxReplicas: 3\n";
+    let refused = c.kubectl_fails(&["apply", "-f", "-"], Some(inverted));
+    assert!(
+        refused.contains("spec.maxReplicas: Invalid value: 3: must be greater than or equal to `minReplicas`"),
+        "{refused}"
+    );
     eventually("FailedGetScale", WAIT, || {
         let describe = c.kubectl(&["describe", "hpa", "ghost"]);
         describe.contains("FailedGetScale")
