@@ -63,6 +63,15 @@ enum Command {
         /// tainted unreachable (e.g. `20s`, `1m`).
         #[arg(long, default_value = "20s", value_parser = parse_seconds)]
         node_monitor_grace_period: std::time::Duration,
+        /// How often the HorizontalPodAutoscaler controller evaluates each HPA (as kube's).
+        #[arg(long, default_value = "15s", value_parser = parse_seconds)]
+        horizontal_pod_autoscaler_sync_period: std::time::Duration,
+        /// The usage-to-target ratio within which an HPA does not scale (as kube's).
+        #[arg(long, default_value_t = 0.1, value_parser = parse_tolerance)]
+        horizontal_pod_autoscaler_tolerance: f64,
+        /// The scale-down stabilization window of HPAs without `behavior` (as kube's).
+        #[arg(long, default_value = "5m", value_parser = parse_seconds)]
+        horizontal_pod_autoscaler_downscale_stabilization: std::time::Duration,
         /// The `tolerationSeconds` every pod gets for the not-ready and unreachable NoExecute taints.
         #[arg(long, default_value_t = 30)]
         default_unreachable_toleration_seconds: i64,
@@ -228,6 +237,14 @@ fn shim_install(options: skiff_shim::install::InstallOptions, uninstall: bool) -
 }
 
 /// A duration flag: seconds with an optional `s`, `m` or `h` unit (`20s`, `1m`, `90`).
+/// A tolerance: a finite ratio from 0 up.
+fn parse_tolerance(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(t) if t.is_finite() && t >= 0.0 => Ok(t),
+        _ => Err(format!("`{text}` is not a tolerance such as 0.1")),
+    }
+}
+
 fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
     let (digits, unit) = match text.strip_suffix('s') {
         Some(d) => (d, 1),
@@ -288,6 +305,9 @@ async fn main() -> anyhow::Result<()> {
             leader_elect_renew_deadline,
             leader_elect_retry_period,
             node_monitor_grace_period,
+            horizontal_pod_autoscaler_sync_period,
+            horizontal_pod_autoscaler_tolerance,
+            horizontal_pod_autoscaler_downscale_stabilization,
             default_unreachable_toleration_seconds,
             service_cidr,
             service_node_port_range,
@@ -319,6 +339,14 @@ async fn main() -> anyhow::Result<()> {
                     scheduler: !disable_scheduler,
                     controller_manager: !disable_controller_manager,
                     election: None,
+                    autoscaler: skiff_control::controllers::hpa::Config {
+                        settings: skiff_control::controllers::hpa::decide::Settings {
+                            sync_period: horizontal_pod_autoscaler_sync_period,
+                            tolerance: horizontal_pod_autoscaler_tolerance,
+                            downscale_stabilization: horizontal_pod_autoscaler_downscale_stabilization,
+                        },
+                        metrics: None,
+                    },
                 },
                 leader_elect: leader_elect.then_some(timing),
             };

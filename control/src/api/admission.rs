@@ -105,6 +105,7 @@ pub fn default(kind: &str, obj: &mut Value) {
                 set_default(map, "type", json!("Opaque"));
             }
         }
+        "HorizontalPodAutoscaler" => crate::controllers::hpa::spec::default(obj),
         _ => {}
     }
 }
@@ -349,6 +350,7 @@ pub fn validate(kind: &str, namespaced: bool, obj: &Value) -> Vec<Cause> {
         "Ingress" => super::ingress_validation::validate_ingress(obj, &mut causes),
         "IngressClass" => super::ingress_validation::validate_ingress_class(obj, &mut causes),
         "PodDisruptionBudget" => causes.extend(crate::controllers::disruption::budget::validate(obj)),
+        "HorizontalPodAutoscaler" => causes.extend(crate::controllers::hpa::spec::validate(obj)),
         _ => {}
     }
     causes

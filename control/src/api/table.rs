@@ -482,6 +482,16 @@ const PDB_COLUMNS: &[Column] = &[
     AGE,
 ];
 
+const HPA_COLUMNS: &[Column] = &[
+    NAME,
+    col("Reference", "string", "scaleTargetRef points to the target resource to scale, and is used to the pods for which metrics should be collected, as well as to actually change the replica count."),
+    col("Targets", "string", "metrics contains the specifications for which to use to calculate the desired replica count (the maximum replica count across all metrics will be used)."),
+    col("MinPods", "string", "minReplicas is the lower limit for the number of replicas to which the autoscaler can scale down."),
+    col("MaxPods", "string", "maxReplicas is the upper limit for the number of replicas to which the autoscaler can scale up."),
+    col("Replicas", "string", "currentReplicas is current number of replicas of pods managed by this autoscaler, as last seen by the autoscaler."),
+    AGE,
+];
+
 const INGRESS_COLUMNS: &[Column] = &[
     NAME,
     col("Class", "string", "The name of the IngressClass resource that should be used for ingress."),
@@ -528,6 +538,7 @@ fn columns(kind: &str) -> &'static [Column] {
         "RuntimeClass" => RUNTIME_CLASS_COLUMNS,
         "ResourceQuota" => RESOURCE_QUOTA_COLUMNS,
         "PodDisruptionBudget" => PDB_COLUMNS,
+        "HorizontalPodAutoscaler" => HPA_COLUMNS,
         _ => DEFAULT_COLUMNS,
     }
 }
@@ -584,6 +595,7 @@ pub fn row_cells(kind: &str, obj: &Value, now: Timestamp) -> Vec<Value> {
         "RuntimeClass" => vec![name(obj).into(), text(obj, &["handler"]).into(), age(obj, now)],
         "ResourceQuota" => resource_quota_cells(obj, now),
         "PodDisruptionBudget" => pdb_cells(obj, now),
+        "HorizontalPodAutoscaler" => hpa_cells(obj, now),
         _ => vec![name(obj).into(), age(obj, now)],
     }
 }
@@ -1361,6 +1373,97 @@ fn pdb_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
     ]
 }
 
+/// A quantity as stored (a string, or a number printed as one).
+fn quantity(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// One metric's `current/target` as kubectl's `formatHPAMetrics` prints it.
+fn hpa_metric(spec: &Value, status: Option<&Value>) -> String {
+    let unknown = || "<unknown>".to_string();
+    let kind = text(spec, &["type"]);
+    let field = match kind {
+        "Resource" => "resource",
+        "ContainerResource" => "containerResource",
+        "Pods" => "pods",
+        "Object" => "object",
+        "External" => "external",
+        _ => return "<unknown type>".into(),
+    };
+    let source = at(spec, &[field]).unwrap_or(&Value::Null);
+    let current = status.and_then(|s| at(s, &[field])).and_then(|s| at(s, &["current"]));
+    let target = at(source, &["target"]).unwrap_or(&Value::Null);
+    let value = |v: Option<&Value>, key: &str| quantity(v.and_then(|v| at(v, &[key])));
+    match kind {
+        "Resource" | "ContainerResource" => {
+            let resource = text(source, &["name"]);
+            if let Some(target_value) = value(Some(target), "averageValue") {
+                let current = value(current, "averageValue").unwrap_or_else(unknown);
+                return format!("{resource}: {current}/{target_value}");
+            }
+            let current = current
+                .and_then(|c| at(c, &["averageUtilization"]))
+                .and_then(Value::as_i64)
+                .map_or_else(unknown, |u| format!("{u}%"));
+            let target = at(target, &["averageUtilization"])
+                .and_then(Value::as_i64)
+                .map_or("<auto>".into(), |u| format!("{u}%"));
+            format!("{resource}: {current}/{target}")
+        }
+        "Pods" => {
+            let current = value(current, "averageValue").unwrap_or_else(unknown);
+            format!("{current}/{}", value(Some(target), "averageValue").unwrap_or_default())
+        }
+        _ => {
+            if let Some(average) = value(Some(target), "averageValue") {
+                let current = value(current, "averageValue").unwrap_or_else(unknown);
+                format!("{current}/{average} (avg)")
+            } else {
+                let current = value(current, "value").unwrap_or_else(unknown);
+                format!("{current}/{}", value(Some(target), "value").unwrap_or_default())
+            }
+        }
+    }
+}
+
+/// The TARGETS cell: at most two metrics, then `+ N more...`.
+fn hpa_targets(obj: &Value) -> String {
+    let specs = list(obj, &["spec", "metrics"]);
+    if specs.is_empty() {
+        return "<none>".into();
+    }
+    let statuses = list(obj, &["status", "currentMetrics"]);
+    let shown: Vec<String> = specs.iter().take(2).enumerate().map(|(i, s)| hpa_metric(s, statuses.get(i))).collect();
+    let joined = shown.join(", ");
+    match specs.len().checked_sub(2) {
+        Some(more) if more > 0 => format!("{joined} + {more} more..."),
+        _ => joined,
+    }
+}
+
+fn hpa_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
+    let reference = format!(
+        "{}/{}",
+        text(obj, &["spec", "scaleTargetRef", "kind"]),
+        text(obj, &["spec", "scaleTargetRef", "name"])
+    );
+    let min_pods =
+        at(obj, &["spec", "minReplicas"]).and_then(Value::as_i64).map_or("<unset>".into(), |m| m.to_string());
+    vec![
+        name(obj).into(),
+        reference.into(),
+        hpa_targets(obj).into(),
+        min_pods.into(),
+        int(obj, &["spec", "maxReplicas"]).into(),
+        int(obj, &["status", "currentReplicas"]).into(),
+        age(obj, now),
+    ]
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -2009,5 +2112,36 @@ mod tests {
         let weird = &shapes[6];
         assert_eq!(row_cells("Deployment", weird, now())[7], "<invalid>");
         assert_eq!(row_cells("ReplicaSet", weird, now())[7], "<error>");
+    }
+
+    #[test]
+    fn hpa_rows_show_reference_targets_and_bounds() {
+        let hpa = json!({
+            "metadata": {"name": "burn", "creationTimestamp": ago(120)},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "burn"}, "minReplicas": 1, "maxReplicas": 3,
+                     "metrics": [
+                         {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}},
+                         {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "64Mi"}}},
+                         {"type": "Pods", "pods": {"metric": {"name": "qps"}, "target": {"type": "AverageValue", "averageValue": "1"}}}]},
+            "status": {"currentReplicas": 2, "currentMetrics": [
+                {"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 12, "averageValue": "6m"}}}]},
+        });
+        let cells = row_cells("HorizontalPodAutoscaler", &hpa, now());
+        assert_eq!(column_definitions("HorizontalPodAutoscaler").len(), cells.len());
+        assert_eq!(
+            cells,
+            vec![
+                json!("burn"),
+                json!("Deployment/burn"),
+                json!("cpu: 12%/50%, memory: <unknown>/64Mi + 1 more..."),
+                json!("1"),
+                json!(3),
+                json!(2),
+                json!("2m")
+            ]
+        );
+        let bare = json!({"metadata": {"name": "x"}, "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "x"}, "maxReplicas": 2}});
+        let cells = row_cells("HorizontalPodAutoscaler", &bare, now());
+        assert_eq!((cells[2].clone(), cells[3].clone()), (json!("<none>"), json!("<unset>")));
     }
 }

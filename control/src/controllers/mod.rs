@@ -13,6 +13,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod events;
 pub mod garbage_collector;
+pub mod hpa;
 pub mod ingress_status;
 pub mod job;
 pub mod leader_election;
@@ -48,11 +49,13 @@ pub struct Components {
     /// Run each of the two only while this server holds its Lease (`--leader-elect`), so that
     /// several servers on one etcd do not both act; `None` runs them unconditionally.
     pub election: Option<leader_election::Election>,
+    /// The HorizontalPodAutoscaler controller's flags and metrics source.
+    pub autoscaler: hpa::Config,
 }
 
 impl Default for Components {
     fn default() -> Self {
-        Self { scheduler: true, controller_manager: true, election: None }
+        Self { scheduler: true, controller_manager: true, election: None, autoscaler: hpa::Config::default() }
     }
 }
 
@@ -88,8 +91,10 @@ pub fn start_with(
             Ok::<(), runtime::Error>(())
         }
     });
+    let autoscaler = components.autoscaler.clone();
     let manager: leader_election::Lead = Arc::new(move |informers: &Arc<Informers>| {
         start_controller_manager(informers, lifecycle, root_ca.clone(), issuer.clone());
+        hpa::start(informers, autoscaler.clone());
         if let Some(ca) = &signer {
             csr_signer::start(informers, Arc::clone(ca));
         }

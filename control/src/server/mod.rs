@@ -279,11 +279,18 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         let identity = identity::server_identity(dir)?;
         components.election = Some(controllers::leader_election::Election { identity, timing });
     }
+    // The HPA controller reads usage from the same scraper the metrics API serves from.
+    let (kubelet, resource_metrics) = (Arc::new(KubeletClient::new(&kubelet_tls)?), Arc::default());
+    components.autoscaler.metrics = Some(Arc::new(controllers::hpa::ScrapedMetrics {
+        scraper: Arc::clone(&resource_metrics),
+        registry: Arc::clone(&registry),
+        kubelet: Arc::clone(&kubelet),
+    }));
     let state = ApiState {
         registry: Arc::clone(&registry),
         metrics,
         advertise: format!("{advertise_host}:{}", addr.port()),
-        kubelet: Arc::new(KubeletClient::new(&kubelet_tls)?),
+        kubelet,
         controllers: controllers::start_with(
             Arc::clone(&registry),
             config.node_lifecycle,
@@ -293,7 +300,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
             Some(Arc::clone(&ca)),
             components,
         ),
-        resource_metrics: Arc::default(),
+        resource_metrics,
     };
     let auditor = audit.map(|(auditor, writer)| {
         state.controllers.spawn("audit-log", move || {
