@@ -1,7 +1,9 @@
 //! `exec`: `kubectl exec` into a Wasm container (hello-http) through the API server and the kubelet:
 //! the wall time of `kubectl exec POD -- true`, and the time from starting `kubectl exec POD -- echo x`
 //! to the first byte of its output. Both include starting the kubectl process and reading its
-//! kubeconfig; `kubectl get --raw /healthz` is timed the same way as the floor to subtract.
+//! kubeconfig; `kubectl get --raw /healthz` is timed the same way as the floor to subtract. Then
+//! the same two commands through a WebSocket client of the harness's own (`exec_ws`), from the
+//! TCP connect to the first byte and to the exit status.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -79,6 +81,14 @@ pub async fn run(bin: &std::path::Path, wasm: &std::path::Path, args: &ExecArgs,
         wall.push(timed(&args.kubectl, &kubeconfig, &["exec", "ex", "--", "true"]).await?.1);
         first.push(timed(&args.kubectl, &kubeconfig, &["exec", "ex", "--", "echo", "x"]).await?.0);
     }
+    // The same through the API without kubectl: a WebSocket of our own (v5.channel.k8s.io).
+    crate::exec_ws::exec_once(server, "ex", &["echo", "x"]).await?;
+    let (mut ws_first, mut ws_wall) = (Vec::new(), Vec::new());
+    for _ in 0..args.runs {
+        let (first_byte, _) = crate::exec_ws::exec_once(server, "ex", &["echo", "x"]).await?;
+        ws_first.push(first_byte.context("`echo x` printed nothing")?);
+        ws_wall.push(crate::exec_ws::exec_once(server, "ex", &["true"]).await?.1);
+    }
     server.check_alive()?;
     server.report_log();
     server.stop();
@@ -88,6 +98,8 @@ pub async fn run(bin: &std::path::Path, wasm: &std::path::Path, args: &ExecArgs,
         ("`kubectl get --raw /healthz` (kubectl start + one API call: the floor)", floor),
         ("`kubectl exec ex -- true`: wall time", wall),
         ("`kubectl exec ex -- echo x`: first byte of output", first),
+        ("WebSocket client, `echo x`: connect to first byte of output", ws_first),
+        ("WebSocket client, `true`: connect to exit status", ws_wall),
     ] {
         let l = Latencies::from_durations(times);
         println!("| {name} | **{}** | {} | {} |", ms(l.p(50.0)), ms(l.p(99.0)), ms(l.max()));

@@ -12,6 +12,7 @@ mod containerd;
 mod create;
 mod dns;
 mod exec;
+mod exec_ws;
 mod list;
 mod node_burst;
 mod node_cluster;

@@ -227,6 +227,16 @@ impl NodeServer {
     /// A new HTTPS client (its own connection pool) trusting the cluster CA, sending the bearer
     /// token. HTTP/1.1: the workspace's reqwest is built without HTTP/2.
     pub fn client(&self) -> Result<reqwest::Client> {
+        Ok(reqwest::Client::builder()
+            .use_preconfigured_tls(self.tls()?)
+            .default_headers(self.auth_headers()?)
+            .pool_idle_timeout(None)
+            .tcp_nodelay(true)
+            .build()?)
+    }
+
+    /// TLS to the API server: its CA, HTTP/1.1.
+    pub fn tls(&self) -> Result<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(&self.ca_pem) {
             roots.add(cert.context("parsing ca.crt")?)?;
@@ -237,12 +247,7 @@ impl NodeServer {
             .with_root_certificates(roots)
             .with_no_client_auth();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .default_headers(self.auth_headers()?)
-            .pool_idle_timeout(None)
-            .tcp_nodelay(true)
-            .build()?)
+        Ok(tls)
     }
 
     fn auth_headers(&self) -> Result<reqwest::header::HeaderMap> {
