@@ -17,6 +17,35 @@ pub fn opts() -> WriteOptions {
     WriteOptions { field_manager: Some(MANAGER.into()), ..Default::default() }
 }
 
+/// Writes `status` into the `status` subresource of `obj` (of resource `group`/`kind`); with `pinned`,
+/// only over the resourceVersion `obj` has (a newer one is a conflict: a status computed from a
+/// stale cache must not undo a newer write). The written object, or `None` when `obj` is gone.
+pub async fn write_status(
+    registry: &crate::api::registry::Registry,
+    (group, kind): (&str, &str),
+    obj: &Value,
+    status: &Value,
+    pinned: bool,
+) -> crate::api::error::ApiResult<Option<Value>> {
+    let ri = registry.resource(group, kind)?;
+    let seen = object::resource_version(obj).filter(|_| pinned).map(String::from);
+    let written = registry
+        .update_with(ri, object::namespace(obj), object::name(obj), Some("status"), &opts(), |cur| {
+            let mut next = cur.clone();
+            next["status"] = status.clone();
+            if let Some(rv) = &seen {
+                object::meta_mut(&mut next).insert("resourceVersion".into(), Value::String(rv.clone()));
+            }
+            Ok(next)
+        })
+        .await;
+    match written {
+        Ok(w) => Ok(Some(w.object)),
+        Err(crate::api::error::ApiError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// An object's uid ("" when it has none).
 pub fn uid(obj: &Value) -> &str {
     object::str_at(obj, &["metadata", "uid"]).unwrap_or("")

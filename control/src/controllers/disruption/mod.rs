@@ -15,9 +15,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::podutil::opts;
+use super::podutil;
 use super::runtime::{Action, Controller, Error, Informer, Informers, ObjectKey};
-use crate::api::error::ApiError;
 use crate::api::object;
 use crate::api::registry::Registry;
 use budget::Scale;
@@ -162,22 +161,8 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Ctx>) -> Result<Action, Error> {
 /// Writes `status` over exactly the version of `pdb` it was computed from: a newer version
 /// (an eviction spent a disruption) is a conflict, and the newer version is reconciled again.
 async fn write_status(registry: &Registry, pdb: &Value, status: Value) -> Result<(), Error> {
-    let ri = registry.resource("policy", "PodDisruptionBudget")?;
-    let seen = object::resource_version(pdb).map(String::from);
-    let written = registry
-        .update_with(ri, object::namespace(pdb), object::name(pdb), Some("status"), &opts(), |cur| {
-            let mut next = cur.clone();
-            next["status"] = status.clone();
-            if let Some(rv) = &seen {
-                object::meta_mut(&mut next).insert("resourceVersion".into(), Value::String(rv.clone()));
-            }
-            Ok(next)
-        })
-        .await;
-    match written {
-        Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    podutil::write_status(registry, ("policy", "PodDisruptionBudget"), pdb, &status, true).await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use serde_json::Value;
 
-use super::podutil::opts;
+use super::podutil;
 use super::runtime::{Action, Controller, Error, Informer, Informers, ObjectKey};
 use crate::api::error::ApiError;
 use crate::api::object;
@@ -192,23 +192,9 @@ async fn write_status(registry: &Registry, hpa: &Value, decision: &Decision) -> 
     if hpa.get("status") == Some(&status) {
         return Ok(None);
     }
-    let ri = registry.resource("autoscaling", "HorizontalPodAutoscaler")?;
-    let seen = object::resource_version(hpa).filter(|_| decision.rescale.is_none()).map(String::from);
-    let written = registry
-        .update_with(ri, object::namespace(hpa), object::name(hpa), Some("status"), &opts(), |cur| {
-            let mut next = cur.clone();
-            next["status"] = status.clone();
-            if let Some(rv) = &seen {
-                object::meta_mut(&mut next).insert("resourceVersion".into(), Value::String(rv.clone()));
-            }
-            Ok(next)
-        })
-        .await;
-    match written {
-        Ok(w) => Ok(object::resource_version(&w.object).map(String::from)),
-        Err(ApiError::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    let kind = ("autoscaling", "HorizontalPodAutoscaler");
+    let written = podutil::write_status(registry, kind, hpa, &status, decision.rescale.is_none()).await?;
+    Ok(written.as_ref().and_then(object::resource_version).map(String::from))
 }
 
 /// Records the events, a warning identical to one recorded lately only once.
