@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{eventually, KUBECTL};
@@ -121,27 +120,8 @@ spec:
         "timeout --foreground 90 {KUBECTL} --kubeconfig {} debug -it web --image=busybox -c shell --target=api -- sh -c 'read x; echo got-$x'",
         s.cluster.kubeconfig().display()
     );
-    let mut script = Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("script");
-    let mut keys = script.stdin.take().expect("stdin");
-    let typist = std::thread::spawn(move || {
-        use std::io::Write;
-        // Typed until the shell has read it (kubectl attaches once the container runs).
-        for _ in 0..120 {
-            std::thread::sleep(Duration::from_millis(500));
-            if keys.write_all(b"hi\n").is_err() {
-                return;
-            }
-        }
-    });
-    let out = script.wait_with_output().expect("script output");
-    let _ = typist.join();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("got-hi"), "{:?} {text}", out.status);
+    let (status, text) = common::typed_in_terminal(&command, b"hi\n", 120);
+    assert!(text.contains("got-hi"), "{status:?} {text}");
     eventually("the interactive one ended", WAIT, || {
         s.ephemeral_status("shell").is_some_and(|st| st["state"].get("terminated").is_some())
     });

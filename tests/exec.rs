@@ -213,27 +213,8 @@ fn exec_needs_create_on_pods_exec_and_wasm_containers_refuse_it() {
         "timeout --foreground 90 {KUBECTL} --kubeconfig {} run -it --rm tmp --image=busybox --restart=Never -- sh -c 'read x; echo got-$x'",
         s.cluster.kubeconfig().display()
     );
-    let mut script = Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("script");
-    let mut keys = script.stdin.take().expect("stdin");
-    let typist = std::thread::spawn(move || {
-        use std::io::Write;
-        // Typed once the shell waits (kubectl says so first); then the terminal stays open a while.
-        for _ in 0..40 {
-            std::thread::sleep(Duration::from_millis(500));
-            if keys.write_all(b"hi\n").is_err() {
-                return;
-            }
-        }
-    });
-    let out = script.wait_with_output().expect("script output");
-    let _ = typist.join();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("got-hi"), "{:?} {text}", out.status);
+    let (status, text) = common::typed_in_terminal(&command, b"hi\n", 40);
+    assert!(text.contains("got-hi"), "{status:?} {text}");
 
     // kubectl 1.29 speaks only SPDY (a plain `Upgrade: SPDY/3.1`, `v4.channel.k8s.io`): output,
     // the exit code through the error stream, and stdin until its end.

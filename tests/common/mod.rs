@@ -342,6 +342,31 @@ pub fn tail(s: &str) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
+/// Runs the shell `command` in a pseudo-terminal (`script`), typing `line` every half second until
+/// it ends or `tries` lines were typed (kubectl attaches a terminal only once the container runs);
+/// returns what the terminal showed.
+pub fn typed_in_terminal(command: &str, line: &'static [u8], tries: usize) -> (std::process::ExitStatus, String) {
+    let mut script = Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("script");
+    let mut keys = script.stdin.take().expect("stdin");
+    let typist = std::thread::spawn(move || {
+        use std::io::Write;
+        for _ in 0..tries {
+            std::thread::sleep(Duration::from_millis(500));
+            if keys.write_all(line).is_err() {
+                return;
+            }
+        }
+    });
+    let out = script.wait_with_output().expect("script output");
+    let _ = typist.join();
+    (out.status, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Waits for `check` to hold, polling; panics with `what` on timeout.
 pub fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
