@@ -1,10 +1,12 @@
-//! `exec`: `kubectl exec` into a Wasm container (hello-http) through the API server and the kubelet:
+//! `exec`: `kubectl exec` into a Wasm container (hello-http) and a Linux one (busybox, through the
+//! node's own containerd) through the API server and the kubelet:
 //! the wall time of `kubectl exec POD -- true`, and the time from starting `kubectl exec POD -- echo x`
 //! to the first byte of its output. Both include starting the kubectl process and reading its
 //! kubeconfig; `kubectl get --raw /healthz` is timed the same way as the floor to subtract. Then
 //! the same two commands through a WebSocket client of the harness's own (`exec_ws`), from the
 //! TCP connect to the first byte and to the exit status.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -12,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
-use crate::node_cluster::{NodeOpts, Setup};
+use crate::node_cluster::{NodeOpts, NodeServer, Setup};
 use crate::node_pods::{create, PodWatch};
 use crate::stats::{ms, Latencies};
 
@@ -21,19 +23,23 @@ pub struct ExecArgs {
     pub runs: usize,
 }
 
-fn pod(image: &str) -> Vec<u8> {
+fn pod(name: &str, image: &str, command: Option<&[&str]>) -> Vec<u8> {
+    let mut container = json!({"name": "c", "image": image, "ports": [{"containerPort": 8080}]});
+    if let Some(command) = command {
+        container = json!({"name": "c", "image": image, "command": command});
+    }
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": "ex", "namespace": "default"},
-        "spec": {"containers": [{"name": "web", "image": image, "ports": [{"containerPort": 8080}]}]},
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [container]},
     })
     .to_string()
     .into_bytes()
 }
 
 /// Runs kubectl with `args`; the time to its first stdout byte and to its exit.
-async fn timed(kubectl: &std::path::Path, kubeconfig: &std::path::Path, args: &[&str]) -> Result<(Duration, Duration)> {
+async fn timed(kubectl: &Path, kubeconfig: &Path, args: &[&str]) -> Result<(Duration, Duration)> {
     let started = Instant::now();
     let mut child = tokio::process::Command::new(kubectl)
         .arg("--kubeconfig")
@@ -61,53 +67,74 @@ async fn timed(kubectl: &std::path::Path, kubeconfig: &std::path::Path, args: &[
     Ok((first_byte, started.elapsed()))
 }
 
-pub async fn run(bin: &std::path::Path, wasm: &std::path::Path, args: &ExecArgs, opts: &NodeOpts) -> Result<()> {
+/// The timings of one container.
+struct Timings {
+    wall: Vec<Duration>,
+    first: Vec<Duration>,
+    ws_first: Vec<Duration>,
+    ws_wall: Vec<Duration>,
+}
+
+/// `runs` of each way of exec into pod `name`'s container.
+async fn measure(server: &NodeServer, kubectl: &Path, kubeconfig: &Path, name: &str, runs: usize) -> Result<Timings> {
+    // One warm-up of each (kubectl's discovery cache, the kubelet's TLS session).
+    timed(kubectl, kubeconfig, &["exec", name, "--", "echo", "x"]).await?;
+    crate::exec_ws::exec_once(server, name, &["echo", "x"]).await?;
+    let mut t = Timings { wall: Vec::new(), first: Vec::new(), ws_first: Vec::new(), ws_wall: Vec::new() };
+    for _ in 0..runs {
+        t.wall.push(timed(kubectl, kubeconfig, &["exec", name, "--", "true"]).await?.1);
+        t.first.push(timed(kubectl, kubeconfig, &["exec", name, "--", "echo", "x"]).await?.0);
+        let (first_byte, _) = crate::exec_ws::exec_once(server, name, &["echo", "x"]).await?;
+        t.ws_first.push(first_byte.context("`echo x` printed nothing")?);
+        t.ws_wall.push(crate::exec_ws::exec_once(server, name, &["true"]).await?.1);
+    }
+    Ok(t)
+}
+
+pub async fn run(bin: &Path, wasm: &Path, args: &ExecArgs, opts: &NodeOpts) -> Result<()> {
+    let work = tempfile::tempdir()?;
     let mut setup = Setup::start(bin, wasm, opts).await?;
+    // busybox, built offline, for the Linux container (the node starts its own containerd for it).
+    let layout = skiff_testkit::image::build_busybox_layout(&work.path().join("busybox"))
+        .map_err(|e| anyhow::anyhow!("building the busybox image: {e}"))?;
+    let busybox = skiff_testkit::image::push_to_registry(&layout, &setup.registry.addr, "library/busybox:latest")
+        .map_err(|e| anyhow::anyhow!("pushing busybox: {e}"))?;
     let (image, server) = (setup.image.clone(), &mut setup.server);
     let client = server.client()?;
     let mut watch = PodWatch::start(server.client()?, &server.url).await?;
-    create(&client, &server.url, pod(&image)).await?;
-    if !watch.wait_ready("ex", Duration::from_secs(120)).await? {
-        bail!("the pod was not Ready within 120 s\nserver log tail:\n{}", server.log_tail(30));
+    create(&client, &server.url, pod("ex", &image, None)).await?;
+    create(&client, &server.url, pod("ox", &busybox, Some(&["sleep", "3600"]))).await?;
+    for name in ["ex", "ox"] {
+        if !watch.wait_ready(name, Duration::from_secs(120)).await? {
+            bail!("pod {name} was not Ready within 120 s\nserver log tail:\n{}", server.log_tail(30));
+        }
     }
     let kubeconfig = server.dir.path().join("kubeconfig");
     eprintln!("exec: {} runs of each …", args.runs);
-    // One warm-up of each (kubectl's discovery cache, the kubelet's TLS session).
     timed(&args.kubectl, &kubeconfig, &["get", "--raw", "/healthz"]).await?;
-    timed(&args.kubectl, &kubeconfig, &["exec", "ex", "--", "echo", "x"]).await?;
-    let (mut floor, mut wall, mut first) = (Vec::new(), Vec::new(), Vec::new());
+    let mut floor = Vec::new();
     for _ in 0..args.runs {
         floor.push(timed(&args.kubectl, &kubeconfig, &["get", "--raw", "/healthz"]).await?.1);
-        wall.push(timed(&args.kubectl, &kubeconfig, &["exec", "ex", "--", "true"]).await?.1);
-        first.push(timed(&args.kubectl, &kubeconfig, &["exec", "ex", "--", "echo", "x"]).await?.0);
     }
-    // The same through the API without kubectl: a WebSocket of our own (v5.channel.k8s.io).
-    crate::exec_ws::exec_once(server, "ex", &["echo", "x"]).await?;
-    let (mut ws_first, mut ws_wall) = (Vec::new(), Vec::new());
-    for _ in 0..args.runs {
-        let (first_byte, _) = crate::exec_ws::exec_once(server, "ex", &["echo", "x"]).await?;
-        ws_first.push(first_byte.context("`echo x` printed nothing")?);
-        ws_wall.push(crate::exec_ws::exec_once(server, "ex", &["true"]).await?.1);
-    }
+    let wasm_times = measure(server, &args.kubectl, &kubeconfig, "ex", args.runs).await?;
+    let linux_times = measure(server, &args.kubectl, &kubeconfig, "ox", args.runs).await?;
     server.check_alive()?;
     server.report_log();
     server.stop();
-    println!("| Wasm container (toolbox command), {} runs | p50 ms | p99 ms | max ms |", args.runs);
+    println!("| {} runs each | p50 ms | p99 ms | max ms |", args.runs);
     println!("|---|---:|---:|---:|");
-    for (name, times) in [
-        ("`kubectl get --raw /healthz` (kubectl start + one API call: the floor)", floor),
-        ("`kubectl exec ex -- true`: wall time", wall),
-        ("`kubectl exec ex -- echo x`: first byte of output", first),
-        ("WebSocket client, `echo x`: connect to first byte of output", ws_first),
-        ("WebSocket client, `true`: connect to exit status", ws_wall),
-    ] {
+    let row = |name: &str, times: Vec<Duration>| {
         let l = Latencies::from_durations(times);
         println!("| {name} | **{}** | {} | {} |", ms(l.p(50.0)), ms(l.p(99.0)), ms(l.max()));
+    };
+    row("`kubectl get --raw /healthz` (kubectl start + one API call: the floor)", floor);
+    for (what, t) in [("Wasm (toolbox)", wasm_times), ("Linux (busybox, runc)", linux_times)] {
+        row(&format!("{what}: `kubectl exec -- true`, wall time"), t.wall);
+        row(&format!("{what}: `kubectl exec -- echo x`, first byte of output"), t.first);
+        row(&format!("{what}: WebSocket client, `echo x`: connect to first byte"), t.ws_first);
+        row(&format!("{what}: WebSocket client, `true`: connect to exit status"), t.ws_wall);
     }
     println!();
-    println!(
-        "kubectl: {}. OCI containers are not measured here (this harness's node has no containerd).",
-        args.kubectl.display()
-    );
+    println!("kubectl: {}.", args.kubectl.display());
     Ok(())
 }

@@ -428,7 +428,7 @@ impl Drop for Registry {
 pub struct Setup {
     // Drop order: the server (and its pods) before the registry.
     pub server: NodeServer,
-    _registry: Registry,
+    pub registry: Registry,
     pub image: String,
 }
 
@@ -442,7 +442,7 @@ impl Setup {
             "node {} Ready (bridge {}, pod CIDR {}, kubelet port {}); image {image}",
             server.net.node, server.net.bridge, server.net.cidr, server.kubelet_port
         );
-        Ok(Setup { server, _registry: registry, image })
+        Ok(Setup { server, registry, image })
     }
 }
 

@@ -1,6 +1,7 @@
 """Exec with the official Python client (`kubernetes.stream.stream`: a WebSocket with
 `v4.channel.k8s.io`) into the pod and container named on the command line: stdout and stderr kept
-apart, the exit code from the error channel, and stdin fed to the command. Prints what it got and OK."""
+apart, the exit code from the error channel, stdin fed to the command, and stdout alone (no stderr
+stream asked for). Prints what it got and OK."""
 
 import sys
 
@@ -12,9 +13,9 @@ api = client.CoreV1Api()
 pod, container = sys.argv[2], sys.argv[3]
 
 
-def run(command, stdin=None):
+def run(command, stdin=None, stderr=True):
     resp = stream(api.connect_get_namespaced_pod_exec, pod, "default", container=container,
-                  command=command, stderr=True, stdin=stdin is not None, stdout=True, tty=False,
+                  command=command, stderr=stderr, stdin=stdin is not None, stdout=True, tty=False,
                   _preload_content=False)
     if stdin is not None:
         resp.write_stdin(stdin)
@@ -32,4 +33,8 @@ assert (out, err, code) == ("out\n", "err\n", 3), (out, err, code)
 out, err, code = run(["sh", "-c", "read line; echo \"$line\""], stdin="from python\n")
 print("stdin:", repr(out), code)
 assert (out, code) == ("from python\n", 0), (out, err, code)
+# stdout only: what the command writes to stderr is dropped, the exec still runs.
+out, err, code = run(["sh", "-c", "echo only-out; echo dropped >&2"], stderr=False)
+print("stdout only:", repr(out), repr(err), code)
+assert (out, err, code) == ("only-out\n", "", 0), (out, err, code)
 print("OK")

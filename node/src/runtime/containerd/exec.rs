@@ -85,10 +85,18 @@ pub async fn start(
     let mut outputs: [(Option<pipe::Receiver>, String); 2] = [(None, String::new()), (None, String::new())];
     let wanted = [req.stdout, req.stderr && !req.tty];
     for (i, (name, want)) in ["stdout", "stderr"].iter().zip(wanted).enumerate() {
-        if want {
+        // Without a terminal the shim opens both outputs (an empty path fails the exec), so an
+        // output the client did not ask for goes to a fifo that is read and dropped.
+        if want || !req.tty {
             let path = fifos.make(io_dir, format!("{exec_id}.{name}"))?;
             let receiver = pipe::OpenOptions::new().open_receiver(&path).map_err(|e| open_err(&path, e))?;
-            outputs[i] = (Some(receiver), path.to_string_lossy().into_owned());
+            let path = path.to_string_lossy().into_owned();
+            if want {
+                outputs[i] = (Some(receiver), path);
+            } else {
+                tokio::spawn(discard(receiver));
+                outputs[i] = (None, path);
+            }
         }
     }
     let [(stdout, stdout_path), (stderr, stderr_path)] = outputs;
@@ -133,6 +141,11 @@ pub async fn start(
         control,
         exited,
     })
+}
+
+/// Reads an output nobody asked for to its end, so the process never blocks writing it.
+async fn discard(mut receiver: pipe::Receiver) {
+    let _ = tokio::io::copy(&mut receiver, &mut tokio::io::sink()).await;
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), ContainerdError> {
