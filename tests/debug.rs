@@ -250,11 +250,7 @@ fn a_running_debug_container_stops_with_its_pod() {
 fn a_wasm_only_node_says_why_a_linux_debug_container_waits() {
     let registry = common::node::Registry::start();
     let work = tempfile::tempdir().expect("tempdir");
-    let layout = skiff_testkit::image::build_busybox_layout(&work.path().join("busybox")).expect("busybox image");
-    skiff_testkit::image::push_to_registry(&layout, &registry.addr, "library/busybox:latest").expect("push");
-    let mirrors = work.path().join("registries.yaml");
-    std::fs::write(&mirrors, format!("mirrors:\n  docker.io:\n    endpoint: [\"http://{}\"]\n", registry.addr))
-        .expect("registries.yaml");
+    let mirrors = common::linux::busybox_mirror(&registry, work.path());
     let cluster = common::Cluster::with_node_args(vec![
         "--linux-containers".into(),
         "off".into(),

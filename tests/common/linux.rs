@@ -26,11 +26,7 @@ impl LinuxCluster {
         let containerd = Containerd::start_runc_only(&format!("{tag}{}", std::process::id()));
         let registry = Registry::start();
         let work = tempfile::tempdir().expect("tempdir");
-        let layout = skiff_testkit::image::build_busybox_layout(&work.path().join("busybox")).expect("busybox image");
-        skiff_testkit::image::push_to_registry(&layout, &registry.addr, "library/busybox:latest").expect("push");
-        let mirrors = work.path().join("registries.yaml");
-        std::fs::write(&mirrors, format!("mirrors:\n  docker.io:\n    endpoint: [\"http://{}\"]\n", registry.addr))
-            .expect("registries.yaml");
+        let mirrors = busybox_mirror(&registry, work.path());
         let mut args = vec![
             "--containerd-address".into(),
             containerd.socket().display().to_string(),
@@ -43,4 +39,16 @@ impl LinuxCluster {
         let cluster = Cluster::with_node_args(args);
         LinuxCluster { cluster, containerd, registry, work }
     }
+}
+
+/// Pushes the offline-built busybox into `registry` as `library/busybox:latest` and writes, under
+/// `work`, a `registries.yaml` mirroring `docker.io` to it; returns that file's path (the node's
+/// `--registry-config`).
+pub fn busybox_mirror(registry: &Registry, work: &std::path::Path) -> std::path::PathBuf {
+    let layout = skiff_testkit::image::build_busybox_layout(&work.join("busybox")).expect("busybox image");
+    skiff_testkit::image::push_to_registry(&layout, &registry.addr, "library/busybox:latest").expect("push");
+    let mirrors = work.join("registries.yaml");
+    std::fs::write(&mirrors, format!("mirrors:\n  docker.io:\n    endpoint: [\"http://{}\"]\n", registry.addr))
+        .expect("registries.yaml");
+    mirrors
 }
