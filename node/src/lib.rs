@@ -3,6 +3,7 @@
 //! probes, restarts, logs and status.
 
 pub mod agent;
+pub mod batch;
 pub mod client;
 pub mod config;
 pub mod dns;

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::{self, Event};
@@ -149,12 +149,7 @@ async fn run(client: kube::Client, zone: SharedZone, domain: String) {
     let (mut init_services, mut init_slices) = (None::<HashMap<Key, Service>>, None::<HashMap<Key, EndpointSlice>>);
     while let Some(first) = inputs.next().await {
         let mut batch = vec![first];
-        while batch.len() < 1024 {
-            match inputs.next().now_or_never() {
-                Some(Some(more)) => batch.push(more),
-                _ => break,
-            }
-        }
+        crate::batch::take_ready(&mut batch, &mut inputs);
         for input in batch {
             match input {
                 Input::Services(event) => match *event {

@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
@@ -166,12 +166,7 @@ async fn run(
     while let Some(first) = inputs.next().await {
         // Take everything already waiting, so a burst of changes is one rebuild.
         let mut batch = vec![first];
-        while batch.len() < 1024 {
-            match inputs.next().now_or_never() {
-                Some(Some(more)) => batch.push(more),
-                _ => break,
-            }
-        }
+        crate::batch::take_ready(&mut batch, &mut inputs);
         let mut rebuild = false;
         for input in batch {
             match input {

@@ -15,7 +15,7 @@ pub mod runner;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::{self, Event};
@@ -150,12 +150,7 @@ async fn run(client: kube::Client, mut state: State) {
         retry_at = None;
         // Take everything already waiting, so a burst of changes is one transaction.
         let mut batch: Vec<Input> = first.into_iter().collect();
-        while batch.len() < 1024 {
-            match inputs.next().now_or_never() {
-                Some(Some(more)) => batch.push(more),
-                _ => break,
-            }
-        }
+        crate::batch::take_ready(&mut batch, &mut inputs);
         for input in batch {
             match input {
                 Input::Services(event) => match *event {
