@@ -96,13 +96,7 @@ impl Setup {
     }
 
     fn wait_ready(&self, pod: &str) {
-        eventually(&format!("pod {pod} Ready"), WAIT, || {
-            let out = self.cluster.kubectl_output(
-                &["get", "pod", pod, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
-                None,
-            );
-            String::from_utf8_lossy(&out.stdout) == "True"
-        });
+        self.cluster.wait_pod_ready(pod, WAIT);
     }
 
     /// The node's `skiff_wasm_execs_running` gauge, read through the API server's node proxy.

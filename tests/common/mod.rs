@@ -186,6 +186,17 @@ impl Cluster {
         self.wait_ready();
     }
 
+    /// Waits (bounded by `timeout`) until pod `pod` in the current namespace is Ready.
+    pub fn wait_pod_ready(&self, pod: &str, timeout: Duration) {
+        eventually(&format!("pod {pod} Ready"), timeout, || {
+            let out = self.kubectl_output(
+                &["get", "pod", pod, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
+                None,
+            );
+            String::from_utf8_lossy(&out.stdout) == "True"
+        });
+    }
+
     /// Kills the server with SIGKILL.
     pub fn kill9(&mut self) {
         self.process.kill();
