@@ -246,7 +246,12 @@ impl Requirement {
 
     /// Whether a label set satisfies this requirement.
     pub fn matches(&self, labels: &Map<String, Value>) -> bool {
-        let label = labels.get(&self.key).and_then(Value::as_str);
+        self.matches_label(labels.get(&self.key).and_then(Value::as_str))
+    }
+
+    /// Whether a label's value (`None` when the object lacks the label) satisfies this
+    /// requirement.
+    pub fn matches_label(&self, label: Option<&str>) -> bool {
         match self.operator {
             Operator::In | Operator::Equals | Operator::DoubleEquals => label.is_some_and(|v| self.values.contains(v)),
             Operator::NotIn | Operator::NotEquals => label.is_none_or(|v| !self.values.contains(v)),
@@ -386,6 +391,11 @@ impl LabelSelector {
     /// Whether the labels (an object's `metadata.labels`) satisfy every requirement.
     pub fn matches(&self, labels: &Map<String, Value>) -> bool {
         !self.nothing && self.requirements.iter().all(|r| r.matches(labels))
+    }
+
+    /// Whether the labels that `label` looks up (key -> value) satisfy every requirement.
+    pub fn matches_by<'a>(&self, label: impl Fn(&str) -> Option<&'a str>) -> bool {
+        !self.nothing && self.requirements.iter().all(|r| r.matches_label(label(&r.key)))
     }
 
     /// Whether an object's `metadata.labels` satisfy the selector (missing labels are empty).

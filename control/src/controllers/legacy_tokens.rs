@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::runtime::{Action, Controller, Error, Informer, Informers, ObjectKey};
 use crate::api::object;
 use crate::api::registry::{Registry, WriteOptions};
+use crate::api::selector::FieldSelector;
 use crate::auth::authn::LEGACY_TOKEN_TYPE;
 use crate::auth::service_account::{LegacyClaims, TokenIssuer, LEGACY_ISSUER};
 
@@ -30,7 +31,12 @@ pub struct Ctx {
 
 /// Starts the controller under the informers' supervisor.
 pub fn start(informers: &Arc<Informers>, issuer: Arc<TokenIssuer>, root_ca: Option<Arc<str>>) {
-    let secrets = informers.get("", "Secret");
+    // Only token Secrets are cached: the controller never reads another Secret, and a cache of
+    // every Secret would keep all of them decrypted in memory.
+    let secrets = match FieldSelector::parse(&format!("type={LEGACY_TOKEN_TYPE}")) {
+        Ok(fields) => informers.get_selected("", "Secret", &fields),
+        Err(_) => informers.get("", "Secret"),
+    };
     let accounts = informers.get("", "ServiceAccount");
     let ctx = Arc::new(Ctx {
         registry: Arc::clone(informers.registry()),

@@ -118,7 +118,7 @@ fn opts() -> WriteOptions {
 }
 
 fn pods_on(ctx: &Ctx, node: &str) -> Vec<Arc<Value>> {
-    ctx.pods.list_all().into_iter().filter(|p| object::str_at(p, &["spec", "nodeName"]) == Some(node)).collect()
+    ctx.pods.list_where(None, |s| s.node_name() == Some(node))
 }
 
 #[tracing::instrument(skip_all, fields(node = %key.name))]

@@ -114,7 +114,10 @@ fn scale(controller: &Value) -> Scale {
 async fn reconcile(key: ObjectKey, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let Some(pdb) = ctx.pdbs.get(&key) else { return Ok(Action::Done) };
     let Some(ns) = key.ns() else { return Ok(Action::Done) };
-    let selected: Vec<Arc<Value>> = ctx.pods.list(Some(ns)).into_iter().filter(|p| budget::selects(&pdb, p)).collect();
+    let selected: Vec<Arc<Value>> = match budget::selector(&pdb) {
+        Some(selector) => ctx.pods.select(ns, &selector),
+        None => Vec::new(),
+    };
     let pods: Vec<&Value> = selected.iter().map(|p| p.as_ref()).collect();
     let now = jiff::Timestamp::now();
     let scale_of = |owner: &Value| ctx.scale_of(ns, owner);

@@ -161,7 +161,13 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let pods_ri = ctx.registry.resource("", "Pod")?;
     let set_deleting = object::deletion_timestamp(&set).is_some();
     let mut owned: Vec<Arc<Value>> = Vec::new();
-    for pod in ctx.pods.list(Some(ns)) {
+    // Only this set's pods and orphans it selects (the rest stay packed in the cache).
+    let set_uid = uid(&set).to_string();
+    let candidates = ctx.pods.list_where(Some(ns), |s| match s.controller_uid() {
+        Some(owner) => owner == set_uid,
+        None => s.matches(&selector),
+    });
+    for pod in candidates {
         let matches = selector.matches(&object::labels(&pod));
         let pod_deleting = object::deletion_timestamp(&pod).is_some();
         match controller_ref(&pod) {

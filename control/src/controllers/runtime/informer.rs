@@ -15,11 +15,12 @@ use parking_lot::RwLock;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
+use super::entry::{Entry, Repr, Summary};
 use super::key::ObjectKey;
 use super::Error;
 use crate::api::object;
 use crate::api::registry::{ListQuery, Registry};
-use crate::api::selector::LabelSelector;
+use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::watch_cache::take_managed_fields;
 
 /// Changes a slow subscriber may fall behind before it must resync from the cache. Kept small:
@@ -48,7 +49,7 @@ impl Change {
 
 #[derive(Default)]
 struct Cache {
-    objects: BTreeMap<ObjectKey, Arc<Value>>,
+    objects: BTreeMap<ObjectKey, Entry>,
     /// Owner uid -> keys of the objects with an `ownerReference` to it.
     by_owner: HashMap<String, HashSet<ObjectKey>>,
 }
@@ -72,25 +73,30 @@ pub fn controller_ref(obj: &Value) -> Option<&Value> {
 }
 
 impl Cache {
-    fn insert(&mut self, key: ObjectKey, obj: Arc<Value>) -> Option<Arc<Value>> {
-        let old = self.objects.insert(key.clone(), Arc::clone(&obj));
+    fn insert(&mut self, key: ObjectKey, entry: Entry) -> Option<Entry> {
+        for uid in entry.summary.owner_uids() {
+            self.by_owner.entry(uid.to_string()).or_default().insert(key.clone());
+        }
+        let old = self.objects.insert(key.clone(), entry);
         if let Some(old) = &old {
             self.unindex(&key, old);
-        }
-        for uid in owner_uids(&obj) {
-            self.by_owner.entry(uid.to_string()).or_default().insert(key.clone());
         }
         old
     }
 
-    fn remove(&mut self, key: &ObjectKey) -> Option<Arc<Value>> {
+    fn remove(&mut self, key: &ObjectKey) -> Option<Entry> {
         let old = self.objects.remove(key)?;
         self.unindex(key, &old);
         Some(old)
     }
 
-    fn unindex(&mut self, key: &ObjectKey, obj: &Value) {
-        for uid in owner_uids(obj) {
+    /// Forgets the owners `old` named that the entry now cached under `key` no longer names.
+    fn unindex(&mut self, key: &ObjectKey, old: &Entry) {
+        let current = self.objects.get(key);
+        for uid in old.summary.owner_uids() {
+            if current.is_some_and(|c| c.summary.owner_uids().any(|u| u == uid)) {
+                continue;
+            }
             if let Some(set) = self.by_owner.get_mut(uid) {
                 set.remove(key);
                 if set.is_empty() {
@@ -101,21 +107,40 @@ impl Cache {
     }
 }
 
+/// Decodes what a reader collected under the lock (outside it).
+fn decode(reprs: Vec<Repr>) -> Vec<Arc<Value>> {
+    reprs.iter().filter_map(Repr::object).collect()
+}
+
 /// A resource's reflector and cache. Shared (`Arc`) by every controller that watches the kind.
 pub struct Informer {
     group: String,
     kind: String,
+    /// Objects are kept packed (see [`super::entry`]): for kinds that can number in the
+    /// hundreds of thousands.
+    packed: bool,
+    /// Only the objects this field selector matches are cached (as a reflector with
+    /// `fieldSelector`); an object that stops matching leaves the cache as if deleted.
+    fields: Option<FieldSelector>,
     cache: RwLock<Cache>,
     changes: broadcast::Sender<Change>,
     synced: watch::Sender<bool>,
 }
 
 impl Informer {
-    /// An informer for `group`/`kind`, empty until [`Informer::run`] lists.
+    /// An informer for `group`/`kind`, empty until [`Informer::run`] lists. Pods are kept
+    /// packed, everything else decoded.
     pub fn new(group: &str, kind: &str) -> Arc<Self> {
+        Self::with_fields(group, kind, None)
+    }
+
+    /// An informer for the objects of `group`/`kind` that `fields` matches.
+    pub fn with_fields(group: &str, kind: &str, fields: Option<FieldSelector>) -> Arc<Self> {
         Arc::new(Self {
             group: group.to_string(),
             kind: kind.to_string(),
+            packed: group.is_empty() && kind == "Pod",
+            fields,
             cache: RwLock::new(Cache::default()),
             changes: broadcast::channel(CHANGES_CAPACITY).0,
             synced: watch::channel(false).0,
@@ -145,25 +170,36 @@ impl Informer {
 
     /// One object by key.
     pub fn get(&self, key: &ObjectKey) -> Option<Arc<Value>> {
-        self.cache.read().objects.get(key).cloned()
+        let repr = self.cache.read().objects.get(key).map(|e| e.repr.clone())?;
+        repr.object()
     }
 
     /// Every object of the namespace (of every namespace for `None` on a namespaced kind, or
     /// every object of a cluster-scoped kind).
     pub fn list(&self, namespace: Option<&str>) -> Vec<Arc<Value>> {
-        let cache = self.cache.read();
-        match namespace {
-            None => cache.objects.values().cloned().collect(),
-            Some(ns) => {
-                let start = ObjectKey::namespaced(ns, "");
-                cache
-                    .objects
-                    .range(start..)
-                    .take_while(|(k, _)| k.namespace.as_deref() == Some(ns))
-                    .map(|(_, v)| Arc::clone(v))
-                    .collect()
+        self.list_where(namespace, |_| true)
+    }
+
+    /// The objects of the namespace (or all, for `None`) whose [`Summary`] `keep` accepts;
+    /// only those are decoded.
+    pub fn list_where(&self, namespace: Option<&str>, keep: impl Fn(&Summary) -> bool) -> Vec<Arc<Value>> {
+        let reprs: Vec<Repr> = {
+            let cache = self.cache.read();
+            let wanted = |e: &Entry| keep(&e.summary).then(|| e.repr.clone());
+            match namespace {
+                None => cache.objects.values().filter_map(wanted).collect(),
+                Some(ns) => {
+                    let start = ObjectKey::namespaced(ns, "");
+                    cache
+                        .objects
+                        .range(start..)
+                        .take_while(|(k, _)| k.namespace.as_deref() == Some(ns))
+                        .filter_map(|(_, e)| wanted(e))
+                        .collect()
+                }
             }
-        }
+        };
+        decode(reprs)
     }
 
     /// Every object.
@@ -173,17 +209,20 @@ impl Informer {
 
     /// The objects of `namespace` whose labels `selector` matches.
     pub fn select(&self, namespace: &str, selector: &LabelSelector) -> Vec<Arc<Value>> {
-        self.list(Some(namespace)).into_iter().filter(|o| selector.matches(&object::labels(o))).collect()
+        self.list_where(Some(namespace), |s| s.matches(selector))
     }
 
     /// The objects with an `ownerReference` to `uid` (secondary index).
     pub fn dependents(&self, uid: &str) -> Vec<Arc<Value>> {
-        let cache = self.cache.read();
-        cache
-            .by_owner
-            .get(uid)
-            .map(|keys| keys.iter().filter_map(|k| cache.objects.get(k).cloned()).collect())
-            .unwrap_or_default()
+        let reprs: Vec<Repr> = {
+            let cache = self.cache.read();
+            cache
+                .by_owner
+                .get(uid)
+                .map(|keys| keys.iter().filter_map(|k| cache.objects.get(k).map(|e| e.repr.clone())).collect())
+                .unwrap_or_default()
+        };
+        decode(reprs)
     }
 
     /// Number of cached objects.
@@ -200,6 +239,14 @@ impl Informer {
         let _ = self.changes.send(change);
     }
 
+    /// The previous state of a replaced entry, for a change (decoded only if anyone listens).
+    fn previous(&self, old: Option<Entry>) -> Option<Arc<Value>> {
+        if self.changes.receiver_count() == 0 {
+            return None;
+        }
+        old?.repr.object()
+    }
+
     /// Replaces the cache with a full list, publishing the difference.
     fn replace(&self, items: Vec<Value>) {
         let mut fresh: BTreeMap<ObjectKey, Arc<Value>> = BTreeMap::new();
@@ -208,46 +255,52 @@ impl Informer {
             take_managed_fields(&mut item);
             fresh.insert(ObjectKey::of(&item), Arc::new(item));
         }
-        let mut changes = Vec::new();
+        let mut gone = Vec::new();
+        let mut applied = Vec::new();
         {
             let mut cache = self.cache.write();
-            let gone: Vec<ObjectKey> = cache.objects.keys().filter(|k| !fresh.contains_key(*k)).cloned().collect();
-            for key in gone {
+            let stale: Vec<ObjectKey> = cache.objects.keys().filter(|k| !fresh.contains_key(*k)).cloned().collect();
+            for key in stale {
                 if let Some(old) = cache.remove(&key) {
-                    changes.push(Change::Deleted(old));
+                    gone.push(old);
                 }
             }
             for (key, obj) in fresh {
-                let unchanged = cache
-                    .objects
-                    .get(&key)
-                    .is_some_and(|old| object::resource_version(old) == object::resource_version(&obj));
+                let unchanged = cache.objects.get(&key).is_some_and(|old| {
+                    Some(old.summary.resource_version()).filter(|rv| !rv.is_empty()) == object::resource_version(&obj)
+                });
                 if unchanged {
                     continue;
                 }
-                let old = cache.insert(key, Arc::clone(&obj));
-                changes.push(Change::Applied { old, new: obj });
+                let old = cache.insert(key, Entry::new(Arc::clone(&obj), self.packed));
+                applied.push((old, obj));
             }
         }
-        for change in changes {
-            self.publish(change);
+        for old in gone {
+            if let Some(obj) = old.repr.object() {
+                self.publish(Change::Deleted(obj));
+            }
+        }
+        for (old, new) in applied {
+            let old = self.previous(old);
+            self.publish(Change::Applied { old, new });
         }
     }
 
     /// Applies one watch event to the cache and publishes it.
     fn apply(&self, deleted: bool, obj: Arc<Value>) {
         let key = ObjectKey::of(&obj);
-        let change = {
-            let mut cache = self.cache.write();
-            if deleted {
-                cache.remove(&key).map(|_| Change::Deleted(obj))
-            } else {
-                let old = cache.insert(key, Arc::clone(&obj));
-                Some(Change::Applied { old, new: obj })
+        let selected = self.fields.as_ref().is_none_or(|f| f.matches_kind(&self.kind, &obj));
+        if deleted || !selected {
+            let removed = self.cache.write().remove(&key);
+            if removed.is_some() {
+                self.publish(Change::Deleted(obj));
             }
-        };
-        if let Some(change) = change {
-            self.publish(change);
+        } else {
+            let entry = Entry::new(Arc::clone(&obj), self.packed);
+            let old = self.cache.write().insert(key, entry);
+            let old = self.previous(old);
+            self.publish(Change::Applied { old, new: obj });
         }
     }
 
@@ -258,7 +311,7 @@ impl Informer {
         let prefix = ri.prefix();
         loop {
             let (revision, mut rx) = registry.cache.subscribe_now();
-            let q = ListQuery { exact_revision: Some(revision), ..Default::default() };
+            let q = ListQuery { exact_revision: Some(revision), fields: self.fields.clone(), ..Default::default() };
             let listed = match registry.list(ri, &q).await {
                 Ok(listed) => listed,
                 Err(e) => {
@@ -335,6 +388,46 @@ mod tests {
         inf.apply(true, Arc::new(pod("a", "3", Some("u2"))));
         assert!(inf.is_empty());
         assert!(inf.dependents("u2").is_empty());
+    }
+
+    #[test]
+    fn a_field_selected_informer_keeps_only_matching_objects() {
+        let fields = FieldSelector::parse("type=kubernetes.io/service-account-token").ok();
+        let inf = Informer::with_fields("", "Secret", fields);
+        let secret = |name: &str, ty: &str| {
+            Arc::new(
+                json!({"kind": "Secret", "metadata": {"name": name, "namespace": "ns"}, "type": ty, "data": {"k": "dg=="}}),
+            )
+        };
+        let mut rx = inf.subscribe();
+        inf.apply(false, secret("token", "kubernetes.io/service-account-token"));
+        inf.apply(false, secret("plain", "Opaque"));
+        assert!(inf.get(&ObjectKey::namespaced("ns", "token")).is_some());
+        assert!(inf.get(&ObjectKey::namespaced("ns", "plain")).is_none());
+        assert_eq!(inf.len(), 1);
+        // One that stops matching leaves the cache as a deletion.
+        inf.apply(false, secret("token", "Opaque"));
+        assert!(inf.is_empty());
+        let mut seen = Vec::new();
+        while let Ok(change) = rx.try_recv() {
+            seen.push(matches!(change, Change::Deleted(_)));
+        }
+        assert_eq!(seen, vec![false, true]);
+    }
+
+    #[test]
+    fn pods_are_packed_and_read_back_whole() {
+        let inf = Informer::new("", "Pod");
+        assert!(inf.packed);
+        let mut p = pod("a", "1", Some("u1"));
+        p["spec"] = json!({"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]});
+        inf.apply(false, Arc::new(p.clone()));
+        assert_eq!(inf.get(&ObjectKey::namespaced("ns", "a")).as_deref(), Some(&p));
+        assert_eq!(inf.list_where(None, |s| s.node_name() == Some("n1")).len(), 1);
+        assert!(inf.list_where(None, |s| s.node_name() == Some("n2")).is_empty());
+        assert_eq!(inf.list_where(Some("ns"), |s| s.controller_uid() == Some("u1")).len(), 1);
+        assert_eq!(inf.dependents("u1").first().map(|o| o.as_ref()), Some(&p));
+        assert!(!Informer::new("", "ConfigMap").packed);
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! ```
 
 pub mod controller;
+pub mod entry;
 pub mod informer;
 pub mod informers;
 pub mod key;
