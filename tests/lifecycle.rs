@@ -134,6 +134,76 @@ spec:
     s.delete_all_and_check();
 }
 
+/// `lifecycle.stopSignal` (KEP-4960): a container that names SIGUSR1 is stopped with it, not with
+/// SIGTERM (its liveness probe fails, so the kubelet stops and restarts it; the traps write which
+/// signal came into an emptyDir another container reads), and exits by its own trap (code 0, not
+/// a SIGKILL at the end of its 60 s grace). Without `spec.os.name`, or with a signal that is not
+/// one, the pod is refused with kube-apiserver's message.
+#[test]
+fn a_container_is_stopped_with_its_stop_signal() {
+    let s = Setup::start_linux("skiff-life-stopsig");
+    let pod = |os: &str, signal: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: signalled}}
+spec:
+  terminationGracePeriodSeconds: 60
+{os}  volumes: [{{name: shared, emptyDir: {{}}}}]
+  containers:
+  - name: app
+    image: busybox
+    command: [sh, -c, "trap 'echo got-TERM >> /shared/log' TERM; trap 'echo got-USR1 >> /shared/log; exit 0' USR1; echo started >> /shared/log; while true; do sleep 0.2; done"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+    lifecycle:
+      stopSignal: {signal}
+    livenessProbe:
+      exec: {{command: [sh, -c, "test ! -f /shared/kill-me"]}}
+      periodSeconds: 1
+      failureThreshold: 1
+  - name: watcher
+    image: busybox
+    command: [sh, -c, "while true; do sleep 0.2; done"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+"#
+        )
+    };
+    let refused = |manifest: &str, want: &str| {
+        let out = s.cluster.kubectl_output(&["apply", "-f", "-"], Some(manifest));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(want), "{stderr}");
+    };
+    refused(
+        &pod("", "SIGUSR1"),
+        "spec.containers[0].lifecycle.stopSignal: Forbidden: may not be set for containers with empty `spec.os.name`",
+    );
+    refused(
+        &pod("  os: {name: linux}\n", "SIGNOPE"),
+        "spec.containers[0].lifecycle.stopSignal: Unsupported value: \"SIGNOPE\"",
+    );
+    s.cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&pod("  os: {name: linux}\n", "SIGUSR1")));
+    s.eventually_or_dump("app running its traps", "signalled", || {
+        s.exec("signalled", "watcher", "cat /shared/log").contains("started")
+    });
+    s.exec("signalled", "watcher", "touch /shared/kill-me");
+    eventually("app restarted after its liveness probe failed", WAIT, || {
+        s.jsonpath("signalled", "{.status.containerStatuses[?(@.name==\"app\")].restartCount}")
+            .parse::<i32>()
+            .unwrap_or(0)
+            >= 1
+    });
+    let log = s.exec("signalled", "watcher", "cat /shared/log");
+    assert!(log.contains("got-USR1"), "stopped with SIGUSR1: {log}");
+    assert!(!log.contains("got-TERM"), "never sent SIGTERM: {log}");
+    assert_eq!(
+        s.jsonpath("signalled", "{.status.containerStatuses[?(@.name==\"app\")].lastState.terminated.exitCode}"),
+        "0",
+        "the trap's own exit, not a SIGKILL"
+    );
+    s.exec("signalled", "watcher", "rm -f /shared/kill-me");
+    s.delete_all_and_check();
+}
+
 /// `kubectl delete --grace-period=N` on containers that ignore SIGTERM: each is killed after its grace
 /// period, not earlier and not after a fixed time; a preStop hook's time comes out of the same budget.
 #[test]

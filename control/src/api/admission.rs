@@ -414,6 +414,7 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) 
             } else {
                 let grace = spec.get("terminationGracePeriodSeconds").and_then(Value::as_i64);
                 validate_lifecycle(c, &field, grace, causes);
+                validate_stop_signal(c, spec, &field, causes);
             }
         }
     }
@@ -426,6 +427,73 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) 
             ));
         }
     }
+}
+
+/// A container's `lifecycle.stopSignal` (KEP-4960) as kube-apiserver validates it: only with
+/// `spec.os.name`, and then a signal of that OS (Windows: SIGTERM and SIGKILL).
+fn validate_stop_signal(c: &Value, spec: &Value, field: &str, causes: &mut Vec<Cause>) {
+    let Some(signal) = c.get("lifecycle").and_then(|l| l.get("stopSignal")).filter(|s| !s.is_null()) else { return };
+    let path = format!("{field}.lifecycle.stopSignal");
+    let signal = signal.as_str().unwrap_or_default();
+    let supported: Vec<String> = match spec.pointer("/os/name").and_then(Value::as_str) {
+        None | Some("") => {
+            causes.push((path, "Forbidden: may not be set for containers with empty `spec.os.name`".into()));
+            return;
+        }
+        Some("windows") => vec!["SIGKILL".into(), "SIGTERM".into()],
+        Some(_) => linux_stop_signals(),
+    };
+    if !supported.iter().any(|s| s == signal) {
+        let list: Vec<String> = supported.iter().map(|s| format!("\"{s}\"")).collect();
+        causes.push((path, format!("Unsupported value: \"{signal}\": supported values: {}", list.join(", "))));
+    }
+}
+
+/// The Linux signals a container may be stopped with, sorted.
+fn linux_stop_signals() -> Vec<String> {
+    const NAMED: [&str; 35] = [
+        "SIGABRT",
+        "SIGALRM",
+        "SIGBUS",
+        "SIGCHLD",
+        "SIGCLD",
+        "SIGCONT",
+        "SIGFPE",
+        "SIGHUP",
+        "SIGILL",
+        "SIGINT",
+        "SIGIO",
+        "SIGIOT",
+        "SIGKILL",
+        "SIGPIPE",
+        "SIGPOLL",
+        "SIGPROF",
+        "SIGPWR",
+        "SIGQUIT",
+        "SIGRTMAX",
+        "SIGRTMIN",
+        "SIGSEGV",
+        "SIGSTKFLT",
+        "SIGSTOP",
+        "SIGSYS",
+        "SIGTERM",
+        "SIGTRAP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGUSR1",
+        "SIGUSR2",
+        "SIGVTALRM",
+        "SIGWINCH",
+        "SIGXCPU",
+    ];
+    let mut all: Vec<String> = NAMED.iter().map(|s| s.to_string()).collect();
+    all.push("SIGXFSZ".into());
+    all.extend((1..=15).map(|n| format!("SIGRTMIN+{n}")));
+    all.extend((1..=14).map(|n| format!("SIGRTMAX-{n}")));
+    all.sort();
+    all
 }
 
 /// A container's `lifecycle` hooks as kube-apiserver validates them (`validateLifecycleHandler`):
@@ -725,6 +793,32 @@ mod tests {
         let causes = validate("Service", true, &svc);
         assert!(cause(&causes, "spec.ports[0].targetPort").is_some());
         assert!(cause(&causes, "spec.ports[0].nodePort").is_some());
+    }
+
+    #[test]
+    fn a_stop_signal_needs_the_pods_os_and_one_of_its_signals() {
+        let pod = |os: Value, signal: &str| {
+            let mut spec =
+                json!({"containers": [{"name": "c", "image": "busybox", "lifecycle": {"stopSignal": signal}}]});
+            if !os.is_null() {
+                spec["os"] = os;
+            }
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": spec})
+        };
+        let path = "spec.containers[0].lifecycle.stopSignal";
+        let causes = validate("Pod", true, &pod(Value::Null, "SIGUSR1"));
+        assert_eq!(cause(&causes, path), Some("Forbidden: may not be set for containers with empty `spec.os.name`"));
+        assert_eq!(cause(&validate("Pod", true, &pod(json!({"name": "linux"}), "SIGUSR1")), path), None);
+        assert_eq!(cause(&validate("Pod", true, &pod(json!({"name": "linux"}), "SIGRTMIN+3")), path), None);
+        let causes = validate("Pod", true, &pod(json!({"name": "linux"}), "SIGFOO"));
+        assert!(cause(&causes, path)
+            .is_some_and(|m| m.starts_with("Unsupported value: \"SIGFOO\": supported values: \"SIGABRT\"")));
+        let causes = validate("Pod", true, &pod(json!({"name": "windows"}), "SIGUSR1"));
+        assert_eq!(
+            cause(&causes, path),
+            Some("Unsupported value: \"SIGUSR1\": supported values: \"SIGKILL\", \"SIGTERM\"")
+        );
+        assert_eq!(linux_stop_signals().len(), 65);
     }
 
     #[test]

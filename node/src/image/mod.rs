@@ -74,4 +74,8 @@ pub struct WasmImage {
     /// Linux images: the config's User (`uid[:gid]`, or a name looked up in the image's `/etc/passwd`).
     #[serde(default)]
     pub user: Option<String>,
+    /// Linux images: the config's StopSignal (what the container is stopped with unless its
+    /// `lifecycle.stopSignal` says otherwise).
+    #[serde(default)]
+    pub stop_signal: Option<String>,
 }

@@ -57,6 +57,8 @@ struct ExecConfig {
     working_dir: Option<String>,
     #[serde(rename = "User")]
     user: Option<String>,
+    #[serde(rename = "StopSignal")]
+    stop_signal: Option<String>,
 }
 
 /// This node's architecture as OCI platforms name it (`amd64`, `arm64`...).
@@ -118,6 +120,7 @@ impl PullCtx<'_> {
             kind: ImageKind::Wasm,
             cmd: Vec::new(),
             user: None,
+            stop_signal: None,
         })
     }
 
@@ -161,6 +164,7 @@ impl PullCtx<'_> {
             kind: ImageKind::Wasm,
             cmd: Vec::new(),
             user: None,
+            stop_signal: None,
         })
     }
 
@@ -184,6 +188,7 @@ impl PullCtx<'_> {
             kind: ImageKind::Linux,
             cmd: exec.cmd.unwrap_or_default(),
             user: exec.user.filter(|u| !u.is_empty()),
+            stop_signal: exec.stop_signal.filter(|s| !s.is_empty()),
         })
     }
 

@@ -980,6 +980,7 @@ impl Worker {
             pod: format!("{}/{}", self.ns, self.name),
             stdin: spec.stdin.unwrap_or(false),
             tty: spec.tty.unwrap_or(false),
+            stop_signal: spec.lifecycle.as_ref().and_then(|l| l.stop_signal.clone()),
             seccomp_dir: self.deps.config.data_dir.join("seccomp"),
             target: super::ephemeral::target_of(&self.pod, &spec.name),
         }

@@ -70,6 +70,8 @@ pub struct LinuxExtras {
     /// The container's `stdin` (it gets a stdin `kubectl attach -i` writes to) and `tty`.
     pub stdin: bool,
     pub tty: bool,
+    /// `lifecycle.stopSignal`: what the container is stopped with instead of the image's or SIGTERM.
+    pub stop_signal: Option<String>,
     /// Where `Localhost` seccomp profiles are (`<data-dir>/seccomp`).
     pub seccomp_dir: PathBuf,
     /// An ephemeral container's `targetContainerName`: it joins that container's process

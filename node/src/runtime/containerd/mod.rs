@@ -118,6 +118,8 @@ impl ContainerdRuntime {
             memory_limited: launch.memory_limit.is_some(),
             stdin: false,
             terminal: false,
+            // The shim ends a Wasm guest on any signal (docs/architecture.md, the guest's stop).
+            stop_signal: task::SIGTERM,
         };
         Ok(task::run(&self.client, request).await?)
     }

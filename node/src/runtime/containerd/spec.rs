@@ -155,6 +155,7 @@ mod tests {
             kind: crate::image::ImageKind::Wasm,
             cmd: Vec::new(),
             user: None,
+            stop_signal: None,
         }
     }
 

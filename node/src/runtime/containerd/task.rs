@@ -21,8 +21,8 @@ use super::ContainerdError;
 use crate::logs::{LogWriter, Stream};
 use crate::runtime::{ContainerExit, Started};
 
-/// SIGTERM and SIGKILL.
-const SIGTERM: u32 = 15;
+/// The default stop signal, and SIGKILL.
+pub const SIGTERM: u32 = 15;
 const SIGKILL: u32 = 9;
 /// How long a task killed during cleanup gets to be reaped before it is deleted again.
 const CLEANUP_WAIT: Duration = Duration::from_secs(10);
@@ -53,6 +53,8 @@ pub struct RunRequest<'a> {
     /// A stdin fifo for `kubectl attach -i` ([`stdin_of`]); a terminal (its output on stdout).
     pub stdin: bool,
     pub terminal: bool,
+    /// What a stop sends first (SIGTERM unless the container or its image names another).
+    pub stop_signal: u32,
 }
 
 /// A running task's stdin, shared by attached clients.
@@ -135,25 +137,26 @@ pub async fn run(client: &Client, req: RunRequest<'_>) -> Result<Started, Contai
         .instrument(tracing::info_span!("containerd_task", id = %id)),
     );
     let handle = tokio::runtime::Handle::current();
-    let (stop_client, stop_id) = (client.clone(), req.id);
+    let (stop_client, stop_id, signal) = (client.clone(), req.id, req.stop_signal);
     let stop: crate::runtime::Stop = Arc::new(move |grace: Duration| {
         if stopping.swap(true, Ordering::SeqCst) {
             return;
         }
         let (client, id, done) = (stop_client.clone(), stop_id.clone(), done.clone());
         handle.spawn(
-            async move { stop(&client, &id, &done, grace).await }
+            async move { stop(&client, &id, &done, grace, signal).await }
                 .instrument(tracing::info_span!("containerd_stop", id = %stop_id, grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX))),
         );
     });
     Ok(Started { id: Some(format!("containerd://{}", id)), stop, exited })
 }
 
-/// SIGTERM, then SIGKILL unless the task ended within `grace` (a zero grace is SIGKILL at once).
-async fn stop(client: &Client, id: &str, done: &CancellationToken, grace: Duration) {
+/// The stop signal (SIGTERM unless the container chose another), then SIGKILL unless the task
+/// ended within `grace` (a zero grace is SIGKILL at once).
+async fn stop(client: &Client, id: &str, done: &CancellationToken, grace: Duration, signal: u32) {
     if !grace.is_zero() {
-        if let Err(e) = client.kill_task(id, SIGTERM).await {
-            tracing::warn!(error = %e, "sending SIGTERM");
+        if let Err(e) = client.kill_task(id, signal).await {
+            tracing::warn!(error = %e, signal, "sending the stop signal");
         }
     }
     // `timeout` takes any duration: one past the clock's range never fires.

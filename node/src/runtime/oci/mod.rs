@@ -10,6 +10,7 @@ mod lazy;
 mod managed;
 pub mod seccomp;
 pub mod spec;
+pub mod stop_signal;
 
 pub use lazy::LazyOci;
 
@@ -202,6 +203,7 @@ impl OciRuntime {
             memory_limited: launch.memory_limit.is_some(),
             stdin: launch.linux.stdin,
             terminal: launch.linux.tty,
+            stop_signal: stop_signal::choose(launch.linux.stop_signal.as_deref(), image.stop_signal.as_deref()),
         };
         Ok(task::run(&self.client, request).await?)
     }

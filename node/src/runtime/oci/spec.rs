@@ -484,6 +484,7 @@ mod tests {
             kind: ImageKind::Linux,
             cmd: vec!["-c".into(), "echo hi".into()],
             user: None,
+            stop_signal: None,
         }
     }
 
