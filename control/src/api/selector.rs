@@ -1092,6 +1092,35 @@ fn int_at(obj: &Value, pointer: &str) -> i64 {
     obj.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
 }
 
+/// An object's labels held compactly (a sorted boxed slice, about a tenth of a
+/// `serde_json::Map`'s 630-byte node for a few labels): for caches that keep many objects' labels
+/// to match selectors against.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Labels(Box<[(Box<str>, Box<str>)]>);
+
+impl Labels {
+    /// `metadata.labels` of `obj` (values that are not strings are left out, as no label is).
+    pub fn of(obj: &Value) -> Self {
+        let mut labels: Vec<(Box<str>, Box<str>)> = obj
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .map(|m| m.iter().filter_map(|(k, v)| Some((k.as_str().into(), v.as_str()?.into()))).collect())
+            .unwrap_or_default();
+        labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Self(labels.into_boxed_slice())
+    }
+
+    /// One label's value.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.binary_search_by(|(k, _)| k.as_ref().cmp(key)).ok().map(|i| self.0[i].1.as_ref())
+    }
+
+    /// Whether `selector` matches these labels.
+    pub fn matched_by(&self, selector: &LabelSelector) -> bool {
+        selector.matches_by(|key| self.get(key))
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{NodeSelectorTerm, PodAffinityTerm, PodSpec, Toleration, TopologySpreadConstraint};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::fit::{pod_requests, Resources};
 use crate::api::object;
-use crate::api::selector::{from_label_selector, LabelSelector};
+use crate::api::selector::{from_label_selector, LabelSelector, Labels};
 
 /// A host port a container asks for: protocol, host IP (empty for all) and port.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -59,7 +59,7 @@ impl AffinityTerm {
 
     /// True when `pod` is one of the pods the term is about.
     pub fn matches(&self, pod: &PodInfo) -> bool {
-        self.namespaces.iter().any(|ns| *ns == pod.namespace) && self.selector.matches(&pod.labels)
+        self.namespaces.iter().any(|ns| *ns == pod.namespace) && pod.labels.matched_by(&self.selector)
     }
 }
 
@@ -117,7 +117,7 @@ pub struct PodInfo {
     /// The pod's namespace.
     pub namespace: String,
     /// The pod's labels.
-    pub labels: Map<String, Value>,
+    pub labels: Labels,
     /// `metadata.creationTimestamp` (RFC 3339 sorts as text).
     pub created: String,
     /// cpu, memory and one pod.
@@ -213,7 +213,7 @@ impl PodInfo {
         Arc::new(Self {
             key: format!("{namespace}/{}", object::name(pod)),
             uid: object::str_at(pod, &["metadata", "uid"]).unwrap_or_default().to_string(),
-            labels: object::labels(pod),
+            labels: Labels::of(pod),
             created: object::str_at(pod, &["metadata", "creationTimestamp"]).unwrap_or_default().to_string(),
             requests: pod_requests(pod),
             nonzero: nonzero(pod_requests(pod)),

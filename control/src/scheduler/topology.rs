@@ -62,7 +62,7 @@ impl Topology {
                 key: s.topology_key.clone(),
                 max_skew: s.max_skew,
                 hard: s.hard,
-                self_match: i64::from(s.selector.matches(&pod.labels)),
+                self_match: i64::from(pod.labels.matched_by(&s.selector)),
                 ..Default::default()
             })
             .collect();
@@ -73,7 +73,7 @@ impl Topology {
                 let n = node
                     .pods
                     .iter()
-                    .filter(|p| p.namespace == pod.namespace && pod.spread[c].selector.matches(&p.labels))
+                    .filter(|p| p.namespace == pod.namespace && p.labels.matched_by(&pod.spread[c].selector))
                     .count();
                 let count = spread.counts.entry(value.to_string()).or_insert(0);
                 *count = count.saturating_add(i64::try_from(n).unwrap_or(i64::MAX));

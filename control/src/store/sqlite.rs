@@ -28,8 +28,10 @@ use super::{Event, EventKind, KeyValue, ListOptions, ListResult, Revision, Store
 const MAX_BATCH: usize = 256;
 /// Requests that may wait for the writer before callers are held back.
 const QUEUE_CAPACITY: usize = 4096;
-/// Events a watch may fall behind before it is ended.
-const EVENT_CAPACITY: usize = 16_384;
+/// Events a watch may fall behind before it is ended (it then resumes from the history table).
+/// A broadcast slot keeps its event (value and previous value) until overwritten, so this is
+/// also what the channel holds at rest: 4,096 pod writes are about 20 MB.
+const EVENT_CAPACITY: usize = 4_096;
 /// Read-only connections (and concurrent reads).
 const READERS: usize = 4;
 /// History rows a watch reads per query while catching up.

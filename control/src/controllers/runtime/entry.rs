@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::api::object;
-use crate::api::selector::LabelSelector;
+use crate::api::selector::{LabelSelector, Labels};
 
 /// zstd's fastest level: a pod packs in a few microseconds to about half its JSON.
 const PACK_LEVEL: i32 = 1;
@@ -20,8 +20,7 @@ const PACK_LEVEL: i32 = 1;
 #[derive(Debug, Default)]
 pub struct Summary {
     resource_version: Box<str>,
-    /// `metadata.labels`, sorted by key.
-    labels: Box<[(Box<str>, Box<str>)]>,
+    labels: Labels,
     /// The uids `metadata.ownerReferences` name.
     owners: Box<[Box<str>]>,
     /// The uid of the owner reference with `controller: true`.
@@ -34,17 +33,11 @@ impl Summary {
     /// The summary of `obj`.
     pub fn of(obj: &Value) -> Self {
         let meta = object::meta(obj);
-        let mut labels: Vec<(Box<str>, Box<str>)> = meta
-            .get("labels")
-            .and_then(Value::as_object)
-            .map(|m| m.iter().filter_map(|(k, v)| Some((k.as_str().into(), v.as_str()?.into()))).collect())
-            .unwrap_or_default();
-        labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let refs = meta.get("ownerReferences").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
         let uid = |r: &Value| r.get("uid").and_then(Value::as_str).map(Box::<str>::from);
         Self {
             resource_version: object::resource_version(obj).unwrap_or_default().into(),
-            labels: labels.into_boxed_slice(),
+            labels: Labels::of(obj),
             owners: refs.iter().filter_map(uid).collect(),
             controller: refs.iter().find(|r| r.get("controller").and_then(Value::as_bool) == Some(true)).and_then(uid),
             node_name: object::str_at(obj, &["spec", "nodeName"]).filter(|n| !n.is_empty()).map(Box::from),
@@ -58,12 +51,12 @@ impl Summary {
 
     /// One label's value.
     pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels.binary_search_by(|(k, _)| k.as_ref().cmp(key)).ok().map(|i| self.labels[i].1.as_ref())
+        self.labels.get(key)
     }
 
     /// Whether the object's labels satisfy `selector`.
     pub fn matches(&self, selector: &LabelSelector) -> bool {
-        selector.matches_by(|key| self.label(key))
+        self.labels.matched_by(selector)
     }
 
     /// The uids of the object's owners.

@@ -24,8 +24,9 @@ use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::watch_cache::take_managed_fields;
 
 /// Changes a slow subscriber may fall behind before it must resync from the cache. Kept small:
-/// the channel holds every change it has room for, and each holds the object's previous state.
-const CHANGES_CAPACITY: usize = 4_096;
+/// a broadcast slot keeps its change (the object and its previous state, decoded) until it is
+/// overwritten, so at rest the channel holds this many changes: about 30 MB of pods.
+const CHANGES_CAPACITY: usize = 1_024;
 
 /// One change to the cache.
 #[derive(Clone, Debug)]
