@@ -118,7 +118,7 @@ fn policy(name: &str, spec: &str) -> String {
 }
 
 #[test]
-fn network_policies_police_pod_ingress_on_the_node() {
+fn network_policies_police_pod_ingress_and_egress_on_the_node() {
     let linux = LinuxCluster::start_linux("skiff-np");
     let table = format!("skiff-np-{}", linux.cluster.node_name());
     let mut s = Setup { linux: Some(linux), table };
@@ -218,6 +218,20 @@ fn network_policies_police_pod_ingress_on_the_node() {
     eventually("no policed pod left in the table", APPLY, || {
         list_table(&s.table).is_some_and(|t| !t.contains("jump pod-in-"))
     });
+
+    // Egress: the client may only talk to web's `http` port (the name resolved on the
+    // destination), directly or through the Service (DNATed before the policy sees it); srv
+    // becomes unreachable for it but not for others.
+    s.apply(&policy(
+        "client-out",
+        "  podSelector: {matchLabels: {role: client}}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - podSelector: {matchLabels: {app: web}}\n    ports:\n    - {port: http}\n",
+    ));
+    s.until("default", "client", &srv_http, false);
+    assert!(s.reaches("default", "client", &web_url), "egress to an allowed pod and port");
+    assert!(s.reaches("default", "client", &vip_url), "egress through the ClusterIP to an allowed pod");
+    assert!(s.reaches("default", "stranger", &srv_http), "an unpoliced pod lost its egress");
+    cluster.kubectl(&["delete", "networkpolicy", "client-out"]);
+    s.until("default", "client", &srv_http, true);
 
     // The node's identity may read what enforcement watches.
     let node = format!("--as=system:node:{}", cluster.node_name());
