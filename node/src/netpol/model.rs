@@ -553,9 +553,15 @@ mod tests {
     #[test]
     fn host_network_ended_and_addressless_pods_are_neither_policed_nor_peers() {
         let mut pods = world().0;
-        pods[1].spec.as_mut().map(|s| s.host_network = Some(true));
-        pods[2].status.as_mut().map(|s| s.phase = Some("Succeeded".into()));
-        pods[3].status.as_mut().map(|s| s.pod_ip = None);
+        if let Some(spec) = pods[1].spec.as_mut() {
+            spec.host_network = Some(true);
+        }
+        if let Some(status) = pods[2].status.as_mut() {
+            status.phase = Some("Succeeded".into());
+        }
+        if let Some(status) = pods[3].status.as_mut() {
+            status.pod_ip = None;
+        }
         let p = policy("a", json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {}}]}]}));
         let out = desired(&[&p], &pods.iter().collect::<Vec<_>>(), &[], "n1");
         assert_eq!(out.keys().collect::<Vec<_>>(), vec![&ip("10.0.0.2")]);
