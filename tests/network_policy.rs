@@ -245,3 +245,54 @@ fn network_policies_police_pod_ingress_and_egress_on_the_node() {
     s.stop();
     assert_eq!(list_table(&s.table), None, "the policy table outlived the agent");
 }
+
+/// The pid in a policy table's comment (`... (pid N)`).
+fn table_pid(table: &str) -> Option<String> {
+    let at = table.find("(pid ")? + 5;
+    Some(table[at..].chars().take_while(char::is_ascii_digit).collect())
+}
+
+#[test]
+fn a_restarted_node_replaces_its_stale_table_and_the_flag_turns_enforcement_off() {
+    let mut cluster = common::Cluster::with_node();
+    let table = format!("skiff-np-{}", cluster.node_name());
+    // Removes the table at the end, also when the test fails.
+    let _guard = Setup { linux: None, table: table.clone() };
+    let registry = common::node::Registry::start();
+    let image = registry.push("hello-http", "1");
+    cluster.kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: web, labels: {{app: web}}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: web\n    image: {image}\n---\n{}",
+            policy("deny", "  podSelector: {}\n  policyTypes: [Ingress]\n")
+        )),
+    );
+    cluster.wait_pod_ready("web", WAIT);
+    let web = cluster.get_json(&["pod", "web"])["status"]["podIP"].as_str().expect("a pod IP").to_string();
+    let element = format!("{web} : jump pod-in-{web}");
+    eventually("web policed", APPLY, || list_table(&table).is_some_and(|t| t.contains(&element)));
+    let first = table_pid(&list_table(&table).unwrap_or_default());
+
+    // A crashed agent leaves its table; someone adds a stray element to it meanwhile.
+    cluster.kill9();
+    let stray = web.rsplit_once('.').map(|(net, _)| format!("{net}.250")).expect("an IPv4 pod IP");
+    let added = Command::new("nft")
+        .args(["add", "element", "ip", &table, "ingress-pods", &format!("{{ {stray} : jump pod-in-{web} }}")])
+        .status()
+        .expect("nft");
+    assert!(added.success(), "the stale table is there");
+
+    // The restarted agent replaces it whole: its own pid, web still policed, the stray gone.
+    cluster.spawn();
+    eventually("the table rewritten by the new agent", APPLY, || {
+        list_table(&table).is_some_and(|t| table_pid(&t) != first && t.contains(&element) && !t.contains(&stray))
+    });
+    drop(cluster);
+    assert_eq!(list_table(&table), None, "the policy table outlived the agent");
+
+    // `--network-policy=false`: the agent says so and writes no table.
+    let off = common::Cluster::with_node_args(vec!["--network-policy=false".into()]);
+    let off_table = format!("skiff-np-{}", off.node_name());
+    eventually("the agent's word on network policy", APPLY, || off.server_log().contains("network policy off"));
+    assert_eq!(list_table(&off_table), None);
+}
