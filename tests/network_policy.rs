@@ -154,15 +154,22 @@ fn network_policies_police_pod_ingress_and_egress_on_the_node() {
     let web_url = format!("{web}:8080");
     let (srv_http, srv_alt) = (format!("{srv}:8080"), format!("{srv}:9090"));
 
-    // A ClusterIP Service in front of the Wasm pod.
-    s.apply("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports:\n  - {port: 80, targetPort: 8080}\n");
-    let vip = cluster.get_json(&["svc", "web"])["spec"]["clusterIP"].as_str().expect("a ClusterIP").to_string();
-    let vip_url = format!("{vip}:80");
+    // ClusterIP Services in front of the Wasm pod and of srv.
+    let service = |name: &str| {
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  selector: {{app: {name}}}\n  ports:\n  - {{port: 80, targetPort: 8080}}\n")
+    };
+    s.apply(&[service("web"), service("srv")].join("---\n"));
+    let vip_of = |name: &str| {
+        let ip = cluster.get_json(&["svc", name])["spec"]["clusterIP"].as_str().expect("a ClusterIP").to_string();
+        format!("{ip}:80")
+    };
+    let (vip_url, srv_vip) = (vip_of("web"), vip_of("srv"));
 
     // No policy: everyone reaches everything.
     s.until("default", "client", &web_url, true);
     s.until("default", "stranger", &vip_url, true);
     s.until("np-friends", "far", &srv_alt, true);
+    s.until("default", "srv", &srv_vip, true);
 
     // Default deny for the namespace's pods: nobody gets in, Wasm or Linux pod, directly or
     // through the Service.
@@ -170,6 +177,8 @@ fn network_policies_police_pod_ingress_and_egress_on_the_node() {
     s.until("default", "client", &web_url, false);
     assert!(!s.reaches("default", "client", &vip_url), "the ClusterIP reaches a denied pod");
     assert!(!s.reaches("np-friends", "far", &srv_http));
+    // A pod cannot block itself: srv reaches itself through its Service (hairpin).
+    assert!(s.reaches("default", "srv", &srv_vip), "a pod blocked from itself");
     // The node itself (kubelet probes, the host) is never blocked: web stays Ready and answers.
     let from_host =
         Command::new("curl").args(["-sf", "-m", "3", &format!("http://{web_url}/")]).output().expect("curl");

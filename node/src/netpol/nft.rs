@@ -6,7 +6,7 @@
 //! looks the source up in the verdict map `egress-pods` and the destination in `ingress-pods`. A
 //! policed pod's address leads to its chain (`pod-out-<ip>` / `pod-in-<ip>`), one nft rule per
 //! allowed (peers, port range) with the peers in a named interval set; what no rule allows is
-//! dropped. Traffic from the node itself (kubelet probes, the host) takes the output hook, never
+//! dropped, except traffic between a pod and itself (a pod cannot block itself). Traffic from the node itself (kubelet probes, the host) takes the output hook, never
 //! `forward`: it is never policed. Bridged pod-to-pod traffic reaches `forward` through
 //! br_netfilter.
 //!
@@ -73,7 +73,8 @@ fn direction(plan: &mut Plan, ip: Ipv4Addr, rules: &[Rule], map: Map) {
         Map::Ingress => (format!("pod-in-{ip}"), "saddr", "accept"),
         Map::Egress => (format!("pod-out-{ip}"), "daddr", "return"),
     };
-    let mut lines = Vec::new();
+    // A pod cannot block traffic to itself (also through a Service it backs: hairpin).
+    let mut lines = vec![format!("ip {peer} {ip} {allow}")];
     for (i, rule) in rules.iter().enumerate() {
         let who = match &rule.peers {
             None => String::new(),
@@ -252,6 +253,7 @@ mod tests {
         assert_eq!(
             plan.chains["pod-in-10.0.0.2"],
             vec![
+                "ip saddr 10.0.0.2 accept",
                 "ip saddr @pod-in-10.0.0.2-0 meta l4proto tcp th dport 8080 accept",
                 "ip saddr @pod-in-10.0.0.2-0 meta l4proto udp th dport 9000-9010 accept",
                 "meta l4proto sctp accept",
@@ -267,8 +269,8 @@ mod tests {
             ip("10.0.0.2"),
             &PodRules { ingress: Some(vec![]), egress: Some(vec![Rule { peers: None, ports: None }]) },
         );
-        assert_eq!(deny.chains["pod-in-10.0.0.2"], vec!["drop"]);
-        assert_eq!(deny.chains["pod-out-10.0.0.2"], vec!["return", "drop"]);
+        assert_eq!(deny.chains["pod-in-10.0.0.2"], vec!["ip saddr 10.0.0.2 accept", "drop"]);
+        assert_eq!(deny.chains["pod-out-10.0.0.2"], vec!["ip daddr 10.0.0.2 return", "return", "drop"]);
         assert_eq!(deny.elements[&(Map::Egress, "10.0.0.2".into())], "jump pod-out-10.0.0.2");
     }
 
