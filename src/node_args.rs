@@ -69,6 +69,9 @@ pub struct NodeArgs {
     /// The service proxy: `nftables` (a table `skiff-<node>` programmed with /usr/sbin/nft) or `off`.
     #[arg(long, value_enum, default_value = "nftables")]
     pub proxy: ProxyKind,
+    /// Enforce NetworkPolicies on this node's pods (a table `skiff-np-<node>`; with the proxy on).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub network_policy: bool,
     /// The port the ingress serves plain HTTP (HTTP/1.1, HTTP/2 with prior knowledge) on, on the node's address; 0: off.
     #[arg(long, default_value_t = 80)]
     pub ingress_http_port: u16,
@@ -154,6 +157,7 @@ impl NodeArgs {
         c.resolv_conf = (!none).then(|| self.resolv_conf.clone());
         c.ingress_http_port = self.ingress_http_port;
         c.ingress_https_port = self.ingress_https_port;
+        c.network_policy = self.network_policy;
         c.proxy = match self.proxy {
             ProxyKind::Nftables => ProxyMode::Nftables,
             ProxyKind::Off => ProxyMode::Off,

@@ -35,6 +35,8 @@ pub struct Agent {
     oci: Option<Arc<LazyOci>>,
     /// The service proxy (its table is removed on shutdown).
     proxy: Option<crate::proxy::Proxy>,
+    /// NetworkPolicy enforcement (its table is removed on shutdown).
+    netpol: Option<crate::netpol::NetworkPolicies>,
     /// The ingress proxy on the node's address (ports 80/443 by default).
     ingress: Option<crate::ingress::IngressProxy>,
     /// This node's cluster DNS server.
@@ -148,6 +150,7 @@ impl Agent {
         }));
         let dns = start_dns(&client, &config, sandboxes.gateway());
         let proxy = crate::proxy::Proxy::start(client.clone(), &config, dns.as_ref().map(|d| d.addr));
+        let netpol = crate::netpol::NetworkPolicies::start(client.clone(), &config);
         let ingress = crate::ingress::IngressProxy::start(client.clone(), &config).await;
         let recorder = Recorder::new(client.clone(), &config.node_name);
         let teardown = config.teardown_on_shutdown;
@@ -165,6 +168,7 @@ impl Agent {
             containerd,
             oci,
             proxy,
+            netpol,
             ingress,
             dns,
         })
@@ -192,6 +196,9 @@ impl Agent {
         }
         if let Some(proxy) = self.proxy.take() {
             proxy.stop().await;
+        }
+        if let Some(netpol) = self.netpol.take() {
+            netpol.stop().await;
         }
         if let Some(dns) = self.dns.take() {
             dns.stop().await;

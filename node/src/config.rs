@@ -52,6 +52,8 @@ pub struct AgentConfig {
     pub registry_config: Option<PathBuf>,
     /// The service proxy: nftables rules for ClusterIPs, NodePorts and LoadBalancers, or none.
     pub proxy: ProxyMode,
+    /// Enforce NetworkPolicies in nftables (`--network-policy`, default on; needs the proxy on).
+    pub network_policy: bool,
     /// The ingress's plain HTTP port on `node_ip` (`--ingress-http-port`, default 80; 0: off).
     pub ingress_http_port: u16,
     /// The ingress's HTTPS port on `node_ip` (`--ingress-https-port`, default 443; 0: off).
@@ -149,6 +151,7 @@ impl AgentConfig {
             linux_runtime: LinuxRuntimeConfig::Off,
             registry_config: None,
             proxy: ProxyMode::Nftables,
+            network_policy: true,
             ingress_http_port: 80,
             ingress_https_port: 443,
             cluster_domain: "cluster.local".into(),

@@ -18,6 +18,7 @@ pub mod kubelet_server;
 pub mod kubelet_tls;
 pub mod lease;
 pub mod logs;
+pub mod netpol;
 pub mod node_status;
 pub mod pods;
 pub mod proxy;

@@ -81,11 +81,13 @@ fn sweep_dead_runs() {
             }
         }
     }
-    // The service proxy's nftables tables (`skiff-t<pid>x<n>`, named after the node).
+    // The service proxy's and the network policy's nftables tables (`skiff-t<pid>x<n>`,
+    // `skiff-np-t<pid>x<n>`, named after the node).
     let tables = Command::new("nft").args(["list", "tables", "ip"]).output();
     for line in tables.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default().lines() {
         let Some(name) = line.strip_prefix("table ip ").map(str::trim) else { continue };
-        if let Some(pid) = name.strip_prefix("skiff-t").and_then(|r| r.split('x').next()) {
+        let node = name.strip_prefix("skiff-np-t").or_else(|| name.strip_prefix("skiff-t"));
+        if let Some(pid) = node.and_then(|r| r.split('x').next()) {
             if pid.chars().all(|c| c.is_ascii_digit()) && !pid.is_empty() && !pid_alive(pid) {
                 let _ = Command::new("nft").args(["delete", "table", "ip", name]).status();
             }

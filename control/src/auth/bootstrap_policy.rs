@@ -100,6 +100,8 @@ pub fn cluster_roles() -> Vec<Value> {
                 rule(READ, &["node.k8s.io"], &["runtimeclasses"]),
                 // The node's ingress proxy (its TLS Secrets stay behind the Node authorizer).
                 rule(READ, &["networking.k8s.io"], &["ingresses", "ingressclasses"]),
+                // The node's NetworkPolicy enforcement (it also watches pods and namespaces).
+                rule(READ, &["networking.k8s.io"], &["networkpolicies"]),
                 rule(
                     &["create", "get", "list", "watch", "update", "patch", "delete"],
                     &["coordination.k8s.io"],
