@@ -129,6 +129,7 @@ pub async fn run(bin: &Path, wasm: &Path, args: &HttpArgs, opts: &NodeOpts) -> R
         results.push((*what, url.as_str(), measure(url, args, server.pid()).await?));
         server.check_alive()?;
     }
+    drop(watch); // before the server goes, or it reports the broken watch
     server.report_log();
     server.stop();
 

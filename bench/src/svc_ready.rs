@@ -301,6 +301,7 @@ pub async fn run(bin: &Path, wasm: &Path, args: &ReadyArgs, opts: &NodeOpts) -> 
         wait_refused(np, args.interval).await?;
         server.check_alive()?;
     }
+    drop(watch); // before the server goes, or it reports the broken watch
     server.report_log();
     server.stop();
 
