@@ -57,10 +57,12 @@ impl Store {
         self.listed.0 && self.listed.1
     }
 
+    /// Service `key`, if there is one.
     pub fn service(&self, key: &Key) -> Option<&Service> {
         self.services.get(key)
     }
 
+    /// The keys of every Service.
     pub fn service_keys(&self) -> impl Iterator<Item = &Key> {
         self.services.keys()
     }
@@ -168,6 +170,7 @@ impl ServiceCache {
 
     /// A cache fed by hand (for tests): [`ServiceCache::store`] is written by the caller, who calls
     /// [`ServiceCache::publish`] after each change.
+    #[cfg(test)]
     pub fn detached() -> Self {
         let task = tokio::spawn(async {});
         ServiceCache { store: SharedStore::default(), subscribers: Subscribers::default(), task }
@@ -191,7 +194,9 @@ impl ServiceCache {
         Subscription { store: Arc::clone(&self.store), rx }
     }
 
-    /// Tells every subscriber that `touched` changed, if the store is synced.
+    /// Tells every subscriber that `touched` changed, if the store is synced (what the reflector
+    /// does after each batch; for tests).
+    #[cfg(test)]
     pub fn publish(&self, touched: BTreeSet<Key>) {
         publish(&self.store, &self.subscribers, touched);
     }
@@ -218,6 +223,7 @@ fn publish(store: &SharedStore, subscribers: &Subscribers, touched: BTreeSet<Key
 
 /// What one subscriber hears from the cache, and the store to read.
 pub struct Subscription {
+    /// The store the changes are about.
     pub store: SharedStore,
     rx: mpsc::UnboundedReceiver<BTreeSet<Key>>,
 }
