@@ -216,6 +216,9 @@ fn wall(at: Instant) -> String {
     format!("{:02}:{:02}:{:02}.{micros:06}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
+/// One figure of a round, for a row of the table.
+type Figure = fn(&Round) -> f64;
+
 /// The times of one round, in ms from the pod's Ready.
 struct Round {
     create_to_ready: f64,
@@ -313,7 +316,7 @@ pub async fn run(bin: &Path, wasm: &Path, args: &ReadyArgs, opts: &NodeOpts) -> 
     println!();
     println!("| from the pod's Ready to | p50 ms | p90 ms | p99 ms | max ms | min ms |");
     println!("|---|---:|---:|---:|---:|---:|");
-    let rows: [(&str, fn(&Round) -> f64); 5] = [
+    let rows: [(&str, Figure); 5] = [
         ("its endpoint ready in the EndpointSlice (harness watch)", |r| r.slice),
         ("**first answer through the ClusterIP**", |r| r.cluster_ip),
         ("**first answer through the NodePort (127.0.0.1)**", |r| r.node_port),
