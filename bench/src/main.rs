@@ -26,6 +26,7 @@ mod sched;
 mod shim_mem;
 mod shim_run;
 mod stats;
+mod svc_ready;
 mod top;
 mod watch;
 
@@ -185,7 +186,6 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         rounds: usize,
     },
-    /// HTTP throughput of one hello-http pod, with wrk from the host to the pod IP.
     /// Cluster DNS queries per second and latency for service names against the node's server.
     Dns {
         /// ClusterIP Services in the zone.
@@ -242,6 +242,8 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         runs: usize,
     },
+    /// HTTP throughput of one hello-http pod with wrk from the host, in one run: at its pod IP,
+    /// through its Service's ClusterIP and NodePort, and through the node's Ingress.
     NodeHttp {
         #[command(flatten)]
         node: NodeFlags,
@@ -252,6 +254,17 @@ enum Command {
         /// wrk threads.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+    },
+    /// Time from a pod turning Ready to the first request reaching it through its Service
+    /// (ClusterIP and NodePort), a new pod per round.
+    SvcReady {
+        #[command(flatten)]
+        node: NodeFlags,
+        #[arg(long, default_value_t = 50)]
+        rounds: usize,
+        /// Time between two connection attempts of a prober, in milliseconds.
+        #[arg(long, default_value_t = 1)]
+        interval_ms: u64,
     },
 }
 
@@ -368,6 +381,13 @@ async fn run(command: Command) -> Result<()> {
             }
             let args = node_http::HttpArgs { seconds, connections, threads };
             node_http::run(&node.server_bin, &node.workload, &args, &node.opts(24)).await
+        }
+        Command::SvcReady { node, rounds, interval_ms } => {
+            if rounds == 0 || interval_ms == 0 {
+                bail!("--rounds and --interval-ms must be positive");
+            }
+            let args = svc_ready::ReadyArgs { rounds, interval: Duration::from_millis(interval_ms) };
+            svc_ready::run(&node.server_bin, &node.workload, &args, &node.opts(24)).await
         }
     }
 }

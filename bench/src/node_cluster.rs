@@ -25,6 +25,10 @@ pub struct Net {
     pub node: String,
     pub bridge: String,
     pub cidr: String,
+    /// The server's `--service-cidr`: 10.250-254.X.0/24 from the pid, outside the pod CIDRs of the
+    /// benchmarks (10.200-249) and of the tests (pods 10.100-199, services 10.200-249), so that
+    /// ClusterIPs of parallel runs never meet in the host's service rules.
+    pub service_cidr: String,
 }
 
 impl Net {
@@ -42,6 +46,7 @@ impl Net {
                     node: format!("b{pid}"),
                     bridge: format!("skb{pid}"),
                     cidr: format!("10.{x}.0.0/{prefix}"),
+                    service_cidr: format!("10.{}.{}.0/24", 250 + pid % 5, (pid / 5) % 256),
                 });
             }
         }
@@ -163,6 +168,7 @@ impl NodeServer {
             .arg(dir.path())
             .args(["--listen", &format!("127.0.0.1:{port}"), "--datastore", "sqlite"])
             .args(["--node-name", &net.node, "--bridge", &net.bridge, "--pod-cidr", &net.cidr])
+            .args(["--service-cidr", &net.service_cidr])
             .args(["--kubelet-port", "0", "--sandbox-pool", &opts.sandbox_pool.to_string(), "--teardown-on-exit"])
             .args(["--ingress-http-port", &ingress_port.to_string(), "--ingress-https-port", "0"])
             .env("SKIFF_LOG", std::env::var("SKIFF_LOG").unwrap_or_else(|_| "info".into()))

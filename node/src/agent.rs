@@ -41,6 +41,8 @@ pub struct Agent {
     ingress: Option<crate::ingress::IngressProxy>,
     /// This node's cluster DNS server.
     dns: Option<crate::dns::ClusterDns>,
+    /// The Services and EndpointSlices the proxy, the ingress and the DNS are fed from.
+    services: crate::service_cache::ServiceCache,
 }
 
 impl Agent {
@@ -148,10 +150,11 @@ impl Agent {
                 }
             }
         }));
-        let dns = start_dns(&client, &config, sandboxes.gateway());
-        let proxy = crate::proxy::Proxy::start(client.clone(), &config, dns.as_ref().map(|d| d.addr));
+        let services = crate::service_cache::ServiceCache::start(client.clone());
+        let dns = start_dns(&services, &config, sandboxes.gateway());
+        let proxy = crate::proxy::Proxy::start(&services, &config, dns.as_ref().map(|d| d.addr));
         let netpol = crate::netpol::NetworkPolicies::start(client.clone(), &config);
-        let ingress = crate::ingress::IngressProxy::start(client.clone(), &config).await;
+        let ingress = crate::ingress::IngressProxy::start(client.clone(), &services, &config).await;
         let recorder = Recorder::new(client.clone(), &config.node_name);
         let teardown = config.teardown_on_shutdown;
         let deps = Deps::new(client, config, runtime, Arc::clone(&sandboxes), recorder, log_index);
@@ -171,6 +174,7 @@ impl Agent {
             netpol,
             ingress,
             dns,
+            services,
         })
     }
 
@@ -203,6 +207,7 @@ impl Agent {
         if let Some(dns) = self.dns.take() {
             dns.stop().await;
         }
+        self.services.stop();
         if let Some(stop) = self.stop_server.take() {
             let _ = stop.send(());
         }
@@ -224,12 +229,16 @@ impl Agent {
 
 /// Starts the node's cluster DNS server on the bridge gateway (none when `--cluster-dns` is off or
 /// port 53 there is taken, said in the log).
-fn start_dns(client: &kube::Client, config: &AgentConfig, gateway: std::net::IpAddr) -> Option<crate::dns::ClusterDns> {
+fn start_dns(
+    services: &crate::service_cache::ServiceCache,
+    config: &AgentConfig,
+    gateway: std::net::IpAddr,
+) -> Option<crate::dns::ClusterDns> {
     if !config.dns {
         return None;
     }
     let addr = SocketAddr::new(gateway, crate::dns::PORT);
-    match crate::dns::ClusterDns::start(client.clone(), addr, &config.cluster_domain, &config.host_resolv_conf()) {
+    match crate::dns::ClusterDns::start(services, addr, &config.cluster_domain, &config.host_resolv_conf()) {
         Ok(dns) => Some(dns),
         Err(e) => {
             tracing::warn!(%addr, error = %e, "cannot serve cluster DNS on this node");

@@ -24,6 +24,7 @@ pub mod pods;
 pub mod proxy;
 pub mod runtime;
 pub mod sandbox;
+pub mod service_cache;
 pub mod stats;
 pub mod streaming;
 pub mod sysctl;

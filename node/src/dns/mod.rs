@@ -1,6 +1,6 @@
 //! Cluster DNS on the node (CoreDNS' job, inside the agent): a hickory-server on the bridge's
-//! gateway address, port 53 (UDP and TCP), answering `cluster.local` from watches of Services and
-//! EndpointSlices and forwarding other names to the node's resolvers (`--resolv-conf`).
+//! gateway address, port 53 (UDP and TCP), answering `cluster.local` from the node's Services and
+//! EndpointSlices (its shared `service_cache`) and forwarding other names to the node's resolvers (`--resolv-conf`).
 //!
 //! Pods reach it as the `kube-dns` Service in `kube-system` (the 10th address of the service CIDR,
 //! `--cluster-dns`): the proxy sends that Service's port 53 to this node's server, so every node
@@ -12,19 +12,13 @@ pub mod records;
 pub mod resolv;
 pub mod server;
 
-use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
-use kube::Api;
 use parking_lot::RwLock;
 use tokio::task::JoinHandle;
 
+use crate::service_cache::{ServiceCache, Subscription};
 use records::{Key, Zone};
 use server::SharedZone;
 
@@ -51,9 +45,9 @@ pub struct ClusterDns {
 }
 
 impl ClusterDns {
-    /// Listens on `addr` (the bridge gateway, port 53) and keeps the zone of `domain` from watches
-    /// through `client`; names outside it go to the nameservers of `upstream_conf` (resolv.conf text).
-    pub fn start(client: kube::Client, addr: SocketAddr, domain: &str, upstream_conf: &str) -> std::io::Result<Self> {
+    /// Listens on `addr` (the bridge gateway, port 53) and keeps the zone of `domain` from the
+    /// node's `cache`; names outside it go to the nameservers of `upstream_conf` (resolv.conf text).
+    pub fn start(cache: &ServiceCache, addr: SocketAddr, domain: &str, upstream_conf: &str) -> std::io::Result<Self> {
         let zone: SharedZone = Arc::new(RwLock::new(Zone::new(domain)));
         let (udp, tcp) = server::bind(addr)?;
         let addr = udp.local_addr()?;
@@ -65,7 +59,7 @@ impl ClusterDns {
                 tracing::warn!(error = %e, "cluster DNS server stopped");
             }
         });
-        let watch = tokio::spawn(run(client, Arc::clone(&zone), domain.to_string()));
+        let watch = tokio::spawn(run(cache.subscribe(), Arc::clone(&zone), domain.to_string()));
         tracing::info!(%addr, domain, "cluster DNS serving");
         Ok(ClusterDns { addr, zone, watch, server, stop })
     }
@@ -84,129 +78,21 @@ impl ClusterDns {
     }
 }
 
-/// One watch event of either kind.
-enum Input {
-    Services(Box<Result<Event<Service>, watcher::Error>>),
-    Slices(Box<Result<Event<EndpointSlice>, watcher::Error>>),
-}
-
-fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
-    (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
-}
-
-fn service_of(slice: &EndpointSlice) -> Option<Key> {
-    let ns = slice.metadata.namespace.clone().unwrap_or_default();
-    crate::proxy::model::slice_service(slice).map(|s| (ns, s.to_string()))
-}
-
-/// What the watches have seen.
-#[derive(Default)]
-struct Cache {
-    services: HashMap<Key, Service>,
-    slices: HashMap<Key, EndpointSlice>,
-    /// Service -> keys of its slices.
-    by_service: HashMap<Key, HashSet<Key>>,
-    dirty: HashSet<Key>,
-}
-
-impl Cache {
-    fn slices_of(&self, key: &Key) -> Vec<&EndpointSlice> {
-        self.by_service.get(key).into_iter().flatten().filter_map(|k| self.slices.get(k)).collect()
-    }
-
-    fn put_slice(&mut self, key: Key, slice: EndpointSlice) {
-        self.remove_slice(&key);
-        if let Some(service) = service_of(&slice) {
-            self.by_service.entry(service.clone()).or_default().insert(key.clone());
-            self.dirty.insert(service);
-        }
-        self.slices.insert(key, slice);
-    }
-
-    fn remove_slice(&mut self, key: &Key) {
-        let Some(slice) = self.slices.remove(key) else { return };
-        if let Some(service) = service_of(&slice) {
-            if let Some(keys) = self.by_service.get_mut(&service) {
-                keys.remove(key);
-                if keys.is_empty() {
-                    self.by_service.remove(&service);
-                }
-            }
-            self.dirty.insert(service);
-        }
-    }
-}
-
-async fn run(client: kube::Client, zone: SharedZone, domain: String) {
-    let services = watcher::watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .map(|e| Input::Services(Box::new(e)));
-    let slices = watcher::watcher(Api::<EndpointSlice>::all(client), watcher::Config::default())
-        .default_backoff()
-        .map(|e| Input::Slices(Box::new(e)));
-    let mut inputs = futures::stream::select(services, slices).boxed();
-    let mut cache = Cache::default();
-    let (mut init_services, mut init_slices) = (None::<HashMap<Key, Service>>, None::<HashMap<Key, EndpointSlice>>);
-    while let Some(first) = inputs.next().await {
-        let mut batch = vec![first];
-        crate::batch::take_ready(&mut batch, &mut inputs);
-        for input in batch {
-            match input {
-                Input::Services(event) => match *event {
-                    Ok(Event::Init) => init_services = Some(HashMap::new()),
-                    Ok(Event::InitApply(s)) => {
-                        init_services.get_or_insert_with(HashMap::new).insert(key_of(&s.metadata), s);
-                    }
-                    Ok(Event::InitDone) => {
-                        let fresh = init_services.take().unwrap_or_default();
-                        cache.dirty.extend(cache.services.keys().cloned());
-                        cache.dirty.extend(fresh.keys().cloned());
-                        cache.services = fresh;
-                    }
-                    Ok(Event::Apply(s)) => {
-                        let key = key_of(&s.metadata);
-                        cache.dirty.insert(key.clone());
-                        cache.services.insert(key, s);
-                    }
-                    Ok(Event::Delete(s)) => {
-                        let key = key_of(&s.metadata);
-                        cache.services.remove(&key);
-                        cache.dirty.insert(key);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cluster DNS: watching Services"),
-                },
-                Input::Slices(event) => match *event {
-                    Ok(Event::Init) => init_slices = Some(HashMap::new()),
-                    Ok(Event::InitApply(s)) => {
-                        init_slices.get_or_insert_with(HashMap::new).insert(key_of(&s.metadata), s);
-                    }
-                    Ok(Event::InitDone) => {
-                        let fresh = init_slices.take().unwrap_or_default();
-                        let old: Vec<Key> = cache.slices.keys().cloned().collect();
-                        for key in old {
-                            cache.remove_slice(&key);
-                        }
-                        for (key, slice) in fresh {
-                            cache.put_slice(key, slice);
-                        }
-                    }
-                    Ok(Event::Apply(s)) => cache.put_slice(key_of(&s.metadata), s),
-                    Ok(Event::Delete(s)) => cache.remove_slice(&key_of(&s.metadata)),
-                    Err(e) => tracing::warn!(error = %e, "cluster DNS: watching EndpointSlices"),
-                },
-            }
-        }
-        let dirty: Vec<Key> = cache.dirty.drain().collect();
-        let updates: Vec<(Key, Vec<records::Entry>)> = dirty
-            .into_iter()
-            .map(|key| {
-                let entries = match cache.services.get(&key) {
-                    Some(svc) => records::service_records(&domain, svc, &cache.slices_of(&key)),
-                    None => Vec::new(),
-                };
-                (key, entries)
-            })
-            .collect();
+async fn run(mut changes: Subscription, zone: SharedZone, domain: String) {
+    while let Some(dirty) = changes.changed().await {
+        let updates: Vec<(Key, Vec<records::Entry>)> = {
+            let store = changes.store.read();
+            dirty
+                .into_iter()
+                .map(|key| {
+                    let entries = match store.service(&key) {
+                        Some(svc) => records::service_records(&domain, svc, &store.slices_of(&key)),
+                        None => Vec::new(),
+                    };
+                    (key, entries)
+                })
+                .collect()
+        };
         if updates.is_empty() {
             continue;
         }

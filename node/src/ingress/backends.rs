@@ -1,8 +1,9 @@
 //! Where a routed Service port leads: the ready endpoints of each Service port, computed with
 //! the service proxy's own model (`proxy::model::desired`: ready endpoints, else serving
-//! terminating ones) and kept current from the Service and EndpointSlice watches.
+//! terminating ones) over the node's shared Service and EndpointSlice store (`service_cache`),
+//! recomputed for the Services it says changed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use k8s_openapi::api::core::v1::Service;
@@ -10,9 +11,10 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::route::PortRef;
 use crate::proxy::model::{self, PortRules, Proto};
+use crate::service_cache::SharedStore;
 
 /// `namespace/name`.
-pub type Key = (String, String);
+pub type Key = crate::service_cache::Key;
 
 /// Why a Service port cannot take a request (answered 503 with this text).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,127 +34,88 @@ fn port_label(port: &PortRef) -> String {
     }
 }
 
-/// Services, their slices, and the endpoints of each Service's TCP ports.
+/// The endpoints of each Service's TCP ports, from a store of Services and their slices.
 #[derive(Default)]
 pub struct Backends {
     node_name: String,
-    services: HashMap<Key, Service>,
-    slices: HashMap<Key, EndpointSlice>,
-    /// Service -> names of its slices.
-    by_service: HashMap<Key, BTreeSet<String>>,
-    /// Service -> its TCP ports' rules (with endpoints), recomputed when it or a slice changes.
+    store: SharedStore,
+    /// Service -> its TCP ports' rules (with endpoints), recomputed when it or a slice changes;
+    /// an entry for every Service of the store this has been told about.
     ports: HashMap<Key, Vec<PortRules>>,
 }
 
-fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
-    (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
-}
-
 impl Backends {
-    /// Empty, for node `node_name` (only used to tell local endpoints, which the ingress does not prefer).
+    /// Empty, over a store of its own, for node `node_name` (only used to tell local endpoints,
+    /// which the ingress does not prefer); fed with the `put_*`/`remove_*`/`reset_*` methods.
     pub fn new(node_name: &str) -> Self {
         Self { node_name: node_name.to_string(), ..Self::default() }
     }
 
-    /// Replaces everything (a watch's fresh list).
+    /// Over the node's shared `store` (written by its reflector); [`Backends::refresh`] with the
+    /// Services it says changed.
+    pub fn over(node_name: &str, store: SharedStore) -> Self {
+        Self { node_name: node_name.to_string(), store, ports: HashMap::new() }
+    }
+
+    /// Recomputes the Services `keys` from the store.
+    pub fn refresh(&mut self, keys: impl IntoIterator<Item = Key>) {
+        keys.into_iter().for_each(|k| self.recompute(&k));
+    }
+
+    /// Replaces every Service (a fresh list).
     pub fn reset_services(&mut self, services: Vec<Service>) {
-        let old: Vec<Key> = self.services.keys().cloned().collect();
-        self.services = services.into_iter().map(|s| (key_of(&s.metadata), s)).collect();
-        let mut touched: BTreeSet<Key> = old.into_iter().collect();
-        touched.extend(self.services.keys().cloned());
-        touched.into_iter().for_each(|k| self.recompute(&k));
+        let touched = self.store.write().reset_services(services);
+        self.refresh(touched);
     }
 
     /// A Service added or changed.
     pub fn put_service(&mut self, svc: Service) {
-        let key = key_of(&svc.metadata);
-        self.services.insert(key.clone(), svc);
+        let key = self.store.write().put_service(svc);
         self.recompute(&key);
     }
 
     /// A Service deleted.
     pub fn remove_service(&mut self, svc: &Service) {
-        let key = key_of(&svc.metadata);
-        self.services.remove(&key);
+        let key = self.store.write().remove_service(svc);
         self.recompute(&key);
     }
 
-    /// Replaces every slice (a watch's fresh list).
+    /// Replaces every slice (a fresh list).
     pub fn reset_slices(&mut self, slices: Vec<EndpointSlice>) {
-        let old: Vec<Key> = self.slices.keys().cloned().collect();
-        let mut touched = BTreeSet::new();
-        for key in old {
-            touched.extend(self.take_slice(&key));
-        }
-        for slice in slices {
-            touched.extend(self.insert_slice(slice));
-        }
-        touched.into_iter().for_each(|k| self.recompute(&k));
+        let touched = self.store.write().reset_slices(slices);
+        self.refresh(touched);
     }
 
     /// A slice added or changed.
     pub fn put_slice(&mut self, slice: EndpointSlice) {
-        let key = key_of(&slice.metadata);
-        let mut touched: BTreeSet<Key> = self.take_slice(&key).into_iter().collect();
-        touched.extend(self.insert_slice(slice));
-        touched.into_iter().for_each(|k| self.recompute(&k));
+        let touched = self.store.write().put_slice(slice);
+        self.refresh(touched);
     }
 
     /// A slice deleted.
     pub fn remove_slice(&mut self, slice: &EndpointSlice) {
-        if let Some(service) = self.take_slice(&key_of(&slice.metadata)) {
-            self.recompute(&service);
-        }
-    }
-
-    fn insert_slice(&mut self, slice: EndpointSlice) -> Option<Key> {
-        let key = key_of(&slice.metadata);
-        let service = model::slice_service(&slice).map(|s| (key.0.clone(), s.to_string()));
-        if let Some(service) = &service {
-            self.by_service.entry(service.clone()).or_default().insert(key.1.clone());
-        }
-        self.slices.insert(key, slice);
-        service
-    }
-
-    fn take_slice(&mut self, key: &Key) -> Option<Key> {
-        let slice = self.slices.remove(key)?;
-        let service = model::slice_service(&slice).map(|s| (key.0.clone(), s.to_string()))?;
-        if let Some(names) = self.by_service.get_mut(&service) {
-            names.remove(&key.1);
-            if names.is_empty() {
-                self.by_service.remove(&service);
-            }
-        }
-        Some(service)
+        let touched = self.store.write().remove_slice(slice);
+        self.refresh(touched);
     }
 
     fn recompute(&mut self, key: &Key) {
-        let Some(service) = self.services.get(key) else {
+        let store = self.store.read();
+        let Some(service) = store.service(key) else {
             self.ports.remove(key);
             return;
         };
-        let slices: Vec<&EndpointSlice> = self
-            .by_service
-            .get(key)
-            .into_iter()
-            .flatten()
-            .filter_map(|name| self.slices.get(&(key.0.clone(), name.clone())))
-            .collect();
-        let rules: Vec<PortRules> = model::desired(service, &slices, &self.node_name)
+        let rules: Vec<PortRules> = model::desired(service, &store.slices_of(key), &self.node_name)
             .into_iter()
             .filter(|r| r.protocol == Proto::Tcp)
             .collect();
+        drop(store);
         self.ports.insert(key.clone(), rules);
     }
 
     /// The ready endpoints of `namespace/name`'s `port` (a service port number or name).
     pub fn endpoints(&self, namespace: &str, name: &str, port: &PortRef) -> Result<Vec<SocketAddr>, Unavailable> {
         let key = (namespace.to_string(), name.to_string());
-        if !self.services.contains_key(&key) {
-            return Err(Unavailable::NoService(key.0, key.1));
-        }
-        let rules = self.ports.get(&key).map(Vec::as_slice).unwrap_or_default();
+        let Some(rules) = self.ports.get(&key) else { return Err(Unavailable::NoService(key.0, key.1)) };
         let found = rules.iter().find(|r| match port {
             PortRef::Number(n) => r.port == *n,
             // The rule id ends with the port's name (or its number when unnamed).

@@ -7,7 +7,8 @@
 //! certificates by SNI, `server` is the HTTP side. This module holds the watches: IngressClasses,
 //! Ingresses and `kubernetes.io/tls` Secrets rebuild a [`Snapshot`] published whole through a
 //! `watch` channel (requests in flight keep the one they started with, so a reload drops no
-//! connection); Services and EndpointSlices update the backends in place. Nothing is polled.
+//! connection); the node's shared Service and EndpointSlice cache (`service_cache`) updates the
+//! backends in place. Nothing is polled.
 
 pub mod backends;
 pub mod route;
@@ -16,16 +17,15 @@ pub mod source;
 pub mod tls;
 pub mod upgrade;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference, Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference, Secret};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
 use kube::Api;
 use rustls::sign::CertifiedKey;
@@ -34,6 +34,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::AgentConfig;
+use crate::service_cache::{Key, ServiceCache, Subscription};
 use backends::Backends;
 use source::{Classes, Routes, SecretKey};
 
@@ -69,7 +70,7 @@ async fn bind(config: &AgentConfig, port: u16, what: &str) -> Option<TcpListener
 
 impl IngressProxy {
     /// Starts the watches and listeners; `None` when both ports are off or unavailable.
-    pub async fn start(client: kube::Client, config: &AgentConfig) -> Option<Self> {
+    pub async fn start(client: kube::Client, cache: &ServiceCache, config: &AgentConfig) -> Option<Self> {
         let http = bind(config, config.ingress_http_port, "HTTP").await;
         let https = bind(config, config.ingress_https_port, "HTTPS").await;
         if http.is_none() && https.is_none() {
@@ -77,9 +78,9 @@ impl IngressProxy {
             return None;
         }
         let (publish, snapshot) = watch::channel(Arc::new(Snapshot::default()));
-        let backends = Arc::new(parking_lot::RwLock::new(Backends::new(&config.node_name)));
+        let backends = Arc::new(parking_lot::RwLock::new(Backends::over(&config.node_name, cache.store())));
         let shared = Arc::new(server::Shared::new(snapshot.clone(), Arc::clone(&backends)));
-        let mut tasks = vec![tokio::spawn(run(client, publish, backends))];
+        let mut tasks = vec![tokio::spawn(run(client, cache.subscribe(), publish, backends))];
         let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
         let https_addr = https.as_ref().and_then(|l| l.local_addr().ok());
         if let Some(listener) = http {
@@ -109,11 +110,11 @@ impl IngressProxy {
     }
 }
 
-/// One watch event: a change of what routes are built from, or of Services / EndpointSlices.
+/// One watch event: a change of what routes are built from, or of these Services (their objects
+/// or EndpointSlices).
 enum Input {
     Routing,
-    Services(Box<Result<Event<Service>, watcher::Error>>),
-    Slices(Box<Result<Event<EndpointSlice>, watcher::Error>>),
+    Services(BTreeSet<Key>),
 }
 
 /// A reflector of every `K`, whose events only say "rebuild".
@@ -141,6 +142,7 @@ where
 
 async fn run(
     client: kube::Client,
+    services: Subscription,
     publish: watch::Sender<Arc<Snapshot>>,
     backends: Arc<parking_lot::RwLock<Backends>>,
 ) {
@@ -150,17 +152,8 @@ async fn run(
         reflect(Api::<Ingress>::all(client.clone()), watcher::Config::default(), "Ingresses");
     let tls_only = watcher::Config::default().fields("type=kubernetes.io/tls");
     let (secrets, secret_events) = reflect(Api::<Secret>::all(client.clone()), tls_only, "TLS Secrets");
-    let services = watcher::watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .map(|e| Input::Services(Box::new(e)))
-        .boxed();
-    let slices = watcher::watcher(Api::<EndpointSlice>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .map(|e| Input::Slices(Box::new(e)))
-        .boxed();
-    let mut inputs = futures::stream::select_all([class_events, ingress_events, secret_events, services, slices]);
-    let mut init_services: Vec<Service> = Vec::new();
-    let mut init_slices: Vec<EndpointSlice> = Vec::new();
+    let services = services.into_stream().map(Input::Services).boxed();
+    let mut inputs = futures::stream::select_all([class_events, ingress_events, secret_events, services]);
     let mut reported: HashSet<String> = HashSet::new();
     let recorder = client;
     while let Some(first) = inputs.next().await {
@@ -171,22 +164,7 @@ async fn run(
         for input in batch {
             match input {
                 Input::Routing => rebuild = true,
-                Input::Services(e) => match *e {
-                    Ok(Event::Init) => init_services.clear(),
-                    Ok(Event::InitApply(s)) => init_services.push(s),
-                    Ok(Event::InitDone) => backends.write().reset_services(std::mem::take(&mut init_services)),
-                    Ok(Event::Apply(s)) => backends.write().put_service(s),
-                    Ok(Event::Delete(s)) => backends.write().remove_service(&s),
-                    Err(e) => tracing::warn!(error = %e, "ingress: watching Services"),
-                },
-                Input::Slices(e) => match *e {
-                    Ok(Event::Init) => init_slices.clear(),
-                    Ok(Event::InitApply(s)) => init_slices.push(s),
-                    Ok(Event::InitDone) => backends.write().reset_slices(std::mem::take(&mut init_slices)),
-                    Ok(Event::Apply(s)) => backends.write().put_slice(s),
-                    Ok(Event::Delete(s)) => backends.write().remove_slice(&s),
-                    Err(e) => tracing::warn!(error = %e, "ingress: watching EndpointSlices"),
-                },
+                Input::Services(keys) => backends.write().refresh(keys),
             }
         }
         if rebuild {
