@@ -98,7 +98,7 @@ fn slice(cluster: &Cluster, service: &str, endpoints: &[(&str, bool)]) -> String
 }
 
 /// Waits until the table holds `what` (e.g. `10.200.1.10 . tcp . 80 . 0 : `, the first endpoint of
-/// a service address in the `ip-endpoints` map), so no request to a
+/// a service address in the `ip-endpoints-tcp` map), so no request to a
 /// service address is sent before the node handles it.
 fn wait_rule(table: &TableGuard, what: &str) {
     eventually(&format!("{what} in table {}", table.0), Duration::from_secs(30), || {

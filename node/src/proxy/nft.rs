@@ -104,8 +104,9 @@ pub enum Map {
     Local(Family),
     /// Keys with this many endpoints (1 to [`MAX_SET_ENDPOINTS`]).
     Count(Family, u8),
-    /// `key . slot : address . port`: endpoint `slot` of a key (slots 0 to count - 1).
-    Endpoints(Family),
+    /// `key . slot : address . port`: endpoint `slot` of a key (slots 0 to count - 1), one map
+    /// per protocol (nft ties a map's port data to one transport protocol).
+    Endpoints(Family, Proto),
     /// `client . key`: a client that is one of the key's endpoints (hairpin, masqueraded).
     Hairpin(Family),
 }
@@ -121,7 +122,7 @@ impl Map {
             Map::Cluster(f) => format!("{}-cluster", f.prefix()),
             Map::Local(f) => format!("{}-local", f.prefix()),
             Map::Count(f, n) => format!("{}-count-{n}", f.prefix()),
-            Map::Endpoints(f) => format!("{}-endpoints", f.prefix()),
+            Map::Endpoints(f, proto) => format!("{}-endpoints-{}", f.prefix(), proto.nft()),
             Map::Hairpin(f) => format!("{}-hairpin", f.prefix()),
         }
     }
@@ -356,17 +357,18 @@ fn plan_port(table: &Table, p: &PortRules, plan: &mut Plan) {
         _ => &cluster,
     };
     let (proto, port) = (Field::Proto(p.protocol), Field::Port(p.port));
-    elements(plan, internal, Family::Ip, vec![Field::Addr(p.cluster_ip), proto, port]);
+    let l4 = p.protocol;
+    elements(plan, internal, Family::Ip, l4, vec![Field::Addr(p.cluster_ip), proto, port]);
     for ip in &p.load_balancer_ips {
-        elements(plan, external, Family::Ip, vec![Field::Addr(*ip), proto, port]);
+        elements(plan, external, Family::Ip, l4, vec![Field::Addr(*ip), proto, port]);
     }
     if let Some(node_port) = p.node_port {
-        elements(plan, external, Family::NodePort, vec![proto, Field::Port(node_port)]);
+        elements(plan, external, Family::NodePort, l4, vec![proto, Field::Port(node_port)]);
     }
 }
 
 /// The elements sending traffic for `key` to `target`.
-fn elements(plan: &mut Plan, target: &Target, family: Family, key: Vec<Field>) {
+fn elements(plan: &mut Plan, target: &Target, family: Family, l4: Proto, key: Vec<Field>) {
     let mut put = |map: Map, key: Vec<Field>, value: Value| {
         plan.elements.insert((map, Fields(key)), value);
     };
@@ -383,7 +385,7 @@ fn elements(plan: &mut Plan, target: &Target, family: Family, key: Vec<Field>) {
             for (slot, e) in (0u32..).zip(endpoints.iter()) {
                 let mut k = key.clone();
                 k.push(Field::Slot(slot));
-                put(Map::Endpoints(family), k, Value::Data(Fields(vec![Field::Addr(e.ip), Field::Port(e.port)])));
+                put(Map::Endpoints(family, l4), k, Value::Data(Fields(vec![Field::Addr(e.ip), Field::Port(e.port)])));
             }
             let ips: BTreeSet<Ipv4Addr> = endpoints.iter().map(|e| e.ip).collect();
             for ip in ips {
@@ -406,9 +408,15 @@ fn family_base(table: &Table, family: Family, out: &mut String) {
         out,
         "\tset {p}-cluster {{ type {ty}; }}\n\
          \tset {p}-local {{ type {ty}; }}\n\
-         \tset {p}-hairpin {{ type ipv4_addr . {ty}; }}\n\
-         \tmap {p}-endpoints {{ typeof {key} . numgen random mod 2 : ip daddr . tcp dport; }}\n"
+         \tset {p}-hairpin {{ type ipv4_addr . {ty}; }}\n"
     );
+    for l4 in PROTOS {
+        let proto = l4.nft();
+        let _ = writeln!(
+            out,
+            "\tmap {p}-endpoints-{proto} {{ typeof {key} . numgen random mod 2 : ip daddr . {proto} dport; }}"
+        );
+    }
     for n in 1..=MAX_SET_ENDPOINTS {
         let _ = writeln!(out, "\tset {p}-count-{n} {{ type {ty}; }}");
     }
@@ -427,15 +435,27 @@ fn family_base(table: &Table, family: Family, out: &mut String) {
          \tchain {p}-pick {{\n",
         cidr = table.pod_cidr,
     );
-    // Endpoint `numgen random mod n` of the key's n: uniform over the endpoints.
-    for n in 1..=MAX_SET_ENDPOINTS {
-        let _ = writeln!(
-            out,
-            "\t\t{key} @{p}-count-{n} dnat ip addr . port to {key} . numgen random mod {n} map @{p}-endpoints"
-        );
+    for l4 in PROTOS {
+        let _ = writeln!(out, "\t\tmeta l4proto {0} goto {p}-pick-{0}", l4.nft());
     }
     out.push_str("\t}\n");
+    // Endpoint `numgen random mod n` of the key's n: uniform over the endpoints. One chain and
+    // map per protocol: nft makes a map's port data depend on one transport protocol.
+    for l4 in PROTOS {
+        let proto = l4.nft();
+        let _ = writeln!(out, "\tchain {p}-pick-{proto} {{");
+        for n in 1..=MAX_SET_ENDPOINTS {
+            let _ = writeln!(
+                out,
+                "\t\t{key} @{p}-count-{n} dnat ip addr . port to {key} . numgen random mod {n} map @{p}-endpoints-{proto}"
+            );
+        }
+        out.push_str("\t}\n");
+    }
 }
+
+/// The transport protocols of service ports.
+const PROTOS: [Proto; 3] = [Proto::Tcp, Proto::Udp, Proto::Sctp];
 
 /// The table's fixed part: maps, hooks, masquerading and the reject chain.
 fn base(table: &Table, out: &mut String) {
@@ -635,10 +655,10 @@ add element ip skiff-n1 ip-cluster { 10.43.0.10 . tcp . 80 }
 add element ip skiff-n1 nodeport-cluster { tcp . 30080 }
 add element ip skiff-n1 ip-count-2 { 10.43.0.10 . tcp . 80 }
 add element ip skiff-n1 nodeport-count-2 { tcp . 30080 }
-add element ip skiff-n1 ip-endpoints { 10.43.0.10 . tcp . 80 . 0 : 10.88.0.2 . 8080 }
-add element ip skiff-n1 ip-endpoints { 10.43.0.10 . tcp . 80 . 1 : 10.88.0.3 . 8080 }
-add element ip skiff-n1 nodeport-endpoints { tcp . 30080 . 0 : 10.88.0.2 . 8080 }
-add element ip skiff-n1 nodeport-endpoints { tcp . 30080 . 1 : 10.88.0.3 . 8080 }
+add element ip skiff-n1 ip-endpoints-tcp { 10.43.0.10 . tcp . 80 . 0 : 10.88.0.2 . 8080 }
+add element ip skiff-n1 ip-endpoints-tcp { 10.43.0.10 . tcp . 80 . 1 : 10.88.0.3 . 8080 }
+add element ip skiff-n1 nodeport-endpoints-tcp { tcp . 30080 . 0 : 10.88.0.2 . 8080 }
+add element ip skiff-n1 nodeport-endpoints-tcp { tcp . 30080 . 1 : 10.88.0.3 . 8080 }
 add element ip skiff-n1 ip-hairpin { 10.88.0.2 . 10.43.0.10 . tcp . 80 }
 add element ip skiff-n1 ip-hairpin { 10.88.0.3 . 10.43.0.10 . tcp . 80 }
 add element ip skiff-n1 nodeport-hairpin { 10.88.0.2 . tcp . 30080 }
@@ -655,12 +675,12 @@ add element ip skiff-n1 nodeport-hairpin { 10.88.0.3 . tcp . 30080 }
         assert!(elements_only(&old, &new));
         let script = update(&t, &old, &new);
         let expected = "\
-delete element ip skiff-n1 ip-endpoints { 10.43.0.10 . tcp . 80 . 2 }
-delete element ip skiff-n1 nodeport-endpoints { tcp . 30080 . 2 }
+delete element ip skiff-n1 ip-endpoints-tcp { 10.43.0.10 . tcp . 80 . 2 }
+delete element ip skiff-n1 nodeport-endpoints-tcp { tcp . 30080 . 2 }
 delete element ip skiff-n1 ip-hairpin { 10.88.0.4 . 10.43.0.10 . tcp . 80 }
 delete element ip skiff-n1 nodeport-hairpin { 10.88.0.4 . tcp . 30080 }
-add element ip skiff-n1 ip-endpoints { 10.43.0.10 . tcp . 80 . 2 : 10.88.0.9 . 8080 }
-add element ip skiff-n1 nodeport-endpoints { tcp . 30080 . 2 : 10.88.0.9 . 8080 }
+add element ip skiff-n1 ip-endpoints-tcp { 10.43.0.10 . tcp . 80 . 2 : 10.88.0.9 . 8080 }
+add element ip skiff-n1 nodeport-endpoints-tcp { tcp . 30080 . 2 : 10.88.0.9 . 8080 }
 add element ip skiff-n1 ip-hairpin { 10.88.0.9 . 10.43.0.10 . tcp . 80 }
 add element ip skiff-n1 nodeport-hairpin { 10.88.0.9 . tcp . 30080 }
 ";
@@ -679,8 +699,8 @@ add element ip skiff-n1 nodeport-hairpin { 10.88.0.9 . tcp . 30080 }
         for line in [
             "delete element ip skiff-n1 ip-count-3 { 10.43.0.10 . tcp . 80 }\n",
             "add element ip skiff-n1 ip-count-2 { 10.43.0.10 . tcp . 80 }\n",
-            "delete element ip skiff-n1 ip-endpoints { 10.43.0.10 . tcp . 80 . 2 }\n",
-            "add element ip skiff-n1 ip-endpoints { 10.43.0.10 . tcp . 80 . 1 : 10.88.0.4 . 8080 }\n",
+            "delete element ip skiff-n1 ip-endpoints-tcp { 10.43.0.10 . tcp . 80 . 2 }\n",
+            "add element ip skiff-n1 ip-endpoints-tcp { 10.43.0.10 . tcp . 80 . 1 : 10.88.0.4 . 8080 }\n",
             "delete element ip skiff-n1 ip-hairpin { 10.88.0.3 . 10.43.0.10 . tcp . 80 }\n",
         ] {
             assert!(script.contains(line), "{line} missing from {script}");
@@ -700,7 +720,7 @@ add element ip skiff-n1 nodeport-hairpin { 10.88.0.9 . tcp . 30080 }
         assert!(elements_only(&old, &none));
         let script = update(&t, &old, &none);
         assert!(script.starts_with("delete element ip skiff-n1 ip-cluster { 10.43.0.10 . tcp . 80 }\n"), "{script}");
-        assert!(script.contains("delete element ip skiff-n1 ip-endpoints { 10.43.0.10 . tcp . 80 . 0 }\n"));
+        assert!(script.contains("delete element ip skiff-n1 ip-endpoints-tcp { 10.43.0.10 . tcp . 80 . 0 }\n"));
         assert!(script.ends_with(
             "add element ip skiff-n1 no-endpoint-services { 10.43.0.10 . tcp . 80 : goto reject-chain }\n\
              add element ip skiff-n1 no-endpoint-nodeports { tcp . 30080 : goto reject-chain }\n"
@@ -789,7 +809,7 @@ add element ip skiff-n1 nodeport-hairpin { 10.88.0.9 . tcp . 30080 }
         assert_eq!(plan1.element(Map::Cluster(ip), "127.0.0.1 . tcp . 80"), None);
         assert_eq!(plan1.element(Map::Count(ip, 1), "127.0.0.1 . tcp . 80"), Some(&Value::None));
         assert_eq!(
-            plan1.element(Map::Endpoints(ip), "127.0.0.1 . tcp . 80 . 0"),
+            plan1.element(Map::Endpoints(ip, Proto::Tcp), "127.0.0.1 . tcp . 80 . 0"),
             Some(&Value::Data(Fields(vec![Field::Addr("10.88.0.2".parse().unwrap()), Field::Port(8080)])))
         );
         assert_eq!(plan1.element(Map::Local(Family::NodePort), "tcp . 30080"), Some(&Value::None));
@@ -812,7 +832,7 @@ add element ip skiff-n1 nodeport-hairpin { 10.88.0.9 . tcp . 30080 }
         assert!(script.starts_with("table ip skiff-n1\ndelete table ip skiff-n1\ntable ip skiff-n1 {\n"));
         assert!(script.contains("comment \"skiff node n1\""));
         assert!(script.contains(
-            "\t\tip daddr . meta l4proto . th dport @ip-count-3 dnat ip addr . port to ip daddr . meta l4proto . th dport . numgen random mod 3 map @ip-endpoints\n"
+            "\t\tip daddr . meta l4proto . th dport @ip-count-3 dnat ip addr . port to ip daddr . meta l4proto . th dport . numgen random mod 3 map @ip-endpoints-tcp\n"
         ));
         assert!(script.ends_with("add element ip skiff-n1 nodeport-hairpin { 10.88.0.2 . tcp . 30080 }\n"));
         assert_eq!(delete(&t), "table ip skiff-n1\ndelete table ip skiff-n1\n");
