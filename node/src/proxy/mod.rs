@@ -2,8 +2,9 @@
 //! keeps a table of this agent's own (`ip skiff-<node>`) sending ClusterIP, NodePort and
 //! LoadBalancer traffic to ready endpoints.
 //!
-//! `model` computes what one Service needs (pure), `nft` turns that into nft commands (pure),
-//! `runner` applies them (`nft -f -`, or a `netlink` batch when only set elements change). This module holds the watches and what the table holds: after the
+//! `model` computes what one Service needs (pure), `nft` turns that into nft commands and set
+//! elements (pure), `runner` applies them (`nft -f -`, or a `netlink` batch when only set
+//! elements change). This module holds the watches and what the table holds: after the
 //! first list of both kinds the table is replaced as a whole (one transaction); after that a
 //! change of a Service or EndpointSlice rewrites only what differs for that Service. The table
 //! is deleted when the agent stops.

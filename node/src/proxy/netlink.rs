@@ -71,9 +71,14 @@ pub enum NetlinkError {
 static SEQ: AtomicU32 = AtomicU32::new(1);
 
 /// The socket, kept open: closing a netlink socket waits for an RCU grace period (about 15 ms
-/// here), more than the whole change costs. It talks to the network namespace of the thread that
-/// first sent a batch (the agent has one).
-static SOCKET: Mutex<Option<Socket>> = Mutex::new(None);
+/// here), more than the whole change costs. Kept with the network namespace it was opened in
+/// (`/proc/thread-self/ns/net`): a caller in another namespace gets a socket of its own.
+static SOCKET: Mutex<Option<(String, Socket)>> = Mutex::new(None);
+
+/// The calling thread's network namespace (`net:[<inode>]`).
+fn current_netns() -> std::io::Result<String> {
+    Ok(std::fs::read_link("/proc/thread-self/ns/net")?.to_string_lossy().into_owned())
+}
 
 /// One batch being built.
 struct Batch {
@@ -216,19 +221,22 @@ pub fn send(encoded: &Encoded) -> Result<(), NetlinkError> {
     if batch.len() > MAX_BATCH_BYTES {
         return Err(NetlinkError::TooLarge(batch.len()));
     }
+    let netns = current_netns()?;
     let mut guard = SOCKET.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let socket = match guard.take() {
-        Some(socket) => socket,
-        None => {
+        Some((ns, socket)) if ns == netns => socket,
+        other => {
+            // Another namespace's socket stays for its namespace.
+            *guard = other;
             let socket = Socket::new(Domain::from(AF_NETLINK), Type::RAW, Some(Protocol::from(NETLINK_NETFILTER)))?;
             socket.set_read_timeout(Some(ANSWER_TIMEOUT))?;
             socket
         }
     };
-    // Put back only after a clean exchange: after an IO error a fresh socket is opened.
     let result = exchange(&socket, batch, &mut waiting);
-    if !matches!(result, Err(NetlinkError::Io(_) | NetlinkError::Protocol(_))) {
-        *guard = Some(socket);
+    // Kept after a clean exchange (a refusal is one); after an IO error a fresh socket is opened.
+    if guard.is_none() && !matches!(result, Err(NetlinkError::Io(_) | NetlinkError::Protocol(_))) {
+        *guard = Some((netns, socket));
     }
     result
 }
