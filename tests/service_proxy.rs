@@ -97,7 +97,8 @@ fn slice(cluster: &Cluster, service: &str, endpoints: &[(&str, bool)]) -> String
     )
 }
 
-/// Waits until the table maps `key` (e.g. `10.200.1.10 . tcp . 80 : goto`), so no request to a
+/// Waits until the table holds `what` (e.g. `10.200.1.10 . tcp . 80 . 0 : `, the first endpoint of
+/// a service address in the `ip-endpoints-tcp` map), so no request to a
 /// service address is sent before the node handles it.
 fn wait_rule(table: &TableGuard, what: &str) {
     eventually(&format!("{what} in table {}", table.0), Duration::from_secs(30), || {
@@ -129,7 +130,7 @@ fn cluster_ip_and_node_port_spread_over_ready_endpoints_and_refuse_without_any()
         service("nothing", "ClusterIP", &empty_vip, 80, None),
     ];
     cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&manifests.join("---\n")));
-    wait_rule(&table, &format!("{vip} . tcp . 80 : goto svc-default/web/tcp/80"));
+    wait_rule(&table, &format!("{vip} . tcp . 80 . 2 : "));
 
     // ClusterIP from the node: load spreads over the three endpoints.
     let url = format!("http://{vip}/env/WHO");
@@ -147,14 +148,14 @@ fn cluster_ip_and_node_port_spread_over_ready_endpoints_and_refuse_without_any()
     // An endpoint removed from the slice gets no more traffic.
     cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&slice(&cluster, "web", &[(&ips[1], true), (&ips[2], true)])));
     eventually("px-0 out of the rules", Duration::from_secs(30), || {
-        list_table(&table.0).is_some_and(|t| !t.contains(&format!("to {}:8080", ips[0])))
+        list_table(&table.0).is_some_and(|t| !t.contains(&format!(": {} . 8080", ips[0])))
     });
     assert_eq!(answers(&url, 30), vec!["px-1", "px-2"]);
 
     // An endpoint turning unready is removed too.
     cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&slice(&cluster, "web", &[(&ips[1], false), (&ips[2], true)])));
     eventually("px-1 out of the rules", Duration::from_secs(30), || {
-        list_table(&table.0).is_some_and(|t| !t.contains(&format!("to {}:8080", ips[1])))
+        list_table(&table.0).is_some_and(|t| !t.contains(&format!(": {} . 8080", ips[1])))
     });
     assert_eq!(answers(&url, 15), vec!["px-2"]);
     assert_eq!(answers(&format!("http://127.0.0.1:{np}/env/WHO"), 5), vec!["px-2"]);
@@ -211,7 +212,7 @@ fn a_load_balancer_is_served_on_the_node_address_and_waits_for_a_taken_port() {
     });
     let listing = cluster.kubectl(&["get", "svc", "edge"]);
     assert!(listing.contains("LoadBalancer") && listing.contains("127.0.0.1"), "EXTERNAL-IP: {listing}");
-    wait_rule(&table, &format!("127.0.0.1 . tcp . {port} : goto svc-default/edge/tcp/{port}"));
+    wait_rule(&table, &format!("127.0.0.1 . tcp . {port} . 0 : "));
     assert_eq!(curl(&format!("http://127.0.0.1:{port}/env/WHO")), Ok("px-lb".to_string()));
 
     // A port something already listens on: Pending with a Warning event, served once it is free.
@@ -236,7 +237,7 @@ fn a_load_balancer_is_served_on_the_node_address_and_waits_for_a_taken_port() {
     eventually("the freed port served", Duration::from_secs(30), || {
         load_balancer_ingress(&cluster, "taken") == vec!["127.0.0.1".to_string()]
     });
-    wait_rule(&table, &format!("127.0.0.1 . tcp . {taken} : goto svc-default/taken/tcp/{taken}"));
+    wait_rule(&table, &format!("127.0.0.1 . tcp . {taken} . 0 : "));
     assert_eq!(curl(&format!("http://127.0.0.1:{taken}/env/WHO")), Ok("px-lb".to_string()));
 
     // No longer a LoadBalancer: the ingress and its rule go.

@@ -1,11 +1,12 @@
 //! `proxy-sync`: how long the node proxy takes to apply one changed endpoint with many Services.
 //!
-//! Runs the proxy's own rule generator (`skiff_node::proxy::nft`) and one `nft -f -` per change on
-//! a thread that first moves into a network namespace of its own (`unshare(CLONE_NEWNET)`): the
+//! Runs the proxy's own rule generator (`skiff_node::proxy::nft`) and apply path (a netlink batch
+//! when only set elements change, `nft -f -` otherwise, as `proxy::runner::apply_update`) on a
+//! thread that first moves into a network namespace of its own (`unshare(CLONE_NEWNET)`): the
 //! table lives and dies there, the host's rules are never touched, and the namespace goes with the
 //! thread. Each Service has one TCP port, a ClusterIP, a NodePort and three endpoints; a round
 //! replaces one endpoint of one Service (as an EndpointSlice update does) and measures generation
-//! plus the `nft` transaction.
+//! plus the transaction.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use skiff_node::proxy::model::{Endpoint, PortRules, Proto};
 use skiff_node::proxy::nft::{self, Plan, Table};
+use skiff_node::proxy::{netlink, runner};
 
 use crate::stats::{ms, Latencies};
 
@@ -96,12 +98,22 @@ fn measure(services: usize, rounds: usize) -> Result<Figures> {
         let mut s = service(i, eps);
         s.node_port = if i < 2768 { s.node_port } else { None };
         let next = nft::plan(&table, &[s]);
-        let script = nft::update(&table, &plans[i], &next);
-        let generated = started.elapsed();
-        apply(&script)?;
-        total.push(started.elapsed());
-        generate.push(generated);
-        lines = script.lines().count();
+        if nft::elements_only(&plans[i], &next) {
+            let changes = runner::element_changes(&[(&plans[i], &next)]);
+            let batch = netlink::encode(&table.name, &changes);
+            let generated = started.elapsed();
+            netlink::send(&batch)?;
+            total.push(started.elapsed());
+            generate.push(generated);
+            lines = changes.len();
+        } else {
+            let script = nft::update(&table, &plans[i], &next);
+            let generated = started.elapsed();
+            apply(&script)?;
+            total.push(started.elapsed());
+            generate.push(generated);
+            lines = script.lines().count();
+        }
         plans[i] = next;
     }
     apply(&nft::delete(&table))?;
@@ -129,7 +141,7 @@ pub fn run(sizes: &[usize], rounds: usize) -> Result<()> {
     })
     .join()
     .map_err(|_| anyhow::anyhow!("the benchmark thread panicked"))??;
-    println!("| services | full sync (one `nft -f`) | one changed endpoint: generate p50 | total p50 | total p99 | total max | commands |");
+    println!("| services | full sync (one `nft -f`) | one changed endpoint: generate p50 | total p50 | total p99 | total max | element changes |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for f in figures {
         println!(

@@ -2,13 +2,15 @@
 //! node's shared `service_cache`) and keeps a table of this agent's own (`ip skiff-<node>`)
 //! sending ClusterIP, NodePort and LoadBalancer traffic to ready endpoints.
 //!
-//! `model` computes what one Service needs (pure), `nft` turns that into nft commands (pure),
-//! `runner` runs `nft -f -`. This module holds what the table holds: after the first list of both
-//! kinds the table is replaced as a whole (one transaction); after that a change of a Service or
-//! EndpointSlice rewrites only what differs for that Service. The table is deleted when the agent
-//! stops.
+//! `model` computes what one Service needs (pure), `nft` turns that into nft commands and set
+//! elements (pure), `runner` applies them (`nft -f -`, or a `netlink` batch when only set
+//! elements change). This module holds what the table holds: after the
+//! first list of both kinds the table is replaced as a whole (one transaction); after that a
+//! change of a Service or EndpointSlice rewrites only what differs for that Service. The table
+//! is deleted when the agent stops.
 
 pub mod model;
+pub mod netlink;
 pub mod nft;
 pub mod runner;
 
@@ -168,22 +170,14 @@ impl State {
         }
         let dirty: Vec<Key> = self.dirty.drain().collect();
         let empty = Plan::default();
-        let mut script = String::new();
-        let mut next = Vec::with_capacity(dirty.len());
-        for key in dirty {
-            let plan = self.plan(&key);
-            script.push_str(&nft::update(&self.table, self.programmed.get(&key).unwrap_or(&empty), &plan));
-            next.push((key, plan));
-        }
-        if script.is_empty() {
-            return true;
-        }
+        let next: Vec<(Key, Plan)> = dirty.into_iter().map(|key| (key.clone(), self.plan(&key))).collect();
         let span = tracing::debug_span!("proxy_sync", table = %self.table.name, services = next.len());
-        let applied = self.nft.apply(&script).instrument(span.clone()).await;
+        let pairs = next.iter().map(|(key, plan)| (self.programmed.get(key).unwrap_or(&empty), plan));
+        let applied = runner::apply_update(&self.nft, &self.table, pairs).instrument(span.clone()).await;
         let _enter = span.enter();
         match applied {
-            Ok(()) => {
-                tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "service rules updated");
+            Ok(path) => {
+                tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, ?path, "service rules updated");
                 for (key, plan) in next {
                     if plan.is_empty() {
                         self.programmed.remove(&key);

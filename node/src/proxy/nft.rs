@@ -20,12 +20,18 @@
 //! between two plans of one service into one transaction, so a change costs what it touches.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write;
+use std::fmt::{self, Write};
+use std::net::Ipv4Addr;
 
-use super::model::{Endpoint, PortRules};
+use super::model::{Endpoint, PortRules, Proto};
 
 /// The mark bit of connections to masquerade (kube-proxy's).
 pub const MASQUERADE_MARK: &str = "0x4000";
+
+/// The most endpoints a service port may have for its traffic to be spread by set elements (one
+/// static `dnat` rule per count in the `*-pick` chains); ports with more, and ports with session
+/// affinity, get chains of their own.
+pub const MAX_SET_ENDPOINTS: usize = 64;
 
 /// The node-wide inputs of the rules.
 #[derive(Clone, Debug)]
@@ -39,26 +45,185 @@ pub struct Table {
     pub pod_cidr: String,
 }
 
-/// The verdict maps of the table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// The two kinds of service address: a ClusterIP or load-balancer IP (`daddr . proto . port`)
+/// and a NodePort on any local address (`proto . port`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    /// `ipv4_addr . inet_proto . inet_service`.
+    Ip,
+    /// `inet_proto . inet_service` of traffic to a local address.
+    NodePort,
+}
+
+impl Family {
+    fn prefix(self) -> &'static str {
+        match self {
+            Family::Ip => "ip",
+            Family::NodePort => "nodeport",
+        }
+    }
+
+    /// The nft type of a key of this family.
+    fn key_type(self) -> &'static str {
+        match self {
+            Family::Ip => "ipv4_addr . inet_proto . inet_service",
+            Family::NodePort => "inet_proto . inet_service",
+        }
+    }
+
+    /// The packet fields a key of this family is matched against.
+    fn key_expr(self) -> &'static str {
+        match self {
+            Family::Ip => "ip daddr . meta l4proto . th dport",
+            Family::NodePort => "meta l4proto . th dport",
+        }
+    }
+
+    /// The condition before a lookup of this family (NodePorts: traffic to a local address).
+    fn guard(self) -> &'static str {
+        match self {
+            Family::Ip => "",
+            Family::NodePort => "fib daddr type local ",
+        }
+    }
+}
+
+/// The sets and maps of the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Map {
-    /// `ipv4_addr . inet_proto . inet_service : verdict` (ClusterIPs and load-balancer IPs).
-    ServiceIps,
-    /// `inet_proto . inet_service : verdict` for traffic to a local address.
-    NodePorts,
-    /// ClusterIP/LB ports with no endpoint: rejected (or dropped) before DNAT.
-    NoEndpointServices,
-    /// NodePorts with no endpoint.
-    NoEndpointNodePorts,
+    /// Verdict map `key : goto <chain>` for ports with chains of their own (`service-ips`,
+    /// `service-nodeports`).
+    Verdicts(Family),
+    /// Ports with no endpoint: `key : goto reject-chain` or `drop` (`no-endpoint-services`,
+    /// `no-endpoint-nodeports`), consulted before DNAT.
+    NoEndpoint(Family),
+    /// Keys spread over their endpoints by sets, masqueraded from outside the pod network.
+    Cluster(Family),
+    /// Keys spread over this node's endpoints (a `Local` policy): only the node's own traffic
+    /// is masqueraded.
+    Local(Family),
+    /// Keys with this many endpoints (1 to [`MAX_SET_ENDPOINTS`]).
+    Count(Family, u8),
+    /// `key . slot : address . port`: endpoint `slot` of a key (slots 0 to count - 1), one map
+    /// per protocol (nft ties a map's port data to one transport protocol).
+    Endpoints(Family, Proto),
+    /// `client . key`: a client that is one of the key's endpoints (hairpin, masqueraded).
+    Hairpin(Family),
 }
 
 impl Map {
-    fn name(self) -> &'static str {
+    /// The set's name in the table.
+    pub fn name(self) -> String {
         match self {
-            Map::ServiceIps => "service-ips",
-            Map::NodePorts => "service-nodeports",
-            Map::NoEndpointServices => "no-endpoint-services",
-            Map::NoEndpointNodePorts => "no-endpoint-nodeports",
+            Map::Verdicts(Family::Ip) => "service-ips".into(),
+            Map::Verdicts(Family::NodePort) => "service-nodeports".into(),
+            Map::NoEndpoint(Family::Ip) => "no-endpoint-services".into(),
+            Map::NoEndpoint(Family::NodePort) => "no-endpoint-nodeports".into(),
+            Map::Cluster(f) => format!("{}-cluster", f.prefix()),
+            Map::Local(f) => format!("{}-local", f.prefix()),
+            Map::Count(f, n) => format!("{}-count-{n}", f.prefix()),
+            Map::Endpoints(f, proto) => format!("{}-endpoints-{}", f.prefix(), proto.nft()),
+            Map::Hairpin(f) => format!("{}-hairpin", f.prefix()),
+        }
+    }
+}
+
+/// One field of a set element's key or data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Field {
+    /// An IPv4 address.
+    Addr(Ipv4Addr),
+    /// A transport protocol.
+    Proto(Proto),
+    /// A port.
+    Port(u16),
+    /// An endpoint's slot (what `numgen` yields).
+    Slot(u32),
+}
+
+impl Field {
+    /// The bytes the kernel compares: each field in a 32-bit register of its own, addresses and
+    /// ports in network order, a slot (numgen's output) in host order, the rest zero.
+    pub fn put(self, out: &mut Vec<u8>) {
+        match self {
+            Field::Addr(a) => out.extend_from_slice(&a.octets()),
+            Field::Proto(p) => out.extend_from_slice(&[proto_number(p), 0, 0, 0]),
+            Field::Port(p) => {
+                out.extend_from_slice(&p.to_be_bytes());
+                out.extend_from_slice(&[0, 0]);
+            }
+            Field::Slot(s) => out.extend_from_slice(&s.to_ne_bytes()),
+        }
+    }
+}
+
+/// The IP protocol number.
+fn proto_number(p: Proto) -> u8 {
+    match p {
+        Proto::Tcp => 6,
+        Proto::Udp => 17,
+        Proto::Sctp => 132,
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Field::Addr(a) => write!(f, "{a}"),
+            Field::Proto(p) => f.write_str(p.nft()),
+            Field::Port(p) => write!(f, "{p}"),
+            Field::Slot(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+/// A concatenation of fields (`10.43.0.10 . tcp . 80`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fields(pub Vec<Field>);
+
+impl Fields {
+    /// The concatenation as the kernel stores it.
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.0.len() * 4);
+        for f in &self.0 {
+            f.put(&mut out);
+        }
+        out
+    }
+}
+
+impl fmt::Display for Fields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, field) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" . ")?;
+            }
+            write!(f, "{field}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What an element maps its key to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// Nothing (an element of a set).
+    None,
+    /// Data (an endpoint's address and port).
+    Data(Fields),
+    /// `goto <chain>`.
+    Goto(String),
+    /// `drop`.
+    Drop,
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::None => Ok(()),
+            Value::Data(d) => write!(f, " : {d}"),
+            Value::Goto(c) => write!(f, " : goto {c}"),
+            Value::Drop => f.write_str(" : drop"),
         }
     }
 }
@@ -70,14 +235,19 @@ pub struct Plan {
     pub chains: BTreeMap<String, Vec<String>>,
     /// Set name -> its definition.
     pub sets: BTreeMap<String, String>,
-    /// (map, key) -> verdict.
-    pub elements: BTreeMap<(Map, String), String>,
+    /// (set, key) -> value.
+    pub elements: BTreeMap<(Map, Fields), Value>,
 }
 
 impl Plan {
     /// Whether the service puts nothing into the table.
     pub fn is_empty(&self) -> bool {
         self.chains.is_empty() && self.sets.is_empty() && self.elements.is_empty()
+    }
+
+    /// The element of `map` whose key reads `key` in nft's notation (`10.43.0.10 . tcp . 80`).
+    pub fn element(&self, map: Map, key: &str) -> Option<&Value> {
+        self.elements.iter().find(|((m, k), _)| *m == map && k.to_string() == key).map(|(_, v)| v)
     }
 }
 
@@ -91,23 +261,16 @@ pub fn plan(table: &Table, ports: &[PortRules]) -> Plan {
 }
 
 /// Where a kind of traffic to a port goes.
-enum Target {
-    /// Into this chain.
+enum Target<'a> {
+    /// Into this chain of the port's own.
     Chain(String),
+    /// Spread over these endpoints by set elements; `local`: masquerade only the node's own
+    /// traffic (a `Local` policy).
+    Sets { endpoints: &'a [Endpoint], local: bool },
     /// Endpoints exist but none for this traffic (a `Local` policy with none on this node).
     Drop,
     /// No endpoint at all: refused.
     Reject,
-}
-
-impl Target {
-    fn verdict(&self) -> String {
-        match self {
-            Target::Chain(c) => format!("goto {c}"),
-            Target::Drop => "drop".into(),
-            Target::Reject => "goto reject-chain".into(),
-        }
-    }
 }
 
 fn endpoint_suffix(e: &Endpoint) -> String {
@@ -119,11 +282,16 @@ fn plan_port(table: &Table, p: &PortRules, plan: &mut Plan) {
     let id = &p.id;
     let affinity = |e: &Endpoint| p.affinity_seconds.map(|t| format!("aff{t}-{id}__{}", endpoint_suffix(e)));
     let ep_chain = |e: &Endpoint| format!("ep-{id}__{}", endpoint_suffix(e));
+    // Without session affinity and with at most MAX_SET_ENDPOINTS endpoints, a port's traffic
+    // is spread by set elements only (an endpoint change is an element change, which the kernel
+    // commits without revalidating the table); otherwise it gets chains of its own.
+    let in_sets = p.affinity_seconds.is_none()
+        && p.cluster_endpoints.len() <= MAX_SET_ENDPOINTS
+        && p.local_endpoints.len() <= MAX_SET_ENDPOINTS;
     // A chain spreading new connections over `eps`. Masqueraded: traffic from outside the pod
     // network (the node itself, NodePort and LoadBalancer clients; for a `Local` policy only the
     // node's own traffic, so external clients keep their address) and hairpin traffic (a client
-    // that is one of the endpoints). Without session affinity the DNAT is one rule with a
-    // `numgen` map: one chain per service port, whatever its number of endpoints.
+    // that is one of the endpoints).
     let spread = |chain: String, eps: &[Endpoint], local: bool, plan: &mut Plan| {
         let outside = if local {
             "fib saddr type local jump mark-for-masquerade".to_string()
@@ -162,6 +330,8 @@ fn plan_port(table: &Table, p: &PortRules, plan: &mut Plan) {
     };
     let cluster = if p.cluster_endpoints.is_empty() {
         Target::Reject
+    } else if in_sets {
+        Target::Sets { endpoints: &p.cluster_endpoints, local: false }
     } else {
         let chain = format!("svc-{id}");
         spread(chain.clone(), &p.cluster_endpoints, false, plan);
@@ -171,6 +341,8 @@ fn plan_port(table: &Table, p: &PortRules, plan: &mut Plan) {
         None
     } else if p.local_endpoints.is_empty() {
         Some(if p.cluster_endpoints.is_empty() { Target::Reject } else { Target::Drop })
+    } else if in_sets {
+        Some(Target::Sets { endpoints: &p.local_endpoints, local: true })
     } else {
         let chain = format!("local-{id}");
         spread(chain.clone(), &p.local_endpoints, true, plan);
@@ -184,24 +356,106 @@ fn plan_port(table: &Table, p: &PortRules, plan: &mut Plan) {
         (Some(l), true) => l,
         _ => &cluster,
     };
-    let element = |plan: &mut Plan, target: &Target, ok: Map, none: Map, key: String| {
-        let map = if matches!(target, Target::Chain(_)) { ok } else { none };
-        plan.elements.insert((map, key), target.verdict());
-    };
-    element(
-        plan,
-        internal,
-        Map::ServiceIps,
-        Map::NoEndpointServices,
-        format!("{} . {proto} . {}", p.cluster_ip, p.port),
-    );
+    let (proto, port) = (Field::Proto(p.protocol), Field::Port(p.port));
+    let l4 = p.protocol;
+    elements(plan, internal, Family::Ip, l4, vec![Field::Addr(p.cluster_ip), proto, port]);
     for ip in &p.load_balancer_ips {
-        element(plan, external, Map::ServiceIps, Map::NoEndpointServices, format!("{ip} . {proto} . {}", p.port));
+        elements(plan, external, Family::Ip, l4, vec![Field::Addr(*ip), proto, port]);
     }
     if let Some(node_port) = p.node_port {
-        element(plan, external, Map::NodePorts, Map::NoEndpointNodePorts, format!("{proto} . {node_port}"));
+        elements(plan, external, Family::NodePort, l4, vec![proto, Field::Port(node_port)]);
     }
 }
+
+/// The elements sending traffic for `key` to `target`.
+fn elements(plan: &mut Plan, target: &Target, family: Family, l4: Proto, key: Vec<Field>) {
+    let mut put = |map: Map, key: Vec<Field>, value: Value| {
+        plan.elements.insert((map, Fields(key)), value);
+    };
+    match target {
+        Target::Chain(c) => put(Map::Verdicts(family), key, Value::Goto(c.clone())),
+        Target::Drop => put(Map::NoEndpoint(family), key, Value::Drop),
+        Target::Reject => put(Map::NoEndpoint(family), key, Value::Goto("reject-chain".into())),
+        Target::Sets { endpoints, local } => {
+            let kind = if *local { Map::Local(family) } else { Map::Cluster(family) };
+            put(kind, key.clone(), Value::None);
+            // At most MAX_SET_ENDPOINTS (64) here, so the count fits.
+            let count = u8::try_from(endpoints.len()).unwrap_or(u8::MAX);
+            put(Map::Count(family, count), key.clone(), Value::None);
+            for (slot, e) in (0u32..).zip(endpoints.iter()) {
+                let mut k = key.clone();
+                k.push(Field::Slot(slot));
+                put(Map::Endpoints(family, l4), k, Value::Data(Fields(vec![Field::Addr(e.ip), Field::Port(e.port)])));
+            }
+            let ips: BTreeSet<Ipv4Addr> = endpoints.iter().map(|e| e.ip).collect();
+            for ip in ips {
+                let mut k = vec![Field::Addr(ip)];
+                k.extend(key.iter().copied());
+                put(Map::Hairpin(family), k, Value::None);
+            }
+        }
+    }
+}
+
+/// The sets and chains spreading the connections of one key family by set elements.
+fn family_base(table: &Table, family: Family, out: &mut String) {
+    let (p, ty, key) = (family.prefix(), family.key_type(), family.key_expr());
+    let hairpin = match family {
+        Family::Ip => "ip saddr . ip daddr . meta l4proto . th dport",
+        Family::NodePort => "ip saddr . meta l4proto . th dport",
+    };
+    let _ = write!(
+        out,
+        "\tset {p}-cluster {{ type {ty}; }}\n\
+         \tset {p}-local {{ type {ty}; }}\n\
+         \tset {p}-hairpin {{ type ipv4_addr . {ty}; }}\n"
+    );
+    for l4 in PROTOS {
+        let proto = l4.nft();
+        let _ = writeln!(
+            out,
+            "\tmap {p}-endpoints-{proto} {{ typeof {key} . numgen random mod 2 : ip daddr . {proto} dport; }}"
+        );
+    }
+    for n in 1..=MAX_SET_ENDPOINTS {
+        let _ = writeln!(out, "\tset {p}-count-{n} {{ type {ty}; }}");
+    }
+    let _ = write!(
+        out,
+        "\tchain {p}-pick-cluster {{\n\
+         \t\tip saddr != {cidr} jump mark-for-masquerade\n\
+         \t\t{hairpin} @{p}-hairpin jump mark-for-masquerade\n\
+         \t\tgoto {p}-pick\n\
+         \t}}\n\
+         \tchain {p}-pick-local {{\n\
+         \t\tfib saddr type local jump mark-for-masquerade\n\
+         \t\t{hairpin} @{p}-hairpin jump mark-for-masquerade\n\
+         \t\tgoto {p}-pick\n\
+         \t}}\n\
+         \tchain {p}-pick {{\n",
+        cidr = table.pod_cidr,
+    );
+    for l4 in PROTOS {
+        let _ = writeln!(out, "\t\tmeta l4proto {0} goto {p}-pick-{0}", l4.nft());
+    }
+    out.push_str("\t}\n");
+    // Endpoint `numgen random mod n` of the key's n: uniform over the endpoints. One chain and
+    // map per protocol: nft makes a map's port data depend on one transport protocol.
+    for l4 in PROTOS {
+        let proto = l4.nft();
+        let _ = writeln!(out, "\tchain {p}-pick-{proto} {{");
+        for n in 1..=MAX_SET_ENDPOINTS {
+            let _ = writeln!(
+                out,
+                "\t\t{key} @{p}-count-{n} dnat ip addr . port to {key} . numgen random mod {n} map @{p}-endpoints-{proto}"
+            );
+        }
+        out.push_str("\t}\n");
+    }
+}
+
+/// The transport protocols of service ports.
+const PROTOS: [Proto; 3] = [Proto::Tcp, Proto::Udp, Proto::Sctp];
 
 /// The table's fixed part: maps, hooks, masquerading and the reject chain.
 fn base(table: &Table, out: &mut String) {
@@ -220,22 +474,34 @@ fn base(table: &Table, out: &mut String) {
          \t\tmeta mark & {MASQUERADE_MARK} == 0 return\n\
          \t\tmeta mark set meta mark xor {MASQUERADE_MARK}\n\
          \t\tmasquerade fully-random\n\
-         \t}}\n\
-         \tchain services {{\n\
-         \t\tip daddr . meta l4proto . th dport vmap @service-ips\n\
-         \t\tfib daddr type local meta l4proto . th dport vmap @service-nodeports\n\
-         \t}}\n\
-         \tchain nat-prerouting {{ type nat hook prerouting priority dstnat; policy accept; jump services; }}\n\
-         \tchain nat-output {{ type nat hook output priority -100; policy accept; jump services; }}\n\
-         \tchain reject-chain {{ meta l4proto tcp reject with tcp reset; reject; }}\n\
-         \tchain endpoints-check {{\n\
+         \t}}\n",
+        comment = table.comment.replace('"', "'"),
+    );
+    family_base(table, Family::Ip, out);
+    family_base(table, Family::NodePort, out);
+    out.push_str("\tchain services {\n");
+    for family in [Family::Ip, Family::NodePort] {
+        let (p, guard, key) = (family.prefix(), family.guard(), family.key_expr());
+        let _ = write!(
+            out,
+            "\t\t{guard}{key} @{p}-cluster goto {p}-pick-cluster\n\
+             \t\t{guard}{key} @{p}-local goto {p}-pick-local\n\
+             \t\t{guard}{key} vmap @{verdicts}\n",
+            verdicts = Map::Verdicts(family).name(),
+        );
+    }
+    out.push_str(
+        "\t}\n\
+         \tchain nat-prerouting { type nat hook prerouting priority dstnat; policy accept; jump services; }\n\
+         \tchain nat-output { type nat hook output priority -100; policy accept; jump services; }\n\
+         \tchain reject-chain { meta l4proto tcp reject with tcp reset; reject; }\n\
+         \tchain endpoints-check {\n\
          \t\tip daddr . meta l4proto . th dport vmap @no-endpoint-services\n\
          \t\tfib daddr type local meta l4proto . th dport vmap @no-endpoint-nodeports\n\
-         \t}}\n\
-         \tchain filter-prerouting {{ type filter hook prerouting priority -110; policy accept; ct state new jump endpoints-check; }}\n\
-         \tchain filter-output {{ type filter hook output priority -110; policy accept; ct state new jump endpoints-check; }}\n\
-         }}\n",
-        comment = table.comment.replace('"', "'"),
+         \t}\n\
+         \tchain filter-prerouting { type filter hook prerouting priority -110; policy accept; ct state new jump endpoints-check; }\n\
+         \tchain filter-output { type filter hook output priority -110; policy accept; ct state new jump endpoints-check; }\n\
+         }\n",
     );
 }
 
@@ -252,16 +518,49 @@ pub fn full<'a>(table: &Table, plans: impl IntoIterator<Item = &'a Plan>) -> Str
     out
 }
 
+/// One element to delete (`value` is `None`) or add.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ElementChange<'a> {
+    /// Its set.
+    pub map: Map,
+    /// Its key.
+    pub key: &'a Fields,
+    /// Its value when added.
+    pub value: Option<&'a Value>,
+}
+
+/// The element changes turning `old` into `new`: first the deletions (elements that go away or
+/// change their value), then the additions.
+pub fn element_changes<'a>(old: &'a Plan, new: &'a Plan) -> Vec<ElementChange<'a>> {
+    let mut out = Vec::new();
+    for ((map, key), value) in &old.elements {
+        if new.elements.get(&(*map, key.clone())) != Some(value) {
+            out.push(ElementChange { map: *map, key, value: None });
+        }
+    }
+    for ((map, key), value) in &new.elements {
+        if old.elements.get(&(*map, key.clone())) != Some(value) {
+            out.push(ElementChange { map: *map, key, value: Some(value) });
+        }
+    }
+    out
+}
+
+/// Whether turning `old` into `new` changes set elements only (no chain, rule or set), which
+/// [`super::netlink`] applies without `nft`.
+pub fn elements_only(old: &Plan, new: &Plan) -> bool {
+    old.chains == new.chains && old.sets == new.sets
+}
+
 /// The commands turning `old` (what the table holds for one service) into `new`; empty when
 /// nothing changed. Only the chains, sets and elements that differ are touched.
 pub fn update(table: &Table, old: &Plan, new: &Plan) -> String {
     let t = &table.name;
     let mut out = String::new();
-    // 1. Map elements that go away or change their verdict.
-    for ((map, key), verdict) in &old.elements {
-        if new.elements.get(&(*map, key.clone())) != Some(verdict) {
-            let _ = writeln!(out, "delete element ip {t} {} {{ {key} }}", map.name());
-        }
+    let changes = element_changes(old, new);
+    // 1. Elements that go away or change their value.
+    for c in changes.iter().filter(|c| c.value.is_none()) {
+        let _ = writeln!(out, "delete element ip {t} {} {{ {} }}", c.map.name(), c.key);
     }
     // 2. New chains and sets exist before any rule refers to them.
     for name in new.chains.keys().filter(|c| !old.chains.contains_key(*c)) {
@@ -291,10 +590,10 @@ pub fn update(table: &Table, old: &Plan, new: &Plan) -> String {
     for name in old.sets.keys().filter(|s| !new.sets.contains_key(*s)) {
         let _ = writeln!(out, "delete set ip {t} {name}");
     }
-    // 6. New or changed map elements.
-    for ((map, key), verdict) in &new.elements {
-        if old.elements.get(&(*map, key.clone())) != Some(verdict) {
-            let _ = writeln!(out, "add element ip {t} {} {{ {key} : {verdict} }}", map.name());
+    // 6. New or changed elements.
+    for c in &changes {
+        if let Some(value) = c.value {
+            let _ = writeln!(out, "add element ip {t} {} {{ {}{value} }}", c.map.name(), c.key);
         }
     }
     out
@@ -346,38 +645,71 @@ mod tests {
     }
 
     #[test]
-    fn a_new_service_gets_chains_rules_and_map_elements() {
+    fn a_new_service_gets_set_elements_and_no_chain() {
         let t = table();
-        let script = update(&t, &Plan::default(), &plan(&t, &[port(&["10.88.0.2", "10.88.0.3"])]));
+        let new = plan(&t, &[port(&["10.88.0.2", "10.88.0.3"])]);
+        assert!(new.chains.is_empty() && new.sets.is_empty(), "{new:?}");
+        let script = update(&t, &Plan::default(), &new);
         let expected = "\
-add chain ip skiff-n1 svc-shop/web/tcp/http
-add rule ip skiff-n1 svc-shop/web/tcp/http ip saddr != 10.88.0.0/24 jump mark-for-masquerade
-add rule ip skiff-n1 svc-shop/web/tcp/http ip saddr 10.88.0.2 jump mark-for-masquerade
-add rule ip skiff-n1 svc-shop/web/tcp/http ip saddr 10.88.0.3 jump mark-for-masquerade
-add rule ip skiff-n1 svc-shop/web/tcp/http numgen random mod 2 0 meta l4proto tcp dnat ip to 10.88.0.2:8080
-add rule ip skiff-n1 svc-shop/web/tcp/http meta l4proto tcp dnat ip to 10.88.0.3:8080
-add element ip skiff-n1 service-ips { 10.43.0.10 . tcp . 80 : goto svc-shop/web/tcp/http }
-add element ip skiff-n1 service-nodeports { tcp . 30080 : goto svc-shop/web/tcp/http }
+add element ip skiff-n1 ip-cluster { 10.43.0.10 . tcp . 80 }
+add element ip skiff-n1 nodeport-cluster { tcp . 30080 }
+add element ip skiff-n1 ip-count-2 { 10.43.0.10 . tcp . 80 }
+add element ip skiff-n1 nodeport-count-2 { tcp . 30080 }
+add element ip skiff-n1 ip-endpoints-tcp { 10.43.0.10 . tcp . 80 . 0 : 10.88.0.2 . 8080 }
+add element ip skiff-n1 ip-endpoints-tcp { 10.43.0.10 . tcp . 80 . 1 : 10.88.0.3 . 8080 }
+add element ip skiff-n1 nodeport-endpoints-tcp { tcp . 30080 . 0 : 10.88.0.2 . 8080 }
+add element ip skiff-n1 nodeport-endpoints-tcp { tcp . 30080 . 1 : 10.88.0.3 . 8080 }
+add element ip skiff-n1 ip-hairpin { 10.88.0.2 . 10.43.0.10 . tcp . 80 }
+add element ip skiff-n1 ip-hairpin { 10.88.0.3 . 10.43.0.10 . tcp . 80 }
+add element ip skiff-n1 nodeport-hairpin { 10.88.0.2 . tcp . 30080 }
+add element ip skiff-n1 nodeport-hairpin { 10.88.0.3 . tcp . 30080 }
 ";
         assert_eq!(script, expected);
     }
 
     #[test]
-    fn removing_one_endpoint_rewrites_only_that_services_chain() {
+    fn replacing_one_endpoint_changes_only_its_elements() {
         let t = table();
         let old = plan(&t, &[port(&["10.88.0.2", "10.88.0.3", "10.88.0.4"])]);
-        let new = plan(&t, &[port(&["10.88.0.2", "10.88.0.4"])]);
+        let new = plan(&t, &[port(&["10.88.0.2", "10.88.0.3", "10.88.0.9"])]);
+        assert!(elements_only(&old, &new));
         let script = update(&t, &old, &new);
         let expected = "\
-flush chain ip skiff-n1 svc-shop/web/tcp/http
-add rule ip skiff-n1 svc-shop/web/tcp/http ip saddr != 10.88.0.0/24 jump mark-for-masquerade
-add rule ip skiff-n1 svc-shop/web/tcp/http ip saddr 10.88.0.2 jump mark-for-masquerade
-add rule ip skiff-n1 svc-shop/web/tcp/http ip saddr 10.88.0.4 jump mark-for-masquerade
-add rule ip skiff-n1 svc-shop/web/tcp/http numgen random mod 2 0 meta l4proto tcp dnat ip to 10.88.0.2:8080
-add rule ip skiff-n1 svc-shop/web/tcp/http meta l4proto tcp dnat ip to 10.88.0.4:8080
+delete element ip skiff-n1 ip-endpoints-tcp { 10.43.0.10 . tcp . 80 . 2 }
+delete element ip skiff-n1 nodeport-endpoints-tcp { tcp . 30080 . 2 }
+delete element ip skiff-n1 ip-hairpin { 10.88.0.4 . 10.43.0.10 . tcp . 80 }
+delete element ip skiff-n1 nodeport-hairpin { 10.88.0.4 . tcp . 30080 }
+add element ip skiff-n1 ip-endpoints-tcp { 10.43.0.10 . tcp . 80 . 2 : 10.88.0.9 . 8080 }
+add element ip skiff-n1 nodeport-endpoints-tcp { tcp . 30080 . 2 : 10.88.0.9 . 8080 }
+add element ip skiff-n1 ip-hairpin { 10.88.0.9 . 10.43.0.10 . tcp . 80 }
+add element ip skiff-n1 nodeport-hairpin { 10.88.0.9 . tcp . 30080 }
 ";
         assert_eq!(script, expected);
         assert_eq!(update(&t, &new, &new), "", "no change, no commands");
+        assert!(element_changes(&new, &new).is_empty());
+    }
+
+    #[test]
+    fn removing_one_endpoint_moves_the_key_to_the_smaller_count() {
+        let t = table();
+        let old = plan(&t, &[port(&["10.88.0.2", "10.88.0.3", "10.88.0.4"])]);
+        let new = plan(&t, &[port(&["10.88.0.2", "10.88.0.4"])]);
+        assert!(elements_only(&old, &new));
+        let script = update(&t, &old, &new);
+        for line in [
+            "delete element ip skiff-n1 ip-count-3 { 10.43.0.10 . tcp . 80 }\n",
+            "add element ip skiff-n1 ip-count-2 { 10.43.0.10 . tcp . 80 }\n",
+            "delete element ip skiff-n1 ip-endpoints-tcp { 10.43.0.10 . tcp . 80 . 2 }\n",
+            "add element ip skiff-n1 ip-endpoints-tcp { 10.43.0.10 . tcp . 80 . 1 : 10.88.0.4 . 8080 }\n",
+            "delete element ip skiff-n1 ip-hairpin { 10.88.0.3 . 10.43.0.10 . tcp . 80 }\n",
+        ] {
+            assert!(script.contains(line), "{line} missing from {script}");
+        }
+        assert!(!script.contains("chain"), "{script}");
+        // Deletions first: a changed element is deleted before its new value is added.
+        let changes = element_changes(&old, &new);
+        let first_add = changes.iter().position(|c| c.value.is_some()).unwrap();
+        assert!(changes[first_add..].iter().all(|c| c.value.is_some()));
     }
 
     #[test]
@@ -385,14 +717,10 @@ add rule ip skiff-n1 svc-shop/web/tcp/http meta l4proto tcp dnat ip to 10.88.0.4
         let t = table();
         let old = plan(&t, &[port(&["10.88.0.2"])]);
         let none = plan(&t, &[port(&[])]);
+        assert!(elements_only(&old, &none));
         let script = update(&t, &old, &none);
-        assert!(script.starts_with(
-            "delete element ip skiff-n1 service-ips { 10.43.0.10 . tcp . 80 }\n\
-             delete element ip skiff-n1 service-nodeports { tcp . 30080 }\n"
-        ));
-        assert!(script.contains(
-            "flush chain ip skiff-n1 svc-shop/web/tcp/http\ndelete chain ip skiff-n1 svc-shop/web/tcp/http\n"
-        ));
+        assert!(script.starts_with("delete element ip skiff-n1 ip-cluster { 10.43.0.10 . tcp . 80 }\n"), "{script}");
+        assert!(script.contains("delete element ip skiff-n1 ip-endpoints-tcp { 10.43.0.10 . tcp . 80 . 0 }\n"));
         assert!(script.ends_with(
             "add element ip skiff-n1 no-endpoint-services { 10.43.0.10 . tcp . 80 : goto reject-chain }\n\
              add element ip skiff-n1 no-endpoint-nodeports { tcp . 30080 : goto reject-chain }\n"
@@ -400,9 +728,29 @@ add rule ip skiff-n1 svc-shop/web/tcp/http meta l4proto tcp dnat ip to 10.88.0.4
         assert!(none.chains.is_empty());
         let back = update(&t, &none, &old);
         assert!(back.starts_with("delete element ip skiff-n1 no-endpoint-services { 10.43.0.10 . tcp . 80 }\n"));
-        assert!(
-            back.ends_with("add element ip skiff-n1 service-nodeports { tcp . 30080 : goto svc-shop/web/tcp/http }\n")
+        assert!(back.ends_with("add element ip skiff-n1 nodeport-hairpin { 10.88.0.2 . tcp . 30080 }\n"), "{back}");
+    }
+
+    #[test]
+    fn ports_with_more_endpoints_than_the_sets_hold_get_a_chain() {
+        let t = table();
+        let ips: Vec<String> = (0..=MAX_SET_ENDPOINTS).map(|i| format!("10.88.1.{i}")).collect();
+        let refs: Vec<&str> = ips.iter().map(String::as_str).collect();
+        let big = plan(&t, &[port(&refs)]);
+        let small = plan(&t, &[port(&refs[..MAX_SET_ENDPOINTS])]);
+        assert_eq!(
+            big.element(Map::Verdicts(Family::Ip), "10.43.0.10 . tcp . 80"),
+            Some(&Value::Goto("svc-shop/web/tcp/http".into()))
         );
+        assert_eq!(big.chains["svc-shop/web/tcp/http"].len(), 1 + 65 + 65);
+        assert!(small.chains.is_empty());
+        assert_eq!(small.element(Map::Count(Family::Ip, 64), "10.43.0.10 . tcp . 80"), Some(&Value::None));
+        // Crossing the limit rewrites the port as a chain in one transaction.
+        assert!(!elements_only(&small, &big));
+        let script = update(&t, &small, &big);
+        assert!(script.starts_with("delete element ip skiff-n1 ip-cluster { 10.43.0.10 . tcp . 80 }\n"), "{script}");
+        assert!(script
+            .ends_with("add element ip skiff-n1 service-nodeports { tcp . 30080 : goto svc-shop/web/tcp/http }\n"));
     }
 
     #[test]
@@ -417,6 +765,10 @@ add rule ip skiff-n1 svc-shop/web/tcp/http meta l4proto tcp dnat ip to 10.88.0.4
             assert!(script.contains(&format!("delete chain ip skiff-n1 {chain}\n")), "{chain}: {script}");
         }
         assert!(!script.contains("add "), "{script}");
+        let sets = plan(&t, &[port(&["10.88.0.2", "10.88.0.3"])]);
+        let script = update(&t, &sets, &Plan::default());
+        assert_eq!(script.lines().count(), sets.elements.len(), "{script}");
+        assert!(script.lines().all(|l| l.starts_with("delete element ")), "{script}");
     }
 
     #[test]
@@ -433,6 +785,10 @@ add rule ip skiff-n1 svc-shop/web/tcp/http meta l4proto tcp dnat ip to 10.88.0.4
         let ep = &plan.chains["ep-shop/web/tcp/http__10.88.0.2/8080"];
         assert_eq!(ep[0], format!("update @{set} {{ ip saddr }}"));
         assert_eq!(ep[1], "meta l4proto tcp dnat ip to 10.88.0.2:8080");
+        assert_eq!(
+            plan.element(Map::Verdicts(Family::Ip), "10.43.0.10 . tcp . 80"),
+            Some(&Value::Goto("svc-shop/web/tcp/http".into()))
+        );
     }
 
     #[test]
@@ -443,23 +799,29 @@ add rule ip skiff-n1 svc-shop/web/tcp/http meta l4proto tcp dnat ip to 10.88.0.4
         p.external_local = true;
         p.local_endpoints = vec![ep("10.88.0.2")];
         let plan1 = plan(&t, std::slice::from_ref(&p));
+        let ip = Family::Ip;
+        // Internal traffic stays cluster-wide (masqueraded from outside the pod network) ...
+        assert_eq!(plan1.element(Map::Cluster(ip), "10.43.0.10 . tcp . 80"), Some(&Value::None));
+        assert_eq!(plan1.element(Map::Count(ip, 2), "10.43.0.10 . tcp . 80"), Some(&Value::None));
+        // ... external traffic goes to this node's endpoint, and external clients keep their
+        // address (the `-local` sets lead to the pick-local chains).
+        assert_eq!(plan1.element(Map::Local(ip), "127.0.0.1 . tcp . 80"), Some(&Value::None));
+        assert_eq!(plan1.element(Map::Cluster(ip), "127.0.0.1 . tcp . 80"), None);
+        assert_eq!(plan1.element(Map::Count(ip, 1), "127.0.0.1 . tcp . 80"), Some(&Value::None));
         assert_eq!(
-            plan1.elements[&(Map::ServiceIps, "10.43.0.10 . tcp . 80".into())],
-            "goto svc-shop/web/tcp/http",
-            "internal traffic stays cluster-wide"
+            plan1.element(Map::Endpoints(ip, Proto::Tcp), "127.0.0.1 . tcp . 80 . 0"),
+            Some(&Value::Data(Fields(vec![Field::Addr("10.88.0.2".parse().unwrap()), Field::Port(8080)])))
         );
-        assert_eq!(plan1.elements[&(Map::ServiceIps, "127.0.0.1 . tcp . 80".into())], "goto local-shop/web/tcp/http");
-        assert_eq!(plan1.elements[&(Map::NodePorts, "tcp . 30080".into())], "goto local-shop/web/tcp/http");
-        let local = &plan1.chains["local-shop/web/tcp/http"];
-        // External clients keep their address; only the node's own traffic is masqueraded.
-        assert_eq!(local[0], "fib saddr type local jump mark-for-masquerade");
-        assert_eq!(local[2], "meta l4proto tcp dnat ip to 10.88.0.2:8080", "{local:?}");
+        assert_eq!(plan1.element(Map::Local(Family::NodePort), "tcp . 30080"), Some(&Value::None));
+        let mut base_text = String::new();
+        base(&t, &mut base_text);
+        assert!(base_text.contains("\tchain ip-pick-local {\n\t\tfib saddr type local jump mark-for-masquerade\n"));
         p.local_endpoints.clear();
         p.internal_local = true;
         let plan2 = plan(&t, &[p]);
-        assert_eq!(plan2.elements[&(Map::NoEndpointServices, "10.43.0.10 . tcp . 80".into())], "drop");
-        assert_eq!(plan2.elements[&(Map::NoEndpointNodePorts, "tcp . 30080".into())], "drop");
-        assert!(!plan2.chains.contains_key("local-shop/web/tcp/http"));
+        assert_eq!(plan2.element(Map::NoEndpoint(ip), "10.43.0.10 . tcp . 80"), Some(&Value::Drop));
+        assert_eq!(plan2.element(Map::NoEndpoint(Family::NodePort), "tcp . 30080"), Some(&Value::Drop));
+        assert!(plan2.chains.is_empty());
     }
 
     #[test]
@@ -469,9 +831,25 @@ add rule ip skiff-n1 svc-shop/web/tcp/http meta l4proto tcp dnat ip to 10.88.0.4
         let script = full(&t, [&p]);
         assert!(script.starts_with("table ip skiff-n1\ndelete table ip skiff-n1\ntable ip skiff-n1 {\n"));
         assert!(script.contains("comment \"skiff node n1\""));
-        assert!(script
-            .ends_with("add element ip skiff-n1 service-nodeports { tcp . 30080 : goto svc-shop/web/tcp/http }\n"));
+        assert!(script.contains(
+            "\t\tip daddr . meta l4proto . th dport @ip-count-3 dnat ip addr . port to ip daddr . meta l4proto . th dport . numgen random mod 3 map @ip-endpoints-tcp\n"
+        ));
+        assert!(script.ends_with("add element ip skiff-n1 nodeport-hairpin { 10.88.0.2 . tcp . 30080 }\n"));
         assert_eq!(delete(&t), "table ip skiff-n1\ndelete table ip skiff-n1\n");
+    }
+
+    #[test]
+    fn element_fields_are_laid_out_as_the_kernels_registers() {
+        let key = Fields(vec![
+            Field::Addr("10.43.0.10".parse().unwrap()),
+            Field::Proto(Proto::Udp),
+            Field::Port(53),
+            Field::Slot(2),
+        ]);
+        let mut expected = vec![10, 43, 0, 10, 17, 0, 0, 0, 0, 53, 0, 0];
+        expected.extend_from_slice(&2u32.to_ne_bytes());
+        assert_eq!(key.bytes(), expected);
+        assert_eq!(key.to_string(), "10.43.0.10 . udp . 53 . 2");
     }
 
     #[test]

@@ -1,9 +1,14 @@
-//! Runs `nft -f -`: one script, one atomic transaction.
+//! Applies rules: `nft -f -` (one script, one atomic transaction) for the full sync and for
+//! changes of chains, rules or sets; changes of set elements only as one netlink batch
+//! ([`super::netlink`], also one transaction), which costs no process and no cache dump.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
+
+use super::netlink::{self, NetlinkError};
+use super::nft::{self, ElementChange, Plan, Table};
 
 /// Where Debian installs nft.
 const NFT_PATHS: [&str; 3] = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"];
@@ -85,4 +90,66 @@ impl Nft {
             Err(NftError::Refused { stderr: String::from_utf8_lossy(&out.stderr).into_owned() })
         }
     }
+}
+
+/// A failed update.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    /// `nft` failed or refused the script.
+    #[error(transparent)]
+    Nft(#[from] NftError),
+    /// The netlink batch failed or was refused.
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    /// The blocking netlink exchange did not finish.
+    #[error("the netlink task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// How an update went to the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Nothing changed.
+    Nothing,
+    /// Set elements only, as one netlink batch.
+    Netlink,
+    /// An `nft -f` script.
+    Nft,
+}
+
+/// The element changes of several services (`(old, new)` plans) as one list: every deletion
+/// before any addition, so a key moving between services never exists twice.
+pub fn element_changes<'a>(pairs: &[(&'a Plan, &'a Plan)]) -> Vec<ElementChange<'a>> {
+    let all: Vec<ElementChange> = pairs.iter().flat_map(|(old, new)| nft::element_changes(old, new)).collect();
+    let (mut out, adds): (Vec<_>, Vec<_>) = all.into_iter().partition(|c| c.value.is_none());
+    out.extend(adds);
+    out
+}
+
+/// Turns what the table holds for some services (`old`) into `new` in one transaction: a
+/// netlink batch when only set elements change (an endpoint added, removed or replaced), an
+/// `nft -f` script otherwise.
+pub async fn apply_update<'a>(
+    nft: &Nft,
+    table: &Table,
+    pairs: impl IntoIterator<Item = (&'a Plan, &'a Plan)>,
+) -> Result<Route, UpdateError> {
+    let pairs: Vec<(&Plan, &Plan)> = pairs.into_iter().collect();
+    if pairs.iter().all(|(old, new)| nft::elements_only(old, new)) {
+        let changes = element_changes(&pairs);
+        if changes.is_empty() {
+            return Ok(Route::Nothing);
+        }
+        let encoded = netlink::encode(&table.name, &changes);
+        if encoded.bytes.len() <= netlink::MAX_BATCH_BYTES {
+            tokio::task::spawn_blocking(move || netlink::send(&encoded)).await??;
+            return Ok(Route::Netlink);
+        }
+    }
+    let script: String = pairs.iter().map(|(old, new)| nft::update(table, old, new)).collect();
+    if script.is_empty() {
+        return Ok(Route::Nothing);
+    }
+    nft.apply(&script).await?;
+    Ok(Route::Nft)
 }
