@@ -185,7 +185,8 @@ impl WasmEngine {
     }
 
     /// Serves a component exporting `wasi:http/incoming-handler` on `listener` (HTTP/1.1, keep-alive) until
-    /// `spec.cancel` fires, then returns [`Exit::Killed`].
+    /// `spec.cancel` fires, then returns [`Exit::Killed`]. A client that half-closes after its request still
+    /// gets the answer.
     ///
     /// Every request gets a fresh instance with `spec`'s args, env, preopens, memory limit, CPU share and
     /// output; `spec.deadline` bounds each request. A request whose guest traps, runs out of memory or

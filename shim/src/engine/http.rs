@@ -86,6 +86,9 @@ impl Server {
         let served = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .keep_alive(true)
+            // A client may end its side once the request is sent (`printf 'GET ...' | nc`); the
+            // answer still goes out instead of the connection being dropped unanswered.
+            .half_close(true)
             .serve_connection(TokioIo::new(stream), service)
             .await;
         if let Err(e) = served {

@@ -123,6 +123,39 @@ async fn serve_http_answers_until_cancelled() {
     assert!(TcpStream::connect(addr).await.is_err());
 }
 
+/// A client that ends its side after the request (`printf 'GET / ...' | nc`: HTTP/1.0, then a
+/// half-close) still gets the answer: the end of the request is no reason to drop the response.
+/// (Two workers and a small CPU share: the client's FIN is seen while the guest still runs, which
+/// made hyper's default close the connection unanswered.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_closed_client_still_gets_its_answer() {
+    let (_dir, engine) = engine();
+    let program = load(&engine, "hello-http");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let cancel = CancellationToken::new();
+    // A small CPU share makes each request take a while, so the client's end arrives first.
+    let spec = RunSpec {
+        args: vec!["hello-http.wasm".into()],
+        cpu_millis: Some(10),
+        cancel: Some(cancel.clone()),
+        ..Default::default()
+    };
+    let client = async {
+        for _ in 0..20 {
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await.expect("send");
+            stream.shutdown().await.expect("half-close");
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).await.expect("read");
+            assert_eq!(parse(&answer), (200, "hello from skiff\n".into()), "{answer:?}");
+        }
+        cancel.cancel();
+    };
+    let (served, ()) = tokio::join!(engine.serve_http(&program, spec, listener), client);
+    assert_eq!(served.expect("serves"), Exit::Killed);
+}
+
 /// A handler component that traps (`unreachable`) on every request.
 const TRAPPING_HANDLER: &str = r#"(component
   (import "wasi:http/types@0.2.0" (instance $types
