@@ -21,37 +21,8 @@ use kube::core::{Selector, SelectorExt};
 /// The label the API server gives every namespace (its name), which namespace selectors often use.
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
-/// A transport protocol a policy port names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Proto {
-    /// TCP (the default).
-    Tcp,
-    /// UDP.
-    Udp,
-    /// SCTP.
-    Sctp,
-}
-
-impl Proto {
-    /// The protocol as nft names it.
-    pub fn nft(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-            Proto::Sctp => "sctp",
-        }
-    }
-
-    /// A policy's or container's protocol; `None` for one Kubernetes does not know.
-    fn parse(s: Option<&str>) -> Option<Self> {
-        match s.unwrap_or("TCP") {
-            "TCP" => Some(Proto::Tcp),
-            "UDP" => Some(Proto::Udp),
-            "SCTP" => Some(Proto::Sctp),
-            _ => None,
-        }
-    }
-}
+/// The transport protocols are the proxy's (same names, same parsing, absent is TCP).
+pub use crate::proxy::model::Proto;
 
 /// Ports of one protocol, `first..=last` (`0..=65535`: the whole protocol).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -180,24 +180,8 @@ pub fn update(t: &str, old: &Plan, new: &Plan) -> String {
             let _ = writeln!(out, "add element ip {t} {name} {{ {} }}", elems.join(", "));
         }
     }
-    // 3. Changed and removed chains lose their rules (and their references to sets).
-    let changed: Vec<&String> =
-        old.chains.iter().filter(|(c, rules)| new.chains.get(*c) != Some(rules)).map(|(c, _)| c).collect();
-    for name in &changed {
-        let _ = writeln!(out, "flush chain ip {t} {name}");
-    }
-    // 4. Rules of changed and new chains.
-    for (name, rules) in &new.chains {
-        if old.chains.get(name) != Some(rules) {
-            for rule in rules {
-                let _ = writeln!(out, "add rule ip {t} {name} {rule}");
-            }
-        }
-    }
-    // 5. Chains and sets nothing refers to any more.
-    for name in changed.iter().filter(|c| !new.chains.contains_key(**c)) {
-        let _ = writeln!(out, "delete chain ip {t} {name}");
-    }
+    // 3.-5. Chains rewritten (as the proxy's), then the sets nothing refers to any more.
+    crate::proxy::nft::rewrite_chains(&mut out, t, &old.chains, &new.chains);
     for name in old.sets.keys().filter(|s| !new.sets.contains_key(*s)) {
         let _ = writeln!(out, "delete set ip {t} {name}");
     }

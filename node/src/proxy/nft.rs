@@ -569,24 +569,8 @@ pub fn update(table: &Table, old: &Plan, new: &Plan) -> String {
     for (name, def) in new.sets.iter().filter(|(s, _)| !old.sets.contains_key(*s)) {
         let _ = writeln!(out, "add set ip {t} {name} {def}");
     }
-    // 3. Changed and removed chains lose their rules (and with them their references).
-    let changed: BTreeSet<&String> =
-        old.chains.iter().filter(|(c, rules)| new.chains.get(*c) != Some(rules)).map(|(c, _)| c).collect();
-    for name in &changed {
-        let _ = writeln!(out, "flush chain ip {t} {name}");
-    }
-    // 4. Rules of changed and new chains.
-    for (name, rules) in &new.chains {
-        if old.chains.get(name) != Some(rules) {
-            for rule in rules {
-                let _ = writeln!(out, "add rule ip {t} {name} {rule}");
-            }
-        }
-    }
-    // 5. Chains and sets nothing refers to any more.
-    for name in changed.iter().filter(|c| !new.chains.contains_key(**c)) {
-        let _ = writeln!(out, "delete chain ip {t} {name}");
-    }
+    // 3.-5. Chains rewritten, then the sets nothing refers to any more.
+    rewrite_chains(&mut out, t, &old.chains, &new.chains);
     for name in old.sets.keys().filter(|s| !new.sets.contains_key(*s)) {
         let _ = writeln!(out, "delete set ip {t} {name}");
     }
@@ -597,6 +581,33 @@ pub fn update(table: &Table, old: &Plan, new: &Plan) -> String {
         }
     }
     out
+}
+
+/// The chain part of an update from `old` to `new` chains (name -> rules) of table `t`, for the
+/// proxy's and the network policy's tables alike: changed and removed chains lose their rules (and
+/// with them their references to sets), changed and new chains get theirs, removed chains are
+/// deleted. New chains must already exist (`add chain`), as elements may jump to them.
+pub fn rewrite_chains(
+    out: &mut String,
+    t: &str,
+    old: &BTreeMap<String, Vec<String>>,
+    new: &BTreeMap<String, Vec<String>>,
+) {
+    let changed: BTreeSet<&String> =
+        old.iter().filter(|(c, rules)| new.get(*c) != Some(rules)).map(|(c, _)| c).collect();
+    for name in &changed {
+        let _ = writeln!(out, "flush chain ip {t} {name}");
+    }
+    for (name, rules) in new {
+        if old.get(name) != Some(rules) {
+            for rule in rules {
+                let _ = writeln!(out, "add rule ip {t} {name} {rule}");
+            }
+        }
+    }
+    for name in changed.iter().filter(|c| !new.contains_key(**c)) {
+        let _ = writeln!(out, "delete chain ip {t} {name}");
+    }
 }
 
 /// Removes the table (the agent stops).
