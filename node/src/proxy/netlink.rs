@@ -294,26 +294,10 @@ fn exchange(socket: &Socket, batch: &[u8], waiting: &mut Vec<u32>) -> Result<(),
 mod tests {
     use std::process::Command;
 
-    use super::super::model::{Endpoint, PortRules, Proto};
+    use super::super::nft::tests::port;
     use super::super::nft::{self, element_changes, Family, Map, Plan, Table};
     use super::super::runner::Nft;
     use super::*;
-
-    fn port(eps: &[&str]) -> PortRules {
-        PortRules {
-            id: "shop/web/tcp/http".into(),
-            protocol: Proto::Tcp,
-            cluster_ip: "10.43.0.10".parse().unwrap(),
-            port: 80,
-            node_port: Some(30080),
-            load_balancer_ips: Vec::new(),
-            internal_local: false,
-            external_local: false,
-            cluster_endpoints: eps.iter().map(|e| Endpoint { ip: e.parse().unwrap(), port: 8080 }).collect(),
-            local_endpoints: Vec::new(),
-            affinity_seconds: None,
-        }
-    }
 
     fn listing(table: &str) -> String {
         let out = Command::new("nft").args(["list", "table", "ip", table]).output().expect("nft list");

@@ -627,7 +627,7 @@ pub fn table_name(node_name: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::model::Proto;
     use super::*;
 
@@ -635,11 +635,12 @@ mod tests {
         Table { name: "skiff-n1".into(), comment: "skiff node n1".into(), pod_cidr: "10.88.0.0/24".into() }
     }
 
-    fn ep(ip: &str) -> Endpoint {
+    pub(crate) fn ep(ip: &str) -> Endpoint {
         Endpoint { ip: ip.parse().unwrap(), port: 8080 }
     }
 
-    fn port(eps: &[&str]) -> PortRules {
+    /// One TCP service port (ClusterIP 10.43.0.10:80, NodePort 30080) with these endpoints on 8080.
+    pub(crate) fn port(eps: &[&str]) -> PortRules {
         PortRules {
             id: "shop/web/tcp/http".into(),
             protocol: Proto::Tcp,
