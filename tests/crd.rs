@@ -471,3 +471,89 @@ fn custom_objects_with_namespaces_owners_server_side_apply_and_restarts() {
     assert_eq!(list["kind"], "CronTabList");
     assert_eq!(list["items"], serde_json::json!([]), "{list}");
 }
+
+const SHIRTS_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: shirts.stable.example.com
+spec:
+  group: stable.example.com
+  scope: Namespaced
+  names:
+    plural: shirts
+    kind: Shirt
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    selectableFields:
+    - jsonPath: .spec.color
+    - jsonPath: .spec.size
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              color: {type: string, enum: [blue, red, green]}
+              size: {type: integer}
+"#;
+
+fn shirt(name: &str, color: &str, size: u32) -> String {
+    format!(
+        "apiVersion: stable.example.com/v1\nkind: Shirt\nmetadata:\n  name: {name}\nspec:\n  color: {color}\n  size: {size}\n"
+    )
+}
+
+#[test]
+fn selectable_fields_filter_lists_and_watches() {
+    let c = Cluster::start();
+    apply_crd(&c, SHIRTS_CRD, "shirts.stable.example.com");
+    for (name, color, size) in [("a", "blue", 1), ("b", "red", 2), ("c", "blue", 3)] {
+        c.kubectl_stdin(&["apply", "-f", "-"], Some(&shirt(name, color, size)));
+    }
+    let names = |selector: &str| {
+        c.kubectl(&["get", "shirts", "--field-selector", selector, "-o", "jsonpath={.items[*].metadata.name}"])
+    };
+    assert_eq!(names("spec.color=blue"), "a c");
+    assert_eq!(names("spec.color!=blue"), "b");
+    assert_eq!(names("spec.color=blue,spec.size=3"), "c");
+    assert_eq!(names("metadata.name=b"), "b");
+
+    // A watch selects the same way: it lists the blue ones, then the object that turns blue.
+    let mut watch = Command::new(KUBECTL)
+        .args(["--kubeconfig"])
+        .arg(c.kubeconfig())
+        .args(["get", "shirts", "--watch", "--field-selector", "spec.color=blue", "-o", "name"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl watch");
+    let stdout = watch.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut next = || rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+    let mut listed = [next(), next()];
+    listed.sort();
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&shirt("b", "blue", 9)));
+    let changed = next();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(listed, ["shirt.stable.example.com/a", "shirt.stable.example.com/c"]);
+    assert_eq!(changed, "shirt.stable.example.com/b");
+
+    // Fields that are not selectable, and bad selectable fields, are refused.
+    let err = c.kubectl_fails(&["get", "shirts", "--field-selector", "spec.nope=1"], None);
+    assert!(err.contains("field label not supported: spec.nope"), "{err}");
+    let bad = SHIRTS_CRD.replace("shirts", "hats").replace("Shirt", "Hat").replace(".spec.size", ".spec.missing");
+    let err = c.kubectl_fails(&["apply", "-f", "-"], Some(&bad));
+    assert!(err.contains("spec.versions[0].selectableFields[1].jsonPath: Invalid value: \".spec.missing\""), "{err}");
+}

@@ -57,7 +57,27 @@ pub async fn create_pods(
     limit: Duration,
     progress: Option<Arc<AtomicUsize>>,
 ) -> Result<CreateRun> {
-    let url = format!("{}{PODS}", server.url);
+    let prefix = prefix.to_string();
+    let body = Arc::new(move |i: usize| pod(&format!("{prefix}-{i}"), None));
+    create_objects(server, PODS, body, total, clients, limit, progress).await
+}
+
+/// The body of the `i`-th object a creation run posts.
+pub type MakeBody = Arc<dyn Fn(usize) -> Vec<u8> + Send + Sync>;
+
+/// Posts `total` objects made by `body` to `path` (a collection URL path) with `clients`
+/// concurrent clients, each its own `reqwest::Client` (own connections), stopping early at
+/// `limit`. `progress` counts successes.
+pub async fn create_objects(
+    server: &Server,
+    path: &str,
+    body: MakeBody,
+    total: usize,
+    clients: usize,
+    limit: Duration,
+    progress: Option<Arc<AtomicUsize>>,
+) -> Result<CreateRun> {
+    let url = format!("{}{path}", server.url);
     let next = Arc::new(AtomicUsize::new(0));
     let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
     let mut tasks = Vec::with_capacity(clients);
@@ -65,7 +85,7 @@ pub async fn create_pods(
         let client = server.client()?;
         let (url, next, barrier, progress) = (url.clone(), next.clone(), barrier.clone(), progress.clone());
         let version = format!("{}/version", server.url);
-        let prefix = prefix.to_string();
+        let make_body = body.clone();
         tasks.push(tokio::spawn(async move {
             // Warm the connection (TCP + TLS) outside the timed part, with a request that costs the
             // server nothing (a list, even with limit=1, counts every pod).
@@ -80,7 +100,7 @@ pub async fn create_pods(
                 if i >= total || Instant::now() >= deadline {
                     break;
                 }
-                let body = pod(&format!("{prefix}-{i}"), None);
+                let body = make_body(i);
                 let started = Instant::now();
                 let outcome =
                     client.post(&url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body).send().await;

@@ -9,6 +9,7 @@
 mod authz;
 mod cluster;
 mod containerd;
+mod crd;
 mod create;
 mod dns;
 mod exec;
@@ -70,6 +71,31 @@ enum Command {
         #[arg(long)]
         audit: bool,
         /// More flags for `skiff server`, e.g. `--server-arg=--disable-scheduler`.
+        #[arg(long = "server-arg", allow_hyphen_values = true)]
+        server_args: Vec<String>,
+    },
+    /// CustomResourceDefinitions: create to `Established` and served, and custom-object creates/s
+    /// (schema + two CEL rules) beside ConfigMap creates in the same run.
+    ApiCrd {
+        #[arg(long)]
+        server_bin: PathBuf,
+        #[arg(long, value_enum, default_value = "sqlite")]
+        datastore: Backend,
+        /// CRDs created one at a time for the `Established` timing.
+        #[arg(long, default_value_t = 50)]
+        definitions: usize,
+        /// Objects created per round and kind.
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Rounds of (ConfigMaps, then custom objects).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Time cap per batch, in seconds.
+        #[arg(long, default_value_t = 60)]
+        max_seconds: u64,
+        /// More flags for `skiff server`.
         #[arg(long = "server-arg", allow_hyphen_values = true)]
         server_args: Vec<String>,
     },
@@ -307,6 +333,13 @@ async fn run(command: Command) -> Result<()> {
             }
             let limit = Duration::from_secs(max_seconds);
             create::run(&server_bin, datastore, &clients, count, limit, as_service_account, audit, &server_args).await
+        }
+        Command::ApiCrd { server_bin, datastore, definitions, count, clients, rounds, max_seconds, server_args } => {
+            if definitions == 0 || count == 0 || clients == 0 || rounds == 0 {
+                bail!("--definitions, --count, --clients and --rounds must be positive");
+            }
+            let args = crd::CrdArgs { definitions, count, clients, rounds, limit: Duration::from_secs(max_seconds) };
+            crd::run(&server_bin, datastore, &args, &server_args).await
         }
         Command::ApiWatch { server_bin, datastore, watchers, events, spacing_ms } => {
             if watchers == 0 || events == 0 {

@@ -345,7 +345,11 @@ impl Registry {
             }
         }
         if let Some(fields) = &q.fields {
-            if !fields.matches_kind(ri.kind, obj) {
+            let selected = match &ri.custom {
+                Some(custom) => fields.matches_by(|field| custom.field_value(obj, field)),
+                None => fields.matches_kind(ri.kind, obj),
+            };
+            if !selected {
                 return false;
             }
         }

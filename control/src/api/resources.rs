@@ -202,6 +202,8 @@ pub fn all() -> Vec<ResourceInfo> {
         resource!(apiextensions::CustomResourceDefinition, ["crd", "crds"], ["status"], false),
         resource!(admissionregistration::ValidatingWebhookConfiguration, [], [], false),
         resource!(admissionregistration::MutatingWebhookConfiguration, [], [], false),
+        resource!(admissionregistration::ValidatingAdmissionPolicy, [], ["status"], false),
+        resource!(admissionregistration::ValidatingAdmissionPolicyBinding, [], [], false),
     ]
 }
 

@@ -856,8 +856,14 @@ impl FieldSelector {
     /// Whether the object, known to be of `kind`, satisfies every term. Missing fields compare
     /// as the empty string.
     pub fn matches_kind(&self, kind: &str, obj: &Value) -> bool {
+        self.matches_by(|field| field_value(kind, obj, field))
+    }
+
+    /// Whether every term holds for the field values `value` gives (`None` compares as the
+    /// empty string): for kinds whose selectable fields are not built in (custom resources).
+    pub fn matches_by(&self, value: impl Fn(&str) -> Option<String>) -> bool {
         self.terms.iter().all(|t| {
-            let have = field_value(kind, obj, &t.field).unwrap_or_default();
+            let have = value(&t.field).unwrap_or_default();
             (have == t.value) != t.negate
         })
     }

@@ -457,6 +457,20 @@ fn component_status_cells(obj: &Value) -> Vec<Value> {
 const WEBHOOK_CONFIGURATION_COLUMNS: &[Column] =
     &[NAME, col("Webhooks", "integer", "Webhooks indicates the number of webhooks in the configuration."), AGE];
 
+const POLICY_COLUMNS: &[Column] = &[
+    NAME,
+    col("Validations", "integer", "Validations indicates the number of validation expressions"),
+    col("ParamKind", "string", "ParamKind specifies the kind of resources used to parameterize this policy"),
+    AGE,
+];
+
+const POLICY_BINDING_COLUMNS: &[Column] = &[
+    NAME,
+    col("PolicyName", "string", "PolicyName indicates the name of the policy that is being bound"),
+    col("ParamRef", "string", "ParamRef indicates the param resource that the policy is configured with"),
+    AGE,
+];
+
 const RUNTIME_CLASS_COLUMNS: &[Column] = &[
     NAME,
     col("Handler", "string", "handler specifies the underlying runtime and configuration that the CRI implementation will use to handle pods of this class."),
@@ -535,6 +549,8 @@ fn columns(kind: &str) -> &'static [Column] {
         "Lease" => LEASE_COLUMNS,
         "ComponentStatus" => COMPONENT_STATUS_COLUMNS,
         "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => WEBHOOK_CONFIGURATION_COLUMNS,
+        "ValidatingAdmissionPolicy" => POLICY_COLUMNS,
+        "ValidatingAdmissionPolicyBinding" => POLICY_BINDING_COLUMNS,
         "RuntimeClass" => RUNTIME_CLASS_COLUMNS,
         "ResourceQuota" => RESOURCE_QUOTA_COLUMNS,
         "PodDisruptionBudget" => PDB_COLUMNS,
@@ -591,6 +607,29 @@ pub fn row_cells(kind: &str, obj: &Value, now: Timestamp) -> Vec<Value> {
         "ComponentStatus" => component_status_cells(obj),
         "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => {
             vec![name(obj).into(), (list(obj, &["webhooks"]).len() as i64).into(), age(obj, now)]
+        }
+        "ValidatingAdmissionPolicy" => {
+            let kind = obj
+                .pointer("/spec/paramKind")
+                .map(|k| format!("{}/{}", k["apiVersion"].as_str().unwrap_or(""), k["kind"].as_str().unwrap_or("")));
+            vec![
+                name(obj).into(),
+                (list(obj, &["spec", "validations"]).len() as i64).into(),
+                kind.unwrap_or_else(|| "<unset>".into()).into(),
+                age(obj, now),
+            ]
+        }
+        "ValidatingAdmissionPolicyBinding" => {
+            let param = obj.pointer("/spec/paramRef").map(|r| {
+                let ns = r["namespace"].as_str().map(|n| format!("{n}/")).unwrap_or_default();
+                format!("{ns}{}", r["name"].as_str().unwrap_or("*"))
+            });
+            vec![
+                name(obj).into(),
+                text(obj, &["spec", "policyName"]).into(),
+                param.unwrap_or_else(|| "<unset>".into()).into(),
+                age(obj, now),
+            ]
         }
         "RuntimeClass" => vec![name(obj).into(), text(obj, &["handler"]).into(), age(obj, now)],
         "ResourceQuota" => resource_quota_cells(obj, now),

@@ -161,6 +161,9 @@ pub fn validate(crd: &Value, builtin: &Resources) -> Vec<(String, String)> {
                 }
             }
         }
+        for (field, message) in super::selectable::validate(v, &at) {
+            cause(&field, message);
+        }
         if let Some(scale) = v.pointer("/subresources/scale") {
             for field in ["specReplicasPath", "statusReplicasPath"] {
                 let path = scale.get(field).and_then(Value::as_str).unwrap_or("");
@@ -311,6 +314,7 @@ pub fn resource_infos(crd: &Value) -> Vec<ResourceInfo> {
                 schema: v.pointer("/schema/openAPIV3Schema").cloned(),
                 columns,
                 scale,
+                selectable_fields: super::selectable::fields(v),
                 terminating,
             };
             Some(ResourceInfo {

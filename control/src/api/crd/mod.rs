@@ -12,6 +12,7 @@ pub mod definition;
 pub mod printer;
 pub mod rules;
 pub mod schema;
+pub mod selectable;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, OnceLock};
@@ -47,8 +48,27 @@ pub struct Custom {
     pub schema: Option<Value>,
     pub columns: Vec<printer::Column>,
     pub scale: Option<ScalePaths>,
+    /// The version's `selectableFields` as field-selector names (`spec.color`).
+    pub selectable_fields: Vec<String>,
     /// The CRD is being deleted: no new objects.
     pub terminating: bool,
+}
+
+impl Custom {
+    /// Whether a field selector may use `field`: `metadata.name`, `metadata.namespace` and the
+    /// version's `selectableFields`.
+    pub fn selects(&self, field: &str) -> bool {
+        matches!(field, "metadata.name" | "metadata.namespace") || self.selectable_fields.iter().any(|f| f == field)
+    }
+
+    /// The value a field selector compares for `field` of `obj` (`None` compares as "").
+    pub fn field_value(&self, obj: &Value, field: &str) -> Option<String> {
+        match field {
+            "metadata.name" | "metadata.namespace" => selectable::value(obj, field),
+            _ if self.selects(field) => selectable::value(obj, field),
+            _ => None,
+        }
+    }
 }
 
 /// The `normalize` of custom resources: never called (they have no typed struct; see

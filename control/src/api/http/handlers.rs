@@ -149,7 +149,11 @@ pub fn list_query(ri: &ResourceInfo, namespace: Option<String>, query: &Query) -
             let parsed =
                 FieldSelector::parse(s).map_err(|e| ApiError::BadRequest(format!("invalid field selector: {e}")))?;
             for field in parsed.fields() {
-                if !crate::api::selector::is_supported(ri.kind, field) {
+                let supported = match &ri.custom {
+                    Some(custom) => custom.selects(field),
+                    None => crate::api::selector::is_supported(ri.kind, field),
+                };
+                if !supported {
                     return Err(ApiError::BadRequest(format!("field label not supported: {field}")));
                 }
             }

@@ -1,4 +1,5 @@
-//! The webhooks of the stored configurations, parsed once per change: one snapshot read by every
+//! The webhooks of the stored configurations and the ValidatingAdmissionPolicies with their
+//! bindings, parsed once per change: one snapshot read by every
 //! request, rebuilt from the in-process watch cache's events (never re-listed per request, never
 //! polled). The labels of namespaces are kept beside them for `namespaceSelector`.
 
@@ -10,6 +11,7 @@ use parking_lot::RwLock;
 use serde_json::{Map, Value};
 use tokio::sync::{broadcast, OnceCell};
 
+use super::policy::{parse_binding, parse_policy, Binding, Policy};
 use crate::api::object;
 use crate::api::selector::{self, LabelSelector};
 use crate::api::watch_cache::{list_decoded, WatchCache};
@@ -19,7 +21,13 @@ use crate::store::{Revision, Store, StoreError};
 pub const VALIDATING_PREFIX: &str = "/registry/admissionregistration.k8s.io/validatingwebhookconfigurations/";
 /// Storage prefix of the MutatingWebhookConfigurations.
 pub const MUTATING_PREFIX: &str = "/registry/admissionregistration.k8s.io/mutatingwebhookconfigurations/";
+/// Storage prefix of the ValidatingAdmissionPolicies.
+pub const POLICY_PREFIX: &str = "/registry/admissionregistration.k8s.io/validatingadmissionpolicies/";
+/// Storage prefix of the ValidatingAdmissionPolicyBindings.
+pub const BINDING_PREFIX: &str = "/registry/admissionregistration.k8s.io/validatingadmissionpolicybindings/";
 const NAMESPACE_PREFIX: &str = "/registry/core/namespaces/";
+/// Everything the snapshot follows.
+const PREFIXES: [&str; 5] = [VALIDATING_PREFIX, MUTATING_PREFIX, POLICY_PREFIX, BINDING_PREFIX, NAMESPACE_PREFIX];
 
 /// What happens when a call fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,11 +81,23 @@ fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(String::from).collect()
 }
 
-fn selector(v: Option<&Value>) -> LabelSelector {
+/// A `namespaceSelector`/`objectSelector`; unset matches everything, a bad one nothing.
+pub fn selector_from_json(v: Option<&Value>) -> LabelSelector {
     match v {
         // An unset selector matches everything.
         None | Some(Value::Null) => LabelSelector::everything(),
         Some(sel) => selector::from_label_selector(sel).unwrap_or_else(|_| LabelSelector::nothing()),
+    }
+}
+
+/// One `RuleWithOperations`.
+pub fn rule_from_json(r: &Value) -> Rule {
+    Rule {
+        operations: strings(r.get("operations")),
+        api_groups: strings(r.get("apiGroups")),
+        api_versions: strings(r.get("apiVersions")),
+        resources: strings(r.get("resources")),
+        scope: r.get("scope").and_then(Value::as_str).unwrap_or("*").to_string(),
     }
 }
 
@@ -103,19 +123,7 @@ pub fn parse_hook(w: &Value) -> Option<Hook> {
             base64::engine::general_purpose::STANDARD.decode(b).ok()
         })
         .unwrap_or_default();
-    let rules = w
-        .get("rules")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|r| Rule {
-            operations: strings(r.get("operations")),
-            api_groups: strings(r.get("apiGroups")),
-            api_versions: strings(r.get("apiVersions")),
-            resources: strings(r.get("resources")),
-            scope: r.get("scope").and_then(Value::as_str).unwrap_or("*").to_string(),
-        })
-        .collect();
+    let rules = w.get("rules").and_then(Value::as_array).into_iter().flatten().map(rule_from_json).collect();
     let match_conditions = w
         .get("matchConditions")
         .and_then(Value::as_array)
@@ -133,8 +141,8 @@ pub fn parse_hook(w: &Value) -> Option<Hook> {
             _ => FailurePolicy::Fail,
         },
         equivalent: w.get("matchPolicy").and_then(Value::as_str) != Some("Exact"),
-        namespace_selector: selector(w.get("namespaceSelector")),
-        object_selector: selector(w.get("objectSelector")),
+        namespace_selector: selector_from_json(w.get("namespaceSelector")),
+        object_selector: selector_from_json(w.get("objectSelector")),
         dry_run_safe: matches!(w.get("sideEffects").and_then(Value::as_str), Some("None" | "NoneOnDryRun")),
         timeout: Duration::from_secs(w.get("timeoutSeconds").and_then(Value::as_u64).unwrap_or(10).clamp(1, 30)),
         match_conditions,
@@ -153,15 +161,24 @@ fn parse_configuration(obj: &Value) -> Vec<Hook> {
 pub struct Snapshot {
     pub mutating: BTreeMap<String, Arc<Vec<Hook>>>,
     pub validating: BTreeMap<String, Arc<Vec<Hook>>>,
+    /// ValidatingAdmissionPolicies by name.
+    pub policies: BTreeMap<String, Arc<Policy>>,
+    /// ValidatingAdmissionPolicyBindings by name (evaluated in name order).
+    pub bindings: BTreeMap<String, Arc<Binding>>,
     pub namespaces: HashMap<String, Map<String, Value>>,
     /// The revision the snapshot is complete up to.
     revision: Revision,
 }
 
 impl Snapshot {
-    /// True when no webhook is configured (the common case: nothing to do).
+    /// True when no webhook or policy binding is configured (the common case: nothing to do).
     pub fn is_empty(&self) -> bool {
-        self.mutating.is_empty() && self.validating.is_empty()
+        self.mutating.is_empty() && self.validating.is_empty() && self.bindings.is_empty()
+    }
+
+    /// Each binding with the policy it binds (bindings of missing policies do nothing).
+    pub fn bound_policies(&self) -> impl Iterator<Item = (&Policy, &Binding)> {
+        self.bindings.values().filter_map(|b| Some((self.policies.get(&b.policy)?.as_ref(), b.as_ref())))
     }
 
     /// Mutating webhooks in the order they run.
@@ -176,6 +193,20 @@ impl Snapshot {
 
     /// Applies one stored change (a put or a delete of `key`).
     fn apply(&mut self, key: &str, deleted: bool, obj: &Value) {
+        if let Some(name) = key.strip_prefix(POLICY_PREFIX) {
+            match parse_policy(obj).filter(|_| !deleted) {
+                Some(p) => drop(self.policies.insert(name.to_string(), Arc::new(p))),
+                None => drop(self.policies.remove(name)),
+            }
+            return;
+        }
+        if let Some(name) = key.strip_prefix(BINDING_PREFIX) {
+            match parse_binding(obj).filter(|_| !deleted) {
+                Some(b) => drop(self.bindings.insert(name.to_string(), Arc::new(b))),
+                None => drop(self.bindings.remove(name)),
+            }
+            return;
+        }
         let (map, name) = if let Some(name) = key.strip_prefix(VALIDATING_PREFIX) {
             (&mut self.validating, name)
         } else if let Some(name) = key.strip_prefix(MUTATING_PREFIX) {
@@ -230,12 +261,13 @@ impl Cache {
         // Subscribed before listing: no change between the two is missed.
         let (_, events) = self.watch.subscribe_now();
         let mut snapshot = Snapshot::default();
-        let prefixes = [VALIDATING_PREFIX, MUTATING_PREFIX, NAMESPACE_PREFIX];
         snapshot.revision =
-            list_decoded(self.store.as_ref(), &prefixes, |key, obj| snapshot.apply(key, false, &obj)).await?;
+            list_decoded(self.store.as_ref(), &PREFIXES, |key, obj| snapshot.apply(key, false, &obj)).await?;
         tracing::debug!(
             mutating = snapshot.mutating.len(),
             validating = snapshot.validating.len(),
+            policies = snapshot.policies.len(),
+            bindings = snapshot.bindings.len(),
             revision = snapshot.revision,
             "admission webhook configurations loaded"
         );
@@ -248,8 +280,7 @@ impl Cache {
         loop {
             match events.recv().await {
                 Ok(event) => {
-                    let relevant =
-                        [VALIDATING_PREFIX, MUTATING_PREFIX, NAMESPACE_PREFIX].iter().any(|p| event.key.starts_with(p));
+                    let relevant = PREFIXES.iter().any(|p| event.key.starts_with(p));
                     let current = Arc::clone(&self.snapshot.read());
                     if !relevant || event.revision <= current.revision {
                         continue;
@@ -257,6 +288,8 @@ impl Cache {
                     let mut next = Snapshot {
                         mutating: current.mutating.clone(),
                         validating: current.validating.clone(),
+                        policies: current.policies.clone(),
+                        bindings: current.bindings.clone(),
                         namespaces: current.namespaces.clone(),
                         revision: event.revision,
                     };

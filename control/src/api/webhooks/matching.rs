@@ -5,6 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use super::config::{Hook, Rule};
+use crate::api::selector::LabelSelector;
 use crate::auth::UserInfo;
 
 /// The admission operation of a request.
@@ -65,7 +66,7 @@ fn listed(items: &[String], value: &str) -> bool {
 
 /// Whether `rule` covers the request with the request's own version or, for an Equivalent
 /// match, another served version of the same resource (returned as the version to send).
-fn rule_matches(rule: &Rule, a: &Attributes<'_>, version: &str) -> bool {
+pub(super) fn rule_matches(rule: &Rule, a: &Attributes<'_>, version: &str) -> bool {
     if !listed(&rule.operations, a.operation.as_str())
         || !listed(&rule.api_groups, a.group)
         || !listed(&rule.api_versions, version)
@@ -102,28 +103,32 @@ pub fn matching_version<'a>(hook: &Hook, a: &Attributes<'a>) -> Option<&'a str> 
 
 /// `namespaceSelector`: the namespace's labels (a Namespace's own for a namespace request);
 /// cluster-scoped objects always match.
-pub fn namespace_matches(hook: &Hook, a: &Attributes<'_>, namespace_labels: Option<&Map<String, Value>>) -> bool {
-    if hook.namespace_selector.is_empty() {
+pub fn namespace_matches(
+    selector: &LabelSelector,
+    a: &Attributes<'_>,
+    namespace_labels: Option<&Map<String, Value>>,
+) -> bool {
+    if selector.is_empty() {
         return true;
     }
     let is_namespace = a.group.is_empty() && a.resource == "namespaces";
     if is_namespace {
         let labels = |o: Option<&Value>| o.map(crate::api::object::labels).unwrap_or_default();
-        return hook.namespace_selector.matches(&labels(a.object.or(a.old_object)));
+        return selector.matches(&labels(a.object.or(a.old_object)));
     }
     if !a.namespaced {
         return true;
     }
     let empty = Map::new();
-    hook.namespace_selector.matches(namespace_labels.unwrap_or(&empty))
+    selector.matches(namespace_labels.unwrap_or(&empty))
 }
 
 /// `objectSelector`: the new or the old object's labels.
-pub fn object_matches(hook: &Hook, a: &Attributes<'_>) -> bool {
-    if hook.object_selector.is_empty() {
+pub fn object_matches(selector: &LabelSelector, a: &Attributes<'_>) -> bool {
+    if selector.is_empty() {
         return true;
     }
-    [a.object, a.old_object].into_iter().flatten().any(|o| hook.object_selector.matches(&crate::api::object::labels(o)))
+    [a.object, a.old_object].into_iter().flatten().any(|o| selector.matches(&crate::api::object::labels(o)))
 }
 
 /// Why `matchConditions` could not decide.
@@ -135,7 +140,7 @@ pub struct ConditionError {
 }
 
 /// `request` as CEL match conditions see it.
-fn request_value(a: &Attributes<'_>) -> Value {
+pub(super) fn request_value(a: &Attributes<'_>) -> Value {
     json!({
         "kind": {"group": a.group, "version": a.version, "kind": a.kind},
         "resource": {"group": a.group, "version": a.version, "resource": a.resource},
@@ -165,22 +170,25 @@ pub fn user_info(user: Option<&UserInfo>) -> Value {
     }
 }
 
-/// Whether every `matchConditions` expression holds (`Ok(false)` as soon as one is false).
-pub fn conditions_hold(hook: &Hook, a: &Attributes<'_>) -> Result<bool, ConditionError> {
-    if hook.match_conditions.is_empty() {
-        return Ok(true);
-    }
+/// The CEL variables every admission expression sees: `object`, `oldObject`, `request`.
+pub(super) fn cel_context(a: &Attributes<'_>) -> cel::Context<'static, 'static> {
     use crate::api::crd::rules::to_cel;
     let mut ctx = cel::Context::default();
     ctx.add_variable_from_value("object", to_cel(a.object.unwrap_or(&Value::Null)));
     ctx.add_variable_from_value("oldObject", to_cel(a.old_object.unwrap_or(&Value::Null)));
     ctx.add_variable_from_value("request", to_cel(&request_value(a)));
+    ctx
+}
+
+/// Whether every `matchConditions` expression (`(name, expression)`) holds in `ctx`
+/// (`Ok(false)` as soon as one is false).
+pub fn conditions_hold_in(conditions: &[(String, String)], ctx: &cel::Context<'_, '_>) -> Result<bool, ConditionError> {
     let mut error = None;
-    for (name, expr) in &hook.match_conditions {
+    for (name, expr) in conditions {
         let err = |reason: String| ConditionError { name: name.clone(), reason };
         let outcome = cel::Program::compile(expr)
             .map_err(|e| err(e.to_string()))
-            .and_then(|p| p.execute(&ctx).map_err(|e| err(e.to_string())));
+            .and_then(|p| p.execute(ctx).map_err(|e| err(e.to_string())));
         match outcome {
             // A false condition skips the webhook even when another condition errs.
             Ok(cel::Value::Bool(false)) => return Ok(false),
@@ -197,6 +205,14 @@ pub fn conditions_hold(hook: &Hook, a: &Attributes<'_>) -> Result<bool, Conditio
         Some(e) => Err(e),
         None => Ok(true),
     }
+}
+
+/// Whether every `matchConditions` expression of a webhook holds for the request.
+pub fn conditions_hold(hook: &Hook, a: &Attributes<'_>) -> Result<bool, ConditionError> {
+    if hook.match_conditions.is_empty() {
+        return Ok(true);
+    }
+    conditions_hold_in(&hook.match_conditions, &cel_context(a))
 }
 
 #[cfg(test)]
@@ -289,20 +305,23 @@ mod tests {
         let a = pod_create(&pod);
         let ns_sel = hook(json!({"namespaceSelector": {"matchLabels": {"hooked": "yes"}}}));
         let labels: Map<String, Value> = serde_json::from_value(json!({"hooked": "yes"})).expect("map");
-        assert!(namespace_matches(&ns_sel, &a, Some(&labels)));
-        assert!(!namespace_matches(&ns_sel, &a, Some(&Map::new())));
-        assert!(!namespace_matches(&ns_sel, &a, None));
+        assert!(namespace_matches(&ns_sel.namespace_selector, &a, Some(&labels)));
+        assert!(!namespace_matches(&ns_sel.namespace_selector, &a, Some(&Map::new())));
+        assert!(!namespace_matches(&ns_sel.namespace_selector, &a, None));
         let excluded = hook(json!({"namespaceSelector": {"matchExpressions": [
             {"key": "hooked", "operator": "NotIn", "values": ["yes"]}]}}));
-        assert!(!namespace_matches(&excluded, &a, Some(&labels)));
-        assert!(namespace_matches(&excluded, &a, None));
+        assert!(!namespace_matches(&excluded.namespace_selector, &a, Some(&labels)));
+        assert!(namespace_matches(&excluded.namespace_selector, &a, None));
 
-        assert!(object_matches(&hook(json!({"objectSelector": {"matchLabels": {"app": "web"}}})), &a));
-        assert!(!object_matches(&hook(json!({"objectSelector": {"matchLabels": {"app": "db"}}})), &a));
-        assert!(object_matches(&hook(json!({"objectSelector": {}})), &a));
+        assert!(object_matches(&hook(json!({"objectSelector": {"matchLabels": {"app": "web"}}})).object_selector, &a));
+        assert!(!object_matches(&hook(json!({"objectSelector": {"matchLabels": {"app": "db"}}})).object_selector, &a));
+        assert!(object_matches(&hook(json!({"objectSelector": {}})).object_selector, &a));
         let old = json!({"metadata": {"labels": {"app": "db"}}});
         let update = Attributes { operation: Operation::Update, old_object: Some(&old), ..a.clone() };
-        assert!(object_matches(&hook(json!({"objectSelector": {"matchLabels": {"app": "db"}}})), &update));
+        assert!(object_matches(
+            &hook(json!({"objectSelector": {"matchLabels": {"app": "db"}}})).object_selector,
+            &update
+        ));
     }
 
     #[test]

@@ -8,16 +8,21 @@
 //! - [`resolve`]: a `service` reference to an endpoint address through EndpointSlices.
 //! - [`patch`]: a mutating webhook's JSON Patch applied.
 //! - [`validation`]: defaults and validation of the configuration objects.
+//! - [`policy`]: ValidatingAdmissionPolicies and their bindings (CEL, evaluated in process);
+//!   [`policy_validation`] checks those objects.
 //!
 //! Order, as kube-apiserver: built-in mutating admission, mutating webhooks in configuration
 //! and webhook order (`reinvocationPolicy: IfNeeded` ones re-run once when a later webhook
-//! changed the object), built-in validation, then the validating webhooks in parallel.
-//! Objects of `admissionregistration.k8s.io` itself are never sent to webhooks.
+//! changed the object), built-in validation, the ValidatingAdmissionPolicies (bindings in name
+//! order), then the validating webhooks in parallel. Objects of `admissionregistration.k8s.io`
+//! itself are never sent to webhooks or policies (so a bad policy can always be removed).
 
 pub mod call;
 pub mod config;
 pub mod matching;
 pub mod patch;
+pub mod policy;
+pub mod policy_validation;
 pub mod resolve;
 pub mod validation;
 
@@ -142,9 +147,11 @@ impl Webhooks {
         Ok(changed)
     }
 
-    /// Runs the validating webhooks, all at once; the first denial (in webhook order) fails the request.
+    /// Runs the ValidatingAdmissionPolicies, then the validating webhooks, all at once; the first
+    /// denial (policies first, then in webhook order) fails the request.
     pub async fn validate(&self, a: &Attributes<'_>, warnings: &mut Vec<String>) -> ApiResult<()> {
         let Some(snapshot) = self.snapshot(a).await? else { return Ok(()) };
+        run_policies(&snapshot, a, warnings)?;
         let calls = snapshot.validating_hooks().map(|hook| async {
             let mut own = Vec::new();
             let outcome = self.run(&snapshot, hook, a, &mut own).await;
@@ -171,7 +178,9 @@ impl Webhooks {
     ) -> ApiResult<Outcome> {
         let Some(version) = matching::matching_version(hook, a) else { return Ok(Outcome::Skipped) };
         let namespace_labels = a.namespace.and_then(|ns| snapshot.namespaces.get(ns));
-        if !matching::namespace_matches(hook, a, namespace_labels) || !matching::object_matches(hook, a) {
+        if !matching::namespace_matches(&hook.namespace_selector, a, namespace_labels)
+            || !matching::object_matches(&hook.object_selector, a)
+        {
             return Ok(Outcome::Skipped);
         }
         let failed = |reason: String| match hook.failure_policy {
@@ -217,4 +226,23 @@ impl Webhooks {
         }
         Ok(Outcome::Allowed(verdict.patch))
     }
+}
+
+/// The bound ValidatingAdmissionPolicies: a violation is a warning under a `Warn` binding and
+/// the request's failure under a `Deny` one.
+#[tracing::instrument(skip_all, fields(operation = a.operation.as_str(), resource = a.resource, name = a.name))]
+fn run_policies(snapshot: &Snapshot, a: &Attributes<'_>, warnings: &mut Vec<String>) -> ApiResult<()> {
+    let labels = a.namespace.and_then(|ns| snapshot.namespaces.get(ns));
+    for (p, binding) in snapshot.bound_policies() {
+        if let policy::Decision::Violation { code, reason, message } = policy::evaluate(p, binding, a, labels) {
+            if binding.warn {
+                warnings.push(policy::warning(&p.name, &binding.name, &message));
+            }
+            if binding.deny {
+                tracing::debug!(policy = p.name, binding = binding.name, "admission policy denied the request");
+                return Err(ApiError::Denied { code, reason, message });
+            }
+        }
+    }
+    Ok(())
 }

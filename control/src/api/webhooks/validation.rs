@@ -5,18 +5,24 @@ use std::collections::HashSet;
 
 use serde_json::{json, Value};
 
+use super::policy_validation::{BINDING, POLICY};
 use crate::api::admission::Cause;
 
 /// The API group of the configurations (webhooks never see its objects).
 pub const GROUP: &str = "admissionregistration.k8s.io";
 
-/// Whether `kind` in `group` is one of the two webhook configurations.
+/// Whether `kind` in `group` is one of the admission configurations: the two webhook
+/// configurations, a ValidatingAdmissionPolicy or its binding.
 pub fn is_configuration(group: &str, kind: &str) -> bool {
-    group == GROUP && matches!(kind, "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration")
+    group == GROUP
+        && matches!(kind, "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" | POLICY | BINDING)
 }
 
 /// Fills in what kube-apiserver defaults.
 pub fn default(kind: &str, obj: &mut Value) {
+    if matches!(kind, POLICY | BINDING) {
+        return super::policy_validation::default(kind, obj);
+    }
     let mutating = kind == "MutatingWebhookConfiguration";
     let Some(hooks) = obj.get_mut("webhooks").and_then(Value::as_array_mut) else { return };
     for w in hooks.iter_mut().filter_map(Value::as_object_mut) {
@@ -39,12 +45,12 @@ pub fn default(kind: &str, obj: &mut Value) {
     }
 }
 
-fn unsupported(value: &str, supported: &[&str]) -> String {
+pub(super) fn unsupported(value: &str, supported: &[&str]) -> String {
     let list: Vec<String> = supported.iter().map(|s| format!("\"{s}\"")).collect();
     format!("Unsupported value: \"{value}\": supported values: {}", list.join(", "))
 }
 
-fn check_enum(w: &Value, field: &str, path: &str, supported: &[&str], required: bool, out: &mut Vec<Cause>) {
+pub(super) fn check_enum(w: &Value, field: &str, path: &str, supported: &[&str], required: bool, out: &mut Vec<Cause>) {
     // The typed decoding turns a missing required string into "".
     let value = w.get(field).and_then(Value::as_str).filter(|v| !(required && v.is_empty()));
     match value {
@@ -125,9 +131,11 @@ fn check_client(w: &Value, path: &str, out: &mut Vec<Cause>) {
     }
 }
 
-fn check_rules(w: &Value, path: &str, out: &mut Vec<Cause>) {
-    for (i, rule) in w.get("rules").and_then(Value::as_array).into_iter().flatten().enumerate() {
-        let rp = format!("{path}.rules[{i}]");
+/// Checks a list of `RuleWithOperations` (a webhook's `rules`, a policy's `resourceRules`) at
+/// `path` (`webhooks[0].rules`).
+pub(super) fn check_rules(rules: Option<&Value>, path: &str, out: &mut Vec<Cause>) {
+    for (i, rule) in rules.and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let rp = format!("{path}[{i}]");
         for field in ["operations", "apiGroups", "apiVersions", "resources"] {
             let items = rule.get(field).and_then(Value::as_array).cloned().unwrap_or_default();
             if items.is_empty() {
@@ -158,6 +166,9 @@ fn check_rules(w: &Value, path: &str, out: &mut Vec<Cause>) {
 
 /// Every problem of a configuration, as `(field, message)`.
 pub fn validate(kind: &str, obj: &Value) -> Vec<Cause> {
+    if matches!(kind, POLICY | BINDING) {
+        return super::policy_validation::validate(kind, obj);
+    }
     let mutating = kind == "MutatingWebhookConfiguration";
     let mut out = Vec::new();
     let mut names = HashSet::new();
@@ -169,7 +180,7 @@ pub fn validate(kind: &str, obj: &Value) -> Vec<Cause> {
             out.push((format!("{path}.name"), format!("Duplicate value: \"{name}\"")));
         }
         check_client(w, &path, &mut out);
-        check_rules(w, &path, &mut out);
+        check_rules(w.get("rules"), &format!("{path}.rules"), &mut out);
         check_enum(w, "sideEffects", &path, &["None", "NoneOnDryRun"], true, &mut out);
         check_enum(w, "failurePolicy", &path, &["Fail", "Ignore"], false, &mut out);
         check_enum(w, "matchPolicy", &path, &["Exact", "Equivalent"], false, &mut out);
@@ -210,30 +221,45 @@ pub fn validate(kind: &str, obj: &Value) -> Vec<Cause> {
                 }
             }
         }
-        let mut condition_names = HashSet::new();
-        for (j, c) in w.get("matchConditions").and_then(Value::as_array).into_iter().flatten().enumerate() {
-            let cp = format!("{path}.matchConditions[{j}]");
-            let cname = c.get("name").and_then(Value::as_str).unwrap_or("");
-            if cname.is_empty() {
-                out.push((format!("{cp}.name"), "Required value".into()));
-            } else if !condition_names.insert(cname.to_string()) {
-                out.push((format!("{cp}.name"), format!("Duplicate value: \"{cname}\"")));
-            }
-            match c.get("expression").and_then(Value::as_str).filter(|e| !e.is_empty()) {
-                None => out.push((format!("{cp}.expression"), "Required value".into())),
-                Some(expr) => {
-                    if let Err(e) = cel::Program::compile(expr) {
-                        let msg = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
-                        out.push((
-                            format!("{cp}.expression"),
-                            format!("Invalid value: \"{expr}\": compilation failed: {msg}"),
-                        ));
-                    }
-                }
+        check_match_conditions(w.get("matchConditions"), &format!("{path}.matchConditions"), &mut out);
+    }
+    out
+}
+
+/// The compiler's message for a CEL expression that does not compile, on one line.
+pub(super) fn compile_error(expr: &str) -> Option<String> {
+    cel::Program::compile(expr).err().map(|e| e.to_string().split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// Checks `matchConditions` at `path`: unique names, expressions that compile.
+pub(super) fn check_match_conditions(list: Option<&Value>, path: &str, out: &mut Vec<Cause>) {
+    let mut condition_names = HashSet::new();
+    for (j, c) in list.and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let cp = format!("{path}[{j}]");
+        let cname = c.get("name").and_then(Value::as_str).unwrap_or("");
+        if cname.is_empty() {
+            out.push((format!("{cp}.name"), "Required value".into()));
+        } else if !condition_names.insert(cname.to_string()) {
+            out.push((format!("{cp}.name"), format!("Duplicate value: \"{cname}\"")));
+        }
+        check_expression(c, &cp, true, out);
+    }
+}
+
+/// Checks the CEL `expression` of `item` at `path` (required when `required`).
+pub(super) fn check_expression(item: &Value, path: &str, required: bool, out: &mut Vec<Cause>) {
+    match item.get("expression").and_then(Value::as_str).filter(|e| !e.is_empty()) {
+        None if required => out.push((format!("{path}.expression"), "Required value".into())),
+        None => {}
+        Some(expr) => {
+            if let Some(msg) = compile_error(expr) {
+                out.push((
+                    format!("{path}.expression"),
+                    format!("Invalid value: \"{expr}\": compilation failed: {msg}"),
+                ));
             }
         }
     }
-    out
 }
 
 #[cfg(test)]
