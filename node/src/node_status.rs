@@ -32,7 +32,10 @@ pub async fn register(client: &kube::Client, config: &AgentConfig, kubelet_port:
     let nodes: Api<Node> = Api::all(client.clone());
     let node: Node = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": config.node_name, "labels": {
+        "metadata": {"name": config.node_name,
+            // Where the local-path provisioner puts this node's volumes.
+            "annotations": {"skiff.io/local-storage-path": config.data_dir.join("storage").to_string_lossy()},
+            "labels": {
             "kubernetes.io/hostname": config.node_name, "kubernetes.io/os": "linux",
             "kubernetes.io/arch": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
         }},

@@ -26,6 +26,7 @@ pub mod selector;
 pub mod service_account_admission;
 pub mod service_alloc;
 pub mod service_network;
+pub mod storage_class_admission;
 pub mod table;
 pub mod watch_cache;
 pub mod webhooks;

@@ -661,6 +661,9 @@ impl Registry {
             self.admit_service_account(ns, &mut obj).await?;
             self.admit_priority(&mut obj).await?;
         }
+        if ri.kind == "PersistentVolumeClaim" && ri.group.is_empty() {
+            self.admit_storage_class(&mut obj).await?;
+        }
         let mut obj = self.admit_webhooks(ri, Operation::Create, None, None, obj, opts, &mut warnings).await?;
         // Pod Security is a validating admission: it sees the object the mutating webhooks left.
         warnings.extend(self.pod_security(ri, ns, namespace.as_ref(), &obj, None).await?);

@@ -430,6 +430,37 @@ const PVC_COLUMNS: &[Column] = &[
     wide("VolumeMode", "string", "volumeMode defines what type of volume is required by the claim."),
 ];
 
+const STORAGE_CLASS_COLUMNS: &[Column] = &[
+    NAME,
+    col("Provisioner", "string", "provisioner indicates the type of the provisioner."),
+    col(
+        "ReclaimPolicy",
+        "string",
+        "reclaimPolicy controls the reclaimPolicy for dynamically provisioned PersistentVolumes of this storage class.",
+    ),
+    col(
+        "VolumeBindingMode",
+        "string",
+        "volumeBindingMode indicates how PersistentVolumeClaims should be provisioned and bound.",
+    ),
+    col("AllowVolumeExpansion", "string", "allowVolumeExpansion shows whether the storage class allow volume expand."),
+    AGE,
+];
+
+const PV_COLUMNS: &[Column] = &[
+    NAME,
+    col("Capacity", "string", "capacity is the description of the persistent volume's resources and capacity."),
+    col("Access Modes", "string", "accessModes contains all ways the volume can be mounted."),
+    col("Reclaim Policy", "string", "persistentVolumeReclaimPolicy defines what happens to a persistent volume when released from its claim."),
+    col("Status", "string", "phase indicates if a volume is available, bound to a claim, or released by a claim."),
+    col("Claim", "string", "claimRef is part of a bi-directional binding between PersistentVolume and PersistentVolumeClaim."),
+    col("StorageClass", "string", "storageClassName is the name of StorageClass to which this persistent volume belongs."),
+    col("VolumeAttributesClass", "string", "VolumeAttributesClass of the pv"),
+    col("Reason", "string", "reason is a brief CamelCase string that describes any failure."),
+    AGE,
+    wide("VolumeMode", "string", "volumeMode defines if a volume is intended to be used with a formatted filesystem or to remain in raw block state."),
+];
+
 const LEASE_COLUMNS: &[Column] =
     &[NAME, col("Holder", "string", "holderIdentity contains the identity of the holder of a current lease."), AGE];
 
@@ -546,6 +577,8 @@ fn columns(kind: &str) -> &'static [Column] {
         "EndpointSlice" => ENDPOINT_SLICE_COLUMNS,
         "ServiceAccount" => SERVICE_ACCOUNT_COLUMNS,
         "PersistentVolumeClaim" => PVC_COLUMNS,
+        "PersistentVolume" => PV_COLUMNS,
+        "StorageClass" => STORAGE_CLASS_COLUMNS,
         "Lease" => LEASE_COLUMNS,
         "ComponentStatus" => COMPONENT_STATUS_COLUMNS,
         "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => WEBHOOK_CONFIGURATION_COLUMNS,
@@ -603,6 +636,8 @@ pub fn row_cells(kind: &str, obj: &Value, now: Timestamp) -> Vec<Value> {
             vec![name(obj).into(), (list(obj, &["secrets"]).len() as i64).into(), age(obj, now)]
         }
         "PersistentVolumeClaim" => pvc_cells(obj, now),
+        "PersistentVolume" => pv_cells(obj, now),
+        "StorageClass" => storage_class_cells(obj, now),
         "Lease" => vec![name(obj).into(), text(obj, &["spec", "holderIdentity"]).into(), age(obj, now)],
         "ComponentStatus" => component_status_cells(obj),
         "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => {
@@ -1391,6 +1426,47 @@ fn pvc_cells(pvc: &Value, now: Timestamp) -> Vec<Value> {
         claim_class(pvc).into(),
         unset(&["spec", "volumeAttributesClassName"]).into(),
         age(pvc, now),
+        unset(&["spec", "volumeMode"]).into(),
+    ]
+}
+
+/// StorageClass: the default one's name is marked `(default)`, as kubectl shows it.
+fn storage_class_cells(sc: &Value, now: Timestamp) -> Vec<Value> {
+    let mut shown = name(sc).to_string();
+    if crate::api::storage_class_admission::is_default(sc) {
+        shown.push_str(" (default)");
+    }
+    let or = |v: &str, default: &str| if v.is_empty() { default.to_string() } else { v.to_string() };
+    let expansion = at(sc, &["allowVolumeExpansion"]).and_then(Value::as_bool).unwrap_or(false);
+    vec![
+        shown.into(),
+        text(sc, &["provisioner"]).into(),
+        or(text(sc, &["reclaimPolicy"]), "Delete").into(),
+        or(text(sc, &["volumeBindingMode"]), "Immediate").into(),
+        expansion.to_string().into(),
+        age(sc, now),
+    ]
+}
+
+/// PersistentVolume: capacity, modes, policy, phase, `namespace/claim`, class.
+fn pv_cells(pv: &Value, now: Timestamp) -> Vec<Value> {
+    let phase = if is_deleting(pv) { "Terminating" } else { text(pv, &["status", "phase"]) };
+    let claim = match (text(pv, &["spec", "claimRef", "namespace"]), text(pv, &["spec", "claimRef", "name"])) {
+        (_, "") => String::new(),
+        (ns, name) => format!("{ns}/{name}"),
+    };
+    let unset = |path: &[&str]| nonempty(pv, path).unwrap_or("<unset>").to_string();
+    vec![
+        name(pv).into(),
+        at(pv, &["spec", "capacity", "storage"]).map(scalar_text).unwrap_or_default().into(),
+        access_modes(pv, &["spec", "accessModes"]).into(),
+        text(pv, &["spec", "persistentVolumeReclaimPolicy"]).into(),
+        phase.into(),
+        claim.into(),
+        text(pv, &["spec", "storageClassName"]).into(),
+        unset(&["spec", "volumeAttributesClassName"]).into(),
+        text(pv, &["status", "reason"]).into(),
+        age(pv, now),
         unset(&["spec", "volumeMode"]).into(),
     ]
 }

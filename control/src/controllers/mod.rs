@@ -18,6 +18,7 @@ pub mod ingress_status;
 pub mod job;
 pub mod leader_election;
 pub mod legacy_tokens;
+pub mod local_path;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod podutil;
@@ -154,4 +155,5 @@ fn start_controller_manager(
     statefulset::start(informers);
     resource_quota::start(informers);
     disruption::start(informers);
+    local_path::start(informers);
 }

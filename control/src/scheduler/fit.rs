@@ -142,6 +142,10 @@ pub enum Misfit {
     Spread,
     /// The node lacks a spread constraint's topology label.
     SpreadMissingLabel,
+    /// A bound PersistentVolume's node affinity excludes the node.
+    VolumeNodeAffinity,
+    /// The pod's claims cannot be used on any node (a missing claim, an unbound immediate one).
+    Volume(String),
 }
 
 impl std::fmt::Display for Misfit {
@@ -163,6 +167,8 @@ impl std::fmt::Display for Misfit {
             Misfit::SpreadMissingLabel => {
                 write!(f, "node(s) didn't match pod topology spread constraints (missing required label)")
             }
+            Misfit::VolumeNodeAffinity => write!(f, "node(s) had volume node affinity conflict"),
+            Misfit::Volume(why) => write!(f, "{why}"),
         }
     }
 }

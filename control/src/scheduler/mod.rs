@@ -19,6 +19,7 @@ pub mod scores;
 #[cfg(test)]
 mod tests;
 pub mod topology;
+pub mod volumes;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,6 +50,9 @@ pub fn start(informers: &Arc<Informers>) {
     let nodes = informers.get("", "Node");
     let classes = informers.get("scheduling.k8s.io", "PriorityClass");
     let runtimes = informers.get("node.k8s.io", "RuntimeClass");
+    let claims = informers.get("", "PersistentVolumeClaim");
+    let volumes = informers.get("", "PersistentVolume");
+    let storage_classes = informers.get("storage.k8s.io", "StorageClass");
     let registry = Arc::clone(informers.registry());
     informers.supervisor().spawn("scheduler", move || {
         let s = Scheduler {
@@ -57,6 +61,9 @@ pub fn start(informers: &Arc<Informers>) {
             nodes: Arc::clone(&nodes),
             classes: Arc::clone(&classes),
             runtimes: Arc::clone(&runtimes),
+            claims: Arc::clone(&claims),
+            volumes: Arc::clone(&volumes),
+            storage_classes: Arc::clone(&storage_classes),
         };
         s.run()
     });
@@ -68,6 +75,9 @@ struct Scheduler {
     nodes: Arc<Informer>,
     classes: Arc<Informer>,
     runtimes: Arc<Informer>,
+    claims: Arc<Informer>,
+    volumes: Arc<Informer>,
+    storage_classes: Arc<Informer>,
 }
 
 /// How a bind ended, reported by its task.
@@ -91,7 +101,11 @@ impl Scheduler {
     async fn run(self) -> Result<(), Error> {
         let mut pod_rx = self.pods.subscribe();
         let mut node_rx = self.nodes.subscribe();
-        for inf in [&self.pods, &self.nodes, &self.classes, &self.runtimes] {
+        let mut claim_rx = self.claims.subscribe();
+        let mut volume_rx = self.volumes.subscribe();
+        for inf in
+            [&self.pods, &self.nodes, &self.classes, &self.runtimes, &self.claims, &self.volumes, &self.storage_classes]
+        {
             inf.wait_synced().await;
         }
         let mut st = State {
@@ -117,6 +131,15 @@ impl Scheduler {
                     Ok(change) => self.on_node(&mut st, &change),
                     Err(broadcast::error::RecvError::Lagged(_)) => self.resync(&mut st),
                     Err(broadcast::error::RecvError::Closed) => return Err(Error::Other("node informer closed".into())),
+                },
+                // A claim or volume that appears or binds may let a waiting pod in.
+                change = claim_rx.recv() => match change {
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => st.queue.wake_all(Instant::now()),
+                    Err(broadcast::error::RecvError::Closed) => return Err(Error::Other("claim informer closed".into())),
+                },
+                change = volume_rx.recv() => match change {
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => st.queue.wake_all(Instant::now()),
+                    Err(broadcast::error::RecvError::Closed) => return Err(Error::Other("volume informer closed".into())),
                 },
                 Some(bound) = done_rx.recv() => {
                     st.in_flight = st.in_flight.saturating_sub(1);
@@ -237,6 +260,20 @@ impl Scheduler {
         }
     }
 
+    /// What the pod's PersistentVolumeClaims require of its node ([`volumes::plan`]).
+    fn volume_plan(&self, pod: &PodInfo) -> Result<volumes::VolumePlan, String> {
+        if pod.claims.is_empty() {
+            return Ok(volumes::VolumePlan::default());
+        }
+        let cluster = |name: &str| ObjectKey { namespace: None, name: name.to_string() };
+        volumes::plan(
+            pod,
+            |name| self.claims.get(&ObjectKey::namespaced(&pod.namespace, name)),
+            |name| self.volumes.get(&cluster(name)),
+            |name| self.storage_classes.get(&cluster(name)),
+        )
+    }
+
     /// The handler of the pod's RuntimeClass, if it names one that exists.
     fn handler(&self, info: &PodInfo) -> Option<String> {
         let class = info.runtime_class.as_deref()?;
@@ -250,13 +287,41 @@ impl Scheduler {
         let span = tracing::info_span!("schedule", pod = %pod.key, uid = %pod.uid);
         let _entered = span.enter();
         let handler = self.handler(&pod);
-        let nodes = st.cache.nodes();
+        let all = st.cache.nodes();
+        let plan = self.volume_plan(&pod);
+        // Nodes a bound volume rules out are counted as such, then left out of the search.
+        let nodes: Vec<&fit::NodeState> = match &plan {
+            Ok(p) if !p.terms.is_empty() => all.iter().copied().filter(|n| p.fits(n)).collect(),
+            _ => all.clone(),
+        };
+        let excluded = all.len().saturating_sub(nodes.len());
         let n = nodes.len();
         let start = if n == 0 { 0 } else { st.start % n };
-        let decision = decide::decide_from(&pod, handler.as_deref(), &nodes, start, st.cache.any_anti_affinity());
+        let decision = match &plan {
+            Err(why) => Err(Diagnosis {
+                nodes: all.len(),
+                misfits: [(fit::Misfit::Volume(why.clone()), all.len())].into_iter().collect(),
+            }),
+            Ok(_) => decide::decide_from(&pod, handler.as_deref(), &nodes, start, st.cache.any_anti_affinity())
+                .map_err(|mut d| {
+                    if excluded > 0 {
+                        d.nodes = d.nodes.saturating_add(excluded);
+                        d.misfits.insert(fit::Misfit::VolumeNodeAffinity, excluded);
+                    }
+                    d
+                }),
+        };
+        let nodes = all;
         match decision {
             Ok(placement) => {
-                let node = nodes[placement.node].name.clone();
+                let chosen: &fit::NodeState = match &plan {
+                    Ok(p) if !p.terms.is_empty() => {
+                        nodes.iter().copied().filter(|n| p.fits(n)).nth(placement.node).unwrap_or(nodes[0])
+                    }
+                    _ => nodes[placement.node],
+                };
+                let node = chosen.name.clone();
+                let to_select = plan.map(|p| p.to_select).unwrap_or_default();
                 st.start = start.saturating_add(placement.examined);
                 st.cache.assume(&pod, &node);
                 st.reported.remove(&pod.uid);
@@ -265,7 +330,10 @@ impl Scheduler {
                 let bind_span = tracing::info_span!("bind", pod = %pod.key, %node);
                 tokio::spawn(
                     async move {
-                        let result = bind(&registry, &pod, &node).await;
+                        let result = match select_node(&registry, &pod, &to_select, &node).await {
+                            Ok(()) => bind(&registry, &pod, &node).await,
+                            Err(e) => Err(e),
+                        };
                         let _ = done.send(Bound { uid: pod.uid.clone(), result });
                     }
                     .instrument(bind_span),
@@ -315,6 +383,29 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 
 fn split_key(key: &str) -> (&str, &str) {
     key.split_once('/').unwrap_or(("default", key))
+}
+
+/// Marks the pod's unbound `WaitForFirstConsumer` claims with the chosen node (the provisioner
+/// makes their volumes there); a claim another pod already placed keeps its node.
+async fn select_node(registry: &Registry, pod: &PodInfo, claims: &[String], node: &str) -> Result<(), ApiError> {
+    if claims.is_empty() {
+        return Ok(());
+    }
+    let ri = registry.resource("", "PersistentVolumeClaim")?;
+    let opts = WriteOptions { field_manager: Some(SCHEDULER_NAME.into()), ..Default::default() };
+    for claim in claims {
+        registry
+            .update_with(ri, Some(&pod.namespace), claim, None, &opts, |current| {
+                let mut next = current.clone();
+                let annotations = &mut next["metadata"]["annotations"];
+                if annotations.get(volumes::SELECTED_NODE).is_none() {
+                    annotations[volumes::SELECTED_NODE] = json!(node);
+                }
+                Ok(next)
+            })
+            .await?;
+    }
+    Ok(())
 }
 
 /// Binds through the `binding` rules and records the `Scheduled` event.

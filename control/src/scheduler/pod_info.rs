@@ -161,6 +161,8 @@ pub struct PodInfo {
     pub terminating: bool,
     /// `status.nominatedNodeName`: where it preempted pods to fit.
     pub nominated_node: Option<String>,
+    /// The PersistentVolumeClaims its volumes name (`persistentVolumeClaim.claimName`).
+    pub claims: Vec<String>,
 }
 
 impl PodInfo {
@@ -237,6 +239,12 @@ impl PodInfo {
             nominated_node: object::str_at(pod, &["status", "nominatedNodeName"])
                 .filter(|n| !n.is_empty())
                 .map(str::to_string),
+            claims: spec
+                .volumes
+                .iter()
+                .flatten()
+                .filter_map(|v| v.persistent_volume_claim.as_ref().map(|c| c.claim_name.clone()))
+                .collect(),
             namespace,
         })
     }

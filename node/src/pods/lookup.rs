@@ -1,4 +1,5 @@
-//! Reads the ConfigMaps and Secrets a pod refers to (env, envFrom, volumes, pull secrets).
+//! Reads the ConfigMaps, Secrets and PersistentVolumeClaims a pod refers to (env, envFrom,
+//! volumes, pull secrets).
 
 use std::collections::BTreeMap;
 
@@ -14,6 +15,10 @@ pub enum LookupError {
     MissingKey { kind: &'static str, namespace: String, name: String, key: String },
     #[error("reading {kind} {name}: {detail}")]
     Api { kind: &'static str, name: String, detail: String },
+    #[error("persistentvolumeclaim \"{name}\" is not bound")]
+    Unbound { name: String },
+    #[error("persistentvolume \"{name}\" is neither a hostPath nor a local volume")]
+    UnsupportedVolume { name: String },
 }
 
 /// The data of a ConfigMap or Secret, as bytes per key.
@@ -62,6 +67,39 @@ impl Lookup {
             Ok(None) if optional => Ok(None),
             Ok(None) => Err(LookupError::NotFound { kind: "secret", name: name.into() }),
             Err(e) => Err(LookupError::Api { kind: "secret", name: name.into(), detail: e.to_string() }),
+        }
+    }
+
+    /// The host directory of a bound PersistentVolumeClaim: its volume's `hostPath` (or `local`)
+    /// path, with whether the kubelet may create it (`DirectoryOrCreate`).
+    pub async fn claim_path(&self, claim: &str) -> Result<(String, bool), LookupError> {
+        use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &self.namespace);
+        let api_err = |kind, name: &str| {
+            let name = name.to_string();
+            move |e: kube::Error| LookupError::Api { kind, name, detail: e.to_string() }
+        };
+        let pvc = claims
+            .get_opt(claim)
+            .await
+            .map_err(api_err("persistentvolumeclaim", claim))?
+            .ok_or_else(|| LookupError::NotFound { kind: "persistentvolumeclaim", name: claim.into() })?;
+        let volume = pvc
+            .spec
+            .and_then(|s| s.volume_name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| LookupError::Unbound { name: claim.into() })?;
+        let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
+        let pv = volumes
+            .get_opt(&volume)
+            .await
+            .map_err(api_err("persistentvolume", &volume))?
+            .ok_or_else(|| LookupError::NotFound { kind: "persistentvolume", name: volume.clone() })?;
+        let spec = pv.spec.unwrap_or_default();
+        match (spec.host_path, spec.local) {
+            (Some(h), _) => Ok((h.path, h.type_.as_deref() == Some("DirectoryOrCreate"))),
+            (None, Some(l)) => Ok((l.path, false)),
+            (None, None) => Err(LookupError::UnsupportedVolume { name: volume }),
         }
     }
 

@@ -1,5 +1,6 @@
 //! A pod's volumes as host directories the runtime preopens: emptyDir (tmpfs for `medium: Memory`),
-//! configMap, secret, downwardAPI, projected and hostPath. Each volume is a directory under the pod's
+//! configMap, secret, downwardAPI, projected, hostPath and persistentVolumeClaim (bound to a
+//! hostPath or local volume). Each volume is a directory under the pod's
 //! state directory, except hostPath which is the host's own path.
 
 use std::collections::{BTreeMap, HashMap};
@@ -179,8 +180,21 @@ impl PodVolumes {
                     }
                 }
                 out.dirs.insert(name, (dir, true));
-            } else if v.persistent_volume_claim.is_some() {
-                return Err(VolumeError::Unsupported { volume: name, kind: "persistentVolumeClaim" });
+            } else if let Some(c) = &v.persistent_volume_claim {
+                let (path, create) = lookup
+                    .claim_path(&c.claim_name)
+                    .await
+                    .map_err(|source| VolumeError::Lookup { volume: name.clone(), source })?;
+                let path = PathBuf::from(path);
+                if create {
+                    std::fs::create_dir_all(&path).map_err(io(&path))?;
+                } else if !path.is_dir() {
+                    return Err(VolumeError::Invalid {
+                        volume: name,
+                        detail: format!("the volume's path {} is not a directory", path.display()),
+                    });
+                }
+                out.dirs.insert(name, (path, c.read_only.unwrap_or(false)));
             } else {
                 return Err(VolumeError::Unsupported { volume: name, kind: "this" });
             }

@@ -458,7 +458,9 @@ mod tests {
         let mut rx = inf.subscribe();
         tokio::spawn(Arc::clone(&inf).run(Arc::clone(&registry)));
         inf.wait_synced().await;
-        assert!(inf.get(&ObjectKey::namespaced("default", "before")).is_some());
+        // Listed, or (when the watch cache had not seen the create yet) delivered right after.
+        testing::eventually("the earlier object", || inf.get(&ObjectKey::namespaced("default", "before")).is_some())
+            .await;
         registry.create(ri, Some("default"), cm("after"), &w).await.unwrap_or_else(|e| panic!("{e}"));
         registry
             .delete(ri, Some("default"), "before", &DeleteOptions::default())
