@@ -2,7 +2,8 @@
 //! version works in its own namespace, all at once, and the test prints the matrix of cells
 //! (command × version) before failing on any that failed. kubectl 1.27 and 1.28 fetch
 //! `/openapi/v2` (protobuf) before every `apply` and `diff`; `explain` reads the OpenAPI v3
-//! schemas of built-in kinds and of a CRD.
+//! schemas of built-in kinds and of a CRD, and with `--output=plaintext-openapiv2` the v2
+//! document (so kubectl's own parser accepts the protobuf form).
 
 mod common;
 
@@ -160,6 +161,12 @@ impl Kubectl<'_> {
             "explain built-in",
             self.check(&["explain", "deployment.spec.replicas"], None, 0, |o| {
                 o.contains("replicas") && o.contains("integer") && o.contains("desired pods")
+            }),
+        ));
+        cells.push((
+            "explain from v2",
+            self.check(&["explain", "deployment.spec.replicas", "--output=plaintext-openapiv2"], None, 0, |o| {
+                o.contains("replicas <integer>") && o.contains("desired pods")
             }),
         ));
         cells.push((

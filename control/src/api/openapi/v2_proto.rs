@@ -15,15 +15,18 @@ pub mod generated {
 
 use generated::openapi_v2 as pb;
 
-/// Content type of the protobuf document.
-pub const CONTENT_TYPE: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+/// Content type of the protobuf document as sent: the dotted form, since Go's MIME parser
+/// (which kubectl runs on every response) rejects the `@` of the form clients ask for.
+pub const CONTENT_TYPE: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
-/// Whether an `Accept` header asks for the protobuf document (client-go writes `@` in one
-/// version and `.` in another).
+/// The form client-go puts in `Accept`.
+const CONTENT_TYPE_ASKED: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+
+/// Whether an `Accept` header asks for the protobuf document (in either form).
 pub fn wanted(accept: &str) -> bool {
     accept.split(',').any(|part| {
         let media = part.split(';').next().unwrap_or("").trim();
-        media == CONTENT_TYPE || media == "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+        media == CONTENT_TYPE || media == CONTENT_TYPE_ASKED
     })
 }
 
