@@ -8,7 +8,7 @@ use protobuf::{Message, MessageField};
 use serde_json::{Map, Value};
 
 /// The messages generated from `proto/openapi_v2.proto`.
-#[allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]
+#[allow(clippy::all, clippy::pedantic, clippy::unwrap_used, missing_docs, unused_qualifications)]
 pub mod generated {
     include!(concat!(env!("OUT_DIR"), "/openapi_v2/mod.rs"));
 }
