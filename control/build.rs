@@ -6,6 +6,9 @@
 //! serialized `FileDescriptorProto`. This script finds the crate's sources through `cargo metadata`,
 //! reads those byte strings and writes them, length-prefixed, to `$OUT_DIR/k8s_descriptors.bin`;
 //! the server builds dynamic descriptors from them.
+//!
+//! It also compiles `proto/openapi_v2.proto` (the OpenAPI v2 document messages `/openapi/v2`
+//! sends, `src/api/openapi/v2_proto.rs`) to Rust with protobuf-codegen's pure-Rust parser.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +18,13 @@ const MARKER: &str = "static file_descriptor_proto_data: &'static [u8] = b\"";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=proto/openapi_v2.proto");
+    protobuf_codegen::Codegen::new()
+        .pure()
+        .include("proto")
+        .input("proto/openapi_v2.proto")
+        .cargo_out_dir("openapi_v2")
+        .run_from_script();
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("k8s_descriptors.bin");
     let crate_dir = k8s_rs_pb_dir();
     let mut files = Vec::new();

@@ -10,6 +10,7 @@ use k8s_openapi::api::{
     policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
+use k8s_openapi::schemars::{Schema, SchemaGenerator};
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope, Resource};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -18,6 +19,10 @@ use serde_json::Value;
 /// Decodes `value` as the resource's typed struct and encodes it back: the result has only the
 /// fields the type knows, and the unknown ones are reported by JSON path.
 pub type Normalize = fn(Value) -> Result<(Value, Vec<String>), String>;
+
+/// Adds the JSON schema of a built-in kind (and of every type it uses) to a generator's
+/// definitions and returns a reference to it; what the OpenAPI documents are built from.
+pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
 
 /// One served resource.
 #[derive(Clone, Debug)]
@@ -34,6 +39,9 @@ pub struct ResourceInfo {
     /// Part of `kubectl get all`.
     pub in_category_all: bool,
     pub normalize: Normalize,
+    /// The JSON schema of a built-in kind (`None` for custom resources, whose schema is their
+    /// CRD's).
+    pub schema: Option<SchemaFn>,
     /// For a custom resource (served for a CRD): its schema, storage version, columns, scale.
     pub custom: Option<Arc<crate::api::crd::Custom>>,
 }
@@ -152,6 +160,7 @@ macro_rules! resource {
             subresources: &[$($sub),*],
             in_category_all: $all,
             normalize: normalize::<$ty>,
+            schema: Some(|generator| generator.subschema_for::<$ty>()),
             custom: None,
         }
     };

@@ -301,6 +301,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
             components,
         ),
         resource_metrics,
+        openapi: Arc::default(),
     };
     let auditor = audit.map(|(auditor, writer)| {
         state.controllers.spawn("audit-log", move || {

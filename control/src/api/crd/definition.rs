@@ -327,6 +327,7 @@ pub fn resource_infos(crd: &Value) -> Vec<ResourceInfo> {
                 subresources,
                 in_category_all: n.categories.iter().any(|c| c == "all"),
                 normalize: super::no_typed_struct,
+                schema: None,
                 custom: Some(Arc::new(custom)),
             })
         })

@@ -6,6 +6,7 @@ pub mod handlers;
 pub mod inflight;
 pub mod metrics_api;
 pub mod node_proxy;
+pub mod openapi;
 pub mod pod_logs;
 pub mod pod_stream;
 pub mod protobuf;
@@ -28,7 +29,6 @@ use serde_json::{json, Value};
 use super::discovery;
 use super::error::ApiError;
 use super::metrics::Metrics;
-use super::openapi;
 use super::registry::Registry;
 use query::Query;
 use respond::json_response;
@@ -50,6 +50,8 @@ pub struct ApiState {
     pub controllers: Arc<crate::controllers::runtime::Supervisor>,
     /// The kubelets' summaries behind `metrics.k8s.io` ([`metrics_api`]).
     pub resource_metrics: Arc<metrics_api::scrape::Scraper>,
+    /// The OpenAPI documents built so far (none until a client asks).
+    pub openapi: Arc<crate::api::openapi::Cache>,
 }
 
 /// The API router (authentication is layered on by the server).
@@ -61,8 +63,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/livez", get(health))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/openapi/v3", get(openapi_index))
-        .route("/openapi/v3/{*path}", get(openapi_document))
+        .route("/openapi/v2", get(openapi::v2))
+        .route("/openapi/v3", get(openapi::v3_index))
+        .route("/openapi/v3/{*path}", get(openapi::v3_document))
         .route("/api", get(api_root))
         .route("/api/", get(api_root))
         .route("/apis", get(apis_root))
@@ -127,17 +130,6 @@ async fn store_metrics(registry: &Registry) -> String {
         "# HELP skiff_store_revision Current store revision.\n# TYPE skiff_store_revision gauge\nskiff_store_revision {revision}\n\
          # HELP skiff_watch_cache_revision Newest revision in the watch cache.\n# TYPE skiff_watch_cache_revision gauge\nskiff_watch_cache_revision {cached}\n"
     )
-}
-
-async fn openapi_index(State(state): State<ApiState>) -> Response {
-    json_response(StatusCode::OK, &openapi::index(&state.registry.served()), &[])
-}
-
-async fn openapi_document(State(state): State<ApiState>, Path(path): Path<String>) -> Response {
-    match openapi::document(&state.registry.served(), path.trim_matches('/')) {
-        Some(doc) => json_response(StatusCode::OK, &doc, &[]),
-        None => ApiError::NoSuchResource.into_response(),
-    }
 }
 
 fn accept(headers: &HeaderMap) -> &str {
