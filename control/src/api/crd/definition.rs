@@ -324,6 +324,7 @@ pub fn resource_infos(crd: &Value) -> Vec<ResourceInfo> {
                 in_category_all: n.categories.iter().any(|c| c == "all"),
                 normalize: super::no_typed_struct,
                 custom: Some(Arc::new(custom)),
+                conversion: None,
             })
         })
         .collect()
