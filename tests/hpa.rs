@@ -181,7 +181,7 @@ fn autoscaling_v1_from_kubectl_1_32_is_served_beside_v2() {
             "target": {"type": "Utilization", "averageUtilization": 50}}}]),
         "{v2}"
     );
-    let v1 = c.get_json(&["hpa.v1.autoscaling", "x"]);
+    let v1 = c.get_json(&["horizontalpodautoscalers.v1.autoscaling", "x"]);
     assert_eq!(v1["apiVersion"], "autoscaling/v1", "{v1}");
     assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 50, "{v1}");
     assert_eq!(v1["spec"]["maxReplicas"], 3, "{v1}");
@@ -206,8 +206,15 @@ fn autoscaling_v1_from_kubectl_1_32_is_served_beside_v2() {
     let memory = r#"{"spec":{"metrics":[
         {"type":"Resource","resource":{"name":"cpu","target":{"type":"Utilization","averageUtilization":50}}},
         {"type":"Resource","resource":{"name":"memory","target":{"type":"AverageValue","averageValue":"100Mi"}}}]}}"#;
-    c.kubectl(&["patch", "hpa.v2.autoscaling", "x", "--type=merge", "-p", memory]);
-    c.kubectl(&["patch", "hpa.v1.autoscaling", "x", "--type=merge", "-p", r#"{"spec":{"maxReplicas":5}}"#]);
+    c.kubectl(&["patch", "horizontalpodautoscalers.v2.autoscaling", "x", "--type=merge", "-p", memory]);
+    c.kubectl(&[
+        "patch",
+        "horizontalpodautoscalers.v1.autoscaling",
+        "x",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"maxReplicas":5}}"#,
+    ]);
     let v2 = c.get_json(&["hpa", "x"]);
     assert_eq!(v2["spec"]["maxReplicas"], 5, "{v2}");
     assert_eq!(v2["spec"]["metrics"][1]["resource"]["name"], "memory", "{v2}");
@@ -218,6 +225,6 @@ fn autoscaling_v1_from_kubectl_1_32_is_served_beside_v2() {
     let refused = c.kubectl_fails(&["create", "-f", "-"], Some(bad));
     assert!(refused.contains("must be greater than or equal to `minReplicas`"), "{refused}");
     c.kubectl(&["delete", "hpa", "x"]);
-    let left = c.kubectl(&["get", "hpa.v1.autoscaling", "-o", "name"]);
+    let left = c.kubectl(&["get", "horizontalpodautoscalers.v1.autoscaling", "-o", "name"]);
     assert!(left.trim().is_empty(), "{left}");
 }

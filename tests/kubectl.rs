@@ -639,7 +639,21 @@ fn certificate_approve_signs_a_client_certificate_with_the_cluster_ca() {
     c.kubectl(&["certificate", "deny", "mallory"]);
     let csr = c.get_json(&["csr", "mallory"]);
     assert_eq!(csr["status"]["conditions"][0]["type"], "Denied", "{csr}");
-    let err = c.kubectl_fails(&["certificate", "approve", "mallory", "--force"], None);
-    assert!(err.contains("mutually exclusive"), "{err}");
+    // kubectl refuses to approve it; the server too, to a client that tries.
+    let err = c.kubectl_fails(&["certificate", "approve", "mallory"], None);
+    assert!(err.contains("already Denied"), "{err}");
+    let mut both = csr.clone();
+    both["status"]["conditions"]
+        .as_array_mut()
+        .expect("conditions")
+        .push(serde_json::json!({"type": "Approved", "status": "True", "reason": "Sneaky"}));
+    let (code, body) = c.curl(
+        "PUT",
+        "/apis/certificates.k8s.io/v1/certificatesigningrequests/mallory/approval",
+        "application/json",
+        Some(both.to_string().as_bytes()),
+    );
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("Approved and Denied conditions are mutually exclusive"), "{body}");
     assert!(c.get_json(&["csr", "mallory"]).pointer("/status/certificate").is_none());
 }
