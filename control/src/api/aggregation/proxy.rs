@@ -219,3 +219,46 @@ async fn try_forward(
     }
     Ok(response)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_callers_identity_is_passed_and_its_credentials_are_not() {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, HeaderValue::from_static("Bearer secret"));
+        headers.insert(http::header::ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert("x-remote-user", HeaderValue::from_static("forged"));
+        let mut user = UserInfo {
+            name: "alice".into(),
+            groups: vec!["devs".into(), "system:authenticated".into()],
+            ..Default::default()
+        };
+        user.extra.insert("scopes".into(), vec!["a".into(), "b".into()]);
+        let out = forwarded_headers(&headers, Some(&user));
+        assert!(out.get(http::header::AUTHORIZATION).is_none());
+        assert_eq!(out.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()), Some("application/json"));
+        let all = |name: &str| out.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>();
+        assert_eq!(all("x-remote-user"), ["alice"]);
+        assert_eq!(all("x-remote-group"), ["devs", "system:authenticated"]);
+        assert_eq!(all("x-remote-extra-scopes"), ["a", "b"]);
+        // Nobody: no identity headers at all, forged ones included.
+        assert!(forwarded_headers(&headers, None).get("x-remote-user").is_none());
+    }
+
+    #[test]
+    fn insecure_backends_skip_verification_and_others_need_their_bundle() {
+        let backend = |insecure: bool, ca_bundle: &[u8]| Backend {
+            namespace: "a".into(),
+            name: "b".into(),
+            port: 443,
+            ca_bundle: ca_bundle.to_vec(),
+            insecure,
+        };
+        assert!(tls_config(&backend(true, b"")).is_ok());
+        assert!(tls_config(&backend(false, b"")).is_ok(), "an empty bundle trusts nothing, but is no error");
+        assert!(tls_config(&backend(false, b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"))
+            .is_err());
+    }
+}
