@@ -29,6 +29,17 @@ fn api_version_of(obj: &Value) -> &str {
     obj.get("apiVersion").and_then(Value::as_str).unwrap_or("")
 }
 
+/// An object of a built-in kind served in several versions, from version `from` to `to` (for an
+/// admission webhook matched through an equivalent version); any other object unchanged but for
+/// what the caller rewrites (`apiVersion`).
+pub fn between(group: &str, kind: &str, from: &str, to: &str, obj: Value) -> Value {
+    match (group, kind, from, to) {
+        ("autoscaling", "HorizontalPodAutoscaler", "v1", "v2") => hpa::v1_to_v2(obj),
+        ("autoscaling", "HorizontalPodAutoscaler", "v2", "v1") => hpa::v2_to_v1(obj),
+        _ => obj,
+    }
+}
+
 /// A stored object as `ri` serves it.
 pub fn to_version(ri: &ResourceInfo, obj: &mut Value) {
     match ri.conversion {
