@@ -1,7 +1,8 @@
 //! End to end: the HorizontalPodAutoscaler controller with kubectl 1.32 on real busybox pods in
 //! containerd/runc, measured through the kubelet's `/stats/summary` (the source
 //! `metrics.k8s.io/v1beta1` serves from). `kubectl autoscale` makes an autoscaling/v2 HPA (kubectl
-//! 1.33 writes v2 first; 1.32 writes autoscaling/v1, which skiff does not serve); the pods burn CPU while a file exists in a hostPath directory the test owns: the HPA scales the
+//! 1.33 writes v2 first; 1.32 writes autoscaling/v1, served from the same v2 storage); the pods
+//! burn CPU while a file exists in a hostPath directory the test owns: the HPA scales the
 //! Deployment up to its maximum, and once the file is gone back down to its minimum.
 //!
 //! Needs root, containerd, runc, the CNI plugins, docker-registry, umoci, skopeo and
@@ -159,4 +160,71 @@ fn hpa_without_metrics_says_why() {
         let describe = c.kubectl(&["describe", "hpa", "ghost"]);
         describe.contains("FailedGetScale")
     });
+}
+
+#[test]
+fn autoscaling_v1_from_kubectl_1_32_is_served_beside_v2() {
+    // kubectl 1.32 (the harness's default) writes autoscaling/v1; it is stored as v2 and read in
+    // either version.
+    let c = Cluster::start();
+    c.kubectl(&["create", "deployment", "x", "--image=busybox"]);
+    let out = c.kubectl(&["autoscale", "deploy/x", "--min=1", "--max=3", "--cpu-percent=50"]);
+    assert!(out.contains("horizontalpodautoscaler.autoscaling/x autoscaled"), "{out}");
+    let get = c.kubectl(&["get", "hpa"]);
+    assert!(get.contains("Deployment/x") && get.contains("50%"), "{get}");
+
+    let v2 = c.get_json(&["hpa", "x"]);
+    assert_eq!(v2["apiVersion"], "autoscaling/v2", "{v2}");
+    assert_eq!(
+        v2["spec"]["metrics"],
+        serde_json::json!([{"type": "Resource", "resource": {"name": "cpu",
+            "target": {"type": "Utilization", "averageUtilization": 50}}}]),
+        "{v2}"
+    );
+    let v1 = c.get_json(&["horizontalpodautoscalers.v1.autoscaling", "x"]);
+    assert_eq!(v1["apiVersion"], "autoscaling/v1", "{v1}");
+    assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 50, "{v1}");
+    assert_eq!(v1["spec"]["maxReplicas"], 3, "{v1}");
+
+    // Discovery lists both versions, v2 preferred.
+    let group: serde_json::Value =
+        serde_json::from_str(&c.kubectl(&["get", "--raw", "/apis/autoscaling"])).expect("APIGroup");
+    assert_eq!(group["preferredVersion"]["version"], "v2", "{group}");
+    let versions: Vec<&str> =
+        group["versions"].as_array().into_iter().flatten().filter_map(|v| v["version"].as_str()).collect();
+    assert_eq!(versions, ["v2", "v1"], "{group}");
+    let v1_list: serde_json::Value = serde_json::from_str(&c.kubectl(&[
+        "get",
+        "--raw",
+        "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers",
+    ]))
+    .expect("list");
+    assert_eq!(v1_list["kind"], "HorizontalPodAutoscalerList", "{v1_list}");
+    assert_eq!(v1_list["items"][0]["spec"]["targetCPUUtilizationPercentage"], 50, "{v1_list}");
+
+    // A metric v1 cannot say survives a write through v1 (it rides in an annotation).
+    let memory = r#"{"spec":{"metrics":[
+        {"type":"Resource","resource":{"name":"cpu","target":{"type":"Utilization","averageUtilization":50}}},
+        {"type":"Resource","resource":{"name":"memory","target":{"type":"AverageValue","averageValue":"100Mi"}}}]}}"#;
+    c.kubectl(&["patch", "horizontalpodautoscalers.v2.autoscaling", "x", "--type=merge", "-p", memory]);
+    c.kubectl(&[
+        "patch",
+        "horizontalpodautoscalers.v1.autoscaling",
+        "x",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"maxReplicas":5}}"#,
+    ]);
+    let v2 = c.get_json(&["hpa", "x"]);
+    assert_eq!(v2["spec"]["maxReplicas"], 5, "{v2}");
+    assert_eq!(v2["spec"]["metrics"][1]["resource"]["name"], "memory", "{v2}");
+    assert!(v2["metadata"]["annotations"].get("autoscaling.alpha.kubernetes.io/metrics").is_none(), "{v2}");
+
+    // Validation happens in v1 too, with kube's message.
+    let bad = "apiVersion: autoscaling/v1\nkind: HorizontalPodAutoscaler\nmetadata: {name: bad}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: x}\n  minReplicas: 4\n  maxReplicas: 2\n";
+    let refused = c.kubectl_fails(&["create", "-f", "-"], Some(bad));
+    assert!(refused.contains("must be greater than or equal to `minReplicas`"), "{refused}");
+    c.kubectl(&["delete", "hpa", "x"]);
+    let left = c.kubectl(&["get", "horizontalpodautoscalers.v1.autoscaling", "-o", "name"]);
+    assert!(left.trim().is_empty(), "{left}");
 }

@@ -208,6 +208,18 @@ fn bad_input_gets_the_right_status() {
 
     let err = c.kubectl_fails(&["patch", "cm", "missing", "-p", "{}"], None);
     assert!(err.contains("NotFound"), "{err}");
+    // Error bodies are kube-apiserver's bytes: its field order and a trailing newline.
+    let (code, body) = c.curl_accept("/api/v1/namespaces/default/configmaps/missing", "application/json");
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(
+        body,
+        concat!(
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","#,
+            r#""message":"configmaps \"missing\" not found","reason":"NotFound","#,
+            r#""details":{"name":"missing","kind":"configmaps"},"code":404}"#,
+            "\n"
+        )
+    );
     c.kubectl(&["create", "configmap", "patched", "--from-literal=a=1"]);
     let err = c.kubectl_fails(
         &["patch", "cm", "patched", "--type=json", "-p", r#"[{"op":"replace","path":"/data/zzz/q","value":1}]"#],
@@ -530,4 +542,118 @@ fn metadata_only_requests_get_partial_object_metadata() {
     assert_eq!(c.get_json(&["cs", "etcd-0"])["conditions"][0]["status"], "True");
     let err = c.kubectl_fails(&["delete", "cs", "etcd-0"], None);
     assert!(err.contains("MethodNotAllowed") || err.contains("not allowed") || err.contains("405"), "{err}");
+}
+
+#[test]
+fn flow_control_objects_are_bootstrapped_and_stored() {
+    let c = Cluster::start();
+    let fs = c.get_json(&["flowschema", "exempt"]);
+    assert_eq!(fs["spec"]["priorityLevelConfiguration"]["name"], "exempt", "{fs}");
+    assert_eq!(fs["status"]["conditions"][0]["type"], "Dangling", "{fs}");
+    assert_eq!(c.get_json(&["flowschema", "catch-all"])["spec"]["matchingPrecedence"], 10000);
+    assert_eq!(c.get_json(&["prioritylevelconfiguration", "exempt"])["spec"]["type"], "Exempt");
+    assert_eq!(
+        c.get_json(&["prioritylevelconfiguration", "catch-all"])["spec"]["limited"]["nominalConcurrencyShares"],
+        5
+    );
+    let mine = "apiVersion: flowcontrol.apiserver.k8s.io/v1\nkind: PriorityLevelConfiguration\nmetadata: {name: batch}\nspec:\n  type: Limited\n  limited:\n    limitResponse: {type: Queue}\n---\napiVersion: flowcontrol.apiserver.k8s.io/v1\nkind: FlowSchema\nmetadata: {name: batch}\nspec:\n  priorityLevelConfiguration: {name: batch}\n  rules:\n  - subjects: [{kind: Group, group: {name: batchers}}]\n    resourceRules: [{verbs: [list], apiGroups: [\"\"], resources: [pods], namespaces: [\"*\"]}]\n";
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(mine));
+    let level = c.get_json(&["prioritylevelconfiguration", "batch"]);
+    assert_eq!(level["spec"]["limited"]["nominalConcurrencyShares"], 30, "{level}");
+    assert_eq!(level["spec"]["limited"]["limitResponse"]["queuing"]["queues"], 64, "{level}");
+    assert_eq!(c.get_json(&["flowschema", "batch"])["spec"]["matchingPrecedence"], 1000);
+    let bad = "apiVersion: flowcontrol.apiserver.k8s.io/v1\nkind: PriorityLevelConfiguration\nmetadata: {name: bad}\nspec: {type: Sometimes}\n";
+    let err = c.kubectl_fails(&["create", "-f", "-"], Some(bad));
+    assert!(err.contains("spec.type: Unsupported value: \"Sometimes\""), "{err}");
+    let listed = c.kubectl(&["get", "flowschemas"]);
+    assert!(listed.contains("exempt") && listed.contains("catch-all") && listed.contains("batch"), "{listed}");
+}
+
+/// A PKCS#10 request (PEM) and its private key (PEM) for `CN=<cn>, O=<org>`.
+fn client_request(cn: &str, org: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    params.distinguished_name.push(rcgen::DnType::OrganizationName, org);
+    let csr = params.serialize_request(&key).expect("csr").pem().expect("pem");
+    (csr, key.serialize_pem())
+}
+
+fn csr_manifest(name: &str, request_pem: &str) -> String {
+    use base64::Engine;
+    let request = base64::engine::general_purpose::STANDARD.encode(request_pem);
+    format!(
+        "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata: {{name: {name}}}\nspec:\n  request: {request}\n  signerName: kubernetes.io/kube-apiserver-client\n  expirationSeconds: 86400\n  usages: [client auth]\n  username: system:admin-wannabe\n  groups: [system:masters]\n"
+    )
+}
+
+#[test]
+fn certificate_approve_signs_a_client_certificate_with_the_cluster_ca() {
+    use base64::Engine;
+    let c = Cluster::start();
+    let (request, key) = client_request("alice", "devs");
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&csr_manifest("alice", &request)));
+    // Who asked is the authenticated user, whatever the body claimed.
+    let stored = c.get_json(&["csr", "alice"]);
+    assert_ne!(stored["spec"]["username"], "system:admin-wannabe", "{stored}");
+    assert!(stored.pointer("/status/certificate").is_none(), "not signed before approval: {stored}");
+    let out = c.kubectl(&["certificate", "approve", "alice"]);
+    assert!(out.contains("certificatesigningrequest.certificates.k8s.io/alice approved"), "{out}");
+    let mut cert = String::new();
+    eventually("the certificate", Duration::from_secs(30), || {
+        let csr = c.get_json(&["csr", "alice"]);
+        cert = csr["status"]["certificate"].as_str().unwrap_or("").to_string();
+        !cert.is_empty()
+    });
+    let csr = c.get_json(&["csr", "alice"]);
+    assert_eq!(csr["status"]["conditions"][0]["type"], "Approved", "{csr}");
+    assert_eq!(csr["status"]["conditions"][0]["reason"], "KubectlApprove", "{csr}");
+    assert!(c.kubectl(&["get", "csr", "alice"]).contains("Approved,Issued"));
+    // The certificate authenticates alice to this very server: the cluster CA signed it.
+    let pem = base64::engine::general_purpose::STANDARD.decode(&cert).expect("base64");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("alice.crt"), &pem).expect("write cert");
+    std::fs::write(dir.path().join("alice.key"), &key).expect("write key");
+    let whoami = Command::new(KUBECTL)
+        .args(["--server", &c.url(), "--insecure-skip-tls-verify"])
+        .arg("--client-certificate")
+        .arg(dir.path().join("alice.crt"))
+        .arg("--client-key")
+        .arg(dir.path().join("alice.key"))
+        .args(["auth", "whoami", "-o", "json"])
+        .env("HOME", dir.path())
+        .output()
+        .expect("kubectl auth whoami");
+    let text = String::from_utf8_lossy(&whoami.stdout);
+    assert!(whoami.status.success(), "{text} {}", String::from_utf8_lossy(&whoami.stderr));
+    let review: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(review["status"]["userInfo"]["username"], "alice", "{review}");
+    assert!(
+        review["status"]["userInfo"]["groups"].as_array().is_some_and(|g| g.iter().any(|g| g == "devs")),
+        "{review}"
+    );
+
+    // Denied: never signed; approving a denied request is refused.
+    let (request, _) = client_request("mallory", "devs");
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&csr_manifest("mallory", &request)));
+    c.kubectl(&["certificate", "deny", "mallory"]);
+    let csr = c.get_json(&["csr", "mallory"]);
+    assert_eq!(csr["status"]["conditions"][0]["type"], "Denied", "{csr}");
+    // kubectl refuses to approve it; the server too, to a client that tries.
+    let err = c.kubectl_fails(&["certificate", "approve", "mallory"], None);
+    assert!(err.contains("already Denied"), "{err}");
+    let mut both = csr.clone();
+    both["status"]["conditions"]
+        .as_array_mut()
+        .expect("conditions")
+        .push(serde_json::json!({"type": "Approved", "status": "True", "reason": "Sneaky"}));
+    let (code, body) = c.curl(
+        "PUT",
+        "/apis/certificates.k8s.io/v1/certificatesigningrequests/mallory/approval",
+        "application/json",
+        Some(both.to_string().as_bytes()),
+    );
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("Approved and Denied conditions are mutually exclusive"), "{body}");
+    assert!(c.get_json(&["csr", "mallory"]).pointer("/status/certificate").is_none());
 }

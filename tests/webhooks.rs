@@ -327,3 +327,36 @@ fn reinvocation_reruns_an_earlier_webhook_once() {
     assert_eq!(calls("annotated"), 1, "the label webhook saw the annotated object once: {:?}", host.reviews());
     assert_eq!(calls("plain"), 2, "the label and annotate webhooks each saw the object before the annotation");
 }
+
+#[test]
+fn an_equivalent_version_webhook_sees_and_patches_the_object_in_its_own_version() {
+    // The webhook asks for autoscaling/v2 HPAs; kubectl 1.32 writes autoscaling/v1.
+    let c = Cluster::start();
+    let host = loopback_host();
+    let config = format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata:\n  name: hpa-v2\nwebhooks:\n- name: hpa.skiff.dev\n  clientConfig:\n    url: {url}\n    caBundle: {ca}\n  rules:\n  - operations: [CREATE]\n    apiGroups: [autoscaling]\n    apiVersions: [v2]\n    resources: [horizontalpodautoscalers]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n",
+        url = host.url("/annotate"),
+        ca = host.ca_bundle()
+    );
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&config));
+    c.kubectl(&["create", "deployment", "x", "--image=busybox"]);
+    eventually("the webhook to annotate a v1 HPA", Duration::from_secs(20), || {
+        let _ = c.kubectl_output(&["delete", "hpa", "x", "--ignore-not-found"], None);
+        c.kubectl(&["autoscale", "deploy/x", "--min=1", "--max=3", "--cpu-percent=50"]);
+        c.get_json(&["hpa", "x"])["metadata"]["annotations"][ANNOTATION] == "yes"
+    });
+    let review = host
+        .reviews()
+        .into_iter()
+        .rev()
+        .find(|r| r["request"]["kind"]["kind"] == "HorizontalPodAutoscaler")
+        .expect("a review of the HPA");
+    let request = &review["request"];
+    assert_eq!(request["kind"]["version"], "v2", "{review}");
+    assert_eq!(request["requestKind"]["version"], "v1", "{review}");
+    assert_eq!(request["object"]["apiVersion"], "autoscaling/v2", "{review}");
+    assert_eq!(request["object"]["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 50, "{review}");
+    // The patch made against v2 landed, and the object kept its metric.
+    let hpa = c.get_json(&["hpa", "x"]);
+    assert_eq!(hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 50, "{hpa}");
+}

@@ -3,6 +3,7 @@
 //! shim first on its PATH, the shim sockets its bundles name, lazy unmounts under a directory, and whether a
 //! process still runs. Nothing here is used by the product.
 
+pub mod extension;
 pub mod image;
 pub mod webhook;
 

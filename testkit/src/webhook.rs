@@ -39,8 +39,8 @@ pub struct WebhookHost {
     /// The PEM of the CA that signed the server's certificate.
     pub ca_pem: String,
     reviews: Arc<Mutex<Vec<Value>>>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    /// The server; stopped when the host is dropped.
+    _host: TlsHost,
 }
 
 type Reviews = Arc<Mutex<Vec<Value>>>;
@@ -162,13 +162,7 @@ impl WebhookHost {
     }
 
     fn start_in(netns: Option<String>, ip: IpAddr, names: &[&str]) -> Result<Self, String> {
-        let mut sans: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        sans.push(ip.to_string());
-        let (ca_pem, cert_pem, key_pem) = pki(&sans)?;
-        let config = server_config(&cert_pem, &key_pem)?;
         let reviews: Reviews = Arc::default();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
         let app = Router::new()
             .route("/allow", post(allow))
             .route("/deny", post(deny))
@@ -178,6 +172,44 @@ impl WebhookHost {
             .route("/garbage", post(garbage))
             .route("/wrong-uid", post(wrong_uid))
             .with_state(Arc::clone(&reviews));
+        let served = TlsHost::start(netns, ip, names, app)?;
+        Ok(Self { addr: served.addr, ca_pem: served.ca_pem.clone(), reviews, _host: served })
+    }
+
+    /// `https://<addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addr)
+    }
+
+    /// The CA as a `caBundle` (base64 of the PEM).
+    pub fn ca_bundle(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(&self.ca_pem)
+    }
+
+    /// The AdmissionReviews received so far.
+    pub fn reviews(&self) -> Vec<Value> {
+        self.reviews.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+/// An HTTPS server (a certificate from a fresh test CA) on its own thread, in a network
+/// namespace or not; stopped when dropped.
+pub(crate) struct TlsHost {
+    pub addr: SocketAddr,
+    pub ca_pem: String,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TlsHost {
+    /// Serves `app` on `ip` (a free port) with a certificate for `ip` and the DNS `names`.
+    pub(crate) fn start(netns: Option<String>, ip: IpAddr, names: &[&str], app: Router) -> Result<Self, String> {
+        let mut sans: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        sans.push(ip.to_string());
+        let (ca_pem, cert_pem, key_pem) = pki(&sans)?;
+        let config = server_config(&cert_pem, &key_pem)?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
         let thread = std::thread::spawn(move || {
             // The namespace is entered by this thread only; its sockets live there.
             if let Some(ns) = netns {
@@ -228,26 +260,11 @@ impl WebhookHost {
             });
         });
         let addr = ready_rx.recv_timeout(Duration::from_secs(10)).map_err(|e| e.to_string())??;
-        Ok(Self { addr, ca_pem, reviews, stop: Some(stop), thread: Some(thread) })
-    }
-
-    /// `https://<addr><path>`.
-    pub fn url(&self, path: &str) -> String {
-        format!("https://{}{path}", self.addr)
-    }
-
-    /// The CA as a `caBundle` (base64 of the PEM).
-    pub fn ca_bundle(&self) -> String {
-        base64::engine::general_purpose::STANDARD.encode(&self.ca_pem)
-    }
-
-    /// The AdmissionReviews received so far.
-    pub fn reviews(&self) -> Vec<Value> {
-        self.reviews.lock().map(|r| r.clone()).unwrap_or_default()
+        Ok(Self { addr, ca_pem, stop: Some(stop), thread: Some(thread) })
     }
 }
 
-impl Drop for WebhookHost {
+impl Drop for TlsHost {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

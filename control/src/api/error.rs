@@ -2,7 +2,8 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::store::StoreError;
 
@@ -114,62 +115,132 @@ impl ApiError {
         }
     }
 
-    /// The `metav1.Status` object for this error.
+    /// The `metav1.Status` object for this error, as a JSON value (for tests and checks; keys
+    /// lose their order).
     pub fn status(&self) -> Value {
-        let mut details = serde_json::Map::new();
+        serde_json::to_value(self.status_fields()).unwrap_or_default()
+    }
+
+    /// The `metav1.Status` body as kube-apiserver writes it: fields in Go's declaration order
+    /// (`kind`, `apiVersion`, `metadata`, `status`, `message`, `reason`, `details`, `code`) and a
+    /// trailing newline (clients compare these bytes).
+    pub fn status_body(&self) -> String {
+        let mut body = self.status_json();
+        body.push('\n');
+        body
+    }
+
+    /// The `metav1.Status` in Go's field order, without the trailing newline (a watch `ERROR`
+    /// event's object).
+    pub fn status_json(&self) -> String {
+        // A struct of strings and numbers always encodes.
+        serde_json::to_string(&self.status_fields()).unwrap_or_default()
+    }
+
+    fn status_fields(&self) -> StatusBody<'_> {
+        let mut details = StatusDetails::default();
         match self {
             Self::NotFound { group, resource, name }
             | Self::AlreadyExists { group, resource, name }
             | Self::Conflict { group, resource, name, .. } => {
-                details.insert("name".into(), json!(name));
-                if !group.is_empty() {
-                    details.insert("group".into(), json!(group));
-                }
-                details.insert("kind".into(), json!(resource));
+                details.name = name;
+                details.group = group;
+                details.kind = resource;
             }
             Self::Invalid { kind, name, causes, .. } => {
-                details.insert("name".into(), json!(name));
-                details.insert("kind".into(), json!(kind));
-                let causes: Vec<Value> = causes
+                details.name = name;
+                details.kind = kind;
+                details.causes = causes
                     .iter()
-                    .map(|(field, msg)| json!({"reason": "FieldValueInvalid", "message": msg, "field": field}))
+                    .map(|(field, msg)| StatusCause { reason: "FieldValueInvalid", message: msg, field })
                     .collect();
-                details.insert("causes".into(), json!(causes));
             }
-            Self::TooManyRequests { retry_after } => {
-                details.insert("retryAfterSeconds".into(), json!(retry_after));
-            }
+            Self::TooManyRequests { retry_after } => details.retry_after_seconds = *retry_after,
             Self::TooManyRequestsBecause { retry_after, causes, .. } => {
-                if *retry_after > 0 {
-                    details.insert("retryAfterSeconds".into(), json!(retry_after));
-                }
-                let causes: Vec<Value> =
-                    causes.iter().map(|(reason, message)| json!({"reason": reason, "message": message})).collect();
-                details.insert("causes".into(), json!(causes));
+                details.retry_after_seconds = *retry_after;
+                details.causes =
+                    causes.iter().map(|(reason, message)| StatusCause { reason, message, field: "" }).collect();
             }
             _ => {}
         }
-        let mut status = json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.to_string(),
-            "reason": self.reason(),
-            "code": self.code().as_u16(),
-        });
-        if let Self::Denied { reason, .. } = self {
+        let reason = match self {
             // The webhook's own reason, left out when it gave none (as kube-apiserver).
-            match (reason.is_empty(), status.as_object_mut()) {
-                (true, Some(map)) => drop(map.remove("reason")),
-                _ => status["reason"] = json!(reason),
-            }
+            Self::Denied { reason, .. } => reason.as_str(),
+            _ => self.reason(),
+        };
+        StatusBody {
+            kind: "Status",
+            api_version: "v1",
+            metadata: Empty {},
+            status: "Failure",
+            message: self.to_string(),
+            reason,
+            details: (!details.is_empty()).then_some(details),
+            code: self.code().as_u16(),
         }
-        if !details.is_empty() {
-            status["details"] = Value::Object(details);
-        }
-        status
     }
+}
+
+/// `metav1.Status`, its fields in the order Go declares them.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusBody<'a> {
+    kind: &'static str,
+    api_version: &'static str,
+    metadata: Empty,
+    status: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    message: String,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<StatusDetails<'a>>,
+    code: u16,
+}
+
+/// An empty `metadata: {}`.
+#[derive(Serialize)]
+struct Empty {}
+
+/// `metav1.StatusDetails` (Go's order; empty fields left out as `omitempty` does).
+#[derive(Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusDetails<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    group: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    causes: Vec<StatusCause<'a>>,
+    #[serde(skip_serializing_if = "is_zero")]
+    retry_after_seconds: u32,
+}
+
+impl StatusDetails<'_> {
+    fn is_empty(&self) -> bool {
+        self.name.is_empty()
+            && self.group.is_empty()
+            && self.kind.is_empty()
+            && self.causes.is_empty()
+            && self.retry_after_seconds == 0
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// `metav1.StatusCause`: its `type` is written as `reason`.
+#[derive(Serialize)]
+struct StatusCause<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    reason: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    message: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    field: &'a str,
 }
 
 impl IntoResponse for ApiError {
@@ -177,8 +248,8 @@ impl IntoResponse for ApiError {
         if self.code().is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        let mut response = (self.code(), [(http::header::CONTENT_TYPE, "application/json")], self.status().to_string())
-            .into_response();
+        let mut response =
+            (self.code(), [(http::header::CONTENT_TYPE, "application/json")], self.status_body()).into_response();
         match self {
             Self::TooManyRequests { retry_after } | Self::TooManyRequestsBecause { retry_after, .. }
                 if retry_after > 0 =>
@@ -220,3 +291,55 @@ impl From<StoreError> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_bodies_are_written_in_kube_apiservers_field_order() {
+        let missing = ApiError::not_found("apps", "deployments", "web");
+        assert_eq!(
+            missing.status_body(),
+            concat!(
+                r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","#,
+                r#""message":"deployments \"web\" not found","reason":"NotFound","#,
+                r#""details":{"name":"web","group":"apps","kind":"deployments"},"code":404}"#,
+                "\n"
+            )
+        );
+        let core = ApiError::not_found("", "pods", "p");
+        assert_eq!(
+            core.status_body(),
+            concat!(
+                r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","#,
+                r#""message":"pods \"p\" not found","reason":"NotFound","details":{"name":"p","kind":"pods"},"code":404}"#,
+                "\n"
+            )
+        );
+        let invalid = ApiError::invalid("Service", "s", vec![("spec.ports".into(), "Required value".into())]);
+        assert_eq!(
+            invalid.status_body(),
+            concat!(
+                r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","#,
+                r#""message":"Service \"s\" is invalid: spec.ports: Required value","reason":"Invalid","#,
+                r#""details":{"name":"s","kind":"Service","causes":[{"reason":"FieldValueInvalid","#,
+                r#""message":"Required value","field":"spec.ports"}]},"code":422}"#,
+                "\n"
+            )
+        );
+        let busy = ApiError::TooManyRequests { retry_after: 1 };
+        assert!(busy.status_body().ends_with("\"details\":{\"retryAfterSeconds\":1},\"code\":429}\n"));
+    }
+
+    #[test]
+    fn a_webhook_denial_without_a_reason_has_none() {
+        let denied = ApiError::Denied { code: 403, reason: String::new(), message: "no".into() };
+        assert_eq!(
+            denied.status_body(),
+            "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"no\",\"code\":403}\n"
+        );
+        assert_eq!(denied.status()["code"], 403);
+        assert!(denied.status().get("details").is_none());
+    }
+}

@@ -5,11 +5,15 @@
 //! are served from the [`watch_cache`], never from the store per client.
 
 pub mod admission;
+pub mod aggregation;
+pub mod conversion;
 pub mod crd;
+pub mod csr;
 pub mod discovery;
 pub mod ephemeral_containers;
 pub mod error;
 pub mod eviction;
+pub mod flowcontrol;
 pub mod http;
 pub mod ingress_validation;
 pub mod limit_range;

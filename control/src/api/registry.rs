@@ -100,6 +100,8 @@ pub struct Registry {
     pub webhooks: webhooks::Webhooks,
     /// The LimitRanges and ResourceQuotas admission reads (see [`super::quota`]).
     pub policies: Arc<super::quota::cache::Cache>,
+    /// The remote APIServices requests are proxied to (kept by the `apiservice` controller).
+    pub aggregator: super::aggregation::Aggregator,
 }
 
 /// A stored object as `ri` serves it (a custom object in the requested version).
@@ -107,7 +109,7 @@ pub(crate) fn decode(ri: &ResourceInfo, kv: &KeyValue) -> ApiResult<Value> {
     let mut obj: Value = serde_json::from_slice(&kv.value)
         .map_err(|e| ApiError::Internal(format!("stored object {} does not decode: {e}", kv.key)))?;
     object::set_resource_version(&mut obj, kv.mod_revision);
-    crd::to_version(ri, &mut obj);
+    super::conversion::to_version(ri, &mut obj);
     Ok(obj)
 }
 
@@ -118,7 +120,7 @@ pub(crate) fn encode(ri: &ResourceInfo, obj: &Value) -> Vec<u8> {
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
     }
-    crd::to_storage(ri, &mut obj);
+    super::conversion::to_storage(ri, &mut obj);
     serde_json::to_vec(&obj).unwrap_or_default()
 }
 
@@ -182,6 +184,7 @@ impl Registry {
             default_toleration_seconds: 30,
             services: super::service_alloc::ServiceAllocator::new(Default::default()),
             custom,
+            aggregator: Default::default(),
         }
     }
 
@@ -495,6 +498,19 @@ impl Registry {
         if let Some(custom) = &ri.custom {
             return crd::admit(ri, custom, obj, None, opts.field_validation, warnings);
         }
+        if let Some(conversion) = ri.conversion {
+            // Checked as sent, then defaulted and validated in the storage version, as
+            // kube-apiserver does through its internal version.
+            let obj = self.normalize(ri, obj, opts, warnings)?;
+            let mut obj = (conversion.to_storage)(obj);
+            admission::default(ri.kind, &mut obj);
+            let (obj, _) = (conversion.storage_normalize)(obj).map_err(ApiError::BadRequest)?;
+            let causes = admission::validate(ri.kind, ri.namespaced, &obj);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid(ri.kind, object::name(&obj), causes));
+            }
+            return Ok((conversion.from_storage)(obj));
+        }
         let mut obj = obj;
         admission::default(ri.kind, &mut obj);
         if crd::definition::is_crd(ri) {
@@ -503,6 +519,12 @@ impl Registry {
         if webhooks::validation::is_configuration(ri.group, ri.kind) {
             webhooks::validation::default(ri.kind, &mut obj);
         }
+        if super::aggregation::validation::is_apiservice(ri) {
+            super::aggregation::validation::default(&mut obj);
+        }
+        if super::flowcontrol::is_flowcontrol(ri) {
+            super::flowcontrol::default(ri.kind, &mut obj);
+        }
         let obj = self.normalize(ri, obj, opts, warnings)?;
         let mut causes = admission::validate(ri.kind, ri.namespaced, &obj);
         if crd::definition::is_crd(ri) {
@@ -510,6 +532,12 @@ impl Registry {
         }
         if webhooks::validation::is_configuration(ri.group, ri.kind) {
             causes.extend(webhooks::validation::validate(ri.kind, &obj));
+        }
+        if super::aggregation::validation::is_apiservice(ri) {
+            causes.extend(super::aggregation::validation::validate(&obj));
+        }
+        if super::flowcontrol::is_flowcontrol(ri) {
+            causes.extend(super::flowcontrol::validate(ri.kind, &obj));
         }
         if !causes.is_empty() {
             return Err(ApiError::invalid(ri.kind, object::name(&obj), causes));
@@ -826,6 +854,8 @@ impl Registry {
                 map.insert("status".into(), status.clone());
             }
             desired = next;
+        } else if subresource == Some(super::csr::SUBRESOURCE) {
+            desired = super::csr::only_conditions(current, &desired);
         } else if ri.has_status() && subresource != Some("binding") {
             if let Some(map) = desired.as_object_mut() {
                 match current.get("status") {
@@ -861,6 +891,12 @@ impl Registry {
             Some(custom) => crd::admit(ri, custom, desired, Some(current), opts.field_validation, warnings)?,
             None => self.admit(ri, desired, opts, warnings)?,
         };
+        if super::csr::is_csr(ri.group, ri.kind) && ri.custom.is_none() {
+            let causes = super::csr::validate(current, &next);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid(ri.kind, &name, causes));
+            }
+        }
         if is_pod(ri) {
             let causes = ephemeral_containers::validate_update(current, &next, subresource);
             if !causes.is_empty() {

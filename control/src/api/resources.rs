@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::{
-    admissionregistration::v1 as admissionregistration, apps::v1 as apps, autoscaling::v2 as autoscaling,
-    batch::v1 as batch, certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core,
-    discovery::v1 as discovery, events::v1 as events, networking::v1 as networking, node::v1 as node,
-    policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
+    admissionregistration::v1 as admissionregistration, apps::v1 as apps, autoscaling::v1 as autoscaling_v1,
+    autoscaling::v2 as autoscaling, batch::v1 as batch, certificates::v1 as certificates,
+    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery, events::v1 as events,
+    flowcontrol::v1 as flowcontrol, networking::v1 as networking, node::v1 as node, policy::v1 as policy,
+    rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration;
 use k8s_openapi::schemars::{Schema, SchemaGenerator};
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope, Resource};
 use serde::de::DeserializeOwned;
@@ -44,6 +46,8 @@ pub struct ResourceInfo {
     pub schema: Option<SchemaFn>,
     /// For a custom resource (served for a CRD): its schema, storage version, columns, scale.
     pub custom: Option<Arc<crate::api::crd::Custom>>,
+    /// For a built-in resource served in a version it is not stored in: how to convert.
+    pub conversion: Option<&'static crate::api::conversion::Conversion>,
 }
 
 impl ResourceInfo {
@@ -73,7 +77,7 @@ impl ResourceInfo {
     /// False for the versions of a custom resource other than the one it is stored in (they
     /// address the same objects).
     pub fn is_storage_version(&self) -> bool {
-        self.custom.as_ref().is_none_or(|c| c.storage_version == self.version)
+        self.conversion.is_none() && self.custom.as_ref().is_none_or(|c| c.storage_version == self.version)
     }
 
     pub fn has_status(&self) -> bool {
@@ -123,7 +127,7 @@ impl Scope for ClusterResourceScope {
     const NAMESPACED: bool = false;
 }
 
-fn normalize<T: DeserializeOwned + Serialize>(value: Value) -> Result<(Value, Vec<String>), String> {
+pub(crate) fn normalize<T: DeserializeOwned + Serialize>(value: Value) -> Result<(Value, Vec<String>), String> {
     let mut unknown = Vec::new();
     let typed: T = serde_ignored::deserialize(value, |path| unknown.push(field_path(&path.to_string())))
         .map_err(|e| e.to_string())?;
@@ -162,7 +166,11 @@ macro_rules! resource {
             normalize: normalize::<$ty>,
             schema: Some(|generator| generator.subschema_for::<$ty>()),
             custom: None,
+            conversion: None,
         }
+    };
+    ($ty:ty, [$($short:literal),*], [$($sub:literal),*], $all:literal, $conversion:expr) => {
+        ResourceInfo { conversion: Some($conversion), ..resource!($ty, [$($short),*], [$($sub),*], $all) }
     };
 }
 
@@ -193,7 +201,7 @@ pub fn all() -> Vec<ResourceInfo> {
         resource!(batch::Job, [], ["status"], true),
         resource!(batch::CronJob, ["cj"], ["status"], true),
         resource!(coordination::Lease, [], [], false),
-        resource!(certificates::CertificateSigningRequest, ["csr"], ["status"], false),
+        resource!(certificates::CertificateSigningRequest, ["csr"], ["status", "approval"], false),
         resource!(discovery::EndpointSlice, [], [], false),
         resource!(networking::Ingress, ["ing"], ["status"], false),
         resource!(networking::IngressClass, [], [], false),
@@ -201,6 +209,8 @@ pub fn all() -> Vec<ResourceInfo> {
         resource!(policy::PodDisruptionBudget, ["pdb"], ["status"], false),
         resource!(scheduling::PriorityClass, ["pc"], [], false),
         resource!(autoscaling::HorizontalPodAutoscaler, ["hpa"], ["status"], true),
+        // Stored as v2 (listed first: the one `by_kind` finds), served as v1 too.
+        resource!(autoscaling_v1::HorizontalPodAutoscaler, ["hpa"], ["status"], true, &crate::api::conversion::hpa::V1),
         resource!(node::RuntimeClass, [], [], false),
         resource!(storage::StorageClass, ["sc"], [], false),
         resource!(events::Event, [], [], false),
@@ -213,6 +223,9 @@ pub fn all() -> Vec<ResourceInfo> {
         resource!(admissionregistration::MutatingWebhookConfiguration, [], [], false),
         resource!(admissionregistration::ValidatingAdmissionPolicy, [], ["status"], false),
         resource!(admissionregistration::ValidatingAdmissionPolicyBinding, [], [], false),
+        resource!(apiregistration::APIService, [], ["status"], false),
+        resource!(flowcontrol::FlowSchema, [], ["status"], false),
+        resource!(flowcontrol::PriorityLevelConfiguration, [], ["status"], false),
     ]
 }
 

@@ -16,6 +16,8 @@ use serde_json::{json, Map, Value};
 
 use super::selector::from_label_selector;
 
+mod cluster;
+
 // ---------------------------------------------------------------------------------------------
 // Human durations
 // ---------------------------------------------------------------------------------------------
@@ -588,7 +590,7 @@ fn columns(kind: &str) -> &'static [Column] {
         "ResourceQuota" => RESOURCE_QUOTA_COLUMNS,
         "PodDisruptionBudget" => PDB_COLUMNS,
         "HorizontalPodAutoscaler" => HPA_COLUMNS,
-        _ => DEFAULT_COLUMNS,
+        _ => cluster::columns(kind).unwrap_or(DEFAULT_COLUMNS),
     }
 }
 
@@ -670,7 +672,7 @@ pub fn row_cells(kind: &str, obj: &Value, now: Timestamp) -> Vec<Value> {
         "ResourceQuota" => resource_quota_cells(obj, now),
         "PodDisruptionBudget" => pdb_cells(obj, now),
         "HorizontalPodAutoscaler" => hpa_cells(obj, now),
-        _ => vec![name(obj).into(), age(obj, now)],
+        _ => cluster::cells(kind, obj, now).unwrap_or_else(|| vec![name(obj).into(), age(obj, now)]),
     }
 }
 

@@ -4,6 +4,10 @@
 //! exists, and every SAN is one of that Node's addresses or names; otherwise it is marked `Failed`
 //! with the reason. The requester's identity is checked when the request records one
 //! (`spec.username`): the node itself or a `system:masters` member.
+//!
+//! It also signs `kubernetes.io/kube-apiserver-client` requests once someone approved them
+//! (`kubectl certificate approve`, through the `approval` subresource): the request's subject
+//! and SANs, for client authentication, valid for `spec.expirationSeconds` or a year.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -15,7 +19,9 @@ use serde_json::{json, Value};
 use super::runtime::{Action, Controller, Error, Informer, Informers, ObjectKey};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::registry::{Registry, WriteOptions};
-use crate::server::kubelet_certs::{CertAuthority, CertError, KUBELET_CLIENT_SIGNER, KUBELET_SERVING_SIGNER};
+use crate::server::kubelet_certs::{
+    CertAuthority, CertError, API_CLIENT_SIGNER, KUBELET_CLIENT_SIGNER, KUBELET_SERVING_SIGNER,
+};
 
 const NAME: &str = "controller-csr-signing";
 
@@ -44,15 +50,20 @@ pub fn start(informers: &Arc<Informers>, ca: Arc<CertAuthority>) {
 /// A request for one of the kubelet signers that has no outcome yet. Read from the object as
 /// cached (no typed decode): the Node mapper asks it of every request on every Node change.
 fn pending(csr: &Value) -> bool {
-    let ours = csr
-        .pointer("/spec/signerName")
-        .and_then(Value::as_str)
-        .is_some_and(|s| s == KUBELET_SERVING_SIGNER || s == KUBELET_CLIENT_SIGNER);
+    let signer = csr.pointer("/spec/signerName").and_then(Value::as_str).unwrap_or("");
     let issued = csr.pointer("/status/certificate").and_then(Value::as_str).is_some_and(|c| !c.is_empty());
-    let refused = csr.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|conditions| {
-        conditions.iter().any(|c| matches!(c.get("type").and_then(Value::as_str), Some("Denied" | "Failed")))
-    });
-    ours && !issued && !refused
+    let has = |types: &[&str]| {
+        csr.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|conditions| {
+            conditions.iter().any(|c| c.get("type").and_then(Value::as_str).is_some_and(|t| types.contains(&t)))
+        })
+    };
+    let ours = match signer {
+        KUBELET_SERVING_SIGNER | KUBELET_CLIENT_SIGNER => true,
+        // Signed once someone approved it (`kubectl certificate approve`).
+        API_CLIENT_SIGNER => has(&["Approved"]),
+        _ => false,
+    };
+    ours && !issued && !has(&["Denied", "Failed"])
 }
 
 fn pending_requests(csrs: &Informer) -> Vec<ObjectKey> {
@@ -86,6 +97,9 @@ async fn sign_one(
     name: &str,
     csr: &CertificateSigningRequest,
 ) -> ApiResult<()> {
+    if csr.spec.signer_name == API_CLIENT_SIGNER {
+        return sign_approved(registry, ca, ri, name, csr).await;
+    }
     let client = csr.spec.signer_name == KUBELET_CLIENT_SIGNER;
     let outcome = if client { decide_client(ca, csr) } else { decide(registry, ca, csr).await? };
     let now = jiff::Timestamp::now().to_string();
@@ -123,6 +137,57 @@ async fn sign_one(
             Ok(next)
         })
         .await;
+    match write {
+        Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Signs an approved `kubernetes.io/kube-apiserver-client` request with the cluster CA
+/// (`status.certificate`), or marks it `Failed` with the reason; its conditions are kept.
+async fn sign_approved(
+    registry: &Registry,
+    ca: &CertAuthority,
+    ri: &crate::api::resources::ResourceInfo,
+    name: &str,
+    csr: &CertificateSigningRequest,
+) -> ApiResult<()> {
+    let pem = String::from_utf8_lossy(&csr.spec.request.0).into_owned();
+    let usages = csr.spec.usages.as_deref().unwrap_or_default();
+    let outcome = if !usages.iter().any(|u| u == "client auth") {
+        Err("the kube-apiserver-client signer issues certificates for \"client auth\" only; the request lacks it"
+            .into())
+    } else {
+        let seconds = csr.spec.expiration_seconds.and_then(|s| u64::try_from(s).ok());
+        ca.sign_api_client_csr(&pem, seconds).map_err(|e| e.to_string())
+    };
+    let now = jiff::Timestamp::now().to_string();
+    let write = registry
+        .update_with(ri, None, name, Some("status"), &WriteOptions::default(), |current: &Value| {
+            let mut next = current.clone();
+            if !next.get("status").is_some_and(Value::is_object) {
+                next["status"] = json!({});
+            }
+            match &outcome {
+                Ok(cert) => {
+                    use base64::Engine;
+                    next["status"]["certificate"] = json!(base64::engine::general_purpose::STANDARD.encode(cert));
+                }
+                Err(reason) => {
+                    let mut conditions =
+                        next.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+                    conditions.push(json!({"type": "Failed", "status": "True", "reason": "SignerValidationFailure",
+                        "message": reason, "lastUpdateTime": now, "lastTransitionTime": now}));
+                    next["status"]["conditions"] = Value::Array(conditions);
+                }
+            }
+            Ok(next)
+        })
+        .await;
+    match &outcome {
+        Ok(_) => tracing::info!(csr = name, "signed an approved client certificate"),
+        Err(reason) => tracing::warn!(csr = name, %reason, "refused an approved client certificate request"),
+    }
     match write {
         Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
         Err(e) => Err(e),
@@ -207,5 +272,12 @@ mod tests {
         assert!(!pending(&csr(KUBELET_SERVING_SIGNER, json!({"certificate": "LS0t"}))));
         assert!(!pending(&csr(KUBELET_SERVING_SIGNER, json!({"conditions": [{"type": "Failed"}]}))));
         assert!(!pending(&csr(KUBELET_CLIENT_SIGNER, json!({"conditions": [{"type": "Denied"}]}))));
+        // The API client signer waits for an approval.
+        assert!(!pending(&csr(API_CLIENT_SIGNER, json!({}))));
+        assert!(pending(&csr(API_CLIENT_SIGNER, json!({"conditions": [{"type": "Approved"}]}))));
+        assert!(!pending(&csr(
+            API_CLIENT_SIGNER,
+            json!({"conditions": [{"type": "Approved"}], "certificate": "LS0t"})
+        )));
     }
 }

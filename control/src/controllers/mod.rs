@@ -2,6 +2,7 @@
 //! (the API machinery with its admission rules), never of the store, and runs under the
 //! [`runtime::Supervisor`] (restarted with back-off, visible in `/readyz?verbose` and `/metrics`).
 
+pub mod apiservice;
 pub mod compaction;
 pub mod crd;
 pub mod cron_schedule;
@@ -84,6 +85,8 @@ pub fn start_with(
     let r = Arc::clone(&registry);
     supervisor.spawn("node-authorizer-graph", move || Arc::clone(&node_graph).follow(Arc::clone(&r)));
     crd::start(&informers);
+    let r = Arc::clone(&registry);
+    supervisor.spawn("apiservice", move || apiservice::run(Arc::clone(&r)));
     let r = Arc::clone(&registry);
     supervisor.spawn("compaction", move || {
         let r = Arc::clone(&r);

@@ -22,6 +22,12 @@ pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 /// The signer of nodes' client certificates (their identity towards the API server).
 pub const KUBELET_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 
+/// The signer of client certificates for the API server (any subject, once approved).
+pub const API_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client";
+
+/// The shortest validity a request may ask for (`spec.expirationSeconds`), as Kubernetes.
+const MIN_EXPIRATION_SECONDS: u64 = 600;
+
 /// Days a kubelet or client certificate is valid (kube-controller-manager signs for a year).
 const VALIDITY_DAYS: i64 = 365;
 
@@ -179,6 +185,44 @@ impl CertAuthority {
             return Err(CertError::Refused("a node client certificate may not have SANs".into()));
         }
         let params = leaf(&want, "system:nodes", ExtendedKeyUsagePurpose::ClientAuth)?;
+        Ok(params.signed_by(&csr.public_key, &self.issuer)?.pem())
+    }
+}
+
+impl CertAuthority {
+    /// Signs an approved `kubernetes.io/kube-apiserver-client` request, as kube-controller-manager's
+    /// signer: the request's subject (common name and organizations) and SANs, for client
+    /// authentication only, valid for `expiration_seconds` (at least ten minutes) or a year,
+    /// whichever is shorter.
+    pub fn sign_api_client_csr(&self, csr_pem: &str, expiration_seconds: Option<u64>) -> Result<String, CertError> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| CertError::Refused(format!("the request is not a PKCS#10 CSR: {e}")))?;
+        let subject = &csr.params.distinguished_name;
+        let cn = subject.get(&DnType::CommonName).and_then(text).unwrap_or_default();
+        if cn.is_empty() {
+            return Err(CertError::Refused("the request's subject has no common name".into()));
+        }
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        for (_, org) in subject.iter().filter(|(t, _)| **t == DnType::OrganizationName) {
+            if let Some(org) = text(org) {
+                dn.push(DnType::OrganizationName, org);
+            }
+        }
+        dn.push(DnType::CommonName, cn);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.subject_alt_names = csr.params.subject_alt_names.clone();
+        validity(&mut params);
+        if let Some(seconds) = expiration_seconds {
+            let year = u64::try_from(VALIDITY_DAYS).unwrap_or(365).saturating_mul(86_400);
+            let seconds = seconds.clamp(MIN_EXPIRATION_SECONDS, year);
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            params.not_after = rcgen::date_time_ymd(1970, 1, 1) + (now + std::time::Duration::from_secs(seconds));
+        }
         Ok(params.signed_by(&csr.public_key, &self.issuer)?.pem())
     }
 }

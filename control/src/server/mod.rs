@@ -243,6 +243,7 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     registry.repair_services().await?;
     bootstrap(&registry).await?;
     registry.ensure_system_priority_classes().await?;
+    registry.ensure_flowcontrol_bootstrap().await?;
     crate::auth::bootstrap_policy::ensure(&registry).await?;
 
     let host = config.listen.ip().to_string();

@@ -329,6 +329,7 @@ pub fn resource_infos(crd: &Value) -> Vec<ResourceInfo> {
                 normalize: super::no_typed_struct,
                 schema: None,
                 custom: Some(Arc::new(custom)),
+                conversion: None,
             })
         })
         .collect()

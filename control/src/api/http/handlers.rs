@@ -97,6 +97,13 @@ pub async fn serve(registry: Arc<Registry>, metrics: &Metrics, req: Request<'_>,
             ("status", Method::PATCH) => {
                 patch_object(&registry, ri, ns.as_deref(), &name, Some("status"), req, body).await
             }
+            ("approval", Method::GET) => {
+                Ok(json_response(StatusCode::OK, &registry.get(ri, ns.as_deref(), &name).await?, &[]))
+            }
+            ("approval", Method::PUT) => update(&registry, ri, ns.as_deref(), &name, Some("approval"), req, body).await,
+            ("approval", Method::PATCH) => {
+                patch_object(&registry, ri, ns.as_deref(), &name, Some("approval"), req, body).await
+            }
             ("ephemeralcontainers", Method::GET) => {
                 Ok(json_response(StatusCode::OK, &registry.get(ri, ns.as_deref(), &name).await?, &[]))
             }

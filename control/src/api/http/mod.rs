@@ -26,6 +26,7 @@ use axum::routing::{any, get};
 use axum::Router;
 use serde_json::{json, Value};
 
+use super::aggregation;
 use super::discovery;
 use super::error::ApiError;
 use super::metrics::Metrics;
@@ -150,15 +151,22 @@ async fn api_root(State(state): State<ApiState>, headers: HeaderMap) -> Response
 
 async fn apis_root(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     if discovery::wants_aggregated(accept(&headers)) {
-        let mut doc = discovery::aggregated(&state.registry.served(), false);
+        let served = state.registry.served();
+        let mut doc = discovery::aggregated(&served, false);
         if let Some(items) = doc["items"].as_array_mut() {
             items.push(metrics_api::aggregated_entry());
+            items.extend(aggregation::discovery::aggregated_items(&state.registry.aggregator.remotes(), &served));
         }
         return discovery_response(doc);
     }
-    let mut doc = discovery::api_group_list(&state.registry.served());
+    let served = state.registry.served();
+    let mut doc = discovery::api_group_list(&served);
     if let Some(groups) = doc["groups"].as_array_mut() {
         groups.push(metrics_api::group_entry());
+        let remotes = state.registry.aggregator.remotes();
+        for (group, versions) in aggregation::discovery::groups(&remotes, &served) {
+            groups.push(aggregation::discovery::group_entry(group, &versions));
+        }
     }
     json_response(StatusCode::OK, &doc, &[])
 }
@@ -185,6 +193,21 @@ async fn group_resource(
     body: Body,
 ) -> Response {
     send(resource(state, false, path, method, uri, headers, user.map(|u| u.0), body)).await
+}
+
+/// The remote APIService `/apis/<group>/<version>/...` belongs to, unless the server serves
+/// that group-version itself.
+fn remote_of(
+    registry: &Registry,
+    served: &super::resources::Resources,
+    rest: &str,
+) -> Option<super::aggregation::Remote> {
+    let mut segs = rest.split('/').filter(|s| !s.is_empty());
+    let (group, version) = (segs.next()?, segs.next()?);
+    if served.iter().any(|r| r.group == group && r.version == version) {
+        return None;
+    }
+    registry.aggregator.find(group, version)
 }
 
 /// Pins the future's `Send`-ness where rustc cannot prove it through the handler trait's
@@ -218,6 +241,19 @@ async fn resource(
     let registry = Arc::clone(&state.registry);
     // One snapshot of the served resources (custom ones come and go with their CRDs).
     let served = registry.served();
+    if let Some(remote) = (!legacy).then(|| remote_of(&registry, &served, &rest)).flatten() {
+        let started = Instant::now();
+        let response = match &remote.available {
+            Err(why) => ApiError::ServiceUnavailable(format!("service unavailable: {why}")).into_response(),
+            Ok(()) => {
+                let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+                let user = user.as_ref();
+                aggregation::proxy::forward(&registry.store, &remote, method, path, &headers, user, body).await
+            }
+        };
+        state.metrics.observe("PROXY", &remote.name, response.status().as_u16(), started.elapsed());
+        return response;
+    }
     let route = match target::parse(&served, legacy, &rest) {
         Ok(route) => route,
         Err(e) => return e.into_response(),
@@ -227,7 +263,9 @@ async fn resource(
             return json_response(StatusCode::OK, &discovery::api_resource_list(&served, &group, &version), &[]);
         }
         Route::Group { group } => {
-            return match discovery::api_group(&served, &group) {
+            let doc = discovery::api_group(&served, &group)
+                .or_else(|| aggregation::discovery::api_group(&registry.aggregator.remotes(), &served, &group));
+            return match doc {
                 Some(doc) => json_response(StatusCode::OK, &doc, &[]),
                 None => ApiError::NoSuchResource.into_response(),
             };

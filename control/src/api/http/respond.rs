@@ -71,9 +71,15 @@ pub fn table_row(ri: &ResourceInfo, obj: &Value, include_object: &str) -> Value 
         "Object" => obj.clone(),
         _ => partial_metadata(obj),
     };
-    let cells = match &ri.custom {
-        Some(custom) => crate::api::crd::printer::row_cells(&custom.columns, obj, now),
-        None => table::row_cells(ri.kind, obj, now),
+    let cells = match (&ri.custom, ri.conversion) {
+        (Some(custom), _) => crate::api::crd::printer::row_cells(&custom.columns, obj, now),
+        // The columns read the storage version's fields.
+        (None, Some(_)) => {
+            let mut stored = obj.clone();
+            crate::api::conversion::to_storage(ri, &mut stored);
+            table::row_cells(ri.kind, &stored, now)
+        }
+        (None, None) => table::row_cells(ri.kind, obj, now),
     };
     json!({"cells": cells, "object": object})
 }

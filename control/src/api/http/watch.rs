@@ -59,7 +59,7 @@ fn line(kind: &str, object: &str) -> Bytes {
 }
 
 fn error_line(err: &ApiError) -> Bytes {
-    line("ERROR", &err.status().to_string())
+    line("ERROR", &err.status_json())
 }
 
 /// The type a watcher sees for a store event, given its selectors: moving into the selection
@@ -88,7 +88,7 @@ fn has_selectors(q: &ListQuery) -> bool {
 /// An event's object as the watcher asked for it: the JSON encoded once for every watcher of
 /// whole objects, else the object with its managed fields put back.
 fn encode_event(w: &WatchRequest, ev: &CachedEvent) -> String {
-    let converted = w.resource.custom.as_ref().is_some_and(|c| c.storage_version != w.resource.version);
+    let converted = !w.resource.is_storage_version();
     match w.shape {
         Shape::Object if !converted => ev.object_json().to_string(),
         _ => encode_object(w, &ev.full_object()),
@@ -97,10 +97,10 @@ fn encode_event(w: &WatchRequest, ev: &CachedEvent) -> String {
 
 fn encode_object(w: &WatchRequest, ev_object: &Value) -> String {
     match w.shape {
-        // A custom object read through a version other than its storage one.
-        Shape::Object if w.resource.custom.as_ref().is_some_and(|c| c.storage_version != w.resource.version) => {
+        // An object read through a version other than its storage one.
+        Shape::Object if !w.resource.is_storage_version() => {
             let mut obj = ev_object.clone();
-            crate::api::crd::to_version(&w.resource, &mut obj);
+            crate::api::conversion::to_version(&w.resource, &mut obj);
             obj.to_string()
         }
         Shape::Object => ev_object.to_string(),

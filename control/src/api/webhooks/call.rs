@@ -50,7 +50,7 @@ pub struct Verdict {
 /// (`object`/`oldObject` are sent in it).
 pub fn review(a: &Attributes<'_>, version: &str, uid: &str) -> Value {
     let in_version = |o: &Value| {
-        let mut o = o.clone();
+        let mut o = crate::api::conversion::between(a.group, a.kind, a.version, version, o.clone());
         if let Some(map) = o.as_object_mut() {
             let api_version = if a.group.is_empty() { version.to_string() } else { format!("{}/{version}", a.group) };
             map.insert("apiVersion".into(), json!(api_version));

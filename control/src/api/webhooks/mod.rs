@@ -82,8 +82,8 @@ pub fn attributes<'a>(
 enum Outcome {
     /// Not called (no match, or a skipped failure under `failurePolicy: Ignore`).
     Skipped,
-    /// Allowed, with the patch a mutating webhook returned.
-    Allowed(Option<json_patch::Patch>),
+    /// Allowed, with the patch a mutating webhook returned and the version it saw the object in.
+    Allowed(Option<json_patch::Patch>, String),
 }
 
 impl Webhooks {
@@ -114,9 +114,9 @@ impl Webhooks {
         let mut called = Vec::new();
         for (i, hook) in hooks.iter().enumerate() {
             let current = Attributes { object: object.as_ref(), ..a.clone() };
-            if let Outcome::Allowed(patch) = self.run(&snapshot, hook, &current, warnings).await? {
+            if let Outcome::Allowed(patch, seen) = self.run(&snapshot, hook, &current, warnings).await? {
                 called.push(i);
-                if self.patched(hook, &mut object, patch.as_ref())? {
+                if self.patched(hook, a, &seen, &mut object, patch.as_ref())? {
                     last_change = Some(i);
                 }
             }
@@ -125,8 +125,8 @@ impl Webhooks {
             // Once more for those asking to see later webhooks' changes.
             for i in called.into_iter().filter(|i| *i < last && hooks[*i].reinvoke) {
                 let current = Attributes { object: object.as_ref(), ..a.clone() };
-                if let Outcome::Allowed(patch) = self.run(&snapshot, hooks[i], &current, warnings).await? {
-                    self.patched(hooks[i], &mut object, patch.as_ref())?;
+                if let Outcome::Allowed(patch, seen) = self.run(&snapshot, hooks[i], &current, warnings).await? {
+                    self.patched(hooks[i], a, &seen, &mut object, patch.as_ref())?;
                 }
             }
         }
@@ -134,14 +134,25 @@ impl Webhooks {
     }
 
     /// Applies `patch` to `object`; true when the object changed.
-    fn patched(&self, hook: &Hook, object: &mut Option<Value>, patch: Option<&json_patch::Patch>) -> ApiResult<bool> {
+    /// The patch applies to the object as the webhook saw it (`seen`, the version its rules
+    /// matched); the result is converted back to the request's version.
+    fn patched(
+        &self,
+        hook: &Hook,
+        a: &Attributes<'_>,
+        seen: &str,
+        object: &mut Option<Value>,
+        patch: Option<&json_patch::Patch>,
+    ) -> ApiResult<bool> {
         let (Some(patch), Some(current)) = (patch, object.as_ref()) else { return Ok(false) };
-        let next = patch::apply(current, patch).map_err(|e| {
+        let base = super::conversion::between(a.group, a.kind, a.version, seen, current.clone());
+        let next = patch::apply(&base, patch).map_err(|e| {
             ApiError::Internal(format!(
                 "failed calling webhook \"{}\": received invalid webhook response: {e}",
                 hook.name
             ))
         })?;
+        let next = super::conversion::between(a.group, a.kind, seen, a.version, next);
         let changed = &next != current;
         *object = Some(next);
         Ok(changed)
@@ -224,7 +235,7 @@ impl Webhooks {
                 message: call::denial_message(&hook.name, &denial),
             });
         }
-        Ok(Outcome::Allowed(verdict.patch))
+        Ok(Outcome::Allowed(verdict.patch, version.to_string()))
     }
 }
 
