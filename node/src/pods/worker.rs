@@ -5,13 +5,15 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::Api;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
+// tokio's clock, so that paused time drives back-offs, deadlines and grace periods in the unit tests.
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::backoff::Backoff;
@@ -102,6 +104,12 @@ struct Ctr {
     /// An ephemeral container (`kubectl debug`): started once, never restarted, never ready, and
     /// reported in `ephemeralContainerStatuses`.
     ephemeral: bool,
+    /// The stop signal the runtime reported for the latest run (`stopSignal` in the status).
+    stop_signal: Option<String>,
+    /// A native sidecar: an init container with `restartPolicy: Always`. It starts in the init
+    /// order, the next container starts once it is started (not once it exits), it is restarted
+    /// whatever the pod's restart policy, and it is probed and counts for the pod's readiness.
+    sidecar: bool,
 }
 
 impl Ctr {
@@ -138,6 +146,8 @@ impl Ctr {
                 started: false,
                 ever_ran: true,
                 ephemeral: false,
+                stop_signal: None,
+                sidecar: false,
             };
         }
         let last = last.or(previous_last);
@@ -155,7 +165,21 @@ impl Ctr {
             started: false,
             ever_ran,
             ephemeral: false,
+            stop_signal: None,
+            sidecar: false,
         }
+    }
+
+    /// An init container's record; one with `restartPolicy: Always` is a native sidecar.
+    fn init(spec: Container, previous: Option<&Value>) -> Self {
+        let sidecar = spec.restart_policy.as_deref() == Some("Always");
+        Self { sidecar, ..Self::new(spec, previous) }
+    }
+
+    /// Whether a probe-less container, or one whose probes said so, can be ready: app containers
+    /// and native sidecars, never init containers that run to completion nor ephemeral ones.
+    fn serves(&self, init: bool) -> bool {
+        (!init || self.sidecar) && !self.ephemeral
     }
 
     /// An ephemeral container's record: its spec as a container's, and what `previous` (its last
@@ -189,6 +213,7 @@ impl Ctr {
             restart_count: self.restarts,
             ready: self.ready,
             started: self.started,
+            stop_signal: self.stop_signal.clone(),
         }
     }
 
@@ -253,7 +278,7 @@ impl Worker {
             .init_containers
             .iter()
             .flatten()
-            .map(|c| Ctr::new(c.clone(), find("initContainerStatuses", &c.name).as_ref()))
+            .map(|c| Ctr::init(c.clone(), find("initContainerStatuses", &c.name).as_ref()))
             .collect();
         let mut containers: Vec<Ctr> =
             spec.containers.iter().map(|c| Ctr::new(c.clone(), find("containerStatuses", &c.name).as_ref())).collect();
@@ -300,7 +325,7 @@ impl Worker {
             let msg = match wake {
                 Some(at) => tokio::select! {
                     m = rx.recv() => m,
-                    _ = tokio::time::sleep_until(at.into()) => continue,
+                    _ = tokio::time::sleep_until(at) => continue,
                 },
                 None => rx.recv().await,
             };
@@ -388,10 +413,10 @@ impl Worker {
         let runtime = Arc::clone(&self.deps.runtime);
         let tx = self.tx.clone();
         let c = self.ctr(init, i);
-        let spec = c.spec.clone();
+        let (spec, serves) = (c.spec.clone(), c.serves(init));
         let Some(r) = &mut c.run else { return };
         let has_probes =
-            !init && (spec.startup_probe.is_some() || spec.liveness_probe.is_some() || spec.readiness_probe.is_some());
+            serves && (spec.startup_probe.is_some() || spec.liveness_probe.is_some() || spec.readiness_probe.is_some());
         if let (Some(ctx), Some(ip), true) = (ctx, ip, has_probes) {
             let target = ProbeTarget { pod_ip: ip, runtime, pod: ctx, launch: r.launch.clone() };
             let (probe_name, run_id) = (spec.name.clone(), r.id);
@@ -401,8 +426,8 @@ impl Worker {
             r.probes = Some(tokio::spawn(probes::run(spec.clone(), target, report)).abort_handle());
         }
         c.state = State::Running { started_at: r.started_at.clone() };
-        c.started = !has_probes || spec.startup_probe.is_none() || init;
-        c.ready = !init && !has_probes && !c.ephemeral;
+        c.started = !has_probes || spec.startup_probe.is_none() || !serves;
+        c.ready = serves && !has_probes;
     }
 
     /// Stops container `i`'s run within a grace period of `seconds`: its preStop hook first (if it has
@@ -483,6 +508,9 @@ impl Worker {
         let policy = self.restart_policy();
         let is_init = self.init.iter().any(|i| i.spec.name == name);
         let Some(c) = self.ctr_mut(name, run) else { return };
+        // A native sidecar runs again whatever the pod's policy says.
+        let policy = if c.sidecar { "Always".to_string() } else { policy };
+        let is_init = is_init && !c.sidecar;
         let Some(r) = c.run.take() else { return };
         r.abort_tasks();
         let _ = r.log.flush();
@@ -563,15 +591,30 @@ impl Worker {
         matches!(self.phase(), "Succeeded" | "Failed")
     }
 
+    /// Whether the pod is initialized: every init container succeeded and every native sidecar has
+    /// started; once an app container has run, it stays so (a sidecar's restart does not undo it).
     fn init_done(&self) -> bool {
-        self.init.iter().all(Ctr::succeeded)
+        self.initialized()
+            || self.init.iter().all(|c| {
+                if c.sidecar {
+                    c.run.is_some() && c.started && matches!(c.state, State::Running { .. })
+                } else {
+                    c.succeeded()
+                }
+            })
+    }
+
+    /// Whether an app container has run (so the init containers are behind the pod).
+    fn initialized(&self) -> bool {
+        self.containers.iter().any(|c| c.ever_ran && !c.ephemeral)
     }
 
     fn phase(&self) -> &'static str {
         if self.failed.is_some() {
             return "Failed";
         }
-        let init: Vec<_> = self.init.iter().map(Ctr::view).collect();
+        // Native sidecars are restarted whatever happens: they never fail the pod.
+        let init: Vec<_> = self.init.iter().filter(|c| !c.sidecar).map(Ctr::view).collect();
         let containers: Vec<_> = self.containers.iter().filter(|c| !c.ephemeral).map(Ctr::view).collect();
         status::phase(&self.restart_policy(), &init, &containers, self.init_done())
     }
@@ -600,8 +643,20 @@ impl Worker {
         if !self.ensure_sandbox().await || !self.ensure_volumes().await {
             return;
         }
+        let initialized = self.initialized();
         for i in 0..self.init.len() {
             let c = &self.init[i];
+            if c.sidecar {
+                if c.run.is_none() {
+                    self.maybe_start(true, i).await;
+                }
+                let c = &self.init[i];
+                // The next container waits until the sidecar is started (its startup probe passed).
+                if initialized || (c.run.is_some() && c.started && matches!(c.state, State::Running { .. })) {
+                    continue;
+                }
+                return;
+            }
             if c.succeeded() {
                 continue;
             }
@@ -725,7 +780,7 @@ impl Worker {
         let result = volumes.refresh_tokens(&self.facts(), &lookup).await;
         self.volumes = Some(volumes);
         match result {
-            Ok(Some(next)) => self.retry_in(next.saturating_duration_since(Instant::now())),
+            Ok(Some(next)) => self.retry_in(next.saturating_duration_since(std::time::Instant::now())),
             Ok(None) => {}
             Err(e) => {
                 self.event(None, Kind::Warning, "FailedMount", &format!("MountVolume.SetUp failed: {e}"));
@@ -934,6 +989,7 @@ impl Worker {
         c.started = false;
         c.ready = false;
         let container_id = started.id.unwrap_or_else(|| c.wasm_container_id());
+        c.stop_signal = started.stop_signal;
         c.run = Some(Run {
             id: run_id,
             started_at,
@@ -1047,7 +1103,7 @@ impl Worker {
         // A grace period past what the clock can represent waits as long as the clock can.
         let deadline = grace_deadline(Instant::now(), grace::wait_bound(grace::duration(seconds), KILL_SLACK));
         while self.init.iter().chain(self.containers.iter()).any(|c| c.run.is_some()) {
-            match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(Msg::Exited { name, run, exit })) => self.exited(&name, run, exit),
                 Ok(Some(Msg::Update(pod))) => self.pod = *pod,
                 Ok(Some(_)) => {}
@@ -1094,9 +1150,13 @@ impl Worker {
         let ephemeral: Vec<ContainerView> = self.containers.iter().filter(|c| c.ephemeral).map(Ctr::view).collect();
         let phase = self.phase();
         let init_done = self.init_done();
-        let all_ready = !containers.is_empty() && containers.iter().all(|c| c.ready) && phase == "Running";
+        let sidecars_ready = self.init.iter().filter(|c| c.sidecar).all(|c| c.ready);
+        let all_ready =
+            !containers.is_empty() && containers.iter().all(|c| c.ready) && sidecars_ready && phase == "Running";
         let not_ready = || {
-            let names: Vec<&str> = containers.iter().filter(|c| !c.ready).map(|c| c.name.as_str()).collect();
+            let sidecars = self.init.iter().filter(|c| c.sidecar && !c.ready).map(|c| c.spec.name.as_str());
+            let names: Vec<&str> =
+                sidecars.chain(containers.iter().filter(|c| !c.ready).map(|c| c.name.as_str())).collect();
             (!names.is_empty()).then(|| format!("containers with unready status: [{}]", names.join(" ")))
         };
         let mut conditions = vec![
@@ -1210,3 +1270,7 @@ mod tests {
         assert!(grace_deadline(now, Duration::from_secs(i64::MAX as u64)) > now);
     }
 }
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod worker_tests;
