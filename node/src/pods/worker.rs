@@ -1099,16 +1099,31 @@ impl Worker {
             }
         }
         tracing::info!(grace_s = seconds, "stopping the pod's containers");
-        self.kill_all();
-        // A grace period past what the clock can represent waits as long as the clock can.
-        let deadline = grace_deadline(Instant::now(), grace::wait_bound(grace::duration(seconds), KILL_SLACK));
-        while self.init.iter().chain(self.containers.iter()).any(|c| c.run.is_some()) {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(Msg::Exited { name, run, exit })) => self.exited(&name, run, exit),
-                Ok(Some(Msg::Update(pod))) => self.pod = *pod,
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break,
+        // The app (and running init) containers first; native sidecars once those are gone, the last
+        // one first, each with what is left of the grace period (at least 2 s), as Kubernetes does.
+        let began = Instant::now();
+        for (init, n) in [(true, self.init.len()), (false, self.containers.len())] {
+            for i in 0..n {
+                if !(init && self.init[i].sidecar) {
+                    self.kill(init, i, seconds);
+                }
             }
+        }
+        // A grace period past what the clock can represent waits as long as the clock can.
+        let deadline = grace_deadline(began, grace::wait_bound(grace::duration(seconds), KILL_SLACK));
+        self.wait_for_exits(rx, deadline, |c| !c.sidecar).await;
+        let sidecars: Vec<usize> = (0..self.init.len()).rev().filter(|&i| self.init[i].sidecar).collect();
+        for i in sidecars {
+            if self.init[i].run.is_none() {
+                continue;
+            }
+            let used = i64::try_from(began.elapsed().as_secs()).unwrap_or(i64::MAX);
+            let min = i64::try_from(grace::MIN_AFTER_HOOK.as_secs()).unwrap_or(2);
+            let left = seconds.saturating_sub(used).max(min);
+            self.kill(true, i, left);
+            let deadline = grace_deadline(Instant::now(), grace::wait_bound(grace::duration(left), KILL_SLACK));
+            let name = self.init[i].spec.name.clone();
+            self.wait_for_exits(rx, deadline, move |c| c.spec.name == name).await;
         }
         for c in self.init.iter_mut().chain(self.containers.iter_mut()) {
             c.run = None;
@@ -1140,6 +1155,23 @@ impl Worker {
             }
         }
         self.deps.forget(&self.uid);
+    }
+
+    /// Takes in exits (and pod updates) until no container `which` picks has a run, or `deadline`.
+    async fn wait_for_exits(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<Msg>,
+        deadline: Instant,
+        which: impl Fn(&Ctr) -> bool,
+    ) {
+        while self.init.iter().chain(self.containers.iter()).any(|c| c.run.is_some() && which(c)) {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(Msg::Exited { name, run, exit })) => self.exited(&name, run, exit),
+                Ok(Some(Msg::Update(pod))) => self.pod = *pod,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
     }
 
     fn status(&self) -> Value {

@@ -505,3 +505,35 @@ async fn the_stop_signal_the_runtime_chose_is_in_the_status() {
     h.until("app terminated", |s| of(s, "containerStatuses", "app")["lastState"].get("terminated").is_some()).await;
     assert_eq!(of(&h.status, "containerStatuses", "app")["stopSignal"], "SIGUSR1", "kept after the run");
 }
+
+#[tokio::test(start_paused = true)]
+async fn on_deletion_native_sidecars_stop_after_the_app_with_what_is_left_of_the_grace() {
+    let spec = |grace: i64| {
+        let mut sidecar = container("sidecar");
+        sidecar["restartPolicy"] = json!("Always");
+        pod(
+            json!({"terminationGracePeriodSeconds": grace, "initContainers": [sidecar], "containers": [container("app")]}),
+        )
+    };
+    // An app that ignores SIGTERM uses the whole period: the sidecar then gets the 2 s minimum.
+    let mut h = Harness::start_with(spec(10), &["app"]);
+    h.until("both running", |s| running(s, "app") && condition(s, "Ready") == "True").await;
+    h.delete(10);
+    let deleted = h.deleted().await;
+    let (app_stop, app_grace) = h.runtime.stops_of("app")[0];
+    let (sidecar_stop, sidecar_grace) = h.runtime.stops_of("sidecar")[0];
+    assert_eq!(app_grace, Duration::from_secs(10));
+    assert_eq!((sidecar_stop - app_stop).as_secs(), 10, "the sidecar is stopped once the app is gone");
+    assert_eq!(sidecar_grace, Duration::from_secs(2));
+    assert_eq!((deleted - app_stop).as_secs(), 10);
+
+    // An app that exits on SIGTERM: the sidecar is stopped right after, with the rest of the period.
+    let mut h = Harness::start(spec(30));
+    h.until("both running", |s| running(s, "app") && condition(s, "Ready") == "True").await;
+    h.delete(30);
+    h.deleted().await;
+    let (app_stop, _) = h.runtime.stops_of("app")[0];
+    let (sidecar_stop, sidecar_grace) = h.runtime.stops_of("sidecar")[0];
+    assert!(sidecar_stop >= app_stop && sidecar_stop - app_stop < Duration::from_secs(1));
+    assert_eq!(sidecar_grace, Duration::from_secs(30));
+}
