@@ -130,6 +130,7 @@ impl Ctr {
             })
         });
         let image_id = previous.and_then(|p| p["imageID"].as_str()).unwrap_or_default().to_string();
+        let stop_signal = previous.and_then(|p| p["stopSignal"].as_str()).map(str::to_string);
         let done = previous.and_then(|p| Terminated::from_status(&p["state"]));
         let previous_last = previous.and_then(|p| Terminated::from_status(&p["lastState"]));
         if let Some(t) = done {
@@ -146,7 +147,7 @@ impl Ctr {
                 started: false,
                 ever_ran: true,
                 ephemeral: false,
-                stop_signal: None,
+                stop_signal,
                 sidecar: false,
             };
         }
@@ -165,7 +166,7 @@ impl Ctr {
             started: false,
             ever_ran,
             ephemeral: false,
-            stop_signal: None,
+            stop_signal,
             sidecar: false,
         }
     }
@@ -1289,6 +1290,10 @@ mod tests {
             matches!(&c.state, State::Terminated(t) if t.exit_code == 137 && t.started_at == "2026-01-01T00:00:00Z")
         );
         assert!(c.last.is_none());
+        assert_eq!(
+            Ctr::new(spec.clone(), Some(&json!({"stopSignal": "SIGQUIT"}))).view().stop_signal.as_deref(),
+            Some("SIGQUIT")
+        );
         let fresh = Ctr::ephemeral(spec, None);
         assert!(!fresh.ever_ran && !fresh.ready);
         assert!(matches!(&fresh.state, State::Waiting { reason, .. } if reason == "ContainerCreating"));
