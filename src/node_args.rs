@@ -71,6 +71,9 @@ pub struct NodeArgs {
     /// An image the node has had for less than this is never collected (Go duration: 2m, 1h30m).
     #[arg(long, default_value = "2m", value_parser = skiff_node::image::gc::parse_go_duration)]
     pub image_minimum_gc_age: std::time::Duration,
+    /// How often image garbage collection looks (the kubelet's 5 minutes; tests use less).
+    #[arg(long, default_value = "5m", value_parser = skiff_node::image::gc::parse_go_duration, hide = true)]
+    pub image_gc_period: std::time::Duration,
     /// A k3s-style `registries.yaml`: mirrors (e.g. `docker.io` -> `http://127.0.0.1:5000`), per-registry
     /// credentials and TLS settings.
     #[arg(long)]
@@ -156,6 +159,7 @@ impl NodeArgs {
             },
         };
         c.registry_config = self.registry_config.clone();
+        c.image_gc_period = self.image_gc_period.max(std::time::Duration::from_millis(100));
         let (high, low, age) = (self.image_gc_high_threshold, self.image_gc_low_threshold, self.image_minimum_gc_age);
         c.image_gc = skiff_node::image::gc::GcPolicy::new(high, low, age).unwrap_or_else(|e| {
             tracing::warn!("{e}; collecting down to the high threshold");
