@@ -15,7 +15,8 @@
 # gc_thresh1/2/3 to 4096/8192/16384 for the node-burst run and restores the old values afterwards.
 #
 # Needs root (bridges, network namespaces), the CNI plugins in /usr/lib/cni, docker-registry, wrk and
-# kubectl 1.32 and 1.29 in /usr/lib/google-cloud-sdk/bin (port-forward).
+# kubectl 1.32 and 1.29 in /usr/lib/google-cloud-sdk/bin (port-forward); pod-start also needs containerd,
+# runc, umoci, skopeo and busybox-static (Linux containers and the offline-built busybox image).
 # About 3 minutes after the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -83,6 +84,7 @@ raise_neigh() {
 }
 
 run node-start --server-bin "$SERVER" --workload "$WORKLOAD" --pods 200
+run pod-start --server-bin "$SERVER" --workload "$WORKLOAD" --pods 50 --burst 20 --idle-pods 20
 raise_neigh
 run node-burst --server-bin "$SERVER" --workload "$WORKLOAD" --pods 1000 --clients 32
 restore_neigh

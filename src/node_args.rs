@@ -62,6 +62,18 @@ pub struct NodeArgs {
     /// Linux (OCI) containers: `auto` (an existing or an own containerd), or `off` (this node runs only Wasm).
     #[arg(long, value_enum, default_value = "auto")]
     pub linux_containers: LinuxContainers,
+    /// Image garbage collection starts when the image filesystem is fuller than this (percent; 100: never).
+    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_high_threshold: u8,
+    /// Image garbage collection frees space down to this (percent; at most the high threshold).
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_low_threshold: u8,
+    /// An image the node has had for less than this is never collected (Go duration: 2m, 1h30m).
+    #[arg(long, default_value = "2m", value_parser = skiff_node::image::gc::parse_go_duration)]
+    pub image_minimum_gc_age: std::time::Duration,
+    /// How often image garbage collection looks (the kubelet's 5 minutes; tests use less).
+    #[arg(long, default_value = "5m", value_parser = skiff_node::image::gc::parse_go_duration, hide = true)]
+    pub image_gc_period: std::time::Duration,
     /// A k3s-style `registries.yaml`: mirrors (e.g. `docker.io` -> `http://127.0.0.1:5000`), per-registry
     /// credentials and TLS settings.
     #[arg(long)]
@@ -147,6 +159,12 @@ impl NodeArgs {
             },
         };
         c.registry_config = self.registry_config.clone();
+        c.image_gc_period = self.image_gc_period.max(std::time::Duration::from_millis(100));
+        let (high, low, age) = (self.image_gc_high_threshold, self.image_gc_low_threshold, self.image_minimum_gc_age);
+        c.image_gc = skiff_node::image::gc::GcPolicy::new(high, low, age).unwrap_or_else(|e| {
+            tracing::warn!("{e}; collecting down to the high threshold");
+            skiff_node::image::gc::GcPolicy { high_percent: high, low_percent: high, min_age: age }
+        });
         c.cluster_domain = self.cluster_domain.trim_end_matches('.').to_string();
         match self.cluster_dns.as_deref() {
             Some("none") => c.dns = false,

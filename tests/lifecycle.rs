@@ -185,6 +185,11 @@ spec:
     s.eventually_or_dump("app running its traps", "signalled", || {
         s.exec("signalled", "watcher", "cat /shared/log").contains("started")
     });
+    // Kubernetes 1.33 reports the chosen signal; a container with neither its own nor an image's shows none.
+    let stop_signal =
+        |c: &str| s.jsonpath("signalled", &format!("{{.status.containerStatuses[?(@.name==\"{c}\")].stopSignal}}"));
+    assert_eq!(stop_signal("app"), "SIGUSR1");
+    assert_eq!(stop_signal("watcher"), "");
     s.exec("signalled", "watcher", "touch /shared/kill-me");
     eventually("app restarted after its liveness probe failed", WAIT, || {
         s.jsonpath("signalled", "{.status.containerStatuses[?(@.name==\"app\")].restartCount}")
@@ -397,5 +402,54 @@ spec:
         s.events("bad-stop", "FailedPreStopHook").iter().any(|m| m.contains("exited with 3"))
     });
 
+    s.delete_all_and_check();
+}
+
+/// A native sidecar (an init container with `restartPolicy: Always`, Kubernetes 1.29+): it starts
+/// before the app container (whose first line shows the sidecar's file already there) and keeps
+/// running beside it, the pod is 2/2 Ready with both, and when the sidecar exits it alone is
+/// restarted, even under `restartPolicy: Never`.
+#[test]
+fn a_native_sidecar_runs_beside_the_app_and_is_restarted() {
+    let s = Setup::start_linux("skiff-life-sidecar");
+    let manifest = r#"apiVersion: v1
+kind: Pod
+metadata: {name: sidecar}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 2
+  volumes: [{name: shared, emptyDir: {}}]
+  initContainers:
+  - name: beat
+    image: busybox
+    restartPolicy: Always
+    command: [sh, -c, "trap 'exit 3' TERM; while true; do echo beat >> /shared/beat; sleep 0.2; done"]
+    volumeMounts: [{name: shared, mountPath: /shared}]
+    startupProbe:
+      exec: {command: [test, -f, /shared/beat]}
+      periodSeconds: 1
+  containers:
+  - name: app
+    image: busybox
+    command: [sh, -c, "test -f /shared/beat && echo sidecar-first; sleep 3600"]
+    volumeMounts: [{name: shared, mountPath: /shared}]
+"#;
+    s.cluster.kubectl_stdin(&["apply", "-f", "-"], Some(manifest));
+    s.eventually_or_dump("the pod Ready", "sidecar", || s.ready("sidecar"));
+    assert_eq!(s.jsonpath("sidecar", "{.status.phase}"), "Running");
+    assert!(!s.jsonpath("sidecar", "{.status.initContainerStatuses[0].state.running.startedAt}").is_empty());
+    assert_eq!(s.jsonpath("sidecar", "{.status.initContainerStatuses[0].ready}"), "true");
+    eventually("the app saw the sidecar's file at its start", WAIT, || {
+        s.logs("sidecar", "app").contains("sidecar-first")
+    });
+
+    s.exec("sidecar", "beat", "kill 1");
+    s.eventually_or_dump("the sidecar restarted", "sidecar", || {
+        s.jsonpath("sidecar", "{.status.initContainerStatuses[0].restartCount}") == "1"
+            && !s.jsonpath("sidecar", "{.status.initContainerStatuses[0].state.running.startedAt}").is_empty()
+    });
+    assert_eq!(s.jsonpath("sidecar", "{.status.initContainerStatuses[0].lastState.terminated.exitCode}"), "3");
+    assert_eq!(s.jsonpath("sidecar", "{.status.containerStatuses[0].restartCount}"), "0");
+    assert_eq!(s.jsonpath("sidecar", "{.status.phase}"), "Running");
     s.delete_all_and_check();
 }

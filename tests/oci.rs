@@ -294,3 +294,38 @@ spec:
         String::from_utf8_lossy(&fetch().stdout).contains("hello from skiff")
     });
 }
+
+/// Image garbage collection with its thresholds forced to 0 % (and no minimum age), looking every
+/// second: once no pod on the node names busybox, the node's copy goes (its index entry and
+/// unpacked root), and the next busybox pod (`IfNotPresent`) pulls it again.
+#[test]
+fn unused_images_are_collected_when_the_disk_is_over_the_threshold() {
+    let s = Setup::start_linux_with(
+        "skiff-oci-gc",
+        ["--image-gc-high-threshold", "0", "--image-gc-low-threshold", "0", "--image-minimum-gc-age", "0"]
+            .into_iter()
+            .chain(["--image-gc-period", "1s"])
+            .map(String::from)
+            .collect(),
+    );
+    let images = s.cluster.data_dir().join("node").join("images");
+    let has_busybox =
+        || std::fs::read_to_string(images.join("index.json")).unwrap_or_default().contains("library/busybox");
+    let roots = || std::fs::read_dir(images.join("rootfs")).map(|d| d.count()).unwrap_or(0);
+    let pod = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  \
+             containers: [{{name: c, image: busybox, imagePullPolicy: IfNotPresent, command: [sleep, '3600']}}]\n"
+        )
+    };
+    s.cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&pod("first")));
+    s.wait_ready("first");
+    assert!(has_busybox() && roots() == 1, "busybox is on the node while a pod uses it");
+    s.delete_all_and_check();
+    eventually("busybox collected", WAIT, || !has_busybox() && roots() == 0);
+    s.cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&pod("second")));
+    s.wait_ready("second");
+    let events = s.cluster.kubectl(&["get", "events", "--field-selector", "involvedObject.name=second"]);
+    assert!(events.contains("Successfully pulled image \"busybox\""), "pulled again: {events}");
+    s.delete_all_and_check();
+}

@@ -20,6 +20,8 @@ mod node_cluster;
 mod node_http;
 mod node_pods;
 mod node_start;
+mod pod_mem;
+mod pod_start;
 mod port_forward;
 mod proxy_sync;
 mod rss;
@@ -167,6 +169,24 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         pods: usize,
     },
+    /// Pod start latency for Linux (OCI, busybox), Wasm and mixed pods in one run (one at a time, then a
+    /// burst), and memory per idle pod (skiff + containerd + shims + containers). Needs containerd and runc.
+    PodStart {
+        #[command(flatten)]
+        node: NodeFlags,
+        /// Pods of each kind created one after the other.
+        #[arg(long, default_value_t = 50)]
+        pods: usize,
+        /// Pods of each kind created at once.
+        #[arg(long, default_value_t = 20)]
+        burst: usize,
+        /// Idle pods of each kind for the memory figures.
+        #[arg(long, default_value_t = 20)]
+        idle_pods: usize,
+        /// Seconds the node idles before each memory reading.
+        #[arg(long, default_value_t = 5)]
+        idle_seconds: u64,
+    },
     /// Scheduler throughput: pods bound per second with hollow nodes (`skiff agent --hollow`).
     SchedThroughput {
         #[arg(long)]
@@ -312,7 +332,12 @@ struct NodeFlags {
 
 impl NodeFlags {
     fn opts(&self, cidr_prefix: u8) -> NodeOpts {
-        NodeOpts { sandbox_pool: self.sandbox_pool, cidr_prefix, keep_log: self.server_log.clone() }
+        NodeOpts {
+            sandbox_pool: self.sandbox_pool,
+            cidr_prefix,
+            keep_log: self.server_log.clone(),
+            extra_args: Vec::new(),
+        }
     }
 }
 
@@ -364,6 +389,13 @@ async fn run(command: Command) -> Result<()> {
                 bail!("--pods must be positive");
             }
             node_start::run(&node.server_bin, &node.workload, pods, &node.opts(22)).await
+        }
+        Command::PodStart { node, pods, burst, idle_pods, idle_seconds } => {
+            if pods == 0 || burst == 0 || idle_pods == 0 || burst > 500 || idle_pods > 500 {
+                bail!("--pods, --burst and --idle-pods must be positive (--burst and --idle-pods at most 500)");
+            }
+            let args = pod_start::PodStartArgs { pods, burst, idle_pods, idle: Duration::from_secs(idle_seconds) };
+            pod_start::run(&node.server_bin, &node.workload, &args, node.opts(22)).await
         }
         Command::NodeBurst { node, pods, clients, cap_seconds, idle_seconds } => {
             if pods == 0 || clients == 0 || pods > 4000 {

@@ -127,7 +127,8 @@ pub struct Stopped {
     pub seconds: f64,
     /// It exited on SIGTERM within the grace period.
     pub clean: bool,
-    /// Network namespaces and bridges still there after it exited (removed by the harness).
+    /// Network namespaces, bridges and containerd processes (containerd, shims) still there after
+    /// it exited (removed by the harness).
     pub leftovers: usize,
 }
 
@@ -139,6 +140,8 @@ pub struct NodeOpts {
     pub cidr_prefix: u8,
     /// Where to copy the server log when the server stops.
     pub keep_log: Option<PathBuf>,
+    /// More flags for `skiff server` (e.g. `--registry-config`).
+    pub extra_args: Vec<String>,
 }
 
 /// A running `skiff server` with its node agent, and what a client needs to talk to it.
@@ -171,6 +174,7 @@ impl NodeServer {
             .args(["--service-cidr", &net.service_cidr])
             .args(["--kubelet-port", "0", "--sandbox-pool", &opts.sandbox_pool.to_string(), "--teardown-on-exit"])
             .args(["--ingress-http-port", &ingress_port.to_string(), "--ingress-https-port", "0"])
+            .args(&opts.extra_args)
             .env("SKIFF_LOG", std::env::var("SKIFF_LOG").unwrap_or_else(|_| "info".into()))
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -319,7 +323,9 @@ impl NodeServer {
     }
 
     /// SIGTERM, wait for the agent's teardown (SIGKILL after the grace period), then remove
-    /// whatever network namespaces and bridge are left. Idempotent.
+    /// whatever network namespaces, bridge, containerd processes (the agent's own containerd and its
+    /// shims, whose command lines name the data directory) and mounts under the data directory are
+    /// left. Idempotent.
     pub fn stop(&mut self) -> Stopped {
         let started = Instant::now();
         let mut clean = true;
@@ -349,6 +355,17 @@ impl NodeServer {
             leftovers += 1;
             let _ = Command::new("ip").args(["link", "delete", &self.net.bridge]).status();
         }
+        let left = skiff_testkit::processes_of("containerd", self.dir.path());
+        // A shim's container processes go with it.
+        let mut doomed: Vec<u32> = left.iter().filter_map(|&p| u32::try_from(p).ok()).collect();
+        doomed.extend(doomed.clone().into_iter().flat_map(crate::shim_mem::descendants));
+        leftovers += left.len();
+        for pid in doomed {
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+            }
+        }
+        skiff_testkit::unmount_under(self.dir.path());
         if let Some(to) = self.keep_log.take() {
             if let Err(e) = std::fs::copy(self.log_path(), &to) {
                 eprintln!("note: copying the server log to {}: {e}", to.display());

@@ -139,6 +139,7 @@ impl Agent {
             }
         })];
         tasks.push(tokio::spawn(crate::lease::keep_fresh(client.clone(), config.clone())));
+        tasks.push(tokio::spawn(crate::image_gc::run(client.clone(), config.clone(), Arc::clone(&images))));
         let (status_client, status_config, port) = (client.clone(), config.clone(), kubelet_addr.port());
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -157,7 +158,8 @@ impl Agent {
         let ingress = crate::ingress::IngressProxy::start(client.clone(), &services, &config).await;
         let recorder = Recorder::new(client.clone(), &config.node_name);
         let teardown = config.teardown_on_shutdown;
-        let deps = Deps::new(client, config, runtime, Arc::clone(&sandboxes), recorder, log_index);
+        let pod_sandboxes: Arc<dyn pods::PodSandboxes> = sandboxes.clone();
+        let deps = Deps::new(client, config, runtime, pod_sandboxes, recorder, log_index);
         let _ = pods_cell.set(Arc::downgrade(&deps));
         tasks.push(tokio::spawn(pods::watch(Arc::clone(&deps))));
         tracing::info!(%kubelet_addr, "node agent running");

@@ -70,6 +70,10 @@ pub struct AgentConfig {
     pub resolv_conf: Option<PathBuf>,
     /// Serve cluster DNS on this node (on the bridge gateway, port 53).
     pub dns: bool,
+    /// Image garbage collection by disk use (`--image-gc-high-threshold`...).
+    pub image_gc: crate::image::gc::GcPolicy,
+    /// How often image garbage collection looks (the kubelet's 5 minutes).
+    pub image_gc_period: Duration,
 }
 
 /// `--proxy`: how Service traffic reaches endpoints on this node.
@@ -158,6 +162,8 @@ impl AgentConfig {
             cluster_dns: None,
             resolv_conf: Some(PathBuf::from(crate::dns::resolv::HOST_RESOLV_CONF)),
             dns: true,
+            image_gc: crate::image::gc::GcPolicy::default(),
+            image_gc_period: Duration::from_secs(300),
         }
     }
 

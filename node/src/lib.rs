@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod hollow;
 pub mod image;
+mod image_gc;
 pub mod ingress;
 pub mod join;
 pub mod kubelet_csr;

@@ -39,6 +39,50 @@ impl CacheDir {
         Ok(cache)
     }
 
+    /// The cache's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// After images were dropped from the index: removes their unpacked roots and blobs that no
+    /// image in `remaining` uses, and every other blob older than `min_age` none of them uses (the
+    /// layers and configs of unpacked images). Returns the bytes removed; a file that cannot be
+    /// removed is logged and skipped.
+    pub fn remove_unneeded(
+        &self,
+        removed: &[std::sync::Arc<WasmImage>],
+        remaining: &[std::sync::Arc<WasmImage>],
+        min_age: std::time::Duration,
+    ) -> u64 {
+        let mut freed = 0u64;
+        for image in removed {
+            if let Some(root) =
+                image.rootfs.as_ref().filter(|r| !remaining.iter().any(|o| o.rootfs.as_ref() == Some(*r)))
+            {
+                let size = tree_size(root);
+                match std::fs::remove_dir_all(root) {
+                    Ok(()) => freed = freed.saturating_add(size),
+                    Err(e) => tracing::warn!(path = %root.display(), error = %e, "removing an image's root"),
+                }
+            }
+        }
+        let needed: std::collections::HashSet<&Path> = remaining.iter().map(|i| i.wasm_path.as_path()).collect();
+        let Ok(entries) = std::fs::read_dir(self.blobs_dir()) else { return freed };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            let age = meta.modified().ok().and_then(|m| m.elapsed().ok()).unwrap_or_default();
+            if needed.contains(path.as_path()) || age < min_age || !meta.is_file() {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => freed = freed.saturating_add(meta.len()),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "removing a blob"),
+            }
+        }
+        freed
+    }
+
     fn blobs_dir(&self) -> PathBuf {
         self.root.join("blobs").join("sha256")
     }
@@ -104,6 +148,24 @@ impl CacheDir {
             .map_err(|e| ImageError::io("encoding", &path, std::io::Error::other(e)))?;
         write_atomic(&path, &bytes)
     }
+}
+
+/// The bytes of the regular files under `dir` (links not followed; what cannot be read counts 0).
+pub(crate) fn tree_size(dir: &Path) -> u64 {
+    let mut total = 0u64;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                todo.push(entry.path());
+            } else if meta.is_file() {
+                total = total.saturating_add(meta.len());
+            }
+        }
+    }
+    total
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename.

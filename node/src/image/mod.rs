@@ -4,6 +4,7 @@
 mod auth;
 mod cache;
 mod error;
+pub mod gc;
 mod manifest;
 mod mirrors;
 mod pull;

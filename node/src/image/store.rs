@@ -1,9 +1,11 @@
 //! The node's image store: `ensure()` applies the pull policy, serves cache hits from memory, shares one
 //! pull among concurrent callers (single flight) and records pulled images in the on-disk index.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 use parking_lot::{Mutex, RwLock};
@@ -12,6 +14,7 @@ use tracing::Instrument;
 use super::auth::RegistryAuth;
 use super::cache::CacheDir;
 use super::error::ImageError;
+use super::gc::{self, DiskUse, GcPolicy, ImageUse};
 use super::manifest::{fetch_top, select_image_manifest};
 use super::mirrors::{Endpoint, RegistriesConfig};
 use super::pull::PullCtx;
@@ -45,13 +48,34 @@ struct Inner {
     index_write: tokio::sync::Mutex<()>,
     pulls: AtomicU64,
     downloads: AtomicU64,
+    /// When the node first had each image and when a container last asked for it (image GC).
+    uses: Mutex<HashMap<String, Use>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Use {
+    first_seen: SystemTime,
+    last_used: SystemTime,
+}
+
+/// What one image collection did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// The removed images' references.
+    pub removed: Vec<String>,
+    /// Bytes of files removed (the images' and blobs no image needs any more).
+    pub freed: u64,
 }
 
 impl ImageStore {
     /// Opens the cache under `cfg.cache_dir` and loads its index (reference -> image).
     pub fn new(cfg: ImageConfig) -> Result<Self, ImageError> {
         let cache = CacheDir::open(&cfg.cache_dir)?;
-        let images = cache.load_index()?.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        let images: HashMap<String, Arc<WasmImage>> =
+            cache.load_index()?.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        // Images found at start count as first seen, and used, now (as the kubelet detects them).
+        let now = SystemTime::now();
+        let uses = images.keys().map(|k| (k.clone(), Use { first_seen: now, last_used: now })).collect();
         Ok(ImageStore {
             inner: Arc::new(Inner {
                 cfg,
@@ -62,6 +86,7 @@ impl ImageStore {
                 index_write: tokio::sync::Mutex::new(()),
                 pulls: AtomicU64::new(0),
                 downloads: AtomicU64::new(0),
+                uses: Mutex::new(uses),
             }),
         })
     }
@@ -75,6 +100,7 @@ impl ImageStore {
         auth: Option<&RegistryAuth>,
     ) -> Result<Pulled, ImageError> {
         let image = ImageRef::parse(reference)?;
+        self.inner.used(&image.normalized);
         let cached = self.inner.images.read().get(&image.normalized).cloned();
         match (policy, cached) {
             (PullPolicy::IfNotPresent | PullPolicy::Never, Some(image)) => return Ok(Pulled { image, pulled: false }),
@@ -130,6 +156,95 @@ impl ImageStore {
     pub fn blob_downloads(&self) -> u64 {
         self.inner.downloads.load(Ordering::Relaxed)
     }
+
+    /// Image garbage collection: when the filesystem of the cache is fuller than `policy`'s high
+    /// mark, removes the images [`gc::choose`] picks (none of `in_use`, references as pods write
+    /// them), then the blobs no remaining image needs that are older than the minimum age (layers
+    /// and configs of unpacked images: a later pull fetches them again). Skipped while a pull is
+    /// under way (its blobs are not yet an image's).
+    pub async fn collect(&self, in_use: &[String], policy: &GcPolicy) -> Result<Collected, ImageError> {
+        if !self.inner.inflight.lock().is_empty() {
+            return Ok(Collected::default());
+        }
+        let in_use: HashSet<String> =
+            in_use.iter().filter_map(|r| ImageRef::parse(r).ok()).map(|r| r.normalized).collect();
+        let images: Vec<(String, Arc<WasmImage>)> =
+            self.inner.images.read().iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect();
+        let uses = self.inner.uses.lock().clone();
+        let (root, policy_copy) = (self.inner.cache.root().to_path_buf(), *policy);
+        let chosen = tokio::task::spawn_blocking(move || {
+            let disk = disk_use(&root)?;
+            let now = SystemTime::now();
+            let listed: Vec<ImageUse> = images
+                .iter()
+                .map(|(reference, image)| {
+                    let u = uses.get(reference).copied().unwrap_or(Use { first_seen: now, last_used: now });
+                    let shared = |other: &WasmImage| {
+                        other.reference != image.reference
+                            && (other.rootfs.is_some() && other.rootfs == image.rootfs
+                                || other.wasm_path == image.wasm_path && !image.wasm_path.as_os_str().is_empty())
+                    };
+                    let size = if images.iter().any(|(_, o)| shared(o.as_ref())) { 0 } else { files_size(image) };
+                    ImageUse { reference: reference.clone(), size, first_seen: u.first_seen, last_used: u.last_used }
+                })
+                .collect();
+            Ok::<_, ImageError>(gc::choose(&listed, &in_use, disk, &policy_copy, now))
+        })
+        .await
+        .map_err(|e| ImageError::io("collecting", "", std::io::Error::other(e)))??;
+        if chosen.is_empty() {
+            return Ok(Collected::default());
+        }
+        let removed: Vec<Arc<WasmImage>> = {
+            let mut map = self.inner.images.write();
+            chosen.iter().filter_map(|r| map.remove(r)).collect()
+        };
+        {
+            let mut uses = self.inner.uses.lock();
+            chosen.iter().for_each(|r| {
+                uses.remove(r);
+            });
+        }
+        self.inner.save_index().await?;
+        let remaining: Vec<Arc<WasmImage>> = self.inner.images.read().values().cloned().collect();
+        let (cache, min_age) = (self.inner.cache.clone(), policy.min_age);
+        let freed = tokio::task::spawn_blocking(move || cache.remove_unneeded(&removed, &remaining, min_age))
+            .await
+            .map_err(|e| ImageError::io("collecting", "", std::io::Error::other(e)))?;
+        tracing::info!(removed = ?chosen, freed, "image garbage collection");
+        Ok(Collected { removed: chosen, freed })
+    }
+}
+
+/// Size and use of the filesystem holding `dir` (use = capacity - what is available to users, as
+/// the kubelet counts it).
+fn disk_use(dir: &Path) -> Result<DiskUse, ImageError> {
+    let vfs = nix::sys::statvfs::statvfs(dir).map_err(|e| ImageError::io("statvfs", dir, std::io::Error::from(e)))?;
+    #[allow(clippy::useless_conversion)]
+    let (blocks, available, frsize) =
+        (u64::from(vfs.blocks()), u64::from(vfs.blocks_available()), u64::from(vfs.fragment_size()));
+    let capacity = blocks.saturating_mul(frsize);
+    Ok(DiskUse { capacity, used: capacity.saturating_sub(available.saturating_mul(frsize)) })
+}
+
+/// The bytes of an image's own files: its unpacked root (or its Wasm blob).
+fn files_size(image: &WasmImage) -> u64 {
+    match &image.rootfs {
+        Some(root) => super::cache::tree_size(root),
+        None => std::fs::metadata(&image.wasm_path).map_or(0, |m| m.len()),
+    }
+}
+
+impl Inner {
+    /// Notes that a container asked for `reference` now.
+    fn used(&self, reference: &str) {
+        let now = SystemTime::now();
+        self.uses
+            .lock()
+            .entry(reference.to_string())
+            .and_modify(|u| u.last_used = now)
+            .or_insert(Use { first_seen: now, last_used: now });
+    }
 }
 
 impl Inner {
@@ -184,5 +299,71 @@ impl Inner {
         tokio::task::spawn_blocking(move || cache.save_index(snapshot))
             .await
             .unwrap_or_else(|e| Err(ImageError::io("writing", "index.json", std::io::Error::other(e))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{normalize_reference, ImageConfig, ImageKind};
+
+    /// A Linux image in the cache: its root with one file of `size` bytes, its index entry.
+    fn linux_image(cache: &Path, reference: &str, hex: char, size: usize) -> (String, WasmImage) {
+        let root = cache.join("rootfs").join(hex.to_string().repeat(64));
+        std::fs::create_dir_all(root.join("bin")).expect("rootfs");
+        std::fs::write(root.join("bin/app"), vec![0u8; size]).expect("file");
+        let reference = normalize_reference(reference).expect("reference");
+        let image = WasmImage {
+            reference: reference.clone(),
+            image_id: format!("{reference}@sha256:{}", hex.to_string().repeat(64)),
+            wasm_path: Default::default(),
+            wasm_digest: String::new(),
+            rootfs: Some(root),
+            entrypoint: Vec::new(),
+            env: Vec::new(),
+            working_dir: None,
+            kind: ImageKind::Linux,
+            cmd: vec!["sh".into()],
+            user: None,
+            stop_signal: None,
+        };
+        (reference, image)
+    }
+
+    #[tokio::test]
+    async fn collection_removes_unused_images_and_their_files_and_keeps_used_ones() {
+        let dir = tempfile::tempdir().expect("dir");
+        let cache = CacheDir::open(dir.path()).expect("cache");
+        let images: HashMap<String, WasmImage> =
+            [linux_image(dir.path(), "busybox", 'a', 1000), linux_image(dir.path(), "127.0.0.1:5000/old:1", 'b', 3000)]
+                .into_iter()
+                .collect();
+        cache.save_index(images).expect("index");
+        let stray = cache.blob_path(&format!("sha256:{}", "c".repeat(64))).expect("blob path");
+        std::fs::write(&stray, vec![1u8; 500]).expect("blob");
+        let store =
+            ImageStore::new(ImageConfig { cache_dir: dir.path().to_path_buf(), ..Default::default() }).expect("store");
+
+        // The defaults: however full this test's filesystem is, images the node has had for less
+        // than two minutes stay.
+        let none = store.collect(&["busybox".into()], &GcPolicy::default()).await.expect("collect");
+        assert_eq!(none, Collected::default());
+
+        // Forced to 0 %: every image no pod uses goes, with its root and the blobs nothing needs.
+        let zero = GcPolicy::new(0, 0, std::time::Duration::ZERO).expect("policy");
+        let done = store.collect(&["busybox".into()], &zero).await.expect("collect");
+        let old = normalize_reference("127.0.0.1:5000/old:1").expect("reference");
+        assert_eq!(done.removed, [old], "{done:?}");
+        assert!(done.freed >= 3500, "{done:?}");
+        assert!(store.cached("busybox").is_some() && store.cached("127.0.0.1:5000/old:1").is_none());
+        assert!(!dir.path().join("rootfs").join("b".repeat(64)).exists(), "the unused root is gone");
+        assert!(dir.path().join("rootfs").join("a".repeat(64)).join("bin/app").exists(), "the used root stays");
+        assert!(!stray.exists(), "a blob no image needs is gone");
+        // The index on disk agrees: a new store finds only busybox.
+        let reopened =
+            ImageStore::new(ImageConfig { cache_dir: dir.path().to_path_buf(), ..Default::default() }).expect("store");
+        assert!(reopened.cached("busybox").is_some() && reopened.cached("127.0.0.1:5000/old:1").is_none());
+        // Nothing more to take.
+        assert_eq!(store.collect(&["busybox".into()], &zero).await.expect("collect"), Collected::default());
     }
 }

@@ -1,7 +1,9 @@
 //! Restart back-off as the kubelet does it: an immediate first restart, then 10 s doubling to 5 min;
 //! reset after 10 min of good running.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 pub const INITIAL: Duration = Duration::from_secs(10);
 pub const MAX: Duration = Duration::from_secs(300);

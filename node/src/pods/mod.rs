@@ -31,16 +31,41 @@ use tokio::sync::mpsc;
 use crate::config::AgentConfig;
 use crate::events::Recorder;
 use crate::runtime::ContainerRuntime;
-use crate::sandbox::SandboxManager;
+use crate::sandbox::{PortMapping, Sandbox, SandboxError, SandboxManager};
 use log_index::LogIndex;
 use worker::{Msg, Worker};
+
+/// What the pod workers need of the node's sandboxes: the [`SandboxManager`], or a fake in the
+/// workers' unit tests.
+#[async_trait::async_trait]
+pub trait PodSandboxes: Send + Sync {
+    /// The pod's sandbox, made if needed (see [`SandboxManager::create`]).
+    async fn create(&self, pod_uid: &str, ports: &[PortMapping]) -> Result<Sandbox, SandboxError>;
+    /// Removes the pod's sandbox; idempotent (see [`SandboxManager::destroy`]).
+    async fn destroy(&self, pod_uid: &str) -> Result<(), SandboxError>;
+    /// Removes the sandboxes of pods not in `keep`; how many (see [`SandboxManager::sweep`]).
+    async fn sweep(&self, keep: &HashSet<String>) -> usize;
+}
+
+#[async_trait::async_trait]
+impl PodSandboxes for SandboxManager {
+    async fn create(&self, pod_uid: &str, ports: &[PortMapping]) -> Result<Sandbox, SandboxError> {
+        SandboxManager::create(self, pod_uid, ports).await
+    }
+    async fn destroy(&self, pod_uid: &str) -> Result<(), SandboxError> {
+        SandboxManager::destroy(self, pod_uid).await
+    }
+    async fn sweep(&self, keep: &HashSet<String>) -> usize {
+        SandboxManager::sweep(self, keep).await
+    }
+}
 
 /// What every pod worker shares.
 pub struct Deps {
     pub client: kube::Client,
     pub config: AgentConfig,
     pub runtime: Arc<dyn ContainerRuntime>,
-    pub sandboxes: Arc<SandboxManager>,
+    pub sandboxes: Arc<dyn PodSandboxes>,
     pub recorder: Recorder,
     pub logs_root: PathBuf,
     pub pods_root: PathBuf,
@@ -54,7 +79,7 @@ impl Deps {
         client: kube::Client,
         config: AgentConfig,
         runtime: Arc<dyn ContainerRuntime>,
-        sandboxes: Arc<SandboxManager>,
+        sandboxes: Arc<dyn PodSandboxes>,
         recorder: Recorder,
         log_index: Arc<LogIndex>,
     ) -> Arc<Self> {

@@ -60,6 +60,8 @@ pub struct ContainerView {
     pub restart_count: i32,
     pub ready: bool,
     pub started: bool,
+    /// `stopSignal`: the signal the runtime stops the container with, when one was chosen.
+    pub stop_signal: Option<String>,
 }
 
 impl ContainerView {
@@ -82,6 +84,9 @@ impl ContainerView {
         });
         if let Some(id) = &self.container_id {
             v["containerID"] = json!(id);
+        }
+        if let Some(signal) = &self.stop_signal {
+            v["stopSignal"] = json!(signal);
         }
         v
     }
@@ -189,6 +194,7 @@ mod tests {
             restart_count: 0,
             ready: false,
             started: false,
+            stop_signal: None,
         }
     }
 

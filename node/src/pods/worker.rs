@@ -5,13 +5,15 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::Api;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
+// tokio's clock, so that paused time drives back-offs, deadlines and grace periods in the unit tests.
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::backoff::Backoff;
@@ -102,6 +104,12 @@ struct Ctr {
     /// An ephemeral container (`kubectl debug`): started once, never restarted, never ready, and
     /// reported in `ephemeralContainerStatuses`.
     ephemeral: bool,
+    /// The stop signal the runtime reported for the latest run (`stopSignal` in the status).
+    stop_signal: Option<String>,
+    /// A native sidecar: an init container with `restartPolicy: Always`. It starts in the init
+    /// order, the next container starts once it is started (not once it exits), it is restarted
+    /// whatever the pod's restart policy, and it is probed and counts for the pod's readiness.
+    sidecar: bool,
 }
 
 impl Ctr {
@@ -122,6 +130,7 @@ impl Ctr {
             })
         });
         let image_id = previous.and_then(|p| p["imageID"].as_str()).unwrap_or_default().to_string();
+        let stop_signal = previous.and_then(|p| p["stopSignal"].as_str()).map(str::to_string);
         let done = previous.and_then(|p| Terminated::from_status(&p["state"]));
         let previous_last = previous.and_then(|p| Terminated::from_status(&p["lastState"]));
         if let Some(t) = done {
@@ -138,6 +147,8 @@ impl Ctr {
                 started: false,
                 ever_ran: true,
                 ephemeral: false,
+                stop_signal,
+                sidecar: false,
             };
         }
         let last = last.or(previous_last);
@@ -155,7 +166,21 @@ impl Ctr {
             started: false,
             ever_ran,
             ephemeral: false,
+            stop_signal,
+            sidecar: false,
         }
+    }
+
+    /// An init container's record; one with `restartPolicy: Always` is a native sidecar.
+    fn init(spec: Container, previous: Option<&Value>) -> Self {
+        let sidecar = spec.restart_policy.as_deref() == Some("Always");
+        Self { sidecar, ..Self::new(spec, previous) }
+    }
+
+    /// Whether a probe-less container, or one whose probes said so, can be ready: app containers
+    /// and native sidecars, never init containers that run to completion nor ephemeral ones.
+    fn serves(&self, init: bool) -> bool {
+        (!init || self.sidecar) && !self.ephemeral
     }
 
     /// An ephemeral container's record: its spec as a container's, and what `previous` (its last
@@ -189,6 +214,7 @@ impl Ctr {
             restart_count: self.restarts,
             ready: self.ready,
             started: self.started,
+            stop_signal: self.stop_signal.clone(),
         }
     }
 
@@ -253,7 +279,7 @@ impl Worker {
             .init_containers
             .iter()
             .flatten()
-            .map(|c| Ctr::new(c.clone(), find("initContainerStatuses", &c.name).as_ref()))
+            .map(|c| Ctr::init(c.clone(), find("initContainerStatuses", &c.name).as_ref()))
             .collect();
         let mut containers: Vec<Ctr> =
             spec.containers.iter().map(|c| Ctr::new(c.clone(), find("containerStatuses", &c.name).as_ref())).collect();
@@ -300,7 +326,7 @@ impl Worker {
             let msg = match wake {
                 Some(at) => tokio::select! {
                     m = rx.recv() => m,
-                    _ = tokio::time::sleep_until(at.into()) => continue,
+                    _ = tokio::time::sleep_until(at) => continue,
                 },
                 None => rx.recv().await,
             };
@@ -388,10 +414,10 @@ impl Worker {
         let runtime = Arc::clone(&self.deps.runtime);
         let tx = self.tx.clone();
         let c = self.ctr(init, i);
-        let spec = c.spec.clone();
+        let (spec, serves) = (c.spec.clone(), c.serves(init));
         let Some(r) = &mut c.run else { return };
         let has_probes =
-            !init && (spec.startup_probe.is_some() || spec.liveness_probe.is_some() || spec.readiness_probe.is_some());
+            serves && (spec.startup_probe.is_some() || spec.liveness_probe.is_some() || spec.readiness_probe.is_some());
         if let (Some(ctx), Some(ip), true) = (ctx, ip, has_probes) {
             let target = ProbeTarget { pod_ip: ip, runtime, pod: ctx, launch: r.launch.clone() };
             let (probe_name, run_id) = (spec.name.clone(), r.id);
@@ -401,8 +427,8 @@ impl Worker {
             r.probes = Some(tokio::spawn(probes::run(spec.clone(), target, report)).abort_handle());
         }
         c.state = State::Running { started_at: r.started_at.clone() };
-        c.started = !has_probes || spec.startup_probe.is_none() || init;
-        c.ready = !init && !has_probes && !c.ephemeral;
+        c.started = !has_probes || spec.startup_probe.is_none() || !serves;
+        c.ready = serves && !has_probes;
     }
 
     /// Stops container `i`'s run within a grace period of `seconds`: its preStop hook first (if it has
@@ -483,6 +509,9 @@ impl Worker {
         let policy = self.restart_policy();
         let is_init = self.init.iter().any(|i| i.spec.name == name);
         let Some(c) = self.ctr_mut(name, run) else { return };
+        // A native sidecar runs again whatever the pod's policy says.
+        let policy = if c.sidecar { "Always".to_string() } else { policy };
+        let is_init = is_init && !c.sidecar;
         let Some(r) = c.run.take() else { return };
         r.abort_tasks();
         let _ = r.log.flush();
@@ -563,15 +592,30 @@ impl Worker {
         matches!(self.phase(), "Succeeded" | "Failed")
     }
 
+    /// Whether the pod is initialized: every init container succeeded and every native sidecar has
+    /// started; once an app container has run, it stays so (a sidecar's restart does not undo it).
     fn init_done(&self) -> bool {
-        self.init.iter().all(Ctr::succeeded)
+        self.initialized()
+            || self.init.iter().all(|c| {
+                if c.sidecar {
+                    c.run.is_some() && c.started && matches!(c.state, State::Running { .. })
+                } else {
+                    c.succeeded()
+                }
+            })
+    }
+
+    /// Whether an app container has run (so the init containers are behind the pod).
+    fn initialized(&self) -> bool {
+        self.containers.iter().any(|c| c.ever_ran && !c.ephemeral)
     }
 
     fn phase(&self) -> &'static str {
         if self.failed.is_some() {
             return "Failed";
         }
-        let init: Vec<_> = self.init.iter().map(Ctr::view).collect();
+        // Native sidecars are restarted whatever happens: they never fail the pod.
+        let init: Vec<_> = self.init.iter().filter(|c| !c.sidecar).map(Ctr::view).collect();
         let containers: Vec<_> = self.containers.iter().filter(|c| !c.ephemeral).map(Ctr::view).collect();
         status::phase(&self.restart_policy(), &init, &containers, self.init_done())
     }
@@ -600,8 +644,20 @@ impl Worker {
         if !self.ensure_sandbox().await || !self.ensure_volumes().await {
             return;
         }
+        let initialized = self.initialized();
         for i in 0..self.init.len() {
             let c = &self.init[i];
+            if c.sidecar {
+                if c.run.is_none() {
+                    self.maybe_start(true, i).await;
+                }
+                let c = &self.init[i];
+                // The next container waits until the sidecar is started (its startup probe passed).
+                if initialized || (c.run.is_some() && c.started && matches!(c.state, State::Running { .. })) {
+                    continue;
+                }
+                return;
+            }
             if c.succeeded() {
                 continue;
             }
@@ -725,7 +781,7 @@ impl Worker {
         let result = volumes.refresh_tokens(&self.facts(), &lookup).await;
         self.volumes = Some(volumes);
         match result {
-            Ok(Some(next)) => self.retry_in(next.saturating_duration_since(Instant::now())),
+            Ok(Some(next)) => self.retry_in(next.saturating_duration_since(std::time::Instant::now())),
             Ok(None) => {}
             Err(e) => {
                 self.event(None, Kind::Warning, "FailedMount", &format!("MountVolume.SetUp failed: {e}"));
@@ -934,6 +990,7 @@ impl Worker {
         c.started = false;
         c.ready = false;
         let container_id = started.id.unwrap_or_else(|| c.wasm_container_id());
+        c.stop_signal = started.stop_signal;
         c.run = Some(Run {
             id: run_id,
             started_at,
@@ -1043,16 +1100,31 @@ impl Worker {
             }
         }
         tracing::info!(grace_s = seconds, "stopping the pod's containers");
-        self.kill_all();
-        // A grace period past what the clock can represent waits as long as the clock can.
-        let deadline = grace_deadline(Instant::now(), grace::wait_bound(grace::duration(seconds), KILL_SLACK));
-        while self.init.iter().chain(self.containers.iter()).any(|c| c.run.is_some()) {
-            match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
-                Ok(Some(Msg::Exited { name, run, exit })) => self.exited(&name, run, exit),
-                Ok(Some(Msg::Update(pod))) => self.pod = *pod,
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break,
+        // The app (and running init) containers first; native sidecars once those are gone, the last
+        // one first, each with what is left of the grace period (at least 2 s), as Kubernetes does.
+        let began = Instant::now();
+        for (init, n) in [(true, self.init.len()), (false, self.containers.len())] {
+            for i in 0..n {
+                if !(init && self.init[i].sidecar) {
+                    self.kill(init, i, seconds);
+                }
             }
+        }
+        // A grace period past what the clock can represent waits as long as the clock can.
+        let deadline = grace_deadline(began, grace::wait_bound(grace::duration(seconds), KILL_SLACK));
+        self.wait_for_exits(rx, deadline, |c| !c.sidecar).await;
+        let sidecars: Vec<usize> = (0..self.init.len()).rev().filter(|&i| self.init[i].sidecar).collect();
+        for i in sidecars {
+            if self.init[i].run.is_none() {
+                continue;
+            }
+            let used = i64::try_from(began.elapsed().as_secs()).unwrap_or(i64::MAX);
+            let min = i64::try_from(grace::MIN_AFTER_HOOK.as_secs()).unwrap_or(2);
+            let left = seconds.saturating_sub(used).max(min);
+            self.kill(true, i, left);
+            let deadline = grace_deadline(Instant::now(), grace::wait_bound(grace::duration(left), KILL_SLACK));
+            let name = self.init[i].spec.name.clone();
+            self.wait_for_exits(rx, deadline, move |c| c.spec.name == name).await;
         }
         for c in self.init.iter_mut().chain(self.containers.iter_mut()) {
             c.run = None;
@@ -1086,6 +1158,23 @@ impl Worker {
         self.deps.forget(&self.uid);
     }
 
+    /// Takes in exits (and pod updates) until no container `which` picks has a run, or `deadline`.
+    async fn wait_for_exits(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<Msg>,
+        deadline: Instant,
+        which: impl Fn(&Ctr) -> bool,
+    ) {
+        while self.init.iter().chain(self.containers.iter()).any(|c| c.run.is_some() && which(c)) {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(Msg::Exited { name, run, exit })) => self.exited(&name, run, exit),
+                Ok(Some(Msg::Update(pod))) => self.pod = *pod,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+
     fn status(&self) -> Value {
         let stamp = now();
         let prev = self.published.as_ref();
@@ -1094,9 +1183,13 @@ impl Worker {
         let ephemeral: Vec<ContainerView> = self.containers.iter().filter(|c| c.ephemeral).map(Ctr::view).collect();
         let phase = self.phase();
         let init_done = self.init_done();
-        let all_ready = !containers.is_empty() && containers.iter().all(|c| c.ready) && phase == "Running";
+        let sidecars_ready = self.init.iter().filter(|c| c.sidecar).all(|c| c.ready);
+        let all_ready =
+            !containers.is_empty() && containers.iter().all(|c| c.ready) && sidecars_ready && phase == "Running";
         let not_ready = || {
-            let names: Vec<&str> = containers.iter().filter(|c| !c.ready).map(|c| c.name.as_str()).collect();
+            let sidecars = self.init.iter().filter(|c| c.sidecar && !c.ready).map(|c| c.spec.name.as_str());
+            let names: Vec<&str> =
+                sidecars.chain(containers.iter().filter(|c| !c.ready).map(|c| c.name.as_str())).collect();
             (!names.is_empty()).then(|| format!("containers with unready status: [{}]", names.join(" ")))
         };
         let mut conditions = vec![
@@ -1197,6 +1290,10 @@ mod tests {
             matches!(&c.state, State::Terminated(t) if t.exit_code == 137 && t.started_at == "2026-01-01T00:00:00Z")
         );
         assert!(c.last.is_none());
+        assert_eq!(
+            Ctr::new(spec.clone(), Some(&json!({"stopSignal": "SIGQUIT"}))).view().stop_signal.as_deref(),
+            Some("SIGQUIT")
+        );
         let fresh = Ctr::ephemeral(spec, None);
         assert!(!fresh.ever_ran && !fresh.ready);
         assert!(matches!(&fresh.state, State::Waiting { reason, .. } if reason == "ContainerCreating"));
@@ -1210,3 +1307,7 @@ mod tests {
         assert!(grace_deadline(now, Duration::from_secs(i64::MAX as u64)) > now);
     }
 }
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod worker_tests;

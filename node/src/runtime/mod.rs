@@ -113,6 +113,9 @@ pub struct Started {
     pub id: Option<String>,
     pub stop: Stop,
     pub exited: oneshot::Receiver<ContainerExit>,
+    /// `containerStatuses[].stopSignal`: the signal a stop sends first, when the container or its
+    /// image chose it (Linux containers); `None` for the default SIGTERM and for Wasm containers.
+    pub stop_signal: Option<String>,
 }
 
 /// Why a container could not start (shown as the waiting reason and in an event).

@@ -300,7 +300,7 @@ impl ContainerRuntime for WasmRuntime {
         });
         // A guest has no signal handlers: stopping cancels it at once, whatever the grace period.
         let stop: crate::runtime::Stop = Arc::new(move |_grace| cancel.cancel());
-        Ok(Started { id: None, stop, exited })
+        Ok(Started { id: None, stop, exited, stop_signal: None })
     }
 
     async fn exec(

@@ -120,6 +120,7 @@ impl ContainerdRuntime {
             terminal: false,
             // The shim ends a Wasm guest on any signal (docs/architecture.md, the guest's stop).
             stop_signal: task::SIGTERM,
+            reported_stop_signal: None,
         };
         Ok(task::run(&self.client, request).await?)
     }

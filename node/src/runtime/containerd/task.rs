@@ -55,6 +55,8 @@ pub struct RunRequest<'a> {
     pub terminal: bool,
     /// What a stop sends first (SIGTERM unless the container or its image names another).
     pub stop_signal: u32,
+    /// The stop signal as the container's status reports it (only when chosen, not defaulted).
+    pub reported_stop_signal: Option<String>,
 }
 
 /// A running task's stdin, shared by attached clients.
@@ -148,7 +150,7 @@ pub async fn run(client: &Client, req: RunRequest<'_>) -> Result<Started, Contai
                 .instrument(tracing::info_span!("containerd_stop", id = %stop_id, grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX))),
         );
     });
-    Ok(Started { id: Some(format!("containerd://{}", id)), stop, exited })
+    Ok(Started { id: Some(format!("containerd://{}", id)), stop, exited, stop_signal: req.reported_stop_signal })
 }
 
 /// The stop signal (SIGTERM unless the container chose another), then SIGKILL unless the task

@@ -204,6 +204,10 @@ impl OciRuntime {
             stdin: launch.linux.stdin,
             terminal: launch.linux.tty,
             stop_signal: stop_signal::choose(launch.linux.stop_signal.as_deref(), image.stop_signal.as_deref()),
+            reported_stop_signal: stop_signal::reported(
+                launch.linux.stop_signal.as_deref(),
+                image.stop_signal.as_deref(),
+            ),
         };
         Ok(task::run(&self.client, request).await?)
     }

@@ -65,6 +65,32 @@ pub fn choose(container: Option<&str>, image: Option<&str>) -> u32 {
     SIGTERM
 }
 
+/// What `containerStatuses[].stopSignal` shows (Kubernetes 1.33): the chosen signal by its
+/// Kubernetes name (`SIGUSR1`, `SIGRTMIN+3`), when the container or its image names one that is a
+/// signal; `None` when SIGTERM is only the default.
+pub fn reported(container: Option<&str>, image: Option<&str>) -> Option<String> {
+    let named = [container, image].into_iter().flatten().any(|v| parse(v).is_some());
+    named.then(|| name(choose(container, image)))
+}
+
+/// A signal number by its Kubernetes name: `SIGTERM`, `SIGRTMIN+n` for the first 15 realtime
+/// signals, `SIGRTMAX-n` for the rest.
+pub fn name(signal: u32) -> String {
+    let (min, max) = (min_realtime(), max_signal());
+    if (min..=max).contains(&signal) {
+        return match (signal - min, max - signal) {
+            (0, _) => "SIGRTMIN".into(),
+            (_, 0) => "SIGRTMAX".into(),
+            (up, _) if up <= 15 => format!("SIGRTMIN+{up}"),
+            (_, down) => format!("SIGRTMAX-{down}"),
+        };
+    }
+    i32::try_from(signal)
+        .ok()
+        .and_then(|s| Signal::try_from(s).ok())
+        .map_or_else(|| signal.to_string(), |s| s.as_str().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +135,19 @@ mod tests {
         assert_eq!(choose(Some(""), Some("3")), 3);
         assert_eq!(choose(None, None), SIGTERM);
         assert_eq!(choose(None, Some("nonsense")), SIGTERM);
+    }
+
+    #[test]
+    fn the_reported_signal_has_its_kubernetes_name_and_only_when_named() {
+        assert_eq!(reported(Some("SIGUSR1"), None).as_deref(), Some("SIGUSR1"));
+        assert_eq!(reported(None, Some("quit")).as_deref(), Some("SIGQUIT"));
+        assert_eq!(reported(None, Some("15")).as_deref(), Some("SIGTERM"));
+        assert_eq!(reported(Some("SIGRTMIN+3"), Some("QUIT")).as_deref(), Some("SIGRTMIN+3"));
+        assert_eq!(reported(None, None), None);
+        assert_eq!(reported(None, Some("nonsense")), None);
+        for signal in 1..=max_signal() {
+            assert_eq!(parse(&name(signal)), Some(signal), "{}", name(signal));
+        }
+        assert_eq!(name(max_signal() - 1), "SIGRTMAX-1");
     }
 }
