@@ -540,7 +540,7 @@ fn selectable_fields_filter_lists_and_watches() {
             }
         }
     });
-    let mut next = || rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+    let next = || rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
     let mut listed = [next(), next()];
     listed.sort();
     c.kubectl_stdin(&["apply", "-f", "-"], Some(&shirt("b", "blue", 9)));
