@@ -202,8 +202,8 @@ fn lists_and_metadata_and_status_have_their_messages() {
         "items": [item],
     });
     assert_eq!(round_trip(&list), expected);
-    let (_, kind, typed) = typed::<core::PodList>(&object(&list).expect("encodes"));
-    assert_eq!((kind.as_str(), typed.items.len(), typed.metadata.resourceVersion()), ("PodList", 1, "7"));
+    let (_, kind, pods) = typed::<core::PodList>(&object(&list).expect("encodes"));
+    assert_eq!((kind.as_str(), pods.items.len(), pods.metadata.resourceVersion()), ("PodList", 1, "7"));
 
     let partial = json!({
         "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
