@@ -49,11 +49,8 @@ impl Client {
     }
 
     fn send(&self, method: reqwest::Method, path: &str, accept: &str, body: Option<&Value>) -> Answer {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
-            .header("Accept", accept);
+        let mut request =
+            self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.token).header("Accept", accept);
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -123,7 +120,12 @@ fn built_in_kinds_answer_protobuf_and_custom_resources_json() {
         "application/vnd.kubernetes.protobuf,application/json",
         Some(&deployment),
     );
-    assert_eq!((answer.code, answer.content_type.as_str()), (201, PROTOBUF), "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        (answer.code, answer.content_type.as_str()),
+        (201, PROTOBUF),
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     let ((_, kind), created) = typed::<apps::Deployment>(&answer.body);
     assert_eq!(kind, "Deployment");
     assert_eq!(created.spec.replicas, Some(2));
@@ -160,7 +162,10 @@ fn built_in_kinds_answer_protobuf_and_custom_resources_json() {
     assert!(partial.items.iter().any(|i| i.metadata.name() == "pb"));
 
     // watch: length-prefixed WatchEvents, each object enveloped.
-    let answer = client.get("/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=2&fieldSelector=metadata.name%3Dpb", PROTOBUF);
+    let answer = client.get(
+        "/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=2&fieldSelector=metadata.name%3Dpb",
+        PROTOBUF,
+    );
     assert_eq!((answer.code, answer.content_type.as_str()), (200, "application/vnd.kubernetes.protobuf;stream=watch"));
     let mut rest = answer.body.as_slice();
     let mut events = Vec::new();

@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::body::{self, PatchKind};
-use super::query::Query;
 use super::negotiate::{Media, Negotiated};
+use super::query::Query;
 use super::respond::{self, Shape};
 use super::target::Target;
 use super::watch::{self, Start, WatchRequest};
@@ -85,7 +85,12 @@ pub async fn serve(registry: Arc<Registry>, metrics: &Metrics, req: Request<'_>,
             Method::GET if req.query.flag("watch")? => watch(registry, metrics, &req),
             Method::GET => {
                 let obj = registry.get(ri, ns.as_deref(), &name).await?;
-                Ok(respond::send(n, StatusCode::OK, &respond::single(ri, obj, n.shape, include_object(&req.query)), &[]))
+                Ok(respond::send(
+                    n,
+                    StatusCode::OK,
+                    &respond::single(ri, obj, n.shape, include_object(&req.query)),
+                    &[],
+                ))
             }
             Method::PUT => update(&registry, ri, ns.as_deref(), &name, None, req, body).await,
             Method::PATCH => patch_object(&registry, ri, ns.as_deref(), &name, None, req, body).await,
@@ -282,11 +287,7 @@ fn watch(registry: Arc<Registry>, metrics: &Metrics, req: &Request<'_>) -> ApiRe
     };
     let content_type = w.media.content_type(true);
     let body = Body::from_stream(watch::stream(registry, w));
-    Ok((
-        StatusCode::OK,
-        [(http::header::CONTENT_TYPE, content_type), (http::header::CACHE_CONTROL, "no-cache")],
-        body,
-    )
+    Ok((StatusCode::OK, [(http::header::CONTENT_TYPE, content_type), (http::header::CACHE_CONTROL, "no-cache")], body)
         .into_response())
 }
 

@@ -153,7 +153,8 @@ mod tests {
         assert_eq!(with("application/vnd.kubernetes.protobuf, */*", false), ok(Media::Json, Shape::Object));
         assert_eq!(with("application/vnd.kubernetes.protobuf", false), Err(NotAcceptable));
         // Metadata has a protobuf form for every kind.
-        let meta = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
+        let meta =
+            "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
         assert_eq!(with(meta, false), ok(Media::Protobuf, Shape::Metadata));
     }
 
@@ -168,6 +169,9 @@ mod tests {
             with("application/json;q=0.5, application/vnd.kubernetes.protobuf", true),
             ok(Media::Protobuf, Shape::Object)
         );
-        assert_eq!(with("application/vnd.kubernetes.protobuf;q=0, application/json", true), ok(Media::Json, Shape::Object));
+        assert_eq!(
+            with("application/vnd.kubernetes.protobuf;q=0, application/json", true),
+            ok(Media::Json, Shape::Object)
+        );
     }
 }

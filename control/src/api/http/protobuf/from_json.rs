@@ -78,8 +78,7 @@ fn fill(descriptor: &MessageDescriptor, object: &Map<String, Value>, message: &m
             }
             continue;
         }
-        let key =
-            if renames_schema_fields { schema_field_name(field.name()) } else { json_field_name(field.name()) };
+        let key = if renames_schema_fields { schema_field_name(field.name()) } else { json_field_name(field.name()) };
         match object.get(&key) {
             None | Some(Value::Null) => {}
             Some(value) => set(&field, message, value).map_err(|e| e.within(&key))?,
