@@ -83,6 +83,21 @@ fn typed<M: Message>(body: &[u8]) -> ((String, String), M) {
     (type_meta, M::parse_from_bytes(unknown.raw()).expect("the typed message"))
 }
 
+/// The `WatchEvent`s of a protobuf watch body: each a 4-byte big-endian length and the message.
+fn frames(body: &[u8]) -> Vec<meta::WatchEvent> {
+    let mut rest = body;
+    let mut events = Vec::new();
+    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+        let len = u32::from_be_bytes(*len) as usize;
+        assert!(tail.len() >= len, "a whole frame");
+        let (frame, tail) = tail.split_at(len);
+        events.push(meta::WatchEvent::parse_from_bytes(frame).expect("a WatchEvent"));
+        rest = tail;
+    }
+    assert!(rest.is_empty(), "no partial frame");
+    events
+}
+
 fn without_type(mut item: Value) -> Value {
     if let Some(map) = item.as_object_mut() {
         map.remove("apiVersion");
@@ -167,19 +182,23 @@ fn built_in_kinds_answer_protobuf_and_custom_resources_json() {
         PROTOBUF,
     );
     assert_eq!((answer.code, answer.content_type.as_str()), (200, "application/vnd.kubernetes.protobuf;stream=watch"));
-    let mut rest = answer.body.as_slice();
-    let mut events = Vec::new();
-    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
-        let len = u32::from_be_bytes(*len) as usize;
-        assert!(tail.len() >= len, "a whole frame");
-        let (frame, tail) = tail.split_at(len);
-        events.push(meta::WatchEvent::parse_from_bytes(frame).expect("a WatchEvent"));
-        rest = tail;
-    }
+    let events = frames(&answer.body);
     assert_eq!(events.len(), 1, "the one ConfigMap, ADDED");
     assert_eq!(events[0].type_(), "ADDED");
     let ((_, kind), watched) = typed::<core::ConfigMap>(events[0].object.raw());
     assert_eq!((kind.as_str(), watched.metadata.name()), ("ConfigMap", "pb"));
+    // Streaming lists: the initial state, then the initial-events-end BOOKMARK.
+    let answer = client.get(
+        "/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=1&fieldSelector=metadata.name%3Dpb\
+         &sendInitialEvents=true&allowWatchBookmarks=true",
+        PROTOBUF,
+    );
+    let events = frames(&answer.body);
+    let types: Vec<&str> = events.iter().map(|e| e.type_()).collect();
+    assert_eq!(types, ["ADDED", "BOOKMARK"]);
+    let ((_, kind), bookmark) = typed::<core::ConfigMap>(events[1].object.raw());
+    assert_eq!(kind, "ConfigMap");
+    assert_eq!(bookmark.metadata.annotations.get("k8s.io/initial-events-end").map(String::as_str), Some("true"));
 
     // Custom resources have no protobuf form.
     c.kubectl_stdin(&["apply", "-f", "-"], Some(CRD));
