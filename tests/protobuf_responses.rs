@@ -261,19 +261,7 @@ fn kubectl_typed_commands_read_protobuf_answers() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("configmap/x created"));
-    // `Response Headers:` and its indented lines; the request's own Content-Type is protobuf too.
-    let mut in_response_headers = false;
-    let mut answered_protobuf = false;
-    for line in stderr.lines() {
-        if line.contains("Response Headers:") {
-            in_response_headers = true;
-        } else if line.contains("Request Headers:") || line.contains("Response Body:") {
-            in_response_headers = false;
-        } else if in_response_headers && line.contains("Content-Type: application/vnd.kubernetes.protobuf") {
-            answered_protobuf = true;
-        }
-    }
-    assert!(answered_protobuf, "no protobuf response logged:\n{stderr}");
+    assert!(answered_protobuf(&stderr), "no protobuf response logged:\n{stderr}");
     assert_eq!(c.get_json(&["configmap", "x"])["data"]["a"], "b");
     c.kubectl(&["create", "deployment", "d", "--image=busybox", "--replicas=1"]);
     c.kubectl(&["scale", "deployment", "d", "--replicas=2"]);
@@ -283,4 +271,25 @@ fn kubectl_typed_commands_read_protobuf_answers() {
     c.kubectl(&["create", "job", "j", "--image=busybox"]);
     c.kubectl(&["run", "p", "--image=busybox", "--restart=Never"]);
     c.kubectl(&["delete", "configmap", "x"]);
+    // Reviews too (a SelfSubjectAccessReview).
+    let out = c.kubectl_output(&["-v=8", "auth", "can-i", "create", "pods"], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "yes", "{stderr}");
+    assert!(answered_protobuf(&stderr), "no protobuf response logged:\n{stderr}");
+}
+
+/// Whether kubectl's `-v=8` log shows a protobuf `Content-Type` among `Response Headers:` (the
+/// request's own Content-Type is protobuf too).
+fn answered_protobuf(stderr: &str) -> bool {
+    let mut in_response_headers = false;
+    for line in stderr.lines() {
+        if line.contains("Response Headers:") {
+            in_response_headers = true;
+        } else if line.contains("Request Headers:") || line.contains("Response Body:") {
+            in_response_headers = false;
+        } else if in_response_headers && line.contains("Content-Type: application/vnd.kubernetes.protobuf") {
+            return true;
+        }
+    }
+    false
 }
