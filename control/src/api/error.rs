@@ -39,6 +39,9 @@ pub enum ApiError {
     TooLarge { limit: usize },
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// No media type of the `Accept` header can encode the answer (protobuf for a custom resource).
+    #[error("{0}")]
+    NotAcceptable(String),
     #[error("too old resource version: {requested} ({oldest})")]
     Gone { requested: i64, oldest: i64 },
     #[error("{0}")]
@@ -85,6 +88,7 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Self::Gone { .. } => StatusCode::GONE,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -106,6 +110,7 @@ impl ApiError {
             Self::MethodNotAllowed => "MethodNotAllowed",
             Self::TooLarge { .. } => "RequestEntityTooLarge",
             Self::UnsupportedMediaType(_) => "UnsupportedMediaType",
+            Self::NotAcceptable(_) => "NotAcceptable",
             Self::Gone { .. } => "Expired",
             Self::Timeout(_) => "Timeout",
             Self::Internal(_) => "InternalError",

@@ -7,7 +7,7 @@
 use axum::body::Body;
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
@@ -17,7 +17,8 @@ use super::request_info::Attributes;
 use super::service_account::{Claims, KubernetesClaims, ObjectRef, ISSUER};
 use super::UserInfo;
 use crate::api::error::{ApiError, ApiResult};
-use crate::api::http::respond::json_response;
+use crate::api::http::negotiate::{self, Negotiated};
+use crate::api::http::respond::{self, json_response};
 
 /// Routes of this module (merged into the API router; the auth filter runs first).
 pub fn router(state: AuthState) -> Router {
@@ -43,10 +44,13 @@ async fn read(headers: &HeaderMap, body: Body) -> ApiResult<Value> {
     crate::api::http::body::decode(&bytes, content_type)
 }
 
-fn respond(result: ApiResult<Value>) -> Response {
+/// A review's answer (or error) in the media type the client negotiated: every review kind and
+/// TokenRequest has a protobuf form.
+fn respond(headers: &HeaderMap, result: ApiResult<Value>) -> Response {
+    let negotiated = negotiate::negotiate(headers, true).unwrap_or(Negotiated::JSON);
     match result {
-        Ok(v) => json_response(StatusCode::CREATED, &v, &[]),
-        Err(e) => e.into_response(),
+        Ok(v) => respond::send(negotiated, StatusCode::CREATED, &v, &[]),
+        Err(e) => respond::error(negotiated.media, e),
     }
 }
 
@@ -67,6 +71,7 @@ fn answer(mut review: Value, kind: &str, group_version: &str, status: Value) -> 
 
 async fn token_review(State(state): State<AuthState>, headers: HeaderMap, body: Body) -> Response {
     respond(
+        &headers,
         async {
             let review = read(&headers, body).await?;
             let token = review.pointer("/spec/token").and_then(Value::as_str).unwrap_or_default().to_string();
@@ -85,14 +90,17 @@ async fn token_review(State(state): State<AuthState>, headers: HeaderMap, body: 
     )
 }
 
-async fn self_subject_review(Extension(user): Extension<UserInfo>) -> Response {
+async fn self_subject_review(Extension(user): Extension<UserInfo>, headers: HeaderMap) -> Response {
     let review = json!({"metadata": {}});
-    respond(Ok::<Value, ApiError>(answer(
-        review,
-        "SelfSubjectReview",
-        "authentication.k8s.io/v1",
-        json!({"userInfo": user.to_json()}),
-    )))
+    respond(
+        &headers,
+        Ok::<Value, ApiError>(answer(
+            review,
+            "SelfSubjectReview",
+            "authentication.k8s.io/v1",
+            json!({"userInfo": user.to_json()}),
+        )),
+    )
 }
 
 /// The attributes a `SubjectAccessReviewSpec` asks about, for `user`.
@@ -142,6 +150,7 @@ async fn self_subject_access_review(
     body: Body,
 ) -> Response {
     respond(
+        &headers,
         async {
             let review = read(&headers, body).await?;
             let attrs = review_attributes(review.get("spec").unwrap_or(&Value::Null), user, None)?;
@@ -174,6 +183,7 @@ async fn access_review_of_a_subject(
 ) -> Response {
     let kind = if namespace.is_some() { "LocalSubjectAccessReview" } else { "SubjectAccessReview" };
     respond(
+        &headers,
         async {
             let review = read(&headers, body).await?;
             let spec = review.get("spec").cloned().unwrap_or(Value::Null);
@@ -193,6 +203,7 @@ async fn self_subject_rules_review(
     body: Body,
 ) -> Response {
     respond(
+        &headers,
         async {
             let review = read(&headers, body).await?;
             let namespace = review.pointer("/spec/namespace").and_then(Value::as_str).unwrap_or_default().to_string();
@@ -229,7 +240,7 @@ async fn token_request(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    respond(issue_token(&state, &user, &namespace, &name, &headers, body).await)
+    respond(&headers, issue_token(&state, &user, &namespace, &name, &headers, body).await)
 }
 
 async fn issue_token(

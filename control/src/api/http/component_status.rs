@@ -5,11 +5,12 @@
 
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::respond::{self, json_response, Shape};
+use super::negotiate::Negotiated;
+use super::respond::{self, Shape};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::registry::Registry;
 use crate::api::resources::ResourceInfo;
@@ -57,15 +58,15 @@ async fn component(registry: &Registry, controllers: &Supervisor, name: &str) ->
 pub async fn serve(
     registry: &Arc<Registry>,
     controllers: &Supervisor,
-    request: (&Method, &HeaderMap, &ResourceInfo),
+    request: (&Method, Negotiated, &ResourceInfo),
     name: Option<&str>,
     watch: bool,
 ) -> ApiResult<Response> {
-    let (method, headers, ri) = request;
+    let (method, negotiated, ri) = request;
     if method != Method::GET || watch {
         return Err(ApiError::MethodNotAllowed);
     }
-    let shape = Shape::from_headers(headers);
+    let shape = negotiated.shape;
     let include = "Metadata";
     let body = match name {
         Some(name) => {
@@ -91,5 +92,5 @@ pub async fn serve(
             }
         }
     };
-    Ok(json_response(StatusCode::OK, &body, &[]))
+    Ok(respond::send(negotiated, StatusCode::OK, &body, &[]))
 }

@@ -10,8 +10,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::body::{self, PatchKind};
+use super::negotiate::{Media, Negotiated};
 use super::query::Query;
-use super::respond::{self, json_response, Shape};
+use super::respond::{self, Shape};
 use super::target::Target;
 use super::watch::{self, Start, WatchRequest};
 use crate::api::error::{ApiError, ApiResult};
@@ -30,6 +31,8 @@ pub struct Request<'a> {
     pub headers: HeaderMap,
     /// Who asks (set by the authentication filter; `None` in handler tests).
     pub user: Option<crate::auth::UserInfo>,
+    /// The media type and shape of the answer, from `Accept`.
+    pub negotiated: Negotiated,
 }
 
 /// The Kubernetes verb of a request, for metrics and logs.
@@ -66,6 +69,7 @@ fn content_type(headers: &HeaderMap) -> Option<&str> {
 pub async fn serve(registry: Arc<Registry>, metrics: &Metrics, req: Request<'_>, body: Body) -> ApiResult<Response> {
     let ri = req.target.resource;
     let ns = req.target.namespace.clone();
+    let n = req.negotiated;
     match (req.target.name.clone(), req.target.subresource.clone()) {
         (None, _) => match req.method {
             Method::GET if req.query.flag("watch")? => watch(registry, metrics, &req),
@@ -81,8 +85,12 @@ pub async fn serve(registry: Arc<Registry>, metrics: &Metrics, req: Request<'_>,
             Method::GET if req.query.flag("watch")? => watch(registry, metrics, &req),
             Method::GET => {
                 let obj = registry.get(ri, ns.as_deref(), &name).await?;
-                let shape = Shape::from_headers(&req.headers);
-                Ok(json_response(StatusCode::OK, &respond::single(ri, obj, shape, include_object(&req.query)), &[]))
+                Ok(respond::send(
+                    n,
+                    StatusCode::OK,
+                    &respond::single(ri, obj, n.shape, include_object(&req.query)),
+                    &[],
+                ))
             }
             Method::PUT => update(&registry, ri, ns.as_deref(), &name, None, req, body).await,
             Method::PATCH => patch_object(&registry, ri, ns.as_deref(), &name, None, req, body).await,
@@ -91,21 +99,21 @@ pub async fn serve(registry: Arc<Registry>, metrics: &Metrics, req: Request<'_>,
         },
         (Some(name), Some(sub)) => match (sub.as_str(), req.method.clone()) {
             ("status", Method::GET) => {
-                Ok(json_response(StatusCode::OK, &registry.get(ri, ns.as_deref(), &name).await?, &[]))
+                Ok(respond::send(n, StatusCode::OK, &registry.get(ri, ns.as_deref(), &name).await?, &[]))
             }
             ("status", Method::PUT) => update(&registry, ri, ns.as_deref(), &name, Some("status"), req, body).await,
             ("status", Method::PATCH) => {
                 patch_object(&registry, ri, ns.as_deref(), &name, Some("status"), req, body).await
             }
             ("approval", Method::GET) => {
-                Ok(json_response(StatusCode::OK, &registry.get(ri, ns.as_deref(), &name).await?, &[]))
+                Ok(respond::send(n, StatusCode::OK, &registry.get(ri, ns.as_deref(), &name).await?, &[]))
             }
             ("approval", Method::PUT) => update(&registry, ri, ns.as_deref(), &name, Some("approval"), req, body).await,
             ("approval", Method::PATCH) => {
                 patch_object(&registry, ri, ns.as_deref(), &name, Some("approval"), req, body).await
             }
             ("ephemeralcontainers", Method::GET) => {
-                Ok(json_response(StatusCode::OK, &registry.get(ri, ns.as_deref(), &name).await?, &[]))
+                Ok(respond::send(n, StatusCode::OK, &registry.get(ri, ns.as_deref(), &name).await?, &[]))
             }
             ("ephemeralcontainers", Method::PUT) => {
                 update(&registry, ri, ns.as_deref(), &name, Some("ephemeralcontainers"), req, body).await
@@ -116,7 +124,7 @@ pub async fn serve(registry: Arc<Registry>, metrics: &Metrics, req: Request<'_>,
             ("finalize", Method::PUT) => update(&registry, ri, ns.as_deref(), &name, None, req, body).await,
             ("scale", Method::GET) => {
                 let obj = registry.get(ri, ns.as_deref(), &name).await?;
-                Ok(json_response(StatusCode::OK, &scale_view(ri, &obj), &[]))
+                Ok(respond::send(n, StatusCode::OK, &scale_view(ri, &obj), &[]))
             }
             ("scale", Method::PUT | Method::PATCH) => scale(&registry, ri, ns.as_deref(), &name, req, body).await,
             ("binding", Method::POST) => bind(&registry, ri, ns.as_deref(), &name, req, body).await,
@@ -198,12 +206,14 @@ pub const STREAM_PAGE: usize = 500;
 async fn list(registry: Arc<Registry>, req: &Request<'_>) -> ApiResult<Response> {
     let ri = req.target.resource;
     let q = list_query(ri, req.target.namespace.clone(), &req.query)?;
-    let shape = Shape::from_headers(&req.headers);
+    let n = req.negotiated;
+    let shape = n.shape;
     let include = include_object(&req.query).to_string();
-    if q.limit.is_some() || q.continue_token.is_some() {
-        // A page: at most `limit` items, so it is built whole.
+    // A page (at most `limit` items) is built whole, and so is a protobuf list: its envelope's
+    // lengths come before its items.
+    if q.limit.is_some() || q.continue_token.is_some() || n.media == Media::Protobuf {
         let listed = registry.list(ri, &q).await?;
-        return Ok(json_response(StatusCode::OK, &respond::list(ri, listed, shape, &include), &[]));
+        return Ok(respond::send(n, StatusCode::OK, &respond::list(ri, listed, shape, &include), &[]));
     }
     // The whole collection: streamed page by page at the first page's revision, so memory stays
     // bounded by a page whatever the size of the list. The first page is read before answering,
@@ -270,16 +280,14 @@ fn watch(registry: Arc<Registry>, metrics: &Metrics, req: &Request<'_>) -> ApiRe
         bookmarks,
         initial_events_end: send_initial && bookmarks,
         timeout: Duration::from_secs(timeout),
-        shape: Shape::from_headers(&req.headers),
+        shape: req.negotiated.shape,
+        media: req.negotiated.media,
         include_object: include_object(&req.query).to_string(),
         open_watches: metrics.watches.get_or_create(&ResourceLabel { resource: ri.plural.to_string() }).clone(),
     };
+    let content_type = w.media.content_type(true);
     let body = Body::from_stream(watch::stream(registry, w));
-    Ok((
-        StatusCode::OK,
-        [(http::header::CONTENT_TYPE, "application/json"), (http::header::CACHE_CONTROL, "no-cache")],
-        body,
-    )
+    Ok((StatusCode::OK, [(http::header::CONTENT_TYPE, content_type), (http::header::CACHE_CONTROL, "no-cache")], body)
         .into_response())
 }
 
@@ -290,11 +298,11 @@ async fn read_object(headers: &HeaderMap, body: Body) -> ApiResult<Value> {
 
 /// The answer to a write: the object, or its metadata when the client asked for
 /// `PartialObjectMetadata` (a Table is only ever an answer to reads).
-fn written(status_created: bool, w: Written, shape: Shape) -> Response {
+fn written(status_created: bool, w: Written, n: Negotiated) -> Response {
     let code = if status_created { StatusCode::CREATED } else { StatusCode::OK };
-    match shape {
-        Shape::Metadata => json_response(code, &respond::metadata_object(&w.object), &w.warnings),
-        Shape::Object | Shape::Table => json_response(code, &w.object, &w.warnings),
+    match n.shape {
+        Shape::Metadata => respond::send(n, code, &respond::metadata_object(&w.object), &w.warnings),
+        Shape::Object | Shape::Table => respond::send(n, code, &w.object, &w.warnings),
     }
 }
 
@@ -306,13 +314,13 @@ async fn create(
     body: Body,
 ) -> ApiResult<Response> {
     let opts = write_options(&req)?;
-    let shape = Shape::from_headers(&req.headers);
+    let negotiated = req.negotiated;
     let mut obj = read_object(&req.headers, body).await?;
     if ri.group == "certificates.k8s.io" && ri.kind == "CertificateSigningRequest" {
         record_requester(&mut obj, req.user.as_ref());
     }
     let w = registry.create(ri, ns, obj, &opts).await?;
-    Ok(written(true, w, shape))
+    Ok(written(true, w, negotiated))
 }
 
 /// A CertificateSigningRequest records who made it (`spec.username`, `uid`, `groups`, `extra`),
@@ -344,10 +352,10 @@ async fn update(
     body: Body,
 ) -> ApiResult<Response> {
     let opts = write_options(&req)?;
-    let shape = Shape::from_headers(&req.headers);
+    let negotiated = req.negotiated;
     let obj = read_object(&req.headers, body).await?;
     let w = registry.update_with(ri, ns, name, sub, &opts, |_| Ok(obj.clone())).await?;
-    Ok(written(false, w, shape))
+    Ok(written(false, w, negotiated))
 }
 
 async fn patch_object(
@@ -360,7 +368,7 @@ async fn patch_object(
     body: Body,
 ) -> ApiResult<Response> {
     let kind = PatchKind::from_content_type(content_type(&req.headers))?;
-    let shape = Shape::from_headers(&req.headers);
+    let negotiated = req.negotiated;
     let mut opts = write_options(&req)?;
     let force = req.query.flag("force")?;
     let ct = content_type(&req.headers).map(String::from);
@@ -373,11 +381,11 @@ async fn patch_object(
                     .into(),
             )
         })?;
-        return apply(registry, ri, ns, name, patch_body, &manager, force, &opts, shape).await;
+        return apply(registry, ri, ns, name, patch_body, &manager, force, &opts, negotiated).await;
     }
     let w =
         registry.update_with(ri, ns, name, sub, &opts, |current| apply_patch(ri, kind, current, &patch_body)).await?;
-    Ok(written(false, w, shape))
+    Ok(written(false, w, negotiated))
 }
 
 /// Applies a JSON, merge or strategic merge patch to an object.
@@ -432,7 +440,7 @@ async fn apply(
     manager: &str,
     force: bool,
     opts: &WriteOptions,
-    shape: Shape,
+    negotiated: Negotiated,
 ) -> ApiResult<Response> {
     let now = object::now_rfc3339();
     let apply_error = |e: patch::apply::ApplyError| match e {
@@ -452,7 +460,7 @@ async fn apply(
                 patch::apply::apply(ri.kind, None, &applied, manager, force, &now).map_err(apply_error)?;
             object::meta_mut(&mut created).insert("name".into(), json!(name));
             let w = registry.create(ri, ns, created, &opts_plain).await?;
-            Ok(written(true, w, shape))
+            Ok(written(true, w, negotiated))
         }
         Err(e) => Err(e),
         Ok(_) => {
@@ -466,7 +474,7 @@ async fn apply(
                     Ok(next)
                 })
                 .await?;
-            Ok(written(false, w, shape))
+            Ok(written(false, w, negotiated))
         }
     }
 }
@@ -531,12 +539,13 @@ async fn delete(
     body: Body,
 ) -> ApiResult<Response> {
     let user = req.user.clone();
+    let n = req.negotiated;
     let (query, body) = delete_body(req, body).await?;
     let opts = DeleteOptions { user, ..delete_options(&query, body.as_ref())? };
     let (obj, gone) = registry.delete(ri, ns, name, &opts).await?;
     let code = if gone { StatusCode::OK } else { StatusCode::ACCEPTED };
     let code = if ri.kind == "Pod" || gone { StatusCode::OK } else { code };
-    Ok(json_response(code, &obj, &[]))
+    Ok(respond::send(n, code, &obj, &[]))
 }
 
 async fn delete_collection(registry: &Registry, req: &Request<'_>) -> ApiResult<Response> {
@@ -554,7 +563,7 @@ async fn delete_collection(registry: &Registry, req: &Request<'_>) -> ApiResult<
         }
     }
     let list = json!({"kind": ri.list_kind(), "apiVersion": ri.api_version(), "metadata": {}, "items": deleted});
-    Ok(json_response(StatusCode::OK, &list, &[]))
+    Ok(respond::send(req.negotiated, StatusCode::OK, &list, &[]))
 }
 
 /// The `autoscaling/v1 Scale` view of an object (a custom one's from its CRD's scale paths).
@@ -593,6 +602,7 @@ async fn scale(
     req: Request<'_>,
     body: Body,
 ) -> ApiResult<Response> {
+    let n = req.negotiated;
     let is_patch = req.method == Method::PATCH;
     let kind = if is_patch { Some(PatchKind::from_content_type(content_type(&req.headers))?) } else { None };
     let opts = write_options(&req)?;
@@ -643,7 +653,7 @@ async fn scale(
             Ok(next)
         })
         .await?;
-    Ok(json_response(StatusCode::OK, &scale_view(ri, &w.object), &w.warnings))
+    Ok(respond::send(n, StatusCode::OK, &scale_view(ri, &w.object), &w.warnings))
 }
 
 /// `POST .../pods/NAME/eviction`: the Eviction's `deleteOptions` (and the query's `dryRun`)
@@ -656,12 +666,13 @@ async fn evict(
     req: Request<'_>,
     body: Body,
 ) -> ApiResult<Response> {
+    let n = req.negotiated;
     let eviction = read_object(&req.headers, body).await?;
     let delete_body = eviction.get("deleteOptions").filter(|v| v.is_object());
     let opts = DeleteOptions { user: req.user.clone(), ..delete_options(&req.query, delete_body)? };
     let evicted = crate::api::eviction::evict(registry, ri, ns, name, &eviction, opts).await?;
     let code = StatusCode::from_u16(evicted.code).unwrap_or(StatusCode::CREATED);
-    Ok(json_response(code, &evicted.status, &[]))
+    Ok(respond::send(n, code, &evicted.status, &[]))
 }
 
 async fn bind(
@@ -679,5 +690,5 @@ async fn bind(
         .ok_or_else(|| ApiError::invalid("Binding", name, vec![("target.name".into(), "Required value".into())]))?;
     registry.bind_pod(ri, ns, name, node, &opts).await?;
     let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
-    Ok(json_response(StatusCode::CREATED, &status, &[]))
+    Ok(respond::send(req.negotiated, StatusCode::CREATED, &status, &[]))
 }

@@ -5,6 +5,7 @@ pub mod component_status;
 pub mod handlers;
 pub mod inflight;
 pub mod metrics_api;
+pub mod negotiate;
 pub mod node_proxy;
 pub mod openapi;
 pub mod pod_logs;
@@ -279,27 +280,38 @@ async fn resource(
         None => target.resource.plural.to_string(),
     };
     let span = tracing::debug_span!("request", verb, resource = %resource_name, namespace = ?target.namespace, name = ?target.name);
+    let logs = method == Method::GET && target.subresource.as_deref() == Some("log");
+    // Logs answer in text (their errors in JSON) whatever the client accepts.
+    let negotiated = if logs {
+        Ok(negotiate::Negotiated::JSON)
+    } else {
+        let ri = target.resource;
+        let protobuf = ri.custom.is_none() && protobuf::encode::has_message(&ri.api_version(), ri.kind);
+        negotiate::negotiate(&headers, protobuf)
+    };
+    let error_media = negotiated.as_ref().map_or(negotiate::Media::Json, |n| n.media);
     let served = async {
-        if method == Method::GET && target.subresource.as_deref() == Some("log") {
+        if logs {
             return pod_logs::serve(&registry, &state.kubelet, &target, &query).await;
         }
+        let negotiated = negotiated?;
         if target.resource.group.is_empty() && target.resource.kind == "ComponentStatus" {
             let watch = query.flag("watch")?;
             let name = target.name.as_deref();
-            let request = (&method, &headers, target.resource);
+            let request = (&method, negotiated, target.resource);
             return component_status::serve(&registry, &state.controllers, request, name, watch).await;
         }
         handlers::serve(
             Arc::clone(&registry),
             &state.metrics,
-            handlers::Request { method, target, query, headers, user },
+            handlers::Request { method, target, query, headers, user, negotiated },
             body,
         )
         .await
     };
     let response = match tracing::Instrument::instrument(served, span).await {
         Ok(response) => response,
-        Err(e) => e.into_response(),
+        Err(e) => respond::error(error_media, e),
     };
     state.metrics.observe(verb, &resource_name, response.status().as_u16(), started.elapsed());
     response

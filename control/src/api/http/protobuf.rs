@@ -9,6 +9,13 @@
 //! files (embedded in the `k8s-rs-pb` crate, collected by `build.rs`), parsed as a dynamic message, and turned into the object's JSON
 //! form by the rules that map Kubernetes' protobuf to its JSON ([`to_json`]). The JSON then goes
 //! through the same typed admission as any JSON body.
+//!
+//! Responses go the other way: [`from_json`] builds the message from the JSON form and
+//! [`encode`] wraps it as kube-apiserver does, for clients whose `Accept` negotiates protobuf
+//! (see [`super::negotiate`]).
+
+pub mod encode;
+pub mod from_json;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;

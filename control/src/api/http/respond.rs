@@ -1,41 +1,25 @@
-//! Response shapes: objects, lists, `meta.k8s.io/v1 Table`, and the `Warning` header.
+//! Response shapes: objects, lists, `meta.k8s.io/v1 Table`, and the `Warning` header; bodies in
+//! the negotiated media type ([`send`], [`error`]).
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+use super::negotiate::{self, Media, Negotiated};
+use super::protobuf::encode;
+use crate::api::error::ApiError;
 use crate::api::object;
 use crate::api::registry::Listed;
 use crate::api::resources::ResourceInfo;
 use crate::api::table;
 
-/// What the client asked to get back, from its `Accept` header.
+/// What the client asked to get back, from its `Accept` header ([`super::negotiate`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shape {
     Object,
     Table,
     /// `meta.k8s.io/v1` PartialObjectMetadata(List): metadata-only clients and informers.
     Metadata,
-}
-
-impl Shape {
-    /// The first shape the `Accept` header names that the server serves (its media types are
-    /// tried in order, as kube-apiserver does).
-    pub fn from_headers(headers: &HeaderMap) -> Self {
-        let accept = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-        for part in accept.split(',') {
-            let params: Vec<&str> = part.split(';').map(str::trim).collect();
-            let as_ = params.iter().find_map(|p| p.strip_prefix("as="));
-            match as_ {
-                Some("Table") => return Shape::Table,
-                Some("PartialObjectMetadata" | "PartialObjectMetadataList") => return Shape::Metadata,
-                Some(_) => continue,
-                None if !part.trim().is_empty() => return Shape::Object,
-                None => {}
-            }
-        }
-        Shape::Object
-    }
 }
 
 /// An object as `PartialObjectMetadata`: its whole metadata, nothing else.
@@ -45,7 +29,41 @@ pub fn metadata_object(obj: &Value) -> Value {
 
 /// A JSON response with optional warnings (`Warning: 299 - "..."`).
 pub fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Response {
-    let mut response = (code, [(http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+    let response = (code, [(http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+    with_warnings(response, warnings)
+}
+
+/// A response in the negotiated media type. An object without a protobuf form (which the
+/// negotiation should have ruled out) is answered in JSON, which every client decodes by the
+/// response's `Content-Type`.
+pub fn send(negotiated: Negotiated, code: StatusCode, body: &Value, warnings: &[String]) -> Response {
+    match negotiated.media {
+        Media::Json => json_response(code, body, warnings),
+        Media::Protobuf => match encode::object(body) {
+            Ok(bytes) => {
+                let content_type = Media::Protobuf.content_type(false);
+                with_warnings((code, [(http::header::CONTENT_TYPE, content_type)], bytes).into_response(), warnings)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no protobuf form; answering in JSON");
+                json_response(code, body, warnings)
+            }
+        },
+    }
+}
+
+/// An error's `Status` in the negotiated media type.
+pub fn error(media: Media, err: ApiError) -> Response {
+    let status = (media == Media::Protobuf).then(|| err.status());
+    let mut response = err.into_response();
+    if let Some(Ok(bytes)) = status.map(|s| encode::object(&s)) {
+        response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(negotiate::PROTOBUF));
+        *response.body_mut() = axum::body::Body::from(bytes);
+    }
+    response
+}
+
+fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
     for warning in warnings {
         let text = format!("299 - \"{}\"", warning.replace('"', "\\\""));
         if let Ok(value) = HeaderValue::from_str(&text) {

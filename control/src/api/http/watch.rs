@@ -1,4 +1,5 @@
-//! Watch streams: one JSON event per line, flushed per event, over chunked HTTP/1.1 or HTTP/2.
+//! Watch streams: one JSON event per line, or one length-prefixed protobuf `WatchEvent` frame
+//! ([`super::protobuf::encode::watch_frame`]), flushed per event, over chunked HTTP/1.1 or HTTP/2.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -10,6 +11,8 @@ use futures::Stream;
 use serde_json::{json, Value};
 
 use super::handlers::STREAM_PAGE;
+use super::negotiate::Media;
+use super::protobuf::encode;
 use super::respond::{self, Shape};
 use crate::api::error::ApiError;
 use crate::api::registry::{ListQuery, Registry};
@@ -37,6 +40,8 @@ pub struct WatchRequest {
     pub initial_events_end: bool,
     pub timeout: Duration,
     pub shape: Shape,
+    /// JSON lines or protobuf frames.
+    pub media: Media,
     pub include_object: String,
     /// The open-watches gauge of this resource; counted while the stream lives.
     pub open_watches: prometheus_client::metrics::gauge::Gauge,
@@ -58,8 +63,26 @@ fn line(kind: &str, object: &str) -> Bytes {
     Bytes::from(format!("{{\"type\":\"{kind}\",\"object\":{object}}}\n"))
 }
 
-fn error_line(err: &ApiError) -> Bytes {
-    line("ERROR", &err.status_json())
+/// One event in the watch's media type; `None` when the object has no protobuf form (logged:
+/// the watch ends, and the client's next list says why).
+fn event(w: &WatchRequest, kind: &str, object: &Value) -> Option<Bytes> {
+    match w.media {
+        Media::Json => Some(line(kind, &object.to_string())),
+        Media::Protobuf => match encode::watch_frame(kind, object) {
+            Ok(frame) => Some(Bytes::from(frame)),
+            Err(e) => {
+                tracing::warn!(error = %e, resource = w.resource.plural, "watch event has no protobuf form; closing the watch");
+                None
+            }
+        },
+    }
+}
+
+fn error_event(w: &WatchRequest, err: &ApiError) -> Option<Bytes> {
+    match w.media {
+        Media::Json => Some(line("ERROR", &err.status_json())),
+        Media::Protobuf => event(w, "ERROR", &err.status()),
+    }
 }
 
 /// The type a watcher sees for a store event, given its selectors: moving into the selection
@@ -85,40 +108,40 @@ fn has_selectors(q: &ListQuery) -> bool {
     q.labels.is_some() || q.fields.is_some()
 }
 
-/// An event's object as the watcher asked for it: the JSON encoded once for every watcher of
+/// A cached event as the watcher asked for it: the JSON encoded once for every JSON watcher of
 /// whole objects, else the object with its managed fields put back.
-fn encode_event(w: &WatchRequest, ev: &CachedEvent) -> String {
+fn encode_event(w: &WatchRequest, kind: &str, ev: &CachedEvent) -> Option<Bytes> {
     let converted = !w.resource.is_storage_version();
-    match w.shape {
-        Shape::Object if !converted => ev.object_json().to_string(),
-        _ => encode_object(w, &ev.full_object()),
+    match (w.media, w.shape) {
+        (Media::Json, Shape::Object) if !converted => Some(line(kind, ev.object_json())),
+        _ => encode_object(w, kind, &ev.full_object()),
     }
 }
 
-fn encode_object(w: &WatchRequest, ev_object: &Value) -> String {
+fn encode_object(w: &WatchRequest, kind: &str, ev_object: &Value) -> Option<Bytes> {
     match w.shape {
         // An object read through a version other than its storage one.
         Shape::Object if !w.resource.is_storage_version() => {
             let mut obj = ev_object.clone();
             crate::api::conversion::to_version(&w.resource, &mut obj);
-            obj.to_string()
+            event(w, kind, &obj)
         }
-        Shape::Object => ev_object.to_string(),
-        Shape::Metadata => respond::metadata_object(ev_object).to_string(),
+        Shape::Object => event(w, kind, ev_object),
+        Shape::Metadata => event(w, kind, &respond::metadata_object(ev_object)),
         Shape::Table => {
             let rv = crate::api::object::resource_version(ev_object).unwrap_or("").to_string();
-            respond::table(
+            let table = respond::table(
                 &w.resource,
                 std::slice::from_ref(ev_object),
                 json!({"resourceVersion": rv}),
                 &w.include_object,
-            )
-            .to_string()
+            );
+            event(w, kind, &table)
         }
     }
 }
 
-fn bookmark(w: &WatchRequest, revision: Revision, initial_end: bool) -> Bytes {
+fn bookmark(w: &WatchRequest, revision: Revision, initial_end: bool) -> Option<Bytes> {
     let mut meta = json!({"resourceVersion": revision.to_string()});
     if initial_end {
         meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
@@ -130,7 +153,7 @@ fn bookmark(w: &WatchRequest, revision: Revision, initial_end: bool) -> Bytes {
         }
         Shape::Metadata => json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta}),
     };
-    line("BOOKMARK", &object.to_string())
+    event(w, "BOOKMARK", &object)
 }
 
 /// The body of a watch response.
@@ -151,7 +174,8 @@ pub fn stream(registry: Arc<Registry>, w: WatchRequest) -> impl Stream<Item = Re
                     match page {
                         Ok(page) => {
                             for item in &page.items {
-                                yield Ok(line("ADDED", &encode_object(&w, item)));
+                                let Some(bytes) = encode_object(&w, "ADDED", item) else { return };
+                                yield Ok(bytes);
                             }
                             after = page.next;
                             if after.is_none() {
@@ -159,13 +183,14 @@ pub fn stream(registry: Arc<Registry>, w: WatchRequest) -> impl Stream<Item = Re
                             }
                         }
                         Err(err) => {
-                            yield Ok(error_line(&err));
+                            if let Some(bytes) = error_event(&w, &err) { yield Ok(bytes); }
                             return;
                         }
                     }
                 }
                 if w.initial_events_end {
-                    yield Ok(bookmark(&w, latest, true));
+                    let Some(bytes) = bookmark(&w, latest, true) else { return };
+                    yield Ok(bytes);
                 }
                 (latest, rx)
             }
@@ -173,7 +198,7 @@ pub fn stream(registry: Arc<Registry>, w: WatchRequest) -> impl Stream<Item = Re
             Start::After(after) => match registry.cache.subscribe_from(after) {
                 Ok(rx) => (after, rx),
                 Err(err) => {
-                    yield Ok(error_line(&err));
+                    if let Some(bytes) = error_event(&w, &err) { yield Ok(bytes); }
                     return;
                 }
             },
@@ -186,7 +211,8 @@ pub fn stream(registry: Arc<Registry>, w: WatchRequest) -> impl Stream<Item = Re
             tokio::select! {
                 _ = &mut deadline => return,
                 _ = ticks.tick(), if w.bookmarks => {
-                    yield Ok(bookmark(&w, last, false));
+                    let Some(bytes) = bookmark(&w, last, false) else { return };
+                    yield Ok(bytes);
                 }
                 received = rx.recv() => match received {
                     Ok(ev) => {
@@ -196,7 +222,8 @@ pub fn stream(registry: Arc<Registry>, w: WatchRequest) -> impl Stream<Item = Re
                         if ev.deleted && crate::api::crd::serves(&ev.key, &w.resource) { return; }
                         if !ev.key.starts_with(&prefix) { continue; }
                         if let Some(kind) = event_type(&registry, &w, &ev) {
-                            yield Ok(line(kind, &encode_event(&w, &ev)));
+                            let Some(bytes) = encode_event(&w, kind, &ev) else { return };
+                            yield Ok(bytes);
                         }
                     }
                     Err(RecvError::Lagged(missed)) => {
