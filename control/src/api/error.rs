@@ -15,16 +15,16 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{message}")]
     Invalid { kind: String, name: String, message: String, causes: Vec<(String, String)> },
-    #[error("{resource} \"{name}\" not found")]
+    #[error("{} \"{name}\" not found", qualified(.group, .resource))]
     NotFound { group: String, resource: String, name: String },
     #[error("the server could not find the requested resource")]
     NoSuchResource,
     /// Something that exists but cannot be served (yet), such as logs before a node runs the pod.
     #[error("{0}")]
     Unavailable(String),
-    #[error("{resource} \"{name}\" already exists")]
+    #[error("{} \"{name}\" already exists", qualified(.group, .resource))]
     AlreadyExists { group: String, resource: String, name: String },
-    #[error("Operation cannot be fulfilled on {resource} \"{name}\": {reason}")]
+    #[error("Operation cannot be fulfilled on {} \"{name}\": {reason}", qualified(.group, .resource))]
     Conflict { group: String, resource: String, name: String, reason: String },
     /// A server-side apply conflict: the message lists the fields.
     #[error("{0}")]
@@ -267,6 +267,16 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A resource as kube-apiserver names it in messages: `deployments.apps`, `pods` (the core group
+/// has no suffix), `crontabs.stable.example.com`.
+fn qualified(group: &str, resource: &str) -> String {
+    if group.is_empty() || resource.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}.{group}")
+    }
+}
+
 /// Maps a store failure for one object to its API error.
 pub fn from_store(err: StoreError, group: &str, resource: &str, name: &str) -> ApiError {
     match err {
@@ -308,7 +318,7 @@ mod tests {
             missing.status_body(),
             concat!(
                 r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","#,
-                r#""message":"deployments \"web\" not found","reason":"NotFound","#,
+                r#""message":"deployments.apps \"web\" not found","reason":"NotFound","#,
                 r#""details":{"name":"web","group":"apps","kind":"deployments"},"code":404}"#,
                 "\n"
             )
@@ -330,6 +340,22 @@ mod tests {
                 r#""message":"Service \"s\" is invalid: spec.ports: Required value","reason":"Invalid","#,
                 r#""details":{"name":"s","kind":"Service","causes":[{"reason":"FieldValueInvalid","#,
                 r#""message":"Required value","field":"spec.ports"}]},"code":422}"#,
+                "\n"
+            )
+        );
+        // The bytes the official Python client's e2e test compares.
+        let exists = ApiError::AlreadyExists {
+            group: "apiregistration.k8s.io".into(),
+            resource: "apiservices".into(),
+            name: "v1alpha1.wardle.k8s.io".into(),
+        };
+        assert_eq!(
+            exists.status_body(),
+            concat!(
+                r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","#,
+                r#""message":"apiservices.apiregistration.k8s.io \"v1alpha1.wardle.k8s.io\" already exists","#,
+                r#""reason":"AlreadyExists","details":{"name":"v1alpha1.wardle.k8s.io","#,
+                r#""group":"apiregistration.k8s.io","kind":"apiservices"},"code":409}"#,
                 "\n"
             )
         );
