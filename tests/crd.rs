@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{eventually, Cluster, Process, KUBECTL};
+use common::{eventually, Cluster, Process};
 
 const CRD: &str = r#"
 apiVersion: apiextensions.k8s.io/v1
@@ -255,36 +255,19 @@ fn crontab_lifecycle_with_kubectl() {
     assert_eq!(beta["spec"]["cronSpec"], "* * * * */5");
 
     // A watch sees an add.
-    let mut watch = Command::new(KUBECTL)
-        .arg("--kubeconfig")
-        .arg(c.kubeconfig())
-        .args(["get", "ct", "-w", "-o", "name"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kubectl watch");
-    let stdout = watch.stdout.take().expect("watch stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let watch = c.kubectl_stream(&["get", "ct", "-w", "-o", "name"]);
     // The initial state first, then the new object.
-    let first = rx.recv_timeout(Duration::from_secs(20));
+    let first = watch.next_line(Duration::from_secs(20));
     c.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(&CRONTAB.replace("my-cron", "second-cron")));
     let mut seen: Vec<String> = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::time::Instant::now() < deadline && !seen.iter().any(|l| l.contains("second-cron")) {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+        if let Some(line) = watch.next_line(Duration::from_millis(500)) {
             seen.push(line);
         }
     }
-    let _ = watch.kill();
-    let _ = watch.wait();
-    assert!(first.is_ok_and(|l| l == "crontab.stable.example.com/my-cron"), "initial state first: {seen:?}");
+    drop(watch);
+    assert!(first.is_some_and(|l| l == "crontab.stable.example.com/my-cron"), "initial state first: {seen:?}");
     assert!(seen.iter().any(|l| l == "crontab.stable.example.com/second-cron"), "{seen:?}");
 
     // A raw watch, open while the CRD goes: it sees the objects deleted and then ends.
@@ -523,30 +506,13 @@ fn selectable_fields_filter_lists_and_watches() {
     assert_eq!(names("metadata.name=b"), "b");
 
     // A watch selects the same way: it lists the blue ones, then the object that turns blue.
-    let mut watch = Command::new(KUBECTL)
-        .args(["--kubeconfig"])
-        .arg(c.kubeconfig())
-        .args(["get", "shirts", "--watch", "--field-selector", "spec.color=blue", "-o", "name"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kubectl watch");
-    let stdout = watch.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let next = || rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+    let watch = c.kubectl_stream(&["get", "shirts", "--watch", "--field-selector", "spec.color=blue", "-o", "name"]);
+    let next = || watch.next_line(Duration::from_secs(20)).unwrap_or_default();
     let mut listed = [next(), next()];
     listed.sort();
     c.kubectl_stdin(&["apply", "-f", "-"], Some(&shirt("b", "blue", 9)));
     let changed = next();
-    let _ = watch.kill();
-    let _ = watch.wait();
+    drop(watch);
     assert_eq!(listed, ["shirt.stable.example.com/a", "shirt.stable.example.com/c"]);
     assert_eq!(changed, "shirt.stable.example.com/b");
 

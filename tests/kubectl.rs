@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -121,41 +120,19 @@ fn kubectl_walkthrough_on_etcd() {
 #[test]
 fn get_pods_watch_prints_changes() {
     let c = Cluster::start();
-    let mut watch = Command::new(KUBECTL)
-        .arg("--kubeconfig")
-        .arg(c.kubeconfig())
-        .args([
-            "--cache-dir",
-            &c.data_dir().join("watch-cache").display().to_string(),
-            "get",
-            "pods",
-            "-w",
-            "--request-timeout=20s",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kubectl get -w");
-    let stdout = watch.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let watch = c.kubectl_stream(&["get", "pods", "-w", "--request-timeout=20s"]);
     std::thread::sleep(Duration::from_millis(800));
     c.kubectl(&["run", "watched", "--image=x:1"]);
     c.kubectl(&["label", "pod", "watched", "stage=two"]);
     c.kubectl(&["delete", "pod", "watched"]);
     let mut lines = Vec::new();
     while lines.iter().filter(|l: &&String| l.starts_with("watched")).count() < 3 {
-        match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(line) => lines.push(line),
-            Err(_) => break,
+        match watch.next_line(Duration::from_secs(10)) {
+            Some(line) => lines.push(line),
+            None => break,
         }
     }
-    let _ = watch.kill();
-    let _ = watch.wait();
+    drop(watch);
     assert!(lines.iter().filter(|l| l.starts_with("watched")).count() >= 3, "added, modified, deleted: {lines:?}");
 }
 

@@ -120,30 +120,15 @@ fn logs_follow_a_running_container_and_a_component_command_runs() {
     cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest));
     wait_phase(&cluster, "talker", "Running");
     // `kubectl logs -f` streams until the container stops: read its first line, then stop the pod.
-    let mut follow = Command::new(common::KUBECTL)
-        .arg("--kubeconfig")
-        .arg(cluster.kubeconfig())
-        .args(["logs", "-f", "talker"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("kubectl logs -f");
-    let stdout = follow.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let first = rx.recv_timeout(Duration::from_secs(30)).expect("a line from kubectl logs -f");
+    let mut follow = cluster.kubectl_stream(&["logs", "-f", "talker"]);
+    let first = follow.next_line(Duration::from_secs(30)).expect("a line from kubectl logs -f");
     assert_eq!(first, "running");
     cluster.kubectl(&["delete", "pod", "talker", "--wait=false"]);
     let ended = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(200));
-        matches!(follow.try_wait(), Ok(Some(_)))
+        follow.has_exited()
     });
-    let _ = follow.kill();
+    drop(follow);
     assert!(ended, "kubectl logs -f did not end when the container stopped");
 
     wait_phase(&cluster, "p2", "Succeeded");

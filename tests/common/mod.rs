@@ -20,6 +20,31 @@ pub fn free_port() -> u16 {
 }
 
 /// A child process killed (SIGKILL) and reaped on drop.
+/// A kubectl that streams (`get -w`, `logs -f`), from [`Cluster::kubectl_stream`].
+pub struct KubectlStream {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl KubectlStream {
+    /// Its next line of output, or `None` when none came within `timeout` (or it ended).
+    pub fn next_line(&self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// Whether kubectl has exited on its own.
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for KubectlStream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub struct Process(pub Option<Child>);
 
 impl Process {
@@ -247,6 +272,34 @@ impl Cluster {
 
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts a streaming kubectl (`get -w`, `logs -f`) with this cluster's kubeconfig; its
+    /// stdout lines arrive through [`KubectlStream::next_line`], and it is killed when dropped.
+    pub fn kubectl_stream(&self, args: &[&str]) -> KubectlStream {
+        let mut child = Command::new(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--cache-dir")
+            .arg(&self.cache_dir)
+            .args(args)
+            .env("HOME", self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run kubectl");
+        let stdout = child.stdout.take().expect("kubectl stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        KubectlStream { child, lines }
     }
 
     /// Runs kubectl with this cluster's kubeconfig and a private discovery cache.

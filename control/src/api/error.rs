@@ -267,6 +267,21 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// An error chain on one line, as Go prints a wrapped error.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 /// A resource as kube-apiserver names it in messages: `deployments.apps`, `pods` (the core group
 /// has no suffix), `crontabs.stable.example.com`.
 fn qualified(group: &str, resource: &str) -> String {

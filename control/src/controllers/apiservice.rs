@@ -144,12 +144,12 @@ async fn check(registry: &Registry, remote: &Remote) -> Result<Value, (&'static 
         .timeout(CHECK_TIMEOUT)
         .send()
         .await
-        .map_err(|e| failed(proxy::chain(&e)))?;
+        .map_err(|e| failed(crate::api::error::chain(&e)))?;
     let status = answer.status();
     if !status.is_success() {
         return Err(failed(format!("bad status from {url}: {}", status.as_u16())));
     }
-    let bytes = answer.bytes().await.map_err(|e| failed(proxy::chain(&e)))?;
+    let bytes = answer.bytes().await.map_err(|e| failed(crate::api::error::chain(&e)))?;
     serde_json::from_slice::<Value>(&bytes).map_err(|e| failed(format!("not a discovery document: {e}")))
 }
 

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::{Backend, Remote};
-use crate::api::error::ApiError;
+use crate::api::error::{chain, ApiError};
 use crate::api::webhooks::resolve;
 use crate::auth::UserInfo;
 use crate::store::Store;
@@ -124,21 +124,6 @@ pub async fn connect(
         return Err(ProxyError::Unresolved(format!("service {}/{} has no address", backend.namespace, backend.name)));
     };
     Ok((client(backend, &host, addr)?, target.url))
-}
-
-/// An error chain on one line, as Go prints a wrapped error.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 /// The headers passed on: content negotiation, and who asks (as kube-aggregator's

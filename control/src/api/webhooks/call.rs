@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::config::Hook;
 use super::matching::{user_info, Attributes};
+use crate::api::error::chain;
 
 /// Where to send one call: the URL, and for a service reference the address its host name
 /// stands for (the API server resolves services itself, see [`super::resolve`]).
@@ -102,21 +103,6 @@ fn tls_config(ca_bundle: &[u8]) -> Result<rustls::ClientConfig, CallError> {
         .map_err(|e| CallError::Call(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth())
-}
-
-/// An error chain on one line, as Go prints a wrapped error.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 /// Calls `hook` at `target` with `review`; `uid` is the request's.
