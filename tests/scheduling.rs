@@ -211,9 +211,10 @@ fn a_higher_priority_pod_preempts_the_fewest_lower_priority_pods() {
     cluster.kubectl(&["delete", "pod", "polite", "--wait=true"]);
     assert!(!node_of(&cluster, "low-a").is_empty() && !node_of(&cluster, "low-b").is_empty());
 
-    // 1 cpu free, 2 asked: one low pod (1.5 cpu) is enough to evict.
-    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&pod("urgent", "high", "2")));
+    // 1 cpu free, 2 asked: one low pod (1.5 cpu) is enough to evict. The node is read first:
+    // the victim may be gone by the time the urgent pod's create returns.
     let node = node_of(&cluster, "low-a");
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&pod("urgent", "high", "2")));
     eventually("the urgent pod bound", WAIT, || node_of(&cluster, "urgent") == node);
     assert_eq!(cluster.get_json(&["pod", "urgent"])["status"]["nominatedNodeName"], node.as_str());
     let left = cluster.get_json(&["pods"]);
