@@ -75,7 +75,7 @@ impl Rule {
                 return r == resource;
             }
             let (res, sub) = r.split_once('/').unwrap_or((r.as_str(), ""));
-            (res == resource && sub == subresource) || (res == "*" && sub == subresource)
+            (res == resource || res == "*") && sub == subresource
         })
     }
 

@@ -59,7 +59,7 @@ impl AffinityTerm {
 
     /// True when `pod` is one of the pods the term is about.
     pub fn matches(&self, pod: &PodInfo) -> bool {
-        self.namespaces.iter().any(|ns| *ns == pod.namespace) && pod.labels.matched_by(&self.selector)
+        self.namespaces.contains(&pod.namespace) && pod.labels.matched_by(&self.selector)
     }
 }
 

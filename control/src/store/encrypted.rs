@@ -193,7 +193,7 @@ impl Keyring {
     }
 }
 
-fn aad<'a>(store_key: &str, key_name: &str) -> Aad<Vec<u8>> {
+fn aad(store_key: &str, key_name: &str) -> Aad<Vec<u8>> {
     let mut bytes = Vec::with_capacity(store_key.len() + key_name.len() + 1);
     bytes.extend_from_slice(store_key.as_bytes());
     bytes.push(0);

@@ -22,7 +22,6 @@ use expectations::Expectations;
 
 /// At most this many pods are created or deleted by one reconcile (Kubernetes' `burstReplicas`).
 pub const BURST_REPLICAS: usize = 500;
-/// The field manager of the controllers' writes.
 
 /// Which of the two kinds a controller runs for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
