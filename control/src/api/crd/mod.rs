@@ -8,6 +8,7 @@
 //! ([`schema`]: defaulting, pruning, validation) instead of a typed struct, stored with the
 //! storage version's `apiVersion` and shown in the requested version (`conversion: None`).
 
+pub mod compiled;
 pub mod definition;
 pub mod printer;
 pub mod rules;

@@ -2,13 +2,13 @@
 //! crate, `self` bound to the value at that node. Transition rules (those naming `oldSelf`) are
 //! evaluated on updates only, `oldSelf` bound to the old object's value at the same place.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::compiled::Compiled;
 use super::schema::Violation;
 
 /// A JSON value as CEL sees it: integers as `int`, maps keyed by strings.
@@ -30,27 +30,13 @@ pub fn to_cel(v: &Value) -> cel::Value {
     }
 }
 
-/// Compiled programs kept per thread (rules are few and written often); at most this many.
-const CACHED_PROGRAMS: usize = 512;
-
 thread_local! {
-    static PROGRAMS: RefCell<HashMap<String, Rc<cel::Program>>> = RefCell::new(HashMap::new());
+    static PROGRAMS: Compiled<cel::Program> = Compiled::default();
 }
 
 /// The compiled program of `source`, from this thread's cache when it was compiled before.
 fn program(source: &str) -> Option<Rc<cel::Program>> {
-    PROGRAMS.with(|cache| {
-        if let Some(found) = cache.borrow().get(source) {
-            return Some(Rc::clone(found));
-        }
-        let compiled = Rc::new(cel::Program::compile(source).ok()?);
-        let mut cache = cache.borrow_mut();
-        if cache.len() >= CACHED_PROGRAMS {
-            cache.clear();
-        }
-        cache.insert(source.to_string(), Rc::clone(&compiled));
-        Some(compiled)
-    })
+    PROGRAMS.with(|cache| cache.get(source, cel::Program::compile))
 }
 
 fn rules(schema: &Value) -> impl Iterator<Item = &Value> {

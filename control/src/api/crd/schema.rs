@@ -355,11 +355,8 @@ fn validate_string(schema: &Value, s: &str, v: &Value, path: &str, out: &mut Vec
         }
     }
     if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
-        match regex::Regex::new(pattern) {
-            Ok(re) if !re.is_match(s) => {
-                invalid(out, path, &shown(v), format!("{} should match '{pattern}'", body(path)));
-            }
-            _ => {}
+        if super::compiled::pattern(pattern).is_some_and(|re| !re.is_match(s)) {
+            invalid(out, path, &shown(v), format!("{} should match '{pattern}'", body(path)));
         }
     }
     if let Some(format) = schema.get("format").and_then(Value::as_str) {
