@@ -86,6 +86,16 @@ enum Command {
         /// The range NodePorts are allocated from (`LOW-HIGH`).
         #[arg(long, default_value = "30000-32767")]
         service_node_port_range: skiff_control::api::service_network::PortRange,
+        /// Give every node without a pod CIDR (an agent started without `--pod-cidr`) a block of
+        /// `--cluster-cidr`, and route between the nodes' pod networks.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        allocate_node_cidrs: bool,
+        /// The IPv4 range the nodes' pod CIDRs are allocated from.
+        #[arg(long, default_value = "10.42.0.0/16")]
+        cluster_cidr: ipnet::Ipv4Net,
+        /// The prefix length of each node's pod CIDR (24: 254 addresses per node).
+        #[arg(long, default_value_t = 24)]
+        node_cidr_mask_size: u8,
         #[command(flatten)]
         audit: audit_args::AuditArgs,
         #[command(flatten)]
@@ -316,9 +326,13 @@ async fn main() -> anyhow::Result<()> {
             default_unreachable_toleration_seconds,
             service_cidr,
             service_node_port_range,
+            allocate_node_cidrs,
+            cluster_cidr,
+            node_cidr_mask_size,
             audit,
             node,
         } => {
+            let node_ipam = skiff_control::controllers::node_ipam::Config::new(cluster_cidr, node_cidr_mask_size)?;
             let node_lifecycle = skiff_control::controllers::node_lifecycle::Config {
                 node_monitor_grace_period,
                 default_unreachable_toleration_seconds,
@@ -352,6 +366,7 @@ async fn main() -> anyhow::Result<()> {
                         },
                         metrics: None,
                     },
+                    node_ipam: allocate_node_cidrs.then_some(node_ipam),
                 },
                 leader_elect: leader_elect.then_some(timing),
             };

@@ -27,9 +27,10 @@ pub struct NodeArgs {
     /// Port of the kubelet endpoint (logs); 0 picks a free one.
     #[arg(long, default_value_t = 10250)]
     pub kubelet_port: u16,
-    /// This node's pod network; must overlap no host route.
-    #[arg(long, default_value = "10.88.0.0/24")]
-    pub pod_cidr: String,
+    /// This node's pod network; must overlap no host route (default: a block of the server's
+    /// `--cluster-cidr`, allocated when the node registers).
+    #[arg(long)]
+    pub pod_cidr: Option<String>,
     /// The Linux bridge pods hang on (at most 15 characters).
     #[arg(long, default_value = "skiff0")]
     pub bridge: String,
@@ -133,7 +134,7 @@ impl NodeArgs {
         let mut c = AgentConfig::new(&name, server_url, ca_pem, token, data_dir);
         c.node_ip = self.node_ip;
         c.kubelet_listen = SocketAddr::new(self.node_ip, self.kubelet_port);
-        c.pod_cidr = self.pod_cidr.clone();
+        c.pod_cidr = self.pod_cidr.clone().unwrap_or_default();
         c.bridge = self.bridge.clone();
         c.cni_bin_dir = self.cni_bin_dir.clone();
         c.sandbox_pool = self.sandbox_pool;

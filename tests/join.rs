@@ -18,17 +18,6 @@ use common::{eventually, Cluster, KUBECTL};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-fn token_create(c: &Cluster, ttl: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .args(["token", "create", "--data-dir"])
-        .arg(c.data_dir())
-        .args(["--ttl", ttl])
-        .output()
-        .expect("skiff token create");
-    assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string()
-}
-
 fn node_ready(c: &Cluster, node: &str) -> bool {
     let out = c.kubectl_output(
         &["get", "node", node, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
@@ -188,7 +177,7 @@ fn a_node_joins_with_a_token_and_keeps_its_own_identity() {
     let c = Cluster::start();
     let registry = Registry::start();
     let image = registry.push("hello-http", "1");
-    let token = token_create(&c, "1h");
+    let token = c.join_token("1h");
     let ca = std::fs::read(c.data_dir().join("ca.crt")).expect("ca.crt");
     let hash: String = {
         use sha2::Digest;
@@ -247,14 +236,14 @@ fn a_node_joins_with_a_token_and_keeps_its_own_identity() {
 #[test]
 fn bad_join_tokens_are_refused_with_a_reason() {
     let c = Cluster::start();
-    let token = token_create(&c, "1h");
+    let token = c.join_token("1h");
     // The CA hash of another cluster.
     let (hash, rest) = token.split_once("::").expect("token");
     let other = format!("K10{}::{rest}", hash[3..].chars().rev().collect::<String>());
     refused(&c, &other, "does not match the join token");
     refused(&c, "K10abc::nope", "malformed");
     // An expired token.
-    let short = token_create(&c, "1s");
+    let short = c.join_token("1s");
     let bootstrap = short.split_once("::").map(|(_, t)| t.to_string()).expect("bootstrap part");
     eventually("the short token expired", WAIT, || {
         !c.kubectl_output(&["--token", &bootstrap, "get", "csr"], None).status.success()

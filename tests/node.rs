@@ -420,9 +420,12 @@ fn a_killed_agent_adopts_its_pods_without_duplicates() {
     let before = netns_count();
     cluster.kill9();
     cluster.spawn();
+    // The status still reads Ready from before the kill until the new process adopts the
+    // sandbox and starts the container again, so wait for the component to answer.
+    let url = format!("http://{ip}:8080/");
+    eventually("the adopted pod to answer on its IP", WAIT, || http_get(&url).as_deref() == Some("hello from skiff\n"));
     wait_ready(&cluster, "keep");
     assert_eq!(pod_ip(&cluster, "keep"), ip, "the pod kept its IP");
-    assert_eq!(http_get(&format!("http://{ip}:8080/")).as_deref(), Some("hello from skiff\n"));
     assert_eq!(netns_count(), before, "sandboxes were duplicated or lost");
     let pods = cluster.get_json(&["pods"]);
     assert_eq!(pods["items"].as_array().map(Vec::len), Some(1));

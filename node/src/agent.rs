@@ -43,18 +43,21 @@ pub struct Agent {
     dns: Option<crate::dns::ClusterDns>,
     /// The Services and EndpointSlices the proxy, the ingress and the DNS are fed from.
     services: crate::service_cache::ServiceCache,
+    /// Routes to the other nodes' pod networks.
+    routes: Option<crate::routes::NodeRoutes>,
 }
 
 impl Agent {
     /// Joins the cluster and starts running the pods bound to this node.
     #[tracing::instrument(skip_all, fields(node = %config.node_name))]
-    pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
+    pub async fn start(mut config: AgentConfig) -> Result<Self, AgentError> {
+        private_dir(&config.data_dir).map_err(|source| AgentError::Io { path: config.data_dir.clone(), source })?;
+        let client = crate::client::connect(&config).await?;
+        crate::pod_cidr::obtain(&client, &mut config).await?;
         let dir = &config.data_dir;
-        private_dir(dir).map_err(|source| AgentError::Io { path: dir.clone(), source })?;
         for (setting, from, to) in crate::sysctl::fit_neighbour_table(config.pod_capacity()) {
             tracing::info!(%setting, from, to, "raised the neighbour table limit for max pods");
         }
-        let client = crate::client::connect(&config).await?;
         let engine = Arc::new(WasmEngine::new(&dir.join("wasm-cache"))?);
         let registries = match &config.registry_config {
             Some(path) => RegistriesConfig::load(path)?,
@@ -91,6 +94,7 @@ impl Agent {
             netns_prefix: config.netns_prefix(),
             pool_size: config.sandbox_pool,
             service_cidr: config.service_cidr.clone(),
+            cluster_cidr: config.cluster_cidr.clone(),
         })
         .await?;
         let log_index = Arc::new(LogIndex::default());
@@ -151,6 +155,7 @@ impl Agent {
                 }
             }
         }));
+        let routes = Some(crate::routes::NodeRoutes::start(client.clone(), &config));
         let services = crate::service_cache::ServiceCache::start(client.clone());
         let dns = start_dns(&services, &config, sandboxes.gateway());
         let proxy = crate::proxy::Proxy::start(&services, &config, dns.as_ref().map(|d| d.addr));
@@ -177,6 +182,7 @@ impl Agent {
             ingress,
             dns,
             services,
+            routes,
         })
     }
 
@@ -208,6 +214,9 @@ impl Agent {
         }
         if let Some(dns) = self.dns.take() {
             dns.stop().await;
+        }
+        if let Some(routes) = self.routes.take() {
+            routes.shutdown(self.teardown).await;
         }
         self.services.stop();
         if let Some(stop) = self.stop_server.take() {

@@ -28,8 +28,13 @@ pub struct AgentConfig {
     pub node_ip: IpAddr,
     /// The kubelet endpoint (logs); port 0 picks a free one, reported in the Node's `daemonEndpoints`.
     pub kubelet_listen: SocketAddr,
-    /// The pod network: a /24 (or larger) that overlaps no host route.
+    /// The pod network: a /24 (or larger) that overlaps no host route. Empty: the server allocates
+    /// it (`spec.podCIDR`), and the agent waits for it at start.
     pub pod_cidr: String,
+    /// The range every node's pod CIDR lies in (the server's `--cluster-cidr`, learnt from the
+    /// Node's allocation); when known, pods get a default route through their node, which
+    /// routes on to the other nodes' pod networks.
+    pub cluster_cidr: Option<String>,
     /// The Linux bridge the pods of this node hang on (at most 15 characters).
     pub bridge: String,
     /// Where the CNI plugins are (`bridge`, `host-local`, `loopback`, `portmap`).
@@ -144,6 +149,7 @@ impl AgentConfig {
             kubelet_listen: SocketAddr::from(([127, 0, 0, 1], 10250)),
             service_cidr: Some("10.43.0.0/16".into()),
             pod_cidr: "10.88.0.0/24".into(),
+            cluster_cidr: None,
             bridge: "skiff0".into(),
             cni_bin_dir: PathBuf::from("/usr/lib/cni"),
             sandbox_pool: 4,

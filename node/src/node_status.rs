@@ -29,7 +29,18 @@ pub const KUBELET_VERSION: &str = "v1.32.0-skiff";
 /// Creates the Node if it is missing, then writes its status.
 #[tracing::instrument(skip_all, fields(node = %config.node_name))]
 pub async fn register(client: &kube::Client, config: &AgentConfig, kubelet_port: u16) -> Result<(), AgentError> {
+    create(client, config).await?;
+    refresh(client, config, kubelet_port).await
+}
+
+/// Creates the Node (labels, annotations, and the pod CIDR when the agent was given one) unless
+/// it exists. Without a status it is not Ready: nothing is scheduled to it yet.
+pub async fn create(client: &kube::Client, config: &AgentConfig) -> Result<(), AgentError> {
     let nodes: Api<Node> = Api::all(client.clone());
+    let spec = match config.pod_cidr.as_str() {
+        "" => json!({}),
+        cidr => json!({"podCIDR": cidr, "podCIDRs": [cidr]}),
+    };
     let node: Node = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": config.node_name,
@@ -39,15 +50,15 @@ pub async fn register(client: &kube::Client, config: &AgentConfig, kubelet_port:
             "kubernetes.io/hostname": config.node_name, "kubernetes.io/os": "linux",
             "kubernetes.io/arch": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
         }},
-        "spec": {"podCIDR": config.pod_cidr, "podCIDRs": [config.pod_cidr]},
+        "spec": spec,
     }))
     .map_err(|e| AgentError::Client(e.to_string()))?;
     match nodes.create(&PostParams::default(), &node).await {
         Ok(_) => tracing::info!("node registered"),
-        Err(kube::Error::Api(e)) if e.code == 409 => tracing::info!("node already registered"),
+        Err(kube::Error::Api(e)) if e.code == 409 => tracing::debug!("node already registered"),
         Err(e) => return Err(AgentError::api("registering the node")(e)),
     }
-    refresh(client, config, kubelet_port).await
+    Ok(())
 }
 
 /// Writes the Node's status: capacity, conditions (Ready), addresses, endpoints, node info, handlers.

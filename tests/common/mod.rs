@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 /// kubectl matching the server's reported minor version (see shared/KUBECTL.md).
 pub const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32";
 
+/// Where servers listen unless a test gives an address.
+pub const LOOPBACK: &str = "127.0.0.1";
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
@@ -81,6 +84,8 @@ impl Drop for Process {
 /// A running `skiff server`.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
+    /// The address the server listens on (loopback, unless its nodes live in other namespaces).
+    pub host: String,
     pub port: u16,
     pub datastore: String,
     process: Process,
@@ -107,8 +112,15 @@ impl Cluster {
         let port = free_port();
         let cache_dir = dir.path().join("kube-cache");
         let server_args = vec!["--no-agent".to_string()];
-        let mut cluster =
-            Cluster { dir, port, datastore: datastore.to_string(), process: Process(None), cache_dir, server_args };
+        let mut cluster = Cluster {
+            dir,
+            host: LOOPBACK.into(),
+            port,
+            datastore: datastore.to_string(),
+            process: Process(None),
+            cache_dir,
+            server_args,
+        };
         cluster.spawn();
         cluster
     }
@@ -120,8 +132,15 @@ impl Cluster {
         let cache_dir = dir.path().join("kube-cache");
         let mut server_args = vec!["--no-agent".to_string()];
         server_args.extend(extra.iter().map(|a| a.to_string()));
-        let mut cluster =
-            Cluster { dir, port, datastore: "sqlite".into(), process: Process(None), cache_dir, server_args };
+        let mut cluster = Cluster {
+            dir,
+            host: LOOPBACK.into(),
+            port,
+            datastore: "sqlite".into(),
+            process: Process(None),
+            cache_dir,
+            server_args,
+        };
         cluster.spawn();
         cluster
     }
@@ -134,8 +153,15 @@ impl Cluster {
         let cache_dir = dir.path().join("kube-cache");
         let mut server_args = vec!["--no-agent".to_string()];
         server_args.extend(extra.iter().map(|a| a.to_string()));
-        let mut cluster =
-            Cluster { dir, port, datastore: datastore.to_string(), process: Process(None), cache_dir, server_args };
+        let mut cluster = Cluster {
+            dir,
+            host: LOOPBACK.into(),
+            port,
+            datastore: datastore.to_string(),
+            process: Process(None),
+            cache_dir,
+            server_args,
+        };
         cluster.spawn();
         cluster
     }
@@ -147,11 +173,26 @@ impl Cluster {
 
     /// As [`Cluster::with_node`], with `extra` node agent arguments (e.g. `--wasm-runtime containerd`).
     pub fn with_node_args(extra: Vec<String>) -> Self {
+        Self::with_node_on(LOOPBACK, true, extra)
+    }
+
+    /// A server listening on `host` whose in-process node gets its pod CIDR from the server's
+    /// node IPAM (no `--pod-cidr`), with `extra` server and node arguments.
+    pub fn with_allocating_node(host: &str, extra: Vec<String>) -> Self {
+        Self::with_node_on(host, false, extra)
+    }
+
+    fn with_node_on(host: &str, own_pod_cidr: bool, extra: Vec<String>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let cache_dir = dir.path().join("kube-cache");
         let net = node::TestNet::new();
         let mut server_args = net.agent_args();
+        if !own_pod_cidr {
+            if let Some(at) = server_args.iter().position(|a| a == "--pod-cidr") {
+                server_args.drain(at..=at + 1);
+            }
+        }
         server_args.extend(["--service-cidr".to_string(), net.service_cidr.clone()]);
         // A flag given in `extra` replaces the default one (clap takes each flag once).
         for flag in extra.iter().filter(|a| a.starts_with("--")) {
@@ -161,8 +202,15 @@ impl Cluster {
             }
         }
         server_args.extend(extra);
-        let mut cluster =
-            Cluster { dir, port, datastore: "sqlite".into(), process: Process(None), cache_dir, server_args };
+        let mut cluster = Cluster {
+            dir,
+            host: host.into(),
+            port,
+            datastore: "sqlite".into(),
+            process: Process(None),
+            cache_dir,
+            server_args,
+        };
         cluster.spawn();
         cluster.wait_node_ready();
         cluster
@@ -200,7 +248,7 @@ impl Cluster {
         let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
             .args(["server", "--data-dir"])
             .arg(self.dir.path())
-            .args(["--listen", &format!("127.0.0.1:{}", self.port), "--datastore", &self.datastore])
+            .args(["--listen", &format!("{}:{}", self.host, self.port), "--datastore", &self.datastore])
             .args(&self.server_args)
             .env("SKIFF_LOG", "info")
             .stdout(Stdio::null())
@@ -232,7 +280,7 @@ impl Cluster {
         while Instant::now() < deadline {
             if self.kubeconfig().exists() {
                 let out =
-                    Command::new("curl").args(["-sk", &format!("https://127.0.0.1:{}/readyz", self.port)]).output();
+                    Command::new("curl").args(["-sk", &format!("https://{}:{}/readyz", self.host, self.port)]).output();
                 if out.is_ok_and(|o| o.stdout == b"ok") {
                     return;
                 }
@@ -266,12 +314,24 @@ impl Cluster {
         Process(Some(child))
     }
 
+    /// A join token from `skiff token create --ttl <ttl>` (its last line).
+    pub fn join_token(&self, ttl: &str) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(["token", "create", "--data-dir"])
+            .arg(self.data_dir())
+            .args(["--ttl", ttl])
+            .output()
+            .expect("skiff token create");
+        assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string()
+    }
+
     pub fn token(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("admin.token")).expect("token").trim().to_string()
     }
 
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        format!("https://{}:{}", self.host, self.port)
     }
 
     /// Starts a streaming kubectl (`get -w`, `logs -f`) with this cluster's kubeconfig; its

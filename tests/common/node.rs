@@ -113,13 +113,19 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Self {
+        Self::start_on(super::LOOPBACK)
+    }
+
+    /// A registry on `ip` (an address of this host that nodes in other namespaces reach; they
+    /// need `--insecure-registry <addr>`, since only loopback registries are plain HTTP by default).
+    pub fn start_on(ip: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {ip}:{port}\n",
                 dir.path().join("data").display()
             ),
         )
@@ -131,7 +137,7 @@ impl Registry {
             .stderr(Stdio::null())
             .spawn()
             .expect("docker-registry (apt-get install docker-registry)");
-        let addr = format!("127.0.0.1:{port}");
+        let addr = format!("{ip}:{port}");
         eventually("the registry to answer", Duration::from_secs(20), || {
             Command::new("curl")
                 .args(["-sf", "-o", "/dev/null", &format!("http://{addr}/v2/")])
@@ -145,7 +151,7 @@ impl Registry {
     pub fn push(&self, guest: &str, tag: &str) -> String {
         let reference = format!("{}/{guest}:{tag}", self.addr);
         let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .args(["image", "push"])
+            .args(["image", "push", "--insecure-registry", &self.addr])
             .arg(workload(guest))
             .arg(&reference)
             .output()
@@ -174,8 +180,10 @@ pub fn workload(name: &str) -> PathBuf {
 pub struct AgentProcess {
     pub net: TestNet,
     pub dir: tempfile::TempDir,
-    /// How it authenticates (`--token-file F` or `--token T`).
+    /// How it authenticates (`--token-file F` or `--token T`), and anything else it was given.
     auth: Vec<String>,
+    /// The lab host (network namespace) it runs in; `None`: this host's namespace.
+    host: Option<LabHost>,
     process: Process,
 }
 
@@ -191,17 +199,34 @@ impl AgentProcess {
         Self::start_with(cluster, vec!["--token".into(), token.into()])
     }
 
+    /// An agent joining with a join token as its own host: in the lab host's network namespace,
+    /// reporting the host's address, with its pod CIDR allocated by the server (no `--pod-cidr`),
+    /// and `extra` arguments.
+    pub fn join_in(cluster: &super::Cluster, token: &str, host: LabHost, extra: &[&str]) -> Self {
+        let mut auth = vec!["--token".to_string(), token.to_string(), "--node-ip".into(), host.ip.clone()];
+        auth.extend(extra.iter().map(|a| a.to_string()));
+        let net = TestNet::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = Self::spawn(cluster, &net, &dir, &auth, Some(&host));
+        AgentProcess { net, dir, auth, host: Some(host), process: Process(Some(child)) }
+    }
+
     fn start_with(cluster: &super::Cluster, auth: Vec<String>) -> Self {
         let net = TestNet::new();
         let dir = tempfile::tempdir().expect("tempdir");
-        let child = Self::spawn(cluster, &net, &dir, &auth);
-        AgentProcess { net, dir, auth, process: Process(Some(child)) }
+        let child = Self::spawn(cluster, &net, &dir, &auth, None);
+        AgentProcess { net, dir, auth, host: None, process: Process(Some(child)) }
     }
 
     /// Starts the agent again (after [`AgentProcess::kill9`]) as the same node on the same data.
     pub fn respawn(&mut self, cluster: &super::Cluster) {
         self.process.kill();
-        self.process = Process(Some(Self::spawn(cluster, &self.net, &self.dir, &self.auth)));
+        self.process = Process(Some(Self::spawn(cluster, &self.net, &self.dir, &self.auth, self.host.as_ref())));
+    }
+
+    /// The lab host it runs in, if any.
+    pub fn host(&self) -> Option<&LabHost> {
+        self.host.as_ref()
     }
 
     /// Whether the process has ended (with its status).
@@ -209,15 +234,37 @@ impl AgentProcess {
         self.process.0.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
-    fn spawn(cluster: &super::Cluster, net: &TestNet, dir: &tempfile::TempDir, auth: &[String]) -> std::process::Child {
+    fn spawn(
+        cluster: &super::Cluster,
+        net: &TestNet,
+        dir: &tempfile::TempDir,
+        auth: &[String],
+        host: Option<&LabHost>,
+    ) -> std::process::Child {
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("agent.log")).expect("log");
-        Command::new(env!("CARGO_BIN_EXE_skiff"))
+        let mut args = net.agent_args();
+        if host.is_some() {
+            // Its own host: the server allocates its pod CIDR.
+            if let Some(at) = args.iter().position(|a| a == "--pod-cidr") {
+                args.drain(at..=at + 1);
+            }
+        }
+        // `ip netns exec` execs the agent: the child is the agent itself (kill -9 kills it).
+        let mut command = match host {
+            Some(h) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &h.netns]).arg(env!("CARGO_BIN_EXE_skiff"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_skiff")),
+        };
+        command
             .args(["agent", "--server", &cluster.url()])
             .args(auth)
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .args(net.agent_args())
+            .args(args)
             .env("SKIFF_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -251,4 +298,74 @@ impl Drop for AgentProcess {
     fn drop(&mut self) {
         self.process.terminate(Duration::from_secs(15));
     }
+}
+
+/// A lab network standing for a LAN: a bridge on this host with the first address of a test /24,
+/// and hosts on it, each a network namespace with a veth and the next address. Routes, bridges
+/// and nftables tables that agents make inside a host go with its namespace. Removed on drop;
+/// a crashed run's leftovers are swept by name (`sk<pid>x<n>`, `skiff-t<pid>x<n>...`).
+pub struct LabNet {
+    net: TestNet,
+    /// This host's address on the lab network.
+    pub gateway: String,
+    prefix: String,
+    next: AtomicU32,
+}
+
+/// A host on a [`LabNet`]: its network namespace and address.
+pub struct LabHost {
+    pub netns: String,
+    pub ip: String,
+}
+
+impl LabNet {
+    pub fn new() -> Self {
+        let net = TestNet::new();
+        let prefix = net.cidr.trim_end_matches(".0/24").to_string();
+        let gateway = format!("{prefix}.1");
+        run_ip(&["link", "add", &net.bridge, "type", "bridge"]);
+        run_ip(&["addr", "add", &format!("{gateway}/24"), "dev", &net.bridge]);
+        run_ip(&["link", "set", &net.bridge, "up"]);
+        LabNet { net, gateway, prefix, next: AtomicU32::new(2) }
+    }
+
+    /// A new host on the network (addresses .2, .3, ...).
+    pub fn host(&self) -> LabHost {
+        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        let host = LabHost { netns: format!("skiff-{}h{k}", self.net.node), ip: format!("{}.{k}", self.prefix) };
+        let (outside, inside) = (format!("{}v{k}", self.net.bridge), format!("{}p{k}", self.net.bridge));
+        run_ip(&["netns", "add", &host.netns]);
+        run_ip(&["link", "add", &outside, "type", "veth", "peer", "name", &inside]);
+        run_ip(&["link", "set", &inside, "netns", &host.netns]);
+        run_ip(&["link", "set", &outside, "master", &self.net.bridge, "up"]);
+        run_ip(&["-n", &host.netns, "link", "set", &inside, "name", "eth0"]);
+        run_ip(&["-n", &host.netns, "addr", "add", &format!("{}/24", host.ip), "dev", "eth0"]);
+        run_ip(&["-n", &host.netns, "link", "set", "eth0", "up"]);
+        run_ip(&["-n", &host.netns, "link", "set", "lo", "up"]);
+        host
+    }
+}
+
+impl Default for LabNet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for LabNet {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "delete", &self.net.bridge]).status();
+    }
+}
+
+impl Drop for LabHost {
+    fn drop(&mut self) {
+        // The veth pair goes with the namespace.
+        let _ = Command::new("ip").args(["netns", "delete", &self.netns]).status();
+    }
+}
+
+fn run_ip(args: &[&str]) {
+    let status = Command::new("ip").args(args).status().expect("ip");
+    assert!(status.success(), "ip {args:?}");
 }

@@ -21,6 +21,7 @@ pub mod leader_election;
 pub mod legacy_tokens;
 pub mod local_path;
 pub mod namespace;
+pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod podutil;
 pub mod replicaset;
@@ -53,11 +54,20 @@ pub struct Components {
     pub election: Option<leader_election::Election>,
     /// The HorizontalPodAutoscaler controller's flags and metrics source.
     pub autoscaler: hpa::Config,
+    /// Allocate nodes' pod CIDRs from this cluster CIDR (`--cluster-cidr`); `None`: nodes bring
+    /// their own.
+    pub node_ipam: Option<node_ipam::Config>,
 }
 
 impl Default for Components {
     fn default() -> Self {
-        Self { scheduler: true, controller_manager: true, election: None, autoscaler: hpa::Config::default() }
+        Self {
+            scheduler: true,
+            controller_manager: true,
+            election: None,
+            autoscaler: hpa::Config::default(),
+            node_ipam: None,
+        }
     }
 }
 
@@ -95,10 +105,13 @@ pub fn start_with(
             Ok::<(), runtime::Error>(())
         }
     });
-    let autoscaler = components.autoscaler.clone();
+    let (autoscaler, node_ipam) = (components.autoscaler.clone(), components.node_ipam);
     let manager: leader_election::Lead = Arc::new(move |informers: &Arc<Informers>| {
         start_controller_manager(informers, lifecycle, root_ca.clone(), issuer.clone());
         hpa::start(informers, autoscaler.clone());
+        if let Some(config) = node_ipam {
+            node_ipam::start(informers, config);
+        }
         if let Some(ca) = &signer {
             csr_signer::start(informers, Arc::clone(ca));
         }

@@ -47,8 +47,11 @@ impl Cni {
     /// Builds the plugin configurations for `cfg`; host-local keeps its leases in `ipam_dir`.
     pub fn new(cfg: &NetworkConfig, cidr: Ipv4Cidr, ipam_dir: &Path) -> Self {
         let gateway = Ipv4Addr::from(u32::from(cidr.addr) + 1);
-        // Pods have no default route; the service CIDR goes to the bridge's gateway, where the
-        // node's service proxy translates ClusterIPs.
+        // Pods route through the bridge's gateway: the service CIDR (the node's service proxy
+        // translates ClusterIPs there) and, in a cluster with allocated pod CIDRs, everything
+        // (the default route), which the node routes on to the other nodes' pod networks and
+        // their hosts. A node with a pod CIDR of its own choosing keeps its pods off-link only
+        // for Services, as before.
         let routes: Vec<Value> = cfg.service_cidr.iter().map(|dst| json!({ "dst": dst })).collect();
         Cni {
             bin_dir: cfg.cni_bin_dir.clone(),
@@ -57,7 +60,7 @@ impl Cni {
                 "type": "bridge",
                 "bridge": cfg.bridge,
                 "isGateway": true,
-                "isDefaultGateway": false,
+                "isDefaultGateway": cfg.cluster_cidr.is_some(),
                 "ipMasq": false,
                 "hairpinMode": true,
                 "ipam": {

@@ -30,7 +30,8 @@ type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
 /// SIGKILL: the signal a kill without one (and an OOM) stands for.
 const SIGKILL: u32 = 9;
 
-/// What the container runs once started.
+/// What the container runs once started (one per container, moved once: its size does not matter).
+#[allow(clippy::large_enum_variant)]
 pub enum Job {
     /// A Wasm program with everything its run gets.
     Wasm { program: Program, spec: RunSpec, http_port: Option<u16> },

@@ -217,6 +217,7 @@ fn send<F: std::future::Future + Send>(f: F) -> F {
     f
 }
 
+#[allow(clippy::too_many_arguments)] // axum extractors, one per part of the request
 async fn resource(
     State(state): State<ApiState>,
     legacy: bool,
