@@ -1,13 +1,15 @@
 //! Node lifecycle end to end: a second `skiff agent` is killed (SIGKILL); its node turns Unknown
 //! with the unreachable taints, its pods are evicted after their (short) default toleration and
 //! replaced on the remaining node; restarted, the node is Ready and untainted again and runs none
-//! of them; `kubectl delete node` then removes the pods still bound to it.
+//! of them; `kubectl delete node` then removes the pods still bound to it. A node cut off the
+//! network (its own host in a network namespace, its link down) has its pods replaced the same
+//! way, and stops them when it is back.
 
 mod common;
 
 use std::time::Duration;
 
-use common::node::{AgentProcess, Registry};
+use common::node::{AgentProcess, LabNet, Registry, TestNet};
 use common::{eventually, Cluster};
 use serde_json::Value;
 
@@ -183,4 +185,77 @@ fn a_dead_nodes_pods_are_evicted_and_replaced_and_a_deleted_nodes_pods_removed()
     assert_eq!(live_pods(&cluster, "web").len(), 2);
     cluster.kubectl(&["delete", "deployment", "web"]);
     eventually("the replicas gone", WAIT, || live_pods(&cluster, "web").is_empty());
+}
+
+#[test]
+fn a_node_cut_off_has_its_pods_replaced_and_stops_them_when_it_returns() {
+    let lab = LabNet::new();
+    let cluster_cidr = TestNet::new().cidr;
+    let registry = Registry::start_on(&lab.gateway);
+    let cluster = Cluster::with_allocating_node(
+        &lab.gateway,
+        [
+            "--node-ip",
+            &lab.gateway,
+            "--cluster-cidr",
+            &cluster_cidr,
+            "--node-cidr-mask-size",
+            "26",
+            "--insecure-registry",
+            &registry.addr,
+            "--node-monitor-grace-period",
+            &format!("{GRACE_SECS}s"),
+            "--default-unreachable-toleration-seconds",
+            &TOLERATION_SECS.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    );
+    let image = registry.push("hello-http", "1");
+    let agent = AgentProcess::join_in(
+        &cluster,
+        &cluster.join_token("1h"),
+        lab.host(),
+        &["--insecure-registry", &registry.addr],
+    );
+    let (first, second) = (cluster.node_name(), agent.net.node.clone());
+    eventually("the second node Ready", WAIT, || ready_status(&cluster, &second) == "True");
+    cluster.kubectl(&["cordon", &first]);
+    let manifest = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: cut}}\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: cut}}\n  template:\n    metadata:\n      labels: {{app: cut}}\n    spec:\n      containers:\n      - name: web\n        image: {image}\n"
+    );
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest));
+    eventually("the replica Running on the second node", WAIT, || {
+        let pods = live_pods(&cluster, "cut");
+        pods.len() == 1 && pods[0]["spec"]["nodeName"] == second && pods[0]["status"]["phase"] == "Running"
+    });
+    cluster.kubectl(&["uncordon", &first]);
+    let old = live_pods(&cluster, "cut")[0].clone();
+    let old_ip = old["status"]["podIP"].as_str().unwrap_or_default().to_string();
+    let answers = |ip: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--max-time", "2", &format!("http://{ip}:8080/")])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout) == "hello from skiff\n"
+    };
+    eventually("the replica answering across the lab network", WAIT, || answers(&old_ip));
+
+    // The cable is pulled: the agent lives on but cannot reach the server.
+    let host = agent.host().expect("lab host");
+    host.set_connected(false);
+    eventually("the cut-off node Unknown", WAIT, || ready_status(&cluster, &second) == "Unknown");
+    eventually("the replica replaced on the first node", WAIT, || {
+        let pods = live_pods(&cluster, "cut");
+        pods.len() == 1 && pods[0]["spec"]["nodeName"] == first.as_str() && pods[0]["status"]["phase"] == "Running"
+    });
+    assert!(pods_on(&cluster, &second).is_empty(), "the old replica is gone from the API");
+
+    // Back on the network: Ready again, and the replaced pod no longer runs there.
+    host.set_connected(true);
+    eventually("the node back Ready", WAIT, || ready_status(&cluster, &second) == "True");
+    eventually("the old replica stopped on the returned node", WAIT, || !answers(&old_ip));
+    assert!(pods_on(&cluster, &second).is_empty());
+    assert_eq!(live_pods(&cluster, "cut").len(), 1);
 }

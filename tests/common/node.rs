@@ -316,6 +316,8 @@ pub struct LabNet {
 pub struct LabHost {
     pub netns: String,
     pub ip: String,
+    /// Its link's end on the lab bridge (down: the host is cut off).
+    link: String,
 }
 
 impl LabNet {
@@ -332,8 +334,12 @@ impl LabNet {
     /// A new host on the network (addresses .2, .3, ...).
     pub fn host(&self) -> LabHost {
         let k = self.next.fetch_add(1, Ordering::Relaxed);
-        let host = LabHost { netns: format!("skiff-{}h{k}", self.net.node), ip: format!("{}.{k}", self.prefix) };
         let (outside, inside) = (format!("{}v{k}", self.net.bridge), format!("{}p{k}", self.net.bridge));
+        let host = LabHost {
+            netns: format!("skiff-{}h{k}", self.net.node),
+            ip: format!("{}.{k}", self.prefix),
+            link: outside.clone(),
+        };
         run_ip(&["netns", "add", &host.netns]);
         run_ip(&["link", "add", &outside, "type", "veth", "peer", "name", &inside]);
         run_ip(&["link", "set", &inside, "netns", &host.netns]);
@@ -355,6 +361,13 @@ impl Default for LabNet {
 impl Drop for LabNet {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["link", "delete", &self.net.bridge]).status();
+    }
+}
+
+impl LabHost {
+    /// Cuts the host off the network (its cable pulled) or connects it again; processes in it live on.
+    pub fn set_connected(&self, connected: bool) {
+        run_ip(&["link", "set", &self.link, if connected { "up" } else { "down" }]);
     }
 }
 
