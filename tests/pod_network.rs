@@ -105,6 +105,23 @@ fn pods_on_different_nodes_reach_each_other_through_allocated_pod_cidrs() {
         assert_eq!(get(&url), "200 hello from skiff\n", "web-{from} -> web-{to}");
     }
 
+    // A host on the LAN that is no node (it has no route to any pod CIDR) answers a pod: the
+    // pod's traffic leaving the cluster is masqueraded to its node's address.
+    let outsider = lab.host();
+    let served = tempfile::tempdir().expect("tempdir");
+    std::fs::write(served.path().join("greeting"), "hello from outside\n").expect("write");
+    let _server = common::Process(Some(
+        Command::new("ip")
+            .args(["netns", "exec", &outsider.netns, "python3", "-m", "http.server", "8000", "--bind", &outsider.ip])
+            .current_dir(served.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server"),
+    ));
+    let outside = format!("http://{}:8080/fetch/{}:8000/greeting", ips[2], outsider.ip);
+    eventually("a pod reaching a host outside the cluster", WAIT, || get(&outside) == "200 hello from outside\n");
+
     // Each agent routes the two other nodes' blocks to their addresses.
     let (host_a, host_b) = (a.host().expect("lab host"), b.host().expect("lab host"));
     let a_cidr = cluster.get_json(&["node", &nodes[1]])["spec"]["podCIDR"].as_str().unwrap_or_default().to_string();

@@ -51,6 +51,10 @@ impl Proxy {
             name: nft::table_name(&config.node_name),
             comment: format!("skiff service proxy of node {} (pid {})", config.node_name, std::process::id()),
             pod_cidr: config.pod_cidr.clone(),
+            egress: config
+                .cluster_cidr
+                .as_ref()
+                .map(|c| nft::Egress { cluster_cidr: c.clone(), bridge: config.bridge.clone() }),
         };
         let state = State {
             table: table.clone(),

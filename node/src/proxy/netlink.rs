@@ -307,7 +307,8 @@ mod tests {
 
     #[test]
     fn batches_are_framed_with_begin_and_end_and_acked_per_message() {
-        let t = Table { name: "skiff-n1".into(), comment: String::new(), pod_cidr: "10.88.0.0/24".into() };
+        let t =
+            Table { name: "skiff-n1".into(), comment: String::new(), pod_cidr: "10.88.0.0/24".into(), egress: None };
         let new = nft::plan(&t, &[port(&["10.88.0.2"])]);
         let empty = Plan::default();
         let changes = element_changes(&empty, &new);
@@ -338,7 +339,12 @@ mod tests {
         let nft = Nft::find().expect("nft is installed (apt-get install nftables)");
         std::thread::spawn(move || {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET): run as root");
-            let t = Table { name: "skiff-nltest".into(), comment: "test".into(), pod_cidr: "10.88.0.0/24".into() };
+            let t = Table {
+                name: "skiff-nltest".into(),
+                comment: "test".into(),
+                pod_cidr: "10.88.0.0/24".into(),
+                egress: None,
+            };
             let three = nft::plan(&t, &[port(&["10.88.0.2", "10.88.0.3", "10.88.0.4"])]);
             nft.apply_blocking(&nft::full(&t, [&three])).expect("the full sync");
             let before = listing(&t.name);

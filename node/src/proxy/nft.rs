@@ -43,6 +43,17 @@ pub struct Table {
     /// This node's pod network: traffic from elsewhere to a ClusterIP is masqueraded, so replies
     /// come back through the node.
     pub pod_cidr: String,
+    /// Pods' traffic leaving the cluster, masqueraded to the node's address (on a node whose pod
+    /// CIDR was allocated from a cluster CIDR; its pods have a default route).
+    pub egress: Option<Egress>,
+}
+
+/// What pod traffic leaves the cluster: from the pod CIDR, not to the cluster CIDR, not onto the
+/// pods' own bridge.
+#[derive(Clone, Debug)]
+pub struct Egress {
+    pub cluster_cidr: String,
+    pub bridge: String,
 }
 
 /// The two kinds of service address: a ClusterIP or load-balancer IP (`daddr . proto . port`)
@@ -471,11 +482,22 @@ fn base(table: &Table, out: &mut String) {
          \tchain mark-for-masquerade {{ meta mark set meta mark or {MASQUERADE_MARK}; }}\n\
          \tchain masquerading {{\n\
          \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+         {egress}\
          \t\tmeta mark & {MASQUERADE_MARK} == 0 return\n\
          \t\tmeta mark set meta mark xor {MASQUERADE_MARK}\n\
          \t\tmasquerade fully-random\n\
          \t}}\n",
         comment = table.comment.replace('"', "'"),
+        egress = table
+            .egress
+            .as_ref()
+            .map(|e| {
+                format!(
+                    "\t\tip saddr {} ip daddr != {} oifname != \"{}\" masquerade\n",
+                    table.pod_cidr, e.cluster_cidr, e.bridge
+                )
+            })
+            .unwrap_or_default(),
     );
     family_base(table, Family::Ip, out);
     family_base(table, Family::NodePort, out);
@@ -632,7 +654,12 @@ pub(crate) mod tests {
     use super::*;
 
     fn table() -> Table {
-        Table { name: "skiff-n1".into(), comment: "skiff node n1".into(), pod_cidr: "10.88.0.0/24".into() }
+        Table {
+            name: "skiff-n1".into(),
+            comment: "skiff node n1".into(),
+            pod_cidr: "10.88.0.0/24".into(),
+            egress: None,
+        }
     }
 
     pub(crate) fn ep(ip: &str) -> Endpoint {
@@ -834,6 +861,23 @@ add element ip skiff-n1 nodeport-hairpin { 10.88.0.9 . tcp . 30080 }
         assert_eq!(plan2.element(Map::NoEndpoint(ip), "10.43.0.10 . tcp . 80"), Some(&Value::Drop));
         assert_eq!(plan2.element(Map::NoEndpoint(Family::NodePort), "tcp . 30080"), Some(&Value::Drop));
         assert!(plan2.chains.is_empty());
+    }
+
+    #[test]
+    fn pod_traffic_leaving_the_cluster_is_masqueraded_only_on_allocated_nodes() {
+        let mut t = table();
+        let mut text = String::new();
+        base(&t, &mut text);
+        assert!(!text.contains("oifname"), "{text}");
+        t.egress = Some(Egress { cluster_cidr: "10.42.0.0/16".into(), bridge: "skiff0".into() });
+        let mut text = String::new();
+        base(&t, &mut text);
+        assert!(
+            text.contains(
+                "srcnat; policy accept;\n\t\tip saddr 10.88.0.0/24 ip daddr != 10.42.0.0/16 oifname != \"skiff0\" masquerade\n\t\tmeta mark"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
