@@ -75,8 +75,12 @@ struct Figures {
 }
 
 fn measure(services: usize, rounds: usize) -> Result<Figures> {
-    let table =
-        Table { name: "skiff-bench".into(), comment: "skiff-bench proxy-sync".into(), pod_cidr: "10.64.0.0/10".into() };
+    let table = Table {
+        name: "skiff-bench".into(),
+        comment: "skiff-bench proxy-sync".into(),
+        pod_cidr: "10.64.0.0/10".into(),
+        egress: None,
+    };
     // NodePorts repeat past 2,768 services; the benchmark gives each service its own anyway.
     let mut plans: Vec<Plan> = (0..services)
         .map(|i| {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use skiff_shim::engine::WasmEngine;
+use skiff_engine::WasmEngine;
 use tokio::task::JoinHandle;
 
 use crate::config::{AgentConfig, WasmRuntimeConfig};

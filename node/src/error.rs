@@ -11,7 +11,7 @@ pub enum AgentError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("wasm engine: {0}")]
-    Engine(#[from] skiff_shim::engine::EngineError),
+    Engine(#[from] skiff_engine::EngineError),
     #[error("pod network: {0}")]
     Sandbox(#[from] crate::sandbox::SandboxError),
     #[error("images: {0}")]

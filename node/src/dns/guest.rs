@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::TokioResolver;
-use skiff_shim::engine::{Lookup, NameResolver};
+use skiff_engine::{Lookup, NameResolver};
 
 /// A pod's resolver.
 pub struct PodResolver {

@@ -151,7 +151,7 @@ impl PullCtx<'_> {
         let rootfs = self.rootfs(manifest).await?;
         let wasm_path = self.entry_file(&rootfs, program, working_dir.as_deref()).await?;
         let digest = sha256_file(&wasm_path).await?;
-        let env = skiff_shim::engine::env_pairs(exec.env.unwrap_or_default());
+        let env = skiff_engine::env_pairs(exec.env.unwrap_or_default());
         Ok(WasmImage {
             reference: self.image.normalized.clone(),
             image_id,
@@ -183,7 +183,7 @@ impl PullCtx<'_> {
             wasm_digest: String::new(),
             rootfs: Some(rootfs),
             entrypoint: exec.entrypoint.unwrap_or_default(),
-            env: skiff_shim::engine::env_pairs(exec.env.unwrap_or_default()),
+            env: skiff_engine::env_pairs(exec.env.unwrap_or_default()),
             working_dir: exec.working_dir.filter(|w| !w.is_empty()),
             kind: ImageKind::Linux,
             cmd: exec.cmd.unwrap_or_default(),

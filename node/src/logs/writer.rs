@@ -202,7 +202,7 @@ pub(super) fn rotated_files(current: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// One stream of one container run, as the Wasm engine's output sink (the integration implements
-/// `skiff_shim::engine::OutputSink` for it).
+/// `skiff_engine::OutputSink` for it).
 #[derive(Clone)]
 pub struct StreamSink {
     pub writer: Arc<LogWriter>,

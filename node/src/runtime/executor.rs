@@ -1,19 +1,18 @@
-//! A pod's executor: one OS thread that entered the pod's network namespace, running a current-thread
-//! tokio runtime. Every socket a guest of the pod creates is made on this thread, so it lives in the
-//! pod's namespace (DESIGN.md, "Wasm workloads").
+//! A pod's executor: the engine's [`GuestExecutor`], one OS thread in the pod's network namespace
+//! running a current-thread tokio runtime, so every socket a guest of the pod creates lives in the
+//! pod's namespace (DESIGN.md, "Wasm workloads"); it fails closed (see `skiff_engine::netns`).
 
 use std::path::Path;
 
+use skiff_engine::netns::{GuestExecutor, NetNs};
 use tokio::runtime::Handle;
-use tokio::sync::oneshot;
 
 use super::{PodContext, RuntimeError};
 
 pub struct PodExecutor {
-    handle: Handle,
+    executor: GuestExecutor,
     /// The pod's uid (the `name` it was started with).
     uid: String,
-    stop: parking_lot::Mutex<Option<oneshot::Sender<()>>>,
 }
 
 impl PodContext for PodExecutor {
@@ -25,52 +24,9 @@ impl PodContext for PodExecutor {
 impl PodExecutor {
     /// Starts the thread; it enters `netns` (when given) before anything runs on it.
     pub fn start(name: &str, netns: Option<&Path>) -> Result<Self, RuntimeError> {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let netns = netns.map(Path::to_path_buf);
-        let thread_name: String = format!("pod-{name}").chars().take(15).collect();
-        std::thread::Builder::new()
-            .name(thread_name)
-            .stack_size(1024 * 1024)
-            .spawn(move || {
-                if let Some(ns) = &netns {
-                    if let Err(e) = crate::sandbox::enter_netns(ns) {
-                        let _ = ready_tx.send(Err(format!("entering {}: {e}", ns.display())));
-                        return;
-                    }
-                }
-                // Name lookups of guests run on the runtime's blocking threads: they enter the namespace too.
-                let blocking_ns = netns.clone();
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .max_blocking_threads(2)
-                    .on_thread_start(move || {
-                        if let Some(ns) = &blocking_ns {
-                            if let Err(e) = crate::sandbox::enter_netns(ns) {
-                                tracing::error!(error = %e, "a pod's blocking thread could not enter its namespace");
-                            }
-                        }
-                    })
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(format!("pod runtime: {e}")));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(Ok(runtime.handle().clone()));
-                runtime.block_on(async {
-                    let _ = stop_rx.await;
-                });
-                runtime.shutdown_background();
-            })
-            .map_err(|e| RuntimeError::Other(format!("pod thread: {e}")))?;
-        let handle = ready_rx
-            .recv()
-            .map_err(|_| RuntimeError::Other("pod thread ended before starting".into()))?
-            .map_err(RuntimeError::Other)?;
-        Ok(Self { handle, uid: name.to_string(), stop: parking_lot::Mutex::new(Some(stop_tx)) })
+        let netns = netns.map_or(NetNs::Host, |p| NetNs::Join(p.to_path_buf()));
+        let executor = GuestExecutor::start(name, &netns).map_err(|e| RuntimeError::Other(e.to_string()))?;
+        Ok(Self { executor, uid: name.to_string() })
     }
 
     /// The pod's uid.
@@ -80,14 +36,6 @@ impl PodExecutor {
 
     /// Where the pod's futures run.
     pub fn handle(&self) -> &Handle {
-        &self.handle
-    }
-}
-
-impl Drop for PodExecutor {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.lock().take() {
-            let _ = stop.send(());
-        }
+        self.executor.handle()
     }
 }

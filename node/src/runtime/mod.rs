@@ -124,7 +124,7 @@ pub enum RuntimeError {
     #[error("{0}")]
     Image(#[from] crate::image::ImageError),
     #[error("{0}")]
-    Engine(#[from] skiff_shim::engine::EngineError),
+    Engine(#[from] skiff_engine::EngineError),
     #[error("{0}")]
     Containerd(#[from] containerd::ContainerdError),
     /// The container's configuration is refused (`CreateContainerConfigError`, e.g. runAsNonRoot).
@@ -227,13 +227,13 @@ pub type GuestStdin = Arc<tokio::sync::Mutex<Option<tokio::io::DuplexStream>>>;
 pub struct StreamIo {
     /// What the guest reads on stdin (nothing when `None`).
     pub stdin: Option<Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>>,
-    pub stdout: Arc<dyn skiff_shim::engine::OutputSink>,
-    pub stderr: Arc<dyn skiff_shim::engine::OutputSink>,
+    pub stdout: Arc<dyn skiff_engine::OutputSink>,
+    pub stderr: Arc<dyn skiff_engine::OutputSink>,
     /// Cancelled to kill the command (the client went away, the container stopped).
     pub cancel: tokio_util::sync::CancellationToken,
 }
 
-/// A running Wasm container and the engine's accounting of it ([`skiff_shim::engine::Usage`]).
+/// A running Wasm container and the engine's accounting of it ([`skiff_engine::Usage`]).
 #[derive(Clone, Debug)]
 pub struct GuestUsage {
     pub namespace: String,
@@ -242,5 +242,5 @@ pub struct GuestUsage {
     pub container: String,
     /// When this run of the container started.
     pub started: jiff::Timestamp,
-    pub usage: Arc<skiff_shim::engine::Usage>,
+    pub usage: Arc<skiff_engine::Usage>,
 }

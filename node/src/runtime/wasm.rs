@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use skiff_shim::engine::{Exit, Output, OutputSink, Preopen, Program, RunSpec, Usage, WasmEngine};
+use skiff_engine::{Exit, Output, OutputSink, Preopen, Program, RunSpec, Usage, WasmEngine};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -101,7 +101,7 @@ impl WasmRuntime {
             memory_limit: launch.memory_limit.map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
             cpu_millis: launch.cpu_millis,
             resolver: crate::dns::guest::PodResolver::new(&launch.linux.resolv_conf)
-                .map(|r| Arc::new(r) as Arc<dyn skiff_shim::engine::NameResolver>),
+                .map(|r| Arc::new(r) as Arc<dyn skiff_engine::NameResolver>),
             ..RunSpec::default()
         })
     }
@@ -198,7 +198,7 @@ impl OutputSink for LogSink {
     }
 }
 
-fn to_container_exit(result: Result<Exit, skiff_shim::engine::EngineError>) -> ContainerExit {
+fn to_container_exit(result: Result<Exit, skiff_engine::EngineError>) -> ContainerExit {
     match result {
         Ok(Exit::Code(c)) => ContainerExit::from_code(c),
         Ok(Exit::OutOfMemory) => ContainerExit {
@@ -252,7 +252,7 @@ impl ContainerRuntime for WasmRuntime {
             let (writer, reader) = tokio::io::duplex(STDIN_PIPE);
             let shared: GuestStdin = Arc::new(tokio::sync::Mutex::new(Some(writer)));
             self.stdins.lock().insert(launch.scratch_dir.clone(), Arc::clone(&shared));
-            (Some(shared), Some(skiff_shim::engine::Input(Box::new(reader))))
+            (Some(shared), Some(skiff_engine::Input(Box::new(reader))))
         } else {
             (None, None)
         };
@@ -373,7 +373,7 @@ impl ContainerRuntime for WasmRuntime {
         let skip = usize::from(command.first().is_some_and(|c| c.ends_with(".wasm")));
         let args: Vec<String> = command.iter().skip(skip).cloned().collect();
         let spec = RunSpec {
-            stdin: io.stdin.map(skiff_shim::engine::Input),
+            stdin: io.stdin.map(skiff_engine::Input),
             stdout: Some(Output::Sink(io.stdout)),
             stderr: Some(Output::Sink(Arc::clone(&io.stderr))),
             cancel: Some(io.cancel),
@@ -389,7 +389,7 @@ impl ContainerRuntime for WasmRuntime {
                     1
                 }
                 Ok(Exit::OutOfMemory | Exit::Killed) => 137,
-                Err(e @ skiff_shim::engine::EngineError::NoEntryPoint) => {
+                Err(e @ skiff_engine::EngineError::NoEntryPoint) => {
                     stderr.write(format!("{shown}: command not found ({e})\n").as_bytes());
                     127
                 }

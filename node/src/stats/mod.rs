@@ -1,6 +1,6 @@
 //! The kubelet's `/stats/summary`: the node from `/proc` ([`host`]), Linux containers from their cgroups
 //! ([`cgroup`]), in-process Wasm containers from the engine's own accounting
-//! ([`skiff_shim::engine::Usage`]: thread CPU time polling the guest, bytes of its linear memories and
+//! ([`skiff_engine::Usage`]: thread CPU time polling the guest, bytes of its linear memories and
 //! tables). `usageNanoCores` is the rate between this reading and the one kept from at least
 //! [`MIN_WINDOW`] before ([`Rates`]); absent on the first reading.
 

@@ -95,7 +95,7 @@ impl OutPipe {
     }
 }
 
-impl skiff_shim::engine::OutputSink for OutPipe {
+impl skiff_engine::OutputSink for OutPipe {
     fn write(&self, bytes: &[u8]) {
         if self.queued.load(Ordering::Relaxed) > MODULE_BACKLOG {
             tracing::debug!(bytes = bytes.len(), "the exec client reads too slowly; output dropped");
@@ -108,7 +108,7 @@ impl skiff_shim::engine::OutputSink for OutPipe {
 /// A discarded output stream.
 struct Discard;
 
-impl skiff_shim::engine::OutputSink for Discard {
+impl skiff_engine::OutputSink for Discard {
     fn write(&self, _bytes: &[u8]) {}
 }
 
@@ -226,7 +226,7 @@ pub async fn exec(
             done.cancel();
         });
     } else {
-        let sink = |on: bool, pipe: OutPipe| -> Arc<dyn skiff_shim::engine::OutputSink> {
+        let sink = |on: bool, pipe: OutPipe| -> Arc<dyn skiff_engine::OutputSink> {
             if on {
                 Arc::new(pipe)
             } else {
@@ -274,7 +274,7 @@ pub async fn exec(
 
 #[cfg(test)]
 mod tests {
-    use skiff_shim::engine::OutputSink;
+    use skiff_engine::OutputSink;
 
     use super::*;
 

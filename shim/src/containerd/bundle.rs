@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use super::error::ShimError;
-use crate::engine::Preopen;
+use skiff_engine::Preopen;
 
 /// CRI's annotation telling a pod's sandbox (pause) container from its app containers.
 pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
@@ -20,16 +20,10 @@ pub const HTTP_PORT_ENV: &str = "SKIFF_HTTP_PORT";
 /// Port a `wasi:http` component is served on when the bundle names none.
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
 
-/// The network a guest's sockets live in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NetNs {
-    /// No network namespace in the spec: the host's (`ctr run --net-host`).
-    Host,
-    /// A network namespace without a path: a new, empty one (as runc makes).
-    New,
-    /// Join the namespace at this path (a pod's, `ctr run --with-ns network:PATH`).
-    Join(PathBuf),
-}
+/// The network a guest's sockets live in: the host's when the spec has no network namespace
+/// (`ctr run --net-host`), a new one for a namespace without a path (as runc makes), else the one
+/// at the path (a pod's, `ctr run --with-ns network:PATH`).
+pub use skiff_engine::netns::NetNs;
 
 /// What the shim runs for one container, read from its bundle.
 #[derive(Debug, Clone)]
@@ -64,7 +58,7 @@ impl Bundle {
         let bad = |reason: String| ShimError::Bundle { bundle: path.to_path_buf(), reason };
         let process = spec.process().as_ref();
         let args = process.and_then(|p| p.args().clone()).unwrap_or_default();
-        let env = crate::engine::env_pairs(process.and_then(|p| p.env().clone()).unwrap_or_default());
+        let env = skiff_engine::env_pairs(process.and_then(|p| p.env().clone()).unwrap_or_default());
         let cwd = process.map(|p| p.cwd().to_string_lossy().into_owned()).filter(|c| !c.is_empty());
         let root = spec.root().as_ref().ok_or_else(|| bad("no root".into()))?;
         let rootfs = if root.path().is_absolute() { root.path().clone() } else { path.join(root.path()) };

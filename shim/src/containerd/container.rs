@@ -19,10 +19,9 @@ use tracing::Instrument;
 use super::bundle::Bundle;
 use super::error::ShimError;
 use super::events::Events;
-use super::executor;
 use super::linux::LinuxTask;
 use super::stdio::StdioPaths;
-use crate::engine::{Exit, Program, RunSpec, WasmEngine};
+use skiff_engine::{Exit, Program, RunSpec, WasmEngine};
 
 /// A guest's run, as the task that records its end awaits it.
 type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
@@ -69,7 +68,7 @@ impl Container {
     pub fn new(id: String, bundle: Bundle, stdio: StdioPaths, rootfs_mounted: bool, job: Job) -> Self {
         let notes = match &job {
             Job::Wasm { spec, .. } => match &spec.stderr {
-                Some(crate::engine::Output::File(f)) => f.try_clone().ok(),
+                Some(skiff_engine::Output::File(f)) => f.try_clone().ok(),
                 _ => None,
             },
             Job::Sandbox | Job::Linux(_) => None,
@@ -133,7 +132,7 @@ impl Container {
             Job::Wasm { program, mut spec, http_port } => {
                 let engine = engine.ok_or(ShimError::Thread("no engine".into()))?;
                 spec.cancel = Some(cancel);
-                let done = executor::spawn(&self.id, &self.bundle.netns, move || {
+                let done = skiff_engine::netns::run_to_end(&self.id, &self.bundle.netns, move || {
                     async move {
                         match http_port {
                             Some(port) => {

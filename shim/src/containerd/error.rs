@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use containerd_shim::protos::ttrpc::{self, Code};
 
 use super::artifact::ArtifactError;
-use crate::engine::EngineError;
+use skiff_engine::EngineError;
 
 /// Why a task request failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,8 +26,8 @@ pub enum ShimError {
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
     #[error("mounting the rootfs: {0}")]
     Mount(String),
-    #[error("network namespace {path}: {reason}")]
-    NetNs { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Netns(#[from] skiff_engine::netns::NetnsError),
     #[error("starting the guest thread: {0}")]
     Thread(String),
     #[error("runc {action} {id}: {message}")]

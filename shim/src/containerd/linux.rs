@@ -18,7 +18,7 @@ use super::linux_spec::{self, Pod};
 use super::oom::OomCounter;
 use super::runc::{Exits, InitStdio, Runc};
 use super::stdio::StdioPaths;
-use crate::engine::Output;
+use skiff_engine::Output;
 
 /// SIGKILL, the code a lost exit is reported as (128 + it).
 const SIGKILL: u32 = 9;

@@ -22,7 +22,6 @@ mod content;
 mod entry;
 mod error;
 mod events;
-mod executor;
 mod holder;
 mod linux;
 mod linux_spec;

@@ -8,7 +8,7 @@ use std::path::Path;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
 use super::error::ShimError;
-use crate::engine::Output;
+use skiff_engine::Output;
 
 /// The stdio paths of a task, as containerd sent them (echoed back in `State`).
 #[derive(Debug, Clone, Default)]

@@ -33,7 +33,7 @@ use super::linux_spec::Pod;
 use super::rootfs;
 use super::runc::Runc;
 use super::stdio::StdioPaths;
-use crate::engine::{Preopen, RunSpec, WasmEngine};
+use skiff_engine::{Preopen, RunSpec, WasmEngine};
 
 /// Where compiled code is cached unless `SKIFF_SHIM_CACHE` says otherwise.
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/skiff-shim/cache";

@@ -16,6 +16,7 @@ mod component;
 mod config;
 mod http;
 mod limits;
+pub mod netns;
 mod output;
 mod p1;
 mod program;

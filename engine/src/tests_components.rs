@@ -20,7 +20,7 @@ pub(super) fn workloads() -> &'static Path {
     DIR.get_or_init(|| {
         let root = skiff_testkit::repo_root();
         let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-        let out = target.join("skiff-shim-workloads");
+        let out = target.join("skiff-engine-workloads");
         let status = std::process::Command::new("bash")
             .arg(root.join("scripts/build-workloads.sh"))
             .arg(&out)
