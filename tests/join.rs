@@ -18,14 +18,6 @@ use common::{eventually, Cluster, KUBECTL};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-fn node_ready(c: &Cluster, node: &str) -> bool {
-    let out = c.kubectl_output(
-        &["get", "node", node, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
-        None,
-    );
-    String::from_utf8_lossy(&out.stdout) == "True"
-}
-
 /// kubectl as the joined node, with the certificate it keeps.
 fn kubectl_as_node(c: &Cluster, agent: &AgentProcess, args: &[&str]) -> std::process::Output {
     kubectl_as_node_with_stdin(c, agent, args, b"")
@@ -187,7 +179,7 @@ fn a_node_joins_with_a_token_and_keeps_its_own_identity() {
 
     let mut agent = AgentProcess::join(&c, &token);
     let node = agent.net.node.clone();
-    eventually("the joined node Ready", WAIT, || node_ready(&c, &node));
+    eventually("the joined node Ready", WAIT, || c.node_ready(&node));
 
     // Its own identity, kept private.
     let key = agent.dir.path().join("data/identity/node-client.key");

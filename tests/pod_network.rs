@@ -18,14 +18,6 @@ use common::{eventually, Cluster};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-fn ready(cluster: &Cluster, node: &str) -> bool {
-    let out = cluster.kubectl_output(
-        &["get", "node", node, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
-        None,
-    );
-    String::from_utf8_lossy(&out.stdout) == "True"
-}
-
 fn web_pod(name: &str, node: &str, image: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: {node}\n  containers:\n  - name: web\n    image: {image}\n    ports: [{{containerPort: 8080}}]\n    readinessProbe:\n      httpGet: {{path: /healthz, port: 8080}}\n      periodSeconds: 1\n"
@@ -67,7 +59,7 @@ fn pods_on_different_nodes_reach_each_other_through_allocated_pod_cidrs() {
     let b = AgentProcess::join_in(&cluster, &token, lab.host(), &insecure);
     let nodes = [cluster.node_name(), a.net.node.clone(), b.net.node.clone()];
     for node in &nodes[1..] {
-        eventually(&format!("{node} Ready"), WAIT, || ready(&cluster, node));
+        eventually(&format!("{node} Ready"), WAIT, || cluster.node_ready(node));
     }
 
     // Three distinct /26 blocks of the cluster CIDR, each with the annotation of its origin.

@@ -108,54 +108,30 @@ impl Cluster {
     }
 
     pub fn start_with(datastore: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let cache_dir = dir.path().join("kube-cache");
-        let server_args = vec!["--no-agent".to_string()];
-        let mut cluster = Cluster {
-            dir,
-            host: LOOPBACK.into(),
-            port,
-            datastore: datastore.to_string(),
-            process: Process(None),
-            cache_dir,
-            server_args,
-        };
-        cluster.spawn();
-        cluster
+        Self::start_in(tempfile::tempdir().expect("tempdir"), datastore, &[])
     }
 
     /// Starts a control-plane-only server (`--no-agent`) with extra `skiff server` arguments.
     pub fn start_with_args(extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let cache_dir = dir.path().join("kube-cache");
-        let mut server_args = vec!["--no-agent".to_string()];
-        server_args.extend(extra.iter().map(|a| a.to_string()));
-        let mut cluster = Cluster {
-            dir,
-            host: LOOPBACK.into(),
-            port,
-            datastore: "sqlite".into(),
-            process: Process(None),
-            cache_dir,
-            server_args,
-        };
-        cluster.spawn();
-        cluster
+        Self::start_in(tempfile::tempdir().expect("tempdir"), "sqlite", extra)
     }
 
     /// Starts a control-plane-only server (`--no-agent`) on `datastore` in the data directory
     /// `dir`, which may already hold files (e.g. another server's CA and keys), with extra
     /// `skiff server` arguments.
     pub fn start_in(dir: tempfile::TempDir, datastore: &str, extra: &[&str]) -> Self {
-        let port = free_port();
-        let cache_dir = dir.path().join("kube-cache");
         let mut server_args = vec!["--no-agent".to_string()];
         server_args.extend(extra.iter().map(|a| a.to_string()));
+        Self::launch(dir, LOOPBACK, datastore, server_args)
+    }
+
+    /// Starts `skiff server` on `host` and a free port with `server_args`, and waits until it is ready.
+    fn launch(dir: tempfile::TempDir, host: &str, datastore: &str, server_args: Vec<String>) -> Self {
+        let port = free_port();
+        let cache_dir = dir.path().join("kube-cache");
         let mut cluster = Cluster {
             dir,
-            host: LOOPBACK.into(),
+            host: host.into(),
             port,
             datastore: datastore.to_string(),
             process: Process(None),
@@ -183,16 +159,8 @@ impl Cluster {
     }
 
     fn with_node_on(host: &str, own_pod_cidr: bool, extra: Vec<String>) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let cache_dir = dir.path().join("kube-cache");
         let net = node::TestNet::new();
-        let mut server_args = net.agent_args();
-        if !own_pod_cidr {
-            if let Some(at) = server_args.iter().position(|a| a == "--pod-cidr") {
-                server_args.drain(at..=at + 1);
-            }
-        }
+        let mut server_args = if own_pod_cidr { net.agent_args() } else { net.allocated_agent_args() };
         server_args.extend(["--service-cidr".to_string(), net.service_cidr.clone()]);
         // A flag given in `extra` replaces the default one (clap takes each flag once).
         for flag in extra.iter().filter(|a| a.starts_with("--")) {
@@ -202,16 +170,7 @@ impl Cluster {
             }
         }
         server_args.extend(extra);
-        let mut cluster = Cluster {
-            dir,
-            host: host.into(),
-            port,
-            datastore: "sqlite".into(),
-            process: Process(None),
-            cache_dir,
-            server_args,
-        };
-        cluster.spawn();
+        let cluster = Self::launch(tempfile::tempdir().expect("tempdir"), host, "sqlite", server_args);
         cluster.wait_node_ready();
         cluster
     }
@@ -222,16 +181,19 @@ impl Cluster {
         self.server_args[at + 1].clone()
     }
 
+    /// Whether node `node` reports `Ready=True`.
+    pub fn node_ready(&self, node: &str) -> bool {
+        let out = self.kubectl_output(
+            &["get", "node", node, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
+            None,
+        );
+        String::from_utf8_lossy(&out.stdout) == "True"
+    }
+
     /// Waits until the node is registered and Ready.
     pub fn wait_node_ready(&self) {
         let node = self.node_name();
-        eventually(&format!("node {node} Ready"), Duration::from_secs(60), || {
-            let out = self.kubectl_output(
-                &["get", "node", &node, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
-                None,
-            );
-            String::from_utf8_lossy(&out.stdout) == "True"
-        });
+        eventually(&format!("node {node} Ready"), Duration::from_secs(60), || self.node_ready(&node));
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -63,6 +63,17 @@ impl TestNet {
     }
 }
 
+impl TestNet {
+    /// [`TestNet::agent_args`] without `--pod-cidr`: the server's node IPAM allocates it.
+    pub fn allocated_agent_args(&self) -> Vec<String> {
+        let mut args = self.agent_args();
+        if let Some(at) = args.iter().position(|a| a == "--pod-cidr") {
+            args.drain(at..=at + 1);
+        }
+        args
+    }
+}
+
 impl Default for TestNet {
     fn default() -> Self {
         Self::new()
@@ -243,13 +254,8 @@ impl AgentProcess {
     ) -> std::process::Child {
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("agent.log")).expect("log");
-        let mut args = net.agent_args();
-        if host.is_some() {
-            // Its own host: the server allocates its pod CIDR.
-            if let Some(at) = args.iter().position(|a| a == "--pod-cidr") {
-                args.drain(at..=at + 1);
-            }
-        }
+        // On its own host, the server allocates its pod CIDR.
+        let args = if host.is_some() { net.allocated_agent_args() } else { net.agent_args() };
         // `ip netns exec` execs the agent: the child is the agent itself (kill -9 kills it).
         let mut command = match host {
             Some(h) => {
