@@ -55,7 +55,9 @@ impl Agent {
             tracing::info!(%setting, from, to, "raised the neighbour table limit for max pods");
         }
         let client = crate::client::connect(&config).await?;
-        let engine = Arc::new(WasmEngine::new(&dir.join("wasm-cache"))?);
+        // Room in the engine for as many of the largest guests as this node may ever run (its capacity is
+        // at most `max_pods`).
+        let engine = Arc::new(WasmEngine::for_pods(&dir.join("wasm-cache"), config.max_pods)?);
         let registries = match &config.registry_config {
             Some(path) => RegistriesConfig::load(path)?,
             None => RegistriesConfig::default(),
