@@ -62,3 +62,5 @@ run api-list --server-bin "$SERVER" --pods 100000 --runs 1
 run api-rss --server-bin "$SERVER" --pods 100000
 run api-rss --server-bin "$SERVER" --pods 100000 "${API_ONLY[@]}"
 run api-rss --server-bin "$SERVER" --pods 100000 --watchers 1
+# Issue 13: server memory under the controllers, 100 hollow nodes and 10,000 pods from Deployments.
+run ctrl-rss --server-bin "$SERVER" --nodes 100 --pods 10000

@@ -13,7 +13,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:+$CARGO_TARGET_DIR/workloads}"
 CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$WORKLOADS/target}"
 
 P1_CRATES=(hello crasher busy-loop memory-hog tool slow-starter)
-P2_BINS=(hello-p2)
+P2_BINS=(hello-p2 tcp-echo)
 P2_LIBS=(hello-http)
 
 installed="$(rustup target list --installed 2>/dev/null || true)"

@@ -29,6 +29,19 @@ impl std::fmt::Display for Backend {
     }
 }
 
+/// Makes the child get SIGKILL when the harness dies (`PR_SET_PDEATHSIG`), so a crashed or killed run
+/// leaves no server or agent behind (their network leftovers are swept by the next run). The signal
+/// follows the spawning thread: spawn from the runtime's worker threads, which live as long as the run.
+pub fn die_with_parent(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
+        })
+    }
+}
+
 pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -157,7 +170,7 @@ impl Server {
             command.arg("--audit-log-path").arg(dir.path().join("audit.log"));
         }
         command.args(extra);
-        let child = command
+        let child = die_with_parent(&mut command)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(log)

@@ -6,17 +6,21 @@
 //! (progress goes to stderr), and kills what it started when it finishes, fails or is interrupted.
 //! Figures, never pass/fail assertions: the verdicts live in docs/benchmarks.md.
 
+mod agent_node;
 mod authz;
 mod cluster;
 mod containerd;
 mod crd;
 mod create;
+mod ctrl_rss;
+mod deploy_scale;
 mod dns;
 mod exec;
 mod exec_ws;
 mod list;
 mod node_burst;
 mod node_cluster;
+mod node_death;
 mod node_http;
 mod node_pods;
 mod node_start;
@@ -223,6 +227,51 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         idle_seconds: u64,
     },
+    /// A Deployment of N Wasm replicas on one real node, for `hello-http` and for `tcp-echo` (a p2 TCP
+    /// server): create → all Ready, and the server's peak RSS. The pod CIDR is a /21 (2,043 addresses).
+    DeployScale {
+        #[command(flatten)]
+        node: NodeFlags,
+        /// Where `hello-http.wasm` and `tcp-echo.wasm` are (scripts/build-workloads.sh).
+        #[arg(long, default_value = "workloads/out")]
+        workloads: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        replicas: usize,
+        /// Seconds after the create by which the replicas must be Ready (the rest are counted).
+        #[arg(long, default_value_t = 180)]
+        cap_seconds: u64,
+    },
+    /// A second real node (`skiff agent`) killed with SIGKILL under default lifecycle settings: kill →
+    /// node Unknown, → its pods evicted, → replacements Ready on the first node.
+    NodeDeath {
+        #[command(flatten)]
+        node: NodeFlags,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, default_value_t = 10)]
+        replicas: usize,
+        /// Seconds after the kill by which the replacements must be Ready.
+        #[arg(long, default_value_t = 180)]
+        cap_seconds: u64,
+    },
+    /// Server RSS with hollow nodes and many pods under the controllers (created through Deployments).
+    CtrlRss {
+        #[arg(long)]
+        server_bin: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        nodes: usize,
+        #[arg(long, default_value_t = 10_000)]
+        pods: usize,
+        /// The pods are split evenly among this many Deployments.
+        #[arg(long, default_value_t = 10)]
+        deployments: usize,
+        /// Seconds after the first create by which the pods must be Running.
+        #[arg(long, default_value_t = 600)]
+        cap_seconds: u64,
+        /// Seconds of idling after convergence before the last reading.
+        #[arg(long, default_value_t = 30)]
+        settle_seconds: u64,
+    },
     /// Service proxy rule sync for one changed endpoint with many Services (nft in a private netns).
     ProxySync {
         /// Numbers of Services.
@@ -328,6 +377,9 @@ struct NodeFlags {
     /// Copy the server log (SKIFF_LOG, default info) here when the server stops.
     #[arg(long)]
     server_log: Option<PathBuf>,
+    /// More flags for `skiff server`, e.g. `--server-arg=--max-pods=400`.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
 }
 
 impl NodeFlags {
@@ -336,7 +388,7 @@ impl NodeFlags {
             sandbox_pool: self.sandbox_pool,
             cidr_prefix,
             keep_log: self.server_log.clone(),
-            extra_args: Vec::new(),
+            extra_args: self.server_args.clone(),
         }
     }
 }
@@ -411,6 +463,33 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::SchedThroughput { server_bin, nodes, pods, clients, max_seconds, prefill } => {
             sched::run(&server_bin, &nodes, pods, clients, Duration::from_secs(max_seconds), prefill).await
+        }
+        Command::DeployScale { node, workloads, replicas, cap_seconds } => {
+            if replicas == 0 || replicas > 2000 {
+                bail!("--replicas must be positive (at most 2,000: the /21 pod CIDR)");
+            }
+            let args = deploy_scale::ScaleArgs { replicas, cap: Duration::from_secs(cap_seconds) };
+            deploy_scale::run(&node.server_bin, &workloads, &args, &node.opts(21)).await
+        }
+        Command::NodeDeath { node, runs, replicas, cap_seconds } => {
+            if runs == 0 || replicas == 0 {
+                bail!("--runs and --replicas must be positive");
+            }
+            let args = node_death::DeathArgs { runs, replicas, cap: Duration::from_secs(cap_seconds) };
+            node_death::run(&node.server_bin, &node.workload, &args, &node.opts(24)).await
+        }
+        Command::CtrlRss { server_bin, nodes, pods, deployments, cap_seconds, settle_seconds } => {
+            if nodes == 0 || pods == 0 {
+                bail!("--nodes and --pods must be positive");
+            }
+            let args = ctrl_rss::CtrlArgs {
+                nodes,
+                pods,
+                deployments,
+                cap: Duration::from_secs(cap_seconds),
+                settle: Duration::from_secs(settle_seconds),
+            };
+            ctrl_rss::run(&server_bin, &args).await
         }
         Command::ProxySync { services, rounds } => proxy_sync::run(&services, rounds),
         Command::Dns { services, clients, seconds } => {

@@ -27,14 +27,14 @@ pub struct BurstArgs {
 }
 
 /// Seconds from `from` to each of `times`, sorted.
-fn offsets(times: impl Iterator<Item = Instant>, from: Instant) -> Vec<f64> {
+pub fn offsets(times: impl Iterator<Item = Instant>, from: Instant) -> Vec<f64> {
     let mut v: Vec<f64> = times.map(|t| t.saturating_duration_since(from).as_secs_f64()).collect();
     v.sort_by(f64::total_cmp);
     v
 }
 
 /// "p50 / p90 / p99 / last" of sorted seconds, or how many there were if not all.
-fn spread(v: &[f64], total: usize) -> String {
+pub fn spread(v: &[f64], total: usize) -> String {
     let last = if v.len() == total {
         format!("**{:.2}**", v.last().copied().unwrap_or(f64::NAN))
     } else {
@@ -43,21 +43,26 @@ fn spread(v: &[f64], total: usize) -> String {
     format!("{:.2} | {:.2} | {:.2} | {last}", percentile(v, 50.0), percentile(v, 90.0), percentile(v, 99.0))
 }
 
-/// The burst pods by phase and readiness, from a list (independent of the watch).
-async fn tally(client: &reqwest::Client, base: &str) -> Result<String> {
+/// The pods named `prefix…` by phase and readiness, from a list (independent of the watch), and
+/// their containers' restarts.
+pub async fn tally(client: &reqwest::Client, base: &str, prefix: &str) -> Result<String> {
     let list: serde_json::Value = client.get(format!("{base}{PODS}")).send().await?.error_for_status()?.json().await?;
     let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut restarts = 0;
     for pod in list["items"].as_array().into_iter().flatten() {
-        if !pod["metadata"]["name"].as_str().is_some_and(|n| n.starts_with(PREFIX)) {
+        if !pod["metadata"]["name"].as_str().is_some_and(|n| n.starts_with(prefix)) {
             continue;
         }
+        let statuses = pod["status"]["containerStatuses"].as_array().into_iter().flatten();
+        restarts += statuses.map(|c| c["restartCount"].as_u64().unwrap_or(0)).sum::<u64>();
         let ready = pod["status"]["conditions"]
             .as_array()
             .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
         let phase = pod["status"]["phase"].as_str().unwrap_or("no phase");
         *by.entry(format!("{phase}{}", if ready { " and Ready" } else { "" })).or_default() += 1;
     }
-    Ok(by.iter().map(|(k, n)| format!("{k}: {}", count(*n))).collect::<Vec<_>>().join(", "))
+    let by: Vec<String> = by.iter().map(|(k, n)| format!("{k}: {}", count(*n))).collect();
+    Ok(format!("{}; container restarts: {restarts}", by.join(", ")))
 }
 
 pub async fn run(bin: &Path, wasm: &Path, args: &BurstArgs, opts: &NodeOpts) -> Result<()> {
@@ -105,7 +110,7 @@ pub async fn run(bin: &Path, wasm: &Path, args: &BurstArgs, opts: &NodeOpts) -> 
     let ready_time = t0.elapsed();
     let cpu = cpu_seconds(Some(pid)) - cpu_before;
     let children = children_cpu_seconds(pid) - children_before;
-    let tally = tally(&client, &server.url).await.unwrap_or_else(|e| format!("(listing failed: {e:#})"));
+    let tally = tally(&client, &server.url, PREFIX).await.unwrap_or_else(|e| format!("(listing failed: {e:#})"));
     let (burst, creates_done) = creator.await?;
     let burst = burst?;
     server.check_alive()?;

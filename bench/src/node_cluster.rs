@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
-use crate::cluster::free_port;
+use crate::cluster::{die_with_parent, free_port};
 use skiff_testkit::pid_alive;
 
 /// How long the server gets to tear its pods down after SIGTERM before it is SIGKILLed.
@@ -35,7 +35,14 @@ impl Net {
     /// Names from the process id; the CIDR is the first 10.X.0.0/`prefix` (X from 200) that no host
     /// route overlaps.
     fn pick(prefix: u8) -> Result<Self> {
+        Self::pick_for(NodeKind::Server, prefix)
+    }
+
+    /// As [`Net::pick`], for the server's node or a second agent's (`a{pid}` on bridge `ska{pid}`); a
+    /// second agent picks after the server's bridge is up, so the host route of its CIDR is avoided.
+    pub fn pick_for(kind: NodeKind, prefix: u8) -> Result<Self> {
         let pid = std::process::id();
+        let k = kind.letter();
         let routes = host_routes();
         let size = 1u32 << (32 - u32::from(prefix));
         for i in 0..50u32 {
@@ -43,8 +50,8 @@ impl Net {
             let base = (10u32 << 24) | (x << 16);
             if routes.iter().all(|&(net, len)| !overlaps(base, size, net, len)) {
                 return Ok(Net {
-                    node: format!("b{pid}"),
-                    bridge: format!("skb{pid}"),
+                    node: format!("{k}{pid}"),
+                    bridge: format!("sk{k}{pid}"),
                     cidr: format!("10.{x}.0.0/{prefix}"),
                     service_cidr: format!("10.{}.{}.0/24", 250 + pid % 5, (pid / 5) % 256),
                 });
@@ -54,8 +61,49 @@ impl Net {
     }
 
     /// Prefix of the network namespaces the agent creates (see `AgentConfig::netns_prefix`).
-    fn netns_prefix(&self) -> String {
+    pub fn netns_prefix(&self) -> String {
         format!("skiff-{}-", self.node)
+    }
+
+    /// The nftables table of the node's service proxy.
+    pub fn nft_table(&self) -> String {
+        format!("skiff-{}", self.node)
+    }
+
+    /// Removes the network namespaces, bridge and proxy table a node of this network left behind
+    /// (its agent killed, or gone without tearing down); how many there were.
+    pub fn remove_leftovers(&self) -> usize {
+        let mut leftovers = 0;
+        for ns in netns_with(&self.netns_prefix()) {
+            leftovers += 1;
+            let _ = Command::new("ip").args(["netns", "delete", &ns]).status();
+        }
+        if Path::new("/sys/class/net").join(&self.bridge).exists() {
+            leftovers += 1;
+            let _ = Command::new("ip").args(["link", "delete", &self.bridge]).status();
+        }
+        let deleted =
+            Command::new("nft").args(["delete", "table", "ip", &self.nft_table()]).stderr(Stdio::null()).status();
+        leftovers += usize::from(deleted.is_ok_and(|s| s.success()));
+        leftovers
+    }
+}
+
+/// Whose node a [`Net`] is for: the server's in-process agent, or a second `skiff agent` process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    Server,
+    Agent,
+}
+
+impl NodeKind {
+    const ALL: [NodeKind; 2] = [NodeKind::Server, NodeKind::Agent];
+
+    fn letter(self) -> char {
+        match self {
+            NodeKind::Server => 'b',
+            NodeKind::Agent => 'a',
+        }
     }
 }
 
@@ -87,20 +135,33 @@ fn pid_in<'a>(name: &'a str, prefix: &str, end: char) -> Option<&'a str> {
     (!pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit())).then_some(pid)
 }
 
-/// Removes the bridges and network namespaces of benchmark runs whose process is gone.
-fn sweep_dead_runs() {
+/// Removes the bridges, network namespaces and proxy tables of benchmark runs whose process is gone.
+pub fn sweep_dead_runs() {
+    let dead = |name: &str, prefix: &str, end: char| {
+        NodeKind::ALL
+            .iter()
+            .any(|k| pid_in(name, &format!("{prefix}{}", k.letter()), end).is_some_and(|pid| !pid_alive(pid)))
+    };
     let links = Command::new("ip").args(["-o", "link", "show", "type", "bridge"]).output();
     for line in links.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default().lines() {
         let Some(name) = line.split(':').nth(1).map(str::trim) else { continue };
-        if pid_in(name, "skb", '\0').is_some_and(|pid| !pid_alive(pid)) {
+        if dead(name, "sk", '\0') {
             eprintln!("note: removing bridge {name} of a dead benchmark run");
             let _ = Command::new("ip").args(["link", "delete", name]).status();
+        }
+    }
+    let tables = Command::new("nft").args(["list", "tables", "ip"]).stderr(Stdio::null()).output();
+    for line in tables.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default().lines() {
+        let Some(name) = line.strip_prefix("table ip ").map(str::trim) else { continue };
+        if dead(name, "skiff-", '\0') {
+            eprintln!("note: removing nftables table {name} of a dead benchmark run");
+            let _ = Command::new("nft").args(["delete", "table", "ip", name]).status();
         }
     }
     let Ok(entries) = std::fs::read_dir("/var/run/netns") else { return };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if pid_in(&name, "skiff-b", '-').is_some_and(|pid| !pid_alive(pid)) {
+        if dead(&name, "skiff-", '-') {
             let _ = Command::new("ip").args(["netns", "delete", &name]).status();
         }
     }
@@ -166,7 +227,7 @@ impl NodeServer {
         let port = free_port()?;
         let ingress_port = free_port()?;
         let log = std::fs::File::create(dir.path().join("server.log"))?;
-        let child = Command::new(bin)
+        let child = die_with_parent(&mut Command::new(bin))
             .args(["server", "--data-dir"])
             .arg(dir.path())
             .args(["--listen", &format!("127.0.0.1:{port}"), "--datastore", "sqlite"])
@@ -346,15 +407,7 @@ impl NodeServer {
             }
         }
         let seconds = started.elapsed().as_secs_f64();
-        let mut leftovers = 0;
-        for ns in netns_with(&self.net.netns_prefix()) {
-            leftovers += 1;
-            let _ = Command::new("ip").args(["netns", "delete", &ns]).status();
-        }
-        if Path::new("/sys/class/net").join(&self.net.bridge).exists() {
-            leftovers += 1;
-            let _ = Command::new("ip").args(["link", "delete", &self.net.bridge]).status();
-        }
+        let mut leftovers = self.net.remove_leftovers();
         let left = skiff_testkit::processes_of("containerd", self.dir.path());
         // A shim's container processes go with it.
         let mut doomed: Vec<u32> = left.iter().filter_map(|&p| u32::try_from(p).ok()).collect();

@@ -13,21 +13,84 @@ use tokio::sync::mpsc;
 
 use crate::create::PODS;
 
-/// A `hello-http` pod serving on 8080, Ready once `GET /healthz` answers (probed every second).
-pub fn hello_http(name: &str, image: &str) -> Vec<u8> {
+/// Deployments of the namespace `default`.
+pub const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";
+
+/// The `hello-http` container serving on 8080, Ready once `GET /healthz` answers (probed every second).
+pub fn hello_http_container(image: &str) -> Value {
+    json!({
+        "name": "web",
+        "image": image,
+        "ports": [{"containerPort": 8080}],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1},
+    })
+}
+
+/// The `tcp-echo` container (a WASI preview 2 command) listening on 7000, Ready once a TCP connection
+/// to it opens (probed every second).
+pub fn tcp_echo_container(image: &str) -> Value {
+    json!({
+        "name": "echo",
+        "image": image,
+        "env": [{"name": "PORT", "value": "7000"}],
+        "ports": [{"containerPort": 7000}],
+        "readinessProbe": {"tcpSocket": {"port": 7000}, "periodSeconds": 1},
+    })
+}
+
+/// A pod `name` of `default` running `container`.
+pub fn pod(name: &str, container: Value) -> Vec<u8> {
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": "default", "labels": {"app": "skiff-bench"}},
-        "spec": {"containers": [{
-            "name": "web",
-            "image": image,
-            "ports": [{"containerPort": 8080}],
-            "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1},
-        }]},
+        "spec": {"containers": [container]},
     })
     .to_string()
     .into_bytes()
+}
+
+/// A `hello-http` pod.
+pub fn hello_http(name: &str, image: &str) -> Vec<u8> {
+    pod(name, hello_http_container(image))
+}
+
+/// A Deployment `name` of `default` with `replicas` pods labelled `app: <name>` running `container`;
+/// its pods get `grace` seconds to stop.
+pub fn deployment(name: &str, replicas: usize, container: Value, grace: u32) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"terminationGracePeriodSeconds": grace, "containers": [container]},
+            },
+        },
+    })
+}
+
+/// Creates an object by POST to `{base}{path}` (what `kubectl apply` does for a new object).
+pub async fn post(client: &reqwest::Client, base: &str, path: &str, body: &Value) -> Result<()> {
+    let resp = client.post(format!("{base}{path}")).json(body).send().await?;
+    let status = resp.status();
+    if !status.is_success() {
+        bail!("POST {path}: {status}: {}", resp.text().await.unwrap_or_default());
+    }
+    Ok(())
+}
+
+/// Deletes an object at `{base}{path}` (background cascade); a missing object is no error.
+pub async fn delete(client: &reqwest::Client, base: &str, path: &str) -> Result<()> {
+    let resp = client.delete(format!("{base}{path}")).send().await?;
+    let status = resp.status();
+    if !status.is_success() && status != reqwest::StatusCode::NOT_FOUND {
+        bail!("DELETE {path}: {status}: {}", resp.text().await.unwrap_or_default());
+    }
+    Ok(())
 }
 
 /// Creates one pod; the time of the request, send to full response.

@@ -16,7 +16,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use futures::StreamExt;
 use stamp::Stamp;
 
-use crate::cluster::{Backend, Cpu, Process, Server};
+use crate::cluster::{die_with_parent, Backend, Cpu, Process, Server};
 use crate::create::{create_pods, PODS};
 use crate::stats::count;
 
@@ -40,6 +40,19 @@ mod stamp {
     }
 }
 
+/// Sets `spec.unschedulable` on node `name` (`kubectl cordon`/`uncordon`).
+pub async fn cordon(client: &reqwest::Client, base: &str, name: &str, cordoned: bool) -> reqwest::Result<()> {
+    let body = serde_json::json!({"spec": {"unschedulable": cordoned}}).to_string();
+    client
+        .patch(format!("{base}/api/v1/nodes/{name}"))
+        .header("Content-Type", "application/merge-patch+json")
+        .body(body)
+        .send()
+        .await?
+        .error_for_status()
+        .map(|_| ())
+}
+
 /// Sets `spec.unschedulable` on every node, 64 requests at a time.
 async fn cordon_all(server: &Server, client: &reqwest::Client, cordoned: bool) -> Result<()> {
     let list: serde_json::Value =
@@ -50,21 +63,8 @@ async fn cordon_all(server: &Server, client: &reqwest::Client, cordoned: bool) -
         .flatten()
         .filter_map(|n| n["metadata"]["name"].as_str().map(String::from))
         .collect();
-    let body = serde_json::json!({"spec": {"unschedulable": cordoned}}).to_string();
-    let patches = futures::stream::iter(names).map(|name| {
-        let (client, body) = (client.clone(), body.clone());
-        let url = format!("{}/api/v1/nodes/{name}", server.url);
-        async move {
-            client
-                .patch(url)
-                .header("Content-Type", "application/merge-patch+json")
-                .body(body)
-                .send()
-                .await?
-                .error_for_status()
-                .map(|_| ())
-        }
-    });
+    let patches =
+        futures::stream::iter(names).map(|name| async move { cordon(client, &server.url, &name, cordoned).await });
     let results: Vec<reqwest::Result<()>> = patches.buffer_unordered(64).collect().await;
     results.into_iter().collect::<reqwest::Result<Vec<()>>>()?;
     Ok(())
@@ -113,6 +113,36 @@ async fn count_binds(
     Err(anyhow!("the pod watch ended after {} binds", seen.len()))
 }
 
+/// Starts `skiff agent --hollow N` against `server` (SIGKILLed on drop) and waits until the N nodes
+/// are Ready; returns it and the seconds that took.
+pub async fn start_hollow(bin: &Path, server: &mut Server, nodes: usize) -> Result<(Process, f64)> {
+    let log = std::fs::File::create(server.dir.path().join("hollow.log"))?;
+    let child = die_with_parent(&mut Command::new(bin))
+        .args(["agent", "--server", &server.url, "--token-file"])
+        .arg(server.dir.path().join("admin.token"))
+        .args(["--hollow", &nodes.to_string()])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("spawning the hollow agent")?;
+    let mut hollow = Process::new(child, "skiff agent --hollow");
+    let client = server.client()?;
+    eprintln!("registering {nodes} hollow nodes …");
+    let registering = Instant::now();
+    loop {
+        hollow.check_alive()?;
+        server.check_alive()?;
+        if ready_nodes(server, &client).await.unwrap_or(0) >= nodes {
+            return Ok((hollow, registering.elapsed().as_secs_f64()));
+        }
+        if registering.elapsed() > Duration::from_secs(600) {
+            bail!("{nodes} hollow nodes did not become Ready within 600 s");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// One row per node count.
 pub async fn run(
     bin: &Path,
@@ -125,32 +155,8 @@ pub async fn run(
     let mut rows = Vec::new();
     for &nodes in node_counts {
         let mut server = Server::start(bin, Backend::Sqlite).await?;
-        let log = std::fs::File::create(server.dir.path().join("hollow.log"))?;
-        let child = Command::new(bin)
-            .args(["agent", "--server", &server.url, "--token-file"])
-            .arg(server.dir.path().join("admin.token"))
-            .args(["--hollow", &nodes.to_string()])
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("spawning the hollow agent")?;
-        let mut hollow = Process::new(child, "skiff agent --hollow");
         let client = server.client()?;
-        eprintln!("sched-throughput: registering {nodes} hollow nodes …");
-        let registering = Instant::now();
-        loop {
-            hollow.check_alive()?;
-            server.check_alive()?;
-            if ready_nodes(&server, &client).await.unwrap_or(0) >= nodes {
-                break;
-            }
-            if registering.elapsed() > Duration::from_secs(600) {
-                bail!("{nodes} hollow nodes did not become Ready within 600 s");
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        let register_secs = registering.elapsed().as_secs_f64();
+        let (hollow, register_secs) = start_hollow(bin, &mut server, nodes).await?;
         if prefill {
             cordon_all(&server, &client, true).await?;
         }
@@ -191,8 +197,9 @@ pub async fn run(
         watch.abort();
         eprintln!("sched-throughput: {n} of {} bound in {all_secs:.1} s", created.created);
         rows.push(format!(
-            "| {} | {} | {:.0} | {:.0} | {} | {all_secs:.1} | **{:.0}** | {drain} | {:.1} | {register_secs:.0} |",
-            format!("{}{}", count(nodes), if prefill { " (pods created first, nodes cordoned)" } else { "" }),
+            "| {}{} | {} | {:.0} | {:.0} | {} | {all_secs:.1} | **{:.0}** | {drain} | {:.1} | {register_secs:.0} |",
+            count(nodes),
+            if prefill { " (pods created first, nodes cordoned)" } else { "" },
             count(created.created),
             created.rate(),
             created_secs,

@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use wasmtime::Engine;
 
+pub use config::{Pool, DEFAULT_PODS, IN_FLIGHT_GUESTS, LARGEST_GUEST};
 pub use output::{Input, Output, OutputSink};
 pub use program::Program;
 pub use resolve::{Lookup, NameResolver};
@@ -67,18 +68,30 @@ impl Drop for WasmEngine {
 }
 
 impl WasmEngine {
-    /// An engine whose compiled code is cached under `cache_dir`, with a node's pool of instance slots.
+    /// An engine whose compiled code is cached under `cache_dir`, with room for the pods of a node with
+    /// the default `--max-pods` ([`DEFAULT_PODS`]).
     pub fn new(cache_dir: &Path) -> Result<Self, EngineError> {
-        Self::with_slots(cache_dir, config::NODE_POOL_SLOTS)
+        Self::for_pods(cache_dir, DEFAULT_PODS)
+    }
+
+    /// An engine with room for `pods` running guests of the largest supported kind at once (and the HTTP
+    /// requests in flight, see [`Pool::for_pods`]): what a node that advertises `pods` pods needs.
+    pub fn for_pods(cache_dir: &Path, pods: u32) -> Result<Self, EngineError> {
+        Self::with_pool(cache_dir, Pool::for_pods(pods))
     }
 
     /// An engine whose pool holds `slots` instances (and memories, tables, async stacks) at once: more
-    /// running guests (or HTTP requests in flight) than that fail to instantiate. Each slot costs its
-    /// guard pages and their bookkeeping when the engine is made and when the process exits.
+    /// than that fail to instantiate. Each slot costs its guard pages and their bookkeeping when the
+    /// engine is made and when the process exits.
     pub fn with_slots(cache_dir: &Path, slots: u32) -> Result<Self, EngineError> {
+        Self::with_pool(cache_dir, Pool::uniform(slots))
+    }
+
+    /// An engine whose pooling allocator is sized by `pool`.
+    pub fn with_pool(cache_dir: &Path, pool: Pool) -> Result<Self, EngineError> {
         // The guest's outgoing HTTPS (wasi:http) uses rustls, which needs a process-wide provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let engine = Engine::new(&config::config(slots)).map_err(|e| EngineError::Config(format!("{e:#}")))?;
+        let engine = Engine::new(&config::config(pool)).map_err(|e| EngineError::Config(format!("{e:#}")))?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let versioned = cache_dir.join(format!("{:016x}", hasher.finish()));

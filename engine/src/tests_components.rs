@@ -275,3 +275,57 @@ async fn a_guest_reads_stdin_as_it_arrives_and_its_end() {
     assert_eq!(exit.expect("runs"), Exit::Code(0));
     assert_eq!(out.text(), "got: one\ngot: two\n");
 }
+
+/// The pool's per-guest budget (`LARGEST_GUEST`) is enough for a real long-running preview 2 command: an
+/// engine sized for exactly N guests runs N `tcp-echo` servers at once, each answering on its port.
+#[tokio::test(flavor = "current_thread")]
+async fn tcp_echo_guests_fill_a_pool_for_that_many() {
+    const GUESTS: u32 = 3;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = WasmEngine::with_pool(dir.path(), Pool::for_guests(GUESTS)).expect("engine");
+    let program = load(&engine, "tcp-echo");
+    assert!(program.is_component() && !program.is_http());
+    let cancel = CancellationToken::new();
+    let mut servers = Vec::new();
+    let mut ports = Vec::new();
+    for _ in 0..GUESTS {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let (out, err) = (Arc::new(Collect::default()), Arc::new(Collect::default()));
+        let spec = RunSpec {
+            args: vec!["tcp-echo.wasm".into()],
+            env: vec![("PORT".into(), port.to_string())],
+            stdout: Some(Output::Sink(out.clone())),
+            stderr: Some(Output::Sink(err.clone())),
+            cancel: Some(cancel.clone()),
+            ..Default::default()
+        };
+        servers.push(engine.run(&program, spec));
+        ports.push((port, out, err));
+    }
+    let client = async {
+        for (port, out, err) in &ports {
+            let mut stream = None;
+            for _ in 0..200 {
+                if let Ok(s) = TcpStream::connect(("127.0.0.1", *port)).await {
+                    stream = Some(s);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            let mut stream = stream.unwrap_or_else(|| panic!("no tcp-echo on {port}: {} / {}", out.text(), err.text()));
+            stream.write_all(b"ping\nquit\n").await.expect("send");
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).await.expect("read");
+            assert_eq!(answer, "ping\n", "stderr: {}", err.text());
+            assert!(out.text().contains(&format!("listening on 0.0.0.0:{port}")), "{}", out.text());
+        }
+        cancel.cancel();
+    };
+    let mut servers = servers.into_iter();
+    let mut next = || servers.next().expect("a server per guest");
+    let (a, b, c) = (next(), next(), next());
+    let (a, b, c, ()) = tokio::join!(a, b, c, client);
+    for exit in [a, b, c] {
+        assert_eq!(exit.expect("runs"), Exit::Killed);
+    }
+}

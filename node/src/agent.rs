@@ -58,7 +58,9 @@ impl Agent {
         for (setting, from, to) in crate::sysctl::fit_neighbour_table(config.pod_capacity()) {
             tracing::info!(%setting, from, to, "raised the neighbour table limit for max pods");
         }
-        let engine = Arc::new(WasmEngine::new(&dir.join("wasm-cache"))?);
+        // Room in the engine for as many of the largest guests as this node offers pods (`max_pods`,
+        // or fewer when its pod CIDR addresses fewer).
+        let engine = Arc::new(WasmEngine::for_pods(&dir.join("wasm-cache"), config.pod_capacity())?);
         let registries = match &config.registry_config {
             Some(path) => RegistriesConfig::load(path)?,
             None => RegistriesConfig::default(),

@@ -222,4 +222,17 @@ mod tests {
         assert_eq!(config("10.88.0.0/30", 1100, 4).pod_capacity(), 0);
         assert_eq!(config("10.88.0.0/22", 5000, 0).pod_capacity(), 1021);
     }
+
+    /// The agent sizes its engine with `WasmEngine::for_pods(pod_capacity())`: every pod the node
+    /// advertises can run the largest supported guest (a preview 2 command) at the same time.
+    #[test]
+    fn the_engine_pool_holds_every_pod_the_node_advertises() {
+        for (cidr, max_pods, pool) in
+            [("10.88.0.0/24", 1100, 4), ("10.88.0.0/21", 1100, 4), ("10.88.0.0/16", 1100, 0), ("10.88.0.0/16", 5000, 4)]
+        {
+            let c = config(cidr, max_pods, pool);
+            let engine = skiff_engine::Pool::for_pods(c.pod_capacity());
+            assert!(engine.guests() >= c.pod_capacity(), "{cidr}, max {max_pods}: {engine:?}");
+        }
+    }
 }
