@@ -327,11 +327,12 @@ impl NodeServer {
         Ok(headers)
     }
 
-    /// The kubelet endpoint's `/metrics` (plain HTTP on 127.0.0.1) as name → value.
+    /// The kubelet's `/metrics` as name → value, through the API server's node proxy (the kubelet
+    /// endpoint itself admits only the API server, over mutual TLS).
     pub async fn metrics(&self) -> Result<std::collections::HashMap<String, f64>> {
-        let http = reqwest::Client::builder().default_headers(self.auth_headers()?).build()?;
-        let text = http
-            .get(format!("http://127.0.0.1:{}/metrics", self.kubelet_port))
+        let text = self
+            .client()?
+            .get(format!("{}/api/v1/nodes/{}/proxy/metrics", self.url, self.net.node))
             .send()
             .await?
             .error_for_status()?
