@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   protobuf-compiler      # gRPC clients (etcd, containerd)
   etcd-server etcd-client # the HA store backend, tested for real
-  curl ca-certificates
+  curl ca-certificates openssl nftables
   containerd runc containernetworking-plugins docker-registry skopeo umoci busybox-static iproute2 wrk
 )
 missing=()

@@ -36,6 +36,10 @@ enum Command {
         /// Address to serve HTTPS on.
         #[arg(long, default_value = "127.0.0.1:6443")]
         listen: SocketAddr,
+        /// Another host name or IP address for the serving certificate, as k3s's `--tls-san`
+        /// (repeatable): how joining nodes reach a server that listens on 0.0.0.0.
+        #[arg(long = "tls-san")]
+        tls_sans: Vec<String>,
         /// `sqlite` (embedded, the default) or `etcd://host:port[,host:port...]`.
         #[arg(long, default_value = "sqlite")]
         datastore: Datastore,
@@ -311,6 +315,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Server {
             data_dir,
             listen,
+            tls_sans,
             datastore,
             no_agent,
             disable_scheduler,
@@ -350,6 +355,7 @@ async fn main() -> anyhow::Result<()> {
             let config = ServerConfig {
                 data_dir: data_dir.clone(),
                 listen,
+                tls_sans,
                 datastore,
                 node_lifecycle,
                 service_network,

@@ -242,3 +242,36 @@ fn bad_join_tokens_are_refused_with_a_reason() {
     });
     refused(&c, &short, "Unauthorized");
 }
+
+#[test]
+fn the_serving_certificate_names_every_tls_san() {
+    let c = Cluster::start_with_args(&["--tls-san", "skiff.example", "--tls-san", "10.9.9.9"]);
+    let ca = c.data_dir().join("ca.crt");
+    let readyz = |name: &str| {
+        Command::new("curl")
+            .args(["-s", "--max-time", "5", "--cacert"])
+            .arg(&ca)
+            .args(["--resolve", &format!("{name}:{}:127.0.0.1", c.port)])
+            .arg(format!("https://{name}:{}/readyz", c.port))
+            .output()
+            .expect("curl")
+    };
+    let named = readyz("skiff.example");
+    assert!(named.status.success(), "{named:?}");
+    assert_eq!(String::from_utf8_lossy(&named.stdout), "ok");
+    // A name the certificate does not carry is refused by the client's check (curl exit 60).
+    assert_eq!(readyz("other.example").status.code(), Some(60));
+    let cert = std::fs::read_to_string(c.data_dir().join("server.crt")).expect("server.crt");
+    let text = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().expect("stdin").write_all(cert.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("openssl");
+    assert!(String::from_utf8_lossy(&text.stdout).contains("IP Address:10.9.9.9"), "{text:?}");
+}

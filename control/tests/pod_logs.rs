@@ -66,6 +66,7 @@ impl Cluster {
         let server = server::start(ServerConfig {
             data_dir: dir.path().join("server"),
             listen: "127.0.0.1:0".parse().expect("addr"),
+            tls_sans: Vec::new(),
             datastore: Datastore::Sqlite,
             node_lifecycle: Default::default(),
             service_network: Default::default(),

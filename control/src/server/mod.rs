@@ -53,6 +53,9 @@ impl std::str::FromStr for Datastore {
 pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// More names and addresses for the serving certificate (`--tls-san`): those nodes and clients
+    /// reach the server by, e.g. its LAN address when it listens on 0.0.0.0.
+    pub tls_sans: Vec<String>,
     pub datastore: Datastore,
     /// Node monitor grace period and default unreachable toleration (`Default`: 20 s, 30 s).
     pub node_lifecycle: controllers::node_lifecycle::Config,
@@ -246,8 +249,8 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     registry.ensure_flowcontrol_bootstrap().await?;
     crate::auth::bootstrap_policy::ensure(&registry).await?;
 
-    let host = config.listen.ip().to_string();
-    let certs = tls::ensure(dir, &[host])?;
+    let hosts: Vec<String> = std::iter::once(config.listen.ip().to_string()).chain(config.tls_sans.clone()).collect();
+    let certs = tls::ensure(dir, &hosts)?;
     let admin_token = load_or_create_token(&dir.join("admin.token"))?;
     // tls::server_config plus optional client certificates verified against the cluster CA.
     let tls_config = crate::auth::client_cert::server_config(&certs).map_err(ServerError::TlsConfig)?;
