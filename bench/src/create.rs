@@ -163,6 +163,7 @@ pub async fn create_objects(
 /// With `as_service_account`, the clients are a service account bound to the `edit` role
 /// (authorized by RBAC) instead of the admin (`system:masters`, which skips authorization);
 /// with `audit`, the server writes an audit log (default policy), for a side-by-side figure.
+#[allow(clippy::too_many_arguments)] // one per command-line option of the subcommand
 pub async fn run(
     bin: &Path,
     backend: Backend,
