@@ -332,6 +332,41 @@ pub fn rss(pid: u32) -> Result<(u64, u64)> {
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// A process's highest resident set size seen by sampling `/proc/PID/status` (between the
+/// samples, `VmHWM` has the true peak); stops sampling when dropped.
+pub struct PeakRss {
+    peak: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PeakRss {
+    /// Starts sampling `pid` every `every`, from `start` bytes.
+    pub fn start(pid: u32, start: u64, every: Duration) -> Self {
+        let peak = Arc::new(std::sync::atomic::AtomicU64::new(start));
+        let seen = Arc::clone(&peak);
+        let task = tokio::spawn(async move {
+            loop {
+                if let Ok((now, _)) = rss(pid) {
+                    seen.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+        Self { peak, task }
+    }
+
+    /// The highest sample so far, in bytes.
+    pub fn peak(&self) -> u64 {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for PeakRss {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// User + system CPU time a process has used, in seconds.
 pub fn cpu_seconds(pid: Option<u32>) -> f64 {
     let path = pid.map_or("/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));

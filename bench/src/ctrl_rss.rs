@@ -6,14 +6,12 @@
 //! after settling (sampled every 250 ms in between, and VmHWM).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
 
-use crate::cluster::{rss, Backend, Cpu, Server};
+use crate::cluster::{rss, Backend, Cpu, PeakRss, Server};
 use crate::node_pods::{deployment, post, PodWatch, DEPLOYMENTS};
 use crate::sched::start_hollow;
 use crate::stats::{count, mb};
@@ -50,18 +48,7 @@ pub async fn run(bin: &Path, args: &CtrlArgs) -> Result<()> {
     let (rss_nodes, _) = rss(pid)?;
     let mut watch = PodWatch::start(server.client()?, &server.url).await?;
 
-    let peak = Arc::new(AtomicU64::new(rss_nodes));
-    let sampler = {
-        let peak = Arc::clone(&peak);
-        tokio::spawn(async move {
-            loop {
-                if let Ok((now, _)) = rss(pid) {
-                    peak.fetch_max(now, Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        })
-    };
+    let sampler = PeakRss::start(pid, rss_nodes, Duration::from_millis(250));
     let per = args.pods / args.deployments;
     eprintln!("ctrl-rss: {} Deployments of {per} replicas on {} hollow nodes …", args.deployments, args.nodes);
     // Hollow nodes run nothing: the image is never pulled.
@@ -95,7 +82,8 @@ pub async fn run(bin: &Path, args: &CtrlArgs) -> Result<()> {
     let settle_cpu = Cpu::now(&server);
     tokio::time::sleep(args.settle).await;
     let idle_cpu = Cpu::now(&server).since(settle_cpu);
-    sampler.abort();
+    let peak = sampler.peak();
+    drop(sampler);
     let (rss_settled, hwm) = rss(pid)?;
     let settled = deployment_status(&client, &server.url).await?;
     let (hollow_rss, _) = rss(hollow.pid()).unwrap_or((0, 0));
@@ -114,7 +102,7 @@ pub async fn run(bin: &Path, args: &CtrlArgs) -> Result<()> {
         mb(rss_converged)
     );
     println!("| {} s later | **{}** |", args.settle.as_secs(), mb(rss_settled));
-    println!("| peak sampled every 250 ms / VmHWM | {} / **{}** |", mb(peak.load(Ordering::Relaxed)), mb(hwm));
+    println!("| peak sampled every 250 ms / VmHWM | {} / **{}** |", mb(peak), mb(hwm));
     println!();
     println!(
         "{} Deployments of {} replicas created in {:.2} s; {} pods Running {} {:.1} s after the first create \

@@ -6,14 +6,12 @@
 //! (pulled and compiled before the clock starts); the server's SIGTERM tears everything down.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use serde_json::Value;
 
-use crate::cluster::{cpu_seconds, rss};
+use crate::cluster::{cpu_seconds, rss, PeakRss};
 use crate::node_burst::{offsets, spread, tally};
 use crate::node_cluster::{children_cpu_seconds, NodeOpts, Setup};
 use crate::node_pods::{
@@ -113,18 +111,7 @@ async fn one(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (rss_before, _) = rss(pid)?;
 
-    let peak = Arc::new(AtomicU64::new(rss_before));
-    let sampler = {
-        let peak = Arc::clone(&peak);
-        tokio::spawn(async move {
-            loop {
-                if let Ok((now, _)) = rss(pid) {
-                    peak.fetch_max(now, Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let sampler = PeakRss::start(pid, rss_before, Duration::from_millis(100));
     eprintln!("deploy-scale: {name}: creating a Deployment of {} replicas …", args.replicas);
     let (cpu_before, children_before) = (cpu_seconds(Some(pid)), children_cpu_seconds(pid));
     let body = deployment(name, args.replicas, guest.container(&image), 5);
@@ -146,7 +133,8 @@ async fn one(
     let waited = t0.elapsed();
     let cpu = cpu_seconds(Some(pid)) - cpu_before;
     let children = children_cpu_seconds(pid) - children_before;
-    sampler.abort();
+    let peak = sampler.peak();
+    drop(sampler);
     let tally = tally(&client, &server.url, &prefix).await.unwrap_or_else(|e| format!("(listing failed: {e:#})"));
     let status: Value =
         client.get(format!("{}{DEPLOYMENTS}/{name}", server.url)).send().await?.error_for_status()?.json().await?;
@@ -174,7 +162,7 @@ async fn one(
         count(args.replicas),
         spread(&ready, args.replicas),
         mb(rss_before),
-        mb(peak.load(Ordering::Relaxed)),
+        mb(peak),
         mb(hwm),
         mb(rss_after),
         cpu,
