@@ -162,4 +162,8 @@ fn node_cidrs_are_never_shared_and_a_full_cluster_cidr_waits_for_a_freed_block()
     let node = cluster.get_json(&["node", "second"]);
     assert_eq!(node["metadata"]["annotations"]["skiff.io/cluster-cidr"], "10.77.0.0/24");
     assert_eq!(node["spec"]["podCIDRs"], serde_json::json!(["10.77.0.0/25"]));
+
+    // A node deleted and made again under its name (a new uid) gets a block again.
+    cluster.kubectl_stdin(&["replace", "--force", "-f", "-"], Some(&node_manifest("first", None)));
+    eventually("the remade node's block", WAIT, || pod_cidr_of(&cluster, "first") == "10.77.0.128/25");
 }

@@ -45,7 +45,8 @@ const STACK_SIZE: usize = 1024 * 1024;
 /// A long-lived guest thread in a network namespace (a pod's); stopped when dropped.
 pub struct GuestExecutor {
     handle: Handle,
-    stop: parking_lot::Mutex<Option<oneshot::Sender<()>>>,
+    /// Dropped (with the executor) to end the thread.
+    _stop: oneshot::Sender<()>,
 }
 
 impl GuestExecutor {
@@ -57,20 +58,12 @@ impl GuestExecutor {
                 let _ = stopped.await;
             });
         })?;
-        Ok(Self { handle, stop: parking_lot::Mutex::new(Some(stop)) })
+        Ok(Self { handle, _stop: stop })
     }
 
     /// Where the pod's futures run.
     pub fn handle(&self) -> &Handle {
         &self.handle
-    }
-}
-
-impl Drop for GuestExecutor {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.lock().take() {
-            let _ = stop.send(());
-        }
     }
 }
 

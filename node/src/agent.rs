@@ -96,7 +96,7 @@ impl Agent {
             netns_prefix: config.netns_prefix(),
             pool_size: config.sandbox_pool,
             service_cidr: config.service_cidr.clone(),
-            cluster_cidr: config.cluster_cidr.clone(),
+            default_route: config.cluster_cidr.is_some(),
         })
         .await?;
         let log_index = Arc::new(LogIndex::default());

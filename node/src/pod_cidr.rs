@@ -13,7 +13,8 @@ use kube::Api;
 use crate::config::AgentConfig;
 use crate::error::AgentError;
 
-/// The annotation the server's node IPAM writes beside `spec.podCIDR`.
+/// The annotation the server's node IPAM writes beside `spec.podCIDR`
+/// (`skiff_control::controllers::node_ipam::CLUSTER_CIDR_ANNOTATION`).
 pub const CLUSTER_CIDR_ANNOTATION: &str = "skiff.io/cluster-cidr";
 /// How often the wait says what it waits for.
 const REMIND_EVERY: Duration = Duration::from_secs(30);
@@ -52,11 +53,16 @@ pub async fn obtain(client: &kube::Client, config: &mut AgentConfig) -> Result<(
     }
 }
 
-/// The node's pod CIDR and, when it lies strictly inside it, the cluster CIDR it was allocated from.
-fn allocation(node: &Node) -> Option<(Ipv4Net, Option<Ipv4Net>)> {
+/// A node's pod CIDR (`spec.podCIDR`, else the first of `spec.podCIDRs`), if it has a valid IPv4 one.
+pub fn of(node: &Node) -> Option<Ipv4Net> {
     let spec = node.spec.as_ref()?;
     let text = spec.pod_cidr.as_deref().or_else(|| spec.pod_cidrs.as_ref()?.first().map(String::as_str))?;
-    let pod: Ipv4Net = text.parse().ok()?;
+    text.parse::<Ipv4Net>().ok().map(|c| c.trunc())
+}
+
+/// The node's pod CIDR and, when it lies strictly inside it, the cluster CIDR it was allocated from.
+fn allocation(node: &Node) -> Option<(Ipv4Net, Option<Ipv4Net>)> {
+    let pod = of(node)?;
     let cluster = node
         .metadata
         .annotations

@@ -25,24 +25,31 @@ use crate::config::AgentConfig;
 /// The routing protocol number of skiff's routes (unassigned in iproute2's `rt_protos`).
 pub const ROUTE_PROTOCOL: &str = "157";
 
-/// The routes this agent keeps (destination -> gateway).
+/// Routes as destination -> gateway.
 type Table = BTreeMap<Ipv4Net, Ipv4Addr>;
+
+/// What the kernel holds of this agent's routes, and the routes it refused (said once each).
+#[derive(Default)]
+struct Kept {
+    installed: Table,
+    refused: Table,
+}
 
 /// The route keeper; [`NodeRoutes::shutdown`] stops it (and removes its routes on a teardown).
 pub struct NodeRoutes {
     task: JoinHandle<()>,
-    installed: Arc<Mutex<Table>>,
+    kept: Arc<Mutex<Kept>>,
 }
 
 impl NodeRoutes {
     /// Starts following the Nodes.
     pub fn start(client: kube::Client, config: &AgentConfig) -> Self {
-        let installed = Arc::new(Mutex::new(Table::new()));
+        let kept = Arc::new(Mutex::new(Kept::default()));
         let own_cidr = config.pod_cidr.parse::<Ipv4Net>().ok().map(|c| c.trunc());
         let cluster = config.cluster_cidr.as_deref().and_then(|c| c.parse::<Ipv4Net>().ok());
-        let (node_name, table) = (config.node_name.clone(), Arc::clone(&installed));
+        let (node_name, state) = (config.node_name.clone(), Arc::clone(&kept));
         let task = tokio::spawn(async move {
-            *table.lock().await = adopt(cluster).await;
+            state.lock().await.installed = adopt(cluster).await;
             let (store, writer) = reflector::store::<Node>();
             let events =
                 watcher(Api::<Node>::all(client), watcher::Config::default()).default_backoff().reflect(writer);
@@ -54,17 +61,17 @@ impl NodeRoutes {
                 }
                 let nodes = store.state();
                 let want = desired(nodes.iter().map(|n| n.as_ref()), &node_name, own_cidr, is_local);
-                sync(&mut *table.lock().await, &want).await;
+                sync(&mut *state.lock().await, &want).await;
             }
         });
-        Self { task, installed }
+        Self { task, kept }
     }
 
     /// Stops following the Nodes; with `remove`, deletes every route it installed.
     pub async fn shutdown(self, remove: bool) {
         self.task.abort();
         if remove {
-            sync(&mut *self.installed.lock().await, &Table::new()).await;
+            sync(&mut *self.kept.lock().await, &Table::new()).await;
         }
     }
 }
@@ -83,9 +90,7 @@ pub fn desired<'a>(
         if node.metadata.name.as_deref() == Some(own_name) {
             continue;
         }
-        let Some(spec) = &node.spec else { continue };
-        let cidr = spec.pod_cidr.as_deref().or_else(|| spec.pod_cidrs.as_ref()?.first().map(String::as_str));
-        let Some(cidr) = cidr.and_then(|c| c.parse::<Ipv4Net>().ok()).map(|c| c.trunc()) else { continue };
+        let Some(cidr) = crate::pod_cidr::of(node) else { continue };
         if own_cidr.is_some_and(|own| own.contains(&cidr) || cidr.contains(&own)) {
             continue;
         }
@@ -109,29 +114,34 @@ fn is_local(ip: IpAddr) -> bool {
     std::net::UdpSocket::bind((ip, 0)).is_ok()
 }
 
-/// Brings the kernel's routes from `installed` to `want`, updating `installed` with what worked.
-async fn sync(installed: &mut Table, want: &Table) {
-    let stale: Vec<Ipv4Net> = installed.keys().filter(|c| !want.contains_key(c)).copied().collect();
+/// Brings the kernel's routes from what `kept` installed to `want`, keeping what worked. A route the
+/// kernel refuses (a gateway not on a shared link) is tried again on the next change, and warned
+/// about only once.
+async fn sync(kept: &mut Kept, want: &Table) {
+    kept.refused.retain(|cidr, gateway| want.get(cidr) == Some(gateway));
+    let stale: Vec<Ipv4Net> = kept.installed.keys().filter(|c| !want.contains_key(c)).copied().collect();
     for cidr in stale {
         match ip(&["-4", "route", "del", &cidr.to_string(), "proto", ROUTE_PROTOCOL]).await {
             Ok(()) => tracing::info!(%cidr, "removed the route to a node that left"),
             Err(e) => tracing::debug!(%cidr, error = %e, "removing a route (gone already?)"),
         }
-        installed.remove(&cidr);
+        kept.installed.remove(&cidr);
     }
     for (cidr, gateway) in want {
-        if installed.get(cidr) == Some(gateway) {
+        if kept.installed.get(cidr) == Some(gateway) {
             continue;
         }
         let (dst, via) = (cidr.to_string(), gateway.to_string());
         match ip(&["-4", "route", "replace", &dst, "via", &via, "proto", ROUTE_PROTOCOL]).await {
             Ok(()) => {
                 tracing::info!(%cidr, %gateway, "routing a node's pod network");
-                installed.insert(*cidr, *gateway);
+                kept.installed.insert(*cidr, *gateway);
+                kept.refused.remove(cidr);
             }
-            Err(e) => {
+            Err(e) if kept.refused.insert(*cidr, *gateway).is_none() => {
                 tracing::warn!(%cidr, %gateway, error = %e, "cannot route a node's pod network (not on a shared link?)")
             }
+            Err(e) => tracing::debug!(%cidr, %gateway, error = %e, "cannot route a node's pod network, still"),
         }
     }
 }

@@ -60,7 +60,7 @@ impl Cni {
                 "type": "bridge",
                 "bridge": cfg.bridge,
                 "isGateway": true,
-                "isDefaultGateway": cfg.cluster_cidr.is_some(),
+                "isDefaultGateway": cfg.default_route,
                 "ipMasq": false,
                 "hairpinMode": true,
                 "ipam": {

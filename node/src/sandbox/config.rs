@@ -25,10 +25,10 @@ pub struct NetworkConfig {
     /// The cluster's service CIDR: pods get a route to it through the bridge, where the node's
     /// service proxy translates ClusterIPs (none: no route).
     pub service_cidr: Option<String>,
-    /// The cluster CIDR every node's pod CIDR was allocated from, when this one's was: pods then
-    /// get a default route through the bridge's gateway, as Kubernetes pods have, so that they
-    /// and the node reach pods and hosts beyond it.
-    pub cluster_cidr: Option<String>,
+    /// Pods get a default route through the bridge's gateway, as Kubernetes pods have (on a node
+    /// whose pod CIDR the server allocated from the cluster CIDR), so that they and the node reach
+    /// pods and hosts beyond it.
+    pub default_route: bool,
 }
 
 /// Transport protocol of a host port mapping.

@@ -49,7 +49,7 @@ fn test_config(dir: &Path, n: u32, cidr: String, pool_size: usize) -> NetworkCon
         netns_prefix: format!("skt{pid}-{n}-"),
         pool_size,
         service_cidr: None,
-        cluster_cidr: None,
+        default_route: false,
     }
 }
 

@@ -10,8 +10,9 @@ use axum::response::{IntoResponse, Response};
 use k8s_openapi::api::core::v1::Node;
 use tracing::Instrument;
 
-use super::pod_logs::{decode, error_chain, kubelet_endpoint};
+use super::pod_logs::{decode, kubelet_endpoint};
 use super::ApiState;
+use crate::api::error::chain;
 use crate::api::error::{ApiError, ApiResult};
 
 /// `/api/v1/nodes/{name}/proxy`: the kubelet's root.
@@ -62,7 +63,7 @@ async fn proxy(state: &ApiState, name: &str, path: &str, method: &Method, uri: &
         .request(method.clone(), url.clone())
         .send()
         .await
-        .map_err(|e| ApiError::ServiceUnavailable(format!("error trying to reach service: {}", error_chain(&e))))?;
+        .map_err(|e| ApiError::ServiceUnavailable(format!("error trying to reach service: {}", chain(&e))))?;
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = Response::builder().status(status);
     if let Some(kind) = answer.headers().get(header::CONTENT_TYPE) {

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 
 use super::query::Query;
 use super::target::Target;
-use crate::api::error::{ApiError, ApiResult};
+use crate::api::error::{chain, ApiError, ApiResult};
 use crate::api::registry::Registry;
 
 /// The port a kubelet serves on when its Node does not say.
@@ -200,7 +200,7 @@ pub async fn serve(
         .get(url.clone())
         .send()
         .await
-        .map_err(|e| ApiError::Internal(format!("Get \"{url}\": {}", error_chain(&e))))?;
+        .map_err(|e| ApiError::Internal(format!("Get \"{url}\": {}", chain(&e))))?;
     let code = answer.status();
     if !code.is_success() {
         return Err(kubelet_error(code, answer).await);
@@ -230,18 +230,6 @@ pub(super) async fn kubelet_url(
         .pop_if_empty()
         .extend(segments);
     Ok(url)
-}
-
-/// An error and its causes on one line, as Go prints a wrapped error.
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
 
 /// A kubelet's failure answer as the API error with its message and (where one fits) its code.

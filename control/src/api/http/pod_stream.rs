@@ -12,8 +12,9 @@ use axum::response::{IntoResponse, Response};
 use k8s_openapi::api::core::v1::Pod;
 use tracing::Instrument;
 
-use super::pod_logs::{decode, error_chain, kubelet_error, kubelet_url, pick_container};
+use super::pod_logs::{decode, kubelet_error, kubelet_url, pick_container};
 use super::ApiState;
+use crate::api::error::chain;
 use crate::api::error::{ApiError, ApiResult};
 
 /// The copy buffer of each direction of a spliced stream (exec, attach, port-forward).
@@ -123,7 +124,7 @@ async fn proxy(state: &ApiState, ns: &str, name: &str, mut request: Request, kin
     let answer = outgoing
         .send()
         .await
-        .map_err(|e| ApiError::Internal(format!("{} \"{url}\": {}", request.method(), error_chain(&e))))?;
+        .map_err(|e| ApiError::Internal(format!("{} \"{url}\": {}", request.method(), chain(&e))))?;
     if answer.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
         return Err(kubelet_error(answer.status(), answer).await);
     }
@@ -138,7 +139,7 @@ async fn proxy(state: &ApiState, ns: &str, name: &str, mut request: Request, kin
         async move {
             let mut kubelet = match answer.upgrade().await {
                 Ok(io) => io,
-                Err(e) => return tracing::warn!(error = %error_chain(&e), "the kubelet's upgrade failed"),
+                Err(e) => return tracing::warn!(error = %chain(&e), "the kubelet's upgrade failed"),
             };
             let client = match on_client_upgrade.await {
                 Ok(io) => io,

@@ -27,7 +27,8 @@ use crate::api::registry::{Registry, WriteOptions};
 const NAME: &str = "controller-node-ipam";
 /// The component its events come from (Kubernetes' name).
 const COMPONENT: &str = "cidrAllocator";
-/// The cluster CIDR the node's block was allocated from.
+/// The cluster CIDR the node's block was allocated from (read by the agent:
+/// `skiff_node::pod_cidr::CLUSTER_CIDR_ANNOTATION`).
 pub const CLUSTER_CIDR_ANNOTATION: &str = "skiff.io/cluster-cidr";
 
 /// What a reconcile works with.
@@ -35,9 +36,10 @@ pub struct Ctx {
     registry: Arc<Registry>,
     nodes: Arc<Informer>,
     config: Config,
-    /// Blocks written by this process that the informer may not show yet (node name -> block),
-    /// so two nodes reconciled back to back never get the same one.
-    written: Mutex<HashMap<String, Ipv4Net>>,
+    /// Blocks written by this process that the informer may not show yet (node name -> the
+    /// node's uid and its block), so two nodes reconciled back to back never get the same one. A
+    /// node deleted and made again under its name (a new uid) is allocated anew.
+    written: Mutex<HashMap<String, (String, Ipv4Net)>>,
     /// Nodes already told that no block is free (one event each, not one per retry).
     warned: Mutex<HashSet<String>>,
     queue: Mutex<Option<WorkQueue<ObjectKey>>>,
@@ -89,13 +91,23 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Ctx>) -> Result<Action, Error> {
         ctx.written.lock().remove(&key.name);
         return Ok(Action::Done);
     }
-    if let Some(block) = ctx.written.lock().get(&key.name) {
-        tracing::debug!(node = %key.name, %block, "allocated, not yet in the cache");
-        return Ok(Action::Done);
+    let uid = object::str_at(&node, &["metadata", "uid"]).unwrap_or_default().to_string();
+    {
+        let mut written = ctx.written.lock();
+        match written.get(&key.name) {
+            Some((for_uid, block)) if *for_uid == uid => {
+                tracing::debug!(node = %key.name, %block, "allocated, not yet in the cache");
+                return Ok(Action::Done);
+            }
+            Some(_) => {
+                written.remove(&key.name);
+            }
+            None => {}
+        }
     }
     let used: Vec<Ipv4Net> = {
         let written = ctx.written.lock();
-        ctx.nodes.list_all().iter().filter_map(|n| pod_cidr(n)).chain(written.values().copied()).collect()
+        ctx.nodes.list_all().iter().filter_map(|n| pod_cidr(n)).chain(written.values().map(|(_, b)| *b)).collect()
     };
     let Some(block) = ctx.config.allocate(&used) else {
         if ctx.warned.lock().insert(key.name.clone()) {
@@ -126,7 +138,7 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Ctx>) -> Result<Action, Error> {
         })
         .await?;
     if assigned == Some(block) {
-        ctx.written.lock().insert(key.name.clone(), block);
+        ctx.written.lock().insert(key.name.clone(), (uid, block));
         ctx.warned.lock().remove(&key.name);
         tracing::info!(node = %key.name, pod_cidr = %block, "allocated the node's pod CIDR");
     }

@@ -12,8 +12,9 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use serde::Deserialize;
 
-use super::super::pod_logs::{decode, error_chain, kubelet_endpoint, KubeletClient};
+use super::super::pod_logs::{decode, kubelet_endpoint, KubeletClient};
 use super::usage::{usage, Point, Usage};
+use crate::api::error::chain;
 use crate::api::error::ApiResult;
 use crate::api::registry::{ListQuery, Registry};
 
@@ -148,14 +149,14 @@ async fn read(kubelet: &KubeletClient, node: &Node) -> Option<Reading> {
             return None;
         }
         Err(e) => {
-            tracing::debug!(node = %name, error = %error_chain(&e), "reading a kubelet's summary");
+            tracing::debug!(node = %name, error = %chain(&e), "reading a kubelet's summary");
             return None;
         }
     };
     match summary {
         Ok(s) => Some(s.into()),
         Err(e) => {
-            tracing::debug!(node = %name, error = %error_chain(&e), "decoding a kubelet's summary");
+            tracing::debug!(node = %name, error = %chain(&e), "decoding a kubelet's summary");
             None
         }
     }
