@@ -38,7 +38,7 @@ enum Command {
         listen: SocketAddr,
         /// Another host name or IP address for the serving certificate, as k3s's `--tls-san`
         /// (repeatable): how joining nodes reach a server that listens on 0.0.0.0.
-        #[arg(long = "tls-san")]
+        #[arg(long = "tls-san", value_parser = parse_tls_san)]
         tls_sans: Vec<String>,
         /// `sqlite` (embedded, the default) or `etcd://host:port[,host:port...]`.
         #[arg(long, default_value = "sqlite")]
@@ -261,6 +261,26 @@ fn parse_tolerance(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(t) if t.is_finite() && t >= 0.0 => Ok(t),
         _ => Err(format!("`{text}` is not a tolerance such as 0.1")),
+    }
+}
+
+/// A `--tls-san`: an IP address, or a DNS name of letters, digits and hyphens in dot-separated
+/// labels (a leading `*.` for a wildcard), as a certificate may carry it.
+fn parse_tls_san(text: &str) -> Result<String, String> {
+    if text.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(text.to_string());
+    }
+    let name = text.strip_prefix("*.").unwrap_or(text);
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if text.len() <= 253 && name.split('.').all(label_ok) {
+        Ok(text.to_string())
+    } else {
+        Err(format!("`{text}` is neither an IP address nor a DNS name"))
     }
 }
 

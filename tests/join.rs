@@ -274,4 +274,16 @@ fn the_serving_certificate_names_every_tls_san() {
         })
         .expect("openssl");
     assert!(String::from_utf8_lossy(&text.stdout).contains("IP Address:10.9.9.9"), "{text:?}");
+    // A name no certificate can carry is refused before the server starts.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let refused = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["server", "--no-agent", "--tls-san", "bad name!", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("skiff server");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("`bad name!` is neither an IP address nor a DNS name"),
+        "{refused:?}"
+    );
 }
