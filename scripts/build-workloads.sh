@@ -14,7 +14,7 @@ CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$WORKLOADS/target}"
 
 P1_CRATES=(hello crasher busy-loop memory-hog tool slow-starter)
 P2_BINS=(hello-p2 tcp-echo)
-P2_LIBS=(hello-http)
+P2_LIBS=(hello-http hello-p3 hello-http-p3)
 
 installed="$(rustup target list --installed 2>/dev/null || true)"
 for target in wasm32-wasip1 wasm32-wasip2; do

@@ -110,12 +110,18 @@ fn kubelet_metrics(cluster: &Cluster) -> String {
 }
 
 #[test]
-fn logs_follow_a_running_container_and_a_component_command_runs() {
+fn logs_follow_a_running_container_and_wasi_0_2_and_0_3_commands_run() {
     let cluster = Cluster::with_node();
     let registry = Registry::start();
-    let (tool, p2) = (registry.push("tool", "1"), registry.push("hello-p2", "1"));
+    let (tool, p2, p3) = (registry.push("tool", "1"), registry.push("hello-p2", "1"), registry.push("hello-p3", "1"));
+    let once = |name: &str, image: &str, args: &str| {
+        format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  activeDeadlineSeconds: 600\n  containers:\n  - {{name: c, image: \"{image}\", args: [{args}], env: [{{name: HELLO_NAME, value: comp}}]}}\n")
+    };
     let manifest = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: talker}}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - {{name: c, image: \"{tool}\", args: [forever]}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p2}}\nspec:\n  restartPolicy: Never\n  activeDeadlineSeconds: 600\n  containers:\n  - {{name: c, image: \"{p2}\", args: [\"x\", \"y\"], env: [{{name: HELLO_NAME, value: comp}}]}}\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: talker}}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - {{name: c, image: \"{tool}\", args: [forever]}}\n{}{}{}",
+        once("p2", &p2, "\"x\", \"y\""),
+        once("p3", &p3, "sleep, \"20\""),
+        once("p3-fails", &p3, "fail"),
     );
     cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest));
     wait_phase(&cluster, "talker", "Running");
@@ -134,6 +140,15 @@ fn logs_follow_a_running_container_and_a_component_command_runs() {
     wait_phase(&cluster, "p2", "Succeeded");
     let logs = cluster.kubectl(&["logs", "p2"]);
     assert!(logs.contains("hello from a component") && logs.contains("HELLO_NAME=comp"), "{logs}");
+
+    // WASI 0.3 components: an async `run` that waits on the host clock, and one whose `run` fails.
+    wait_phase(&cluster, "p3", "Succeeded");
+    let logs = cluster.kubectl(&["logs", "p3"]);
+    assert!(logs.starts_with("slept "), "{logs}");
+    wait_phase(&cluster, "p3-fails", "Failed");
+    assert_eq!(cluster.kubectl(&["logs", "p3-fails"]), "failing\n");
+    let failed = pod(&cluster, "p3-fails");
+    assert_eq!(failed["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 1, "{failed}");
 }
 
 #[test]
@@ -189,6 +204,22 @@ fn http_component_answers_on_its_pod_ip_and_goes_away_on_delete() {
     let out = cluster.kubectl_output(&["get", "pod", "web"], None);
     assert!(!out.status.success(), "the pod is still there");
     assert_eq!(http_get(&format!("http://{ip}:8080/")), None, "the pod still answers after deletion");
+}
+
+/// A WASI 0.3 HTTP service in a pod: Ready through its HTTP probe, answering on its pod IP with a body
+/// it writes after `handle` returned, and with the pod's environment.
+#[test]
+fn a_wasi_0_3_http_service_answers_on_its_pod_ip() {
+    let cluster = Cluster::with_node();
+    let registry = Registry::start();
+    let image = registry.push("hello-http-p3", "1");
+    cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&http_pod("web3", &image, "")));
+    wait_ready(&cluster, "web3");
+    let ip = pod_ip(&cluster, "web3");
+    assert_eq!(http_get(&format!("http://{ip}:8080/")).as_deref(), Some("hello from p3\n"));
+    assert_eq!(http_get(&format!("http://{ip}:8080/env/POD_NAME")).as_deref(), Some("web3"));
+    let chunks = http_get(&format!("http://{ip}:8080/chunks/500")).unwrap_or_default();
+    assert_eq!(chunks.lines().count(), 500, "{chunks}");
 }
 
 #[test]

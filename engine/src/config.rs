@@ -104,6 +104,8 @@ pub(super) fn config(pool: Pool) -> Config {
         .decommit_batch_size(16);
     let mut config = Config::new();
     config.epoch_interruption(true).allocation_strategy(InstanceAllocationStrategy::Pooling(limits));
+    // WASI 0.3 components: async exports and imports, streams and futures of the component model.
+    config.wasm_component_model_async(true);
     config
 }
 

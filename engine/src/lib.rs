@@ -1,4 +1,4 @@
-//! The Wasm engine: compiles programs (WASI preview 1 modules and preview 2 components) once per content
+//! The Wasm engine: compiles programs (WASI preview 1 modules, WASI 0.2 and 0.3 components) once per content
 //! digest and engine version, and runs them as async tasks with a memory cap, a CPU share, cancellation,
 //! and the guest's exit code; serves `wasi:http/incoming-handler` components over HTTP/1.1.
 //!
@@ -45,7 +45,7 @@ pub use spec::{env_pairs, EngineError, Exit, Preopen, RunSpec};
 pub use usage::Usage;
 
 use limits::EPOCH_TICK;
-use program::Kind;
+use program::{Kind, World};
 use wasi::{GuestEnv, P1State, P2State};
 
 /// The engine: one per process, shared by every container.
@@ -166,7 +166,7 @@ impl WasmEngine {
         Ok(program)
     }
 
-    /// Runs a preview 1 module (`_start`) or a preview 2 command component (`wasi:cli/run`) to its end.
+    /// Runs a preview 1 module (`_start`) or a WASI 0.2 or 0.3 command component (`wasi:cli/run`) to its end.
     ///
     /// The guest yields to the executor at every epoch tick (10 ms), so a busy guest does not starve the
     /// other tasks of a current-thread runtime. [`Exit::Killed`] when `spec.cancel` fires or `spec.deadline`
@@ -178,8 +178,8 @@ impl WasmEngine {
         let guest = async {
             match &program.kind {
                 Kind::Module(module) => p1::run(self.p1_linker()?, module, &env, spec.cpu_millis).await,
-                Kind::Component { component, .. } => {
-                    component::run(self.component_linker()?, component, &env, spec.cpu_millis).await
+                Kind::Component { component, world } => {
+                    component::run(self.component_linker()?, component, *world, &env, spec.cpu_millis).await
                 }
             }
         };
@@ -213,16 +213,15 @@ impl WasmEngine {
         mut spec: RunSpec,
         listener: TcpListener,
     ) -> Result<Exit, EngineError> {
-        let Kind::Component { component, http: true } = &program.kind else {
+        let Kind::Component { component, world: world @ (World::HttpP2 | World::HttpP3) } = &program.kind else {
             return Err(EngineError::NotHttp);
         };
         let env = GuestEnv::take(&mut spec);
         let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let span = tracing::info_span!("serve wasi-http", %address, argv0 = env.argv0());
         let cancel = spec.cancel.unwrap_or_default();
-        http::serve(self.component_linker()?, component, env, spec.cpu_millis, spec.deadline, listener, cancel)
-            .instrument(span)
-            .await
+        let handler = http::Handler::new(self.component_linker()?, component, *world)?;
+        http::serve(handler, env, spec.cpu_millis, spec.deadline, listener, cancel).instrument(span).await
     }
 }
 

@@ -19,26 +19,67 @@ pub struct Program {
 pub(super) enum Kind {
     /// A core module (WASI preview 1).
     Module(Module),
-    /// A component (WASI preview 2); `http` when it exports `wasi:http/incoming-handler`.
-    Component { component: Component, http: bool },
+    /// A component (WASI preview 2 or 3), and the world it exports.
+    Component { component: Component, world: World },
+}
+
+/// What a component exports, which says how it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum World {
+    /// `wasi:cli/run@0.2`: a WASI 0.2 command (also a component exporting nothing known: it fails to
+    /// run with [`EngineError::NoEntryPoint`]).
+    Command,
+    /// `wasi:cli/run@0.3`: a WASI 0.3 command, whose `run` is an async export.
+    CommandP3,
+    /// `wasi:http/incoming-handler@0.2`: a WASI 0.2 HTTP handler.
+    HttpP2,
+    /// `wasi:http/handler@0.3`: a WASI 0.3 HTTP service.
+    HttpP3,
+}
+
+impl World {
+    /// The world of a component exporting the interfaces `exports` (qualified names with versions).
+    fn of<'a>(exports: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut world = World::Command;
+        for name in exports {
+            if name.starts_with(HTTP_HANDLER_P2) {
+                return World::HttpP2;
+            } else if name.starts_with(HTTP_HANDLER_P3) {
+                return World::HttpP3;
+            } else if name.starts_with(RUN_P3) {
+                world = World::CommandP3;
+            }
+        }
+        world
+    }
 }
 
 impl std::fmt::Debug for Program {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.kind {
             Kind::Module(_) => f.write_str("Program::Module"),
-            Kind::Component { http, .. } => write!(f, "Program::Component {{ http: {http} }}"),
+            Kind::Component { world, .. } => write!(f, "Program::Component({world:?})"),
         }
     }
 }
 
-/// The interface an HTTP handler component exports (any 0.2.x version).
-const HTTP_HANDLER: &str = "wasi:http/incoming-handler@0.2";
+/// The interface a WASI 0.2 HTTP handler exports (any 0.2.x version).
+const HTTP_HANDLER_P2: &str = "wasi:http/incoming-handler@0.2";
+/// The interface a WASI 0.3 HTTP service exports (any 0.3.x version, release candidates too).
+const HTTP_HANDLER_P3: &str = "wasi:http/handler@0.3";
+/// The interface a WASI 0.3 command exports.
+const RUN_P3: &str = "wasi:cli/run@0.3";
 
 impl Program {
-    /// Whether this is a component exporting `wasi:http/incoming-handler` (served by `serve_http`).
+    /// Whether this is a component exporting `wasi:http/incoming-handler@0.2` or `wasi:http/handler@0.3`
+    /// (served by `serve_http`).
     pub fn is_http(&self) -> bool {
-        matches!(self.kind, Kind::Component { http: true, .. })
+        matches!(self.kind, Kind::Component { world: World::HttpP2 | World::HttpP3, .. })
+    }
+
+    /// Whether this is a WASI 0.3 component (a command or an HTTP service).
+    pub fn is_p3(&self) -> bool {
+        matches!(self.kind, Kind::Component { world: World::CommandP3 | World::HttpP3, .. })
     }
 
     /// Whether this is a component (preview 2) rather than a core module (preview 1).
@@ -47,8 +88,8 @@ impl Program {
     }
 
     fn component(engine: &Engine, component: Component) -> Self {
-        let http = component.component_type().exports(engine).any(|(name, _)| name.starts_with(HTTP_HANDLER));
-        Program { kind: Kind::Component { component, http } }
+        let world = World::of(component.component_type().exports(engine).map(|(name, _)| name));
+        Program { kind: Kind::Component { component, world } }
     }
 
     /// Compiles `bytes` (binary, or WAT text in tests).
@@ -154,5 +195,23 @@ fn is_component(bytes: &[u8]) -> bool {
     match bytes {
         [0, b'a', b's', b'm', _, _, layer_lo, layer_hi, ..] => (*layer_lo, *layer_hi) == (1, 0),
         _ => std::str::from_utf8(bytes).is_ok_and(|text| text.trim_start().starts_with("(component")),
+    }
+}
+
+#[cfg(test)]
+mod world_tests {
+    use super::World;
+
+    #[test]
+    fn a_component_runs_by_what_it_exports() {
+        assert_eq!(World::of(["wasi:cli/run@0.2.6"]), World::Command);
+        assert_eq!(World::of([]), World::Command);
+        assert_eq!(World::of(["wasi:cli/run@0.3.0"]), World::CommandP3);
+        assert_eq!(World::of(["wasi:cli/run@0.3.0-rc-2025-09-16"]), World::CommandP3);
+        assert_eq!(World::of(["wasi:http/incoming-handler@0.2.0"]), World::HttpP2);
+        assert_eq!(World::of(["wasi:cli/run@0.3.0", "wasi:http/handler@0.3.0"]), World::HttpP3);
+        // A service that also exports a command's `run` is served, as `wasmtime serve` would.
+        assert_eq!(World::of(["wasi:http/handler@0.3.0", "wasi:cli/run@0.2.0"]), World::HttpP3);
+        assert_eq!(World::of(["wasi:http/handler@0.4.0"]), World::Command);
     }
 }

@@ -18,7 +18,7 @@ pub enum EngineError {
     Instantiate(String),
     #[error("the program has no entry point (`_start` or `wasi:cli/run`)")]
     NoEntryPoint,
-    #[error("the program is not a component exporting `wasi:http/incoming-handler`")]
+    #[error("the program is not a component exporting `wasi:http/incoming-handler@0.2` or `wasi:http/handler@0.3`")]
     NotHttp,
     #[error("preopening {host} at {guest}: {reason}")]
     Preopen { host: PathBuf, guest: String, reason: String },

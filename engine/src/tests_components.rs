@@ -83,6 +83,47 @@ async fn a_p2_command_prints_and_exits_zero() {
     assert_eq!(again.run(&program, RunSpec::default()).await.expect("runs"), Exit::Code(0));
 }
 
+/// A WASI 0.3 command (an async `run` export) runs: arguments and environment, a stream to stdout, an
+/// async clock wait, `run`'s error as exit code 1, and cancellation while it waits.
+#[tokio::test(flavor = "current_thread")]
+async fn a_p3_command_runs_its_async_export_to_the_end() {
+    let (_dir, engine) = engine();
+    let program = load(&engine, "hello-p3");
+    assert!(program.is_component() && program.is_p3() && !program.is_http(), "{program:?}");
+    let run = |args: &[&str], sink: &Arc<Collect>| RunSpec {
+        args: std::iter::once("hello-p3.wasm").chain(args.iter().copied()).map(String::from).collect(),
+        env: vec![("HELLO_NAME".into(), "skiff".into())],
+        stdout: Some(Output::Sink(sink.clone())),
+        ..Default::default()
+    };
+
+    let sink = Arc::new(Collect::default());
+    assert_eq!(engine.run(&program, run(&["one", "two"], &sink)).await.expect("runs"), Exit::Code(0));
+    assert_eq!(sink.text(), "hello from p3, skiff; args: one two\n");
+
+    let sink = Arc::new(Collect::default());
+    let started = std::time::Instant::now();
+    assert_eq!(engine.run(&program, run(&["sleep", "50"], &sink)).await.expect("runs"), Exit::Code(0));
+    assert!(started.elapsed() >= Duration::from_millis(50), "{:?}", started.elapsed());
+    assert!(sink.text().starts_with("slept "), "{}", sink.text());
+
+    let sink = Arc::new(Collect::default());
+    assert_eq!(engine.run(&program, run(&["fail"], &sink)).await.expect("runs"), Exit::Code(1));
+    assert_eq!(sink.text(), "failing\n");
+
+    // Cancelled while its task waits on the host.
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        trigger.cancel();
+    });
+    let sink = Arc::new(Collect::default());
+    let spec = RunSpec { cancel: Some(cancel), ..run(&["sleep", "60000"], &sink) };
+    assert_eq!(engine.run(&program, spec).await.expect("runs"), Exit::Killed);
+    assert_eq!(sink.text(), "");
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn serve_http_answers_until_cancelled() {
     let (dir, engine) = engine();
@@ -121,6 +162,67 @@ async fn serve_http_answers_until_cancelled() {
     assert_eq!(served.expect("serves"), Exit::Killed);
     // The listener is gone with the server.
     assert!(TcpStream::connect(addr).await.is_err());
+}
+
+/// The body of a chunked answer, or `body` itself when it is not chunked.
+fn dechunk(body: &str) -> String {
+    let mut rest = body;
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { return body.to_string() };
+        if size == 0 || after.len() < size {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// `GET path` on a new connection: status and the (dechunked) body.
+async fn get_body(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, body) = get(addr, path).await;
+    (status, dechunk(&body))
+}
+
+/// A WASI 0.3 HTTP service (`wasi:http/handler@0.3`) is served like a 0.2 one: its body is written by
+/// the guest's own task after `handle` returned (the store runs until that task ends), request bodies
+/// reach it, keep-alive works, and the server stops on cancel.
+#[tokio::test(flavor = "current_thread")]
+async fn a_p3_http_service_streams_its_body_after_handle_returns() {
+    let (_dir, engine) = engine();
+    let program = load(&engine, "hello-http-p3");
+    assert!(program.is_http() && program.is_p3(), "{program:?}");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let cancel = CancellationToken::new();
+    let spec = RunSpec {
+        args: vec!["hello-http-p3.wasm".into()],
+        env: vec![("GREETING".into(), "hola".into())],
+        cancel: Some(cancel.clone()),
+        ..Default::default()
+    };
+    let client = async {
+        assert_eq!(get_body(addr, "/").await, (200, "hello from p3\n".into()));
+        assert_eq!(get_body(addr, "/env/GREETING").await, (200, "hola".into()));
+        assert_eq!(get_body(addr, "/nope").await.0, 404);
+        let (status, body) = get_body(addr, "/chunks/2000").await;
+        let expected: String = (0..2000).map(|i| format!("chunk {i}\n")).collect();
+        assert_eq!(status, 200);
+        assert!(body == expected, "{} of {} bytes: {}", body.len(), expected.len(), &body[..body.len().min(200)]);
+        // A request body reaches the guest; keep-alive carries a second request.
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let two = "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\nping body\
+                   GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        stream.write_all(two.as_bytes()).await.expect("send");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read");
+        assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
+        assert!(answer.contains("ping body") && answer.contains("ok"), "{answer}");
+        cancel.cancel();
+    };
+    let (served, ()) = tokio::join!(engine.serve_http(&program, spec, listener), client);
+    assert_eq!(served.expect("serves"), Exit::Killed);
 }
 
 /// A client that ends its side after the request (`printf 'GET / ...' | nc`: HTTP/1.0, then a

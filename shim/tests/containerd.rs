@@ -52,6 +52,14 @@ fn runs_hello_with_args_env_and_exit_codes() {
     assert_eq!(out.status.code(), Some(1), "trap: {}{}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stderr).contains("the guest trapped"), "{}", text(&out.stderr));
 
+    // A WASI 0.3 component: its async `run`, and `run`'s error as exit code 1.
+    let out = ctd.run_rm(&unique("p3"), &["--env", "HELLO_NAME=wasm"], &["/hello-p3.wasm", "one", "two"]);
+    assert!(out.status.success(), "p3: {}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello from p3, wasm; args: one two\n");
+    let out = ctd.run_rm(&unique("p3-fail"), &[], &["/hello-p3.wasm", "fail"]);
+    assert_eq!(out.status.code(), Some(1), "p3 fail: {}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(text(&out.stdout), "failing\n");
+
     // The image's files are the guest's `/`.
     let out = ctd.run_rm(&unique("cat"), &[], &["/tool.wasm", "cat", "/data/in-image.txt"]);
     assert_eq!(text(&out.stdout), "from the image");

@@ -22,7 +22,7 @@ pub const NS: &str = "skiff-shim-test";
 /// The image every test imports: the guests below at `/`, busybox in `/bin`, entrypoint `/hello.wasm`.
 pub const IMAGE: &str = "skiff.test/guests:1";
 /// Guests copied into the test image.
-const GUESTS: &[&str] = &["hello", "crasher", "tool", "hello-http", "memory-hog", "busy-loop"];
+const GUESTS: &[&str] = &["hello", "crasher", "tool", "hello-http", "memory-hog", "busy-loop", "hello-p3"];
 /// The static busybox copied into the test image's `/bin`.
 const BUSYBOX: &str = "/usr/bin/busybox";
 /// busybox applets linked in the test image's `/bin`.
