@@ -84,7 +84,7 @@ spec:
   containers:
   - name: shell
     image: busybox
-    command: [sh, -c, "echo started as $(id -u) on $(hostname); sleep 3600"]
+    command: [sh, -c, "echo started as $(id -u) on $(hostname); echo cpu $(cat /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cat /sys/fs/cgroup/cpu.weight /sys/fs/cgroup/cpu.max); sleep 3600"]
     resources:
       limits: {{memory: 64Mi, cpu: 500m}}
 ---
@@ -120,6 +120,13 @@ spec:
     s.wait_ready("shell");
     assert!(!s.jsonpath("shell", "{.status.podIP}").is_empty());
     eventually("shell's log", WAIT, || s.logs("shell", "shell").contains("started as 0 on shell"));
+    // Its cgroup: the CPU limit as a quota (50 ms of 100), the request (defaulted from the limit) as
+    // 512 shares (cgroup v1), or the weight runc derives from them (v2; not the default 100).
+    let log = s.logs("shell", "shell");
+    let cpu = log.lines().find_map(|l| l.strip_prefix("cpu ")).unwrap_or_default().to_string();
+    let v1 = cpu == "512 50000";
+    let v2 = cpu.ends_with(" 50000 100000") && !cpu.starts_with("100 ");
+    assert!(v1 || v2, "cpu shares or weight, and quota: {cpu:?}");
     let image_id = s.jsonpath("shell", "{.status.containerStatuses[0].imageID}");
     assert!(image_id.starts_with("docker.io/library/busybox@sha256:"), "{image_id}");
     assert_eq!(s.jsonpath("shell", "{.status.containerStatuses[0].image}"), "busybox");

@@ -1040,6 +1040,13 @@ impl Worker {
             stop_signal: spec.lifecycle.as_ref().and_then(|l| l.stop_signal.clone()),
             seccomp_dir: self.deps.config.data_dir.join("seccomp"),
             target: super::ephemeral::target_of(&self.pod, &spec.name),
+            cpu_request_millis: spec
+                .resources
+                .as_ref()
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("cpu"))
+                .and_then(|q| super::quantity::millicores(&q.0))
+                .map(|m| u32::try_from(m).unwrap_or(u32::MAX)),
         }
     }
 

@@ -77,6 +77,9 @@ pub struct LinuxExtras {
     /// An ephemeral container's `targetContainerName`: it joins that container's process
     /// namespace when the target is a running Linux container (`kubectl debug --target`).
     pub target: Option<String>,
+    /// `resources.requests.cpu` in millicores: the container's CPU shares (its weight against the
+    /// node's other containers when the CPU is contended), as the kubelet sets them.
+    pub cpu_request_millis: Option<u32>,
 }
 
 /// How a container's run ended, in Kubernetes terms.

@@ -19,6 +19,16 @@ use oci_spec::runtime::{
 use crate::image::WasmImage;
 use crate::runtime::Launch;
 
+/// Fewest and most CPU shares a container gets (the kernel's bounds, as the kubelet's).
+const MIN_SHARES: u64 = 2;
+const MAX_SHARES: u64 = 262_144;
+
+/// The CPU shares of a container requesting `millis` millicores, as the kubelet computes them: 1024
+/// per core, at least 2 (no request: 2, a BestEffort container's weight).
+fn cpu_shares(millis: u32) -> u64 {
+    (u64::from(millis) * 1024 / 1000).clamp(MIN_SHARES, MAX_SHARES)
+}
+
 /// CPU period of the spec's quota (the kernel's default, 100 ms).
 const CPU_PERIOD: u64 = 100_000;
 /// The PATH a container gets when its image names none (containerd's default).
@@ -423,10 +433,13 @@ pub fn build(image: &WasmImage, launch: &Launch, input: &SpecInput<'_>) -> Resul
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         resources = resources.memory(LinuxMemoryBuilder::default().limit(limit).build().map_err(invalid)?);
     }
+    let mut cpu = LinuxCpuBuilder::default();
+    cpu = cpu.shares(cpu_shares(launch.linux.cpu_request_millis.unwrap_or(0)));
     if let Some(millis) = launch.cpu_millis.filter(|m| *m > 0) {
         let quota = i64::try_from(u64::from(millis) * CPU_PERIOD / 1000).unwrap_or(i64::MAX);
-        resources = resources.cpu(LinuxCpuBuilder::default().quota(quota).period(CPU_PERIOD).build().map_err(invalid)?);
+        cpu = cpu.quota(quota).period(CPU_PERIOD);
     }
+    resources = resources.cpu(cpu.build().map_err(invalid)?);
     let (masked, readonly) =
         if privileged { (Vec::new(), Vec::new()) } else { (get_default_maskedpaths(), get_default_readonly_paths()) };
     let mut linux = LinuxBuilder::default()
@@ -543,6 +556,11 @@ mod tests {
         assert_eq!(json["hostname"], "p");
         assert_eq!(json["linux"]["resources"]["memory"]["limit"], 32 << 20);
         assert_eq!(json["linux"]["resources"]["cpu"]["quota"], 25_000);
+        // No CPU request: the weight of a BestEffort container.
+        assert_eq!(json["linux"]["resources"]["cpu"]["shares"], 2);
+        let requested = Launch { linux: LinuxExtras { cpu_request_millis: Some(250), ..l.linux.clone() }, ..l.clone() };
+        let json = serde_json::to_value(build(&img, &requested, &input).expect("spec")).expect("json");
+        assert_eq!(json["linux"]["resources"]["cpu"]["shares"], 256);
         let netns =
             json["linux"]["namespaces"].as_array().expect("ns").iter().find(|n| n["type"] == "network").cloned();
         assert_eq!(netns.expect("network")["path"], "/var/run/netns/x");
@@ -608,5 +626,14 @@ mod tests {
         within_bounding_set(&mut all, 0x1ff_feff_ffff);
         assert!(!all.contains(&Capability::SysResource) && all.contains(&Capability::SysAdmin));
         assert!(all.contains(&Capability::CheckpointRestore) && all.contains(&Capability::Chown));
+    }
+
+    #[test]
+    fn cpu_shares_are_the_kubelets() {
+        assert_eq!(cpu_shares(0), 2);
+        assert_eq!(cpu_shares(1), 2);
+        assert_eq!(cpu_shares(100), 102);
+        assert_eq!(cpu_shares(1000), 1024);
+        assert_eq!(cpu_shares(u32::MAX), 262_144);
     }
 }
