@@ -46,6 +46,12 @@ impl Setup {
         let snapshots = self.containerd.ctr(&["snapshots", "ls"]);
         let rows = String::from_utf8_lossy(&snapshots.stdout).lines().skip(1).count();
         assert_eq!(rows, 0, "snapshots left: {}", String::from_utf8_lossy(&snapshots.stdout));
+        // The pods' IPC and UTS namespaces are released with them.
+        let pinned = self.cluster.data_dir().join(PINNED_NAMESPACES);
+        let pinned = pinned.to_string_lossy().into_owned();
+        eventually("the pods' IPC and UTS namespaces are unmounted", WAIT, || {
+            !std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo").contains(&pinned)
+        });
         let prefix = format!("skiff-{}-", self.cluster.node_name().replace(|c: char| !c.is_ascii_alphanumeric(), ""));
         eventually("the pods' network namespaces are gone", WAIT, || {
             let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns");
@@ -55,6 +61,9 @@ impl Setup {
         });
     }
 }
+
+/// Where the in-process node pins its pods' IPC and UTS namespaces, under the server's data directory.
+const PINNED_NAMESPACES: &str = "node/containerd/pod-namespaces";
 
 fn http_get(url: &str) -> Option<String> {
     let out = Command::new("curl").args(["-sf", "--max-time", "3", url]).output().ok()?;
@@ -84,9 +93,12 @@ spec:
   containers:
   - name: shell
     image: busybox
-    command: [sh, -c, "echo started as $(id -u) on $(hostname); echo cpu $(cat /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cat /sys/fs/cgroup/cpu.weight /sys/fs/cgroup/cpu.max); sleep 3600"]
+    command: [sh, -c, "echo started as $(id -u) on $(hostname); echo ns $(readlink /proc/self/ns/ipc) $(readlink /proc/self/ns/uts) on $(hostname); echo cpu $(cat /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cat /sys/fs/cgroup/cpu.weight /sys/fs/cgroup/cpu.max); sleep 3600"]
     resources:
       limits: {{memory: 64Mi, cpu: 500m}}
+  - name: peer
+    image: busybox
+    command: [sh, -c, "echo ns $(readlink /proc/self/ns/ipc) $(readlink /proc/self/ns/uts) on $(hostname); sleep 3600"]
 ---
 apiVersion: v1
 kind: Pod
@@ -127,6 +139,25 @@ spec:
     let v1 = cpu == "512 50000";
     let v2 = cpu.ends_with(" 50000 100000") && !cpu.starts_with("100 ");
     assert!(v1 || v2, "cpu shares or weight, and quota: {cpu:?}");
+    // Its two containers share one IPC and one UTS namespace (the pod's, named after it), not the
+    // node's.
+    let ns_of = |container: &str| {
+        let mut line = String::new();
+        eventually(&format!("{container}'s namespaces"), WAIT, || {
+            line = s.logs("shell", container).lines().find(|l| l.starts_with("ns ")).unwrap_or_default().to_string();
+            !line.is_empty()
+        });
+        line
+    };
+    let (shell_ns, peer_ns) = (ns_of("shell"), ns_of("peer"));
+    assert_eq!(shell_ns, peer_ns);
+    assert!(shell_ns.ends_with(" on shell"), "{shell_ns}");
+    let node_ipc = std::fs::read_link("/proc/self/ns/ipc").expect("the node's ipc namespace");
+    assert!(!shell_ns.contains(&node_ipc.to_string_lossy().into_owned()), "{shell_ns} is the node's");
+    let uid = s.jsonpath("shell", "{.metadata.uid}");
+    let pin = s.cluster.data_dir().join(PINNED_NAMESPACES).join(uid).join("ipc");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(mounts.contains(&pin.to_string_lossy().into_owned()), "{} is not mounted", pin.display());
     let image_id = s.jsonpath("shell", "{.status.containerStatuses[0].imageID}");
     assert!(image_id.starts_with("docker.io/library/busybox@sha256:"), "{image_id}");
     assert_eq!(s.jsonpath("shell", "{.status.containerStatuses[0].image}"), "busybox");
@@ -144,8 +175,8 @@ spec:
     eventually("the Wasm server reads what busybox wrote", WAIT, || {
         http_get(&format!("http://{ip}:8080/file/shared/from-busybox")).as_deref() == Some("written by busybox\n")
     });
-    // Every Linux container is a containerd task (two here); the Wasm ones run in-process.
-    assert_eq!(s.containerd.ids("tasks").len(), 2, "{}", s.containerd.tasks_table());
+    // Every Linux container is a containerd task (three here); the Wasm ones run in-process.
+    assert_eq!(s.containerd.ids("tasks").len(), 3, "{}", s.containerd.tasks_table());
 
     s.delete_all_and_check();
 }

@@ -54,7 +54,9 @@ impl LazyOci {
                         return Err(ContainerdError::Config("this node runs no Linux containers".into()))
                     }
                 };
-                let runtime = OciRuntime::connect(&config, &self.node, Arc::clone(&self.images)).await?;
+                let runtime =
+                    OciRuntime::connect(&config, &self.node, Arc::clone(&self.images), self.dir.join("pod-namespaces"))
+                        .await?;
                 tracing::info!(address = %config.address.display(), "Linux containers run in containerd");
                 runtime.remove_all().await;
                 Ok(Arc::new(runtime))

@@ -2,12 +2,14 @@
 //! (runc), through the same client and task code as Wasm-in-containerd (fifos into CRI-format logs, wait,
 //! SIGTERM then SIGKILL, OOMKilled). Each run gets a fresh writable copy of the image's unpacked layers as
 //! its root directory (the image store's unpack, no snapshotter: see docs/architecture.md), the pod's
-//! network namespace, its volumes as bind mounts and kubelet-written /etc/hosts, /etc/resolv.conf and
-//! /etc/hostname.
+//! network namespace, its IPC and UTS namespaces shared with the pod's other Linux containers
+//! (`pod_namespaces.rs`), its volumes as bind mounts and kubelet-written /etc/hosts, /etc/resolv.conf
+//! and /etc/hostname.
 
 mod exec_output;
 mod lazy;
 mod managed;
+pub mod pod_namespaces;
 pub mod seccomp;
 pub mod spec;
 pub mod stop_signal;
@@ -25,6 +27,7 @@ use super::{ContainerRuntime, ExecOutput, ImageReady, Launch, PodContext, Runtim
 use crate::config::ContainerdConfig;
 use crate::image::{ImageStore, PullPolicy, RegistryAuth};
 use crate::sandbox::Sandbox;
+use pod_namespaces::PodNamespaces;
 
 /// The runtime name containerd resolves to `containerd-shim-runc-v2`.
 pub const RUNTIME: &str = "io.containerd.runc.v2";
@@ -38,18 +41,22 @@ pub struct OciRuntime {
     images: Arc<ImageStore>,
     runs: AtomicU64,
     epoch: String,
+    /// Where pods' IPC and UTS namespaces are pinned.
+    podns_root: PathBuf,
 }
 
-/// A pod in this runtime: its uid and sandbox (network namespace and IP).
+/// A pod in this runtime: its uid and sandbox (network namespace and IP), and the IPC and UTS
+/// namespaces its Linux containers share (made with the first one, released with this context).
 pub struct OciPod {
     uid: String,
     sandbox: Sandbox,
+    namespaces: tokio::sync::OnceCell<PodNamespaces>,
 }
 
 impl OciPod {
     /// The context of pod `uid` on `sandbox`.
     pub fn new(uid: &str, sandbox: &Sandbox) -> Self {
-        Self { uid: uid.to_string(), sandbox: sandbox.clone() }
+        Self { uid: uid.to_string(), sandbox: sandbox.clone(), namespaces: tokio::sync::OnceCell::new() }
     }
 }
 
@@ -60,19 +67,35 @@ impl PodContext for OciPod {
 }
 
 impl OciRuntime {
-    /// Connects to containerd (the kubelet's namespace of `config`).
+    /// Connects to containerd (the kubelet's namespace of `config`); pods' IPC and UTS namespaces
+    /// are pinned under `podns_root`.
     pub async fn connect(
         config: &ContainerdConfig,
         node: &str,
         images: Arc<ImageStore>,
+        podns_root: PathBuf,
     ) -> Result<Self, ContainerdError> {
         let client = Client::connect(&config.address, &config.namespace).await?;
-        Ok(Self { client, node: node.to_string(), images, runs: AtomicU64::new(0), epoch: containerd::epoch() })
+        Ok(Self {
+            client,
+            node: node.to_string(),
+            images,
+            runs: AtomicU64::new(0),
+            epoch: containerd::epoch(),
+            podns_root,
+        })
     }
 
-    /// Removes every container of this node in the namespace (a previous run's, or all at teardown).
+    /// Removes every container of this node in the namespace (a previous run's, or all at teardown),
+    /// and the pod namespaces a previous run left.
     pub async fn remove_all(&self) -> usize {
-        containerd::remove_node_containers(&self.client, &self.node).await
+        let removed = containerd::remove_node_containers(&self.client, &self.node).await;
+        let podns_root = self.podns_root.clone();
+        let swept = tokio::task::spawn_blocking(move || pod_namespaces::sweep(&podns_root)).await.unwrap_or(0);
+        if swept > 0 {
+            tracing::info!(pods = swept, "removed pod namespaces a previous run left");
+        }
+        removed
     }
 
     /// The newest containerd container (id, OCI spec JSON) of the Linux container `container` of pod
@@ -171,6 +194,11 @@ impl OciRuntime {
         let scratch = launch.scratch_dir.clone();
         let (ip, hostname, resolv_conf) =
             (pod.sandbox.ip, launch.linux.hostname.clone(), launch.linux.resolv_conf.clone());
+        let namespaces = pod
+            .namespaces
+            .get_or_try_init(|| PodNamespaces::create(&self.podns_root, &pod.uid, &launch.linux.hostname))
+            .await
+            .map_err(|e| RuntimeError::Other(e.to_string()))?;
         let prepared = tokio::task::spawn_blocking(move || prepare(&template, &scratch, ip, &hostname, &resolv_conf))
             .await
             .map_err(|e| RuntimeError::Other(e.to_string()))??;
@@ -180,6 +208,8 @@ impl OciRuntime {
             etc: &prepared.etc,
             cgroups_path: format!("{CGROUP_PARENT}/{id}"),
             pid_namespace: self.target_pid_namespace(&launch).await,
+            ipc_namespace: Some(&namespaces.ipc),
+            uts_namespace: Some(&namespaces.uts),
         };
         let built = spec::build(&image, &launch, &input).map_err(|e| match e {
             spec::SpecError::Config(m) => RuntimeError::Config(m),
@@ -280,7 +310,7 @@ impl ContainerRuntime for OciRuntime {
     }
 
     async fn pod_context(&self, pod_uid: &str, sandbox: &Sandbox) -> Result<Arc<dyn PodContext>, RuntimeError> {
-        Ok(Arc::new(OciPod { uid: pod_uid.to_string(), sandbox: sandbox.clone() }))
+        Ok(Arc::new(OciPod::new(pod_uid, sandbox)))
     }
 
     async fn start(&self, pod: &Arc<dyn PodContext>, launch: Launch) -> Result<Started, RuntimeError> {

@@ -347,6 +347,10 @@ pub struct SpecInput<'a> {
     pub cgroups_path: String,
     /// A process namespace to join (`/proc/<pid>/ns/pid` of the target of `kubectl debug --target`).
     pub pid_namespace: Option<PathBuf>,
+    /// The pod's IPC and UTS namespaces, shared by its Linux containers; the UTS one carries the
+    /// pod's hostname already (a container joining it sets none). `None`: a private one each.
+    pub ipc_namespace: Option<&'a Path>,
+    pub uts_namespace: Option<&'a Path>,
 }
 
 /// The runtime spec of `launch` on `input.rootfs`, in the pod's network namespace.
@@ -419,6 +423,10 @@ pub fn build(image: &WasmImage, launch: &Launch, input: &SpecInput<'_>) -> Resul
                     .map_err(invalid)
             } else if let (LinuxNamespaceType::Pid, Some(path)) = (ns.typ(), &input.pid_namespace) {
                 LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Pid).path(path).build().map_err(invalid)
+            } else if let (LinuxNamespaceType::Ipc, Some(path)) = (ns.typ(), input.ipc_namespace) {
+                LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Ipc).path(path).build().map_err(invalid)
+            } else if let (LinuxNamespaceType::Uts, Some(path)) = (ns.typ(), input.uts_namespace) {
+                LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Uts).path(path).build().map_err(invalid)
             } else {
                 Ok(ns)
             }
@@ -453,15 +461,17 @@ pub fn build(image: &WasmImage, launch: &Launch, input: &SpecInput<'_>) -> Resul
     }
     let linux = linux.build().map_err(invalid)?;
     let read_only_root = sc.and_then(|s| s.read_only_root_filesystem) == Some(true);
-    SpecBuilder::default()
+    let mut spec = SpecBuilder::default()
         .version("1.0.2")
         .process(process)
         .root(RootBuilder::default().path(input.rootfs).readonly(read_only_root).build().map_err(invalid)?)
-        .hostname(launch.linux.hostname.clone())
         .mounts(mounts)
-        .linux(linux)
-        .build()
-        .map_err(invalid)
+        .linux(linux);
+    // Empty when the container joins the pod's UTS namespace (runc sets no hostname then; newer runc
+    // refuses one for a namespace it does not own). Never left to the builder's default.
+    let hostname = if input.uts_namespace.is_some() { String::new() } else { launch.linux.hostname.clone() };
+    spec = spec.hostname(hostname);
+    spec.build().map_err(invalid)
 }
 
 /// `/etc/hosts` of a pod: localhost, then the pod's IP with its hostname (as the kubelet writes it).
@@ -542,6 +552,8 @@ mod tests {
             etc: &etc,
             cgroups_path: "/skiff/c".into(),
             pid_namespace: None,
+            ipc_namespace: None,
+            uts_namespace: None,
         };
         let spec = build(&img, &l, &input).expect("spec");
         let json = serde_json::to_value(&spec).expect("json");
@@ -561,6 +573,18 @@ mod tests {
         let requested = Launch { linux: LinuxExtras { cpu_request_millis: Some(250), ..l.linux.clone() }, ..l.clone() };
         let json = serde_json::to_value(build(&img, &requested, &input).expect("spec")).expect("json");
         assert_eq!(json["linux"]["resources"]["cpu"]["shares"], 256);
+        // The pod's shared IPC and UTS namespaces are joined by path; the UTS one has the hostname.
+        let shared = SpecInput {
+            ipc_namespace: Some(Path::new("/pods/u/ipc")),
+            uts_namespace: Some(Path::new("/pods/u/uts")),
+            ..input
+        };
+        let json = serde_json::to_value(build(&img, &l, &shared).expect("spec")).expect("json");
+        let ns = json["linux"]["namespaces"].as_array().expect("ns");
+        let path_of = |typ: &str| ns.iter().find(|n| n["type"] == typ).map(|n| n["path"].clone());
+        assert_eq!(path_of("ipc"), Some("/pods/u/ipc".into()));
+        assert_eq!(path_of("uts"), Some("/pods/u/uts".into()));
+        assert_eq!(json["hostname"], "", "{json}");
         let netns =
             json["linux"]["namespaces"].as_array().expect("ns").iter().find(|n| n["type"] == "network").cloned();
         assert_eq!(netns.expect("network")["path"], "/var/run/netns/x");
