@@ -181,6 +181,54 @@ spec:
     s.delete_all_and_check();
 }
 
+/// containerd killed (SIGKILL) and started again under a running Linux container: the container lives
+/// on in its shim, the kubelet keeps waiting on it (no restart), exec reaches it, new Linux pods start,
+/// and deleting everything leaves nothing behind.
+#[test]
+fn linux_containers_live_through_a_containerd_restart() {
+    let mut s = Setup::start();
+    let manifest = "apiVersion: v1\nkind: Pod\nmetadata: {name: survivor}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - {name: c, image: busybox, command: [sleep, \"3600\"]}\n";
+    s.cluster.kubectl_stdin(&["apply", "-f", "-"], Some(manifest));
+    s.wait_ready("survivor");
+    let tasks_before = s.containerd.tasks_table();
+
+    s.containerd.kill_and_restart();
+    // containerd finds the running task again through its shim.
+    eventually("the task RUNNING again in containerd", WAIT, || {
+        s.containerd.tasks_table().lines().any(|l| l.contains("RUNNING"))
+    });
+    // The kubelet reaches the same container: exec goes through containerd's restored task.
+    eventually("exec into the container after the restart", WAIT, || {
+        s.cluster.kubectl_output(&["exec", "survivor", "--", "echo", "still here"], None).status.success()
+    });
+    let after = s.cluster.kubectl(&["exec", "survivor", "--", "echo", "still here"]);
+    assert_eq!(after.trim(), "still here");
+    assert_eq!(s.jsonpath("survivor", "{.status.containerStatuses[0].restartCount}"), "0", "{tasks_before}");
+    assert_eq!(s.jsonpath("survivor", "{.status.phase}"), "Running");
+
+    // A new Linux pod starts on the restarted containerd.
+    let manifest = "apiVersion: v1\nkind: Pod\nmetadata: {name: newcomer}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - {name: c, image: busybox, command: [sh, -c, \"echo born after; sleep 3600\"]}\n";
+    s.cluster.kubectl_stdin(&["apply", "-f", "-"], Some(manifest));
+    s.wait_ready("newcomer");
+    eventually("the newcomer's log", WAIT, || s.logs("newcomer", "c").contains("born after"));
+    // The kubelet's wait on the survivor resumed: its process killed behind its back is seen as its
+    // exit (137, not "containerd lost the container's task") and the container restarted.
+    let id = s.containerd.ids("tasks").into_iter().find(|id| {
+        let info = s.containerd.ctr(&["containers", "info", id]);
+        String::from_utf8_lossy(&info.stdout).contains("default/survivor")
+    });
+    let id = id.expect("the survivor's task");
+    assert!(s.containerd.ctr(&["tasks", "kill", "-s", "SIGKILL", &id]).status.success());
+    eventually("the survivor restarted after its kill", WAIT, || {
+        s.jsonpath("survivor", "{.status.containerStatuses[0].restartCount}") == "1"
+    });
+    let last = s.jsonpath("survivor", "{.status.containerStatuses[0].lastState.terminated.exitCode}");
+    let message = s.jsonpath("survivor", "{.status.containerStatuses[0].lastState.terminated.message}");
+    assert_eq!(last, "137", "{message}");
+    assert!(!message.contains("lost"), "{message}");
+    s.delete_all_and_check();
+}
+
 #[test]
 fn linux_containers_fail_with_kubernetes_statuses() {
     let s = Setup::start();

@@ -82,6 +82,24 @@ impl Containerd {
         self.dir.path().join("containerd.sock")
     }
 
+    /// Kills containerd (SIGKILL: its shims and containers live on) and starts it again on the same
+    /// root and socket, as a supervisor would; returns once it answers.
+    #[allow(dead_code)]
+    pub fn kill_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let root = self.dir.path();
+        let child = containerd_command(root, &root.join("bin")).expect("containerd log").spawn().expect("restart");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.ctr(&["version"]).status.success() {
+            assert!(Instant::now() < deadline, "containerd did not come back: {}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The node agent arguments that make its kubelet run Wasm in this containerd.
     pub fn agent_args(&self) -> Vec<String> {
         vec![
