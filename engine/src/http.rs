@@ -154,8 +154,7 @@ impl Server {
         method: &http::Method,
         uri: &http::Uri,
     ) -> Result<Response<HyperOutgoingBody>, String> {
-        let mut store = Store::new(pre.engine(), self.env.p2().map_err(|e| e.to_string())?);
-        bound_cpu(&mut store, self.cpu_millis);
+        let mut store = self.store(pre.engine())?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let mut http = store.data_mut().http();
         let req = http.new_incoming_request(Scheme::Http, req).map_err(|e| format!("{e:#}"))?;
@@ -187,8 +186,7 @@ impl Server {
         method: &http::Method,
         uri: &http::Uri,
     ) -> Result<Response<HyperOutgoingBody>, String> {
-        let mut store = Store::new(pre.engine(), self.env.p2().map_err(|e| e.to_string())?);
-        bound_cpu(&mut store, self.cpu_millis);
+        let mut store = self.store(pre.engine())?;
         let req = absolute(req).map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
         let (sender, receiver) = futures::channel::oneshot::channel();
         let server = Arc::clone(self);
@@ -218,6 +216,13 @@ impl Server {
             Ok(Err(e)) => Err(format!("the guest answered with an error: {e:#}")),
             Err(_) => Self::no_response(guest).await,
         }
+    }
+
+    /// A fresh store for one request: the guest's WASI context, memory limit and CPU share.
+    fn store(&self, engine: &wasmtime::Engine) -> Result<Store<P2State>, String> {
+        let mut store = Store::new(engine, self.env.p2().map_err(|e| e.to_string())?);
+        bound_cpu(&mut store, self.cpu_millis);
+        Ok(store)
     }
 
     /// Runs a request's guest `call` within the server's bounds (its stop, the request deadline), its CPU
