@@ -229,6 +229,99 @@ fn linux_containers_live_through_a_containerd_restart() {
     s.delete_all_and_check();
 }
 
+/// What this cluster's Linux containers leave on the host, counted: containerd's containers, tasks
+/// and snapshots, mounts under its directories, its network namespaces, the links on its bridge, the
+/// cgroups of containers named `leakcheck`, and the pods' pinned namespaces. (Only this test's: other
+/// tests run beside it.)
+#[derive(Debug, PartialEq, Eq)]
+struct HostFootprint {
+    containers: usize,
+    tasks: usize,
+    snapshots: usize,
+    mounts: usize,
+    netns: usize,
+    links: usize,
+    cgroups: usize,
+    pinned: usize,
+}
+
+impl Setup {
+    fn footprint(&self) -> HostFootprint {
+        let text = |out: std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
+        let node = self.cluster.node_name();
+        let (data, ctd) =
+            (self.cluster.data_dir().display().to_string(), self.containerd.dir.path().display().to_string());
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let netns_prefix = format!("skiff-{}-", node.replace(|c: char| !c.is_ascii_alphanumeric(), ""));
+        let bridge = format!("sk{}", node.trim_start_matches('t'));
+        let cgroups = ["memory", "cpu", "pids", "unified"]
+            .iter()
+            .filter_map(|c| std::fs::read_dir(format!("/sys/fs/cgroup/{c}/skiff")).ok())
+            .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().contains("-leakcheck-")).count())
+            .sum();
+        HostFootprint {
+            containers: self.containerd.ids("containers").len(),
+            tasks: self.containerd.ids("tasks").len(),
+            snapshots: text(self.containerd.ctr(&["snapshots", "ls"])).lines().count().saturating_sub(1),
+            mounts: mountinfo.lines().filter(|l| l.contains(&data) || l.contains(&ctd)).count(),
+            netns: text(Command::new("ip").args(["netns", "list"]).output().expect("ip netns"))
+                .lines()
+                .filter(|l| l.starts_with(&netns_prefix))
+                .count(),
+            links: text(Command::new("ip").args(["-o", "link", "show", "master", &bridge]).output().expect("ip link"))
+                .lines()
+                .count(),
+            cgroups,
+            pinned: std::fs::read_dir(self.cluster.data_dir().join(PINNED_NAMESPACES)).map_or(0, |d| d.count()),
+        }
+    }
+}
+
+/// 1,000 Linux pods created and deleted (a Deployment of busybox scaled between 100 and 0, ten
+/// times) leave the host as they found it.
+#[test]
+fn a_thousand_linux_pod_cycles_leave_nothing_behind() {
+    const REPLICAS: usize = 100;
+    const ROUNDS: usize = 10;
+    let s = Setup::start();
+    // Warm: the image pulled, containerd started, the sandbox pool filled; then counted.
+    let manifest = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: cycle}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: cycle}}}}\n  template:\n    metadata: {{labels: {{app: cycle}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - {{name: leakcheck, image: busybox, command: [sleep, \"3600\"]}}\n"
+    );
+    s.cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest));
+    let ready = || s.cluster.kubectl(&["get", "deploy", "cycle", "-o", "jsonpath={.status.readyReplicas}"]);
+    let pods = || s.cluster.kubectl(&["get", "pods", "-l", "app=cycle", "-o", "name"]).lines().count();
+    eventually("the first replica Ready", WAIT, || ready() == "1");
+    s.cluster.kubectl(&["scale", "deploy/cycle", "--replicas=0"]);
+    eventually("no replica", WAIT, || pods() == 0);
+    eventually("the first replica's container gone", WAIT, || s.containerd.ids("containers").is_empty());
+    let before = s.footprint();
+
+    let cycles = Duration::from_secs(300);
+    for round in 0..ROUNDS {
+        s.cluster.kubectl(&["scale", "deploy/cycle", &format!("--replicas={REPLICAS}")]);
+        eventually(&format!("round {round}: {REPLICAS} replicas Ready"), cycles, || ready() == REPLICAS.to_string());
+        // One task per replica, once the previous round's last containers are removed (that trails
+        // the pods' deletion, as the kubelet's container removal does).
+        eventually(&format!("round {round}: {REPLICAS} tasks"), WAIT, || s.containerd.ids("tasks").len() == REPLICAS);
+        if round == 0 {
+            // The footprint sees what the pods hold while they run.
+            let running = s.footprint();
+            assert!(running.links >= REPLICAS && running.cgroups >= REPLICAS, "{running:?}");
+            assert!(running.pinned == REPLICAS && running.mounts > before.mounts, "{running:?}");
+        }
+        s.cluster.kubectl(&["scale", "deploy/cycle", "--replicas=0"]);
+        eventually(&format!("round {round}: every replica gone"), cycles, || pods() == 0);
+    }
+    eventually("every container removed from containerd", WAIT, || s.containerd.ids("containers").is_empty());
+    let mut after = s.footprint();
+    eventually("the host as before the cycles", WAIT, || {
+        after = s.footprint();
+        after == before
+    });
+    assert_eq!(after, before);
+}
+
 #[test]
 fn linux_containers_fail_with_kubernetes_statuses() {
     let s = Setup::start();
