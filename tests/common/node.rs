@@ -80,16 +80,47 @@ impl Default for TestNet {
     }
 }
 
-/// Removes bridges, network namespaces and service proxy tables that test processes which no
-/// longer run left behind.
+/// The test process a test network name (`t<pid>x<n>`, `sk<pid>x<n>`) belongs to.
+fn owner_pid(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix("sk").or_else(|| name.strip_prefix('t'))?;
+    let (pid, n) = rest.split_once('x')?;
+    let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    (digits(pid) && digits(n)).then_some(pid)
+}
+
+/// Kills the `skiff` servers and agents that test processes which no longer run left behind (a
+/// killed test run never dropped them): the ones whose `--node-name` or `--bridge` names a dead test
+/// process.
+fn kill_orphaned_nodes() {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return };
+    for entry in procs.flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        if !args.first().is_some_and(|a| a.ends_with("/skiff")) {
+            continue;
+        }
+        let names = args.windows(2).filter(|w| w[0] == "--node-name" || w[0] == "--bridge").map(|w| w[1].as_str());
+        let orphaned = names.filter_map(owner_pid).any(|owner| !pid_alive(owner));
+        if orphaned {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+    }
+}
+
+/// Removes what test processes which no longer run left behind: `skiff` processes, bridges,
+/// network namespaces and service proxy tables.
 fn sweep_dead_runs() {
+    kill_orphaned_nodes();
+    let dead = |name: Option<&str>| name.and_then(owner_pid).is_some_and(|pid| !pid_alive(pid));
     let links = Command::new("ip").args(["-o", "link", "show", "type", "bridge"]).output();
     for line in links.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default().lines() {
         let Some(name) = line.split(':').nth(1).map(str::trim) else { continue };
-        if let Some(pid) = name.strip_prefix("sk").and_then(|r| r.split('x').next()) {
-            if pid.chars().all(|c| c.is_ascii_digit()) && !pid.is_empty() && !pid_alive(pid) {
-                let _ = Command::new("ip").args(["link", "delete", name]).status();
-            }
+        if name.starts_with("sk") && dead(Some(name)) {
+            let _ = Command::new("ip").args(["link", "delete", name]).status();
         }
     }
     // The service proxy's and the network policy's nftables tables (`skiff-t<pid>x<n>`,
@@ -97,21 +128,30 @@ fn sweep_dead_runs() {
     let tables = Command::new("nft").args(["list", "tables", "ip"]).output();
     for line in tables.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default().lines() {
         let Some(name) = line.strip_prefix("table ip ").map(str::trim) else { continue };
-        let node = name.strip_prefix("skiff-np-t").or_else(|| name.strip_prefix("skiff-t"));
-        if let Some(pid) = node.and_then(|r| r.split('x').next()) {
-            if pid.chars().all(|c| c.is_ascii_digit()) && !pid.is_empty() && !pid_alive(pid) {
-                let _ = Command::new("nft").args(["delete", "table", "ip", name]).status();
-            }
+        if dead(name.strip_prefix("skiff-np-").or_else(|| name.strip_prefix("skiff-"))) {
+            let _ = Command::new("nft").args(["delete", "table", "ip", name]).status();
         }
     }
+    // Pods' network namespaces (`skiff-t<pid>x<n>-<sandbox>`).
     let Ok(entries) = std::fs::read_dir("/var/run/netns") else { return };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix("skiff-t").and_then(|r| r.split('x').next()) {
-            if pid.chars().all(|c| c.is_ascii_digit()) && !pid.is_empty() && !pid_alive(pid) {
-                let _ = Command::new("ip").args(["netns", "delete", &name]).status();
-            }
+        if dead(name.strip_prefix("skiff-").and_then(|r| r.split('-').next())) {
+            let _ = Command::new("ip").args(["netns", "delete", &name]).status();
         }
+    }
+}
+
+#[cfg(test)]
+mod sweep_tests {
+    #[test]
+    fn test_network_names_tell_their_test_process() {
+        assert_eq!(super::owner_pid("t123x4"), Some("123"));
+        assert_eq!(super::owner_pid("sk123x45"), Some("123"));
+        assert_eq!(super::owner_pid("tx4"), None);
+        assert_eq!(super::owner_pid("t12x"), None);
+        assert_eq!(super::owner_pid("node-1"), None);
+        assert_eq!(super::owner_pid("skiff0"), None);
     }
 }
 
