@@ -21,6 +21,7 @@ if ! curl -sf -o /dev/null http://127.0.0.1:5000/v2/; then
 fi
 $SKIFF image push workloads/out/hello-http.wasm 127.0.0.1:5000/hello-http:1
 $SKIFF image push workloads/out/hello.wasm 127.0.0.1:5000/hello:1
+$SKIFF image push workloads/out/hello-http-p3.wasm 127.0.0.1:5000/hello-http-p3:1
 # Linux containers beside Wasm: busybox built offline into the same registry, which the node
 # mirrors docker.io to, so manifests keep `image: busybox`.
 ./scripts/busybox-image.sh 127.0.0.1:5000
@@ -60,4 +61,9 @@ echo "kubectl logs mixed -c fetcher ->"; $KUBECTL logs mixed -n shop -c fetcher 
 MIP=$($KUBECTL get pod mixed -n shop -o jsonpath='{.status.podIP}')
 echo "curl http://$MIP:8080/file/shared/last (what the sidecar fetched, served by the Wasm component) ->"
 curl -s --max-time 5 "http://$MIP:8080/file/shared/last" || true
+# A WASI 0.3 (preview 3) HTTP service: an async `handle` whose body a guest task writes after it returned.
+$KUBECTL run web3 -n shop --image=127.0.0.1:5000/hello-http-p3:1 --port=8080 --dry-run=client -o yaml | $KUBECTL apply -f -
+$KUBECTL wait --for=condition=Ready pod/web3 -n shop --timeout=60s
+P3IP=$($KUBECTL get pod web3 -n shop -o jsonpath='{.status.podIP}')
+echo "curl http://$P3IP:8080/chunks/3 (a WASI 0.3 component) ->"; curl -s --max-time 5 "http://$P3IP:8080/chunks/3" || true
 echo "export KUBECONFIG=$DATA/kubeconfig   # then use kubectl as usual; stop with: kill %1 (or pkill -f 'skiff server')"
