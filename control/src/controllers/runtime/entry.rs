@@ -6,6 +6,7 @@
 //! thousands (pods) are packed and decoded on read; reads that filter (by labels, owner, node)
 //! test the summary first and decode only what they return.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -91,9 +92,9 @@ impl Repr {
         if !pack {
             return Repr::Decoded(obj);
         }
-        let packed = serde_json::to_vec(obj.as_ref()).map_err(|e| e.to_string()).and_then(|json| {
-            zstd::bulk::compress(&json, PACK_LEVEL).map(|b| (json.len(), b)).map_err(|e| e.to_string())
-        });
+        let packed = serde_json::to_vec(obj.as_ref())
+            .map_err(|e| e.to_string())
+            .and_then(|json| compress(&json).map(|b| (json.len(), b)).map_err(|e| e.to_string()));
         match packed {
             Ok((json_len, bytes)) => Repr::Packed { json_len, bytes: bytes.into() },
             Err(error) => {
@@ -109,7 +110,7 @@ impl Repr {
         match self {
             Repr::Decoded(obj) => Some(Arc::clone(obj)),
             Repr::Packed { json_len, bytes } => {
-                let decoded = zstd::bulk::decompress(bytes, *json_len)
+                let decoded = decompress(bytes, *json_len)
                     .map_err(|e| e.to_string())
                     .and_then(|json| serde_json::from_slice::<Value>(&json).map_err(|e| e.to_string()));
                 match decoded {
@@ -122,6 +123,37 @@ impl Repr {
             }
         }
     }
+}
+
+thread_local! {
+    /// This thread's zstd contexts, made on first use and kept: a context per call (tables of
+    /// about 100 KB to allocate and zero) cost more than packing or unpacking a pod.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// `json` packed at [`PACK_LEVEL`] with this thread's context.
+fn compress(json: &[u8]) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let compressor = match slot.as_mut() {
+            Some(compressor) => compressor,
+            None => slot.insert(zstd::bulk::Compressor::new(PACK_LEVEL)?),
+        };
+        compressor.compress(json)
+    })
+}
+
+/// Packed `bytes` unpacked (into at most `json_len` bytes) with this thread's context.
+fn decompress(bytes: &[u8], json_len: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let decompressor = match slot.as_mut() {
+            Some(decompressor) => decompressor,
+            None => slot.insert(zstd::bulk::Decompressor::new()?),
+        };
+        decompressor.decompress(bytes, json_len)
+    })
 }
 
 /// One cached object.
@@ -201,5 +233,26 @@ mod tests {
     fn corrupt_packed_bytes_read_as_missing_not_garbage() {
         let corrupt = Repr::Packed { json_len: 10, bytes: Arc::from(&b"not zstd"[..]) };
         assert!(corrupt.object().is_none());
+    }
+
+    /// The thread's reused contexts carry nothing from one object to the next, not even a failure.
+    #[test]
+    fn reused_contexts_pack_and_unpack_each_object_alone() {
+        let objects: Vec<Arc<Value>> = (0..50)
+            .map(|i| {
+                let mut obj = pod();
+                obj["metadata"]["name"] = format!("p{i}").into();
+                obj["spec"]["extra"] = "x".repeat(i * 37).into();
+                Arc::new(obj)
+            })
+            .collect();
+        let packed: Vec<Repr> = objects.iter().map(|o| Repr::new(Arc::clone(o), true)).collect();
+        let corrupt = Repr::Packed { json_len: 10, bytes: Arc::from(&b"not zstd"[..]) };
+        for (i, (obj, repr)) in objects.iter().zip(&packed).enumerate().rev() {
+            if i % 7 == 0 {
+                assert!(corrupt.object().is_none());
+            }
+            assert_eq!(repr.object().as_deref(), Some(obj.as_ref()), "object {i}");
+        }
     }
 }
