@@ -32,51 +32,63 @@ pub(super) async fn run(
     cpu_millis: Option<u32>,
 ) -> Result<Exit, EngineError> {
     let instantiate = |e: wasmtime::Error| EngineError::Instantiate(format!("{e:#}"));
-    let pre = linker.instantiate_pre(component).map_err(instantiate)?;
+    let pre = CommandPre::new(linker.instantiate_pre(component).map_err(instantiate)?, world)?;
     let mut store = Store::new(component.engine(), env.p2()?);
     bound_cpu(&mut store, cpu_millis);
-    let started = match world {
-        World::CommandP3 => run_p3(pre, &mut store).await?,
-        _ => run_p2(pre, &mut store).await?,
-    };
-    let exceeded = store.data_mut().limits().exceeded;
-    let outcome = match started {
-        Ok(outcome) => outcome,
-        Err(_) if exceeded => return Ok(Exit::OutOfMemory),
+    let command = match pre.instantiate(&mut store).await {
+        Ok(command) => command,
+        Err(_) if store.data_mut().limits().exceeded => return Ok(Exit::OutOfMemory),
         Err(e) => return Err(instantiate(e)),
     };
+    let outcome = command.run(&mut store).await;
+    let exceeded = store.data_mut().limits().exceeded;
     Ok(match outcome {
         Ok(Ok(())) => Exit::Code(0),
         Ok(Err(())) => Exit::Code(1),
-        Err(_) if exceeded => Exit::OutOfMemory,
         Err(e) => Exit::of(Err(e), exceeded),
     })
 }
 
-/// What a command's `run` gave: its result, or the trap (an exit with a code is one).
-type Outcome = wasmtime::Result<Result<(), ()>>;
-
-/// A command's run: [`EngineError::NoEntryPoint`] when the component is no command of its world, the
-/// instantiation's error, or the outcome of `run`.
-type Started = Result<wasmtime::Result<Outcome>, EngineError>;
-
-async fn run_p2(pre: InstancePre<P2State>, store: &mut Store<P2State>) -> Started {
-    let pre = wasmtime_wasi::p2::bindings::CommandPre::new(pre).map_err(|_| EngineError::NoEntryPoint)?;
-    let command = match pre.instantiate_async(&mut *store).await {
-        Ok(command) => command,
-        Err(e) => return Ok(Err(e)),
-    };
-    Ok(Ok(command.wasi_cli_run().call_run(&mut *store).await))
+/// A command component checked against its world's `wasi:cli/run`.
+enum CommandPre {
+    P2(wasmtime_wasi::p2::bindings::CommandPre<P2State>),
+    P3(wasmtime_wasi::p3::bindings::CommandPre<P2State>),
 }
 
-async fn run_p3(pre: InstancePre<P2State>, store: &mut Store<P2State>) -> Started {
-    let pre = wasmtime_wasi::p3::bindings::CommandPre::new(pre).map_err(|_| EngineError::NoEntryPoint)?;
-    let command = match pre.instantiate_async(&mut *store).await {
-        Ok(command) => command,
-        Err(e) => return Ok(Err(e)),
-    };
-    // The outer result is the event loop's (a trap, or guest tasks all blocked with nothing to wake
-    // them); the inner one is `run`'s call.
-    let ran = store.run_concurrent(async move |store| command.wasi_cli_run().call_run(store).await).await;
-    Ok(Ok(ran.and_then(|call| call)))
+/// An instance of a command.
+enum Command {
+    P2(wasmtime_wasi::p2::bindings::Command),
+    P3(wasmtime_wasi::p3::bindings::Command),
+}
+
+impl CommandPre {
+    /// [`EngineError::NoEntryPoint`] when `pre` does not export its world's `run`.
+    fn new(pre: InstancePre<P2State>, world: World) -> Result<Self, EngineError> {
+        let no_entry = |_| EngineError::NoEntryPoint;
+        Ok(match world {
+            World::CommandP3 => CommandPre::P3(wasmtime_wasi::p3::bindings::CommandPre::new(pre).map_err(no_entry)?),
+            _ => CommandPre::P2(wasmtime_wasi::p2::bindings::CommandPre::new(pre).map_err(no_entry)?),
+        })
+    }
+
+    async fn instantiate(&self, store: &mut Store<P2State>) -> wasmtime::Result<Command> {
+        Ok(match self {
+            CommandPre::P2(pre) => Command::P2(pre.instantiate_async(store).await?),
+            CommandPre::P3(pre) => Command::P3(pre.instantiate_async(store).await?),
+        })
+    }
+}
+
+impl Command {
+    /// Calls `run`: its result, or the trap (an exit with a code is one). A WASI 0.3 `run` is an
+    /// async export, called in the store's concurrent event loop, whose own error (a trap, or guest
+    /// tasks all blocked with nothing to wake them) counts as the call's.
+    async fn run(self, store: &mut Store<P2State>) -> wasmtime::Result<Result<(), ()>> {
+        match self {
+            Command::P2(command) => command.wasi_cli_run().call_run(store).await,
+            Command::P3(command) => {
+                store.run_concurrent(async move |store| command.wasi_cli_run().call_run(store).await).await?
+            }
+        }
+    }
 }

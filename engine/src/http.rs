@@ -161,10 +161,9 @@ impl Server {
         let out = http.new_response_outparam(sender).map_err(|e| format!("{e:#}"))?;
         // The guest runs in its own task: it may go on writing the body after it has sent the head. The
         // task reports a failing guest itself (also one that fails after the head went out).
-        let server = Arc::clone(self);
+        let (server, pre) = (Arc::clone(self), pre.clone());
         let (method, uri) = (method.clone(), uri.clone());
         let guest = tokio::spawn(async move {
-            let Handler::P2(pre) = &server.pre else { unreachable!("a WASI 0.2 request of a WASI 0.2 server") };
             let call = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
@@ -189,10 +188,9 @@ impl Server {
         let mut store = self.store(pre.engine())?;
         let req = absolute(req).map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
         let (sender, receiver) = futures::channel::oneshot::channel();
-        let server = Arc::clone(self);
+        let (server, pre) = (Arc::clone(self), pre.clone());
         let (method, uri) = (method.clone(), uri.clone());
         let guest = tokio::spawn(async move {
-            let Handler::P3(pre) = &server.pre else { unreachable!("a WASI 0.3 request of a WASI 0.3 server") };
             let call = async {
                 let proxy = Proxy::P3(pre.instantiate_async(&mut store).await?);
                 let proxy = &proxy;

@@ -10,7 +10,6 @@
 //! stderr line is `Serving HTTP on http://ADDR/`; SIGINT or SIGTERM stop it (exit 0).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -98,9 +97,8 @@ async fn serve(engine: &WasmEngine, program: &skiff_engine::Program, mut spec: R
     }
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     eprintln!("Serving HTTP on http://{}/", listener.local_addr()?);
-    let cancel = CancellationToken::new();
-    spec.cancel = Some(cancel.clone());
-    let stop = Arc::new(cancel);
+    let stop = CancellationToken::new();
+    spec.cancel = Some(stop.clone());
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {

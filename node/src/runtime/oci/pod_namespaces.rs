@@ -11,12 +11,15 @@ use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 
-/// The namespaces of one pod; unmounted and removed on drop.
+/// The namespaces of one pod; unmounted and removed on drop, unless a later context of the same pod
+/// has replaced them.
 #[derive(Debug)]
 pub struct PodNamespaces {
     dir: PathBuf,
     pub ipc: PathBuf,
     pub uts: PathBuf,
+    /// The inode of the IPC namespace this context pinned (0 until pinned).
+    pinned: u64,
 }
 
 /// Why a pod's namespaces could not be made.
@@ -37,7 +40,7 @@ impl PodNamespaces {
     /// earlier context of the same pod left there is replaced.
     pub async fn create(root: &Path, uid: &str, hostname: &str) -> Result<Self, PodNamespacesError> {
         let dir = root.join(uid);
-        let namespaces = PodNamespaces { ipc: dir.join("ipc"), uts: dir.join("uts"), dir };
+        let mut namespaces = PodNamespaces { ipc: dir.join("ipc"), uts: dir.join("uts"), dir, pinned: 0 };
         release(&namespaces.dir);
         std::fs::create_dir_all(&namespaces.dir).map_err(|e| failed("creating", &namespaces.dir, e))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -51,8 +54,15 @@ impl PodNamespaces {
             .map_err(|e| failed("starting a thread for", &namespaces.dir, e))?;
         let made = rx.await.map_err(|_| failed("making", &namespaces.dir, "the thread ended without an answer"))?;
         // On an error, `namespaces` drops here and removes what was made.
-        made.map(|()| namespaces)
+        made?;
+        namespaces.pinned = inode(&namespaces.ipc).unwrap_or(0);
+        Ok(namespaces)
     }
+}
+
+/// The inode of `path` (for a pinned namespace: the namespace's).
+fn inode(path: &Path) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m))
 }
 
 /// On a thread that ends right after: unshares IPC and UTS, names the host, pins both by bind mounts.
@@ -97,7 +107,11 @@ fn release(dir: &Path) {
 
 impl Drop for PodNamespaces {
     fn drop(&mut self) {
-        release(&self.dir);
+        // A context made later for the same pod replaced the pins: they are its to release.
+        let replaced = self.pinned != 0 && inode(&self.ipc) != Some(self.pinned);
+        if !replaced {
+            release(&self.dir);
+        }
     }
 }
 
@@ -118,7 +132,11 @@ mod tests {
     use super::*;
 
     fn inode(path: &Path) -> u64 {
-        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).expect("stat"))
+        super::inode(path).expect("stat")
+    }
+
+    fn is_pinned(path: &Path) -> bool {
+        nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
     }
 
     /// Needs root (unshare, mount), as the sandbox tests.
@@ -151,8 +169,14 @@ mod tests {
             // A crashed agent leaves its pins behind: forget them without dropping.
             std::mem::forget(PodNamespaces::create(root.path(), uid, uid).await.expect("namespaces"));
         }
-        // A context made again for a pod replaces what was there.
+        // A context made again for a pod replaces what was there; the one it replaced, dropped
+        // afterwards, leaves the new pins alone.
+        let first = PodNamespaces::create(root.path(), "c", "c").await.expect("namespaces");
         let again = PodNamespaces::create(root.path(), "a", "a").await.expect("made again");
+        let second = PodNamespaces::create(root.path(), "c", "c").await.expect("made again");
+        drop(first);
+        assert!(is_pinned(&second.ipc) && is_pinned(&second.uts), "the replaced context took the new pins");
+        drop(second);
         drop(again);
         assert_eq!(sweep(root.path()), 1);
         assert_eq!(std::fs::read_dir(root.path()).expect("root").count(), 0);
