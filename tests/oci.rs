@@ -43,9 +43,11 @@ impl Setup {
         self.cluster.kubectl(&["delete", "pods", "--all", "--wait=true", "--timeout=60s"]);
         eventually("no containerd containers left", WAIT, || self.containerd.ids("containers").is_empty());
         assert!(self.containerd.ids("tasks").is_empty(), "{}", self.containerd.tasks_table());
+        // The images' layers stay (committed snapshots); the containers' own are removed with them.
         let snapshots = self.containerd.ctr(&["snapshots", "ls"]);
-        let rows = String::from_utf8_lossy(&snapshots.stdout).lines().skip(1).count();
-        assert_eq!(rows, 0, "snapshots left: {}", String::from_utf8_lossy(&snapshots.stdout));
+        let table = String::from_utf8_lossy(&snapshots.stdout).into_owned();
+        let left: Vec<&str> = table.lines().skip(1).filter(|l| !l.trim_end().ends_with("Committed")).collect();
+        assert!(left.is_empty(), "snapshots left: {table}");
         // The pods' IPC and UTS namespaces are released with them.
         let pinned = self.cluster.data_dir().join(PINNED_NAMESPACES);
         let pinned = pinned.to_string_lossy().into_owned();
@@ -161,6 +163,14 @@ spec:
     let image_id = s.jsonpath("shell", "{.status.containerStatuses[0].imageID}");
     assert!(image_id.starts_with("docker.io/library/busybox@sha256:"), "{image_id}");
     assert_eq!(s.jsonpath("shell", "{.status.containerStatuses[0].image}"), "busybox");
+    // The image is containerd's, under its full name, unpacked into committed snapshots; each
+    // running container has its own active snapshot on them.
+    let images = s.containerd.ctr(&["images", "ls", "-q"]);
+    let images = String::from_utf8_lossy(&images.stdout).into_owned();
+    assert!(images.lines().any(|l| l == "docker.io/library/busybox:latest"), "containerd's images: {images}");
+    let snapshots = String::from_utf8_lossy(&s.containerd.ctr(&["snapshots", "ls"]).stdout).into_owned();
+    let kinds = |kind: &str| snapshots.lines().filter(|l| l.trim_end().ends_with(kind)).count();
+    assert!(kinds("Committed") >= 1 && kinds("Active") >= 2, "{snapshots}");
 
     // The mixed pod: 2/2 with one IP; localhost and the emptyDir shared both ways.
     s.wait_ready("mixed");
@@ -309,6 +319,7 @@ fn a_thousand_linux_pod_cycles_leave_nothing_behind() {
             let running = s.footprint();
             assert!(running.links >= REPLICAS && running.cgroups >= REPLICAS, "{running:?}");
             assert!(running.pinned == REPLICAS && running.mounts > before.mounts, "{running:?}");
+            assert!(running.snapshots >= before.snapshots + REPLICAS, "a snapshot per container: {running:?}");
         }
         s.cluster.kubectl(&["scale", "deploy/cycle", "--replicas=0"]);
         eventually(&format!("round {round}: every replica gone"), cycles, || pods() == 0);
@@ -363,7 +374,7 @@ spec:
   containers:
   - name: nobody
     image: busybox
-    command: [sh, -c, "echo uid=$(id -u); sleep 3600"]
+    command: [sh, -c, "echo uid=$(id -u) gid=$(id -g); sleep 3600"]
 "#,
         s.registry.addr
     );
@@ -395,7 +406,8 @@ spec:
     assert!(s.jsonpath("rooted", "{.status.containerStatuses[0].state.running}").is_empty());
 
     s.wait_ready("nobody");
-    eventually("nobody runs as 65534", WAIT, || s.logs("nobody", "nobody").contains("uid=65534"));
+    // Its group is the user's in the image's /etc/passwd (read from the image's layers in containerd).
+    eventually("nobody runs as 65534", WAIT, || s.logs("nobody", "nobody").contains("uid=65534 gid=65534"));
 
     s.delete_all_and_check();
 }
@@ -475,8 +487,9 @@ spec:
 }
 
 /// Image garbage collection with its thresholds forced to 0 % (and no minimum age), looking every
-/// second: once no pod on the node names busybox, the node's copy goes (its index entry and
-/// unpacked root), and the next busybox pod (`IfNotPresent`) pulls it again.
+/// second: once no pod on the node names busybox, the node's copy goes (its index entry, its
+/// record in containerd and, through containerd's garbage collector, its layers), and the next
+/// busybox pod (`IfNotPresent`) pulls it again.
 #[test]
 fn unused_images_are_collected_when_the_disk_is_over_the_threshold() {
     let s = Setup::start_linux_with(
@@ -490,7 +503,15 @@ fn unused_images_are_collected_when_the_disk_is_over_the_threshold() {
     let images = s.cluster.data_dir().join("node").join("images");
     let has_busybox =
         || std::fs::read_to_string(images.join("index.json")).unwrap_or_default().contains("library/busybox");
-    let roots = || std::fs::read_dir(images.join("rootfs")).map(|d| d.count()).unwrap_or(0);
+    // In containerd: the image record, and the layers' committed snapshots.
+    let in_containerd = || {
+        let listed = s.containerd.ctr(&["images", "ls", "-q"]);
+        String::from_utf8_lossy(&listed.stdout).lines().any(|l| l == "docker.io/library/busybox:latest")
+    };
+    let layers = || {
+        let listed = s.containerd.ctr(&["snapshots", "ls"]);
+        String::from_utf8_lossy(&listed.stdout).lines().filter(|l| l.trim_end().ends_with("Committed")).count()
+    };
     let pod = |name: &str| {
         format!(
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  \
@@ -499,9 +520,10 @@ fn unused_images_are_collected_when_the_disk_is_over_the_threshold() {
     };
     s.cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&pod("first")));
     s.wait_ready("first");
-    assert!(has_busybox() && roots() == 1, "busybox is on the node while a pod uses it");
+    assert!(has_busybox() && in_containerd() && layers() == 1, "busybox is on the node while a pod uses it");
     s.delete_all_and_check();
-    eventually("busybox collected", WAIT, || !has_busybox() && roots() == 0);
+    // Deleting the record lets containerd's garbage collector take the blobs and snapshots.
+    eventually("busybox collected", WAIT, || !has_busybox() && !in_containerd() && layers() == 0);
     s.cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&pod("second")));
     s.wait_ready("second");
     let events = s.cluster.kubectl(&["get", "events", "--field-selector", "involvedObject.name=second"]);

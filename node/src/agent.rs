@@ -145,7 +145,12 @@ impl Agent {
             }
         })];
         tasks.push(tokio::spawn(crate::lease::keep_fresh(client.clone(), config.clone())));
-        tasks.push(tokio::spawn(crate::image_gc::run(client.clone(), config.clone(), Arc::clone(&images))));
+        tasks.push(tokio::spawn(crate::image_gc::run(
+            client.clone(),
+            config.clone(),
+            Arc::clone(&images),
+            oci.clone(),
+        )));
         let (status_client, status_config, port) = (client.clone(), config.clone(), kubelet_addr.port());
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));

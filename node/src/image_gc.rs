@@ -11,9 +11,11 @@ use kube::Api;
 
 use crate::config::AgentConfig;
 use crate::image::ImageStore;
+use crate::runtime::oci::LazyOci;
 
-/// Collects images every `config.image_gc_period` until the task is aborted.
-pub async fn run(client: kube::Client, config: AgentConfig, images: Arc<ImageStore>) {
+/// Collects images every `config.image_gc_period` until the task is aborted; the Linux images
+/// collected are deleted from the node's containerd too (when it runs).
+pub async fn run(client: kube::Client, config: AgentConfig, images: Arc<ImageStore>, oci: Option<Arc<LazyOci>>) {
     let mut tick = tokio::time::interval(config.image_gc_period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -25,8 +27,13 @@ pub async fn run(client: kube::Client, config: AgentConfig, images: Arc<ImageSto
                 continue;
             }
         };
-        if let Err(e) = images.collect(&in_use, &config.image_gc).await {
-            tracing::warn!(error = %e, "image garbage collection");
+        match images.collect(&in_use, &config.image_gc).await {
+            Ok(collected) => {
+                if let Some(runtime) = oci.as_ref().and_then(|o| o.started()) {
+                    runtime.remove_images(&collected.removed).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "image garbage collection"),
         }
     }
 }

@@ -135,7 +135,8 @@ impl CacheDir {
             .images
             .into_iter()
             .filter(|(_, img)| {
-                (img.kind == super::ImageKind::Linux || img.wasm_path.is_file())
+                // Linux images from before containerd held them are pulled again.
+                (img.kind == super::ImageKind::Linux && img.linux.is_some() || img.wasm_path.is_file())
                     && img.rootfs.as_ref().is_none_or(|r| r.is_dir())
             })
             .collect())
@@ -179,7 +180,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ImageError> 
 }
 
 /// The hex part of a well-formed `sha256:<64 lowercase hex>` digest.
-pub(crate) fn sha256_hex(digest: &str) -> Option<&str> {
+pub fn sha256_hex(digest: &str) -> Option<&str> {
     let hex = digest.strip_prefix("sha256:")?;
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))).then_some(hex)
 }

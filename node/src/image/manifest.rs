@@ -42,6 +42,8 @@ struct IndexEntry {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct AnyManifest {
+    #[serde(default)]
+    media_type: Option<String>,
     config: Option<Descriptor>,
     #[serde(default)]
     layers: Vec<Descriptor>,
@@ -52,6 +54,10 @@ struct AnyManifest {
 #[derive(Debug, Clone)]
 pub(crate) struct ImageManifest {
     pub digest: String,
+    /// Its media type (OCI's when the manifest does not say).
+    pub media_type: String,
+    /// Its bytes as the registry sent them (they hash to `digest`).
+    pub bytes: bytes::Bytes,
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,
 }
@@ -75,7 +81,7 @@ pub(crate) async fn select_image_manifest(
 ) -> Result<ImageManifest, ImageError> {
     let parsed = parse(image, top)?;
     let Some(entries) = parsed.manifests else {
-        return into_image_manifest(image, parsed, top_digest);
+        return into_image_manifest(image, parsed, top_digest, bytes::Bytes::copy_from_slice(top));
     };
     let wasm = entries.iter().find(|e| e.platform.as_ref().is_some_and(is_wasi_wasm));
     let linux = || entries.iter().find(|e| e.platform.as_ref().is_some_and(is_host_linux));
@@ -100,7 +106,7 @@ pub(crate) async fn select_image_manifest(
         let detail = "the selected entry of the image index is itself an index".to_string();
         return Err(ImageError::InvalidImage { reference: image.normalized.clone(), detail });
     }
-    into_image_manifest(image, parsed, &digest)
+    into_image_manifest(image, parsed, &digest, bytes)
 }
 
 fn is_host_linux(p: &Platform) -> bool {
@@ -126,10 +132,16 @@ fn parse(image: &ImageRef, bytes: &[u8]) -> Result<AnyManifest, ImageError> {
     })
 }
 
-fn into_image_manifest(image: &ImageRef, m: AnyManifest, digest: &str) -> Result<ImageManifest, ImageError> {
+fn into_image_manifest(
+    image: &ImageRef,
+    m: AnyManifest,
+    digest: &str,
+    bytes: bytes::Bytes,
+) -> Result<ImageManifest, ImageError> {
     let config = m.config.ok_or_else(|| ImageError::InvalidImage {
         reference: image.normalized.clone(),
         detail: "manifest has no config".to_string(),
     })?;
-    Ok(ImageManifest { digest: digest.to_string(), config, layers: m.layers })
+    let media_type = m.media_type.unwrap_or_else(|| OCI_IMAGE_MEDIA_TYPE.to_string());
+    Ok(ImageManifest { digest: digest.to_string(), media_type, bytes, config, layers: m.layers })
 }

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use auth::{auths_from_docker_config, RegistryAuth};
+pub use cache::sha256_hex;
 pub use error::ImageError;
 pub use mirrors::RegistriesConfig;
 pub use push::push_wasm;
@@ -79,4 +80,26 @@ pub struct WasmImage {
     /// `lifecycle.stopSignal` says otherwise).
     #[serde(default)]
     pub stop_signal: Option<String>,
+    /// Linux images: the blobs containerd's content store and snapshotter take them from.
+    #[serde(default)]
+    pub linux: Option<LinuxContent>,
+}
+
+/// A blob as a manifest names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub media_type: String,
+    pub digest: String,
+    pub size: i64,
+}
+
+/// What a Linux image is made of: its manifest, config and layers (bottom first) as blobs of the
+/// node's cache until containerd holds them, and the layers' uncompressed digests (the config's
+/// `rootfs.diff_ids`), which name the snapshots they unpack into.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinuxContent {
+    pub manifest: BlobRef,
+    pub config: BlobRef,
+    pub layers: Vec<BlobRef>,
+    pub diff_ids: Vec<String>,
 }

@@ -16,7 +16,7 @@ use super::reference::ImageRef;
 use super::registry::map_oci_error;
 use super::rootfs::resolve_in_root;
 use super::unpack::{unpack_layers, UnpackError};
-use super::{ImageKind, WasmImage};
+use super::{BlobRef, ImageKind, LinuxContent, WasmImage};
 
 /// Config media types of Wasm OCI artifacts (the wasm-oci spec's v0, and oci-client's legacy v1).
 pub(crate) const WASM_CONFIG_MEDIA_TYPES: &[&str] =
@@ -43,6 +43,14 @@ struct ConfigFile {
     architecture: String,
     #[serde(default)]
     config: Option<ExecConfig>,
+    #[serde(default)]
+    rootfs: Option<RootFsConfig>,
+}
+
+#[derive(Deserialize, Default)]
+struct RootFsConfig {
+    #[serde(default)]
+    diff_ids: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -121,6 +129,7 @@ impl PullCtx<'_> {
             cmd: Vec::new(),
             user: None,
             stop_signal: None,
+            linux: None,
         })
     }
 
@@ -132,7 +141,8 @@ impl PullCtx<'_> {
             serde_json::from_slice(&bytes).map_err(|e| self.invalid(format!("unreadable image config: {e}")))?;
         if config.architecture != "wasm" || !config.os.starts_with("wasi") {
             if config.os == "linux" && config.architecture == host_arch() {
-                return self.linux(manifest, image_id, config.config.unwrap_or_default()).await;
+                let diff_ids = config.rootfs.map(|r| r.diff_ids).unwrap_or_default();
+                return self.linux(manifest, image_id, config.config.unwrap_or_default(), diff_ids).await;
             }
             return Err(self.not_wasm(format!(
                 "image platform is {}/{}, neither wasi/wasm nor linux/{}",
@@ -165,23 +175,61 @@ impl PullCtx<'_> {
             cmd: Vec::new(),
             user: None,
             stop_signal: None,
+            linux: None,
         })
     }
 
-    /// A Linux image for this node's architecture: its layers unpacked, its config kept for the runtime spec.
+    /// A Linux image for this node's architecture: its manifest and layers in the cache (until
+    /// containerd holds them, `runtime/oci/image_import.rs`), its config kept for the runtime spec.
     async fn linux(
         &self,
         manifest: &ImageManifest,
         image_id: String,
         exec: ExecConfig,
+        diff_ids: Vec<String>,
     ) -> Result<WasmImage, ImageError> {
-        let rootfs = self.rootfs(manifest).await?;
+        if manifest.layers.is_empty() {
+            return Err(self.invalid("the image has no layers"));
+        }
+        if diff_ids.len() != manifest.layers.len() {
+            return Err(self.invalid(format!(
+                "its config lists {} layer digests (rootfs.diff_ids) for {} layers",
+                diff_ids.len(),
+                manifest.layers.len()
+            )));
+        }
+        for layer in &manifest.layers {
+            if !layer.media_type.contains("tar") {
+                return Err(self.invalid(format!("layer media type {} is not a tar layer", layer.media_type)));
+            }
+            self.blob(layer).await?;
+        }
+        let manifest_path =
+            self.cache.blob_path(&manifest.digest).ok_or_else(|| self.invalid("manifest digest is not sha256"))?;
+        if !manifest_path.is_file() {
+            let (path, bytes) = (manifest_path.clone(), manifest.bytes.clone());
+            tokio::task::spawn_blocking(move || super::cache::write_atomic(&path, &bytes))
+                .await
+                .map_err(|e| ImageError::io("writing", manifest_path.clone(), std::io::Error::other(e)))??;
+        }
+        let blob =
+            |d: &Descriptor| BlobRef { media_type: d.media_type.clone(), digest: d.digest.clone(), size: d.size };
+        let linux = LinuxContent {
+            manifest: BlobRef {
+                media_type: manifest.media_type.clone(),
+                digest: manifest.digest.clone(),
+                size: i64::try_from(manifest.bytes.len()).unwrap_or(i64::MAX),
+            },
+            config: blob(&manifest.config),
+            layers: manifest.layers.iter().map(blob).collect(),
+            diff_ids,
+        };
         Ok(WasmImage {
             reference: self.image.normalized.clone(),
             image_id,
             wasm_path: PathBuf::new(),
             wasm_digest: String::new(),
-            rootfs: Some(rootfs),
+            rootfs: None,
             entrypoint: exec.entrypoint.unwrap_or_default(),
             env: skiff_engine::env_pairs(exec.env.unwrap_or_default()),
             working_dir: exec.working_dir.filter(|w| !w.is_empty()),
@@ -189,6 +237,7 @@ impl PullCtx<'_> {
             cmd: exec.cmd.unwrap_or_default(),
             user: exec.user.filter(|u| !u.is_empty()),
             stop_signal: exec.stop_signal.filter(|s| !s.is_empty()),
+            linux: Some(linux),
         })
     }
 

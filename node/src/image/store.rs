@@ -2,7 +2,7 @@
 //! pull among concurrent callers (single flight) and records pulled images in the on-disk index.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -147,6 +147,32 @@ impl ImageStore {
         self.inner.images.read().get(&normalized).cloned()
     }
 
+    /// The file of blob `digest` in the cache, if it is there.
+    pub fn blob_file(&self, digest: &str) -> Option<PathBuf> {
+        self.inner.cache.blob_path(digest).filter(|p| p.is_file())
+    }
+
+    /// Removes the cache's copies of blobs another store now holds (a Linux image's layers, once
+    /// in containerd); a missing one is fine.
+    pub fn drop_blobs<'a>(&self, digests: impl IntoIterator<Item = &'a str>) {
+        for path in digests.into_iter().filter_map(|d| self.inner.cache.blob_path(d)) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "removing a blob"),
+            }
+        }
+    }
+
+    /// Drops `reference` from the node's images (its next `ensure` pulls it again).
+    pub async fn forget(&self, reference: &str) -> Result<(), ImageError> {
+        let normalized = ImageRef::parse(reference)?.normalized;
+        if self.inner.images.write().remove(&normalized).is_some() {
+            self.inner.save_index().await?;
+        }
+        Ok(())
+    }
+
     /// How many pulls (registry resolutions) this store has started.
     pub fn pulls(&self) -> u64 {
         self.inner.pulls.load(Ordering::Relaxed)
@@ -227,11 +253,13 @@ fn disk_use(dir: &Path) -> Result<DiskUse, ImageError> {
     Ok(DiskUse { capacity, used: capacity.saturating_sub(available.saturating_mul(frsize)) })
 }
 
-/// The bytes of an image's own files: its unpacked root (or its Wasm blob).
+/// The bytes of an image's own files: its unpacked root, its Wasm blob, or (a Linux image, in
+/// containerd) its compressed layers.
 fn files_size(image: &WasmImage) -> u64 {
-    match &image.rootfs {
-        Some(root) => super::cache::tree_size(root),
-        None => std::fs::metadata(&image.wasm_path).map_or(0, |m| m.len()),
+    match (&image.rootfs, &image.linux) {
+        (Some(root), _) => super::cache::tree_size(root),
+        (None, Some(linux)) => linux.layers.iter().map(|l| u64::try_from(l.size).unwrap_or(0)).sum(),
+        (None, None) => std::fs::metadata(&image.wasm_path).map_or(0, |m| m.len()),
     }
 }
 
@@ -305,20 +333,28 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::{normalize_reference, ImageConfig, ImageKind};
+    use crate::image::{normalize_reference, BlobRef, ImageConfig, ImageKind, LinuxContent};
 
-    /// A Linux image in the cache: its root with one file of `size` bytes, its index entry.
+    /// A Linux image in the cache: one layer blob of `size` bytes, its index entry.
     fn linux_image(cache: &Path, reference: &str, hex: char, size: usize) -> (String, WasmImage) {
-        let root = cache.join("rootfs").join(hex.to_string().repeat(64));
-        std::fs::create_dir_all(root.join("bin")).expect("rootfs");
-        std::fs::write(root.join("bin/app"), vec![0u8; size]).expect("file");
+        let blob = |c: char, size: i64| BlobRef {
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            digest: format!("sha256:{}", c.to_string().repeat(64)),
+            size,
+        };
+        let layer = blob(hex, i64::try_from(size).expect("size"));
+        let dir = cache.join("blobs/sha256");
+        std::fs::create_dir_all(&dir).expect("blobs");
+        std::fs::write(dir.join(hex.to_string().repeat(64)), vec![0u8; size]).expect("layer");
+        let linux =
+            LinuxContent { manifest: blob('e', 10), config: blob('f', 10), layers: vec![layer], diff_ids: vec![] };
         let reference = normalize_reference(reference).expect("reference");
         let image = WasmImage {
             reference: reference.clone(),
             image_id: format!("{reference}@sha256:{}", hex.to_string().repeat(64)),
             wasm_path: Default::default(),
             wasm_digest: String::new(),
-            rootfs: Some(root),
+            rootfs: None,
             entrypoint: Vec::new(),
             env: Vec::new(),
             working_dir: None,
@@ -326,6 +362,7 @@ mod tests {
             cmd: vec!["sh".into()],
             user: None,
             stop_signal: None,
+            linux: Some(linux),
         };
         (reference, image)
     }
@@ -349,15 +386,15 @@ mod tests {
         let none = store.collect(&["busybox".into()], &GcPolicy::default()).await.expect("collect");
         assert_eq!(none, Collected::default());
 
-        // Forced to 0 %: every image no pod uses goes, with its root and the blobs nothing needs.
+        // Forced to 0 %: every image no pod uses goes, with the blobs nothing needs (a Linux image's
+        // layers are containerd's once it runs: the cache's copies go too).
         let zero = GcPolicy::new(0, 0, std::time::Duration::ZERO).expect("policy");
         let done = store.collect(&["busybox".into()], &zero).await.expect("collect");
         let old = normalize_reference("127.0.0.1:5000/old:1").expect("reference");
         assert_eq!(done.removed, [old], "{done:?}");
         assert!(done.freed >= 3500, "{done:?}");
         assert!(store.cached("busybox").is_some() && store.cached("127.0.0.1:5000/old:1").is_none());
-        assert!(!dir.path().join("rootfs").join("b".repeat(64)).exists(), "the unused root is gone");
-        assert!(dir.path().join("rootfs").join("a".repeat(64)).join("bin/app").exists(), "the used root stays");
+        assert!(cache.blob_path(&format!("sha256:{}", "b".repeat(64))).is_some_and(|p| !p.exists()), "layer gone");
         assert!(!stray.exists(), "a blob no image needs is gone");
         // The index on disk agrees: a new store finds only busybox.
         let reopened =

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::oci::image_import::ImportError;
 use super::oci::{LazyOci, OciPod, OciRuntime};
 use super::{ContainerRuntime, ExecOutput, ImageReady, Launch, PodContext, RuntimeError, Started};
 use crate::image::{ImageError, ImageKind, ImageStore, PullPolicy, RegistryAuth};
@@ -82,9 +83,19 @@ impl ContainerRuntime for Dispatch {
         let ready = ImageReady { image_id: pulled.image.image_id.clone(), pulled: pulled.pulled };
         if pulled.image.kind == ImageKind::Linux {
             // Starting the node's containerd (first Linux container) overlaps nothing else: do it here.
-            return match &self.oci {
-                Some(lazy) => lazy.get().await.map(|_| ready).map_err(RuntimeError::from),
-                None => Err(no_linux(image)),
+            let Some(lazy) = &self.oci else { return Err(no_linux(image)) };
+            let oci = lazy.get().await?;
+            return match oci.import(&pulled.image).await {
+                Ok(_) => Ok(ready),
+                // containerd lost a blob the node's cache no longer keeps: pull the image again.
+                Err(ImportError::MissingBlob { .. }) => {
+                    tracing::info!(image, "containerd lacks layers of the image: pulling it again");
+                    self.images.forget(image).await?;
+                    let again = self.images.ensure(image, policy, auths.first()).await?;
+                    oci.import(&again.image).await?;
+                    Ok(ImageReady { image_id: again.image.image_id.clone(), pulled: true })
+                }
+                Err(e) => Err(e.into()),
             };
         }
         // The Wasm runtime prepares the program (compiles it); the image is on the node by now.

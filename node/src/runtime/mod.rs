@@ -130,6 +130,9 @@ pub enum RuntimeError {
     Engine(#[from] skiff_engine::EngineError),
     #[error("{0}")]
     Containerd(#[from] containerd::ContainerdError),
+    /// A Linux image could not be put into containerd.
+    #[error("{0}")]
+    ImageImport(#[from] oci::image_import::ImportError),
     /// The container's configuration is refused (`CreateContainerConfigError`, e.g. runAsNonRoot).
     #[error("{0}")]
     Config(String),
@@ -141,7 +144,7 @@ impl RuntimeError {
     /// The Kubernetes waiting reason for this failure.
     pub fn reason(&self) -> &'static str {
         match self {
-            RuntimeError::Image(_) => "ErrImagePull",
+            RuntimeError::Image(_) | RuntimeError::ImageImport(_) => "ErrImagePull",
             RuntimeError::Config(_) => "CreateContainerConfigError",
             RuntimeError::Engine(_) | RuntimeError::Containerd(_) | RuntimeError::Other(_) => "CreateContainerError",
         }

@@ -13,6 +13,7 @@ use containerd_client::services::v1::{
     DeleteTaskRequest, ExecProcessRequest, GetRequest, KillRequest, ListContainersRequest, ResizePtyRequest,
     StartRequest, WaitRequest,
 };
+use containerd_client::types::Mount;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
@@ -21,6 +22,8 @@ use super::ContainerdError;
 
 /// The header containerd reads the namespace of a request from.
 const NAMESPACE_HEADER: &str = "containerd-namespace";
+/// The header naming the lease that keeps what a request makes from containerd's garbage collector.
+const LEASE_HEADER: &str = "containerd-lease";
 /// The type URL containerd stores an OCI runtime spec under (its JSON is the value).
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 /// The type URL of an OCI process spec (an exec's).
@@ -31,9 +34,11 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// A connection to containerd, scoped to one namespace. Cheap to clone (the channel is shared).
 #[derive(Clone)]
 pub struct Client {
-    channel: Channel,
+    pub(super) channel: Channel,
     namespace: MetadataValue<Ascii>,
     namespace_name: String,
+    /// The lease every request of this handle is made under ([`Client::leased`]).
+    lease: Option<MetadataValue<Ascii>>,
 }
 
 /// What a new container is made of.
@@ -44,6 +49,8 @@ pub struct NewContainer<'a> {
     /// The OCI runtime spec, as JSON.
     pub spec: Vec<u8>,
     pub labels: HashMap<String, String>,
+    /// The snapshot holding its root filesystem: (snapshotter, key).
+    pub snapshot: Option<(&'a str, &'a str)>,
 }
 
 impl Client {
@@ -55,7 +62,15 @@ impl Client {
         let channel = containerd_client::connect(address)
             .await
             .map_err(|e| ContainerdError::Connect { address: address.to_path_buf(), reason: e.to_string() })?;
-        Ok(Self { channel, namespace: namespace_value, namespace_name: namespace.to_string() })
+        Ok(Self { channel, namespace: namespace_value, namespace_name: namespace.to_string(), lease: None })
+    }
+
+    /// This client with every request made under lease `id` (what it creates is kept until the
+    /// lease is deleted or expires).
+    pub fn leased(&self, id: &str) -> Result<Self, ContainerdError> {
+        let lease =
+            id.parse::<MetadataValue<Ascii>>().map_err(|_| ContainerdError::Config(format!("invalid lease {id:?}")))?;
+        Ok(Self { lease: Some(lease), ..self.clone() })
     }
 
     /// The namespace this client works in.
@@ -63,9 +78,12 @@ impl Client {
         &self.namespace_name
     }
 
-    fn request<T>(&self, message: T, timeout: Option<Duration>) -> Request<T> {
+    pub(super) fn request<T>(&self, message: T, timeout: Option<Duration>) -> Request<T> {
         let mut request = Request::new(message);
         request.metadata_mut().insert(NAMESPACE_HEADER, self.namespace.clone());
+        if let Some(lease) = &self.lease {
+            request.metadata_mut().insert(LEASE_HEADER, lease.clone());
+        }
         if let Some(t) = timeout {
             request.set_timeout(t);
         }
@@ -80,14 +98,18 @@ impl Client {
         TasksClient::new(self.channel.clone())
     }
 
-    /// Creates a container (metadata only: no snapshot, the spec names its root directory).
+    /// Creates a container: metadata, and the snapshot it names (made afterwards, so containerd's
+    /// garbage collector never sees it unreferenced); without one the spec names its root directory.
     pub async fn create_container(&self, new: NewContainer<'_>) -> Result<(), ContainerdError> {
+        let (snapshotter, snapshot_key) = new.snapshot.unwrap_or_default();
         let container = Container {
             id: new.id.to_string(),
             labels: new.labels,
             image: new.image.to_string(),
             runtime: Some(Runtime { name: new.runtime.to_string(), options: None }),
             spec: Some(prost_types::Any { type_url: SPEC_TYPE_URL.into(), value: new.spec }),
+            snapshotter: snapshotter.to_string(),
+            snapshot_key: snapshot_key.to_string(),
             ..Container::default()
         };
         let request = self.request(CreateContainerRequest { container: Some(container) }, Some(CALL_TIMEOUT));
@@ -114,10 +136,11 @@ impl Client {
 
     /// Creates the container's task with its stdout and stderr going to the given fifos (no rootfs mounts).
     pub async fn create_task(&self, id: &str, stdout: &Path, stderr: &Path) -> Result<(), ContainerdError> {
-        self.create_task_io(id, None, stdout, Some(stderr), false).await
+        self.create_task_io(id, None, stdout, Some(stderr), false, Vec::new()).await
     }
 
-    /// Creates the container's task with the given fifos: stdin if any, stderr unless a terminal.
+    /// Creates the container's task with the given fifos (stdin if any, stderr unless a terminal),
+    /// its root filesystem mounted from `rootfs` (a snapshot's mounts) when given.
     pub async fn create_task_io(
         &self,
         id: &str,
@@ -125,6 +148,7 @@ impl Client {
         stdout: &Path,
         stderr: Option<&Path>,
         terminal: bool,
+        rootfs: Vec<Mount>,
     ) -> Result<(), ContainerdError> {
         let path = |p: Option<&Path>| p.map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
         let request = self.request(
@@ -134,6 +158,7 @@ impl Client {
                 stdout: stdout.to_string_lossy().into_owned(),
                 stderr: path(stderr),
                 terminal,
+                rootfs,
                 ..CreateTaskRequest::default()
             },
             Some(CALL_TIMEOUT),
@@ -287,7 +312,7 @@ pub fn is_not_found(e: &ContainerdError) -> bool {
     matches!(e, ContainerdError::Call { code: Code::NotFound, .. })
 }
 
-fn call<'a>(what: &'static str, id: &'a str) -> impl FnOnce(tonic::Status) -> ContainerdError + 'a {
+pub(super) fn call<'a>(what: &'static str, id: &'a str) -> impl FnOnce(tonic::Status) -> ContainerdError + 'a {
     move |status| ContainerdError::Call {
         what,
         id: id.to_string(),

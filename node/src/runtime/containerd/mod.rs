@@ -6,6 +6,7 @@
 mod client;
 pub mod exec;
 mod spec;
+mod store;
 pub(crate) mod task;
 
 use std::collections::HashMap;
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
-pub use client::Client;
+pub use client::{is_not_found, Client};
 
 use super::wasm::WasmRuntime;
 use super::{ContainerRuntime, ExecOutput, ImageReady, Launch, PodContext, RuntimeError, Started};
@@ -121,6 +122,7 @@ impl ContainerdRuntime {
             // The shim ends a Wasm guest on any signal (docs/architecture.md, the guest's stop).
             stop_signal: task::SIGTERM,
             reported_stop_signal: None,
+            snapshot: None,
         };
         Ok(task::run(&self.client, request).await?)
     }
@@ -147,12 +149,12 @@ pub(crate) async fn remove_node_containers(client: &Client, node: &str) -> usize
             return 0;
         }
     };
-    let ours: Vec<String> = containers
+    let ours: Vec<(String, String)> = containers
         .into_iter()
         .filter(|c| c.labels.get(task::NODE_LABEL).is_some_and(|n| n == node))
-        .map(|c| c.id)
+        .map(|c| (c.id, c.snapshotter))
         .collect();
-    let removals = ours.iter().map(|id| task::cleanup(client, id));
+    let removals = ours.iter().map(|(id, snapshotter)| task::cleanup(client, id, Some(snapshotter)));
     futures::future::join_all(removals).await;
     if !ours.is_empty() {
         tracing::info!(removed = ours.len(), "removed containerd containers");

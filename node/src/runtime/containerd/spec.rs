@@ -156,6 +156,7 @@ mod tests {
             cmd: Vec::new(),
             user: None,
             stop_signal: None,
+            linux: None,
         }
     }
 

@@ -57,6 +57,16 @@ pub struct RunRequest<'a> {
     pub stop_signal: u32,
     /// The stop signal as the container's status reports it (only when chosen, not defaulted).
     pub reported_stop_signal: Option<String>,
+    /// A root filesystem from the snapshotter (the spec's root is then `rootfs`, where the shim
+    /// mounts it); `None`: the spec names a directory.
+    pub snapshot: Option<RootSnapshot<'a>>,
+}
+
+/// A container's writable snapshot: keyed by the container's id, on an image's committed top layer.
+#[derive(Clone, Copy)]
+pub struct RootSnapshot<'a> {
+    pub snapshotter: &'a str,
+    pub parent: &'a str,
 }
 
 /// A running task's stdin, shared by attached clients.
@@ -75,9 +85,21 @@ pub fn stdin_of(id: &str) -> Option<SharedStdin> {
 pub async fn run(client: &Client, req: RunRequest<'_>) -> Result<Started, ContainerdError> {
     let id = req.id.clone();
     let fifos = Fifos::make(req.io_dir, &id, req.stdin)?;
-    let new = NewContainer { id: &id, image: req.image, runtime: req.runtime, spec: req.spec, labels: req.labels };
+    let snapshotter = req.snapshot.map(|s| s.snapshotter.to_string());
+    let new = NewContainer {
+        id: &id,
+        image: req.image,
+        runtime: req.runtime,
+        spec: req.spec,
+        labels: req.labels,
+        snapshot: req.snapshot.map(|s| (s.snapshotter, id.as_str())),
+    };
     client.create_container(new).await?;
     let created = async {
+        let rootfs = match req.snapshot {
+            Some(s) => client.prepare_snapshot(s.snapshotter, &id, s.parent).await?,
+            None => Vec::new(),
+        };
         // Read ends first, so the shim's write-only open finds a reader.
         let mut receivers = fifos.open()?;
         let stdin = match &fifos.stdin {
@@ -94,7 +116,7 @@ pub async fn run(client: &Client, req: RunRequest<'_>) -> Result<Started, Contai
             receivers.retain(|(_, stream)| *stream == Stream::Stdout);
         }
         let stderr = (!req.terminal).then_some(fifos.stderr.as_path());
-        client.create_task_io(&id, fifos.stdin.as_deref(), &fifos.stdout, stderr, req.terminal).await?;
+        client.create_task_io(&id, fifos.stdin.as_deref(), &fifos.stdout, stderr, req.terminal, rootfs).await?;
         if let Some(sender) = stdin {
             STDINS.lock().insert(id.clone(), Arc::new(tokio::sync::Mutex::new(Some(sender))));
         }
@@ -113,7 +135,7 @@ pub async fn run(client: &Client, req: RunRequest<'_>) -> Result<Started, Contai
         Ok(pumps) => pumps,
         Err(e) => {
             STDINS.lock().remove(&id);
-            cleanup(client, &id).await;
+            cleanup(client, &id, snapshotter.as_deref()).await;
             fifos.remove();
             return Err(e);
         }
@@ -130,6 +152,7 @@ pub async fn run(client: &Client, req: RunRequest<'_>) -> Result<Started, Contai
         done: done.clone(),
         stopping: Arc::clone(&stopping),
         memory_limited: req.memory_limited,
+        snapshotter,
     };
     tokio::spawn(
         async move {
@@ -170,8 +193,9 @@ async fn stop(client: &Client, id: &str, done: &CancellationToken, grace: Durati
     }
 }
 
-/// Kills (if running) and deletes the task, then deletes the container; failures are logged.
-pub async fn cleanup(client: &Client, id: &str) {
+/// Kills (if running) and deletes the task, then deletes the container and its snapshot (key `id`
+/// in `snapshotter`); failures are logged.
+pub async fn cleanup(client: &Client, id: &str, snapshotter: Option<&str>) {
     if let Err(e) = client.delete_task(id).await {
         // Still running: kill it and wait (bounded) before deleting again.
         tracing::debug!(error = %e, "deleting the task; killing it first");
@@ -183,6 +207,11 @@ pub async fn cleanup(client: &Client, id: &str) {
     }
     if let Err(e) = client.delete_container(id).await {
         tracing::warn!(error = %e, "deleting a container");
+    }
+    if let Some(snapshotter) = snapshotter.filter(|s| !s.is_empty()) {
+        if let Err(e) = client.remove_snapshot(snapshotter, id).await {
+            tracing::warn!(error = %e, "removing a container's snapshot");
+        }
     }
 }
 
@@ -196,6 +225,8 @@ struct Waiter {
     done: CancellationToken,
     stopping: Arc<AtomicBool>,
     memory_limited: bool,
+    /// Where the container's root snapshot is (removed with it).
+    snapshotter: Option<String>,
 }
 
 impl Waiter {
@@ -208,7 +239,7 @@ impl Waiter {
             tracing::warn!("the container's output did not end with its task");
         }
         let _ = self.log.flush();
-        cleanup(&self.client, &self.id).await;
+        cleanup(&self.client, &self.id, self.snapshotter.as_deref()).await;
         self.fifos.remove();
         let exit = match status {
             Some(code) => exit_of(code, self.stopping.load(Ordering::SeqCst), self.memory_limited),

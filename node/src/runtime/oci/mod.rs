@@ -1,12 +1,14 @@
 //! The OCI runtime: Linux containers as containerd containers + tasks with runtime `io.containerd.runc.v2`
 //! (runc), through the same client and task code as Wasm-in-containerd (fifos into CRI-format logs, wait,
-//! SIGTERM then SIGKILL, OOMKilled). Each run gets a fresh writable copy of the image's unpacked layers as
-//! its root directory (the image store's unpack, no snapshotter: see docs/architecture.md), the pod's
-//! network namespace, its IPC and UTS namespaces shared with the pod's other Linux containers
+//! SIGTERM then SIGKILL, OOMKilled). Images are put into containerd's content store and snapshotter
+//! (`image_import.rs`); each run gets a fresh writable snapshot on the image's top layer as its root
+//! filesystem (removed with the container), the pod's network namespace, its IPC and UTS namespaces shared with the pod's other Linux containers
 //! (`pod_namespaces.rs`), its volumes as bind mounts and kubelet-written /etc/hosts, /etc/resolv.conf
 //! and /etc/hostname.
 
 mod exec_output;
+pub mod image_files;
+pub mod image_import;
 mod lazy;
 mod managed;
 pub mod pod_namespaces;
@@ -25,7 +27,7 @@ use std::time::Duration;
 use super::containerd::{self, task, Client, ContainerdError};
 use super::{ContainerRuntime, ExecOutput, ImageReady, Launch, PodContext, RuntimeError, Started};
 use crate::config::ContainerdConfig;
-use crate::image::{ImageStore, PullPolicy, RegistryAuth};
+use crate::image::{ImageStore, PullPolicy, RegistryAuth, WasmImage};
 use crate::sandbox::Sandbox;
 use pod_namespaces::PodNamespaces;
 
@@ -33,6 +35,8 @@ use pod_namespaces::PodNamespaces;
 pub const RUNTIME: &str = "io.containerd.runc.v2";
 /// The cgroup parent of every Linux container (`/skiff/<container id>`).
 const CGROUP_PARENT: &str = "/skiff";
+/// Where the shim mounts a container's snapshot, relative to its bundle (the spec's root path).
+const ROOTFS_IN_BUNDLE: &str = "rootfs";
 
 /// Runs Linux containers in containerd with runc.
 pub struct OciRuntime {
@@ -43,6 +47,7 @@ pub struct OciRuntime {
     epoch: String,
     /// Where pods' IPC and UTS namespaces are pinned.
     podns_root: PathBuf,
+    importer: image_import::Importer,
 }
 
 /// A pod in this runtime: its uid and sandbox (network namespace and IP), and the IPC and UTS
@@ -83,7 +88,24 @@ impl OciRuntime {
             runs: AtomicU64::new(0),
             epoch: containerd::epoch(),
             podns_root,
+            importer: image_import::Importer::default(),
         })
+    }
+
+    /// Puts Linux image `image` (pulled into the node's cache) into containerd, unless it is there.
+    pub async fn import(&self, image: &WasmImage) -> Result<image_import::Imported, image_import::ImportError> {
+        self.importer.ensure(&self.client, &self.images, image).await
+    }
+
+    /// Deletes the image records of `references` (image garbage collection): containerd then
+    /// collects the blobs and snapshots no other image or container holds.
+    pub async fn remove_images(&self, references: &[String]) {
+        for reference in references {
+            self.importer.forget(reference);
+            if let Err(e) = self.client.delete_image(reference).await {
+                tracing::warn!(error = %e, image = %reference, "deleting an image from containerd");
+            }
+        }
     }
 
     /// Removes every container of this node in the namespace (a previous run's, or all at teardown),
@@ -189,8 +211,7 @@ impl OciRuntime {
             .images
             .cached(&launch.image)
             .ok_or_else(|| RuntimeError::Other(format!("image {} is not present", launch.image)))?;
-        let template =
-            image.rootfs.clone().ok_or_else(|| RuntimeError::Other(format!("image {} has no files", launch.image)))?;
+        let imported = self.import(&image).await?;
         let scratch = launch.scratch_dir.clone();
         let (ip, hostname, resolv_conf) =
             (pod.sandbox.ip, launch.linux.hostname.clone(), launch.linux.resolv_conf.clone());
@@ -199,13 +220,14 @@ impl OciRuntime {
             .get_or_try_init(|| PodNamespaces::create(&self.podns_root, &pod.uid, &launch.linux.hostname))
             .await
             .map_err(|e| RuntimeError::Other(e.to_string()))?;
-        let prepared = tokio::task::spawn_blocking(move || prepare(&template, &scratch, ip, &hostname, &resolv_conf))
+        let etc = tokio::task::spawn_blocking(move || etc_files(&scratch, ip, &hostname, &resolv_conf))
             .await
             .map_err(|e| RuntimeError::Other(e.to_string()))??;
         let input = spec::SpecInput {
-            rootfs: &prepared.rootfs,
+            rootfs: Path::new(ROOTFS_IN_BUNDLE),
+            image_files: &imported.files,
             netns: &pod.sandbox.netns_path,
-            etc: &prepared.etc,
+            etc: &etc,
             cgroups_path: format!("{CGROUP_PARENT}/{id}"),
             pid_namespace: self.target_pid_namespace(&launch).await,
             ipc_namespace: Some(&namespaces.ipc),
@@ -238,8 +260,17 @@ impl OciRuntime {
                 launch.linux.stop_signal.as_deref(),
                 image.stop_signal.as_deref(),
             ),
+            snapshot: Some(task::RootSnapshot { snapshotter: image_import::SNAPSHOTTER, parent: &imported.top }),
         };
-        Ok(task::run(&self.client, request).await?)
+        let started = task::run(&self.client, request).await;
+        if let Err(e) = &started {
+            if containerd::is_not_found(e) {
+                // The image's layers went missing in containerd (removed behind the node's back):
+                // the next start imports them again.
+                self.importer.forget(&image.reference);
+            }
+        }
+        Ok(started?)
     }
 }
 
@@ -256,30 +287,16 @@ pub struct LinuxContainer {
     pub cgroup: String,
 }
 
-/// A run's root directory and /etc files.
-struct Prepared {
-    rootfs: PathBuf,
-    etc: spec::EtcFiles,
-}
-
-/// A fresh copy of the image's files (a restarted container starts from the image again, as with a new
-/// snapshot) and the /etc files of the pod (`resolv_conf`: the text the pod's DNS policy gives).
-fn prepare(
-    template: &Path,
+/// The /etc files of the pod (`resolv_conf`: the text the pod's DNS policy gives), written into the
+/// run's scratch directory.
+fn etc_files(
     scratch: &Path,
     ip: std::net::IpAddr,
     hostname: &str,
     resolv_conf: &str,
-) -> Result<Prepared, RuntimeError> {
+) -> Result<spec::EtcFiles, RuntimeError> {
     let io =
         |what: &str, path: &Path, e: std::io::Error| RuntimeError::Other(format!("{what} {}: {e}", path.display()));
-    let rootfs = scratch.join("rootfs");
-    match std::fs::remove_dir_all(&rootfs) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io("removing the previous root of", &rootfs, e)),
-    }
-    let rootfs = super::wasm::private_rootfs(template, scratch)?;
     let etc_dir = scratch.join("etc");
     std::fs::create_dir_all(&etc_dir).map_err(|e| io("creating", &etc_dir, e))?;
     let etc = spec::EtcFiles {
@@ -290,7 +307,7 @@ fn prepare(
     std::fs::write(&etc.hosts, spec::hosts_file(ip, hostname)).map_err(|e| io("writing", &etc.hosts, e))?;
     std::fs::write(&etc.resolv_conf, resolv_conf).map_err(|e| io("writing", &etc.resolv_conf, e))?;
     std::fs::write(&etc.hostname, format!("{hostname}\n")).map_err(|e| io("writing", &etc.hostname, e))?;
-    Ok(Prepared { rootfs, etc })
+    Ok(etc)
 }
 
 fn pod_of(pod: &Arc<dyn PodContext>) -> Result<&OciPod, RuntimeError> {
@@ -306,6 +323,7 @@ impl ContainerRuntime for OciRuntime {
         auths: &[RegistryAuth],
     ) -> Result<ImageReady, RuntimeError> {
         let pulled = self.images.ensure(image, policy, auths.first()).await?;
+        self.import(&pulled.image).await?;
         Ok(ImageReady { image_id: pulled.image.image_id.clone(), pulled: pulled.pulled })
     }
 

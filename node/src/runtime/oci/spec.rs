@@ -217,7 +217,7 @@ pub fn env(image: &WasmImage, launch: &Launch) -> Vec<String> {
 
 /// The uid, gid and supplementary groups: `runAsUser`/`runAsGroup` (container over pod), else the image's
 /// User (numeric or looked up in the image's `/etc/passwd` and `/etc/group`); then `runAsNonRoot`.
-pub fn identity(image: &WasmImage, launch: &Launch, rootfs: &Path) -> Result<Identity, SpecError> {
+pub fn identity(image: &WasmImage, launch: &Launch, files: &ImageFiles) -> Result<Identity, SpecError> {
     let (sc, psc) = (launch.linux.security.as_ref(), launch.linux.pod_security.as_ref());
     let run_as_user = sc.and_then(|s| s.run_as_user).or_else(|| psc.and_then(|p| p.run_as_user));
     let run_as_group = sc.and_then(|s| s.run_as_group).or_else(|| psc.and_then(|p| p.run_as_group));
@@ -233,10 +233,10 @@ pub fn identity(image: &WasmImage, launch: &Launch, rootfs: &Path) -> Result<Ide
         u32::try_from(v).map_err(|_| SpecError::Config(format!("{what} {v} is not a valid Linux id")))
     };
     let (uid, passwd_gid) = match run_as_user {
-        Some(u) => (id(u, "runAsUser")?, lookup_passwd(rootfs, &u.to_string()).map(|(_, g)| g)),
+        Some(u) => (id(u, "runAsUser")?, lookup_passwd(files, &u.to_string()).map(|(_, g)| g)),
         None if user_part.is_empty() => (0, Some(0)),
         None => match user_part.parse::<u32>() {
-            Ok(u) => (u, lookup_passwd(rootfs, &user_part).map(|(_, g)| g)),
+            Ok(u) => (u, lookup_passwd(files, &user_part).map(|(_, g)| g)),
             Err(_) => {
                 if non_root == Some(true) {
                     return Err(SpecError::Config(format!(
@@ -244,7 +244,7 @@ pub fn identity(image: &WasmImage, launch: &Launch, rootfs: &Path) -> Result<Ide
                          user is non-root (pod: \"{pod_ref}\", container: {name})"
                     )));
                 }
-                lookup_passwd(rootfs, &user_part).map(|(u, g)| (u, Some(g))).ok_or_else(|| {
+                lookup_passwd(files, &user_part).map(|(u, g)| (u, Some(g))).ok_or_else(|| {
                     SpecError::Invalid(format!("unable to find user {user_part}: no matching entries in passwd file"))
                 })?
             }
@@ -259,7 +259,7 @@ pub fn identity(image: &WasmImage, launch: &Launch, rootfs: &Path) -> Result<Ide
         (Some(g), _) => id(g, "runAsGroup")?,
         (None, Some(g)) => match g.parse::<u32>() {
             Ok(g) => g,
-            Err(_) => lookup_group(rootfs, &g).ok_or_else(|| {
+            Err(_) => lookup_group(files, &g).ok_or_else(|| {
                 SpecError::Invalid(format!("unable to find group {g}: no matching entries in group file"))
             })?,
         },
@@ -277,9 +277,16 @@ pub fn identity(image: &WasmImage, launch: &Launch, rootfs: &Path) -> Result<Ide
     Ok(Identity { uid, gid, additional_gids })
 }
 
+/// The files of the image the spec reads: `/etc/passwd` and `/etc/group` (`None`: the image has none).
+#[derive(Debug, Default)]
+pub struct ImageFiles {
+    pub passwd: Option<String>,
+    pub group: Option<String>,
+}
+
 /// (uid, gid) of `user` (a name or a uid) in the image's `/etc/passwd`.
-fn lookup_passwd(rootfs: &Path, user: &str) -> Option<(u32, u32)> {
-    let text = std::fs::read_to_string(rootfs.join("etc/passwd")).ok()?;
+fn lookup_passwd(files: &ImageFiles, user: &str) -> Option<(u32, u32)> {
+    let text = files.passwd.as_deref()?;
     text.lines().find_map(|line| {
         let f: Vec<&str> = line.split(':').collect();
         let (name, uid, gid) = (f.first()?, f.get(2)?, f.get(3)?);
@@ -288,8 +295,8 @@ fn lookup_passwd(rootfs: &Path, user: &str) -> Option<(u32, u32)> {
 }
 
 /// The gid of group `name` in the image's `/etc/group`.
-fn lookup_group(rootfs: &Path, name: &str) -> Option<u32> {
-    let text = std::fs::read_to_string(rootfs.join("etc/group")).ok()?;
+fn lookup_group(files: &ImageFiles, name: &str) -> Option<u32> {
+    let text = files.group.as_deref()?;
     text.lines().find_map(|line| {
         let f: Vec<&str> = line.split(':').collect();
         (f.first() == Some(&name)).then(|| f.get(2)?.parse().ok()).flatten()
@@ -341,7 +348,10 @@ fn invalid(e: oci_spec::OciSpecError) -> SpecError {
 
 /// Everything [`build`] reads besides the image and the launch.
 pub struct SpecInput<'a> {
+    /// The root directory (relative: in the bundle, where the shim mounts the snapshot).
     pub rootfs: &'a Path,
+    /// The image's files the user and groups are looked up in.
+    pub image_files: &'a ImageFiles,
     pub netns: &'a Path,
     pub etc: &'a EtcFiles,
     pub cgroups_path: String,
@@ -361,7 +371,7 @@ pub fn build(image: &WasmImage, launch: &Launch, input: &SpecInput<'_>) -> Resul
     }
     let sc = launch.linux.security.as_ref();
     let privileged = sc.and_then(|s| s.privileged) == Some(true);
-    let who = identity(image, launch, input.rootfs)?;
+    let who = identity(image, launch, input.image_files)?;
     let mut caps = capabilities(sc);
     if let Some(bounding) = own_bounding_set() {
         within_bounding_set(&mut caps, bounding);
@@ -508,6 +518,7 @@ mod tests {
             cmd: vec!["-c".into(), "echo hi".into()],
             user: None,
             stop_signal: None,
+            linux: None,
         }
     }
 
@@ -548,6 +559,7 @@ mod tests {
             EtcFiles { hosts: dir.path().join("h"), resolv_conf: dir.path().join("r"), hostname: dir.path().join("n") };
         let input = SpecInput {
             rootfs: dir.path(),
+            image_files: &ImageFiles::default(),
             netns: Path::new("/var/run/netns/x"),
             etc: &etc,
             cgroups_path: "/skiff/c".into(),
@@ -603,31 +615,32 @@ mod tests {
         std::fs::write(dir.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nwww:x:33:34::/:/bin/sh\n")
             .expect("passwd");
         std::fs::write(dir.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").expect("group");
+        let files = ImageFiles {
+            passwd: std::fs::read_to_string(dir.path().join("etc/passwd")).ok(),
+            group: std::fs::read_to_string(dir.path().join("etc/group")).ok(),
+        };
         let mut img = image();
         let mut l = launch(dir.path());
         l.linux.security = Some(SecurityContext { run_as_non_root: Some(true), ..SecurityContext::default() });
-        let err = identity(&img, &l, dir.path()).expect_err("root refused");
+        let err = identity(&img, &l, &files).expect_err("root refused");
         assert_eq!(
             err.to_string(),
             "container has runAsNonRoot and image will run as root (pod: \"ns/p\", container: c)"
         );
         img.user = Some("www".into());
-        let err = identity(&img, &l, dir.path()).expect_err("non-numeric refused");
+        let err = identity(&img, &l, &files).expect_err("non-numeric refused");
         assert!(err.to_string().contains("image has non-numeric user (www), cannot verify user is non-root"), "{err}");
         l.linux.security = None;
-        assert_eq!(
-            identity(&img, &l, dir.path()).expect("www"),
-            Identity { uid: 33, gid: 34, additional_gids: vec![] }
-        );
+        assert_eq!(identity(&img, &l, &files).expect("www"), Identity { uid: 33, gid: 34, additional_gids: vec![] });
         img.user = Some("1000:staff".into());
         l.linux.pod_security = Some(PodSecurityContext { fs_group: Some(7), ..PodSecurityContext::default() });
         assert_eq!(
-            identity(&img, &l, dir.path()).expect("1000"),
+            identity(&img, &l, &files).expect("1000"),
             Identity { uid: 1000, gid: 50, additional_gids: vec![7] }
         );
         l.linux.security =
             Some(SecurityContext { run_as_user: Some(5), run_as_group: Some(6), ..SecurityContext::default() });
-        assert_eq!(identity(&img, &l, dir.path()).expect("5").uid, 5);
+        assert_eq!(identity(&img, &l, &files).expect("5").uid, 5);
 
         let sc = SecurityContext {
             capabilities: Some(Capabilities {
