@@ -225,6 +225,81 @@ async fn a_p3_http_service_streams_its_body_after_handle_returns() {
     assert_eq!(served.expect("serves"), Exit::Killed);
 }
 
+/// A WASI 0.3 command that never yields, or grows past its memory limit, is stopped as a 0.2
+/// one is: by its deadline, by a cancel from another task of the same thread, by its CPU limit,
+/// and out of memory.
+#[tokio::test(flavor = "current_thread")]
+async fn a_busy_or_greedy_p3_command_is_stopped() {
+    let (_dir, engine) = engine();
+    let program = load(&engine, "hello-p3");
+    let run = |args: &[&str], sink: &Arc<Collect>| RunSpec {
+        args: std::iter::once("hello-p3.wasm").chain(args.iter().copied()).map(String::from).collect(),
+        stdout: Some(Output::Sink(sink.clone())),
+        ..Default::default()
+    };
+
+    let sink = Arc::new(Collect::default());
+    let spec = RunSpec { deadline: Some(Duration::from_millis(100)), ..run(&["spin"], &sink) };
+    assert_eq!(engine.run(&program, spec).await.expect("runs"), Exit::Killed);
+    assert_eq!(sink.text(), "spinning\n");
+
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    // Runs only if the spinning guest yields the thread (epoch interruption).
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        trigger.cancel();
+    });
+    let sink = Arc::new(Collect::default());
+    let spec = RunSpec { cancel: Some(cancel), ..run(&["spin"], &sink) };
+    assert_eq!(engine.run(&program, spec).await.expect("runs"), Exit::Killed);
+
+    let sink = Arc::new(Collect::default());
+    let spec =
+        RunSpec { cpu_millis: Some(100), deadline: Some(Duration::from_millis(300)), ..run(&["spin"], &sink) };
+    assert_eq!(engine.run(&program, spec).await.expect("runs"), Exit::Killed);
+
+    let sink = Arc::new(Collect::default());
+    let spec = RunSpec { memory_limit: Some(16 << 20), ..run(&["grow", "64"], &sink) };
+    let exit = engine.run(&program, spec).await.expect("runs");
+    assert_eq!(exit, Exit::OutOfMemory);
+    assert_eq!(sink.text(), "");
+    let sink = Arc::new(Collect::default());
+    let spec = RunSpec { memory_limit: Some(16 << 20), ..run(&["grow", "1"], &sink) };
+    assert_eq!(engine.run(&program, spec).await.expect("runs"), Exit::Code(0));
+    assert_eq!(sink.text(), "grew 1 MiB\n");
+}
+
+/// A WASI 0.3 request that spins is cut by its deadline and one that grows past the limit fails
+/// out of memory; each gets 500 and a stderr line, and the service answers the next request.
+#[tokio::test(flavor = "current_thread")]
+async fn a_busy_or_greedy_p3_request_gets_500_and_the_service_goes_on() {
+    let (_dir, engine) = engine();
+    let program = load(&engine, "hello-http-p3");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (cancel, stderr) = (CancellationToken::new(), Arc::new(Collect::default()));
+    let spec = RunSpec {
+        args: vec!["hello-http-p3.wasm".into()],
+        deadline: Some(Duration::from_millis(200)),
+        memory_limit: Some(16 << 20),
+        stderr: Some(Output::Sink(stderr.clone())),
+        cancel: Some(cancel.clone()),
+        ..Default::default()
+    };
+    let client = async {
+        assert_eq!(get(addr, "/spin").await.0, 500);
+        assert_eq!(get(addr, "/grow/64").await.0, 500);
+        assert_eq!(get_body(addr, "/grow/1").await, (200, "grew 1 MiB\n".into()));
+        assert_eq!(get_body(addr, "/").await, (200, "hello from p3\n".into()));
+        cancel.cancel();
+    };
+    let (served, ()) = tokio::join!(engine.serve_http(&program, spec, listener), client);
+    assert_eq!(served.expect("serves"), Exit::Killed);
+    let log = stderr.text();
+    assert!(log.contains("GET /spin failed") && log.contains("GET /grow/64 failed: out of memory"), "{log}");
+}
+
 /// A client that ends its side after the request (`printf 'GET / ...' | nc`: HTTP/1.0, then a
 /// half-close) still gets the answer: the end of the request is no reason to drop the response.
 /// (Two workers and a small CPU share: the client's FIN is seen while the guest still runs, which

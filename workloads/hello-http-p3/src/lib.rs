@@ -5,6 +5,8 @@
 //! `GET /chunks/N`: N lines `chunk <i>\n`, written one by one after `handle` returned.
 //! `GET /env/NAME`: the variable's value (404 when unset).
 //! `POST /echo`: the request body back.
+//! `GET /spin`: never answers (a busy loop; the host's deadline must end it).
+//! `GET /grow/MB`: allocates and touches MB MiB, then answers `grew MB MiB`.
 //! Anything else: 404.
 
 use wasip3::http::types::{ErrorCode, Fields, Method, Request, Response};
@@ -55,6 +57,17 @@ impl wasip3::exports::http::handler::Guest for HelloHttpP3 {
                     Some((_, value)) => text(200, &value),
                     None => text(404, "unset\n"),
                 }
+            }
+            (Method::Get, "/spin") => {
+                let mut n = 0u64;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            (Method::Get, p) if p.starts_with("/grow/") => {
+                let mb: usize = p["/grow/".len()..].parse().unwrap_or(0);
+                let held = vec![1u8; mb.saturating_mul(1 << 20)];
+                text(200, &format!("grew {} MiB\n", std::hint::black_box(held).len() >> 20))
             }
             (Method::Post, "/echo") => {
                 let (_result_tx, result_rx) = wit_future::new(|| Ok(()));

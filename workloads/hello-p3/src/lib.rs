@@ -4,6 +4,8 @@
 //! No argument: prints `hello from p3, <HELLO_NAME or world>; args: <args>`, exit 0.
 //! `sleep MS`: waits MS milliseconds on the monotonic clock, prints `slept <N> ms`, exit 0.
 //! `fail`: prints `failing`, `run` returns an error (exit 1).
+//! `spin`: prints `spinning`, then loops forever without yielding (the host must stop it).
+//! `grow MB`: allocates and touches MB MiB, prints `grew <MB> MiB`, exit 0.
 
 wit_bindgen::generate!({ world: "hello-p3", path: "wit", generate_all });
 
@@ -36,6 +38,18 @@ impl Guest for HelloP3 {
                 monotonic_clock::wait_for(ms.saturating_mul(1_000_000)).await;
                 let slept = monotonic_clock::now().saturating_sub(start) / 1_000_000;
                 print(format!("slept {slept} ms\n")).await
+            }
+            Some("spin") => {
+                print("spinning\n".into()).await?;
+                let mut n = 0u64;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            Some("grow") => {
+                let mb: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(0);
+                let held = vec![1u8; mb.saturating_mul(1 << 20)];
+                print(format!("grew {} MiB\n", std::hint::black_box(held).len() >> 20)).await
             }
             Some("fail") => {
                 print("failing\n".into()).await?;
