@@ -105,6 +105,20 @@ impl Bundle {
         self.annotations.get(CONTAINER_TYPE).is_some_and(|t| t == "sandbox")
     }
 
+    /// The guest's directories: the rootfs at `/`, then the bind mounts. A mount at a path an
+    /// earlier one (or the rootfs) has shadows it, as a later mount does in Linux; the program was
+    /// already found in the rootfs itself.
+    pub fn preopens(&self) -> Vec<Preopen> {
+        let root = Preopen { host: self.rootfs.clone(), guest: "/".into(), read_only: self.root_readonly };
+        let mut preopens: Vec<Preopen> = Vec::new();
+        for preopen in std::iter::once(root).chain(self.mounts.iter().cloned()) {
+            let guest = preopen.guest.trim_end_matches('/');
+            preopens.retain(|p| p.guest.trim_end_matches('/') != guest);
+            preopens.push(preopen);
+        }
+        preopens
+    }
+
     /// The port a `wasi:http` component is served on: the annotation, else the env variable, else 8080.
     pub fn http_port(&self) -> u16 {
         let from_env = self.env.iter().find(|(k, _)| k == HTTP_PORT_ENV).map(|(_, v)| v);
@@ -179,6 +193,23 @@ mod tests {
         assert_eq!(b.cpu_millis, Some(500));
         assert!(b.is_sandbox());
         assert_eq!(b.http_port(), 9090);
+        let preopens: Vec<String> = b.preopens().into_iter().map(|p| p.guest).collect();
+        assert_eq!(preopens, ["/", "/data", "/rw"]);
+    }
+
+    #[test]
+    fn a_mount_shadows_what_is_at_its_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = spec(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "process": {"args": ["/t.wasm"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+            "mounts": [{"destination": "/", "type": "bind", "source": dir.path(), "options": ["rbind"]}]
+        }));
+        let b = Bundle::from_spec(Path::new("/b"), &s).expect("bundle");
+        let preopens = b.preopens();
+        assert_eq!(preopens.len(), 1, "{preopens:?}");
+        assert_eq!((preopens[0].host.as_path(), preopens[0].guest.as_str()), (dir.path(), "/"));
     }
 
     #[test]

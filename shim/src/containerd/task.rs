@@ -33,7 +33,7 @@ use super::linux_spec::Pod;
 use super::rootfs;
 use super::runc::Runc;
 use super::stdio::StdioPaths;
-use skiff_engine::{Preopen, RunSpec, WasmEngine};
+use skiff_engine::{RunSpec, WasmEngine};
 
 /// Where compiled code is cached unless `SKIFF_SHIM_CACHE` says otherwise.
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/skiff-shim/cache";
@@ -193,9 +193,7 @@ impl TaskService {
             "loaded program"
         );
         let (stdout, stderr) = stdio.open_outputs_blocking().await?;
-        let mut preopens =
-            vec![Preopen { host: bundle.rootfs.clone(), guest: "/".into(), read_only: bundle.root_readonly }];
-        preopens.extend(bundle.mounts.iter().cloned());
+        let preopens = bundle.preopens();
         let mut args = vec![entry.argv0()];
         args.extend(bundle.args.iter().skip(1).cloned());
         let http_port = program.is_http().then(|| bundle.http_port());
