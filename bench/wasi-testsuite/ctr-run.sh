@@ -35,8 +35,8 @@ if [[ -n "$root" ]]; then
     opts+=(--mount "type=bind,src=$(realpath "$root"),dst=/,options=rbind:rw")
 fi
 # In the background (stdin passed on explicitly), so that a signal can stop the container first.
-ctr -a "$address" -n "$namespace" run --rm --net-host --rootfs "$rootfs" \
-    --runtime io.containerd.skiff.v1 "${opts[@]}" "$id" /test.wasm "$@" 0<&0 &
+ctr -a "$address" -n "$namespace" run --rm --net-host --runtime io.containerd.skiff.v1 "${opts[@]}" \
+    --rootfs "$rootfs" "$id" /test.wasm "$@" 0<&0 &
 ctr_pid=$!
 stop() {
     # As `wasmtime serve` on SIGINT/SIGTERM: the service stops, exit 0.

@@ -255,8 +255,7 @@ async fn a_busy_or_greedy_p3_command_is_stopped() {
     assert_eq!(engine.run(&program, spec).await.expect("runs"), Exit::Killed);
 
     let sink = Arc::new(Collect::default());
-    let spec =
-        RunSpec { cpu_millis: Some(100), deadline: Some(Duration::from_millis(300)), ..run(&["spin"], &sink) };
+    let spec = RunSpec { cpu_millis: Some(100), deadline: Some(Duration::from_millis(300)), ..run(&["spin"], &sink) };
     assert_eq!(engine.run(&program, spec).await.expect("runs"), Exit::Killed);
 
     let sink = Arc::new(Collect::default());

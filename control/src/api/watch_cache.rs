@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use parking_lot::Mutex;
-use serde::ser::{Serialize, SerializeMap, Serializer};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::watch;
 
 use super::error::ApiError;
@@ -56,11 +55,11 @@ pub struct CachedEvent {
 }
 
 impl CachedEvent {
-    /// The whole object (managed fields included) as JSON.
+    /// The whole object (managed fields included) as JSON, in kube-apiserver's field order.
     pub fn object_json(&self) -> &str {
-        self.json.get_or_init(|| {
-            serde_json::to_string(&WithManagedFields(&self.object, self.managed_fields.as_ref()))
-                .unwrap_or_else(|_| self.object.to_string())
+        self.json.get_or_init(|| match &self.managed_fields {
+            Some(_) => crate::api::http::protobuf::field_order::to_string(&self.full_object()),
+            None => crate::api::http::protobuf::field_order::to_string(&self.object),
         })
     }
 
@@ -91,43 +90,6 @@ impl CachedEvent {
 }
 
 /// Serializes an object with `metadata.managedFields` put back, without copying the object.
-struct WithManagedFields<'a>(&'a Value, Option<&'a Value>);
-
-struct MetadataWith<'a>(&'a Map<String, Value>, &'a Value);
-
-impl Serialize for WithManagedFields<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let (Some(managed), Some(map)) = (self.1, self.0.as_object()) else { return self.0.serialize(serializer) };
-        let mut out = serializer.serialize_map(Some(map.len()))?;
-        for (k, v) in map {
-            match (k.as_str(), v.as_object()) {
-                ("metadata", Some(meta)) => out.serialize_entry(k, &MetadataWith(meta, managed))?,
-                _ => out.serialize_entry(k, v)?,
-            }
-        }
-        out.end()
-    }
-}
-
-impl Serialize for MetadataWith<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut out = serializer.serialize_map(Some(self.0.len() + 1))?;
-        // Keys in the order the map would keep them (sorted), as a plain encoding would.
-        let mut placed = false;
-        for (k, v) in self.0 {
-            if !placed && k.as_str() > "managedFields" {
-                out.serialize_entry("managedFields", self.1)?;
-                placed = true;
-            }
-            out.serialize_entry(k, v)?;
-        }
-        if !placed {
-            out.serialize_entry("managedFields", self.1)?;
-        }
-        out.end()
-    }
-}
-
 /// Lists every key under each of `prefixes` a page at a time, all at one revision (that of the
 /// first page), and hands each value that decodes as JSON (`resourceVersion` set) to `visit`;
 /// returns that revision. For the small caches that list once, then follow a [`Receiver`].

@@ -15,6 +15,7 @@
 //! (see [`super::negotiate`]).
 
 pub mod encode;
+pub mod field_order;
 pub mod from_json;
 
 use std::collections::HashMap;

@@ -29,7 +29,10 @@ pub fn metadata_object(obj: &Value) -> Value {
 
 /// A JSON response with optional warnings (`Warning: 299 - "..."`).
 pub fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Response {
-    let response = (code, [(http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+    // kube-apiserver's field order, and the newline Go's JSON encoder ends a body with.
+    let mut text = super::protobuf::field_order::to_string(body);
+    text.push('\n');
+    let response = (code, [(http::header::CONTENT_TYPE, "application/json")], text).into_response();
     with_warnings(response, warnings)
 }
 
@@ -172,8 +175,8 @@ pub fn list_opening(ri: &ResourceInfo, revision: i64, shape: Shape) -> String {
     }
 }
 
-/// The end of a streamed list body.
-pub const LIST_CLOSING: &str = "]}";
+/// The end of a streamed list body (and the newline Go's JSON encoder ends a body with).
+pub const LIST_CLOSING: &str = "]}\n";
 
 /// Appends items of a streamed list to `out`, each preceded by a comma unless it is the first
 /// of the list (`first` is updated).
@@ -191,7 +194,10 @@ pub fn list_items(
         }
         let written = match shape {
             Shape::Table => serde_json::to_writer(&mut *out, &table_row(ri, item, include_object)),
-            Shape::Object => serde_json::to_writer(&mut *out, item),
+            Shape::Object => {
+                super::protobuf::field_order::write(item, out);
+                Ok(())
+            }
             Shape::Metadata => serde_json::to_writer(&mut *out, &metadata_object(item)),
         };
         // Writing a `Value` into a Vec cannot fail.

@@ -67,7 +67,7 @@ fn line(kind: &str, object: &str) -> Bytes {
 /// the watch ends, and the client's next list says why).
 fn event(w: &WatchRequest, kind: &str, object: &Value) -> Option<Bytes> {
     match w.media {
-        Media::Json => Some(line(kind, &object.to_string())),
+        Media::Json => Some(line(kind, &super::protobuf::field_order::to_string(object))),
         Media::Protobuf => match encode::watch_frame(kind, object) {
             Ok(frame) => Some(Bytes::from(frame)),
             Err(e) => {
