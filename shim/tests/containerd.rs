@@ -60,6 +60,24 @@ fn runs_hello_with_args_env_and_exit_codes() {
     assert_eq!(out.status.code(), Some(1), "p3 fail: {}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(text(&out.stdout), "failing\n");
 
+    // The guest reads what the client writes on stdin, as it arrives, and its end (CloseIO).
+    let id = unique("stdin");
+    let mut child = ctd
+        .ctr_cmd(&["run", "--rm", "--runtime", RUNTIME, IMAGE, &id, "/tool.wasm", "echo-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ctr run");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"one\ntwo\n").expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("ctr run ends once stdin ends");
+    assert!(out.status.success(), "echo-stdin: {}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(text(&out.stdout), "got: one\ngot: two\n");
+
     // The image's files are the guest's `/`.
     let out = ctd.run_rm(&unique("cat"), &[], &["/tool.wasm", "cat", "/data/in-image.txt"]);
     assert_eq!(text(&out.stdout), "from the image");

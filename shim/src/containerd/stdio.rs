@@ -8,7 +8,7 @@ use std::path::Path;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
 use super::error::ShimError;
-use skiff_engine::Output;
+use skiff_engine::{Input, Output};
 
 /// The stdio paths of a task, as containerd sent them (echoed back in `State`).
 #[derive(Debug, Clone, Default)]
@@ -34,6 +34,67 @@ impl StdioPaths {
             return Err(ShimError::Unsupported("a terminal (tty)"));
         }
         Ok((open_output(&self.stdout)?, open_output(&self.stderr)?))
+    }
+}
+
+impl StdioPaths {
+    /// A Wasm guest's stdin (`None` without one, or for a `file://` or other URI): the read end of
+    /// containerd's stdin fifo, opened now (at Create, so the client's pending open of its write end
+    /// completes) without waiting for a writer. It reads as data arrives and ends when the client
+    /// has closed its end: a fifo reports hang-up only after a writer came and went, so a read before
+    /// the client's end is open waits instead of seeing a premature EOF.
+    pub fn open_input(&self) -> Result<Option<Input>, ShimError> {
+        if self.stdin.is_empty() || self.stdin.contains("://") {
+            return Ok(None);
+        }
+        let path = Path::new(&self.stdin);
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(OFlag::O_NONBLOCK.bits())
+            .open(path)
+            .map_err(|e| ShimError::io("opening the stdin fifo", path, e))?;
+        Ok(Some(Input(Box::new(FifoReader::Opened(Some(file))))))
+    }
+}
+
+/// A fifo's non-blocking read end, registered with the reactor of the runtime that first reads
+/// it (a guest's executor thread has its own).
+enum FifoReader {
+    Opened(Option<File>),
+    Registered(tokio::io::unix::AsyncFd<File>),
+}
+
+impl tokio::io::AsyncRead for FifoReader {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::io::Read;
+        use std::task::Poll;
+        if let FifoReader::Opened(file) = &mut *self {
+            let Some(file) = file.take() else { return Poll::Ready(Ok(())) };
+            // SAFETY: the `File` owns its descriptor for as long as the `AsyncFd` owns the `File`.
+            let registered =
+                unsafe { tokio::io::unix::AsyncFd::register_with_interest(file, tokio::io::Interest::READABLE) };
+            *self = FifoReader::Registered(registered?);
+        }
+        let FifoReader::Registered(fd) = &mut *self else { return Poll::Ready(Ok(())) };
+        loop {
+            let mut guard = match fd.poll_read_ready(cx) {
+                Poll::Ready(ready) => ready?,
+                Poll::Pending => return Poll::Pending,
+            };
+            let unfilled = buf.initialize_unfilled();
+            match guard.try_io(|inner| inner.get_ref().read(unfilled)) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
     }
 }
 

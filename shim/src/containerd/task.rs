@@ -209,7 +209,7 @@ impl TaskService {
             cancel: None,
             usage: None,
             resolver: None,
-            stdin: None,
+            stdin: stdio.open_input()?,
         };
         Ok(Job::Wasm { program, spec, http_port })
     }
@@ -435,7 +435,8 @@ impl Task for TaskService {
     }
 
     async fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> TtrpcResult<Empty> {
-        // Wasm guests get no stdin, so there is nothing to close; a Linux container's stdin reaches EOF.
+        // A Linux container's stdin reaches EOF; a Wasm guest's does when the client closes its end
+        // of the fifo (the guest reads the fifo itself).
         if let Some(task) = self.container(&req.id)?.linux.as_ref() {
             task.close_stdin();
         }
