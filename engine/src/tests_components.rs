@@ -85,17 +85,34 @@ async fn a_p2_command_prints_and_exits_zero() {
 
 /// A WASI 0.3 command (an async `run` export) runs: arguments and environment, a stream to stdout, an
 /// async clock wait, `run`'s error as exit code 1, and cancellation while it waits.
+/// `hello-p3`'s run with `args` (and `HELLO_NAME=skiff`), its stdout into `sink`.
+fn hello_p3(args: &[&str], sink: &Arc<Collect>) -> RunSpec {
+    RunSpec {
+        args: std::iter::once("hello-p3.wasm").chain(args.iter().copied()).map(String::from).collect(),
+        env: vec![("HELLO_NAME".into(), "skiff".into())],
+        stdout: Some(Output::Sink(sink.clone())),
+        ..Default::default()
+    }
+}
+
+/// A token a task of the current runtime cancels `after` from now (on a current-thread runtime it
+/// only runs if the guest yields the thread).
+fn cancel_after(after: Duration) -> CancellationToken {
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        trigger.cancel();
+    });
+    cancel
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_p3_command_runs_its_async_export_to_the_end() {
     let (_dir, engine) = engine();
     let program = load(&engine, "hello-p3");
     assert!(program.is_component() && program.is_p3() && !program.is_http(), "{program:?}");
-    let run = |args: &[&str], sink: &Arc<Collect>| RunSpec {
-        args: std::iter::once("hello-p3.wasm").chain(args.iter().copied()).map(String::from).collect(),
-        env: vec![("HELLO_NAME".into(), "skiff".into())],
-        stdout: Some(Output::Sink(sink.clone())),
-        ..Default::default()
-    };
+    let run = hello_p3;
 
     let sink = Arc::new(Collect::default());
     assert_eq!(engine.run(&program, run(&["one", "two"], &sink)).await.expect("runs"), Exit::Code(0));
@@ -112,14 +129,8 @@ async fn a_p3_command_runs_its_async_export_to_the_end() {
     assert_eq!(sink.text(), "failing\n");
 
     // Cancelled while its task waits on the host.
-    let cancel = CancellationToken::new();
-    let trigger = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        trigger.cancel();
-    });
     let sink = Arc::new(Collect::default());
-    let spec = RunSpec { cancel: Some(cancel), ..run(&["sleep", "60000"], &sink) };
+    let spec = RunSpec { cancel: Some(cancel_after(Duration::from_millis(50))), ..run(&["sleep", "60000"], &sink) };
     assert_eq!(engine.run(&program, spec).await.expect("runs"), Exit::Killed);
     assert_eq!(sink.text(), "");
 }
@@ -232,26 +243,16 @@ async fn a_p3_http_service_streams_its_body_after_handle_returns() {
 async fn a_busy_or_greedy_p3_command_is_stopped() {
     let (_dir, engine) = engine();
     let program = load(&engine, "hello-p3");
-    let run = |args: &[&str], sink: &Arc<Collect>| RunSpec {
-        args: std::iter::once("hello-p3.wasm").chain(args.iter().copied()).map(String::from).collect(),
-        stdout: Some(Output::Sink(sink.clone())),
-        ..Default::default()
-    };
+    let run = hello_p3;
 
     let sink = Arc::new(Collect::default());
     let spec = RunSpec { deadline: Some(Duration::from_millis(100)), ..run(&["spin"], &sink) };
     assert_eq!(engine.run(&program, spec).await.expect("runs"), Exit::Killed);
     assert_eq!(sink.text(), "spinning\n");
 
-    let cancel = CancellationToken::new();
-    let trigger = cancel.clone();
-    // Runs only if the spinning guest yields the thread (epoch interruption).
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        trigger.cancel();
-    });
+    // The cancel runs only if the spinning guest yields the thread (epoch interruption).
     let sink = Arc::new(Collect::default());
-    let spec = RunSpec { cancel: Some(cancel), ..run(&["spin"], &sink) };
+    let spec = RunSpec { cancel: Some(cancel_after(Duration::from_millis(50))), ..run(&["spin"], &sink) };
     assert_eq!(engine.run(&program, spec).await.expect("runs"), Exit::Killed);
 
     let sink = Arc::new(Collect::default());

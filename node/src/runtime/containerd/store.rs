@@ -43,6 +43,22 @@ fn ok_if_missing(result: Result<(), tonic::Status>, what: &'static str, id: &str
     }
 }
 
+/// A snapshot to make: writable, or a read-only view.
+#[derive(Clone, Copy)]
+enum NewSnapshot {
+    Active,
+    View,
+}
+
+impl NewSnapshot {
+    fn what(self) -> &'static str {
+        match self {
+            NewSnapshot::Active => "preparing snapshot",
+            NewSnapshot::View => "viewing snapshot",
+        }
+    }
+}
+
 impl Client {
     /// Creates lease `id`, dropped by containerd after `ttl` if nobody deletes it first.
     pub async fn create_lease(&self, id: &str, ttl: Duration) -> Result<(), ContainerdError> {
@@ -160,20 +176,7 @@ impl Client {
         key: &str,
         parent: &str,
     ) -> Result<Vec<Mount>, ContainerdError> {
-        let request = self.request(
-            PrepareSnapshotRequest {
-                snapshotter: snapshotter.to_string(),
-                key: key.to_string(),
-                parent: parent.to_string(),
-                labels: HashMap::new(),
-            },
-            Some(CALL_TIMEOUT),
-        );
-        let response = SnapshotsClient::new(self.channel.clone())
-            .prepare(request)
-            .await
-            .map_err(call("preparing snapshot", key))?;
-        Ok(response.into_inner().mounts)
+        self.new_snapshot(NewSnapshot::Active, snapshotter, key, parent).await
     }
 
     /// Makes read-only view `key` of committed `parent` and returns how to mount it.
@@ -183,18 +186,30 @@ impl Client {
         key: &str,
         parent: &str,
     ) -> Result<Vec<Mount>, ContainerdError> {
-        let request = self.request(
-            ViewSnapshotRequest {
-                snapshotter: snapshotter.to_string(),
-                key: key.to_string(),
-                parent: parent.to_string(),
-                labels: HashMap::new(),
-            },
-            Some(CALL_TIMEOUT),
-        );
-        let response =
-            SnapshotsClient::new(self.channel.clone()).view(request).await.map_err(call("viewing snapshot", key))?;
-        Ok(response.into_inner().mounts)
+        self.new_snapshot(NewSnapshot::View, snapshotter, key, parent).await
+    }
+
+    async fn new_snapshot(
+        &self,
+        kind: NewSnapshot,
+        snapshotter: &str,
+        key: &str,
+        parent: &str,
+    ) -> Result<Vec<Mount>, ContainerdError> {
+        let (snapshotter, key_owned, parent) = (snapshotter.to_string(), key.to_string(), parent.to_string());
+        let mut client = SnapshotsClient::new(self.channel.clone());
+        let labels = HashMap::new();
+        let mounts = match kind {
+            NewSnapshot::Active => {
+                let message = PrepareSnapshotRequest { snapshotter, key: key_owned, parent, labels };
+                client.prepare(self.request(message, Some(CALL_TIMEOUT))).await.map(|r| r.into_inner().mounts)
+            }
+            NewSnapshot::View => {
+                let message = ViewSnapshotRequest { snapshotter, key: key_owned, parent, labels };
+                client.view(self.request(message, Some(CALL_TIMEOUT))).await.map(|r| r.into_inner().mounts)
+            }
+        };
+        mounts.map_err(call(kind.what(), key))
     }
 
     /// Commits active snapshot `key` as `name`.

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 
 use protobuf::reflect::{MessageDescriptor, RuntimeFieldType, RuntimeType};
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 
 /// What a field holds, as far as key order goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,9 +20,9 @@ enum Child {
     /// written as it is.
     Plain,
     /// A message (or a list of them).
-    Message(usize),
+    Message(u32),
     /// A map whose values are this message.
-    MapOf(usize),
+    MapOf(u32),
 }
 
 /// A message's JSON keys, sorted by name for lookup, each with its rank in Go's order.
@@ -40,7 +41,7 @@ impl Shape {
 /// The shapes of every message, and the top-level kinds by (package tail, name).
 struct Orders {
     shapes: Vec<Shape>,
-    kinds: Vec<(String, String, usize)>,
+    kinds: Vec<(String, String, u32)>,
 }
 
 /// Ranks: `kind`, `apiVersion`, then the message's fields, then unknown keys.
@@ -71,17 +72,17 @@ fn orders() -> &'static Orders {
 #[derive(Default)]
 struct Builder {
     shapes: Vec<Shape>,
-    ids: std::collections::HashMap<String, usize>,
+    ids: std::collections::HashMap<String, u32>,
 }
 
 impl Builder {
     /// The id of `message`'s shape, built on first sight (a placeholder first: schemas recurse).
-    fn shape(&mut self, message: &MessageDescriptor) -> usize {
+    fn shape(&mut self, message: &MessageDescriptor) -> u32 {
         let full = message.full_name().to_string();
         if let Some(id) = self.ids.get(&full) {
             return *id;
         }
-        let id = self.shapes.len();
+        let id = u32::try_from(self.shapes.len()).unwrap_or(u32::MAX);
         self.shapes.push(Shape::default());
         self.ids.insert(full, id);
         let renames = message.full_name().ends_with("apiextensions.v1.JSONSchemaProps");
@@ -105,7 +106,7 @@ impl Builder {
         }
         slots.sort_by(|a, b| a.0.cmp(&b.0));
         slots.dedup_by(|a, b| a.0 == b.0);
-        if let Some(shape) = self.shapes.get_mut(id) {
+        if let Some(shape) = self.shapes.get_mut(usize::try_from(id).unwrap_or(usize::MAX)) {
             shape.slots = slots;
         }
         id
@@ -124,7 +125,7 @@ impl Builder {
         }
     }
 
-    fn message_child(&mut self, message: &MessageDescriptor) -> Option<usize> {
+    fn message_child(&mut self, message: &MessageDescriptor) -> Option<u32> {
         let name = message.name();
         if OPAQUE.contains(&name) {
             return None;
@@ -141,7 +142,7 @@ impl Builder {
 }
 
 /// The shape of the top-level kind `kind` of `api_version`, if it is a built-in one.
-fn kind_shape(api_version: &str, kind: &str) -> Option<usize> {
+fn kind_shape(api_version: &str, kind: &str) -> Option<u32> {
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let short = if group.is_empty() { "core" } else { group.split('.').next().unwrap_or(group) };
     orders().kinds.iter().find_map(|(tail, name, id)| {
@@ -184,10 +185,12 @@ fn plain(value: &Value, out: &mut Vec<u8>) {
 
 fn write_value(value: &Value, child: Child, orders: &Orders, out: &mut Vec<u8>) {
     match (value, child) {
-        (Value::Object(map), Child::Message(id)) => match orders.shapes.get(id) {
-            Some(shape) => write_object(map, shape, orders, out),
-            None => plain(value, out),
-        },
+        (Value::Object(map), Child::Message(id)) => {
+            match orders.shapes.get(usize::try_from(id).unwrap_or(usize::MAX)) {
+                Some(shape) => write_object(map, shape, orders, out),
+                None => plain(value, out),
+            }
+        }
         (Value::Object(map), Child::MapOf(id)) => {
             out.push(b'{');
             for (n, (key, item)) in map.iter().enumerate() {
@@ -215,7 +218,8 @@ fn write_value(value: &Value, child: Child, orders: &Orders, out: &mut Vec<u8>) 
 }
 
 fn write_object(map: &Map<String, Value>, shape: &Shape, orders: &Orders, out: &mut Vec<u8>) {
-    let mut keys: Vec<(u32, &String, &Value, Child)> = map
+    // Most objects have a few keys: ordered on the stack, without an allocation.
+    let mut keys: SmallVec<[(u32, &String, &Value, Child); 16]> = map
         .iter()
         .map(|(key, value)| {
             let (rank, child) = shape.slot(key).unwrap_or(match key.as_str() {
