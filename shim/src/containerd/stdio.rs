@@ -1,5 +1,6 @@
 //! A task's stdio as containerd hands it over: fifo paths (`ctr`, CRI), `file://` URIs, or nothing. Opens
-//! the output ends for the guest; the files close when the guest's run ends, so readers see EOF.
+//! the output ends for the guest (the files close when the guest's run ends, so readers see EOF) and
+//! the read end of its stdin.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
@@ -35,9 +36,7 @@ impl StdioPaths {
         }
         Ok((open_output(&self.stdout)?, open_output(&self.stderr)?))
     }
-}
 
-impl StdioPaths {
     /// A Wasm guest's stdin (`None` without one, or for a `file://` or other URI): the read end of
     /// containerd's stdin fifo, opened now (at Create, so the client's pending open of its write end
     /// completes) without waiting for a writer. It reads as data arrives and ends when the client

@@ -2,9 +2,9 @@
 //! (runc), through the same client and task code as Wasm-in-containerd (fifos into CRI-format logs, wait,
 //! SIGTERM then SIGKILL, OOMKilled). Images are put into containerd's content store and snapshotter
 //! (`image_import.rs`); each run gets a fresh writable snapshot on the image's top layer as its root
-//! filesystem (removed with the container), the pod's network namespace, its IPC and UTS namespaces shared with the pod's other Linux containers
-//! (`pod_namespaces.rs`), its volumes as bind mounts and kubelet-written /etc/hosts, /etc/resolv.conf
-//! and /etc/hostname.
+//! filesystem (removed with the container), the pod's network namespace, its IPC and UTS namespaces
+//! shared with the pod's other Linux containers (`pod_namespaces.rs`), its volumes as bind mounts and
+//! kubelet-written /etc/hosts, /etc/resolv.conf and /etc/hostname.
 
 mod exec_output;
 pub mod image_files;
