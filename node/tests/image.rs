@@ -268,9 +268,16 @@ async fn images_neither_wasm_nor_linux_are_rejected() -> TestResult {
     assert!(detail.contains("application/vnd.oci.image.layer.v1.tar+gzip is not application/wasm"), "{detail}");
 
     // A Linux image for this node's architecture is pulled as one (runc runs it); another platform is not.
+    let diff_id = {
+        use sha2::Digest;
+        use std::io::Read;
+        let mut tar = Vec::new();
+        flate2::read::GzDecoder::new(&layer[..]).read_to_end(&mut tar)?;
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&tar)))
+    };
     let linux = serde_json::json!({"architecture": "amd64", "os": "linux",
         "config": {"Entrypoint": ["/bin/sh"], "Cmd": ["-c", "true"], "User": "1000:1000"},
-        "rootfs": {"type": "layers", "diff_ids": []}});
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]}});
     push_image(&reg, "linux:1", std::slice::from_ref(&layer), IMAGE_CONFIG_MEDIA_TYPE, linux).await?;
     let pulled = images.ensure(&format!("{}/linux:1", reg.host()), PullPolicy::IfNotPresent, None).await?;
     assert_eq!(pulled.image.kind, skiff_node::image::ImageKind::Linux);
@@ -279,7 +286,22 @@ async fn images_neither_wasm_nor_linux_are_rejected() -> TestResult {
         (vec!["/bin/sh".to_string()], vec!["-c".to_string(), "true".to_string()])
     );
     assert_eq!(pulled.image.user.as_deref(), Some("1000:1000"));
-    assert!(pulled.image.rootfs.as_ref().ok_or("no rootfs")?.join("bin/sh").is_file());
+    // Its blobs wait in the node's cache for containerd's content store; the kubelet unpacks nothing.
+    let content = pulled.image.linux.as_ref().ok_or("no Linux content")?;
+    assert_eq!(content.diff_ids, [diff_id.clone()]);
+    assert!(pulled.image.rootfs.is_none());
+    assert!(
+        images.blob_file(&content.layers[0].digest).is_some() && images.blob_file(&content.manifest.digest).is_some()
+    );
+    // A config whose layer digests do not match its layers is refused.
+    let no_diffs = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {"Entrypoint": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": []}});
+    push_image(&reg, "nodiffs:1", std::slice::from_ref(&layer), IMAGE_CONFIG_MEDIA_TYPE, no_diffs).await?;
+    let err = images.ensure(&format!("{}/nodiffs:1", reg.host()), PullPolicy::IfNotPresent, None).await;
+    let Err(e @ ImageError::InvalidImage { .. }) = err else {
+        return Err(format!("expected InvalidImage: {err:?}").into());
+    };
+    assert!(e.to_string().contains("lists 0 layer digests (rootfs.diff_ids) for 1 layers"), "{e}");
     let s390x = serde_json::json!({"architecture": "s390x", "os": "linux", "config": {"Entrypoint": ["/bin/sh"]},
         "rootfs": {"type": "layers", "diff_ids": []}});
     push_image(&reg, "s390x:1", std::slice::from_ref(&layer), IMAGE_CONFIG_MEDIA_TYPE, s390x).await?;
