@@ -32,6 +32,10 @@ const UNCOMPRESSED_LABEL: &str = "containerd.io/uncompressed";
 /// Why an image could not be put into containerd.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
+    /// Not a Linux image as the node's cache describes one (a Wasm image, or an index entry from
+    /// before Linux images went to containerd).
+    #[error("image {reference} is not a Linux image the node pulled for containerd")]
+    NotLinux { reference: String },
     #[error("image {reference} has no Linux layers to unpack")]
     NoLayers { reference: String },
     #[error("image {reference}: its config lists {diff_ids} layer digests for {layers} layers")]
@@ -115,7 +119,7 @@ impl Importer {
         image: &WasmImage,
     ) -> Result<Imported, ImportError> {
         let reference = image.reference.clone();
-        let Some(content) = image.linux.as_ref() else { return Err(ImportError::NoLayers { reference }) };
+        let Some(content) = image.linux.as_ref() else { return Err(ImportError::NotLinux { reference }) };
         if content.diff_ids.len() != content.layers.len() {
             return Err(ImportError::LayerCount {
                 reference,

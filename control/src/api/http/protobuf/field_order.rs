@@ -38,10 +38,11 @@ impl Shape {
     }
 }
 
-/// The shapes of every message, and the top-level kinds by (package tail, name).
+/// The shapes of every message, and the top-level kinds: by name, each with its package tail
+/// (`apps.v1`) and shape.
 struct Orders {
     shapes: Vec<Shape>,
-    kinds: Vec<(String, String, u32)>,
+    kinds: std::collections::HashMap<String, Vec<(String, u32)>>,
 }
 
 /// Ranks: `kind`, `apiVersion`, then the message's fields, then unknown keys.
@@ -60,10 +61,10 @@ fn orders() -> &'static Orders {
     static ORDERS: OnceLock<Orders> = OnceLock::new();
     ORDERS.get_or_init(|| {
         let mut builder = Builder::default();
-        let mut kinds = Vec::new();
-        for (key, message) in super::messages() {
+        let mut kinds: std::collections::HashMap<String, Vec<(String, u32)>> = std::collections::HashMap::new();
+        for ((tail, name), message) in super::messages() {
             let id = builder.shape(message);
-            kinds.push((key.0.clone(), key.1.clone(), id));
+            kinds.entry(name.clone()).or_default().push((tail.clone(), id));
         }
         Orders { shapes: builder.shapes, kinds }
     })
@@ -145,9 +146,8 @@ impl Builder {
 fn kind_shape(api_version: &str, kind: &str) -> Option<u32> {
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let short = if group.is_empty() { "core" } else { group.split('.').next().unwrap_or(group) };
-    orders().kinds.iter().find_map(|(tail, name, id)| {
-        let matches = name == kind
-            && tail.len() == short.len() + 1 + version.len()
+    orders().kinds.get(kind)?.iter().find_map(|(tail, id)| {
+        let matches = tail.len() == short.len() + 1 + version.len()
             && tail.starts_with(short)
             && tail.ends_with(version)
             && tail.as_bytes().get(short.len()) == Some(&b'.');
