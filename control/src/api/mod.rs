@@ -22,6 +22,7 @@ pub mod names;
 pub mod object;
 pub mod openapi;
 pub mod pod_security;
+pub mod prefix_cache;
 pub mod priority_admission;
 pub mod quota;
 pub mod registry;

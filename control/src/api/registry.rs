@@ -12,6 +12,7 @@ use super::ephemeral_containers;
 use super::error::{from_store, ApiError, ApiResult};
 use super::object::{self, meta_mut};
 use super::resources::{ResourceInfo, Resources};
+use super::prefix_cache::PrefixCache;
 use super::selector::{FieldSelector, LabelSelector};
 use super::watch_cache::WatchCache;
 use super::webhooks::{self, Operation};
@@ -25,6 +26,12 @@ pub enum FieldValidation {
     #[default]
     Warn,
     Ignore,
+}
+
+/// What a `Binding` asks of the pod it binds: the node, and annotations to set on the pod.
+pub struct Binding<'a> {
+    pub node: &'a str,
+    pub annotations: Option<&'a serde_json::Map<String, Value>>,
 }
 
 /// Options common to every write.
@@ -99,7 +106,9 @@ pub struct Registry {
     /// Admission webhooks.
     pub webhooks: webhooks::Webhooks,
     /// The LimitRanges and ResourceQuotas admission reads (see [`super::quota`]).
-    pub policies: Arc<super::quota::cache::Cache>,
+    pub policies: Arc<PrefixCache>,
+    /// The Namespaces creates go into (a miss is read from the store: it may be brand new).
+    namespaces: Arc<PrefixCache>,
     /// The remote APIServices requests are proxied to (kept by the `apiservice` controller).
     pub aggregator: super::aggregation::Aggregator,
 }
@@ -116,6 +125,11 @@ pub(crate) fn decode(ri: &ResourceInfo, kv: &KeyValue) -> ApiResult<Value> {
 /// The stored form: no `resourceVersion` (it is the store's revision); a custom object in its
 /// storage version.
 pub(crate) fn encode(ri: &ResourceInfo, obj: &Value) -> Vec<u8> {
+    let has_rv = obj.pointer("/metadata/resourceVersion").is_some();
+    if !has_rv && ri.conversion.is_none() && ri.custom.is_none() {
+        // Nothing to take out or convert: written as it is, without a copy.
+        return serde_json::to_vec(obj).unwrap_or_default();
+    }
     let mut obj = obj.clone();
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
@@ -123,6 +137,9 @@ pub(crate) fn encode(ri: &ResourceInfo, obj: &Value) -> Vec<u8> {
     super::conversion::to_storage(ri, &mut obj);
     serde_json::to_vec(&obj).unwrap_or_default()
 }
+
+/// Storage prefix of Namespaces.
+const NAMESPACES: &str = "/registry/core/namespaces/";
 
 /// How many names a `generateName` create tries before answering 409, as kube-apiserver
 /// (1.31+, `RetryGenerateName`) does.
@@ -174,10 +191,17 @@ impl Registry {
         let resources = Resources::default();
         let custom = crd::Table::new(&resources);
         let webhooks = webhooks::Webhooks::new(Arc::clone(&store), Arc::clone(&cache));
-        let policies = Arc::new(super::quota::cache::Cache::new(Arc::clone(&store), Arc::clone(&cache)));
+        let policies = Arc::new(PrefixCache::new(
+            "limit ranges and quotas",
+            &[super::quota::LIMIT_RANGES, super::quota::QUOTAS],
+            Arc::clone(&store),
+            Arc::clone(&cache),
+        ));
+        let namespaces = Arc::new(PrefixCache::new("namespaces", &[NAMESPACES], Arc::clone(&store), Arc::clone(&cache)));
         Self {
             webhooks,
             policies,
+            namespaces,
             store,
             resources,
             cache,
@@ -363,7 +387,12 @@ impl Registry {
     async fn check_namespace_open(&self, ri: &ResourceInfo, ns: Option<&str>) -> ApiResult<Option<Value>> {
         let (true, Some(ns)) = (ri.namespaced, ns) else { return Ok(None) };
         let nsri = self.resource("", "Namespace")?;
-        let namespace = self.get(nsri, None, ns).await?;
+        let key = nsri.key(None, ns);
+        debug_assert!(key.starts_with(NAMESPACES));
+        let namespace = match self.namespaces.get(&key).await {
+            Ok(Some(namespace)) => (*namespace).clone(),
+            _ => self.get(nsri, None, ns).await?,
+        };
         if object::deletion_timestamp(&namespace).is_some() {
             return Err(ApiError::Forbidden(format!(
                 "unable to create new content in namespace {ns} because it is being terminated"
@@ -764,9 +793,8 @@ impl Registry {
             if is_node(ri) {
                 crate::auth::node_restriction::admit_node_write(opts.user.as_ref(), Some(&current), &next)?;
             }
-            let operation = if subresource == Some("binding") { Operation::Create } else { Operation::Update };
             let mut next =
-                self.admit_webhooks(ri, operation, subresource, Some(&current), next, opts, &mut warnings).await?;
+                self.admit_webhooks(ri, Operation::Update, subresource, Some(&current), next, opts, &mut warnings).await?;
             if subresource.is_none() {
                 warnings.extend(self.pod_security(ri, ns, None, &next, Some(&current)).await?);
                 self.limit_range_validate(ri, ns, &next, Some(&current)).await?;
@@ -778,7 +806,7 @@ impl Registry {
                 None => self.allocate_service(ri, Some(&current), &mut next)?,
                 Some(_) => None,
             };
-            if strip_rv(&next) == strip_rv(&current) {
+            if same_but_bookkeeping(&next, &current) {
                 return Ok(Written { object: current, warnings, created: false });
             }
             let charge = match subresource {
@@ -1021,33 +1049,64 @@ impl Registry {
         Err(ApiError::Internal("delete kept conflicting".into()))
     }
 
-    /// Assigns an unbound pod to a node (the `binding` subresource); 409 if it already has one.
+    /// Binds a pod to a node (the `binding` subresource), as kube-apiserver's binding storage
+    /// does: a read-modify-write of the stored pod that sets `spec.nodeName`, the binding's
+    /// annotations and `PodScheduled=True`. The Binding is what admission sees, so the pod is not
+    /// admitted again and its managed fields stay as they are. A pod being deleted or already
+    /// bound is refused (409).
     pub async fn bind_pod(
         &self,
         ri: &ResourceInfo,
         ns: Option<&str>,
         name: &str,
-        node: &str,
+        binding: &Binding<'_>,
         opts: &WriteOptions,
     ) -> ApiResult<()> {
-        self.update_with(ri, ns, name, Some("binding"), opts, |current| {
-            if let Some(existing) = object::str_at(current, &["spec", "nodeName"]).filter(|n| !n.is_empty()) {
-                return Err(ApiError::Conflict {
-                    group: String::new(),
-                    resource: "pods".into(),
-                    name: name.into(),
-                    reason: format!("pod {name} is already assigned to node \"{existing}\""),
-                });
+        let key = ri.key(ns, name);
+        let conflict = |reason: String| ApiError::Conflict {
+            group: String::new(),
+            resource: "pods".into(),
+            name: name.into(),
+            reason,
+        };
+        for _attempt in 0..32 {
+            let kv = self.store.get(&key).await?.ok_or_else(|| ApiError::not_found(ri.group, ri.plural, name))?;
+            let current = decode(ri, &kv)?;
+            if object::deletion_timestamp(&current).is_some() {
+                return Err(conflict(format!("pod {name} is being deleted, cannot be assigned to a host")));
+            }
+            if let Some(existing) = object::str_at(&current, &["spec", "nodeName"]).filter(|n| !n.is_empty()) {
+                return Err(conflict(format!("pod {name} is already assigned to node \"{existing}\"")));
             }
             let mut next = current.clone();
             if let Some(spec) = next.get_mut("spec").and_then(Value::as_object_mut) {
-                spec.insert("nodeName".into(), json!(node));
+                spec.insert("nodeName".into(), json!(binding.node));
+            }
+            if let Some(annotations) = binding.annotations.filter(|a| !a.is_empty()) {
+                let meta = meta_mut(&mut next);
+                let target = meta.entry("annotations").or_insert_with(|| json!({}));
+                if let Some(target) = target.as_object_mut() {
+                    target.extend(annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
             }
             object::set_condition(&mut next, "PodScheduled", "True", None);
-            Ok(next)
-        })
-        .await?;
-        Ok(())
+            if let Some(meta) = next.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.remove("resourceVersion");
+            }
+            let mut warnings = Vec::new();
+            let next = self
+                .admit_webhooks(ri, Operation::Create, Some("binding"), Some(&current), next, opts, &mut warnings)
+                .await?;
+            if opts.dry_run {
+                return Ok(());
+            }
+            match self.store.update(&key, encode(ri, &next), kv.mod_revision).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(from_store(e, ri.group, ri.plural, name)),
+            }
+        }
+        Err(conflict("too many concurrent writers; try again".into()))
     }
 
     /// Removes an object at once, bypassing finalizers: only for the controller that owns the
@@ -1114,13 +1173,24 @@ fn is_node(ri: &ResourceInfo) -> bool {
     ri.kind == "Node" && ri.group.is_empty() && ri.custom.is_none()
 }
 
-fn strip_rv(obj: &Value) -> Value {
-    let mut obj = obj.clone();
-    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("resourceVersion");
-        meta.remove("managedFields");
+/// True when two objects differ at most in `metadata.resourceVersion` and
+/// `metadata.managedFields` (a write that changes nothing else is not made), compared in place.
+fn same_but_bookkeeping(a: &Value, b: &Value) -> bool {
+    const BOOKKEEPING: [&str; 2] = ["resourceVersion", "managedFields"];
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else { return a == b };
+    // Every key of `a` (but `skipped`) is in `b` with the same value, and they have as many.
+    let same = |a: &serde_json::Map<String, Value>, b: &serde_json::Map<String, Value>, skipped: &[&str]| {
+        let kept = |m: &serde_json::Map<String, Value>| m.keys().filter(|k| !skipped.contains(&k.as_str())).count();
+        kept(a) == kept(b)
+            && a.iter().filter(|(k, _)| !skipped.contains(&k.as_str())).all(|(k, v)| b.get(k) == Some(v))
+    };
+    if !same(a, b, &["metadata"]) {
+        return false;
     }
-    obj
+    match (a.get("metadata"), b.get("metadata")) {
+        (Some(Value::Object(x)), Some(Value::Object(y))) => same(x, y, &BOOKKEEPING),
+        (x, y) => x == y,
+    }
 }
 
 #[cfg(test)]
@@ -1200,5 +1270,52 @@ mod tests {
         }
         assert_eq!(deletion_deadline(jiff::Timestamp::UNIX_EPOCH, 30), "1970-01-01T00:00:30Z");
         assert!(deletion_deadline(jiff::Timestamp::now(), i64::MAX).starts_with("9999-12-"));
+    }
+
+    #[tokio::test]
+    async fn a_binding_sets_the_node_once_and_leaves_the_rest_of_the_pod_alone() {
+        let (_dir, registry) = registry().await;
+        let ri = registry.resource("", "Pod").expect("pods");
+        let opts = WriteOptions { field_manager: Some("kubectl".into()), ..Default::default() };
+        for name in ["p", "going"] {
+            let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "finalizers": ["x/y"]},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}});
+            registry.create(ri, Some("default"), pod, &opts).await.expect("create");
+        }
+        let before = registry.get(ri, Some("default"), "p").await.expect("get");
+        let annotations = json!({"example.com/why": "test"});
+        let binding = Binding { node: "n1", annotations: annotations.as_object() };
+        let bind_opts = WriteOptions { field_manager: Some("default-scheduler".into()), ..Default::default() };
+        registry.bind_pod(ri, Some("default"), "p", &binding, &bind_opts).await.expect("bind");
+        let pod = registry.get(ri, Some("default"), "p").await.expect("get");
+        assert_eq!(pod["spec"]["nodeName"], "n1");
+        assert_eq!(pod["metadata"]["annotations"]["example.com/why"], "test");
+        let scheduled = pod["status"]["conditions"].as_array().expect("conditions").iter().find(|c| c["type"] == "PodScheduled");
+        assert_eq!(scheduled.map(|c| &c["status"]), Some(&json!("True")), "{pod}");
+        assert_eq!(pod["metadata"]["managedFields"], before["metadata"]["managedFields"], "a binding is not a field owner");
+        assert_eq!(pod["metadata"]["uid"], before["metadata"]["uid"]);
+
+        let again = Binding { node: "n2", annotations: None };
+        let err = registry.bind_pod(ri, Some("default"), "p", &again, &bind_opts).await.expect_err("bound");
+        assert!(err.to_string().contains("pod p is already assigned to node \"n1\""), "{err}");
+        registry.delete(ri, Some("default"), "going", &DeleteOptions::default()).await.expect("delete");
+        let err = registry.bind_pod(ri, Some("default"), "going", &again, &bind_opts).await.expect_err("deleting");
+        assert!(err.to_string().contains("pod going is being deleted, cannot be assigned to a host"), "{err}");
+        let err = registry.bind_pod(ri, Some("default"), "nope", &again, &bind_opts).await.expect_err("missing");
+        assert!(matches!(err, ApiError::NotFound { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn only_bookkeeping_differences_make_objects_the_same() {
+        let a = json!({"kind": "Pod", "metadata": {"name": "a", "resourceVersion": "1", "managedFields": [1]}, "spec": {"x": 1}});
+        let b = json!({"kind": "Pod", "metadata": {"name": "a", "resourceVersion": "2"}, "spec": {"x": 1}});
+        assert!(same_but_bookkeeping(&a, &b) && same_but_bookkeeping(&b, &a));
+        let c = json!({"kind": "Pod", "metadata": {"name": "a", "labels": {}}, "spec": {"x": 1}});
+        assert!(!same_but_bookkeeping(&a, &c) && !same_but_bookkeeping(&c, &a));
+        let d = json!({"kind": "Pod", "metadata": {"name": "a"}, "spec": {"x": 2}});
+        assert!(!same_but_bookkeeping(&b, &d));
+        let e = json!({"kind": "Pod", "metadata": {"name": "a"}, "spec": {"x": 1}, "status": {}});
+        assert!(!same_but_bookkeeping(&b, &e) && !same_but_bookkeeping(&e, &b));
+        assert!(!same_but_bookkeeping(&json!({"metadata": {}}), &json!({})));
     }
 }

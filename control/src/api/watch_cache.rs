@@ -6,9 +6,11 @@
 //! cursor into the ring, so the ring is the only memory events hold: a reader that falls behind
 //! its start has lagged and must list again.
 //!
-//! An event keeps its object decoded without `metadata.managedFields` (no reader of the cache
-//! looks at them, and they are about half of a decoded object), the managed fields apart, and
-//! the previous state only as the stored bytes, decoded on demand.
+//! An event keeps its stored bytes and those of the previous state. The newest [`HOT_EVENTS`]
+//! also keep their object decoded without `metadata.managedFields` (no reader of the cache looks
+//! at them, and they are about half of a decoded object) and, once a watcher asked, the JSON
+//! watchers are sent; older events decode on demand. A decoded object takes about ten times its
+//! stored size, so the ring's history is bounded by its stored bytes and its memory by the hot few.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -27,14 +29,19 @@ pub use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 /// Events the ring keeps at most, for resuming watches and for readers that are behind.
 const RING_CAPACITY: usize = 20_000;
-/// Stored bytes (objects and previous states) the ring keeps at most: the events themselves are
-/// kept decoded, about ten times their stored size, so a count alone would let large objects
-/// (a burst of 1 MB ConfigMaps) take gigabytes.
-const RING_BYTES: usize = 16 << 20;
+/// Stored bytes (objects and previous states) the ring keeps at most, so that a count alone does
+/// not let large objects (a burst of 1 MB ConfigMaps) take gigabytes.
+const RING_BYTES: usize = 32 << 20;
+/// The newest events, which keep their objects decoded (about ten times their stored size) for
+/// the readers that follow closely; older events decode again when read.
+const HOT_EVENTS: usize = 1024;
 /// Events the ring keeps however large they are.
 const RING_MIN_EVENTS: usize = 100;
 
-/// One store event, decoded once.
+/// One store event. Its object is decoded once, when the event arrives, and kept decoded while
+/// the event is among the ring's [`HOT_EVENTS`] newest (when the in-process readers and live
+/// watches read it); an older event keeps only its stored bytes and decodes them again for the
+/// rare reader that is that far behind.
 #[derive(Debug)]
 pub struct CachedEvent {
     pub key: String,
@@ -42,36 +49,52 @@ pub struct CachedEvent {
     pub deleted: bool,
     /// True for the put that created the key.
     pub created: bool,
-    /// The object after the event (for a delete: its last state), `resourceVersion` set,
-    /// `metadata.managedFields` held apart in `managed_fields`.
-    pub object: Arc<Value>,
-    managed_fields: Option<Value>,
-    /// The stored size of the object and its previous state (what the ring budgets).
-    stored_size: usize,
+    /// The stored bytes of the object after the event (for a delete: its last state).
+    stored: Vec<u8>,
     /// The stored bytes and revision of the object before the event, when there was one.
     prev: Option<(Vec<u8>, Revision)>,
-    /// The whole object as JSON, encoded once for all watchers that want it whole.
-    json: std::sync::OnceLock<String>,
+    /// The decoded forms, while the event is hot.
+    hot: Mutex<Hot>,
+}
+
+/// What a hot event keeps decoded.
+#[derive(Debug, Default)]
+struct Hot {
+    /// The object, `resourceVersion` set, `metadata.managedFields` dropped.
+    object: Option<Arc<Value>>,
+    /// The whole object as JSON in kube-apiserver's field order, encoded once for every watcher.
+    json: Option<Arc<str>>,
 }
 
 impl CachedEvent {
-    /// The whole object (managed fields included) as JSON, in kube-apiserver's field order.
-    pub fn object_json(&self) -> &str {
-        self.json.get_or_init(|| match &self.managed_fields {
-            Some(_) => crate::api::http::protobuf::field_order::to_string(&self.full_object()),
-            None => crate::api::http::protobuf::field_order::to_string(&self.object),
-        })
+    /// The object after the event (for a delete: its last state), `resourceVersion` set and
+    /// `metadata.managedFields` dropped (no reader of the cache looks at them, and they are about
+    /// half of a decoded object).
+    pub fn object(&self) -> Arc<Value> {
+        if let Some(object) = &self.hot.lock().object {
+            return Arc::clone(object);
+        }
+        let mut object = self.full_object();
+        take_managed_fields(&mut object);
+        Arc::new(object)
     }
 
-    /// The whole object, managed fields included (a copy: for the rare reader that needs them).
-    pub fn full_object(&self) -> Value {
-        let mut obj = (*self.object).clone();
-        if let (Some(managed), Some(meta)) =
-            (&self.managed_fields, obj.get_mut("metadata").and_then(Value::as_object_mut))
-        {
-            meta.insert("managedFields".into(), managed.clone());
+    /// The whole object (managed fields included) as JSON, in kube-apiserver's field order.
+    pub fn object_json(&self) -> Arc<str> {
+        if let Some(json) = &self.hot.lock().json {
+            return Arc::clone(json);
         }
-        obj
+        let json: Arc<str> = crate::api::http::protobuf::field_order::to_string(&self.full_object()).into();
+        let mut hot = self.hot.lock();
+        if hot.object.is_some() {
+            hot.json = Some(Arc::clone(&json));
+        }
+        json
+    }
+
+    /// The whole object, managed fields included, decoded now.
+    pub fn full_object(&self) -> Value {
+        decode_stored(&self.stored, self.revision).unwrap_or(Value::Null)
     }
 
     /// True when the event has a previous state.
@@ -82,14 +105,29 @@ impl CachedEvent {
     /// The object before the event, decoded now (`resourceVersion` set, managed fields dropped).
     pub fn prev_object(&self) -> Option<Value> {
         let (bytes, revision) = self.prev.as_ref()?;
-        let mut v: Value = serde_json::from_slice(bytes).ok()?;
-        object::set_resource_version(&mut v, *revision);
+        let mut v = decode_stored(bytes, *revision)?;
         take_managed_fields(&mut v);
         Some(v)
     }
+
+    /// Drops the decoded forms: the event is no longer among the newest.
+    fn cool(&self) {
+        *self.hot.lock() = Hot::default();
+    }
+
+    /// The memory the event holds for the ring's budget: its stored bytes and previous state.
+    fn stored_size(&self) -> usize {
+        self.stored.len().saturating_add(self.prev.as_ref().map_or(0, |p| p.0.len()))
+    }
 }
 
-/// Serializes an object with `metadata.managedFields` put back, without copying the object.
+/// Stored bytes as an object with `resourceVersion` set, if they are JSON.
+fn decode_stored(bytes: &[u8], revision: Revision) -> Option<Value> {
+    let mut v: Value = serde_json::from_slice(bytes).ok()?;
+    object::set_resource_version(&mut v, revision);
+    Some(v)
+}
+
 /// Lists every key under each of `prefixes` a page at a time, all at one revision (that of the
 /// first page), and hands each value that decodes as JSON (`resourceVersion` set) to `visit`;
 /// returns that revision. For the small caches that list once, then follow a [`Receiver`].
@@ -143,20 +181,16 @@ pub struct WatchCache {
 
 /// The event decoded, or its key when the stored bytes are not JSON.
 fn decode(event: Event) -> Result<CachedEvent, String> {
-    let Ok(mut object) = serde_json::from_slice::<Value>(&event.kv.value) else { return Err(event.kv.key) };
-    object::set_resource_version(&mut object, event.kv.mod_revision);
-    let managed_fields = take_managed_fields(&mut object);
-    let stored_size = event.kv.value.len().saturating_add(event.prev.as_ref().map_or(0, |p| p.value.len()));
+    let Some(mut object) = decode_stored(&event.kv.value, event.kv.mod_revision) else { return Err(event.kv.key) };
+    take_managed_fields(&mut object);
     Ok(CachedEvent {
-        stored_size,
         revision: event.kv.mod_revision,
         deleted: event.kind == EventKind::Delete,
         created: event.kind == EventKind::Put && event.kv.create_revision == event.kv.mod_revision,
-        object: Arc::new(object),
-        managed_fields,
+        hot: Mutex::new(Hot { object: Some(Arc::new(object)), json: None }),
         prev: event.prev.map(|p| (p.value, p.mod_revision)),
+        stored: event.kv.value,
         key: event.kv.key,
-        json: std::sync::OnceLock::new(),
     })
 }
 
@@ -257,12 +291,15 @@ impl WatchCache {
                 return;
             }
             ring.latest = revision;
-            ring.bytes = ring.bytes.saturating_add(cached.stored_size);
+            ring.bytes = ring.bytes.saturating_add(cached.stored_size());
             ring.events.push_back(Arc::new(cached));
+            if let Some(cooled) = ring.events.len().checked_sub(HOT_EVENTS + 1).and_then(|i| ring.events.get(i)) {
+                cooled.cool();
+            }
             while ring.events.len() > RING_CAPACITY || (ring.bytes > RING_BYTES && ring.events.len() > RING_MIN_EVENTS)
             {
                 let Some(old) = ring.events.pop_front() else { break };
-                ring.bytes = ring.bytes.saturating_sub(old.stored_size);
+                ring.bytes = ring.bytes.saturating_sub(old.stored_size());
                 ring.complete_after = old.revision;
             }
         }
@@ -370,8 +407,8 @@ mod tests {
         let (_, mut rx) = cache.subscribe_now();
         rx.after = 0;
         let ev = rx.try_recv().expect("event");
-        assert!(ev.object.pointer("/metadata/managedFields").is_none(), "not in the shared object");
-        let whole: Value = serde_json::from_str(ev.object_json()).expect("json");
+        assert!(ev.object().pointer("/metadata/managedFields").is_none(), "not in the shared object");
+        let whole: Value = serde_json::from_str(&ev.object_json()).expect("json");
         assert_eq!(whole.pointer("/metadata/managedFields/0/manager"), Some(&Value::from("m")));
         assert_eq!(whole.pointer("/metadata/resourceVersion"), Some(&Value::from("5")));
         assert_eq!(whole, ev.full_object());
@@ -380,5 +417,27 @@ mod tests {
         let prev = ev.prev_object().expect("prev");
         assert_eq!(prev.pointer("/metadata/resourceVersion"), Some(&Value::from("4")));
         assert!(prev.pointer("/metadata/managedFields").is_none());
+    }
+
+    #[test]
+    fn older_events_keep_only_their_bytes_and_decode_the_same_again() {
+        let cache = WatchCache::empty(0);
+        let stored = r#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"a","managedFields":[{"manager":"m"}]},"data":{"k":"v"}}"#;
+        put(&cache, 1, stored, None);
+        let (_, mut rx) = cache.subscribe_now();
+        rx.after = 0;
+        let first = rx.try_recv().expect("event");
+        let (hot_object, hot_json) = (first.object(), first.object_json());
+        assert!(first.hot.lock().json.is_some(), "a hot event keeps its JSON for the next watcher");
+        for rev in 2..=(HOT_EVENTS as Revision) {
+            put(&cache, rev, "{}", None);
+        }
+        assert!(first.hot.lock().object.is_some(), "still among the newest {HOT_EVENTS}");
+        put(&cache, HOT_EVENTS as Revision + 1, "{}", None);
+        assert!(first.hot.lock().object.is_none() && first.hot.lock().json.is_none(), "cooled");
+        assert_eq!(first.object(), hot_object);
+        assert_eq!(first.object_json(), hot_json);
+        assert!(first.hot.lock().json.is_none(), "a cold event decodes for each reader, keeping nothing");
+        assert_eq!(first.object().pointer("/metadata/resourceVersion"), Some(&Value::from("1")));
     }
 }

@@ -111,7 +111,7 @@ impl Authorizer {
                     if ev.deleted {
                         objects.objects.remove(&ev.key);
                     } else {
-                        objects.objects.insert(ev.key.clone(), (*ev.object).clone());
+                        objects.objects.insert(ev.key.clone(), (*ev.object()).clone());
                     }
                 }
                 if changed {

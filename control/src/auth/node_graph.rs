@@ -223,7 +223,7 @@ impl NodeGraph {
             loop {
                 match rx.recv().await {
                     Ok(ev) if ev.revision > revision && ev.key.starts_with(&prefix) => {
-                        self.apply(&ev.object, ev.deleted);
+                        self.apply(&ev.object(), ev.deleted);
                     }
                     Ok(_) => {}
                     Err(RecvError::Lagged(_)) => break,

@@ -105,7 +105,8 @@ async fn follow(registry: &Registry) -> ApiResult<()> {
         if ev.revision <= revision {
             continue;
         }
-        let uid = object::str_at(&ev.object, &["metadata", "uid"]).unwrap_or("").to_string();
+        let obj = ev.object();
+        let uid = object::str_at(&obj, &["metadata", "uid"]).unwrap_or("").to_string();
         if ev.deleted {
             index.forget(&ev.key);
             let dependents = index.dependents.remove(&uid).unwrap_or_default();
@@ -114,9 +115,9 @@ async fn follow(registry: &Registry) -> ApiResult<()> {
             }
             continue;
         }
-        index.learn(&ev.key, &ev.object);
-        if object::deletion_timestamp(&ev.object).is_some() {
-            let finalizers = object::finalizers(&ev.object);
+        index.learn(&ev.key, &obj);
+        if object::deletion_timestamp(&obj).is_some() {
+            let finalizers = object::finalizers(&obj);
             let dependents: Vec<Key> =
                 index.dependents.get(&uid).map(|s| s.iter().cloned().collect()).unwrap_or_default();
             if finalizers.iter().any(|f| f == "orphan") {

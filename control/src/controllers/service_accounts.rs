@@ -26,7 +26,7 @@ pub async fn run(registry: Arc<Registry>, root_ca: Option<Arc<str>>) {
         match rx.recv().await {
             Ok(ev) => {
                 if let Some(ns) = ev.key.strip_prefix(NAMESPACES) {
-                    if !ev.deleted && object::deletion_timestamp(&ev.object).is_none() && !ns.contains('/') {
+                    if !ev.deleted && object::deletion_timestamp(&ev.object()).is_none() && !ns.contains('/') {
                         ensure(&registry, ns, root_ca).await;
                     }
                 } else if let Some(rest) = ev.key.strip_prefix(SERVICE_ACCOUNTS) {
@@ -37,7 +37,8 @@ pub async fn run(registry: Arc<Registry>, root_ca: Option<Arc<str>>) {
                     }
                 } else if let (Some(rest), Some(ca)) = (ev.key.strip_prefix(CONFIG_MAPS), root_ca) {
                     if let Some((ns, ROOT_CA_CONFIG_MAP)) = rest.split_once('/') {
-                        let current = ev.object.pointer("/data/ca.crt").and_then(serde_json::Value::as_str);
+                        let object = ev.object();
+                        let current = object.pointer("/data/ca.crt").and_then(serde_json::Value::as_str);
                         if ev.deleted || current != Some(ca) {
                             ensure_root_ca(&registry, ns, ca).await;
                         }

@@ -31,7 +31,7 @@ use tracing::Instrument;
 
 use crate::api::error::ApiError;
 use crate::api::object;
-use crate::api::registry::{Registry, WriteOptions};
+use crate::api::registry::{Binding, Registry, WriteOptions};
 use crate::controllers::events;
 use crate::controllers::runtime::{Change, Error, Informer, Informers, ObjectKey};
 use cache::{Cache, PodEffect};
@@ -413,7 +413,7 @@ async fn bind(registry: &Registry, pod: &PodInfo, node: &str) -> Result<(), ApiE
     let (ns, name) = split_key(&pod.key);
     let ri = registry.resource("", "Pod")?;
     let opts = WriteOptions { field_manager: Some(SCHEDULER_NAME.into()), ..Default::default() };
-    registry.bind_pod(ri, Some(ns), name, node, &opts).await?;
+    registry.bind_pod(ri, Some(ns), name, &Binding { node, annotations: None }, &opts).await?;
     tracing::debug!("scheduled");
     let obj = json!({"metadata": {"name": name, "namespace": ns, "uid": pod.uid}});
     let message = format!("Successfully assigned {ns}/{name} to {node}");

@@ -18,7 +18,7 @@ use super::watch::{self, Start, WatchRequest};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::metrics::{Metrics, ResourceLabel};
 use crate::api::object;
-use crate::api::registry::{DeleteOptions, ListQuery, Registry, WriteOptions, Written};
+use crate::api::registry::{Binding, DeleteOptions, ListQuery, Registry, WriteOptions, Written};
 use crate::api::resources::ResourceInfo;
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::patch;
@@ -688,7 +688,8 @@ async fn bind(
     let node = object::str_at(&binding, &["target", "name"])
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::invalid("Binding", name, vec![("target.name".into(), "Required value".into())]))?;
-    registry.bind_pod(ri, ns, name, node, &opts).await?;
+    let annotations = binding.pointer("/metadata/annotations").and_then(Value::as_object);
+    registry.bind_pod(ri, ns, name, &Binding { node, annotations }, &opts).await?;
     let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
     Ok(respond::send(req.negotiated, StatusCode::CREATED, &status, &[]))
 }

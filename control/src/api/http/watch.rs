@@ -88,7 +88,7 @@ fn error_event(w: &WatchRequest, err: &ApiError) -> Option<Bytes> {
 /// The type a watcher sees for a store event, given its selectors: moving into the selection
 /// is ADDED, moving out is DELETED.
 fn event_type(registry: &Registry, w: &WatchRequest, ev: &CachedEvent) -> Option<&'static str> {
-    let now = registry.matches(&w.resource, &ev.object, &w.query);
+    let now = registry.matches(&w.resource, &ev.object(), &w.query);
     if ev.deleted {
         return now.then_some("DELETED");
     }
@@ -113,7 +113,7 @@ fn has_selectors(q: &ListQuery) -> bool {
 fn encode_event(w: &WatchRequest, kind: &str, ev: &CachedEvent) -> Option<Bytes> {
     let converted = !w.resource.is_storage_version();
     match (w.media, w.shape) {
-        (Media::Json, Shape::Object) if !converted => Some(line(kind, ev.object_json())),
+        (Media::Json, Shape::Object) if !converted => Some(line(kind, &ev.object_json())),
         _ => encode_object(w, kind, &ev.full_object()),
     }
 }

@@ -8,8 +8,12 @@
 //! quota controller (`controllers/resource_quota.rs`) recomputes the truth afterwards. A dry run
 //! is checked but charges nothing; a write that fails after the charge gives it back.
 
-pub mod cache;
 pub mod usage;
+
+/// Storage prefix of LimitRanges.
+pub const LIMIT_RANGES: &str = "/registry/core/limitranges/";
+/// Storage prefix of ResourceQuotas.
+pub const QUOTAS: &str = "/registry/core/resourcequotas/";
 
 use serde_json::{json, Value};
 
@@ -118,7 +122,7 @@ impl Registry {
         obj: &mut Value,
     ) -> ApiResult<()> {
         let (true, Some(ns)) = (is_core(ri, "Pod"), ns) else { return Ok(()) };
-        let ranges = self.policies.limit_ranges(ns).await?;
+        let ranges = self.policies.in_namespace(LIMIT_RANGES, ns).await?;
         if !ranges.is_empty() {
             limit_range::default_pod(&ranges, obj);
         }
@@ -139,7 +143,7 @@ impl Registry {
         if !(pod || claim) || object::deletion_timestamp(obj).is_some() {
             return Ok(());
         }
-        let ranges = self.policies.limit_ranges(ns).await?;
+        let ranges = self.policies.in_namespace(LIMIT_RANGES, ns).await?;
         if ranges.is_empty() {
             return Ok(());
         }
@@ -165,7 +169,7 @@ impl Registry {
         if old.is_some() && !(is_core(ri, "Service") || is_core(ri, "PersistentVolumeClaim")) {
             return Ok(none);
         }
-        let quotas = self.policies.quotas(ns).await?;
+        let quotas = self.policies.in_namespace(QUOTAS, ns).await?;
         if quotas.is_empty() {
             return Ok(none);
         }

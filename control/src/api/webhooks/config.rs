@@ -293,7 +293,7 @@ impl Cache {
                         namespaces: current.namespaces.clone(),
                         revision: event.revision,
                     };
-                    next.apply(&event.key, event.deleted, &event.object);
+                    next.apply(&event.key, event.deleted, &event.object());
                     *self.snapshot.write() = Arc::new(next);
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {

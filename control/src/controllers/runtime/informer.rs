@@ -330,7 +330,7 @@ impl Informer {
                         if ev.revision <= revision || !ev.key.starts_with(&prefix) {
                             continue;
                         }
-                        self.apply(ev.deleted, Arc::clone(&ev.object));
+                        self.apply(ev.deleted, ev.object());
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::info!(kind = self.kind, missed = n, "informer fell behind the watch cache; relisting");

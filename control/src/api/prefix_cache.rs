@@ -1,5 +1,6 @@
-//! The LimitRanges and ResourceQuotas admission reads, kept from the in-process watch cache's
-//! events (listed once on first use, never per request, never polled), by namespace.
+//! Objects under a few storage prefixes that admission reads on every write (LimitRanges and
+//! ResourceQuotas by namespace, Namespaces by name), kept from the in-process watch cache's
+//! events: listed once on first use, never per request, never polled.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,11 +13,6 @@ use tokio::sync::{broadcast, OnceCell};
 use crate::api::watch_cache::{list_decoded, WatchCache};
 use crate::store::{Revision, Store, StoreError};
 
-/// Storage prefix of LimitRanges.
-pub const LIMIT_RANGES: &str = "/registry/core/limitranges/";
-/// Storage prefix of ResourceQuotas.
-pub const QUOTAS: &str = "/registry/core/resourcequotas/";
-
 #[derive(Default)]
 struct Objects {
     /// Store key -> object (with `resourceVersion`).
@@ -26,37 +22,47 @@ struct Objects {
 }
 
 /// See the module documentation. Started on first use.
-pub struct Cache {
+pub struct PrefixCache {
+    /// What it holds, for its log lines.
+    name: &'static str,
+    prefixes: &'static [&'static str],
     store: Arc<dyn Store>,
     watch: Arc<WatchCache>,
     objects: RwLock<Objects>,
     started: OnceCell<()>,
 }
 
-impl Cache {
-    /// A cache over `store`, following `watch` once first read.
-    pub fn new(store: Arc<dyn Store>, watch: Arc<WatchCache>) -> Self {
-        Self { store, watch, objects: RwLock::new(Objects::default()), started: OnceCell::new() }
+impl PrefixCache {
+    /// A cache of the objects under `prefixes` of `store`, following `watch` once first read.
+    pub fn new(
+        name: &'static str,
+        prefixes: &'static [&'static str],
+        store: Arc<dyn Store>,
+        watch: Arc<WatchCache>,
+    ) -> Self {
+        Self { name, prefixes, store, watch, objects: RwLock::new(Objects::default()), started: OnceCell::new() }
     }
 
-    /// The LimitRanges of a namespace.
-    pub async fn limit_ranges(self: &Arc<Self>, ns: &str) -> Result<Vec<Arc<Value>>, StoreError> {
-        self.in_namespace(LIMIT_RANGES, ns).await
-    }
-
-    /// The ResourceQuotas of a namespace.
-    pub async fn quotas(self: &Arc<Self>, ns: &str) -> Result<Vec<Arc<Value>>, StoreError> {
-        self.in_namespace(QUOTAS, ns).await
-    }
-
-    async fn in_namespace(self: &Arc<Self>, prefix: &str, ns: &str) -> Result<Vec<Arc<Value>>, StoreError> {
+    async fn started(self: &Arc<Self>) -> Result<(), StoreError> {
         self.started
             .get_or_try_init(|| async {
                 let events = self.prime().await?;
                 tokio::spawn(Arc::clone(self).follow(events));
                 Ok::<(), StoreError>(())
             })
-            .await?;
+            .await
+            .map(|_| ())
+    }
+
+    /// The object stored under `key` as far as the cache has followed (one of its prefixes).
+    pub async fn get(self: &Arc<Self>, key: &str) -> Result<Option<Arc<Value>>, StoreError> {
+        self.started().await?;
+        Ok(self.objects.read().by_key.get(key).cloned())
+    }
+
+    /// The objects under `prefix` (one of the cache's) in namespace `ns`.
+    pub async fn in_namespace(self: &Arc<Self>, prefix: &str, ns: &str) -> Result<Vec<Arc<Value>>, StoreError> {
+        self.started().await?;
         let start = format!("{prefix}{ns}/");
         let objects = self.objects.read();
         Ok(objects
@@ -67,12 +73,12 @@ impl Cache {
             .collect())
     }
 
-    /// Lists both kinds; returns the subscription to follow from there.
+    /// Lists every prefix; returns the subscription to follow from there.
     async fn prime(&self) -> Result<crate::api::watch_cache::Receiver, StoreError> {
         // Subscribed before listing: no change between the two is missed.
         let (_, events) = self.watch.subscribe_now();
         let mut fresh = Objects::default();
-        fresh.revision = list_decoded(self.store.as_ref(), &[LIMIT_RANGES, QUOTAS], |key, obj| {
+        fresh.revision = list_decoded(self.store.as_ref(), self.prefixes, |key, obj| {
             fresh.by_key.insert(key.to_string(), Arc::new(obj));
         })
         .await?;
@@ -85,7 +91,7 @@ impl Cache {
         loop {
             match events.recv().await {
                 Ok(event) => {
-                    if !(event.key.starts_with(LIMIT_RANGES) || event.key.starts_with(QUOTAS)) {
+                    if !self.prefixes.iter().any(|p| event.key.starts_with(p)) {
                         continue;
                     }
                     let mut objects = self.objects.write();
@@ -96,11 +102,11 @@ impl Cache {
                     if event.deleted {
                         objects.by_key.remove(&event.key);
                     } else {
-                        objects.by_key.insert(event.key.clone(), Arc::clone(&event.object));
+                        objects.by_key.insert(event.key.clone(), event.object());
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "limit range and quota cache fell behind; re-listing");
+                    tracing::warn!(missed, cache = self.name, "admission cache fell behind; re-listing");
                     loop {
                         match self.prime().await {
                             Ok(fresh) => {
@@ -108,7 +114,7 @@ impl Cache {
                                 break;
                             }
                             Err(err) => {
-                                tracing::warn!(error = %err, "limit range and quota cache re-list failed; retrying");
+                                tracing::warn!(error = %err, cache = self.name, "admission cache re-list failed; retrying");
                                 tokio::time::sleep(Duration::from_secs(1)).await;
                             }
                         }
