@@ -2,7 +2,7 @@
 //! their Leases and report the pods bound to them Running with a fake pod IP, executing nothing.
 //! For scheduler and controller benchmarks: one process, one client, one pod watch for all N.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -191,6 +191,9 @@ pub async fn run(client: kube::Client, cfg: HollowConfig) -> Result<(), AgentErr
 async fn run_pods(client: kube::Client, cfg: &HollowConfig) -> Result<(), AgentError> {
     let index: HashMap<String, usize> = (0..cfg.count).map(|i| (cfg.node_name(i), i)).collect();
     let mut started: HashMap<usize, u32> = HashMap::new();
+    // Pods whose Running status is written or waiting to be (by uid): reported once, again only
+    // after a failed write.
+    let reporting: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
     let limit = Arc::new(Semaphore::new(CONCURRENCY));
     let pods: Api<Pod> = Api::all(client);
     let mut stream = std::pin::pin!(watcher(pods.clone(), watcher::Config::default()).applied_objects());
@@ -210,10 +213,14 @@ async fn run_pods(client: kube::Client, cfg: &HollowConfig) -> Result<(), AgentE
         };
         let (ns, name): (String, String) = (ns, name);
         let api: Api<Pod> = Api::namespaced(pods.clone().into_client(), &ns);
-        let Ok(permit) = Arc::clone(&limit).acquire_owned().await else { break };
+        // Each write waits for its turn in a task of its own: the watch is read on at once, so a
+        // busy server never makes this watch fall behind.
+        let limit = Arc::clone(&limit);
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
         if pod.metadata.deletion_timestamp.is_some() {
+            reporting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&uid);
             tokio::spawn(async move {
-                let _permit = permit;
+                let Ok(_permit) = limit.acquire_owned().await else { return };
                 if let Err(e) =
                     api.delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await
                 {
@@ -223,16 +230,20 @@ async fn run_pods(client: kube::Client, cfg: &HollowConfig) -> Result<(), AgentE
             continue;
         }
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-        if matches!(phase, Some("Running" | "Succeeded" | "Failed")) {
+        if matches!(phase, Some("Running" | "Succeeded" | "Failed"))
+            || !reporting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(uid.clone())
+        {
             continue;
         }
+        let reporting = Arc::clone(&reporting);
         let n = started.entry(i).or_insert(0);
         *n = n.wrapping_add(1);
         let status = running_status(&pod, HollowConfig::pod_ip(i, *n), HollowConfig::pod_ip(i, 253));
         tokio::spawn(async move {
-            let _permit = permit;
+            let Ok(_permit) = limit.acquire_owned().await else { return };
             if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)).await {
                 tracing::debug!(pod = %name, error = %e, "reporting a hollow pod Running");
+                reporting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&uid);
             }
         });
     }
