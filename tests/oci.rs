@@ -318,7 +318,10 @@ fn a_thousand_linux_pod_cycles_leave_nothing_behind() {
             // The footprint sees what the pods hold while they run.
             let running = s.footprint();
             assert!(running.links >= REPLICAS && running.cgroups >= REPLICAS, "{running:?}");
-            assert!(running.pinned == REPLICAS && running.mounts > before.mounts, "{running:?}");
+            // A pod's IPC and UTS namespaces, and those of the spare sandboxes the pool (default
+            // size 4) has refilled by now.
+            assert!((REPLICAS..=REPLICAS + 4).contains(&running.pinned), "{running:?}");
+            assert!(running.mounts > before.mounts, "{running:?}");
             assert!(running.snapshots >= before.snapshots + REPLICAS, "a snapshot per container: {running:?}");
         }
         s.cluster.kubectl(&["scale", "deploy/cycle", "--replicas=0"]);

@@ -4,13 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::RwLock;
 use serde_json::Value;
 use tokio::sync::{broadcast, OnceCell};
 
-use crate::api::watch_cache::{list_decoded, WatchCache};
+use crate::api::watch_cache::{list_decoded, relist, WatchCache};
 use crate::store::{Revision, Store, StoreError};
 
 #[derive(Default)]
@@ -107,18 +106,7 @@ impl PrefixCache {
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, cache = self.name, "admission cache fell behind; re-listing");
-                    loop {
-                        match self.prime().await {
-                            Ok(fresh) => {
-                                events = fresh;
-                                break;
-                            }
-                            Err(err) => {
-                                tracing::warn!(error = %err, cache = self.name, "admission cache re-list failed; retrying");
-                                tokio::time::sleep(Duration::from_secs(1)).await;
-                            }
-                        }
-                    }
+                    events = relist(self.name, || self.prime()).await;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             }

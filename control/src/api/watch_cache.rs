@@ -158,6 +158,24 @@ pub async fn list_decoded(
     Ok(revision.unwrap_or(0))
 }
 
+/// For a cache that fell behind the watch cache: lists again with `prime` (which subscribes, then
+/// lists) until it succeeds, a second apart, and returns the new subscription.
+pub async fn relist<F, Fut>(what: &str, mut prime: F) -> Receiver
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Receiver, crate::store::StoreError>>,
+{
+    loop {
+        match prime().await {
+            Ok(events) => return events,
+            Err(err) => {
+                tracing::warn!(error = %err, cache = what, "re-list failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
 /// Removes and returns `metadata.managedFields`.
 pub fn take_managed_fields(obj: &mut Value) -> Option<Value> {
     obj.get_mut("metadata").and_then(Value::as_object_mut)?.remove("managedFields")

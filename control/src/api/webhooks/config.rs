@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, OnceCell};
 use super::policy::{parse_binding, parse_policy, Binding, Policy};
 use crate::api::object;
 use crate::api::selector::{self, LabelSelector};
-use crate::api::watch_cache::{list_decoded, WatchCache};
+use crate::api::watch_cache::{list_decoded, relist, WatchCache};
 use crate::store::{Revision, Store, StoreError};
 
 /// Storage prefix of the ValidatingWebhookConfigurations.
@@ -298,18 +298,7 @@ impl Cache {
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "admission webhook cache fell behind; re-listing");
-                    loop {
-                        match self.prime().await {
-                            Ok(fresh) => {
-                                events = fresh;
-                                break;
-                            }
-                            Err(err) => {
-                                tracing::warn!(error = %err, "admission webhook cache re-list failed; retrying");
-                                tokio::time::sleep(Duration::from_secs(1)).await;
-                            }
-                        }
-                    }
+                    events = relist("admission webhooks", || self.prime()).await;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             }
