@@ -11,8 +11,8 @@ use super::crd;
 use super::ephemeral_containers;
 use super::error::{from_store, ApiError, ApiResult};
 use super::object::{self, meta_mut};
-use super::resources::{ResourceInfo, Resources};
 use super::prefix_cache::PrefixCache;
+use super::resources::{ResourceInfo, Resources};
 use super::selector::{FieldSelector, LabelSelector};
 use super::watch_cache::WatchCache;
 use super::webhooks::{self, Operation};
@@ -197,7 +197,8 @@ impl Registry {
             Arc::clone(&store),
             Arc::clone(&cache),
         ));
-        let namespaces = Arc::new(PrefixCache::new("namespaces", &[NAMESPACES], Arc::clone(&store), Arc::clone(&cache)));
+        let namespaces =
+            Arc::new(PrefixCache::new("namespaces", &[NAMESPACES], Arc::clone(&store), Arc::clone(&cache)));
         Self {
             webhooks,
             policies,
@@ -793,8 +794,9 @@ impl Registry {
             if is_node(ri) {
                 crate::auth::node_restriction::admit_node_write(opts.user.as_ref(), Some(&current), &next)?;
             }
-            let mut next =
-                self.admit_webhooks(ri, Operation::Update, subresource, Some(&current), next, opts, &mut warnings).await?;
+            let mut next = self
+                .admit_webhooks(ri, Operation::Update, subresource, Some(&current), next, opts, &mut warnings)
+                .await?;
             if subresource.is_none() {
                 warnings.extend(self.pod_security(ri, ns, None, &next, Some(&current)).await?);
                 self.limit_range_validate(ri, ns, &next, Some(&current)).await?;
@@ -1181,8 +1183,7 @@ fn same_but_bookkeeping(a: &Value, b: &Value) -> bool {
     // Every key of `a` (but `skipped`) is in `b` with the same value, and they have as many.
     let same = |a: &serde_json::Map<String, Value>, b: &serde_json::Map<String, Value>, skipped: &[&str]| {
         let kept = |m: &serde_json::Map<String, Value>| m.keys().filter(|k| !skipped.contains(&k.as_str())).count();
-        kept(a) == kept(b)
-            && a.iter().filter(|(k, _)| !skipped.contains(&k.as_str())).all(|(k, v)| b.get(k) == Some(v))
+        kept(a) == kept(b) && a.iter().filter(|(k, _)| !skipped.contains(&k.as_str())).all(|(k, v)| b.get(k) == Some(v))
     };
     if !same(a, b, &["metadata"]) {
         return false;
@@ -1290,9 +1291,13 @@ mod tests {
         let pod = registry.get(ri, Some("default"), "p").await.expect("get");
         assert_eq!(pod["spec"]["nodeName"], "n1");
         assert_eq!(pod["metadata"]["annotations"]["example.com/why"], "test");
-        let scheduled = pod["status"]["conditions"].as_array().expect("conditions").iter().find(|c| c["type"] == "PodScheduled");
+        let scheduled =
+            pod["status"]["conditions"].as_array().expect("conditions").iter().find(|c| c["type"] == "PodScheduled");
         assert_eq!(scheduled.map(|c| &c["status"]), Some(&json!("True")), "{pod}");
-        assert_eq!(pod["metadata"]["managedFields"], before["metadata"]["managedFields"], "a binding is not a field owner");
+        assert_eq!(
+            pod["metadata"]["managedFields"], before["metadata"]["managedFields"],
+            "a binding is not a field owner"
+        );
         assert_eq!(pod["metadata"]["uid"], before["metadata"]["uid"]);
 
         let again = Binding { node: "n2", annotations: None };
