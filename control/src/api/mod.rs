@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod names;
 pub mod object;
 pub mod openapi;
+pub mod optimistic;
 pub mod pod_security;
 pub mod prefix_cache;
 pub mod priority_admission;

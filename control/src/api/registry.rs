@@ -11,6 +11,7 @@ use super::crd;
 use super::ephemeral_containers;
 use super::error::{from_store, ApiError, ApiResult};
 use super::object::{self, meta_mut};
+use super::optimistic;
 use super::prefix_cache::PrefixCache;
 use super::resources::{ResourceInfo, Resources};
 use super::selector::{FieldSelector, LabelSelector};
@@ -139,7 +140,7 @@ pub(crate) fn encode(ri: &ResourceInfo, obj: &Value) -> Vec<u8> {
 }
 
 /// Storage prefix of Namespaces.
-const NAMESPACES: &str = "/registry/core/namespaces/";
+pub(crate) const NAMESPACES: &str = "/registry/core/namespaces/";
 
 /// How many names a `generateName` create tries before answering 409, as kube-apiserver
 /// (1.31+, `RetryGenerateName`) does.
@@ -190,7 +191,6 @@ impl Registry {
     pub fn new(store: Arc<dyn Store>, cache: Arc<WatchCache>) -> Self {
         let resources = Resources::default();
         let custom = crd::Table::new(&resources);
-        let webhooks = webhooks::Webhooks::new(Arc::clone(&store), Arc::clone(&cache));
         let policies = Arc::new(PrefixCache::new(
             "limit ranges and quotas",
             &[super::quota::LIMIT_RANGES, super::quota::QUOTAS],
@@ -199,6 +199,7 @@ impl Registry {
         ));
         let namespaces =
             Arc::new(PrefixCache::new("namespaces", &[NAMESPACES], Arc::clone(&store), Arc::clone(&cache)));
+        let webhooks = webhooks::Webhooks::new(Arc::clone(&store), Arc::clone(&cache), Arc::clone(&namespaces));
         Self {
             webhooks,
             policies,
@@ -774,9 +775,8 @@ impl Registry {
         F: FnMut(&Value) -> ApiResult<Value>,
     {
         let key = ri.key(ns, name);
-        for _attempt in 0..32 {
-            let kv = self.store.get(&key).await?.ok_or_else(|| ApiError::not_found(ri.group, ri.plural, name))?;
-            let current = decode(ri, &kv)?;
+        for _attempt in 0..optimistic::MAX_ATTEMPTS {
+            let (kv, current) = optimistic::read(&*self.store, ri, &key, name).await?;
             let mut desired = change(&current)?;
             self.check_type(ri, &mut desired)?;
             if let Some(rv) = object::resource_version(&desired) {
@@ -826,8 +826,8 @@ impl Registry {
             } else {
                 self.store.update(&key, encode(ri, &next), kv.mod_revision).await
             };
-            match result {
-                Ok(written) => {
+            match optimistic::written(result, ri, name) {
+                Ok(Some(written)) => {
                     if finished {
                         drop(reservation);
                         self.deleted(ri, &current);
@@ -838,22 +838,13 @@ impl Registry {
                     object::set_resource_version(&mut next, written.mod_revision);
                     return Ok(Written { object: next, warnings, created: false });
                 }
-                Err(StoreError::Conflict { .. }) => {
+                lost_or_failed => {
                     self.quota_refund(charge).await;
-                    continue;
-                }
-                Err(e) => {
-                    self.quota_refund(charge).await;
-                    return Err(from_store(e, ri.group, ri.plural, name));
+                    lost_or_failed?;
                 }
             }
         }
-        Err(ApiError::Conflict {
-            group: ri.group.into(),
-            resource: ri.plural.into(),
-            name: name.into(),
-            reason: "too many concurrent writers; try again".into(),
-        })
+        Err(optimistic::too_many_writers(ri, name))
     }
 
     /// Applies the Kubernetes update rules: identity fields kept, status only through the status
@@ -963,9 +954,8 @@ impl Registry {
         opts: &DeleteOptions,
     ) -> ApiResult<(Value, bool)> {
         let key = ri.key(ns, name);
-        for _attempt in 0..32 {
-            let kv = self.store.get(&key).await?.ok_or_else(|| ApiError::not_found(ri.group, ri.plural, name))?;
-            let current = decode(ri, &kv)?;
+        for _attempt in 0..optimistic::MAX_ATTEMPTS {
+            let (kv, current) = optimistic::read(&*self.store, ri, &key, name).await?;
             let conflict = |what: &str, want: &str, have: &str| ApiError::Conflict {
                 group: ri.group.into(),
                 resource: ri.plural.into(),
@@ -1025,30 +1015,25 @@ impl Registry {
                 if opts.dry_run {
                     return Ok((next, false));
                 }
-                match self.store.update(&key, encode(ri, &next), kv.mod_revision).await {
-                    Ok(written) => {
-                        object::set_resource_version(&mut next, written.mod_revision);
-                        return Ok((next, false));
-                    }
-                    Err(StoreError::Conflict { .. }) => continue,
-                    Err(e) => return Err(from_store(e, ri.group, ri.plural, name)),
+                let result = self.store.update(&key, encode(ri, &next), kv.mod_revision).await;
+                if let Some(written) = optimistic::written(result, ri, name)? {
+                    object::set_resource_version(&mut next, written.mod_revision);
+                    return Ok((next, false));
                 }
+                continue;
             }
             if opts.dry_run {
                 return Ok((current, true));
             }
-            match self.store.delete(&key, Some(kv.mod_revision)).await {
-                Ok(deleted) => {
-                    self.deleted(ri, &current);
-                    let mut obj = current;
-                    object::set_resource_version(&mut obj, deleted.mod_revision);
-                    return Ok((obj, true));
-                }
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(from_store(e, ri.group, ri.plural, name)),
+            let result = self.store.delete(&key, Some(kv.mod_revision)).await;
+            if let Some(deleted) = optimistic::written(result, ri, name)? {
+                self.deleted(ri, &current);
+                let mut obj = current;
+                object::set_resource_version(&mut obj, deleted.mod_revision);
+                return Ok((obj, true));
             }
         }
-        Err(ApiError::Internal("delete kept conflicting".into()))
+        Err(optimistic::too_many_writers(ri, name))
     }
 
     /// Binds a pod to a node (the `binding` subresource), as kube-apiserver's binding storage
@@ -1071,9 +1056,8 @@ impl Registry {
             name: name.into(),
             reason,
         };
-        for _attempt in 0..32 {
-            let kv = self.store.get(&key).await?.ok_or_else(|| ApiError::not_found(ri.group, ri.plural, name))?;
-            let current = decode(ri, &kv)?;
+        for _attempt in 0..optimistic::MAX_ATTEMPTS {
+            let (kv, current) = optimistic::read(&*self.store, ri, &key, name).await?;
             if object::deletion_timestamp(&current).is_some() {
                 return Err(conflict(format!("pod {name} is being deleted, cannot be assigned to a host")));
             }
@@ -1102,13 +1086,12 @@ impl Registry {
             if opts.dry_run {
                 return Ok(());
             }
-            match self.store.update(&key, encode(ri, &next), kv.mod_revision).await {
-                Ok(_) => return Ok(()),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(from_store(e, ri.group, ri.plural, name)),
+            let result = self.store.update(&key, encode(ri, &next), kv.mod_revision).await;
+            if optimistic::written(result, ri, name)?.is_some() {
+                return Ok(());
             }
         }
-        Err(conflict("too many concurrent writers; try again".into()))
+        Err(optimistic::too_many_writers(ri, name))
     }
 
     /// Removes an object at once, bypassing finalizers: only for the controller that owns the
@@ -1242,6 +1225,29 @@ mod tests {
         // The suffix after the exhausted ones was not consumed.
         let w = registry.create(ri, Some("default"), config_map(None), &opts).await.expect("next");
         assert_eq!(object::name(&w.object), "web-ddddd");
+    }
+
+    #[tokio::test]
+    async fn creates_see_namespaces_the_cache_has_not_caught_up_with() {
+        let (_dir, registry) = registry().await;
+        let ri = registry.resource("", "ConfigMap").expect("configmaps");
+        let opts = WriteOptions::default();
+        // The namespace cache is primed by the first create.
+        registry.create(ri, Some("default"), config_map(Some("first")), &opts).await.expect("primed");
+        let err = registry.create(ri, Some("nowhere"), config_map(Some("a")), &opts).await.expect_err("no namespace");
+        assert!(matches!(err, ApiError::NotFound { .. }), "{err:?}");
+        // Written straight to the store and used at once: the cache may not have seen it yet,
+        // and the store is asked instead.
+        let ns = registry.resource("", "Namespace").expect("namespaces");
+        let fresh = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "fresh"}});
+        registry.store.create(&ns.key(None, "fresh"), encode(ns, &fresh)).await.expect("stored");
+        registry.create(ri, Some("fresh"), config_map(Some("a")), &opts).await.expect("found in the store");
+        // One being deleted takes no new objects, cached or not.
+        let mut closing = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "closing"}});
+        meta_mut(&mut closing).insert("deletionTimestamp".into(), json!(object::now_rfc3339()));
+        registry.store.create(&ns.key(None, "closing"), encode(ns, &closing)).await.expect("stored");
+        let err = registry.create(ri, Some("closing"), config_map(Some("a")), &opts).await.expect_err("terminating");
+        assert!(matches!(err, ApiError::Forbidden(_)), "{err:?}");
     }
 
     #[tokio::test]

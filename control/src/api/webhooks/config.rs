@@ -1,18 +1,17 @@
 //! The webhooks of the stored configurations and the ValidatingAdmissionPolicies with their
 //! bindings, parsed once per change: one snapshot read by every
 //! request, rebuilt from the in-process watch cache's events (never re-listed per request, never
-//! polled). The labels of namespaces are kept beside them for `namespaceSelector`.
+//! polled). The labels `namespaceSelector` matches come from the registry's namespace cache.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::{broadcast, OnceCell};
 
 use super::policy::{parse_binding, parse_policy, Binding, Policy};
-use crate::api::object;
 use crate::api::selector::{self, LabelSelector};
 use crate::api::watch_cache::{list_decoded, relist, WatchCache};
 use crate::store::{Revision, Store, StoreError};
@@ -25,9 +24,8 @@ pub const MUTATING_PREFIX: &str = "/registry/admissionregistration.k8s.io/mutati
 pub const POLICY_PREFIX: &str = "/registry/admissionregistration.k8s.io/validatingadmissionpolicies/";
 /// Storage prefix of the ValidatingAdmissionPolicyBindings.
 pub const BINDING_PREFIX: &str = "/registry/admissionregistration.k8s.io/validatingadmissionpolicybindings/";
-const NAMESPACE_PREFIX: &str = "/registry/core/namespaces/";
 /// Everything the snapshot follows.
-const PREFIXES: [&str; 5] = [VALIDATING_PREFIX, MUTATING_PREFIX, POLICY_PREFIX, BINDING_PREFIX, NAMESPACE_PREFIX];
+const PREFIXES: [&str; 4] = [VALIDATING_PREFIX, MUTATING_PREFIX, POLICY_PREFIX, BINDING_PREFIX];
 
 /// What happens when a call fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,7 +154,7 @@ fn parse_configuration(obj: &Value) -> Vec<Hook> {
 }
 
 /// What every request reads: the webhooks by configuration name (configurations in name order,
-/// as kube-apiserver sorts them) and the labels of every namespace.
+/// as kube-apiserver sorts them).
 #[derive(Default)]
 pub struct Snapshot {
     pub mutating: BTreeMap<String, Arc<Vec<Hook>>>,
@@ -165,7 +163,6 @@ pub struct Snapshot {
     pub policies: BTreeMap<String, Arc<Policy>>,
     /// ValidatingAdmissionPolicyBindings by name (evaluated in name order).
     pub bindings: BTreeMap<String, Arc<Binding>>,
-    pub namespaces: HashMap<String, Map<String, Value>>,
     /// The revision the snapshot is complete up to.
     revision: Revision,
 }
@@ -211,13 +208,6 @@ impl Snapshot {
             (&mut self.validating, name)
         } else if let Some(name) = key.strip_prefix(MUTATING_PREFIX) {
             (&mut self.mutating, name)
-        } else if let Some(name) = key.strip_prefix(NAMESPACE_PREFIX) {
-            if deleted {
-                self.namespaces.remove(name);
-            } else {
-                self.namespaces.insert(name.to_string(), object::labels(obj));
-            }
-            return;
         } else {
             return;
         };
@@ -290,7 +280,6 @@ impl Cache {
                         validating: current.validating.clone(),
                         policies: current.policies.clone(),
                         bindings: current.bindings.clone(),
-                        namespaces: current.namespaces.clone(),
                         revision: event.revision,
                     };
                     next.apply(&event.key, event.deleted, &event.object());

@@ -3,6 +3,7 @@
 //! and delete of every resource, subresources and custom resources included.
 //!
 //! - [`config`]: the configurations' webhooks, a snapshot kept from the watch cache.
+//!   Namespace labels for `namespaceSelector` come from the registry's namespace cache.
 //! - [`matching`]: rules, selectors and `matchConditions` (pure).
 //! - [`call`]: the AdmissionReview over HTTPS and the checks of the answer.
 //! - [`resolve`]: a `service` reference to an endpoint address through EndpointSlices.
@@ -28,9 +29,10 @@ pub mod validation;
 
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::error::{ApiError, ApiResult};
+use super::prefix_cache::PrefixCache;
 use super::resources::{ResourceInfo, Resources};
 use super::watch_cache::WatchCache;
 use crate::store::Store;
@@ -42,6 +44,8 @@ pub use matching::{Attributes, Operation};
 pub struct Webhooks {
     store: Arc<dyn Store>,
     cache: Arc<config::Cache>,
+    /// The namespaces, for `namespaceSelector` (the registry's cache of them).
+    namespaces: Arc<PrefixCache>,
 }
 
 /// The versions of `ri`'s group and resource other than its own (for `matchPolicy: Equivalent`).
@@ -88,9 +92,16 @@ enum Outcome {
 
 impl Webhooks {
     /// An engine reading the configurations from `store`, kept up to date by `watch`.
-    pub fn new(store: Arc<dyn Store>, watch: Arc<WatchCache>) -> Self {
+    pub fn new(store: Arc<dyn Store>, watch: Arc<WatchCache>, namespaces: Arc<PrefixCache>) -> Self {
         let cache = Arc::new(config::Cache::new(Arc::clone(&store), watch));
-        Self { store, cache }
+        Self { store, cache, namespaces }
+    }
+
+    /// The labels of the request's namespace (`None` outside one, or when it does not exist).
+    async fn namespace_labels(&self, a: &Attributes<'_>) -> ApiResult<Option<Map<String, Value>>> {
+        let Some(ns) = a.namespace.filter(|_| a.namespaced) else { return Ok(None) };
+        let namespace = self.namespaces.get(&format!("{}{ns}", super::registry::NAMESPACES)).await?;
+        Ok(namespace.map(|n| super::object::labels(&n)))
     }
 
     async fn snapshot(&self, a: &Attributes<'_>) -> ApiResult<Option<Arc<Snapshot>>> {
@@ -109,12 +120,13 @@ impl Webhooks {
         if hooks.is_empty() {
             return Ok(None);
         }
+        let labels = self.namespace_labels(a).await?;
         let mut object = a.object.cloned();
         let mut last_change = None;
         let mut called = Vec::new();
         for (i, hook) in hooks.iter().enumerate() {
             let current = Attributes { object: object.as_ref(), ..a.clone() };
-            if let Outcome::Allowed(patch, seen) = self.run(&snapshot, hook, &current, warnings).await? {
+            if let Outcome::Allowed(patch, seen) = self.run(hook, &current, labels.as_ref(), warnings).await? {
                 called.push(i);
                 if self.patched(hook, a, &seen, &mut object, patch.as_ref())? {
                     last_change = Some(i);
@@ -125,7 +137,7 @@ impl Webhooks {
             // Once more for those asking to see later webhooks' changes.
             for i in called.into_iter().filter(|i| *i < last && hooks[*i].reinvoke) {
                 let current = Attributes { object: object.as_ref(), ..a.clone() };
-                if let Outcome::Allowed(patch, seen) = self.run(&snapshot, hooks[i], &current, warnings).await? {
+                if let Outcome::Allowed(patch, seen) = self.run(hooks[i], &current, labels.as_ref(), warnings).await? {
                     self.patched(hooks[i], a, &seen, &mut object, patch.as_ref())?;
                 }
             }
@@ -162,10 +174,11 @@ impl Webhooks {
     /// denial (policies first, then in webhook order) fails the request.
     pub async fn validate(&self, a: &Attributes<'_>, warnings: &mut Vec<String>) -> ApiResult<()> {
         let Some(snapshot) = self.snapshot(a).await? else { return Ok(()) };
-        run_policies(&snapshot, a, warnings)?;
+        let labels = self.namespace_labels(a).await?;
+        run_policies(&snapshot, a, labels.as_ref(), warnings)?;
         let calls = snapshot.validating_hooks().map(|hook| async {
             let mut own = Vec::new();
-            let outcome = self.run(&snapshot, hook, a, &mut own).await;
+            let outcome = self.run(hook, a, labels.as_ref(), &mut own).await;
             (outcome, own)
         });
         let mut first_error = None;
@@ -182,13 +195,12 @@ impl Webhooks {
     #[tracing::instrument(skip_all, fields(webhook = %hook.name, operation = a.operation.as_str(), resource = a.resource, name = a.name))]
     async fn run(
         &self,
-        snapshot: &Snapshot,
         hook: &Hook,
         a: &Attributes<'_>,
+        namespace_labels: Option<&Map<String, Value>>,
         warnings: &mut Vec<String>,
     ) -> ApiResult<Outcome> {
         let Some(version) = matching::matching_version(hook, a) else { return Ok(Outcome::Skipped) };
-        let namespace_labels = a.namespace.and_then(|ns| snapshot.namespaces.get(ns));
         if !matching::namespace_matches(&hook.namespace_selector, a, namespace_labels)
             || !matching::object_matches(&hook.object_selector, a)
         {
@@ -242,8 +254,12 @@ impl Webhooks {
 /// The bound ValidatingAdmissionPolicies: a violation is a warning under a `Warn` binding and
 /// the request's failure under a `Deny` one.
 #[tracing::instrument(skip_all, fields(operation = a.operation.as_str(), resource = a.resource, name = a.name))]
-fn run_policies(snapshot: &Snapshot, a: &Attributes<'_>, warnings: &mut Vec<String>) -> ApiResult<()> {
-    let labels = a.namespace.and_then(|ns| snapshot.namespaces.get(ns));
+fn run_policies(
+    snapshot: &Snapshot,
+    a: &Attributes<'_>,
+    labels: Option<&Map<String, Value>>,
+    warnings: &mut Vec<String>,
+) -> ApiResult<()> {
     for (p, binding) in snapshot.bound_policies() {
         if let policy::Decision::Violation { code, reason, message } = policy::evaluate(p, binding, a, labels) {
             if binding.warn {
