@@ -273,6 +273,16 @@ fn api_machinery_semantics() {
     let second: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(second["items"].as_array().map(Vec::len), Some(3));
     assert_ne!(first["items"][0]["metadata"]["name"], second["items"][0]["metadata"]["name"]);
+    // As kube-apiserver: a built-in list's items carry no kind or apiVersion, paged or whole; kubectl
+    // fills them in from the list.
+    let (_, body) = c.curl("GET", "/api/v1/namespaces/default/configmaps", "application/json", None);
+    let whole: serde_json::Value = serde_json::from_str(&body).expect("json");
+    for item in [&first, &second, &whole].into_iter().flat_map(|l| l["items"].as_array().expect("items")) {
+        assert!(item.get("kind").is_none() && item.get("apiVersion").is_none(), "{item}");
+    }
+    let printed: serde_json::Value =
+        serde_json::from_str(&c.kubectl(&["get", "cm", "page-1", "page-2", "-o", "json"])).expect("json");
+    assert!(printed["items"].as_array().expect("items").iter().all(|i| i["kind"] == "ConfigMap"), "{printed}");
     let picked = c.kubectl(&["get", "cm", "-l", "pick in (yes),!absent", "-o", "name"]);
     assert_eq!(picked.lines().collect::<Vec<_>>(), vec!["configmap/page-3", "configmap/page-5"]);
 

@@ -18,7 +18,7 @@ use super::watch::{self, Start, WatchRequest};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::metrics::{Metrics, ResourceLabel};
 use crate::api::object;
-use crate::api::registry::{Binding, DeleteOptions, ListQuery, Registry, WriteOptions, Written};
+use crate::api::registry::{Binding, DeleteOptions, ListQuery, Listed, Registry, WriteOptions, Written};
 use crate::api::resources::ResourceInfo;
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::patch;
@@ -562,7 +562,8 @@ async fn delete_collection(registry: &Registry, req: &Request<'_>) -> ApiResult<
             Err(e) => return Err(e),
         }
     }
-    let list = json!({"kind": ri.list_kind(), "apiVersion": ri.api_version(), "metadata": {}, "items": deleted});
+    let listed = Listed { items: deleted, revision: listed.revision, continue_token: None };
+    let list = respond::list(ri, listed, respond::Shape::Object, "");
     Ok(respond::send(req.negotiated, StatusCode::OK, &list, &[]))
 }
 

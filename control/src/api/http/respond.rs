@@ -139,11 +139,19 @@ pub fn list(ri: &ResourceInfo, listed: Listed, shape: Shape, include_object: &st
         Shape::Table => table(ri, &listed.items, list_meta(&listed), include_object),
         Shape::Object => {
             let meta = list_meta(&listed);
+            let mut items = listed.items;
+            if ri.custom.is_none() {
+                // As kube-apiserver: a built-in list's items carry no `kind` or `apiVersion`.
+                for item in items.iter_mut().filter_map(Value::as_object_mut) {
+                    item.remove("kind");
+                    item.remove("apiVersion");
+                }
+            }
             json!({
                 "kind": ri.list_kind(),
                 "apiVersion": ri.api_version(),
                 "metadata": meta,
-                "items": listed.items,
+                "items": items,
             })
         }
         Shape::Metadata => json!({
@@ -194,6 +202,10 @@ pub fn list_items(
         }
         let written = match shape {
             Shape::Table => serde_json::to_writer(&mut *out, &table_row(ri, item, include_object)),
+            Shape::Object if ri.custom.is_none() => {
+                super::protobuf::field_order::write_list_item(item, out);
+                Ok(())
+            }
             Shape::Object => {
                 super::protobuf::field_order::write(item, out);
                 Ok(())

@@ -155,19 +155,33 @@ fn kind_shape(api_version: &str, kind: &str) -> Option<u32> {
     })
 }
 
+/// The shape of a built-in object, by its `apiVersion` and `kind`.
+fn built_in_shape(value: &Value) -> Option<u32> {
+    match (value.get("apiVersion"), value.get("kind")) {
+        (Some(Value::String(v)), Some(Value::String(k))) => kind_shape(v, k),
+        _ => None,
+    }
+}
+
 /// Writes `value` as compact JSON, a built-in object (by its `apiVersion` and `kind`) in
 /// kube-apiserver's field order, anything else as it is.
 pub fn write(value: &Value, out: &mut Vec<u8>) {
-    let shape = match value {
-        Value::Object(map) => match (map.get("apiVersion"), map.get("kind")) {
-            (Some(Value::String(v)), Some(Value::String(k))) => kind_shape(v, k),
-            _ => None,
-        },
-        _ => None,
-    };
-    match shape {
+    match built_in_shape(value) {
         Some(id) => write_value(value, Child::Message(id), orders(), out),
         None => plain(value, out),
+    }
+}
+
+/// Writes a list item as kube-apiserver does: a built-in object without `kind` and
+/// `apiVersion` (its list says what it is; Go leaves an item's `TypeMeta` empty), anything else
+/// (a custom resource, which kube-apiserver keeps as a map) as [`write`] does.
+pub fn write_list_item(value: &Value, out: &mut Vec<u8>) {
+    match (value, built_in_shape(value)) {
+        (Value::Object(map), Some(id)) => match orders().shapes.get(usize::try_from(id).unwrap_or(usize::MAX)) {
+            Some(shape) => write_fields(map, shape, orders(), true, out),
+            None => plain(value, out),
+        },
+        _ => write(value, out),
     }
 }
 
@@ -187,7 +201,7 @@ fn write_value(value: &Value, child: Child, orders: &Orders, out: &mut Vec<u8>) 
     match (value, child) {
         (Value::Object(map), Child::Message(id)) => {
             match orders.shapes.get(usize::try_from(id).unwrap_or(usize::MAX)) {
-                Some(shape) => write_object(map, shape, orders, out),
+                Some(shape) => write_fields(map, shape, orders, false, out),
                 None => plain(value, out),
             }
         }
@@ -217,10 +231,12 @@ fn write_value(value: &Value, child: Child, orders: &Orders, out: &mut Vec<u8>) 
     }
 }
 
-fn write_object(map: &Map<String, Value>, shape: &Shape, orders: &Orders, out: &mut Vec<u8>) {
+/// Writes an object's fields in `shape`'s order; `untyped` leaves out `kind` and `apiVersion`.
+fn write_fields(map: &Map<String, Value>, shape: &Shape, orders: &Orders, untyped: bool, out: &mut Vec<u8>) {
     // Most objects have a few keys: ordered on the stack, without an allocation.
     let mut keys: SmallVec<[(u32, &String, &Value, Child); 16]> = map
         .iter()
+        .filter(|(key, _)| !(untyped && (key.as_str() == "kind" || key.as_str() == "apiVersion")))
         .map(|(key, value)| {
             let (rank, child) = shape.slot(key).unwrap_or(match key.as_str() {
                 "kind" => (KIND_RANK, Child::Plain),
@@ -365,6 +381,23 @@ mod tests {
         assert_eq!(keys_of(&text, &["status"]), ["phase", "conditions", "podIP"]);
         // Same content.
         assert_eq!(serde_json::from_str::<Value>(&text).expect("json"), pod);
+    }
+
+    #[test]
+    fn built_in_list_items_leave_out_their_type() {
+        let deployment = json!({"kind": "Deployment", "apiVersion": "apps/v1", "metadata": {"name": "d"},
+                                "spec": {"replicas": 1, "selector": {}}});
+        let mut out = Vec::new();
+        write_list_item(&deployment, &mut out);
+        let text = String::from_utf8(out).expect("utf-8");
+        assert_eq!(keys_of(&text, &[]), ["metadata", "spec"]);
+        assert_eq!(keys_of(&text, &["spec"]), ["replicas", "selector"]);
+        // A kind without a message (a custom resource) keeps them, as kube-apiserver's maps do.
+        let custom = json!({"kind": "CronTab", "apiVersion": "stable.example.com/v1", "metadata": {"name": "c"}});
+        let mut out = Vec::new();
+        write_list_item(&custom, &mut out);
+        let text = String::from_utf8(out).expect("utf-8");
+        assert_eq!(keys_of(&text, &[]), ["apiVersion", "kind", "metadata"]);
     }
 
     #[test]
