@@ -245,12 +245,14 @@ fn bad_input_gets_the_right_status() {
 fn api_machinery_semantics() {
     let c = Cluster::start();
     // generateName, dry run, pagination, label selectors, graceful pod deletion, finalizers.
-    let gen = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"generateName":"gen-"}}"#;
+    // A zero generation (what a typed client may send) is left out, as Go's omitempty does.
+    let gen = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"generateName":"gen-","generation":0}}"#;
     let (code, body) =
         c.curl("POST", "/api/v1/namespaces/default/configmaps", "application/json", Some(gen.as_bytes()));
     assert_eq!(code, 201, "{body}");
     let created: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert!(created["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("gen-") && n.len() == 9));
+    assert!(created["metadata"].get("generation").is_none(), "{body}");
 
     let out = c.kubectl(&["create", "configmap", "dry", "--dry-run=server", "-o", "name"]);
     assert!(out.contains("configmap/dry"));
@@ -283,6 +285,19 @@ fn api_machinery_semantics() {
     let printed: serde_json::Value =
         serde_json::from_str(&c.kubectl(&["get", "cm", "page-1", "page-2", "-o", "json"])).expect("json");
     assert!(printed["items"].as_array().expect("items").iter().all(|i| i["kind"] == "ConfigMap"), "{printed}");
+    // A delete that removes the object answers with a success Status (kube-apiserver returns the
+    // object itself only for pods, services, service accounts and storage classes).
+    let (code, body) = c.curl("DELETE", "/api/v1/namespaces/default/configmaps/page-6", "application/json", None);
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!((status["kind"].as_str(), status["status"].as_str()), (Some("Status"), Some("Success")), "{body}");
+    assert_eq!(status["details"]["name"], "page-6", "{body}");
+    assert_eq!(status["details"]["kind"], "configmaps", "{body}");
+    assert!(status["details"]["uid"].as_str().is_some_and(|u| !u.is_empty()), "{body}");
+    c.kubectl(&["create", "serviceaccount", "gone-sa"]);
+    let (code, body) = c.curl("DELETE", "/api/v1/namespaces/default/serviceaccounts/gone-sa", "application/json", None);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(r#""kind":"ServiceAccount""#), "{body}");
     let picked = c.kubectl(&["get", "cm", "-l", "pick in (yes),!absent", "-o", "name"]);
     assert_eq!(picked.lines().collect::<Vec<_>>(), vec!["configmap/page-3", "configmap/page-5"]);
 

@@ -675,6 +675,10 @@ impl Registry {
             meta.remove("deletionTimestamp");
             meta.remove("deletionGracePeriodSeconds");
             meta.remove("selfLink");
+            // Go leaves a zero `generation` out (`omitempty`): a client's 0 is no generation.
+            if meta.get("generation").and_then(Value::as_i64) == Some(0) {
+                meta.remove("generation");
+            }
         }
         if crd::definition::is_crd(ri) {
             crd::definition::prepare_create(&mut obj);

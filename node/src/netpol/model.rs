@@ -123,9 +123,12 @@ pub struct PodRules {
 }
 
 /// A pod as policies see it.
+/// The labels of a pod that has none.
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
 struct PodView<'a> {
     namespace: &'a str,
-    labels: BTreeMap<String, String>,
+    labels: &'a BTreeMap<String, String>,
     ip: Ipv4Addr,
     node: Option<&'a str>,
     pod: &'a Pod,
@@ -172,13 +175,17 @@ pub fn desired(
     namespaces: &[&Namespace],
     node: &str,
 ) -> BTreeMap<Ipv4Addr, PodRules> {
+    if policies.is_empty() {
+        // Nothing is policed: every pod is open (and nothing needs a look at the pods).
+        return BTreeMap::new();
+    }
     let world = World {
         pods: pods
             .iter()
             .filter_map(|pod| {
                 Some(PodView {
                     namespace: pod.metadata.namespace.as_deref()?,
-                    labels: pod.metadata.labels.clone().unwrap_or_default(),
+                    labels: pod.metadata.labels.as_ref().unwrap_or(&NO_LABELS),
                     ip: pod_ip(pod)?,
                     node: pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
                     pod,

@@ -262,7 +262,7 @@ pub fn to_scale(scale: &ScalePaths, obj: &Value) -> Value {
     let meta = object::meta(obj);
     let selector =
         scale.label_selector.as_deref().and_then(|p| at_path(obj, p)).and_then(Value::as_str).unwrap_or("").to_string();
-    json!({
+    let mut view = json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
         "metadata": {
@@ -270,8 +270,13 @@ pub fn to_scale(scale: &ScalePaths, obj: &Value) -> Value {
             "resourceVersion": meta.get("resourceVersion"), "creationTimestamp": meta.get("creationTimestamp"),
         },
         "spec": {"replicas": at_path(obj, &scale.spec_replicas).cloned().unwrap_or(json!(0))},
-        "status": {"replicas": at_path(obj, &scale.status_replicas).cloned().unwrap_or(json!(0)), "selector": selector},
-    })
+        "status": {"replicas": at_path(obj, &scale.status_replicas).cloned().unwrap_or(json!(0))},
+    });
+    // `selector` is `omitempty` in Go's Scale: no selector, no key.
+    if !selector.is_empty() {
+        view["status"]["selector"] = json!(selector);
+    }
+    view
 }
 
 #[cfg(test)]

@@ -545,7 +545,33 @@ async fn delete(
     let (obj, gone) = registry.delete(ri, ns, name, &opts).await?;
     let code = if gone { StatusCode::OK } else { StatusCode::ACCEPTED };
     let code = if ri.kind == "Pod" || gone { StatusCode::OK } else { code };
+    if gone && !returns_deleted_object(ri) {
+        return Ok(respond::send(n, code, &deleted_status(ri, &obj), &[]));
+    }
     Ok(respond::send(n, code, &obj, &[]))
+}
+
+/// The kinds whose delete answers with the deleted object (kube-apiserver's stores with
+/// `ReturnDeletedObject`); every other kind answers a delete that removed the object with a
+/// success `Status`. An object that stays (finalizers, graceful deletion) is always returned.
+fn returns_deleted_object(ri: &ResourceInfo) -> bool {
+    ri.custom.is_none()
+        && matches!(
+            (ri.group, ri.kind),
+            ("", "Pod" | "Service" | "ServiceAccount") | ("storage.k8s.io", "StorageClass")
+        )
+}
+
+/// The `Status` kube-apiserver answers a delete that removed the object with.
+fn deleted_status(ri: &ResourceInfo, obj: &Value) -> Value {
+    let mut details = json!({"name": object::name(obj), "kind": ri.plural});
+    if !ri.group.is_empty() {
+        details["group"] = json!(ri.group);
+    }
+    if let Some(uid) = object::str_at(obj, &["metadata", "uid"]) {
+        details["uid"] = json!(uid);
+    }
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
 }
 
 async fn delete_collection(registry: &Registry, req: &Request<'_>) -> ApiResult<Response> {
@@ -583,7 +609,7 @@ fn to_scale(obj: &Value) -> Value {
         .and_then(|s| crate::api::selector::from_label_selector(s).ok())
         .map(|s| s.to_string())
         .unwrap_or_default();
-    json!({
+    let mut scale = json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
         "metadata": {
@@ -591,8 +617,13 @@ fn to_scale(obj: &Value) -> Value {
             "resourceVersion": meta.get("resourceVersion"), "creationTimestamp": meta.get("creationTimestamp"),
         },
         "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
-        "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector},
-    })
+        "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0))},
+    });
+    // `selector` is `omitempty` in Go's Scale: no selector, no key.
+    if !selector.is_empty() {
+        scale["status"]["selector"] = json!(selector);
+    }
+    scale
 }
 
 async fn scale(

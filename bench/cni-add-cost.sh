@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# What one pod's CNI ADD costs as a node fills up (issue 13's 1,000-replica target): the `bridge`
+# plugin (with `host-local` IPAM, the configuration the kubelet writes, on a private bridge and a
+# /20) and the `loopback` plugin, run as the kubelet runs them for pods 1..PODS, each pod its own
+# network namespace. Every STEP-th pod's ADDs are timed with `perf stat` (task-clock: CPU time of
+# the plugin and the plugins it runs), the others just run. Prints one Markdown row per timed pod. Needs root, perf (linux-perf)
+# and the CNI plugins in /usr/lib/cni. Everything it made is removed on exit.
+#
+#   bench/cni-add-cost.sh [PODS] [STEP]     # defaults: 1000 pods, every 100th timed
+set -euo pipefail
+PODS="${1:-1000}"; STEP="${2:-100}"
+command -v perf >/dev/null || apt-get install -y linux-perf >&2
+CNI=/usr/lib/cni
+TAG="cc$$"
+DIR="$(mktemp -d /tmp/skiff-cnicost.XXXXXX)"
+cleanup() {
+    for ns in $(ip netns list | awk -v t="$TAG-" 'index($1, t) == 1 {print $1}'); do ip netns del "$ns"; done
+    ip link del "$TAG" 2>/dev/null || true
+    rm -rf "$DIR"
+}
+trap cleanup EXIT
+cat > "$DIR/bridge.json" <<EOF
+{"cniVersion":"1.0.0","name":"$TAG","type":"bridge","bridge":"$TAG","isGateway":true,"ipMasq":false,
+ "hairpinMode":true,"ipam":{"type":"host-local","ranges":[[{"subnet":"10.251.0.0/20","gateway":"10.251.0.1"}]],
+ "routes":[{"dst":"10.252.0.0/16"}],"dataDir":"$DIR/ipam"}}
+EOF
+echo '{"cniVersion":"1.0.0","name":"lo","type":"loopback"}' > "$DIR/loopback.json"
+
+# Runs one plugin for pod $2; with $3 = timed, prints its task-clock in ms.
+add() {
+    local plugin="$1" n="$2" timed="$3" conf ifname
+    if [ "$plugin" = loopback ]; then conf="$DIR/loopback.json"; ifname=lo; else conf="$DIR/bridge.json"; ifname=eth0; fi
+    local env=(env CNI_COMMAND=ADD CNI_CONTAINERID="$TAG-$n" CNI_NETNS="/var/run/netns/$TAG-$n"
+               CNI_IFNAME="$ifname" CNI_PATH="$CNI" "$CNI/$plugin")
+    if [ -z "$timed" ]; then "${env[@]}" < "$conf" > /dev/null; return; fi
+    perf stat -x, -e task-clock -o "$DIR/stat" "${env[@]}" < "$conf" > /dev/null
+    awk -F, '$3 == "task-clock" {printf "%.1f", $1}' "$DIR/stat"
+}
+
+echo "| pods on the bridge before | bridge + host-local CPU (ms) | loopback CPU (ms) |"
+echo "|---:|---:|---:|"
+for n in $(seq 1 "$PODS"); do
+    ip netns add "$TAG-$n"
+    if [ "$n" = 1 ] || [ $((n % STEP)) = 0 ]; then
+        echo "| $((n - 1)) | $(add bridge "$n" timed) | $(add loopback "$n" timed) |"
+    else
+        add bridge "$n" ""
+        add loopback "$n" ""
+    fi
+done
