@@ -51,51 +51,85 @@ pub fn uid(obj: &Value) -> &str {
     object::str_at(obj, &["metadata", "uid"]).unwrap_or("")
 }
 
-/// Not terminated and not being deleted.
-pub fn is_active(pod: &Value) -> bool {
-    !matches!(object::str_at(pod, &["status", "phase"]), Some("Succeeded" | "Failed"))
-        && object::deletion_timestamp(pod).is_none()
+/// What a workload controller counts of a pod: whether it is active, ready, and since when.
+/// Taken once when an informer caches the pod (see [`super::runtime::entry::Summary`]), so a controller
+/// counting a thousand pods reads no pod.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PodState {
+    /// Not terminated (`Succeeded`/`Failed`) and not being deleted.
+    pub active: bool,
+    /// Has a `deletionTimestamp`.
+    pub deleting: bool,
+    /// The `Ready` condition is `True`.
+    pub ready: bool,
+    /// When it became ready (the `Ready` condition's `lastTransitionTime`), if ready and known.
+    pub ready_since: Option<jiff::Timestamp>,
 }
 
-fn ready_condition(pod: &Value) -> Option<&Value> {
-    pod.pointer("/status/conditions")?
-        .as_array()?
-        .iter()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
+impl PodState {
+    /// The state of `pod`.
+    pub fn of(pod: &Value) -> Self {
+        let deleting = object::deletion_timestamp(pod).is_some();
+        let terminated = matches!(object::str_at(pod, &["status", "phase"]), Some("Succeeded" | "Failed"));
+        let ready_condition = pod
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .and_then(|list| list.iter().find(|c| c.get("type").and_then(Value::as_str) == Some("Ready")));
+        let ready = ready_condition.and_then(|c| c.get("status")).and_then(Value::as_str) == Some("True");
+        let ready_since = ready_condition
+            .filter(|_| ready)
+            .and_then(|c| c.get("lastTransitionTime"))
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse().ok());
+        Self { active: !terminated && !deleting, deleting, ready, ready_since }
+    }
+
+    /// How long until a ready pod counts as available with `min_ready_seconds`: `Some(0)` when
+    /// it is available now, `None` when it is not ready.
+    pub fn until_available(&self, min_ready_seconds: i64, now: jiff::Timestamp) -> Option<Duration> {
+        if !self.ready {
+            return None;
+        }
+        if min_ready_seconds <= 0 {
+            return Some(Duration::ZERO);
+        }
+        // A ready pod without a transition time counts as available (as Kubernetes does).
+        let Some(since) = self.ready_since else { return Some(Duration::ZERO) };
+        let at = since.checked_add(jiff::SignedDuration::from_secs(min_ready_seconds)).ok()?;
+        let left = now.duration_until(at);
+        Some(if left.is_negative() { Duration::ZERO } else { left.unsigned_abs() })
+    }
+
+    /// Ready for at least `min_ready_seconds`.
+    pub fn is_available(&self, min_ready_seconds: i64, now: jiff::Timestamp) -> bool {
+        self.until_available(min_ready_seconds, now) == Some(Duration::ZERO)
+    }
+}
+
+/// Not terminated and not being deleted.
+pub fn is_active(pod: &Value) -> bool {
+    PodState::of(pod).active
 }
 
 /// The `Ready` condition is `True`.
 pub fn is_ready(pod: &Value) -> bool {
-    ready_condition(pod).and_then(|c| c.get("status")).and_then(Value::as_str) == Some("True")
+    PodState::of(pod).ready
 }
 
 /// When the pod became ready (the `Ready` condition's `lastTransitionTime`), if it is ready.
 pub fn ready_since(pod: &Value) -> Option<jiff::Timestamp> {
-    if !is_ready(pod) {
-        return None;
-    }
-    ready_condition(pod)?.get("lastTransitionTime")?.as_str()?.parse().ok()
+    PodState::of(pod).ready_since
 }
 
 /// How long until a ready pod counts as available with `min_ready_seconds`: `Some(0)` when it
 /// is available now, `None` when it is not ready.
 pub fn until_available(pod: &Value, min_ready_seconds: i64, now: jiff::Timestamp) -> Option<Duration> {
-    if !is_ready(pod) {
-        return None;
-    }
-    if min_ready_seconds <= 0 {
-        return Some(Duration::ZERO);
-    }
-    // A ready pod without a transition time counts as available (as Kubernetes does).
-    let Some(since) = ready_since(pod) else { return Some(Duration::ZERO) };
-    let at = since.checked_add(jiff::SignedDuration::from_secs(min_ready_seconds)).ok()?;
-    let left = now.duration_until(at);
-    Some(if left.is_negative() { Duration::ZERO } else { left.unsigned_abs() })
+    PodState::of(pod).until_available(min_ready_seconds, now)
 }
 
 /// Ready for at least `min_ready_seconds`.
 pub fn is_available(pod: &Value, min_ready_seconds: i64, now: jiff::Timestamp) -> bool {
-    until_available(pod, min_ready_seconds, now) == Some(Duration::ZERO)
+    PodState::of(pod).is_available(min_ready_seconds, now)
 }
 
 fn phase_rank(pod: &Value) -> u8 {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::podutil;
+use super::runtime::entry::{Cached, Summary};
 use super::runtime::{controller_key, controller_ref, Action, Controller, Error, Informer, Informers, ObjectKey};
 use crate::api::error::ApiError;
 use crate::api::object;
@@ -159,40 +160,45 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Ctx>) -> Result<Action, Error> {
     };
     let pods_ri = ctx.registry.resource("", "Pod")?;
     let set_deleting = object::deletion_timestamp(&set).is_some();
-    let mut owned: Vec<Arc<Value>> = Vec::new();
-    // Only this set's pods and orphans it selects (the rest stay packed in the cache).
+    let mut owned: Vec<Cached> = Vec::new();
+    // Only this set's pods and orphans it selects (the rest stay packed in the cache). They are
+    // counted from their summaries; a pod is decoded only to adopt, release or delete it.
     let set_uid = uid(&set).to_string();
-    let candidates = ctx.pods.list_where(Some(ns), |s| match s.controller_uid() {
+    let candidates = ctx.pods.cached_where(Some(ns), |s| match s.controller_uid() {
         Some(owner) => owner == set_uid,
         None => s.matches(&selector),
     });
     for pod in candidates {
-        let matches = selector.matches(&object::labels(&pod));
-        let pod_deleting = object::deletion_timestamp(&pod).is_some();
-        match controller_ref(&pod) {
-            Some(r) if r.get("uid").and_then(Value::as_str) == Some(uid(&set)) => {
+        let matches = pod.summary.matches(&selector);
+        let pod_deleting = pod.summary.pod_state().deleting;
+        match pod.summary.controller_uid() {
+            Some(owner) if owner == set_uid => {
                 if matches {
                     owned.push(pod);
                 } else if !set_deleting && !pod_deleting {
-                    release(&ctx.registry, pods_ri, &pod, uid(&set)).await?;
+                    if let Some(obj) = pod.object() {
+                        release(&ctx.registry, pods_ri, &obj, &set_uid).await?;
+                    }
                 }
             }
             Some(_) => {}
             None if matches && !set_deleting && !pod_deleting => {
-                if let Some(adopted) = adopt(&ctx, pods_ri, &set, &pod).await? {
-                    owned.push(Arc::new(adopted));
+                let Some(obj) = pod.object() else { continue };
+                if let Some(adopted) = adopt(&ctx, pods_ri, &set, &obj).await? {
+                    owned.push(Cached::decoded(Arc::new(adopted)));
                 }
             }
             None => {}
         }
     }
-    let active: Vec<&Value> = owned.iter().map(|p| p.as_ref()).filter(|p| podutil::is_active(p)).collect();
+    let active: Vec<&Cached> = owned.iter().filter(|p| p.summary.pod_state().active).collect();
     let mut failure = None;
     if !set_deleting && ctx.expectations.satisfied(&key, &ctx.pods) {
         failure = manage(&ctx, pods_ri, &key, &set, &active).await;
     }
     let now = jiff::Timestamp::now();
-    let next = status::compute(&set, &active, now, failure.as_ref().map(|(f, _)| f));
+    let summaries: Vec<&Summary> = active.iter().map(|p| p.summary.as_ref()).collect();
+    let next = status::compute(&set, &summaries, now, failure.as_ref().map(|(f, _)| f));
     if set.get("status") != Some(&next) {
         let ri = ctx.registry.resource(ctx.flavor.group(), ctx.flavor.kind())?;
         let written = ctx
@@ -212,7 +218,8 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Ctx>) -> Result<Action, Error> {
         return Err(e);
     }
     let min_ready = set.pointer("/spec/minReadySeconds").and_then(Value::as_i64).unwrap_or(0);
-    let wait = active.iter().filter_map(|p| podutil::until_available(p, min_ready, now)).filter(|d| !d.is_zero()).min();
+    let wait =
+        summaries.iter().filter_map(|p| p.pod_state().until_available(min_ready, now)).filter(|d| !d.is_zero()).min();
     Ok(wait.map_or(Action::Done, |d| Action::RequeueAfter(d + Duration::from_millis(100))))
 }
 
@@ -222,7 +229,7 @@ async fn manage(
     pods_ri: &ResourceInfo,
     key: &ObjectKey,
     set: &Value,
-    active: &[&Value],
+    active: &[&Cached],
 ) -> Option<(status::Failure, Error)> {
     let want = usize::try_from(set.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1).max(0)).unwrap_or(0);
     let have = active.len();
@@ -257,7 +264,9 @@ async fn manage(
         }
         tracing::info!(set = %key, created, "created pods");
     } else if have > want {
-        let mut doomed: Vec<&Value> = active.to_vec();
+        // Ranking for deletion reads the pods themselves (node, phase, restarts, annotations).
+        let decoded: Vec<Arc<Value>> = active.iter().filter_map(|p| p.object()).collect();
+        let mut doomed: Vec<&Value> = decoded.iter().map(AsRef::as_ref).collect();
         podutil::sort_for_deletion(&mut doomed);
         doomed.truncate((have - want).min(BURST_REPLICAS));
         let deletes = doomed.iter().map(|p| async move {

@@ -3,7 +3,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::api::object;
-use crate::controllers::podutil;
+use crate::controllers::runtime::entry::Summary;
 
 /// Why the last create or delete of pods failed, for the `ReplicaFailure` condition.
 pub struct Failure {
@@ -12,21 +12,18 @@ pub struct Failure {
     pub message: String,
 }
 
-/// The new `status` of `set` with these active pods; `failure` sets the `ReplicaFailure`
-/// condition, its absence clears it.
-pub fn compute(set: &Value, active: &[&Value], now: jiff::Timestamp, failure: Option<&Failure>) -> Value {
+/// The new `status` of `set` with these active pods (their informer summaries: counting reads
+/// no pod); `failure` sets the `ReplicaFailure` condition, its absence clears it.
+pub fn compute(set: &Value, active: &[&Summary], now: jiff::Timestamp, failure: Option<&Failure>) -> Value {
     let min_ready = set.pointer("/spec/minReadySeconds").and_then(Value::as_i64).unwrap_or(0);
     let template_labels =
         set.pointer("/spec/template/metadata/labels").and_then(Value::as_object).cloned().unwrap_or_default();
     let fully_labeled = active
         .iter()
-        .filter(|p| {
-            let labels = object::labels(p);
-            template_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
-        })
+        .filter(|p| template_labels.iter().all(|(k, v)| v.as_str().is_some_and(|v| p.label(k) == Some(v))))
         .count();
-    let ready = active.iter().filter(|p| podutil::is_ready(p)).count();
-    let available = active.iter().filter(|p| podutil::is_available(p, min_ready, now)).count();
+    let ready = active.iter().filter(|p| p.pod_state().ready).count();
+    let available = active.iter().filter(|p| p.pod_state().is_available(min_ready, now)).count();
     let mut status = set.get("status").and_then(Value::as_object).cloned().unwrap_or_else(Map::new);
     status.insert("replicas".into(), json!(active.len()));
     status.insert("fullyLabeledReplicas".into(), json!(fully_labeled));
@@ -74,7 +71,8 @@ mod tests {
             {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:50Z"}]}});
         let pending = json!({"metadata": {"labels": {"app": "a", "tier": "t"}}, "status": {"phase": "Pending"}});
         let failure = Failure { reason: "FailedCreate", message: "quota".into() };
-        let status = compute(&set, &[&ready_long, &ready_new, &pending], now, Some(&failure));
+        let pods = [&ready_long, &ready_new, &pending].map(Summary::of);
+        let status = compute(&set, &pods.each_ref(), now, Some(&failure));
         assert_eq!(status["replicas"], 3);
         assert_eq!(status["fullyLabeledReplicas"], 2);
         assert_eq!(status["readyReplicas"], 2);

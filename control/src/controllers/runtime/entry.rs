@@ -11,8 +11,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::key::ObjectKey;
 use crate::api::object;
 use crate::api::selector::{LabelSelector, Labels};
+use crate::controllers::podutil::PodState;
 
 /// zstd's fastest level: a pod packs in a few microseconds to about half its JSON.
 const PACK_LEVEL: i32 = 1;
@@ -28,6 +30,8 @@ pub struct Summary {
     controller: Option<Box<str>>,
     /// `spec.nodeName` (pods).
     node_name: Option<Box<str>>,
+    /// What workload controllers count (pods; meaningless for other kinds).
+    pod: PodState,
 }
 
 impl Summary {
@@ -42,6 +46,7 @@ impl Summary {
             owners: refs.iter().filter_map(uid).collect(),
             controller: refs.iter().find(|r| r.get("controller").and_then(Value::as_bool) == Some(true)).and_then(uid),
             node_name: object::str_at(obj, &["spec", "nodeName"]).filter(|n| !n.is_empty()).map(Box::from),
+            pod: PodState::of(obj),
         }
     }
 
@@ -73,6 +78,11 @@ impl Summary {
     /// `spec.nodeName`, when set.
     pub fn node_name(&self) -> Option<&str> {
         self.node_name.as_deref()
+    }
+
+    /// A pod's state as workload controllers count it.
+    pub fn pod_state(&self) -> PodState {
+        self.pod
     }
 }
 
@@ -159,14 +169,40 @@ fn decompress(bytes: &[u8], json_len: usize) -> std::io::Result<Vec<u8>> {
 /// One cached object.
 #[derive(Debug)]
 pub struct Entry {
-    pub summary: Summary,
+    pub summary: Arc<Summary>,
     pub repr: Repr,
 }
 
 impl Entry {
     /// The entry of `obj`, packed when `pack`.
     pub fn new(obj: Arc<Value>, pack: bool) -> Self {
-        Self { summary: Summary::of(&obj), repr: Repr::new(obj, pack) }
+        Self { summary: Arc::new(Summary::of(&obj)), repr: Repr::new(obj, pack) }
+    }
+}
+
+/// A cached object as a reader takes it without decoding it: its key and summary, and the
+/// object itself on demand (a controller counting pods reads their summaries only).
+#[derive(Clone, Debug)]
+pub struct Cached {
+    pub key: ObjectKey,
+    pub summary: Arc<Summary>,
+    repr: Repr,
+}
+
+impl Cached {
+    /// The cached form of the entry under `key`.
+    pub fn new(key: ObjectKey, entry: &Entry) -> Self {
+        Self { key, summary: Arc::clone(&entry.summary), repr: entry.repr.clone() }
+    }
+
+    /// An object a reader has decoded already (one it just wrote).
+    pub fn decoded(obj: Arc<Value>) -> Self {
+        Self { key: ObjectKey::of(&obj), summary: Arc::new(Summary::of(&obj)), repr: Repr::Decoded(obj) }
+    }
+
+    /// The object (decoded now when packed); `None` only if its packed bytes fail to decode.
+    pub fn object(&self) -> Option<Arc<Value>> {
+        self.repr.object()
     }
 }
 
@@ -201,6 +237,7 @@ mod tests {
         assert_eq!(s.owner_uids().collect::<Vec<_>>(), vec!["u-other", "u-rs"]);
         assert_eq!(s.controller_uid(), Some("u-rs"));
         assert_eq!(s.node_name(), Some("n1"));
+        assert_eq!(s.pod_state(), PodState { active: true, deleting: false, ready: false, ready_since: None });
         let sel = |s: &str| LabelSelector::parse(s).unwrap_or_else(|e| panic!("{e}"));
         assert!(s.matches(&sel("app=web,tier in (front,back)")));
         assert!(s.matches(&sel("!zone")));

@@ -15,7 +15,7 @@ use parking_lot::RwLock;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
-use super::entry::{Entry, Repr, Summary};
+use super::entry::{Cached, Entry, Repr, Summary};
 use super::key::ObjectKey;
 use super::Error;
 use crate::api::object;
@@ -184,23 +184,26 @@ impl Informer {
     /// The objects of the namespace (or all, for `None`) whose [`Summary`] `keep` accepts;
     /// only those are decoded.
     pub fn list_where(&self, namespace: Option<&str>, keep: impl Fn(&Summary) -> bool) -> Vec<Arc<Value>> {
-        let reprs: Vec<Repr> = {
-            let cache = self.cache.read();
-            let wanted = |e: &Entry| keep(&e.summary).then(|| e.repr.clone());
-            match namespace {
-                None => cache.objects.values().filter_map(wanted).collect(),
-                Some(ns) => {
-                    let start = ObjectKey::namespaced(ns, "");
-                    cache
-                        .objects
-                        .range(start..)
-                        .take_while(|(k, _)| k.namespace.as_deref() == Some(ns))
-                        .filter_map(|(_, e)| wanted(e))
-                        .collect()
-                }
+        self.cached_where(namespace, keep).iter().filter_map(Cached::object).collect()
+    }
+
+    /// The entries of the namespace (or all, for `None`) whose [`Summary`] `keep` accepts, none
+    /// decoded: a reader that needs only their summaries decodes nothing.
+    pub fn cached_where(&self, namespace: Option<&str>, keep: impl Fn(&Summary) -> bool) -> Vec<Cached> {
+        let cache = self.cache.read();
+        let wanted = |(k, e): (&ObjectKey, &Entry)| keep(&e.summary).then(|| Cached::new(k.clone(), e));
+        match namespace {
+            None => cache.objects.iter().filter_map(wanted).collect(),
+            Some(ns) => {
+                let start = ObjectKey::namespaced(ns, "");
+                cache
+                    .objects
+                    .range(start..)
+                    .take_while(|(k, _)| k.namespace.as_deref() == Some(ns))
+                    .filter_map(wanted)
+                    .collect()
             }
-        };
-        decode(reprs)
+        }
     }
 
     /// Every object.
