@@ -2,11 +2,12 @@
 # What one pod's CNI ADD costs as a node fills up (issue 13's 1,000-replica target): the `bridge`
 # plugin (with `host-local` IPAM, the configuration the kubelet writes, on a private bridge and a
 # /20) and the `loopback` plugin, run as the kubelet runs them for pods 1..PODS, each pod its own
-# network namespace. Every STEP-th pod's ADDs are timed with `perf stat` (task-clock: CPU time of
-# the plugin and the plugins it runs), the others just run. Prints one Markdown row per timed pod. Needs root, perf (linux-perf)
-# and the CNI plugins in /usr/lib/cni. Everything it made is removed on exit.
+# network namespace. At 0, STEP, 2*STEP, ... pods already on the bridge, the ADDs of the next 5 pods
+# are timed with `perf stat` (task-clock: CPU time of the plugin and the plugins it runs) and one
+# Markdown row gives their median; the other pods' ADDs just run. Needs root, perf (linux-perf) and
+# the CNI plugins in /usr/lib/cni. Everything it made is removed on exit.
 #
-#   bench/cni-add-cost.sh [PODS] [STEP]     # defaults: 1000 pods, every 100th timed
+#   bench/cni-add-cost.sh [PODS] [STEP]     # defaults: 1000 pods, a row every 100
 set -euo pipefail
 PODS="${1:-1000}"; STEP="${2:-100}"
 command -v perf >/dev/null || apt-get install -y linux-perf >&2
@@ -37,12 +38,20 @@ add() {
     awk -F, '$3 == "task-clock" {printf "%.1f", $1}' "$DIR/stat"
 }
 
-echo "| pods on the bridge before | bridge + host-local CPU (ms) | loopback CPU (ms) |"
+SAMPLES=5
+median() { sort -n | awk '{v[NR] = $1} END {printf "%.1f", v[int((NR + 1) / 2)]}'; }
+echo "| pods on the bridge before | bridge + host-local CPU (ms), median of $SAMPLES | loopback CPU (ms) |"
 echo "|---:|---:|---:|"
+: > "$DIR/bridge.ms"; : > "$DIR/loopback.ms"
 for n in $(seq 1 "$PODS"); do
     ip netns add "$TAG-$n"
-    if [ "$n" = 1 ] || [ $((n % STEP)) = 0 ]; then
-        echo "| $((n - 1)) | $(add bridge "$n" timed) | $(add loopback "$n" timed) |"
+    if [ $(((n - 1) % STEP)) -lt "$SAMPLES" ]; then
+        add bridge "$n" timed >> "$DIR/bridge.ms"; echo >> "$DIR/bridge.ms"
+        add loopback "$n" timed >> "$DIR/loopback.ms"; echo >> "$DIR/loopback.ms"
+        if [ $(((n - 1) % STEP)) -eq $((SAMPLES - 1)) ]; then
+            echo "| $((n - SAMPLES)) | $(median < "$DIR/bridge.ms") | $(median < "$DIR/loopback.ms") |"
+            : > "$DIR/bridge.ms"; : > "$DIR/loopback.ms"
+        fi
     else
         add bridge "$n" ""
         add loopback "$n" ""
