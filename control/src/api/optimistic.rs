@@ -1,6 +1,6 @@
 //! Optimistic read-modify-write of one stored object, as kube-apiserver's `GuaranteedUpdate`:
 //! read the object, compute the next one, write it at the revision read, and try again when
-//! another writer came first. Update, delete and bind share these steps:
+//! another writer came first. Update, delete, bind and the quota charge share these steps:
 //!
 //! ```text
 //! for _ in 0..optimistic::MAX_ATTEMPTS {

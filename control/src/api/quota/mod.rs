@@ -17,12 +17,12 @@ pub const QUOTAS: &str = "/registry/core/resourcequotas/";
 
 use serde_json::{json, Value};
 
-use super::error::{from_store, ApiError, ApiResult};
+use super::error::{ApiError, ApiResult};
 use super::limit_range;
 use super::object;
+use super::optimistic;
 use super::registry::Registry;
 use super::resources::ResourceInfo;
-use crate::store::StoreError;
 use usage::{add, mask, parse_list, pretty, Usage};
 
 /// What a write charged: per quota name, the amounts added to its `status.used`.
@@ -241,25 +241,17 @@ impl Registry {
         F: FnMut(&Value) -> ApiResult<Option<Value>>,
     {
         let key = ri.key(Some(ns), name);
-        for _ in 0..64 {
-            let kv = self.store.get(&key).await?.ok_or_else(|| ApiError::not_found(ri.group, ri.plural, name))?;
-            let current = super::registry::decode(ri, &kv)?;
+        // More tries than other writes: every create in the namespace charges the same quota.
+        for _ in 0..2 * optimistic::MAX_ATTEMPTS {
+            let (kv, current) = optimistic::read(&*self.store, ri, &key, name).await?;
             let Some(mut next) = change(&current)? else { return Ok(current) };
-            match self.store.update(&key, super::registry::encode(ri, &next), kv.mod_revision).await {
-                Ok(written) => {
-                    object::set_resource_version(&mut next, written.mod_revision);
-                    return Ok(next);
-                }
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(from_store(e, ri.group, ri.plural, name)),
+            let result = self.store.update(&key, super::registry::encode(ri, &next), kv.mod_revision).await;
+            if let Some(written) = optimistic::written(result, ri, name)? {
+                object::set_resource_version(&mut next, written.mod_revision);
+                return Ok(next);
             }
         }
-        Err(ApiError::Conflict {
-            group: String::new(),
-            resource: ri.plural.into(),
-            name: name.into(),
-            reason: "too many concurrent writers; try again".into(),
-        })
+        Err(optimistic::too_many_writers(ri, name))
     }
 }
 
