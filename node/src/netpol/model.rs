@@ -208,7 +208,7 @@ pub fn desired(
             None => (true, !egress_rules.is_empty()),
         };
         for target in world.pods.iter().filter(|p| p.namespace == ns && p.node == Some(node)) {
-            if !targets.matches(&target.labels) {
+            if !targets.matches(target.labels) {
                 continue;
             }
             let rules = out.entry(target.ip).or_default();
@@ -257,7 +257,7 @@ fn peers(world: &World<'_>, policy_ns: &str, list: Option<&[NetworkPolicyPeer]>)
             let selected = match &pods {
                 None => true,
                 Some(None) => false,
-                Some(Some(sel)) => sel.matches(&pod.labels),
+                Some(Some(sel)) => sel.matches(pod.labels),
             };
             if in_namespace && selected {
                 let ip = u32::from(pod.ip);
