@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::key::ObjectKey;
 use crate::api::object;
 use crate::api::selector::{LabelSelector, Labels};
 use crate::controllers::podutil::PodState;
@@ -180,24 +179,23 @@ impl Entry {
     }
 }
 
-/// A cached object as a reader takes it without decoding it: its key and summary, and the
-/// object itself on demand (a controller counting pods reads their summaries only).
+/// A cached object as a reader takes it without decoding it: its summary, and the object
+/// itself on demand (a controller counting pods reads their summaries only).
 #[derive(Clone, Debug)]
 pub struct Cached {
-    pub key: ObjectKey,
     pub summary: Arc<Summary>,
     repr: Repr,
 }
 
 impl Cached {
-    /// The cached form of the entry under `key`.
-    pub fn new(key: ObjectKey, entry: &Entry) -> Self {
-        Self { key, summary: Arc::clone(&entry.summary), repr: entry.repr.clone() }
+    /// The cached form of `entry`.
+    pub fn new(entry: &Entry) -> Self {
+        Self { summary: Arc::clone(&entry.summary), repr: entry.repr.clone() }
     }
 
     /// An object a reader has decoded already (one it just wrote).
     pub fn decoded(obj: Arc<Value>) -> Self {
-        Self { key: ObjectKey::of(&obj), summary: Arc::new(Summary::of(&obj)), repr: Repr::Decoded(obj) }
+        Self { summary: Arc::new(Summary::of(&obj)), repr: Repr::Decoded(obj) }
     }
 
     /// The object (decoded now when packed); `None` only if its packed bytes fail to decode.

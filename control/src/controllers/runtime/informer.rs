@@ -191,16 +191,16 @@ impl Informer {
     /// decoded: a reader that needs only their summaries decodes nothing.
     pub fn cached_where(&self, namespace: Option<&str>, keep: impl Fn(&Summary) -> bool) -> Vec<Cached> {
         let cache = self.cache.read();
-        let wanted = |(k, e): (&ObjectKey, &Entry)| keep(&e.summary).then(|| Cached::new(k.clone(), e));
+        let wanted = |e: &Entry| keep(&e.summary).then(|| Cached::new(e));
         match namespace {
-            None => cache.objects.iter().filter_map(wanted).collect(),
+            None => cache.objects.values().filter_map(wanted).collect(),
             Some(ns) => {
                 let start = ObjectKey::namespaced(ns, "");
                 cache
                     .objects
                     .range(start..)
                     .take_while(|(k, _)| k.namespace.as_deref() == Some(ns))
-                    .filter_map(wanted)
+                    .filter_map(|(_, e)| wanted(e))
                     .collect()
             }
         }
