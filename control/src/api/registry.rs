@@ -842,9 +842,11 @@ impl Registry {
                     object::set_resource_version(&mut next, written.mod_revision);
                     return Ok(Written { object: next, warnings, created: false });
                 }
-                lost_or_failed => {
+                // Lost to another writer: the charge is given back and the loop reads again.
+                Ok(None) => self.quota_refund(charge).await,
+                Err(e) => {
                     self.quota_refund(charge).await;
-                    lost_or_failed?;
+                    return Err(e);
                 }
             }
         }

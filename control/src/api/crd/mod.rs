@@ -347,5 +347,8 @@ mod tests {
         let scale = to_scale(&paths, &obj);
         assert_eq!(scale["spec"]["replicas"], json!(5));
         assert_eq!(scale["status"], json!({"replicas": 2, "selector": "app=a"}));
+        // No selector path (or nothing at it): no `selector` key, as Go's omitempty writes it.
+        let bare = ScalePaths { label_selector: None, ..paths };
+        assert_eq!(to_scale(&bare, &obj)["status"], json!({"replicas": 2}));
     }
 }
