@@ -314,19 +314,24 @@ impl CriContainerd {
         skiff_testkit::processes_of("containerd-shim", &self.socket())
     }
 
-    /// The pids of this containerd's serving shims: not the short-lived `start` and `delete` commands
-    /// containerd also runs with its address (one may still be exiting when a CRI call returns).
-    pub fn serving_shim_pids(&self) -> Vec<i32> {
+    /// This containerd's serving shims, pid and program, read once: not the short-lived `start` and `delete`
+    /// commands containerd also runs with its address (one may still be exiting when a CRI call returns), nor
+    /// a process that exited between the listing and the read of its command line.
+    pub fn serving_shims(&self) -> Vec<(i32, String)> {
         self.shim_pids()
             .into_iter()
-            .filter(|pid| !shim_args(*pid).iter().any(|a| a == "start" || a == "delete"))
+            .filter_map(|pid| {
+                let args = shim_args(pid);
+                let serving = !args.is_empty() && !args.iter().any(|a| a == "start" || a == "delete");
+                serving.then(|| (pid, args.into_iter().next().unwrap_or_default()))
+            })
             .collect()
     }
 
     /// The pids of this containerd's serving skiff shims.
     pub fn skiff_shim_pids(&self) -> Vec<i32> {
-        let is_skiff = |pid: &i32| shim_args(*pid).first().is_some_and(|a| a.contains("containerd-shim-skiff-v1"));
-        self.serving_shim_pids().into_iter().filter(is_skiff).collect()
+        let shims = self.serving_shims().into_iter();
+        shims.filter(|(_, program)| program.contains("containerd-shim-skiff-v1")).map(|(pid, _)| pid).collect()
     }
 
     /// Waits (bounded) until no shim of this containerd runs; whether none does.
