@@ -102,6 +102,22 @@ fn kubelet_curl(cluster: &Cluster, path: &str, extra: &[&str]) -> (bool, String)
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The HTTP status (0: no answer, e.g. a refused handshake) and body of `path` on the kubelet
+/// endpoint, with `extra` curl arguments.
+fn kubelet_status(cluster: &Cluster, path: &str, extra: &[&str]) -> (u16, String) {
+    let ca = cluster.data_dir().join("ca.crt");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}", "--cacert"])
+        .arg(&ca)
+        .args(extra)
+        .arg(format!("{}{path}", kubelet_url(cluster)))
+        .output()
+        .expect("curl");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (body, code) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
 /// The node's kubelet endpoint `/metrics`, read with the API server's kubelet client certificate.
 fn kubelet_metrics(cluster: &Cluster) -> String {
     let (cert, key) = (cluster.data_dir().join("kubelet-client.crt"), cluster.data_dir().join("kubelet-client.key"));
@@ -488,7 +504,7 @@ fn a_second_agent_joins_and_runs_pods() {
 }
 
 #[test]
-fn the_kubelet_port_admits_only_the_api_server_over_mutual_tls() {
+fn the_kubelet_port_authenticates_and_authorizes_through_the_api_server() {
     let cluster = Cluster::with_node();
     let dir = cluster.data_dir();
     let (cert, key) = (dir.join("kubelet-client.crt"), dir.join("kubelet-client.key"));
@@ -496,16 +512,38 @@ fn the_kubelet_port_admits_only_the_api_server_over_mutual_tls() {
     let (ok, body) = kubelet_curl(&cluster, "/healthz", &["--cert", &cert, "--key", &key]);
     assert!(ok && body == "ok", "the API server's certificate is admitted: {body}");
 
-    // No certificate, the admin token, plain HTTP: no answer from the kubelet.
-    assert!(!kubelet_curl(&cluster, "/metrics", &[]).0, "no client certificate");
-    let bearer = format!("Authorization: Bearer {}", cluster.token());
-    assert!(!kubelet_curl(&cluster, "/metrics", &["-H", &bearer]).0, "the admin token alone");
+    // No credential: 401. Plain HTTP: no answer.
+    assert_eq!(kubelet_status(&cluster, "/metrics", &[]), (401, "Unauthorized".into()));
     let plain = kubelet_url(&cluster).replacen("https://", "http://", 1);
-    let out =
-        Command::new("curl").args(["-sf", "--max-time", "5", "-H", &bearer]).arg(format!("{plain}/metrics")).output();
+    let out = Command::new("curl").args(["-sf", "--max-time", "5"]).arg(format!("{plain}/metrics")).output();
     assert!(!out.expect("curl").status.success(), "cleartext HTTP");
 
-    // A certificate with the API server's name from another CA, and one of this CA for another name.
+    // The admin's token: the API server vouches for it (TokenReview) and allows everything (SubjectAccessReview).
+    let bearer = |token: &str| format!("Authorization: Bearer {token}");
+    let admin = bearer(&cluster.token());
+    let (code, metrics) = kubelet_status(&cluster, "/metrics", &["-H", &admin]);
+    assert_eq!(code, 200, "{metrics}");
+    assert!(metrics.contains("skiff_node_pods"), "{metrics}");
+    let forged = bearer("not-a-token");
+    assert_eq!(kubelet_status(&cluster, "/metrics", &["-H", &forged]).0, 401);
+
+    // A ServiceAccount with no rights on nodes is forbidden, with the kubelet's message...
+    cluster.kubectl(&["create", "serviceaccount", "node-reader"]);
+    let reader = bearer(cluster.kubectl(&["create", "token", "node-reader"]).trim());
+    let (code, body) = kubelet_status(&cluster, "/pods", &["-H", &reader]);
+    let who = "user=system:serviceaccount:default:node-reader";
+    assert_eq!((code, body), (403, format!("Forbidden ({who}, verb=get, resource=nodes, subresource=proxy)")));
+    // ...and given `nodes/metrics` by RBAC, it reads the metrics and still nothing else.
+    cluster.kubectl(&["create", "clusterrole", "node-metrics", "--verb=get", "--resource=nodes/metrics"]);
+    let subject = "--serviceaccount=default:node-reader";
+    cluster.kubectl(&["create", "clusterrolebinding", "node-reader", "--clusterrole=node-metrics", subject]);
+    let (code, metrics) = kubelet_status(&cluster, "/metrics", &["-H", &reader]);
+    assert_eq!(code, 200, "{metrics}");
+    assert!(metrics.contains("skiff_node_pods"), "{metrics}");
+    assert_eq!(kubelet_status(&cluster, "/stats/summary", &["-H", &reader]).0, 403);
+
+    // A certificate with the API server's name from another CA: no connection. One of this CA for
+    // another node: a user like any other, without rights on this Node.
     let other = tempfile::tempdir().expect("tempdir");
     let openssl = |args: &[&str]| {
         let out = Command::new("openssl").args(args).current_dir(other.path()).output().expect("openssl");
@@ -537,12 +575,11 @@ fn the_kubelet_port_admits_only_the_api_server_over_mutual_tls() {
     let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
     sign("b.csr", &ca_crt.to_string_lossy(), &ca_key.to_string_lossy(), "b.crt");
     let at = |f: &str| other.path().join(f).to_string_lossy().into_owned();
-    for (crt, key, what) in
-        [("a.crt", "a.key", "the API server's name from another CA"), ("b.crt", "b.key", "another name")]
-    {
-        let (ok, body) = kubelet_curl(&cluster, "/metrics", &["--cert", &at(crt), "--key", &at(key)]);
-        assert!(!ok, "{what} was admitted: {body}");
-    }
+    let (code, body) = kubelet_status(&cluster, "/metrics", &["--cert", &at("a.crt"), "--key", &at("a.key")]);
+    assert_eq!(code, 0, "the API server's name from another CA was answered: {body}");
+    let (code, body) = kubelet_status(&cluster, "/metrics", &["--cert", &at("b.crt"), "--key", &at("b.key")]);
+    let intruder = "Forbidden (user=system:node:intruder, verb=get, resource=nodes, subresource=metrics)";
+    assert_eq!((code, body.as_str()), (403, intruder));
     // The API server's own certificate still works, and kubectl logs rides on it.
     assert!(kubelet_curl(&cluster, "/metrics", &["--cert", &cert, "--key", &key]).0);
 }

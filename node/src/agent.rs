@@ -135,8 +135,10 @@ impl Agent {
             None => crate::kubelet_csr::obtain(&client, &config).await?,
         };
         let tls = crate::kubelet_tls::server_config(&config.ca_pem, &serving)?;
+        let reviews = crate::kubelet_reviews::ApiReviews::new(client.clone(), config.node_name.clone());
+        let gate = Arc::new(crate::kubelet_auth::Gate::new(Arc::new(reviews)));
         let mut tasks = vec![tokio::spawn(async move {
-            if let Err(e) = crate::kubelet_server::serve(listener, tls, source, async {
+            if let Err(e) = crate::kubelet_server::serve(listener, tls, source, gate, async {
                 let _ = stopped.await;
             })
             .await

@@ -3,8 +3,9 @@
 //! runs a command in a container and `/attach/...` follows its output over WebSocket ([`crate::streaming`]);
 //! `/portForward/{namespace}/{pod}[/{uid}]` forwards connections to the pod over SPDY;
 //! `GET /metrics`; `GET /stats/summary` ([`crate::stats`]); `GET /pods`; `GET /healthz`
-//! answers `ok`. Served over mutual TLS ([`crate::kubelet_tls`]): only the API server's client
-//! certificate gets a connection; no bearer token is looked at.
+//! answers `ok`. Served over TLS ([`crate::kubelet_tls`]); every request passes the gate of
+//! [`crate::kubelet_auth`] first: the API server's client certificate, or a user the API server
+//! authenticates and authorizes for `nodes/<subresource>` of this Node.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -97,8 +98,8 @@ struct ServerState {
     stopping: watch::Receiver<bool>,
 }
 
-/// The endpoint's router.
-fn router(state: ServerState) -> Router {
+/// The endpoint's router, every route behind `gate`.
+fn router(state: ServerState, gate: Arc<crate::kubelet_auth::Gate>) -> Router {
     let logs = Router::new()
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
         .route("/metrics", get(metrics))
@@ -113,6 +114,7 @@ fn router(state: ServerState) -> Router {
         .merge(logs)
         .fallback(|| async { Failure(StatusCode::NOT_FOUND, "404 page not found".into()) })
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(gate, crate::kubelet_auth::guard))
 }
 
 /// `/exec/{namespace}/{pod}/{container}` ([`crate::streaming::session`]).
@@ -184,18 +186,20 @@ async fn metrics(State(state): State<ServerState>) -> Response {
 /// How long open connections get to finish after shutdown (log streams end at once).
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Serves the endpoint over TLS (`tls`, from [`crate::kubelet_tls::server_config`]) on `listener`
-/// until `shutdown` completes; open log streams are then ended and connections drained.
+/// Serves the endpoint over TLS (`tls`, from [`crate::kubelet_tls::server_config`]) on `listener`,
+/// each request admitted by `gate`, until `shutdown` completes; open log streams are then ended and
+/// connections drained.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     source: Arc<dyn LogSource>,
+    gate: Arc<crate::kubelet_auth::Gate>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop, stopping) = watch::channel(false);
-    let app = router(ServerState { source, stopping });
+    let app = router(ServerState { source, stopping }, gate);
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "kubelet endpoint listening (mutual TLS)");
+    tracing::info!(%addr, "kubelet endpoint listening (TLS, webhook authentication and authorization)");
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
     tokio::spawn(async move {
@@ -206,7 +210,10 @@ pub async fn serve(
     let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
     // TCP_NODELAY: streams (exec, port-forward) write small frames that must not wait for an ACK.
     axum_server::from_tcp_rustls(listener.into_std()?, config)?
-        .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor::new()))
+        .map(|tls| {
+            let tls = tls.acceptor(axum_server::accept::NoDelayAcceptor::new());
+            skiff_tls::peer::PeerAcceptor::new(tls, crate::kubelet_auth::peer_from_certificate)
+        })
         .handle(handle)
         .serve(app.into_make_service())
         .await

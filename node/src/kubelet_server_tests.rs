@@ -9,6 +9,7 @@ use futures::StreamExt;
 use tokio::sync::{oneshot, watch};
 
 use super::*;
+use crate::kubelet_auth::tests::FakeReviews;
 use crate::kubelet_tls::test_pki::{self, Ca};
 use crate::kubelet_tls::API_SERVER_CLIENT_CN;
 use crate::logs::{container_log_path, LogWriter, Rotation, Stream};
@@ -59,7 +60,8 @@ async fn start(source: FakeSource) -> Endpoint {
     let ca = Ca::new("test-cluster-ca");
     let tls = crate::kubelet_tls::server_config(&ca.pem, &ca.serving()).expect("tls");
     let (stop, stopped) = oneshot::channel::<()>();
-    let served = tokio::spawn(serve(listener, tls, Arc::new(source), async {
+    let gate = Arc::new(crate::kubelet_auth::Gate::new(Arc::new(FakeReviews::default())));
+    let served = tokio::spawn(serve(listener, tls, Arc::new(source), gate, async {
         let _ = stopped.await;
     }));
     Endpoint { url, ca, stop: Some(stop), served: Some(served) }
@@ -138,19 +140,29 @@ async fn refuses_other_clients_and_maps_errors() {
     let ep = start(FakeSource { containers }).await;
     let url = |rest: &str| format!("{}/containerLogs/{rest}", ep.url);
 
-    // No certificate, one from another CA, or another name of this CA: no connection at all.
-    for (caller, what) in [
-        (Caller::NoCertificate, "no client certificate"),
-        (Caller::OtherCa, "a certificate from another CA"),
-        (Caller::OtherName, "a certificate of this CA for another identity"),
-    ] {
-        let refused = try_get(&ep, &url("shop/web/app"), caller).await;
-        assert!(refused.is_err(), "{what}: {:?}", refused.map(|r| r.status()));
-    }
-    // A bearer token is no credential, even on the API server's connection it changes nothing.
-    let with_token =
-        client(&ep, Caller::NoCertificate).get(url("shop/web/app")).bearer_auth("admin-token").send().await;
-    assert!(with_token.is_err(), "a token without the client certificate got through");
+    // A certificate from another CA gets no connection at all.
+    let refused = try_get(&ep, &url("shop/web/app"), Caller::OtherCa).await;
+    assert!(refused.is_err(), "a certificate from another CA: {:?}", refused.map(|r| r.status()));
+    // No credential: 401. Another name of this CA, and a token, are users the API server reviews:
+    // the fake knows `alice-token` (who may use `nodes/proxy`) and nobody else.
+    let answer = |caller, token: Option<&str>| {
+        let mut request = client(&ep, caller).get(url("shop/web/app"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let resp = tokio::time::timeout(GUARD, request.send()).await.expect("in time").expect("answer");
+            (resp.status().as_u16(), text(resp).await)
+        }
+    };
+    assert_eq!(answer(Caller::NoCertificate, None).await, (401, "Unauthorized".into()));
+    assert_eq!(answer(Caller::NoCertificate, Some("admin-token")).await, (401, "Unauthorized".into()));
+    let forbidden = "Forbidden (user=system:node:other, verb=get, resource=nodes, subresource=proxy)";
+    assert_eq!(answer(Caller::OtherName, None).await, (403, forbidden.into()));
+    assert_eq!(answer(Caller::NoCertificate, Some("alice-token")).await.0, 200);
+    // Refused before the route: a missing page is not told apart from a refused one.
+    let nowhere = client(&ep, Caller::NoCertificate).get(format!("{}/nowhere", ep.url)).send().await.expect("answer");
+    assert_eq!(nowhere.status(), 401);
 
     let missing = get(&ep, &url("shop/web/db")).await;
     assert_eq!(missing.status(), 404);

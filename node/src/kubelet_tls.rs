@@ -1,15 +1,13 @@
-//! The kubelet endpoint's TLS: a serving certificate signed by the cluster CA, and mutual TLS that
-//! admits one client only, the API server (a certificate signed by the cluster CA with
-//! `CN=kube-apiserver-kubelet-client`). No bearer token is accepted: a Node object's address can
-//! point anywhere, so the API server never sends a credential a listener could replay.
+//! The kubelet endpoint's TLS: a serving certificate signed by the cluster CA, and client
+//! certificates verified against the cluster CA when a client offers one (a certificate of any other
+//! CA fails the handshake). Who may do what is decided per request by [`crate::kubelet_auth`]: the
+//! API server's certificate (`CN=kube-apiserver-kubelet-client`) passes, other users are reviewed.
 
 use std::sync::Arc;
 
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use rustls::RootCertStore;
 
 /// The common name of the API server's kubelet client certificate (kube-apiserver's name for it).
 pub const API_SERVER_CLIENT_CN: &str = "kube-apiserver-kubelet-client";
@@ -68,81 +66,18 @@ pub fn roots(ca_pem: &str) -> Result<RootCertStore, KubeletTlsError> {
     Ok(roots)
 }
 
-/// The endpoint's server configuration: `serving` for its identity, client certificates required,
-/// signed by `ca_pem`, with the API server's common name.
+/// The endpoint's server configuration: `serving` for its identity; a client certificate is optional
+/// but, when offered, must be signed by `ca_pem` for client use.
 pub fn server_config(ca_pem: &str, serving: &ServingCert) -> Result<Arc<rustls::ServerConfig>, KubeletTlsError> {
-    let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider()).build()?;
-    let verifier = Arc::new(OnlyApiServer { inner: webpki });
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider())
+        .allow_unauthenticated()
+        .build()?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs(&serving.cert_pem)?, key(&serving.key_pem)?)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-/// The common name of a certificate's subject.
-fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let cn = parsed.subject().iter_common_name().next()?.as_str().ok()?.to_string();
-    Some(cn)
-}
-
-/// The CA's chain check (and clientAuth usage), then the API server's name: nothing else gets in.
-#[derive(Debug)]
-struct OnlyApiServer {
-    inner: Arc<dyn ClientCertVerifier>,
-}
-
-impl ClientCertVerifier for OnlyApiServer {
-    fn client_auth_mandatory(&self) -> bool {
-        true
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        self.inner.verify_client_cert(end_entity, intermediates, now)?;
-        match common_name(end_entity) {
-            Some(cn) if cn == API_SERVER_CLIENT_CN => Ok(ClientCertVerified::assertion()),
-            cn => {
-                tracing::warn!(
-                    cn = cn.as_deref().unwrap_or(""),
-                    "kubelet endpoint: a client other than the API server"
-                );
-                Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
-            }
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
 }
 
 /// A throwaway CA and certificates for tests of the endpoint and its clients.

@@ -112,6 +112,18 @@ pub fn cluster_roles() -> Vec<Value> {
                     &["certificates.k8s.io"],
                     &["certificatesigningrequests"],
                 ),
+                // The kubelet endpoint's webhook authentication and authorization of its callers.
+                rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
+                rule(&["create"], &["authorization.k8s.io"], &["subjectaccessreviews", "localsubjectaccessreviews"]),
+            ],
+        ),
+        // Everything on a kubelet's endpoint (Kubernetes' role; bind it to give a user the kubelet API).
+        cluster_role(
+            "system:kubelet-api-admin",
+            &[],
+            vec![
+                rule(&["get", "list", "watch", "proxy"], &[""], &["nodes"]),
+                rule(&["*"], &[""], &["nodes/log", "nodes/metrics", "nodes/proxy", "nodes/stats"]),
             ],
         ),
         cluster_role(

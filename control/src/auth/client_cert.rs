@@ -2,16 +2,10 @@
 //! lets clients without one through (bearer tokens still work); a verified certificate's user
 //! (CN, O groups) is attached to every request of its connection as a [`PeerIdentity`].
 
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use axum_server::accept::Accept;
-use axum_server::tls_rustls::RustlsAcceptor;
 use rustls::server::WebPkiClientVerifier;
-use tokio_rustls::server::TlsStream;
 
 use super::authn::{user_from_certificate, PeerIdentity};
 use crate::server::tls::Certificates;
@@ -43,60 +37,10 @@ pub fn server_config(certs: &Certificates) -> Result<rustls::ServerConfig, Strin
     Ok(config)
 }
 
-/// Wraps the rustls acceptor: after the handshake, the verified peer's identity goes into the
-/// connection's service.
-#[derive(Clone)]
-pub struct PeerAcceptor(pub RustlsAcceptor<axum_server::accept::NoDelayAcceptor>);
-
-/// A connection's service that adds the peer identity to each request.
-#[derive(Clone)]
-pub struct WithPeer<S> {
-    inner: S,
-    peer: Option<PeerIdentity>,
-}
-
-impl<S, B> tower_service::Service<http::Request<B>> for WithPeer<S>
-where
-    S: tower_service::Service<http::Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        if let Some(peer) = &self.peer {
-            request.extensions_mut().insert(peer.clone());
-        }
-        self.inner.call(request)
-    }
-}
-
-impl<S> Accept<tokio::net::TcpStream, S> for PeerAcceptor
-where
-    S: Send + 'static,
-{
-    type Stream = TlsStream<tokio::net::TcpStream>;
-    type Service = WithPeer<S>;
-    type Future = Pin<Box<dyn Future<Output = io::Result<(Self::Stream, Self::Service)>> + Send>>;
-
-    fn accept(&self, stream: tokio::net::TcpStream, service: S) -> Self::Future {
-        let inner = self.0.clone();
-        Box::pin(async move {
-            let (stream, service) = inner.accept(stream, service).await?;
-            let peer = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(|cert| user_from_certificate(cert.as_ref()))
-                .map(PeerIdentity);
-            Ok((stream, WithPeer { inner: service, peer }))
-        })
-    }
+/// The identity a verified client certificate gives every request of its connection
+/// ([`skiff_tls::peer::PeerAcceptor`] attaches it).
+pub fn peer_identity(der: &[u8]) -> Option<PeerIdentity> {
+    user_from_certificate(der).map(PeerIdentity)
 }
 
 /// Writes a client certificate and key signed by the cluster CA for `user` in `groups`

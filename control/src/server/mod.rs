@@ -340,7 +340,10 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let mut server = axum_server::from_tcp_rustls(std_listener, rustls)
         .map_err(|source| ServerError::Listen { addr, source })?
         // TCP_NODELAY: small writes (streams, watch events) go out without waiting for an ACK.
-        .map(|tls| crate::auth::client_cert::PeerAcceptor(tls.acceptor(axum_server::accept::NoDelayAcceptor::new())))
+        .map(|tls| {
+            let tls = tls.acceptor(axum_server::accept::NoDelayAcceptor::new());
+            skiff_tls::peer::PeerAcceptor::new(tls, crate::auth::client_cert::peer_identity)
+        })
         .handle(handle.clone());
     slow_client_timeouts(server.http_builder());
     tokio::spawn(async move {
