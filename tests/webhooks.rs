@@ -360,3 +360,79 @@ fn an_equivalent_version_webhook_sees_and_patches_the_object_in_its_own_version(
     let hpa = c.get_json(&["hpa", "x"]);
     assert_eq!(hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 50, "{hpa}");
 }
+
+/// A webhook configuration of `kind` whose one webhook watches CREATE of `pods/binding`.
+fn binding_configuration(kind: &str, name: &str, ca: &str, url: &str) -> String {
+    format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: {kind}\nmetadata:\n  name: {name}\nwebhooks:\n- name: {name}.skiff.dev\n  clientConfig:\n    url: {url}\n    caBundle: {ca}\n  rules:\n  - operations: [CREATE]\n    apiGroups: [\"\"]\n    apiVersions: [v1]\n    resources: [pods/binding]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n"
+    )
+}
+
+#[test]
+fn binding_webhooks_see_the_binding_and_can_refuse_or_annotate_it() {
+    let c = Cluster::start();
+    let host = loopback_host();
+    // No node runs here: the test binds the pods itself, as a scheduler would.
+    let pod = |name: &str| {
+        let manifest = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  containers:\n  - name: app\n    image: 127.0.0.1:1/none:1\n"
+        );
+        c.kubectl_stdin(&["create", "-f", "-"], Some(&manifest));
+    };
+    let bind = |name: &str| {
+        let binding = format!(
+            r#"{{"apiVersion":"v1","kind":"Binding","metadata":{{"name":"{name}"}},"target":{{"apiVersion":"v1","kind":"Node","name":"node-a"}}}}"#
+        );
+        let path = format!("/api/v1/namespaces/default/pods/{name}/binding");
+        c.curl("POST", &path, "application/json", Some(binding.as_bytes()))
+    };
+
+    let deny =
+        binding_configuration("ValidatingWebhookConfiguration", "no-binding", &host.ca_bundle(), &host.url("/deny"));
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&deny));
+    pod("refused");
+    let mut answer = (0, String::new());
+    eventually("the binding webhook to take effect", Duration::from_secs(20), || {
+        answer = bind("refused");
+        answer.0 == 403
+    });
+    assert!(answer.1.contains("admission webhook \\\"no-binding.skiff.dev\\\" denied the request"), "{}", answer.1);
+    assert_eq!(c.kubectl(&["get", "pod", "refused", "-o", "jsonpath={.spec.nodeName}"]), "", "refused: not bound");
+    // What it was sent: the Binding, not the pod.
+    let review = host.reviews().pop().expect("a review");
+    let request = &review["request"];
+    assert_eq!(request["kind"], serde_json::json!({"group": "", "version": "v1", "kind": "Binding"}));
+    assert_eq!(request["resource"], serde_json::json!({"group": "", "version": "v1", "resource": "pods"}));
+    assert_eq!((request["subResource"].as_str(), request["operation"].as_str()), (Some("binding"), Some("CREATE")));
+    assert_eq!((request["name"].as_str(), request["namespace"].as_str()), (Some("refused"), Some("default")));
+    assert_eq!(request["object"]["kind"], "Binding");
+    assert_eq!(request["object"]["target"]["name"], "node-a");
+    assert_eq!(request["oldObject"], Value::Null);
+    // A webhook on pods alone is not asked about bindings, and this one is not asked about pods.
+    assert!(host.reviews().iter().all(|r| r["request"]["kind"]["kind"] == "Binding"));
+    c.kubectl(&["delete", "validatingwebhookconfiguration", "no-binding"]);
+
+    // A mutating webhook annotates the Binding: the annotation lands on the bound pod.
+    let annotate = binding_configuration(
+        "MutatingWebhookConfiguration",
+        "note-binding",
+        &host.ca_bundle(),
+        &host.url("/annotate"),
+    );
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&annotate));
+    // Each try binds a new pod, so one bound before the configuration took effect does not count.
+    let mut tries = 0;
+    let mut noted = String::new();
+    eventually("the mutating binding webhook to be called", Duration::from_secs(20), || {
+        tries += 1;
+        noted = format!("noted-{tries}");
+        pod(&noted);
+        let before = host.reviews().len();
+        let (code, body) = bind(&noted);
+        assert_eq!(code, 201, "{body}");
+        host.reviews().len() > before
+    });
+    let pod = c.get_json(&["pod", &noted]);
+    assert_eq!(pod["spec"]["nodeName"], "node-a");
+    assert_eq!(pod["metadata"]["annotations"][ANNOTATION], "yes", "{pod}");
+}

@@ -1044,9 +1044,9 @@ impl Registry {
 
     /// Binds a pod to a node (the `binding` subresource), as kube-apiserver's binding storage
     /// does: a read-modify-write of the stored pod that sets `spec.nodeName`, the binding's
-    /// annotations and `PodScheduled=True`. The Binding is what admission sees, so the pod is not
-    /// admitted again and its managed fields stay as they are. A pod being deleted or already
-    /// bound is refused (409).
+    /// annotations and `PodScheduled=True`. The Binding is what admission webhooks see
+    /// ([`Self::admit_binding`], once, before the write), so the pod is not admitted again and its
+    /// managed fields stay as they are. A pod being deleted or already bound is refused (409).
     pub async fn bind_pod(
         &self,
         ri: &ResourceInfo,
@@ -1062,6 +1062,11 @@ impl Registry {
             name: name.into(),
             reason,
         };
+        let admitted = self.admit_binding(ri, ns, name, binding, opts).await?;
+        let node = object::str_at(&admitted, &["target", "name"])
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| ApiError::invalid("Binding", name, vec![("target.name".into(), "Required value".into())]))?;
+        let annotations = admitted.pointer("/metadata/annotations").and_then(Value::as_object);
         for _attempt in 0..optimistic::MAX_ATTEMPTS {
             let (kv, current) = optimistic::read(&*self.store, ri, &key, name).await?;
             if object::deletion_timestamp(&current).is_some() {
@@ -1072,9 +1077,9 @@ impl Registry {
             }
             let mut next = current.clone();
             if let Some(spec) = next.get_mut("spec").and_then(Value::as_object_mut) {
-                spec.insert("nodeName".into(), json!(binding.node));
+                spec.insert("nodeName".into(), json!(node));
             }
-            if let Some(annotations) = binding.annotations.filter(|a| !a.is_empty()) {
+            if let Some(annotations) = annotations.filter(|a| !a.is_empty()) {
                 let meta = meta_mut(&mut next);
                 let target = meta.entry("annotations").or_insert_with(|| json!({}));
                 if let Some(target) = target.as_object_mut() {
@@ -1085,10 +1090,6 @@ impl Registry {
             if let Some(meta) = next.get_mut("metadata").and_then(Value::as_object_mut) {
                 meta.remove("resourceVersion");
             }
-            let mut warnings = Vec::new();
-            let next = self
-                .admit_webhooks(ri, Operation::Create, Some("binding"), Some(&current), next, opts, &mut warnings)
-                .await?;
             if opts.dry_run {
                 return Ok(());
             }
@@ -1098,6 +1099,50 @@ impl Registry {
             }
         }
         Err(optimistic::too_many_writers(ri, name))
+    }
+
+    /// The Binding as admission webhooks see it, as kube-apiserver sends it: kind `Binding`,
+    /// resource `pods`, subresource `binding`, operation CREATE, no old object. A mutating webhook
+    /// may change its target or annotations; the result is what binds.
+    async fn admit_binding(
+        &self,
+        ri: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        binding: &Binding<'_>,
+        opts: &WriteOptions,
+    ) -> ApiResult<Value> {
+        let mut object = json!({
+            "kind": "Binding",
+            "apiVersion": "v1",
+            "metadata": {"name": name},
+            "target": {"kind": "Node", "apiVersion": "v1", "name": binding.node},
+        });
+        if let Some(ns) = ns {
+            object["metadata"]["namespace"] = json!(ns);
+        }
+        if let Some(annotations) = binding.annotations.filter(|a| !a.is_empty()) {
+            object["metadata"]["annotations"] = Value::Object(annotations.clone());
+        }
+        let a = webhooks::Attributes {
+            kind: "Binding",
+            namespace: ns,
+            name,
+            dry_run: opts.dry_run,
+            user: opts.user.as_ref(),
+            ..webhooks::attributes(ri, Operation::Create, "binding", &[])
+        };
+        let mut warnings = Vec::new();
+        let object = match self
+            .webhooks
+            .mutate(&webhooks::Attributes { object: Some(&object), ..a.clone() }, &mut warnings)
+            .await?
+        {
+            Some(mutated) => mutated,
+            None => object,
+        };
+        self.webhooks.validate(&webhooks::Attributes { object: Some(&object), ..a }, &mut warnings).await?;
+        Ok(object)
     }
 
     /// Removes an object at once, bypassing finalizers: only for the controller that owns the
