@@ -17,12 +17,52 @@ use crate::node_cluster::{children_cpu_seconds, NodeOpts, Setup};
 use crate::node_pods::{
     create, deployment, hello_http_container, pod, post, tcp_echo_container, PodWatch, DEPLOYMENTS,
 };
+
+const SERVICES: &str = "/api/v1/namespaces/default/services";
+
+/// A ClusterIP Service selecting the Deployment `name`'s pods.
+fn service(name: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]},
+    })
+}
+
+/// When the Service's Endpoints first held `replicas` ready addresses (read every 50 ms until
+/// `deadline`; this is the harness, not the product, so it may poll).
+async fn endpoints_caught_up(
+    client: &reqwest::Client,
+    base: &str,
+    name: &str,
+    replicas: usize,
+    deadline: Instant,
+) -> Result<Option<Instant>> {
+    let url = format!("{base}/api/v1/namespaces/default/endpoints/{name}");
+    while Instant::now() < deadline {
+        let resp = client.get(&url).send().await?;
+        if resp.status().is_success() {
+            let ep: Value = resp.json().await?;
+            let subsets = ep["subsets"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let ready: usize = subsets.iter().map(|s| s["addresses"].as_array().map_or(0, Vec::len)).sum();
+            if ready >= replicas {
+                return Ok(Some(Instant::now()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(None)
+}
 use crate::stats::{count, mb};
 
 pub struct ScaleArgs {
     pub replicas: usize,
     /// How long after the create the replicas may take to be Ready.
     pub cap: Duration,
+    /// A ClusterIP Service selects the replicas, so the endpoints controllers work through the burst.
+    pub service: bool,
+    /// Only this guest (`hello-http` or `tcp-echo`); both when `None`.
+    pub only: Option<String>,
 }
 
 /// The guests compared.
@@ -59,14 +99,17 @@ pub async fn run(bin: &Path, workloads: &Path, args: &ScaleArgs, opts: &NodeOpts
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     for guest in [Guest::Http, Guest::TcpEcho] {
+        if args.only.as_deref().is_some_and(|only| !guest.file().starts_with(only)) {
+            continue;
+        }
         let (row, note) = one(bin, workloads, guest, args, opts).await?;
         rows.push(row);
         notes.push(note);
     }
     println!(
-        "| guest | replicas | node's pod capacity | create → all Running (s) | create → Ready p50 | p90 | p99 | **all Ready (s)** | server RSS before (MB) | peak sampled | VmHWM | after (MB) | server CPU (s) | CNI CPU (s) | stop (s) |"
+        "| guest | replicas | node's pod capacity | create → all Running (s) | create → Ready p50 | p90 | p99 | **all Ready (s)** | Service's Endpoints all ready (s) | server RSS before (MB) | peak sampled | VmHWM | after (MB) | server CPU (s) | CNI CPU (s) | stop (s) |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         println!("{row}");
     }
@@ -113,6 +156,9 @@ async fn one(
 
     let sampler = PeakRss::start(pid, rss_before, Duration::from_millis(100));
     eprintln!("deploy-scale: {name}: creating a Deployment of {} replicas …", args.replicas);
+    if args.service {
+        post(&client, &server.url, SERVICES, &service(name)).await?;
+    }
     let (cpu_before, children_before) = (cpu_seconds(Some(pid)), children_cpu_seconds(pid));
     let body = deployment(name, args.replicas, guest.container(&image), 5);
     let t0 = Instant::now();
@@ -131,6 +177,14 @@ async fn one(
         })
         .await?;
     let waited = t0.elapsed();
+    let endpoints_ready = if args.service {
+        match endpoints_caught_up(&client, &server.url, name, args.replicas, t0 + args.cap).await? {
+            Some(at) => format!("{:.2}", at.duration_since(t0).as_secs_f64()),
+            None => "not in time".into(),
+        }
+    } else {
+        "(no Service)".into()
+    };
     let cpu = cpu_seconds(Some(pid)) - cpu_before;
     let children = children_cpu_seconds(pid) - children_before;
     let peak = sampler.peak();
@@ -157,7 +211,7 @@ async fn one(
         format!("only {}", count(running.len()))
     };
     let row = format!(
-        "| {} | {} | {capacity} | {all_running} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} |",
+        "| {} | {} | {capacity} | {all_running} | {} | {endpoints_ready} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} |",
         guest.describe(),
         count(args.replicas),
         spread(&ready, args.replicas),

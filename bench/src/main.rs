@@ -240,6 +240,12 @@ enum Command {
         /// Seconds after the create by which the replicas must be Ready (the rest are counted).
         #[arg(long, default_value_t = 180)]
         cap_seconds: u64,
+        /// Also a ClusterIP Service selecting the replicas (its endpoints are kept up through the burst).
+        #[arg(long)]
+        service: bool,
+        /// Only one guest: `hello-http` or `tcp-echo`.
+        #[arg(long)]
+        only: Option<String>,
     },
     /// A second real node (`skiff agent`) killed with SIGKILL under default lifecycle settings: kill →
     /// node Unknown, → its pods evicted, → replacements Ready on the first node.
@@ -464,11 +470,14 @@ async fn run(command: Command) -> Result<()> {
         Command::SchedThroughput { server_bin, nodes, pods, clients, max_seconds, prefill } => {
             sched::run(&server_bin, &nodes, pods, clients, Duration::from_secs(max_seconds), prefill).await
         }
-        Command::DeployScale { node, workloads, replicas, cap_seconds } => {
+        Command::DeployScale { node, workloads, replicas, cap_seconds, service, only } => {
             if replicas == 0 || replicas > 2000 {
                 bail!("--replicas must be positive (at most 2,000: the /21 pod CIDR)");
             }
-            let args = deploy_scale::ScaleArgs { replicas, cap: Duration::from_secs(cap_seconds) };
+            if only.as_deref().is_some_and(|o| o != "hello-http" && o != "tcp-echo") {
+                bail!("--only takes hello-http or tcp-echo");
+            }
+            let args = deploy_scale::ScaleArgs { replicas, cap: Duration::from_secs(cap_seconds), service, only };
             deploy_scale::run(&node.server_bin, &workloads, &args, &node.opts(21)).await
         }
         Command::NodeDeath { node, runs, replicas, cap_seconds } => {

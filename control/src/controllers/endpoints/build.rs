@@ -23,9 +23,66 @@ pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
 /// One Service port resolved for one pod: (name, port, protocol, appProtocol).
 type ResolvedPort = (String, i64, String, Option<String>);
 
+/// A pod as the endpoint controllers read it, taken once per version of the pod (the controller
+/// keeps these by resourceVersion, so a reconcile decodes only the pods that changed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodEndpoint {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    /// `status.podIP` when it is an IPv4 address.
+    pub ip: Option<String>,
+    /// `Succeeded` or `Failed`.
+    pub terminal: bool,
+    /// Has a `deletionTimestamp`.
+    pub terminating: bool,
+    /// The `Ready` condition is `True`.
+    pub ready: bool,
+    pub node: Option<String>,
+    pub hostname: Option<String>,
+    /// The containers' named ports: (name, protocol, number).
+    pub named_ports: Vec<(String, String, i64)>,
+}
+
+impl PodEndpoint {
+    /// What the endpoints need of `pod`.
+    pub fn of(pod: &Value) -> Self {
+        let state = podutil::PodState::of(pod);
+        let text = |path: &[&str]| object::str_at(pod, path).filter(|v| !v.is_empty()).map(String::from);
+        let named_ports = pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c.get("ports").and_then(Value::as_array).into_iter().flatten())
+            .filter_map(|p| {
+                let name = p.get("name").and_then(Value::as_str).filter(|n| !n.is_empty())?;
+                let protocol = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+                Some((name.to_string(), protocol.to_string(), p.get("containerPort").and_then(Value::as_i64)?))
+            })
+            .collect();
+        Self {
+            name: object::name(pod).to_string(),
+            namespace: object::namespace(pod).unwrap_or("").to_string(),
+            uid: text(&["metadata", "uid"]).unwrap_or_default(),
+            ip: text(&["status", "podIP"]).filter(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok()),
+            terminal: matches!(object::str_at(pod, &["status", "phase"]), Some("Succeeded" | "Failed")),
+            terminating: state.deleting,
+            ready: state.ready,
+            node: text(&["spec", "nodeName"]),
+            hostname: text(&["spec", "hostname"]),
+            named_ports,
+        }
+    }
+
+    fn target_ref(&self) -> Value {
+        json!({"kind": "Pod", "namespace": self.namespace, "name": self.name, "uid": self.uid})
+    }
+}
+
 /// The pod's number for a Service port: a numeric `targetPort` as is, a named one by the
 /// container port of that name and protocol; `None` when the pod does not expose that name.
-pub fn resolve_port(svc_port: &Value, pod: &Value) -> Option<i64> {
+pub fn resolve_port(svc_port: &Value, pod: &PodEndpoint) -> Option<i64> {
     let protocol = svc_port.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
     match svc_port.get("targetPort").or_else(|| svc_port.get("port")) {
         Some(Value::Number(n)) => n.as_i64().filter(|p| (1..=65535).contains(p)),
@@ -33,21 +90,14 @@ pub fn resolve_port(svc_port: &Value, pod: &Value) -> Option<i64> {
             if let Ok(n) = name.parse::<i64>() {
                 return Some(n).filter(|p| (1..=65535).contains(p));
             }
-            let containers = pod.pointer("/spec/containers").and_then(Value::as_array)?;
-            containers
-                .iter()
-                .flat_map(|c| c.get("ports").and_then(Value::as_array).into_iter().flatten())
-                .find(|p| {
-                    p.get("name").and_then(Value::as_str) == Some(name.as_str())
-                        && p.get("protocol").and_then(Value::as_str).unwrap_or("TCP") == protocol
-                })
-                .and_then(|p| p.get("containerPort").and_then(Value::as_i64))
+            let named = pod.named_ports.iter().find(|(n, proto, _)| n == name && proto == protocol);
+            named.map(|(_, _, number)| *number)
         }
         _ => None,
     }
 }
 
-fn resolved_ports(svc: &Value, pod: &Value) -> Vec<ResolvedPort> {
+fn resolved_ports(svc: &Value, pod: &PodEndpoint) -> Vec<ResolvedPort> {
     svc.pointer("/spec/ports")
         .and_then(Value::as_array)
         .into_iter()
@@ -79,21 +129,8 @@ fn port_json(ports: &[ResolvedPort]) -> Value {
     )
 }
 
-fn pod_ip(pod: &Value) -> Option<&str> {
-    object::str_at(pod, &["status", "podIP"]).filter(|ip| !ip.is_empty() && ip.parse::<std::net::Ipv4Addr>().is_ok())
-}
-
-fn target_ref(pod: &Value) -> Value {
-    json!({"kind": "Pod", "namespace": object::namespace(pod).unwrap_or(""), "name": object::name(pod),
-        "uid": object::str_at(pod, &["metadata", "uid"]).unwrap_or("")})
-}
-
 fn publish_not_ready(svc: &Value) -> bool {
     svc.pointer("/spec/publishNotReadyAddresses").and_then(Value::as_bool).unwrap_or(false)
-}
-
-fn terminal(pod: &Value) -> bool {
-    matches!(object::str_at(pod, &["status", "phase"]), Some("Succeeded" | "Failed"))
 }
 
 /// Labels the Service's endpoint objects carry: the Service's own, plus the headless marker.
@@ -127,28 +164,27 @@ fn slice_name(svc_name: &str, ports: &Value, index: usize) -> String {
 /// The EndpointSlices a Service with a selector should have, given the pods it selects: pods
 /// with an IP that are not terminated, grouped by their resolved ports, at most
 /// [`MAX_ENDPOINTS_PER_SLICE`] per slice; one empty slice when there are none.
-pub fn desired_slices(svc: &Value, pods: &[&Value]) -> Vec<Value> {
+pub fn desired_slices(svc: &Value, pods: &[&PodEndpoint]) -> Vec<Value> {
     let svc_name = object::name(svc);
     let ns = object::namespace(svc).unwrap_or("");
     let publish = publish_not_ready(svc);
     let mut groups: BTreeMap<String, (Value, Vec<Value>)> = BTreeMap::new();
-    let mut sorted: Vec<&&Value> = pods.iter().filter(|p| pod_ip(p).is_some() && !terminal(p)).collect();
-    sorted.sort_by_key(|p| object::name(p));
+    let mut sorted: Vec<&PodEndpoint> = pods.iter().copied().filter(|p| p.ip.is_some() && !p.terminal).collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
     for pod in sorted {
         let ports = port_json(&resolved_ports(svc, pod));
-        let terminating = object::deletion_timestamp(pod).is_some();
-        let serving = podutil::is_ready(pod);
+        let (terminating, serving) = (pod.terminating, pod.ready);
         // Never ready while terminating, unless not-ready addresses are published anyway.
         let ready = publish || (serving && !terminating);
         let mut endpoint = json!({
-            "addresses": [pod_ip(pod).unwrap_or_default()],
+            "addresses": [pod.ip.as_deref().unwrap_or_default()],
             "conditions": {"ready": ready, "serving": serving, "terminating": terminating},
-            "targetRef": target_ref(pod),
+            "targetRef": pod.target_ref(),
         });
-        if let Some(node) = object::str_at(pod, &["spec", "nodeName"]).filter(|n| !n.is_empty()) {
+        if let Some(node) = &pod.node {
             endpoint["nodeName"] = json!(node);
         }
-        if let Some(host) = object::str_at(pod, &["spec", "hostname"]).filter(|n| !n.is_empty()) {
+        if let Some(host) = &pod.hostname {
             endpoint["hostname"] = json!(host);
         }
         groups.entry(ports.to_string()).or_insert_with(|| (ports, Vec::new())).1.push(endpoint);
@@ -178,15 +214,13 @@ pub fn desired_slices(svc: &Value, pods: &[&Value]) -> Vec<Value> {
 /// The legacy Endpoints of a Service with a selector: one subset per distinct port set, ready
 /// pods in `addresses`, the others in `notReadyAddresses` (all ready with
 /// `publishNotReadyAddresses`); terminating pods left out unless published anyway.
-pub fn desired_endpoints(svc: &Value, pods: &[&Value]) -> Value {
+pub fn desired_endpoints(svc: &Value, pods: &[&PodEndpoint]) -> Value {
     let publish = publish_not_ready(svc);
     let has_ports = svc.pointer("/spec/ports").and_then(Value::as_array).is_some_and(|p| !p.is_empty());
     let mut subsets: BTreeMap<String, (Value, Vec<Value>, Vec<Value>)> = BTreeMap::new();
-    let mut sorted: Vec<&&Value> = pods
-        .iter()
-        .filter(|p| pod_ip(p).is_some() && !terminal(p) && (publish || object::deletion_timestamp(p).is_none()))
-        .collect();
-    sorted.sort_by_key(|p| pod_ip(p).unwrap_or_default());
+    let mut sorted: Vec<&PodEndpoint> =
+        pods.iter().copied().filter(|p| p.ip.is_some() && !p.terminal && (publish || !p.terminating)).collect();
+    sorted.sort_by(|a, b| a.ip.cmp(&b.ip));
     for pod in sorted {
         let resolved = resolved_ports(svc, pod);
         if has_ports && resolved.is_empty() {
@@ -206,12 +240,12 @@ pub fn desired_endpoints(svc: &Value, pods: &[&Value]) -> Value {
                 })
                 .collect(),
         );
-        let mut address = json!({"ip": pod_ip(pod).unwrap_or_default(), "targetRef": target_ref(pod)});
-        if let Some(node) = object::str_at(pod, &["spec", "nodeName"]).filter(|n| !n.is_empty()) {
+        let mut address = json!({"ip": pod.ip.as_deref().unwrap_or_default(), "targetRef": pod.target_ref()});
+        if let Some(node) = &pod.node {
             address["nodeName"] = json!(node);
         }
         let entry = subsets.entry(ports.to_string()).or_insert_with(|| (ports, Vec::new(), Vec::new()));
-        if publish || podutil::is_ready(pod) {
+        if publish || pod.ready {
             entry.1.push(address);
         } else {
             entry.2.push(address);

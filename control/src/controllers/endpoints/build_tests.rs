@@ -9,6 +9,33 @@ fn pod(name: &str, ip: &str, ready: bool, ports: Value) -> Value {
             "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}})
 }
 
+/// The builders over pods given as JSON.
+fn slices_of(svc: &Value, pods: &[&Value]) -> Vec<Value> {
+    let views: Vec<PodEndpoint> = pods.iter().map(|p| PodEndpoint::of(p)).collect();
+    desired_slices(svc, &views.iter().collect::<Vec<_>>())
+}
+
+fn endpoints_of(svc: &Value, pods: &[&Value]) -> Value {
+    let views: Vec<PodEndpoint> = pods.iter().map(|p| PodEndpoint::of(p)).collect();
+    desired_endpoints(svc, &views.iter().collect::<Vec<_>>())
+}
+
+#[test]
+fn a_pod_is_read_once_into_what_the_endpoints_need() {
+    let mut p = pod("a", "10.1.0.2", true, json!([{"name": "web", "containerPort": 8080}, {"containerPort": 9}]));
+    p["spec"]["hostname"] = json!("a-host");
+    let view = PodEndpoint::of(&p);
+    assert_eq!(
+        (view.name.as_str(), view.namespace.as_str(), view.uid.as_str(), view.ip.as_deref()),
+        ("a", "d", "uid-a", Some("10.1.0.2"))
+    );
+    assert!(view.ready && !view.terminating && !view.terminal);
+    assert_eq!((view.node.as_deref(), view.hostname.as_deref()), (Some("n1"), Some("a-host")));
+    assert_eq!(view.named_ports, vec![("web".to_string(), "TCP".to_string(), 8080)], "unnamed ports are not kept");
+    // An address that is not IPv4 is none.
+    assert_eq!(PodEndpoint::of(&pod("b", "fd00::1", true, json!([]))).ip, None);
+}
+
 fn svc(ports: Value) -> Value {
     json!({"metadata": {"name": "web", "namespace": "d", "uid": "svc-uid", "labels": {"team": "a"}},
         "spec": {"selector": {"app": "web"}, "clusterIP": "10.43.0.9", "ports": ports}})
@@ -25,7 +52,7 @@ fn slices_carry_conditions_ports_and_owner() {
     let no_ip = pod("d", "", true, named.clone());
     let mut done = pod("e", "10.1.0.6", false, named);
     done["status"]["phase"] = json!("Succeeded");
-    let slices = desired_slices(&s, &[&a, &b, &c, &no_ip, &done]);
+    let slices = slices_of(&s, &[&a, &b, &c, &no_ip, &done]);
     assert_eq!(slices.len(), 1);
     let slice = &slices[0];
     assert_eq!(slice["addressType"], "IPv4");
@@ -51,9 +78,9 @@ fn slices_carry_conditions_ports_and_owner() {
     assert_eq!(slice["endpoints"][0]["targetRef"]["name"], "a");
     assert_eq!(slice["endpoints"][0]["nodeName"], "n1");
     // Same inputs, same names (writes happen only on change).
-    assert_eq!(desired_slices(&s, &[&a, &b, &c])[0]["metadata"]["name"], slice["metadata"]["name"]);
+    assert_eq!(slices_of(&s, &[&a, &b, &c])[0]["metadata"]["name"], slice["metadata"]["name"]);
 
-    let ep = desired_endpoints(&s, &[&a, &b, &c, &no_ip, &done]);
+    let ep = endpoints_of(&s, &[&a, &b, &c, &no_ip, &done]);
     assert_eq!(ep["metadata"]["name"], "web");
     let subset = &ep["subsets"][0];
     assert_eq!(subset["addresses"].as_array().unwrap().len(), 1);
@@ -68,12 +95,12 @@ fn named_ports_a_pod_lacks_split_or_skip_it() {
     let with = pod("a", "10.1.0.2", true, json!([{"name": "web", "containerPort": 8080}]));
     let other = pod("b", "10.1.0.3", true, json!([{"name": "web", "containerPort": 9090}]));
     let without = pod("c", "10.1.0.4", true, json!([]));
-    let slices = desired_slices(&s, &[&with, &other, &without]);
+    let slices = slices_of(&s, &[&with, &other, &without]);
     assert_eq!(slices.len(), 3, "one slice per port set: {slices:#?}");
     let names: std::collections::BTreeSet<&str> =
         slices.iter().map(|s| s["metadata"]["name"].as_str().unwrap()).collect();
     assert_eq!(names.len(), 3);
-    let ep = desired_endpoints(&s, &[&with, &other, &without]);
+    let ep = endpoints_of(&s, &[&with, &other, &without]);
     let subsets = ep["subsets"].as_array().unwrap();
     assert_eq!(subsets.len(), 2, "the pod without the port is left out: {ep:#}");
 }
@@ -83,20 +110,20 @@ fn publish_not_ready_empty_and_chunked() {
     let mut s = svc(json!([{"port": 80, "targetPort": 8080}]));
     s["spec"]["publishNotReadyAddresses"] = json!(true);
     let b = pod("b", "10.1.0.3", false, json!([]));
-    let slice = &desired_slices(&s, &[&b])[0];
+    let slice = &slices_of(&s, &[&b])[0];
     assert_eq!(slice["endpoints"][0]["conditions"], json!({"ready": true, "serving": false, "terminating": false}));
-    assert_eq!(desired_endpoints(&s, &[&b])["subsets"][0]["addresses"][0]["ip"], "10.1.0.3");
+    assert_eq!(endpoints_of(&s, &[&b])["subsets"][0]["addresses"][0]["ip"], "10.1.0.3");
 
-    let empty = desired_slices(&s, &[]);
+    let empty = slices_of(&s, &[]);
     assert_eq!(empty.len(), 1);
     assert_eq!(empty[0]["endpoints"], json!([]));
-    assert_eq!(desired_endpoints(&s, &[])["subsets"], json!([]));
+    assert_eq!(endpoints_of(&s, &[])["subsets"], json!([]));
 
     let pods: Vec<Value> = (0..250)
         .map(|i| pod(&format!("p{i:03}"), &format!("10.1.{}.{}", i / 200, i % 200 + 1), true, json!([])))
         .collect();
     let refs: Vec<&Value> = pods.iter().collect();
-    let slices = desired_slices(&s, &refs);
+    let slices = slices_of(&s, &refs);
     let sizes: Vec<usize> = slices.iter().map(|s| s["endpoints"].as_array().unwrap().len()).collect();
     assert_eq!(sizes, [100, 100, 50]);
 }

@@ -8,6 +8,7 @@
 pub mod build;
 pub mod kube_dns;
 pub mod kubernetes;
+mod pod_views;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub struct Ctx {
     pods: Arc<Informer>,
     slices: Arc<Informer>,
     endpoints: Arc<Informer>,
+    /// The selected pods as the endpoints read them, decoded once per pod version.
+    views: pod_views::PodViews,
 }
 
 /// Starts the controller under the informers' supervisor.
@@ -40,6 +43,7 @@ pub fn start(informers: &Arc<Informers>) {
         pods: informers.get("", "Pod"),
         slices: informers.get("discovery.k8s.io", "EndpointSlice"),
         endpoints: informers.get("", "Endpoints"),
+        views: pod_views::PodViews::default(),
     });
     let supervisor = informers.supervisor();
     let probe = supervisor.probe(NAME);
@@ -130,6 +134,7 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let ep_ri = ctx.registry.resource("", "Endpoints")?;
     let (Some(svc), Some(sel)) = (svc, sel) else {
         // No Service (or no selector any more): this controller's objects go.
+        ctx.views.forget(&key);
         for slice in owned_slices {
             delete(&ctx.registry, slice_ri, ns, object::name(&slice)).await?;
         }
@@ -141,8 +146,9 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Ctx>) -> Result<Action, Error> {
         }
         return Ok(Action::Done);
     };
-    let pods = ctx.pods.select(ns, &sel);
-    let pod_refs: Vec<&Value> = pods.iter().map(|p| p.as_ref()).collect();
+    let selected = ctx.pods.cached_where(Some(ns), |pod| pod.matches(&sel));
+    let pods = ctx.views.of(&key, &selected);
+    let pod_refs: Vec<&build::PodEndpoint> = pods.iter().map(|p| p.as_ref()).collect();
 
     // EndpointSlices.
     let desired = build::desired_slices(&svc, &pod_refs);
