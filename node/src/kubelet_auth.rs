@@ -109,6 +109,21 @@ pub trait Reviews: Send + Sync {
     async fn authorize(&self, user: &KubeletUser, verb: &str, subresource: &str) -> Result<bool, ReviewError>;
 }
 
+/// The reviews of an endpoint that admits the API server only: no token is known and nobody is
+/// authorized (for endpoints without a client of the API server, such as tests').
+pub struct NoReviews;
+
+#[async_trait::async_trait]
+impl Reviews for NoReviews {
+    async fn authenticate(&self, _token: &str) -> Result<Option<KubeletUser>, ReviewError> {
+        Ok(None)
+    }
+
+    async fn authorize(&self, _user: &KubeletUser, _verb: &str, _subresource: &str) -> Result<bool, ReviewError> {
+        Ok(false)
+    }
+}
+
 /// How long answers are reused: the kubelet's defaults (`authentication.webhook.cacheTTL` 2 min;
 /// `authorization.webhook.cacheAuthorizedTTL` 5 min, `cacheUnauthorizedTTL` 30 s), and 10 s for a
 /// token the API server did not recognise.

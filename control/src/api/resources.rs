@@ -48,6 +48,9 @@ pub struct ResourceInfo {
     pub custom: Option<Arc<crate::api::crd::Custom>>,
     /// For a built-in resource served in a version it is not stored in: how to convert.
     pub conversion: Option<&'static crate::api::conversion::Conversion>,
+    /// A delete that removes the object answers with the object (kube-apiserver's stores with
+    /// `ReturnDeletedObject`) instead of a success `Status`.
+    pub returns_deleted_object: bool,
 }
 
 impl ResourceInfo {
@@ -167,6 +170,7 @@ macro_rules! resource {
             schema: Some(|generator| generator.subschema_for::<$ty>()),
             custom: None,
             conversion: None,
+            returns_deleted_object: false,
         }
     };
     ($ty:ty, [$($short:literal),*], [$($sub:literal),*], $all:literal, $conversion:expr) => {
@@ -174,18 +178,29 @@ macro_rules! resource {
     };
 }
 
+/// `ri`, answering a delete with the deleted object (`ReturnDeletedObject` in kube-apiserver's
+/// storage of pods, services, service accounts and storage classes).
+fn returning_deleted(ri: ResourceInfo) -> ResourceInfo {
+    ResourceInfo { returns_deleted_object: true, ..ri }
+}
+
 /// Every resource the API server serves.
 pub fn all() -> Vec<ResourceInfo> {
     vec![
         resource!(core::Namespace, ["ns"], ["status", "finalize"], false),
-        resource!(core::Pod, ["po"], ["status", "binding", "log", "eviction", "ephemeralcontainers"], true),
+        returning_deleted(resource!(
+            core::Pod,
+            ["po"],
+            ["status", "binding", "log", "eviction", "ephemeralcontainers"],
+            true
+        )),
         resource!(core::ConfigMap, ["cm"], [], false),
         resource!(core::Secret, [], [], false),
-        resource!(core::Service, ["svc"], ["status"], true),
+        returning_deleted(resource!(core::Service, ["svc"], ["status"], true)),
         resource!(core::Endpoints, ["ep"], [], false),
         resource!(core::Event, ["ev"], [], false),
         resource!(core::Node, ["no"], ["status"], false),
-        resource!(core::ServiceAccount, ["sa"], [], false),
+        returning_deleted(resource!(core::ServiceAccount, ["sa"], [], false)),
         resource!(core::PersistentVolume, ["pv"], ["status"], false),
         resource!(core::PersistentVolumeClaim, ["pvc"], ["status"], false),
         resource!(core::ResourceQuota, ["quota"], ["status"], false),
@@ -212,7 +227,7 @@ pub fn all() -> Vec<ResourceInfo> {
         // Stored as v2 (listed first: the one `by_kind` finds), served as v1 too.
         resource!(autoscaling_v1::HorizontalPodAutoscaler, ["hpa"], ["status"], true, &crate::api::conversion::hpa::V1),
         resource!(node::RuntimeClass, [], [], false),
-        resource!(storage::StorageClass, ["sc"], [], false),
+        returning_deleted(resource!(storage::StorageClass, ["sc"], [], false)),
         resource!(events::Event, [], [], false),
         resource!(rbac::Role, [], [], false),
         resource!(rbac::RoleBinding, [], [], false),

@@ -330,6 +330,7 @@ pub fn resource_infos(crd: &Value) -> Vec<ResourceInfo> {
                 schema: None,
                 custom: Some(Arc::new(custom)),
                 conversion: None,
+                returns_deleted_object: false,
             })
         })
         .collect()

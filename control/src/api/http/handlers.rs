@@ -545,21 +545,10 @@ async fn delete(
     let (obj, gone) = registry.delete(ri, ns, name, &opts).await?;
     let code = if gone { StatusCode::OK } else { StatusCode::ACCEPTED };
     let code = if ri.kind == "Pod" || gone { StatusCode::OK } else { code };
-    if gone && !returns_deleted_object(ri) {
+    if gone && !ri.returns_deleted_object {
         return Ok(respond::send(n, code, &deleted_status(ri, &obj), &[]));
     }
     Ok(respond::send(n, code, &obj, &[]))
-}
-
-/// The kinds whose delete answers with the deleted object (kube-apiserver's stores with
-/// `ReturnDeletedObject`); every other kind answers a delete that removed the object with a
-/// success `Status`. An object that stays (finalizers, graceful deletion) is always returned.
-fn returns_deleted_object(ri: &ResourceInfo) -> bool {
-    ri.custom.is_none()
-        && matches!(
-            (ri.group, ri.kind),
-            ("", "Pod" | "Service" | "ServiceAccount") | ("storage.k8s.io", "StorageClass")
-        )
 }
 
 /// The `Status` kube-apiserver answers a delete that removed the object with.
