@@ -8,6 +8,7 @@
 pub mod build;
 pub mod kube_dns;
 pub mod kubernetes;
+mod pace;
 mod pod_views;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,8 @@ pub struct Ctx {
     endpoints: Arc<Informer>,
     /// The selected pods as the endpoints read them, decoded once per pod version.
     views: pod_views::PodViews,
+    /// At most one round of writes per Service per [`pace::PERIOD`].
+    pace: pace::Pace,
 }
 
 /// Starts the controller under the informers' supervisor.
@@ -44,6 +47,7 @@ pub fn start(informers: &Arc<Informers>) {
         slices: informers.get("discovery.k8s.io", "EndpointSlice"),
         endpoints: informers.get("", "Endpoints"),
         views: pod_views::PodViews::default(),
+        pace: pace::Pace::new(pace::PERIOD),
     });
     let supervisor = informers.supervisor();
     let probe = supervisor.probe(NAME);
@@ -135,6 +139,7 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let (Some(svc), Some(sel)) = (svc, sel) else {
         // No Service (or no selector any more): this controller's objects go.
         ctx.views.forget(&key);
+        ctx.pace.forget(&key);
         for slice in owned_slices {
             delete(&ctx.registry, slice_ri, ns, object::name(&slice)).await?;
         }
@@ -146,12 +151,47 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Ctx>) -> Result<Action, Error> {
         }
         return Ok(Action::Done);
     };
-    let selected = ctx.pods.cached_where(Some(ns), |pod| pod.matches(&sel));
-    let pods = ctx.views.of(&key, &selected);
+    if let Some(wait) = ctx.pace.wait(&key, std::time::Instant::now()) {
+        return Ok(Action::RequeueAfter(wait));
+    }
+    let round = write(&ctx, &key, ns, &svc, &sel, owned_slices).await?;
+    if round != Round::Unchanged {
+        ctx.pace.wrote(&key, std::time::Instant::now());
+    }
+    Ok(match round {
+        // A slice the informer has not shown yet: look again once it has.
+        Round::Raced => Action::RequeueAfter(std::time::Duration::ZERO),
+        Round::Unchanged | Round::Written => Action::Done,
+    })
+}
+
+/// What one round of writes for a Service came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Round {
+    Unchanged,
+    Written,
+    /// A slice to create existed already.
+    Raced,
+}
+
+/// Writes what differs of the Service's EndpointSlices and Endpoints.
+async fn write(
+    ctx: &Ctx,
+    key: &ObjectKey,
+    ns: &str,
+    svc: &Value,
+    sel: &LabelSelector,
+    owned_slices: Vec<Arc<Value>>,
+) -> Result<Round, Error> {
+    let slice_ri = ctx.registry.resource("discovery.k8s.io", "EndpointSlice")?;
+    let ep_ri = ctx.registry.resource("", "Endpoints")?;
+    let mut round = Round::Unchanged;
+    let selected = ctx.pods.cached_where(Some(ns), |pod| pod.matches(sel));
+    let pods = ctx.views.of(key, &selected);
     let pod_refs: Vec<&build::PodEndpoint> = pods.iter().map(|p| p.as_ref()).collect();
 
     // EndpointSlices.
-    let desired = build::desired_slices(&svc, &pod_refs);
+    let desired = build::desired_slices(svc, &pod_refs);
     let mut existing: BTreeMap<String, Arc<Value>> =
         owned_slices.into_iter().map(|s| (object::name(&s).to_string(), s)).collect();
     const SLICE_FIELDS: &[&str] = &["addressType", "endpoints", "ports"];
@@ -160,6 +200,7 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Ctx>) -> Result<Action, Error> {
         match existing.remove(&name) {
             Some(have) if same(&have, &want, SLICE_FIELDS) => {}
             Some(_) => {
+                round = Round::Written;
                 let r = ctx
                     .registry
                     .update_with(slice_ri, Some(ns), &name, None, &opts(MANAGED_BY), |cur| {
@@ -169,22 +210,24 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 tolerate_gone(r.map(|_| ()))?;
             }
             None => match ctx.registry.create(slice_ri, Some(ns), want, &opts(MANAGED_BY)).await {
-                Ok(_) => {}
-                Err(ApiError::AlreadyExists { .. }) => return Ok(Action::RequeueAfter(std::time::Duration::ZERO)),
+                Ok(_) => round = Round::Written,
+                Err(ApiError::AlreadyExists { .. }) => return Ok(Round::Raced),
                 Err(e) => return Err(e.into()),
             },
         }
     }
     for name in existing.keys() {
+        round = Round::Written;
         delete(&ctx.registry, slice_ri, ns, name).await?;
     }
 
     // The legacy Endpoints.
-    let mut want = build::desired_endpoints(&svc, &pod_refs);
+    let mut want = build::desired_endpoints(svc, &pod_refs);
     const EP_FIELDS: &[&str] = &["subsets"];
-    match ctx.endpoints.get(&key) {
+    match ctx.endpoints.get(key) {
         Some(have) if same(&have, &want, EP_FIELDS) => {}
         Some(_) => {
+            round = Round::Written;
             let now = object::now_rfc3339();
             let r = ctx
                 .registry
@@ -200,6 +243,7 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Ctx>) -> Result<Action, Error> {
             tolerate_gone(r.map(|_| ()))?;
         }
         None => {
+            round = Round::Written;
             set_trigger_time(&mut want, &object::now_rfc3339());
             match ctx.registry.create(ep_ri, Some(ns), want, &opts("endpoint-controller")).await {
                 Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
@@ -207,7 +251,7 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Ctx>) -> Result<Action, Error> {
             }
         }
     }
-    Ok(Action::Done)
+    Ok(round)
 }
 
 fn set_trigger_time(ep: &mut Value, now: &str) {
