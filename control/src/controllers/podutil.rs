@@ -106,30 +106,9 @@ impl PodState {
     }
 }
 
-/// Not terminated and not being deleted.
-pub fn is_active(pod: &Value) -> bool {
-    PodState::of(pod).active
-}
-
-/// The `Ready` condition is `True`.
+/// The `Ready` condition is `True` (one field of [`PodState`]; take the state once to read more).
 pub fn is_ready(pod: &Value) -> bool {
     PodState::of(pod).ready
-}
-
-/// When the pod became ready (the `Ready` condition's `lastTransitionTime`), if it is ready.
-pub fn ready_since(pod: &Value) -> Option<jiff::Timestamp> {
-    PodState::of(pod).ready_since
-}
-
-/// How long until a ready pod counts as available with `min_ready_seconds`: `Some(0)` when it
-/// is available now, `None` when it is not ready.
-pub fn until_available(pod: &Value, min_ready_seconds: i64, now: jiff::Timestamp) -> Option<Duration> {
-    PodState::of(pod).until_available(min_ready_seconds, now)
-}
-
-/// Ready for at least `min_ready_seconds`.
-pub fn is_available(pod: &Value, min_ready_seconds: i64, now: jiff::Timestamp) -> bool {
-    PodState::of(pod).is_available(min_ready_seconds, now)
 }
 
 fn phase_rank(pod: &Value) -> u8 {
@@ -162,8 +141,7 @@ fn deletion_cost(pod: &Value) -> i64 {
 pub fn sort_for_deletion(pods: &mut [&Value]) {
     pods.sort_by_cached_key(|p| {
         let assigned = object::str_at(p, &["spec", "nodeName"]).is_some_and(|n| !n.is_empty());
-        let ready = is_ready(p);
-        let since = if ready { ready_since(p) } else { None };
+        let PodState { ready, ready_since: since, .. } = PodState::of(p);
         (
             assigned,
             phase_rank(p),
@@ -223,15 +201,16 @@ mod tests {
     fn availability_waits_min_ready_seconds() {
         let now: jiff::Timestamp = "2026-01-01T00:00:10Z".parse().unwrap_or_default();
         let p = pod("p", Some("n"), "Running", Some("2026-01-01T00:00:05Z"), "2026-01-01T00:00:00Z");
-        assert!(is_available(&p, 0, now));
-        assert!(is_available(&p, 5, now));
-        assert!(!is_available(&p, 8, now));
-        assert_eq!(until_available(&p, 8, now), Some(Duration::from_secs(3)));
+        let state = PodState::of(&p);
+        assert!(state.is_available(0, now));
+        assert!(state.is_available(5, now));
+        assert!(!state.is_available(8, now));
+        assert_eq!(state.until_available(8, now), Some(Duration::from_secs(3)));
         let not_ready = pod("q", Some("n"), "Running", None, "2026-01-01T00:00:00Z");
-        assert_eq!(until_available(&not_ready, 0, now), None);
+        assert_eq!(PodState::of(&not_ready).until_available(0, now), None);
         let mut gone = p.clone();
         gone["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:09Z");
-        assert!(!is_active(&gone));
-        assert!(is_active(&p));
+        assert!(!PodState::of(&gone).active);
+        assert!(state.active);
     }
 }
