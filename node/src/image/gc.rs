@@ -72,12 +72,13 @@ pub struct DiskUse {
     pub used: u64,
 }
 
-/// An image on the node, as collection sees it.
+/// An image on the node, as collection sees it: one image however many references name it
+/// (two tags of one manifest, as the kubelet counts images by ID).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageUse {
-    /// The normalized reference (the store's key).
-    pub reference: String,
-    /// Bytes its removal frees.
+    /// The normalized references naming it (the store's keys), sorted.
+    pub references: Vec<String>,
+    /// Bytes its removal frees (its files, once).
     pub size: u64,
     /// When the node first had it (pulled, or found at start).
     pub first_seen: SystemTime,
@@ -85,10 +86,10 @@ pub struct ImageUse {
     pub last_used: SystemTime,
 }
 
-/// What to remove (references, in removal order) so that `disk` falls under the low mark: nothing
-/// while it is at or under the high mark; never an image in `in_use` or younger than the minimum
-/// age; least recently used first (then the longest known). It may not reach the mark when too
-/// little can go.
+/// What to remove (references, in removal order; every reference of a chosen image) so that
+/// `disk` falls under the low mark: nothing while it is at or under the high mark; never an image
+/// one of whose references is in `in_use`, or younger than the minimum age; least recently used
+/// first (then the longest known). It may not reach the mark when too little can go.
 pub fn choose(
     images: &[ImageUse],
     in_use: &HashSet<String>,
@@ -102,17 +103,17 @@ pub fn choose(
     }
     let mut to_free = u128::from(disk.used).saturating_sub(percent(policy.low_percent));
     let old_enough = |i: &ImageUse| now.duration_since(i.first_seen).is_ok_and(|age| age >= policy.min_age);
-    let mut candidates: Vec<&ImageUse> =
-        images.iter().filter(|i| !in_use.contains(&i.reference) && old_enough(i)).collect();
+    let used = |i: &ImageUse| i.references.iter().any(|r| in_use.contains(r));
+    let mut candidates: Vec<&ImageUse> = images.iter().filter(|i| !used(i) && old_enough(i)).collect();
     candidates
-        .sort_by(|a, b| (a.last_used, a.first_seen, &a.reference).cmp(&(b.last_used, b.first_seen, &b.reference)));
+        .sort_by(|a, b| (a.last_used, a.first_seen, &a.references).cmp(&(b.last_used, b.first_seen, &b.references)));
     let mut chosen = Vec::new();
     for image in candidates {
         if to_free == 0 {
             break;
         }
         to_free = to_free.saturating_sub(u128::from(image.size));
-        chosen.push(image.reference.clone());
+        chosen.extend(image.references.iter().cloned());
     }
     chosen
 }
@@ -126,7 +127,7 @@ mod tests {
     fn image(reference: &str, size_gib: u64, seen_min_ago: u64, used_min_ago: u64, now: SystemTime) -> ImageUse {
         let ago = |m: u64| now - Duration::from_secs(m * 60);
         ImageUse {
-            reference: reference.into(),
+            references: vec![reference.into()],
             size: size_gib * GIB,
             first_seen: ago(seen_min_ago),
             last_used: ago(used_min_ago),
@@ -181,6 +182,21 @@ mod tests {
         // Everything that may go is not enough: it all goes, the rest stays.
         let disk = DiskUse { capacity: 100 * GIB, used: 99 * GIB };
         assert_eq!(choose(&images, &in_use, disk, &GcPolicy::default(), now).len(), 4);
+    }
+
+    #[test]
+    fn an_image_with_two_references_counts_once_and_goes_whole() {
+        let now = SystemTime::now();
+        let mut tagged = image("app:1", 4, 60, 50, now);
+        tagged.references.push("app:latest".into());
+        let images = [tagged, image("other", 4, 60, 40, now)];
+        // 84 %: 4 GiB to free. The two-tag image frees its 4 GiB once, and both tags go.
+        let disk = DiskUse { capacity: 100 * GIB, used: 84 * GIB };
+        let high = GcPolicy { high_percent: 83, ..GcPolicy::default() };
+        assert_eq!(choose(&images, &HashSet::new(), disk, &high, now), ["app:1", "app:latest"]);
+        // One tag in use keeps the image (and so its other tag).
+        let in_use = HashSet::from(["app:latest".to_string()]);
+        assert_eq!(choose(&images, &in_use, disk, &high, now), ["other"]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The node's image store: `ensure()` applies the pull policy, serves cache hits from memory, shares one
 //! pull among concurrent callers (single flight) and records pulled images in the on-disk index.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -201,19 +201,7 @@ impl ImageStore {
         let chosen = tokio::task::spawn_blocking(move || {
             let disk = disk_use(&root)?;
             let now = SystemTime::now();
-            let listed: Vec<ImageUse> = images
-                .iter()
-                .map(|(reference, image)| {
-                    let u = uses.get(reference).copied().unwrap_or(Use { first_seen: now, last_used: now });
-                    let shared = |other: &WasmImage| {
-                        other.reference != image.reference
-                            && (other.rootfs.is_some() && other.rootfs == image.rootfs
-                                || other.wasm_path == image.wasm_path && !image.wasm_path.as_os_str().is_empty())
-                    };
-                    let size = if images.iter().any(|(_, o)| shared(o.as_ref())) { 0 } else { files_size(image) };
-                    ImageUse { reference: reference.clone(), size, first_seen: u.first_seen, last_used: u.last_used }
-                })
-                .collect();
+            let listed = image_uses(&images, &uses, now);
             Ok::<_, ImageError>(gc::choose(&listed, &in_use, disk, &policy_copy, now))
         })
         .await
@@ -239,6 +227,37 @@ impl ImageStore {
             .map_err(|e| ImageError::io("collecting", "", std::io::Error::other(e)))?;
         tracing::info!(removed = ?chosen, freed, "image garbage collection");
         Ok(Collected { removed: chosen, freed })
+    }
+}
+
+/// The node's images as collection sees them: references whose files are the same (one unpacked
+/// root, one Wasm blob, or one Linux manifest) are one image, its size counted once, first seen
+/// when the first of them was and last used when the last of them was.
+fn image_uses(images: &[(String, Arc<WasmImage>)], uses: &HashMap<String, Use>, now: SystemTime) -> Vec<ImageUse> {
+    let mut by_content: BTreeMap<String, ImageUse> = BTreeMap::new();
+    for (reference, image) in images {
+        let u = uses.get(reference).copied().unwrap_or(Use { first_seen: now, last_used: now });
+        let entry = by_content.entry(content_key(image)).or_insert_with(|| ImageUse {
+            references: Vec::new(),
+            size: files_size(image),
+            first_seen: u.first_seen,
+            last_used: u.last_used,
+        });
+        entry.references.push(reference.clone());
+        entry.first_seen = entry.first_seen.min(u.first_seen);
+        entry.last_used = entry.last_used.max(u.last_used);
+    }
+    let mut listed: Vec<ImageUse> = by_content.into_values().collect();
+    listed.iter_mut().for_each(|i| i.references.sort());
+    listed
+}
+
+/// What an image's files are, whichever reference names it.
+fn content_key(image: &WasmImage) -> String {
+    match (&image.rootfs, &image.linux) {
+        (Some(root), _) => format!("rootfs:{}", root.display()),
+        (None, Some(linux)) => format!("linux:{}", linux.manifest.digest),
+        (None, None) => format!("wasm:{}", image.wasm_path.display()),
     }
 }
 
@@ -346,8 +365,9 @@ mod tests {
         let dir = cache.join("blobs/sha256");
         std::fs::create_dir_all(&dir).expect("blobs");
         std::fs::write(dir.join(hex.to_string().repeat(64)), vec![0u8; size]).expect("layer");
-        let linux =
-            LinuxContent { manifest: blob('e', 10), config: blob('f', 10), layers: vec![layer], diff_ids: vec![] };
+        // Each image its own manifest (named after its layer), one config they share.
+        let manifest = BlobRef { digest: format!("sha256:{hex}{}", "e".repeat(63)), ..blob('e', 10) };
+        let linux = LinuxContent { manifest, config: blob('f', 10), layers: vec![layer], diff_ids: vec![] };
         let reference = normalize_reference(reference).expect("reference");
         let image = WasmImage {
             reference: reference.clone(),
@@ -365,6 +385,32 @@ mod tests {
             linux: Some(linux),
         };
         (reference, image)
+    }
+
+    #[test]
+    fn references_to_one_manifest_are_one_image_counted_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (a, image) = linux_image(dir.path(), "app:1", 'a', 1000);
+        let alias = WasmImage { reference: normalize_reference("app:latest").expect("reference"), ..image.clone() };
+        let (b, other) = linux_image(dir.path(), "other:1", 'b', 3000);
+        let images = vec![
+            (a.clone(), Arc::new(image)),
+            (alias.reference.clone(), Arc::new(alias.clone())),
+            (b.clone(), Arc::new(other)),
+        ];
+        let now = SystemTime::now();
+        let earlier = now - std::time::Duration::from_secs(60);
+        let uses = HashMap::from([(a.clone(), Use { first_seen: earlier, last_used: earlier })]);
+        let listed = image_uses(&images, &uses, now);
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        let app = listed.iter().find(|i| i.references.contains(&a)).expect("app");
+        assert_eq!(app.references, {
+            let mut both = vec![a.clone(), alias.reference.clone()];
+            both.sort();
+            both
+        });
+        assert_eq!(app.size, 1000, "its layer once, not once per tag");
+        assert_eq!((app.first_seen, app.last_used), (earlier, now), "the first seen and the last used of its tags");
     }
 
     #[tokio::test]
