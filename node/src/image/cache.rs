@@ -15,6 +15,9 @@ const TMP_PREFIX: &str = ".tmp-";
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// How old an unpacked root nothing indexes must be before [`CacheDir::sweep_orphan_roots`] takes it.
+pub(crate) const ORPHAN_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Paths and atomic writes inside the cache directory.
 #[derive(Debug, Clone)]
 pub(crate) struct CacheDir {
@@ -37,6 +40,37 @@ impl CacheDir {
         }
         sweep_tmp(&cache.root);
         Ok(cache)
+    }
+
+    /// Removes unpacked roots no image of `indexed` uses (left by a crash between unpacking and
+    /// the index write, or by an index from another version that was ignored), once they are
+    /// older than [`ORPHAN_MIN_AGE`], so a root another process is about to index stays. Returns
+    /// the bytes removed.
+    pub fn sweep_orphan_roots<'a>(&self, indexed: impl IntoIterator<Item = &'a WasmImage>) -> u64 {
+        let used: std::collections::HashSet<&Path> = indexed.into_iter().filter_map(|i| i.rootfs.as_deref()).collect();
+        let Ok(entries) = std::fs::read_dir(self.rootfs_dir()) else { return 0 };
+        let mut freed = 0u64;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if used.contains(path.as_path()) || name.to_string_lossy().starts_with(TMP_PREFIX) {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            let age = meta.modified().ok().and_then(|m| m.elapsed().ok()).unwrap_or_default();
+            if !meta.is_dir() || age < ORPHAN_MIN_AGE {
+                continue;
+            }
+            let size = tree_size(&path);
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => freed = freed.saturating_add(size),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "removing an unused image root"),
+            }
+        }
+        if freed > 0 {
+            tracing::info!(freed, "removed image roots no image uses");
+        }
+        freed
     }
 
     /// The cache's root directory.
@@ -195,6 +229,58 @@ fn sweep_tmp(dir: &Path) {
         let result = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
         if let Err(e) = result {
             tracing::warn!(path = %path.display(), error = %e, "cannot remove leftover temporary file");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dates `path` back by `ago`.
+    fn age(path: &Path, ago: std::time::Duration) {
+        let when = std::time::SystemTime::now() - ago;
+        std::fs::File::open(path).expect("open").set_modified(when).expect("set mtime");
+    }
+
+    #[test]
+    fn roots_no_image_uses_go_once_old_enough() {
+        let dir = tempfile::tempdir().expect("dir");
+        let cache = CacheDir::open(dir.path()).expect("cache");
+        let root = |hex: char| cache.rootfs_path(&format!("sha256:{}", hex.to_string().repeat(64))).expect("path");
+        let (kept, orphan, young) = (root('a'), root('b'), root('c'));
+        for r in [&kept, &orphan, &young] {
+            std::fs::create_dir_all(r.join("bin")).expect("root");
+            std::fs::write(r.join("bin/app.wasm"), vec![0u8; 100]).expect("file");
+        }
+        let unpacking = cache.rootfs_dir().join(format!("{TMP_PREFIX}d"));
+        std::fs::create_dir_all(&unpacking).expect("tmp");
+        for r in [&kept, &orphan, &unpacking] {
+            age(r, ORPHAN_MIN_AGE * 2);
+        }
+        let indexed = WasmImage { rootfs: Some(kept.clone()), ..test_image() };
+        assert_eq!(cache.sweep_orphan_roots([&indexed]), 100);
+        assert!(kept.is_dir(), "an indexed root stays");
+        assert!(!orphan.exists(), "an old root nothing indexes goes");
+        assert!(young.is_dir(), "a young one may be about to be indexed");
+        assert!(unpacking.is_dir(), "an unpack in progress is not this sweep's");
+    }
+
+    fn test_image() -> WasmImage {
+        WasmImage {
+            reference: "r".into(),
+            image_id: String::new(),
+            wasm_path: PathBuf::new(),
+            wasm_digest: String::new(),
+            rootfs: None,
+            entrypoint: Vec::new(),
+            env: Vec::new(),
+            working_dir: None,
+            kind: Default::default(),
+            cmd: Vec::new(),
+            user: None,
+            stop_signal: None,
+            linux: None,
         }
     }
 }

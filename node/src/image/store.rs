@@ -73,6 +73,7 @@ impl ImageStore {
         let cache = CacheDir::open(&cfg.cache_dir)?;
         let images: HashMap<String, Arc<WasmImage>> =
             cache.load_index()?.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        cache.sweep_orphan_roots(images.values().map(|i| i.as_ref()));
         // Images found at start count as first seen, and used, now (as the kubelet detects them).
         let now = SystemTime::now();
         let uses = images.keys().map(|k| (k.clone(), Use { first_seen: now, last_used: now })).collect();
