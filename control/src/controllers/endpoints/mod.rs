@@ -132,29 +132,14 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let Some(ns) = key.ns() else { return Ok(Action::Done) };
     let svc = ctx.services.get(&key);
     let sel = svc.as_deref().filter(|s| object::deletion_timestamp(s).is_none()).and_then(selector);
-    let owned_slices: Vec<Arc<Value>> =
-        ctx.slices.list(Some(ns)).into_iter().filter(|s| slice_service(s).as_ref() == Some(&key)).collect();
-    let slice_ri = ctx.registry.resource("discovery.k8s.io", "EndpointSlice")?;
-    let ep_ri = ctx.registry.resource("", "Endpoints")?;
     let (Some(svc), Some(sel)) = (svc, sel) else {
-        // No Service (or no selector any more): this controller's objects go.
-        ctx.views.forget(&key);
-        ctx.pace.forget(&key);
-        for slice in owned_slices {
-            delete(&ctx.registry, slice_ri, ns, object::name(&slice)).await?;
-        }
-        if let Some(ep) = ctx.endpoints.get(&key) {
-            let ours = ep.pointer("/metadata/annotations").and_then(|a| a.get(TRIGGER_TIME)).is_some();
-            if ours && ctx.services.get(&key).is_none_or(|s| selector(&s).is_none()) {
-                delete(&ctx.registry, ep_ri, ns, &key.name).await?;
-            }
-        }
+        remove(&ctx, &key, ns).await?;
         return Ok(Action::Done);
     };
     if let Some(wait) = ctx.pace.wait(&key, std::time::Instant::now()) {
         return Ok(Action::RequeueAfter(wait));
     }
-    let round = write(&ctx, &key, ns, &svc, &sel, owned_slices).await?;
+    let round = write(&ctx, &key, ns, &svc, &sel).await?;
     if round != Round::Unchanged {
         ctx.pace.wrote(&key, std::time::Instant::now());
     }
@@ -163,6 +148,29 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Ctx>) -> Result<Action, Error> {
         Round::Raced => Action::RequeueAfter(std::time::Duration::ZERO),
         Round::Unchanged | Round::Written => Action::Done,
     })
+}
+
+/// The EndpointSlices this controller made for the Service `key`.
+fn owned_slices(ctx: &Ctx, ns: &str, key: &ObjectKey) -> Vec<Arc<Value>> {
+    ctx.slices.list(Some(ns)).into_iter().filter(|s| slice_service(s).as_ref() == Some(key)).collect()
+}
+
+/// No Service (or no selector any more): this controller's objects go.
+async fn remove(ctx: &Ctx, key: &ObjectKey, ns: &str) -> Result<(), Error> {
+    ctx.views.forget(key);
+    ctx.pace.forget(key);
+    let slice_ri = ctx.registry.resource("discovery.k8s.io", "EndpointSlice")?;
+    for slice in owned_slices(ctx, ns, key) {
+        delete(&ctx.registry, slice_ri, ns, object::name(&slice)).await?;
+    }
+    if let Some(ep) = ctx.endpoints.get(key) {
+        let ours = ep.pointer("/metadata/annotations").and_then(|a| a.get(TRIGGER_TIME)).is_some();
+        if ours && ctx.services.get(key).is_none_or(|s| selector(&s).is_none()) {
+            let ep_ri = ctx.registry.resource("", "Endpoints")?;
+            delete(&ctx.registry, ep_ri, ns, &key.name).await?;
+        }
+    }
+    Ok(())
 }
 
 /// What one round of writes for a Service came to.
@@ -175,14 +183,7 @@ enum Round {
 }
 
 /// Writes what differs of the Service's EndpointSlices and Endpoints.
-async fn write(
-    ctx: &Ctx,
-    key: &ObjectKey,
-    ns: &str,
-    svc: &Value,
-    sel: &LabelSelector,
-    owned_slices: Vec<Arc<Value>>,
-) -> Result<Round, Error> {
+async fn write(ctx: &Ctx, key: &ObjectKey, ns: &str, svc: &Value, sel: &LabelSelector) -> Result<Round, Error> {
     let slice_ri = ctx.registry.resource("discovery.k8s.io", "EndpointSlice")?;
     let ep_ri = ctx.registry.resource("", "Endpoints")?;
     let mut round = Round::Unchanged;
@@ -193,7 +194,7 @@ async fn write(
     // EndpointSlices.
     let desired = build::desired_slices(svc, &pod_refs);
     let mut existing: BTreeMap<String, Arc<Value>> =
-        owned_slices.into_iter().map(|s| (object::name(&s).to_string(), s)).collect();
+        owned_slices(ctx, ns, key).into_iter().map(|s| (object::name(&s).to_string(), s)).collect();
     const SLICE_FIELDS: &[&str] = &["addressType", "endpoints", "ports"];
     for want in desired {
         let name = object::name(&want).to_string();
