@@ -1066,7 +1066,7 @@ impl Registry {
         let node = object::str_at(&admitted, &["target", "name"])
             .filter(|n| !n.is_empty())
             .ok_or_else(|| ApiError::invalid("Binding", name, vec![("target.name".into(), "Required value".into())]))?;
-        let annotations = admitted.pointer("/metadata/annotations").and_then(Value::as_object);
+        let annotations = binding_annotations(&admitted, name)?;
         for _attempt in 0..optimistic::MAX_ATTEMPTS {
             let (kv, current) = optimistic::read(&*self.store, ri, &key, name).await?;
             if object::deletion_timestamp(&current).is_some() {
@@ -1179,6 +1179,21 @@ impl Registry {
         } else {
             period
         }
+    }
+}
+
+/// The annotations an admitted Binding puts on its pod: a map of strings, whether the client or
+/// a mutating webhook wrote them (a number or an object there would be stored into the pod and
+/// break every typed reader of it).
+fn binding_annotations<'a>(admitted: &'a Value, name: &str) -> ApiResult<Option<&'a serde_json::Map<String, Value>>> {
+    let invalid = |field: String, msg: &str| ApiError::invalid("Binding", name, vec![(field, msg.into())]);
+    match admitted.pointer("/metadata/annotations") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => match map.iter().find(|(_, v)| !v.is_string()) {
+            Some((key, _)) => Err(invalid(format!("metadata.annotations[{key}]"), "Invalid value: must be a string")),
+            None => Ok(Some(map)),
+        },
+        Some(_) => Err(invalid("metadata.annotations".into(), "Invalid value: must be a map of strings")),
     }
 }
 
@@ -1328,6 +1343,30 @@ mod tests {
         }
         assert_eq!(deletion_deadline(jiff::Timestamp::UNIX_EPOCH, 30), "1970-01-01T00:00:30Z");
         assert!(deletion_deadline(jiff::Timestamp::now(), i64::MAX).starts_with("9999-12-"));
+    }
+
+    #[tokio::test]
+    async fn a_binding_with_annotations_that_are_not_strings_is_invalid_and_binds_nothing() {
+        let (_dir, registry) = registry().await;
+        let ri = registry.resource("", "Pod").expect("pods");
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        registry.create(ri, Some("default"), pod, &WriteOptions::default()).await.expect("create");
+        let annotations = json!({"example.com/ok": "yes", "example.com/count": 3});
+        let binding = Binding { node: "n1", annotations: annotations.as_object() };
+        let err =
+            registry.bind_pod(ri, Some("default"), "p", &binding, &WriteOptions::default()).await.expect_err("bad");
+        assert!(matches!(err, ApiError::Invalid { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("metadata.annotations[example.com/count]: Invalid value: must be a string"),
+            "{err}"
+        );
+        let pod = registry.get(ri, Some("default"), "p").await.expect("get");
+        assert_eq!(pod.pointer("/spec/nodeName"), None, "{pod}");
+        assert_eq!(pod.pointer("/metadata/annotations"), None, "{pod}");
+        assert_eq!(binding_annotations(&json!({"metadata": {"annotations": null}}), "p").ok(), Some(None));
+        let err = binding_annotations(&json!({"metadata": {"annotations": ["a"]}}), "p").expect_err("a list");
+        assert!(err.to_string().contains("metadata.annotations: Invalid value: must be a map of strings"), "{err}");
     }
 
     #[tokio::test]
