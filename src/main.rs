@@ -84,6 +84,10 @@ enum Command {
         /// The scale-down stabilization window of HPAs without `behavior` (as kube's).
         #[arg(long, default_value = "5m", value_parser = parse_seconds)]
         horizontal_pod_autoscaler_downscale_stabilization: std::time::Duration,
+        /// The least time between two writes of one Service's EndpointSlices and Endpoints (the
+        /// first change after a quiet spell is written at once; `0s` writes every change).
+        #[arg(long, default_value = "500ms", value_parser = parse_duration_ms)]
+        endpoint_updates_batch_period: std::time::Duration,
         /// The `tolerationSeconds` every pod gets for the not-ready and unreachable NoExecute taints.
         #[arg(long, default_value_t = 30)]
         default_unreachable_toleration_seconds: i64,
@@ -302,6 +306,17 @@ fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
     n.checked_mul(unit).map(std::time::Duration::from_secs).ok_or_else(|| format!("`{text}` is too long"))
 }
 
+/// A duration as [`parse_seconds`] reads it, or in milliseconds (`500ms`).
+fn parse_duration_ms(text: &str) -> Result<std::time::Duration, String> {
+    match text.strip_suffix("ms") {
+        Some(digits) => digits
+            .parse::<u64>()
+            .map(std::time::Duration::from_millis)
+            .map_err(|_| format!("`{text}` is not a duration such as 500ms, 1s or 1m")),
+        None => parse_seconds(text),
+    }
+}
+
 /// Bytes in KiB/MiB for progress lines.
 fn human(bytes: u64) -> String {
     match bytes {
@@ -351,6 +366,7 @@ async fn main() -> anyhow::Result<()> {
             horizontal_pod_autoscaler_sync_period,
             horizontal_pod_autoscaler_tolerance,
             horizontal_pod_autoscaler_downscale_stabilization,
+            endpoint_updates_batch_period,
             default_unreachable_toleration_seconds,
             service_cidr,
             service_node_port_range,
@@ -396,6 +412,7 @@ async fn main() -> anyhow::Result<()> {
                         metrics: None,
                     },
                     node_ipam: allocate_node_cidrs.then_some(node_ipam),
+                    endpoint_updates_batch_period,
                 },
                 leader_elect: leader_elect.then_some(timing),
             };
@@ -499,4 +516,21 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_as_the_flags_document_them() {
+        assert_eq!(parse_seconds("20s"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_seconds("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration_ms("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration_ms("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration_ms("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration_ms("fastms").is_err());
+        assert!(parse_duration_ms("18446744073709551615h").is_err(), "an overflow is an error, not a panic");
+    }
 }

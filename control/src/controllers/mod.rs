@@ -57,6 +57,9 @@ pub struct Components {
     /// Allocate nodes' pod CIDRs from this cluster CIDR (`--cluster-cidr`); `None`: nodes bring
     /// their own.
     pub node_ipam: Option<node_ipam::Config>,
+    /// The least time between two rounds of writes of one Service's endpoints
+    /// (`--endpoint-updates-batch-period`; the first change after a quiet spell goes at once).
+    pub endpoint_updates_batch_period: std::time::Duration,
 }
 
 impl Default for Components {
@@ -67,6 +70,7 @@ impl Default for Components {
             election: None,
             autoscaler: hpa::Config::default(),
             node_ipam: None,
+            endpoint_updates_batch_period: endpoints::DEFAULT_BATCH_PERIOD,
         }
     }
 }
@@ -106,8 +110,10 @@ pub fn start_with(
         }
     });
     let (autoscaler, node_ipam) = (components.autoscaler.clone(), components.node_ipam);
+    let batch_period = components.endpoint_updates_batch_period;
     let manager: leader_election::Lead = Arc::new(move |informers: &Arc<Informers>| {
         start_controller_manager(informers, lifecycle, root_ca.clone(), issuer.clone());
+        endpoints::start(informers, batch_period);
         hpa::start(informers, autoscaler.clone());
         if let Some(config) = node_ipam {
             node_ipam::start(informers, config);
@@ -162,7 +168,6 @@ fn start_controller_manager(
         }
     });
     node_lifecycle::start(informers, lifecycle);
-    endpoints::start(informers);
     service_lb::start(informers);
     ingress_status::start(informers);
     job::start(informers);

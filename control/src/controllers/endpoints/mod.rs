@@ -34,12 +34,15 @@ pub struct Ctx {
     endpoints: Arc<Informer>,
     /// The selected pods as the endpoints read them, decoded once per pod version.
     views: pod_views::PodViews,
-    /// At most one round of writes per Service per [`pace::PERIOD`].
+    /// At most one round of writes per Service per batch period.
     pace: pace::Pace,
 }
 
-/// Starts the controller under the informers' supervisor.
-pub fn start(informers: &Arc<Informers>) {
+pub use pace::DEFAULT_BATCH_PERIOD;
+
+/// Starts the controller under the informers' supervisor, writing a Service's endpoints at most
+/// once per `batch_period`.
+pub fn start(informers: &Arc<Informers>, batch_period: std::time::Duration) {
     let ctx = Arc::new(Ctx {
         registry: Arc::clone(informers.registry()),
         services: informers.get("", "Service"),
@@ -47,7 +50,7 @@ pub fn start(informers: &Arc<Informers>) {
         slices: informers.get("discovery.k8s.io", "EndpointSlice"),
         endpoints: informers.get("", "Endpoints"),
         views: pod_views::PodViews::default(),
-        pace: pace::Pace::new(pace::PERIOD),
+        pace: pace::Pace::new(batch_period),
     });
     let supervisor = informers.supervisor();
     let probe = supervisor.probe(NAME);
@@ -278,6 +281,9 @@ async fn delete(
 ) -> Result<(), Error> {
     tolerate_gone(registry.delete(ri, Some(ns), name, &DeleteOptions::default()).await.map(|_| ()))
 }
+
+#[cfg(test)]
+mod controller_tests;
 
 #[cfg(test)]
 mod tests {

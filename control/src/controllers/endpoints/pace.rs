@@ -12,8 +12,9 @@ use parking_lot::Mutex;
 
 use crate::controllers::runtime::ObjectKey;
 
-/// The period the endpoints controllers keep between two rounds of writes for one Service.
-pub const PERIOD: Duration = Duration::from_millis(500);
+/// The period the endpoints controllers keep between two rounds of writes for one Service,
+/// unless `--endpoint-updates-batch-period` says otherwise.
+pub const DEFAULT_BATCH_PERIOD: Duration = Duration::from_millis(500);
 
 /// When each Service's endpoints were last written.
 pub struct Pace {
