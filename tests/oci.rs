@@ -533,3 +533,35 @@ fn unused_images_are_collected_when_the_disk_is_over_the_threshold() {
     assert!(events.contains("Successfully pulled image \"busybox\""), "pulled again: {events}");
     s.delete_all_and_check();
 }
+
+/// An image whose layers containerd holds already (busybox under a second name, after a busybox
+/// pod ran) is pulled without them, and its container runs from the layers containerd had.
+#[test]
+fn layers_containerd_holds_already_are_not_downloaded_again() {
+    let s = Setup::start_linux("skiff-oci-layers");
+    let pod = |name: &str, image: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  \
+             containers: [{{name: c, image: {image}, command: [sleep, '3600']}}]\n"
+        )
+    };
+    let downloads = || {
+        let path = format!("/api/v1/nodes/{}/proxy/metrics", s.cluster.node_name());
+        let metrics = s.cluster.kubectl(&["get", "--raw", &path]);
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("skiff_image_blob_downloads_total "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no blob download count in the node's metrics: {metrics}"))
+    };
+    s.cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&pod("first", "busybox")));
+    s.wait_ready("first");
+    let before = downloads();
+    let layout = format!("oci:{}:busybox", s.work.path().join("busybox").join("layout").display());
+    skiff_testkit::image::push_to_registry(&layout, &s.registry.addr, "library/toolbox:1").expect("push");
+    s.cluster.kubectl_stdin(&["apply", "-f", "-"], Some(&pod("second", "toolbox:1")));
+    s.wait_ready("second");
+    // Its config is the one the node's cache keeps of busybox; its one layer is busybox's, in containerd.
+    assert_eq!(downloads(), before, "toolbox:1 was pulled with a download");
+    s.delete_all_and_check();
+}

@@ -331,6 +331,8 @@ impl crate::kubelet_server::LogSource for Endpoint {
              # TYPE skiff_wasm_compiles_total counter\nskiff_wasm_compiles_total {}\n\
              # HELP skiff_image_pulls_total Image pulls that contacted a registry.\n\
              # TYPE skiff_image_pulls_total counter\nskiff_image_pulls_total {}\n\
+             # HELP skiff_image_blob_downloads_total Image blobs (configs, layers) downloaded from registries.\n\
+             # TYPE skiff_image_blob_downloads_total counter\nskiff_image_blob_downloads_total {}\n\
              # HELP skiff_node_pods Pods this node agent runs.\n# TYPE skiff_node_pods gauge\nskiff_node_pods {pods}\n\
              # HELP skiff_sandboxes_pooled Pod sandboxes prepared ahead of demand.\n\
              # TYPE skiff_sandboxes_pooled gauge\nskiff_sandboxes_pooled {}\n\
@@ -338,6 +340,7 @@ impl crate::kubelet_server::LogSource for Endpoint {
              # TYPE skiff_wasm_execs_running gauge\nskiff_wasm_execs_running {}\n",
             self.runtime.compiles(),
             self.images.pulls(),
+            self.images.blob_downloads(),
             self.sandboxes.pooled(),
             crate::streaming::wasm_exec::running(),
         )

@@ -317,6 +317,46 @@ async fn images_neither_wasm_nor_linux_are_rejected() -> TestResult {
     Ok(())
 }
 
+/// The uncompressed digest (a config's `rootfs.diff_ids` entry) of a gzipped layer.
+fn diff_id(gz: &[u8]) -> Result<String, std::io::Error> {
+    use std::io::Read;
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(gz).read_to_end(&mut tar)?;
+    Ok(sha256(&tar))
+}
+
+/// A stand-in for containerd's content store holding the given blobs.
+struct Holds(Vec<String>);
+
+impl skiff_node::image::LayerHolder for Holds {
+    fn holds<'a>(&'a self, digest: &'a str) -> futures::future::BoxFuture<'a, bool> {
+        Box::pin(async move { self.0.iter().any(|d| d == digest) })
+    }
+}
+
+#[tokio::test]
+async fn linux_layers_containerd_holds_already_are_not_downloaded() -> TestResult {
+    let reg = Registry::start(None)?;
+    let dir = tempfile::tempdir()?;
+    let images = store(dir.path())?;
+    let base = tar_gz(&[("bin/sh", b"#!base")])?;
+    let app = tar_gz(&[("app/run", b"#!app")])?;
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {"Entrypoint": ["/app/run"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id(&base)?, diff_id(&app)?]}});
+    push_image(&reg, "app:1", &[base.clone(), app.clone()], IMAGE_CONFIG_MEDIA_TYPE, config).await?;
+    images.set_layer_holder(Arc::new(Holds(vec![sha256(&base)])));
+
+    let pulled = images.ensure(&format!("{}/app:1", reg.host()), PullPolicy::IfNotPresent, None).await?;
+    let content = pulled.image.linux.as_ref().ok_or("no Linux content")?;
+    // The image still names both layers (containerd is told about both); only the config and the
+    // layer containerd lacks came from the registry.
+    assert_eq!(content.layers.iter().map(|l| l.digest.clone()).collect::<Vec<_>>(), [sha256(&base), sha256(&app)]);
+    assert_eq!(images.blob_downloads(), 2, "the config and the app layer");
+    assert!(images.blob_file(&sha256(&base)).is_none(), "the held layer was downloaded");
+    assert!(images.blob_file(&sha256(&app)).is_some());
+    Ok(())
+}
+
 #[tokio::test]
 async fn regular_wasi_image_is_unpacked() -> TestResult {
     let reg = Registry::start(None)?;

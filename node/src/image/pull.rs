@@ -27,12 +27,14 @@ const IMAGE_CONFIG_MEDIA_TYPES: &[&str] =
     &[oci_client::manifest::IMAGE_CONFIG_MEDIA_TYPE, oci_client::manifest::IMAGE_DOCKER_CONFIG_MEDIA_TYPE];
 const WASM_MAGIC: &[u8; 4] = b"\0asm";
 
-/// What one pull needs: the registry connection, the cache and the download counter.
+/// What one pull needs: the registry connection, the cache, the download counter and where Linux
+/// layers may be held already.
 pub(crate) struct PullCtx<'a> {
     pub client: &'a Client,
     pub cache: &'a CacheDir,
     pub image: &'a ImageRef,
     pub downloads: &'a AtomicU64,
+    pub layer_holder: Option<&'a dyn super::LayerHolder>,
 }
 
 #[derive(Deserialize, Default)]
@@ -202,6 +204,10 @@ impl PullCtx<'_> {
             if !layer.media_type.contains("tar") {
                 return Err(self.invalid(format!("layer media type {} is not a tar layer", layer.media_type)));
             }
+            if self.held_elsewhere(layer).await {
+                tracing::debug!(digest = %layer.digest, "layer held by containerd already: not downloaded");
+                continue;
+            }
             self.blob(layer).await?;
         }
         let manifest_path =
@@ -294,6 +300,15 @@ impl PullCtx<'_> {
             let _ = std::fs::remove_dir_all(&tmp);
         }
         result
+    }
+
+    /// Whether a layer the cache lacks is held by the node's other store (containerd), so that
+    /// importing the image needs no copy of it. Should that store lose it before the import, the
+    /// import fails with `MissingBlob` and the image is pulled again.
+    async fn held_elsewhere(&self, layer: &Descriptor) -> bool {
+        let Some(holder) = self.layer_holder else { return false };
+        let cached = self.cache.blob_path(&layer.digest).is_some_and(|p| p.is_file());
+        !cached && holder.holds(&layer.digest).await
     }
 
     /// The cached blob for `desc`, downloaded (digest verified, then renamed into place) if missing.

@@ -50,6 +50,8 @@ struct Inner {
     downloads: AtomicU64,
     /// When the node first had each image and when a container last asked for it (image GC).
     uses: Mutex<HashMap<String, Use>>,
+    /// Where Linux layers may be held already (containerd, once connected).
+    layer_holder: std::sync::OnceLock<Arc<dyn super::LayerHolder>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -88,6 +90,7 @@ impl ImageStore {
                 pulls: AtomicU64::new(0),
                 downloads: AtomicU64::new(0),
                 uses: Mutex::new(uses),
+                layer_holder: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -151,6 +154,11 @@ impl ImageStore {
     /// The file of blob `digest` in the cache, if it is there.
     pub fn blob_file(&self, digest: &str) -> Option<PathBuf> {
         self.inner.cache.blob_path(digest).filter(|p| p.is_file())
+    }
+
+    /// From now on a pull skips the Linux layers `holder` holds already (the first holder set stays).
+    pub fn set_layer_holder(&self, holder: Arc<dyn super::LayerHolder>) {
+        let _ = self.inner.layer_holder.set(holder);
     }
 
     /// Removes the cache's copies of blobs another store now holds (a Linux image's layers, once
@@ -330,7 +338,13 @@ impl Inner {
             }
         }
         let manifest = select_image_manifest(&client, image, &oci_auth, &top, &top_digest).await?;
-        let ctx = PullCtx { client: &client, cache: &self.cache, image, downloads: &self.downloads };
+        let ctx = PullCtx {
+            client: &client,
+            cache: &self.cache,
+            image,
+            downloads: &self.downloads,
+            layer_holder: self.layer_holder.get().map(|h| h.as_ref()),
+        };
         let pulled = Arc::new(ctx.materialize(&manifest, image_id).await?);
         tracing::info!(image_id = %pulled.image_id, wasm_digest = %pulled.wasm_digest, "image pulled");
         self.images.write().insert(image.normalized.clone(), pulled.clone());

@@ -6,6 +6,7 @@
 //! shared with the pod's other Linux containers (`pod_namespaces.rs`), its volumes as bind mounts and
 //! kubelet-written /etc/hosts, /etc/resolv.conf and /etc/hostname.
 
+mod content;
 mod exec_output;
 pub mod image_files;
 pub mod image_import;
@@ -81,6 +82,7 @@ impl OciRuntime {
         podns_root: PathBuf,
     ) -> Result<Self, ContainerdError> {
         let client = Client::connect(&config.address, &config.namespace).await?;
+        images.set_layer_holder(Arc::new(content::ContentStore::new(client.clone())));
         Ok(Self {
             client,
             node: node.to_string(),
