@@ -8,14 +8,16 @@
 //!
 //! An event keeps its stored bytes and those of the previous state. The newest [`HOT_EVENTS`]
 //! also keep their object decoded without `metadata.managedFields` (no reader of the cache looks
-//! at them, and they are about half of a decoded object) and, once a watcher asked, the JSON
-//! watchers are sent; older events decode on demand. A decoded object takes about ten times its
+//! at them, and they are about half of a decoded object) and, once a watcher asked, the lines
+//! watchers of whole objects are sent (JSON or protobuf, per event type), shared by all of them;
+//! older events decode on demand. A decoded object takes about ten times its
 //! stored size, so the ring's history is bounded by its stored bytes and its memory by the hot few.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -64,6 +66,21 @@ struct Hot {
     object: Option<Arc<Value>>,
     /// The whole object as JSON in kube-apiserver's field order, encoded once for every watcher.
     json: Option<Arc<str>>,
+    /// The event's watch lines (ADDED, MODIFIED, DELETED; JSON and protobuf) as watchers of whole
+    /// objects get them, each made once and shared by every such watcher (no copy per watcher).
+    lines: [[Option<Bytes>; 3]; 2],
+}
+
+/// The encodings of a shared watch line.
+#[derive(Clone, Copy, Debug)]
+pub enum LineFormat {
+    Json = 0,
+    Protobuf = 1,
+}
+
+/// One watch event as a JSON line: `{"type":KIND,"object":OBJECT}` and a newline.
+pub fn watch_line(kind: &str, object_json: &str) -> Bytes {
+    Bytes::from(format!("{{\"type\":\"{kind}\",\"object\":{object_json}}}\n"))
 }
 
 impl CachedEvent {
@@ -90,6 +107,27 @@ impl CachedEvent {
             hot.json = Some(Arc::clone(&json));
         }
         json
+    }
+
+    /// The event's line in `format` with type `kind` for a watcher of whole objects: `make`
+    /// encodes it, once per hot event for ADDED, MODIFIED and DELETED, and every such watcher then
+    /// shares it. `None` when `make` gives none.
+    pub fn shared_line(&self, format: LineFormat, kind: &str, make: impl FnOnce() -> Option<Bytes>) -> Option<Bytes> {
+        let slot = match kind {
+            "ADDED" => 0,
+            "MODIFIED" => 1,
+            "DELETED" => 2,
+            _ => return make(),
+        };
+        if let Some(line) = &self.hot.lock().lines[format as usize][slot] {
+            return Some(line.clone());
+        }
+        let line = make()?;
+        let mut hot = self.hot.lock();
+        if hot.object.is_some() {
+            hot.lines[format as usize][slot] = Some(line.clone());
+        }
+        Some(line)
     }
 
     /// The whole object, managed fields included, decoded now.
@@ -205,7 +243,7 @@ fn decode(event: Event) -> Result<CachedEvent, String> {
         revision: event.kv.mod_revision,
         deleted: event.kind == EventKind::Delete,
         created: event.kind == EventKind::Put && event.kv.create_revision == event.kv.mod_revision,
-        hot: Mutex::new(Hot { object: Some(Arc::new(object)), json: None }),
+        hot: Mutex::new(Hot { object: Some(Arc::new(object)), ..Hot::default() }),
         prev: event.prev.map(|p| (p.value, p.mod_revision)),
         stored: event.kv.value,
         key: event.kv.key,
@@ -447,12 +485,24 @@ mod tests {
         let first = rx.try_recv().expect("event");
         let (hot_object, hot_json) = (first.object(), first.object_json());
         assert!(first.hot.lock().json.is_some(), "a hot event keeps its JSON for the next watcher");
+        let json_line = || first.shared_line(LineFormat::Json, "MODIFIED", || Some(watch_line("MODIFIED", &hot_json)));
+        let line = json_line().expect("line");
+        assert_eq!(line, watch_line("MODIFIED", &hot_json));
+        assert_eq!(json_line().map(|l| l.as_ptr()), Some(line.as_ptr()), "one line shared by every watcher");
+        let made_again = first.shared_line(LineFormat::Json, "MODIFIED", || panic!("made again"));
+        assert_eq!(made_again, Some(line.clone()));
+        assert_eq!(first.shared_line(LineFormat::Protobuf, "MODIFIED", || None), None, "per format");
         for rev in 2..=(HOT_EVENTS as Revision) {
             put(&cache, rev, "{}", None);
         }
         assert!(first.hot.lock().object.is_some(), "still among the newest {HOT_EVENTS}");
         put(&cache, HOT_EVENTS as Revision + 1, "{}", None);
         assert!(first.hot.lock().object.is_none() && first.hot.lock().json.is_none(), "cooled");
+        assert!(first.hot.lock().lines.iter().flatten().all(Option::is_none), "cooled");
+        let cold =
+            first.shared_line(LineFormat::Json, "MODIFIED", || Some(watch_line("MODIFIED", &first.object_json())));
+        assert_eq!(cold, Some(line));
+        assert!(first.hot.lock().lines.iter().flatten().all(Option::is_none), "a cold event keeps no line");
         assert_eq!(first.object(), hot_object);
         assert_eq!(first.object_json(), hot_json);
         assert!(first.hot.lock().json.is_none(), "a cold event decodes for each reader, keeping nothing");

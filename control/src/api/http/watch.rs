@@ -17,7 +17,7 @@ use super::respond::{self, Shape};
 use crate::api::error::ApiError;
 use crate::api::registry::{ListQuery, Registry};
 use crate::api::resources::ResourceInfo;
-use crate::api::watch_cache::CachedEvent;
+use crate::api::watch_cache::{watch_line, CachedEvent, LineFormat};
 use crate::store::Revision;
 
 /// Where a watch starts.
@@ -59,15 +59,11 @@ impl Drop for Counted {
 /// The watch interval between bookmarks.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
 
-fn line(kind: &str, object: &str) -> Bytes {
-    Bytes::from(format!("{{\"type\":\"{kind}\",\"object\":{object}}}\n"))
-}
-
 /// One event in the watch's media type; `None` when the object has no protobuf form (logged:
 /// the watch ends, and the client's next list says why).
 fn event(w: &WatchRequest, kind: &str, object: &Value) -> Option<Bytes> {
     match w.media {
-        Media::Json => Some(line(kind, &super::protobuf::field_order::to_string(object))),
+        Media::Json => Some(watch_line(kind, &super::protobuf::field_order::to_string(object))),
         Media::Protobuf => match encode::watch_frame(kind, object) {
             Ok(frame) => Some(Bytes::from(frame)),
             Err(e) => {
@@ -80,7 +76,7 @@ fn event(w: &WatchRequest, kind: &str, object: &Value) -> Option<Bytes> {
 
 fn error_event(w: &WatchRequest, err: &ApiError) -> Option<Bytes> {
     match w.media {
-        Media::Json => Some(line("ERROR", &err.status_json())),
+        Media::Json => Some(watch_line("ERROR", &err.status_json())),
         Media::Protobuf => event(w, "ERROR", &err.status()),
     }
 }
@@ -108,12 +104,17 @@ fn has_selectors(q: &ListQuery) -> bool {
     q.labels.is_some() || q.fields.is_some()
 }
 
-/// A cached event as the watcher asked for it: the JSON encoded once for every JSON watcher of
-/// whole objects, else the object with its managed fields put back.
+/// A cached event as the watcher asked for it: for watchers of whole objects the line made once
+/// and shared, else the object (managed fields put back) in the watcher's shape.
 fn encode_event(w: &WatchRequest, kind: &str, ev: &CachedEvent) -> Option<Bytes> {
     let converted = !w.resource.is_storage_version();
     match (w.media, w.shape) {
-        (Media::Json, Shape::Object) if !converted => Some(line(kind, &ev.object_json())),
+        (Media::Json, Shape::Object) if !converted => {
+            ev.shared_line(LineFormat::Json, kind, || Some(watch_line(kind, &ev.object_json())))
+        }
+        (Media::Protobuf, Shape::Object) if !converted => {
+            ev.shared_line(LineFormat::Protobuf, kind, || event(w, kind, &ev.full_object()))
+        }
         _ => encode_object(w, kind, &ev.full_object()),
     }
 }
