@@ -268,13 +268,7 @@ async fn images_neither_wasm_nor_linux_are_rejected() -> TestResult {
     assert!(detail.contains("application/vnd.oci.image.layer.v1.tar+gzip is not application/wasm"), "{detail}");
 
     // A Linux image for this node's architecture is pulled as one (runc runs it); another platform is not.
-    let diff_id = {
-        use sha2::Digest;
-        use std::io::Read;
-        let mut tar = Vec::new();
-        flate2::read::GzDecoder::new(&layer[..]).read_to_end(&mut tar)?;
-        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&tar)))
-    };
+    let diff_id = diff_id(&layer)?;
     let linux = serde_json::json!({"architecture": "amd64", "os": "linux",
         "config": {"Entrypoint": ["/bin/sh"], "Cmd": ["-c", "true"], "User": "1000:1000"},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]}});
