@@ -64,6 +64,10 @@ pub struct CachedEvent {
 struct Hot {
     /// The object, `resourceVersion` set, `metadata.managedFields` dropped.
     object: Option<Arc<Value>>,
+    /// The previous state the same way, once a watcher with selectors asked: every kubelet
+    /// watches pods with `spec.nodeName=<its node>`, and each tests every pod event against the
+    /// state before it.
+    prev: Option<Arc<Value>>,
     /// The whole object as JSON in kube-apiserver's field order, encoded once for every watcher.
     json: Option<Arc<str>>,
     /// The event's watch lines (ADDED, MODIFIED, DELETED; JSON and protobuf) as watchers of whole
@@ -140,12 +144,21 @@ impl CachedEvent {
         self.prev.is_some()
     }
 
-    /// The object before the event, decoded now (`resourceVersion` set, managed fields dropped).
-    pub fn prev_object(&self) -> Option<Value> {
+    /// The object before the event (`resourceVersion` set, managed fields dropped): decoded
+    /// once while the event is hot, shared by every watcher that asks.
+    pub fn prev_object(&self) -> Option<Arc<Value>> {
         let (bytes, revision) = self.prev.as_ref()?;
+        if let Some(prev) = &self.hot.lock().prev {
+            return Some(Arc::clone(prev));
+        }
         let mut v = decode_stored(bytes, *revision)?;
         take_managed_fields(&mut v);
-        Some(v)
+        let prev = Arc::new(v);
+        let mut hot = self.hot.lock();
+        if hot.object.is_some() {
+            hot.prev = Some(Arc::clone(&prev));
+        }
+        Some(prev)
     }
 
     /// Drops the decoded forms: the event is no longer among the newest.
@@ -473,6 +486,7 @@ mod tests {
         let prev = ev.prev_object().expect("prev");
         assert_eq!(prev.pointer("/metadata/resourceVersion"), Some(&Value::from("4")));
         assert!(prev.pointer("/metadata/managedFields").is_none());
+        assert!(Arc::ptr_eq(&prev, &ev.prev_object().expect("prev")), "decoded once while hot");
     }
 
     #[test]

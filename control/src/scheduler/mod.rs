@@ -21,7 +21,6 @@ mod tests;
 pub mod topology;
 pub mod volumes;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,7 +36,7 @@ use crate::controllers::runtime::{Change, Error, Informer, Informers, ObjectKey}
 use cache::{Cache, PodEffect};
 use fit::Diagnosis;
 use pod_info::PodInfo;
-use queue::SchedulingQueue;
+use queue::{Popped, SchedulingQueue};
 
 /// The name pods ask for in `spec.schedulerName`.
 pub const SCHEDULER_NAME: &str = "default-scheduler";
@@ -93,8 +92,6 @@ struct State {
     in_flight: usize,
     /// Where the next search starts (spreads the search over all nodes).
     start: usize,
-    /// The last FailedScheduling message per pod uid (one event per new reason).
-    reported: HashMap<String, String>,
 }
 
 impl Scheduler {
@@ -113,7 +110,6 @@ impl Scheduler {
             cache: Cache::new(),
             in_flight: 0,
             start: 0,
-            reported: HashMap::new(),
         };
         self.resync(&mut st);
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Bound>();
@@ -235,13 +231,11 @@ impl Scheduler {
                     st.queue.upsert(info, priority, moved);
                 } else if !self.wants(new, &info) {
                     st.queue.remove(&info.uid);
-                    st.reported.remove(&info.uid);
                 }
             }
             Change::Deleted(old) => {
                 let uid = object::str_at(old, &["metadata", "uid"]).unwrap_or_default();
                 st.queue.remove(uid);
-                st.reported.remove(uid);
                 if st.cache.remove_pod(uid) == PodEffect::Freed {
                     st.queue.wake_all(now);
                 }
@@ -281,9 +275,22 @@ impl Scheduler {
         object::str_at(&rc, &["handler"]).map(String::from)
     }
 
+    /// A pod that waited as unschedulable (the queue kept no [`PodInfo`]), as the informer now
+    /// shows it; `None` when it is gone, replaced by another of its name, or no longer pending.
+    fn read_again(&self, popped: &Popped) -> Option<Arc<PodInfo>> {
+        let (namespace, name) = split_key(&popped.key);
+        let pod = self.pods.get(&ObjectKey::namespaced(namespace, name))?;
+        let info = PodInfo::of(&pod);
+        (*info.uid == *popped.uid && self.wants(&pod, &info)).then_some(info)
+    }
+
     /// Decides for the next active pod; binds in a task of its own or reports why it waits.
     fn schedule_one(&self, st: &mut State, done: &mpsc::UnboundedSender<Bound>) {
-        let Some(pod) = st.queue.pop() else { return };
+        let Some(popped) = st.queue.pop() else { return };
+        let Some(pod) = popped.info.clone().or_else(|| self.read_again(&popped)) else {
+            st.queue.remove(&popped.uid);
+            return;
+        };
         let span = tracing::info_span!("schedule", pod = %pod.key, uid = %pod.uid);
         let _entered = span.enter();
         let handler = self.handler(&pod);
@@ -324,7 +331,6 @@ impl Scheduler {
                 let to_select = plan.map(|p| p.to_select).unwrap_or_default();
                 st.start = start.saturating_add(placement.examined);
                 st.cache.assume(&pod, &node);
-                st.reported.remove(&pod.uid);
                 st.in_flight += 1;
                 let (registry, done) = (Arc::clone(&self.registry), done.clone());
                 let bind_span = tracing::info_span!("bind", pod = %pod.key, %node);
@@ -360,9 +366,8 @@ impl Scheduler {
                     let preempting = preemptor::preempt(registry, Arc::clone(&pod), node, p.victims);
                     tokio::spawn(preempting.instrument(tracing::info_span!("preempt", pod = %pod.key)));
                 }
-                if st.reported.get(&pod.uid) != Some(&message) {
+                if st.queue.report(&pod.uid, &message) {
                     tracing::info!(reason = %diagnosis, "unschedulable");
-                    st.reported.insert(pod.uid.clone(), message.clone());
                     let registry = Arc::clone(&self.registry);
                     let pods = Arc::clone(&self.pods);
                     tokio::spawn(

@@ -107,6 +107,27 @@ pub fn nonzero(requests: Resources) -> Resources {
     }
 }
 
+/// The tolerations of the last pod parsed, shared by the next ones that carry the same.
+type LastTolerations = parking_lot::Mutex<Option<Arc<[Toleration]>>>;
+
+/// `tolerations` as an `Arc`, the same one as the last pod's when they are equal: a scheduler
+/// holding 100,000 bound pods keeps their (nearly always identical) tolerations once.
+fn shared_tolerations(tolerations: Vec<Toleration>) -> Arc<[Toleration]> {
+    static LAST: LastTolerations = parking_lot::Mutex::new(None);
+    share_with(&LAST, tolerations)
+}
+
+fn share_with(last: &LastTolerations, tolerations: Vec<Toleration>) -> Arc<[Toleration]> {
+    if tolerations.is_empty() {
+        return Arc::default();
+    }
+    let mut last = last.lock();
+    match last.as_ref() {
+        Some(shared) if **shared == *tolerations => Arc::clone(shared),
+        _ => Arc::clone(last.insert(tolerations.into())),
+    }
+}
+
 /// See the module documentation.
 #[derive(Clone, Debug, Default)]
 pub struct PodInfo {
@@ -133,8 +154,9 @@ pub struct PodInfo {
     pub priority: Option<i32>,
     /// `spec.runtimeClassName`.
     pub runtime_class: Option<String>,
-    /// `spec.tolerations`.
-    pub tolerations: Vec<Toleration>,
+    /// `spec.tolerations`, shared with the pod parsed before it when they are the same (most
+    /// pods carry just the two tolerations admission adds).
+    pub tolerations: Arc<[Toleration]>,
     /// `spec.nodeSelector`.
     pub node_selector: Vec<(String, String)>,
     /// The required node affinity's terms (any may match); `None` when there is none.
@@ -223,7 +245,7 @@ impl PodInfo {
             priority_class: spec.priority_class_name.clone().filter(|n| !n.is_empty()),
             priority: spec.priority,
             runtime_class: spec.runtime_class_name.clone().filter(|n| !n.is_empty()),
-            tolerations: spec.tolerations.clone().unwrap_or_default(),
+            tolerations: shared_tolerations(spec.tolerations.clone().unwrap_or_default()),
             node_selector: spec.node_selector.clone().unwrap_or_default().into_iter().collect(),
             required_terms,
             preferred_terms,
@@ -253,5 +275,33 @@ impl PodInfo {
     /// or spreading), so the cluster-wide pre-computation can be skipped.
     pub fn is_simple(&self) -> bool {
         self.affinity.is_empty() && self.anti_affinity.is_empty() && self.spread.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn equal_tolerations_are_held_once() {
+        let toleration = |seconds: i64| Toleration {
+            key: Some("node.kubernetes.io/unreachable".into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoExecute".into()),
+            toleration_seconds: Some(seconds),
+            value: None,
+        };
+        let last = LastTolerations::new(None);
+        let a = share_with(&last, vec![toleration(30)]);
+        let b = share_with(&last, vec![toleration(30)]);
+        let c = share_with(&last, vec![toleration(60)]);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(c[0].toleration_seconds, Some(60));
+        assert!(share_with(&last, Vec::new()).is_empty());
+        let pod = json!({"metadata": {"name": "p", "namespace": "ns", "uid": "u"},
+                         "spec": {"containers": [], "tolerations": [{"operator": "Exists"}]}});
+        assert_eq!(PodInfo::of(&pod).tolerations.len(), 1);
     }
 }

@@ -2,9 +2,14 @@
 //! object itself, either decoded or *packed* (its JSON compressed with zstd).
 //!
 //! A decoded pod is about 18 KB (`serde_json::Value` keeps each of a pod's ~25 small objects in
-//! a 630-byte B-tree node); packed it is about 0.8 KB. Kinds that can number in the hundreds of
-//! thousands (pods) are packed and decoded on read; reads that filter (by labels, owner, node)
+//! a 630-byte B-tree node); packed it is about 0.2-0.3 KB. Kinds that can number in the hundreds
+//! of thousands (pods) are packed and decoded on read; reads that filter (by labels, owner, node)
 //! test the summary first and decode only what they return.
+//!
+//! Packing uses a zstd dictionary: a typical pod as skiff stores it (`pod_dictionary.json`: the
+//! service-account volume, default tolerations, a running status), so what every pod repeats
+//! costs a few bytes of back-reference. Alone a pod packs to about half its JSON (0.8 KB); with
+//! the dictionary to about an eighth.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -15,8 +20,21 @@ use crate::api::object;
 use crate::api::selector::{LabelSelector, Labels};
 use crate::controllers::podutil::PodState;
 
-/// zstd's fastest level: a pod packs in a few microseconds to about half its JSON.
+/// zstd's fastest level: a pod packs in a few microseconds.
 const PACK_LEVEL: i32 = 1;
+
+/// The dictionary's source: a typical pod, keys sorted as `serde_json` writes them.
+const DICTIONARY_SOURCE: &str = include_str!("pod_dictionary.json");
+
+/// The dictionary as packed JSON is written (compact, the same key order), made once.
+fn dictionary() -> &'static [u8] {
+    static DICTIONARY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    DICTIONARY.get_or_init(|| {
+        serde_json::from_str::<Value>(DICTIONARY_SOURCE)
+            .and_then(|v| serde_json::to_vec(&v))
+            .unwrap_or_else(|_| DICTIONARY_SOURCE.as_bytes().to_vec())
+    })
+}
 
 /// What an informer's lookups filter on, taken from the object once when it is cached.
 #[derive(Debug, Default)]
@@ -147,7 +165,7 @@ fn compress(json: &[u8]) -> std::io::Result<Vec<u8>> {
         let mut slot = slot.borrow_mut();
         let compressor = match slot.as_mut() {
             Some(compressor) => compressor,
-            None => slot.insert(zstd::bulk::Compressor::new(PACK_LEVEL)?),
+            None => slot.insert(zstd::bulk::Compressor::with_dictionary(PACK_LEVEL, dictionary())?),
         };
         compressor.compress(json)
     })
@@ -159,7 +177,7 @@ fn decompress(bytes: &[u8], json_len: usize) -> std::io::Result<Vec<u8>> {
         let mut slot = slot.borrow_mut();
         let decompressor = match slot.as_mut() {
             Some(decompressor) => decompressor,
-            None => slot.insert(zstd::bulk::Decompressor::new()?),
+            None => slot.insert(zstd::bulk::Decompressor::with_dictionary(dictionary())?),
         };
         decompressor.decompress(bytes, json_len)
     })
@@ -262,6 +280,23 @@ mod tests {
         assert_eq!(packed.object().as_deref(), Some(obj.as_ref()));
         let decoded = Repr::new(Arc::clone(&obj), false);
         assert!(matches!(&decoded, Repr::Decoded(o) if Arc::ptr_eq(o, &obj)));
+    }
+
+    #[test]
+    fn a_typical_pod_packs_to_an_eighth_of_its_json() {
+        let stored: Value = serde_json::from_str(DICTIONARY_SOURCE).unwrap_or_default();
+        assert!(stored.get("spec").is_some(), "the dictionary is a pod");
+        let mut pod = stored.clone();
+        pod["metadata"]["name"] = json!("api-7f9c6d5b8-x2kq9");
+        pod["metadata"]["uid"] = json!("3b1f0c2e-9a47-4d1e-8c55-0f2b7a9e6d13");
+        pod["metadata"]["labels"] = json!({"app": "api", "pod-template-hash": "7f9c6d5b8"});
+        pod["spec"]["containers"][0]["image"] = json!("127.0.0.1:5000/api:2");
+        pod["status"]["podIP"] = json!("10.42.3.77");
+        let json_len = serde_json::to_vec(&pod).map(|v| v.len()).unwrap_or_default();
+        let packed = Repr::new(Arc::new(pod.clone()), true);
+        let Repr::Packed { bytes, .. } = &packed else { panic!("not packed") };
+        assert!(bytes.len() * 8 < json_len, "{} bytes packed of {json_len}", bytes.len());
+        assert_eq!(packed.object().as_deref(), Some(&pod));
     }
 
     #[test]
