@@ -209,9 +209,18 @@ async fn list(registry: Arc<Registry>, req: &Request<'_>) -> ApiResult<Response>
     let n = req.negotiated;
     let shape = n.shape;
     let include = include_object(&req.query).to_string();
-    // A page (at most `limit` items) is built whole, and so is a protobuf list: its envelope's
-    // lengths come before its items.
-    if q.limit.is_some() || q.continue_token.is_some() || n.media == Media::Protobuf {
+    // A page (at most `limit` items) is built whole.
+    if q.limit.is_some() || q.continue_token.is_some() {
+        let listed = registry.list(ri, &q).await?;
+        return Ok(respond::send(n, StatusCode::OK, &respond::list(ri, listed, shape, &include), &[]));
+    }
+    // A protobuf list is streamed in two passes (its envelope's lengths come before its items);
+    // one the stream cannot encode (a Table, a custom resource) is built whole, as a page is.
+    if n.media == Media::Protobuf {
+        let streamed = list_query(ri, req.target.namespace.clone(), &req.query)?;
+        if let Some(response) = super::protobuf_list::stream(Arc::clone(&registry), ri, streamed, shape).await? {
+            return Ok(response);
+        }
         let listed = registry.list(ri, &q).await?;
         return Ok(respond::send(n, StatusCode::OK, &respond::list(ri, listed, shape, &include), &[]));
     }

@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod pod_logs;
 pub mod pod_stream;
 pub mod protobuf;
+pub mod protobuf_list;
 pub mod query;
 pub mod respond;
 pub mod target;

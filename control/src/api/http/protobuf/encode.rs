@@ -7,8 +7,10 @@
 //! envelope (Kubernetes encodes it with its raw serializer) whose `object.raw` is the event's
 //! object enveloped as above.
 
-use protobuf::Message;
-use serde_json::Value;
+use protobuf::reflect::{MessageDescriptor, RuntimeFieldType, RuntimeType};
+use protobuf::rt::WireType;
+use protobuf::{CodedOutputStream, Message};
+use serde_json::{json, Value};
 
 use super::from_json::{self, FromJsonError};
 use super::{descriptor_for, MAGIC};
@@ -73,6 +75,85 @@ pub fn envelope(api_version: &str, kind: &str, raw: Vec<u8>) -> Result<Vec<u8>, 
     let mut out = MAGIC.to_vec();
     unknown.write_to_vec(&mut out)?;
     Ok(out)
+}
+
+/// A `<Kind>List` encoded piece by piece, so that a list of any length is sent without holding
+/// it: the envelope's `raw` carries its length before the items, so a caller measures the items
+/// first ([`ListEncoder::item`] once to count, again to send). `head`, the items in order and
+/// `tail` together are the bytes [`object`] writes for the whole list.
+pub struct ListEncoder {
+    api_version: String,
+    list_kind: String,
+    list: &'static MessageDescriptor,
+    item: MessageDescriptor,
+}
+
+/// The list message's field of its items (`items`, 2).
+const ITEMS_FIELD: u32 = 2;
+
+impl ListEncoder {
+    /// The encoder of `list_kind` in `api_version`.
+    pub fn new(api_version: &str, list_kind: &str) -> Result<Self, EncodeError> {
+        let no_schema = || EncodeError::NoSchema { api_version: api_version.into(), kind: list_kind.into() };
+        let list = descriptor_for(api_version, list_kind)
+            .or_else(|| META_KINDS.contains(&list_kind).then(|| descriptor_for("meta.k8s.io/v1", list_kind)).flatten())
+            .ok_or_else(no_schema)?;
+        let items = list.field_by_number(ITEMS_FIELD).filter(|f| f.name() == "items").ok_or_else(no_schema)?;
+        let RuntimeFieldType::Repeated(RuntimeType::Message(item)) = items.runtime_field_type() else {
+            return Err(no_schema());
+        };
+        Ok(Self { api_version: api_version.into(), list_kind: list_kind.into(), list, item })
+    }
+
+    /// One item as its list carries it: the field's tag, the message's length, the message.
+    pub fn item(&self, value: &Value) -> Result<Vec<u8>, EncodeError> {
+        let kind = || self.list_kind.clone();
+        let message = from_json::message(&self.item, value).map_err(|source| EncodeError::Field { kind: kind(), source })?;
+        let body = message.write_to_bytes_dyn()?;
+        let mut out = Vec::with_capacity(body.len().saturating_add(8));
+        length_delimited(&mut out, ITEMS_FIELD, body.len())?;
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    /// Everything before the items: the magic, the envelope's `typeMeta`, the tag and length of
+    /// its `raw` (the list's `metadata` and `items_len` bytes of items), and the list's metadata.
+    pub fn head(&self, metadata: &Value, items_len: usize) -> Result<Vec<u8>, EncodeError> {
+        let kind = || self.list_kind.clone();
+        let meta = from_json::message(self.list, &json!({"metadata": metadata}))
+            .map_err(|source| EncodeError::Field { kind: kind(), source })?
+            .write_to_bytes_dyn()?;
+        let mut type_meta = TypeMeta::new();
+        type_meta.set_apiVersion(self.api_version.clone());
+        type_meta.set_kind(self.list_kind.clone());
+        let mut unknown = Unknown::new();
+        unknown.typeMeta = Some(type_meta).into();
+        let mut out = MAGIC.to_vec();
+        unknown.write_to_vec(&mut out)?;
+        length_delimited(&mut out, RAW_FIELD, meta.len().saturating_add(items_len))?;
+        out.extend_from_slice(&meta);
+        Ok(out)
+    }
+
+    /// Everything after the items: the envelope's empty content encoding and type.
+    pub fn tail(&self) -> Result<Vec<u8>, EncodeError> {
+        let mut unknown = Unknown::new();
+        unknown.set_contentEncoding(String::new());
+        unknown.set_contentType(String::new());
+        Ok(unknown.write_to_bytes()?)
+    }
+}
+
+/// `runtime.Unknown`'s field of the typed message (`raw`, 2).
+const RAW_FIELD: u32 = 2;
+
+/// Appends the tag of length-delimited field `field` and the length `len`.
+fn length_delimited(out: &mut Vec<u8>, field: u32, len: usize) -> Result<(), EncodeError> {
+    let mut os = CodedOutputStream::vec(out);
+    os.write_tag(field, WireType::LengthDelimited)?;
+    os.write_raw_varint64(len as u64)?;
+    os.flush()?;
+    Ok(())
 }
 
 /// One watch frame: the length of the `WatchEvent` message (4 bytes, big-endian), then the

@@ -242,3 +242,39 @@ fn watch_events_are_length_prefixed_and_carry_the_enveloped_object() {
     assert_eq!(event.object.raw(), object(&cm).expect("encodes").as_slice());
     assert_eq!(decode(event.object.raw()).expect("decodes"), cm);
 }
+
+/// A list sent piece by piece (head, each item, tail) is byte for byte the list encoded whole,
+/// for objects and for metadata-only lists.
+#[test]
+fn a_list_in_pieces_is_the_list_encoded_whole() {
+    let mut second = pod();
+    second["metadata"]["name"] = json!("web-2");
+    let items: Vec<Value> = [pod(), second]
+        .into_iter()
+        .map(|mut p| {
+            // One label and annotation each: protobuf maps are written in no fixed order.
+            p["metadata"].as_object_mut().map(|m| m.remove("managedFields"));
+            p
+        })
+        .collect();
+    let meta = json!({"resourceVersion": "77"});
+    for (api_version, kind) in [("v1", "PodList"), ("meta.k8s.io/v1", "PartialObjectMetadataList")] {
+        let whole = object(&json!({"apiVersion": api_version, "kind": kind, "metadata": meta, "items": items}))
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let encoder = ListEncoder::new(api_version, kind).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let encoded: Vec<Vec<u8>> = items.iter().map(|i| encoder.item(i).unwrap_or_else(|e| panic!("{e}"))).collect();
+        let mut pieces = encoder.head(&meta, encoded.iter().map(Vec::len).sum()).unwrap_or_else(|e| panic!("{e}"));
+        encoded.iter().for_each(|e| pieces.extend_from_slice(e));
+        pieces.extend(encoder.tail().unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(pieces, whole, "{kind}");
+    }
+    let (_, _, list) = typed::<core::PodList>(
+        &[
+            ListEncoder::new("v1", "PodList").and_then(|e| e.head(&meta, 0)).unwrap_or_default(),
+            ListEncoder::new("v1", "PodList").and_then(|e| e.tail()).unwrap_or_default(),
+        ]
+        .concat(),
+    );
+    assert_eq!((list.items.len(), list.metadata.resourceVersion()), (0, "77"), "an empty list");
+    assert!(ListEncoder::new("v1", "Pod").is_err(), "not a list");
+}
