@@ -1,5 +1,5 @@
 //! `api-rss`: the server's resident memory with N small pods stored, then after a paginated
-//! list (limit=500) and after one unpaginated list of everything.
+//! list (limit=500) and after one unpaginated list of everything, in JSON and in protobuf.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -125,6 +125,28 @@ pub async fn run(
         after_list,
     ));
     drop(body);
+
+    // The same in protobuf, as Go clients (controllers, Helm) list.
+    let started = Instant::now();
+    let body = client
+        .get(&base)
+        .header("Accept", "application/vnd.kubernetes.protobuf")
+        .send()
+        .await?
+        .error_for_status()?
+        .bytes()
+        .await?;
+    let pb_time = started.elapsed();
+    if !body.starts_with(b"k8s\0") {
+        bail!("the protobuf list is not protobuf ({} bytes)", body.len());
+    }
+    let (after_pb, peak_pb) = rss(pid)?;
+    rows.push((
+        format!("after one unpaginated protobuf list ({} MB body, {:.2} s)", mb(body.len() as u64), pb_time.as_secs_f64()),
+        stored,
+        after_pb,
+    ));
+    drop(body);
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (settled, peak_end) = rss(pid)?;
     rows.push(("10 s later".into(), stored, settled));
@@ -146,11 +168,11 @@ pub async fn run(
     }
     println!();
     println!(
-        "Peak RSS (VmHWM): {} MB through creation, {} MB through the paginated list, {} MB overall (after the unpaginated list). \
+        "Peak RSS (VmHWM): {} MB through creation, {} MB through the paginated list, {} MB overall (after the unpaginated lists). \
          {} pods created in {:.1} s ({:.0}/s, {} errors){}.{}",
         mb(peak_create),
         mb(peak_paged),
-        mb(peak.max(peak_end)),
+        mb(peak.max(peak_pb).max(peak_end)),
         count(stored),
         fill.elapsed.as_secs_f64(),
         fill.rate(),

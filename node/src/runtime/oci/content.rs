@@ -1,10 +1,17 @@
 //! containerd's content store as the image store's [`LayerHolder`]: a Linux layer containerd has
 //! (another image's base layer, or an image the node's cache forgot) is not downloaded again.
 
+use std::time::Duration;
+
 use futures::future::{BoxFuture, FutureExt};
 
 use crate::image::LayerHolder;
 use crate::runtime::containerd::Client;
+
+/// How long a layer check waits for containerd: a healthy one answers in milliseconds, and a hung
+/// one must not hold every layer of a pull for the client's whole call timeout (30 s); without an
+/// answer the layer is downloaded, as it would be anyway.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The content store of the containerd the node's Linux containers run in.
 pub struct ContentStore {
@@ -20,10 +27,14 @@ impl ContentStore {
 impl LayerHolder for ContentStore {
     fn holds<'a>(&'a self, digest: &'a str) -> BoxFuture<'a, bool> {
         async move {
-            match self.client.content_labels(digest).await {
-                Ok(found) => found.is_some(),
-                Err(e) => {
+            match tokio::time::timeout(CHECK_TIMEOUT, self.client.content_labels(digest)).await {
+                Ok(Ok(found)) => found.is_some(),
+                Ok(Err(e)) => {
                     tracing::debug!(error = %e, digest, "asking containerd for a layer: downloading it");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!(digest, timeout = ?CHECK_TIMEOUT, "containerd did not answer a layer check: downloading it");
                     false
                 }
             }
