@@ -42,3 +42,29 @@ impl LayerHolder for ContentStore {
         .boxed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A containerd that accepts connections and never answers: the check gives up after
+    /// [`CHECK_TIMEOUT`] and the layer is downloaded, instead of waiting out the call timeout.
+    #[tokio::test]
+    async fn a_hung_containerd_is_not_waited_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("containerd.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+        let held = tokio::spawn(async move {
+            let mut silent = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                silent.push(conn);
+            }
+        });
+        let client = Client::connect(&socket, "k8s.io").await.expect("connects without an answer");
+        let store = ContentStore::new(client);
+        let digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+        let answer = tokio::time::timeout(CHECK_TIMEOUT * 5, store.holds(digest)).await;
+        assert_eq!(answer.ok(), Some(false), "gave up and downloads");
+        held.abort();
+    }
+}
