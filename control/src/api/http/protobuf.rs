@@ -17,6 +17,7 @@
 pub mod encode;
 pub mod field_order;
 pub mod from_json;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;

@@ -13,6 +13,7 @@ use protobuf::{CodedOutputStream, Message};
 use serde_json::{json, Value};
 
 use super::from_json::{self, FromJsonError};
+use super::wire;
 use super::{descriptor_for, MAGIC};
 use crate::api::error::ApiError;
 use k8s_rs_pb::apimachinery::pkg::apis::meta::v1::WatchEvent;
@@ -57,7 +58,7 @@ pub fn object(value: &Value) -> Result<Vec<u8>, EncodeError> {
         .ok_or_else(|| EncodeError::NoSchema { api_version: api_version.into(), kind: kind.into() })?;
     let message =
         from_json::message(descriptor, value).map_err(|source| EncodeError::Field { kind: kind.into(), source })?;
-    let raw = message.write_to_bytes_dyn()?;
+    let raw = wire::to_bytes(&*message)?;
     envelope(api_version, kind, raw)
 }
 
@@ -109,7 +110,7 @@ impl ListEncoder {
     pub fn item(&self, value: &Value) -> Result<Vec<u8>, EncodeError> {
         let kind = || self.list_kind.clone();
         let message = from_json::message(&self.item, value).map_err(|source| EncodeError::Field { kind: kind(), source })?;
-        let body = message.write_to_bytes_dyn()?;
+        let body = wire::to_bytes(&*message)?;
         let mut out = Vec::with_capacity(body.len().saturating_add(8));
         length_delimited(&mut out, ITEMS_FIELD, body.len())?;
         out.extend_from_slice(&body);
@@ -121,8 +122,8 @@ impl ListEncoder {
     pub fn head(&self, metadata: &Value, items_len: usize) -> Result<Vec<u8>, EncodeError> {
         let kind = || self.list_kind.clone();
         let meta = from_json::message(self.list, &json!({"metadata": metadata}))
-            .map_err(|source| EncodeError::Field { kind: kind(), source })?
-            .write_to_bytes_dyn()?;
+            .map_err(|source| EncodeError::Field { kind: kind(), source })
+            .and_then(|m| Ok(wire::to_bytes(&*m)?))?;
         let mut type_meta = TypeMeta::new();
         type_meta.set_apiVersion(self.api_version.clone());
         type_meta.set_kind(self.list_kind.clone());

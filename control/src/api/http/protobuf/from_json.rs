@@ -8,6 +8,10 @@
 //! unions) are built from their JSON form. JSON keys without a field are dropped, as Go's
 //! protobuf marshalling of the typed object would never have seen them.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use base64::Engine;
 use protobuf::reflect::{FieldDescriptor, MessageDescriptor, ReflectValueBox, RuntimeFieldType, RuntimeType};
 use protobuf::MessageDyn;
@@ -65,23 +69,58 @@ pub fn message(descriptor: &MessageDescriptor, value: &Value) -> Result<Box<dyn 
     Ok(message)
 }
 
+/// A field as [`fill`] reads it: its JSON key, or the embedded message whose fields sit in the
+/// parent's object (`json:",inline"`).
+enum Slot {
+    Key(String),
+    Inline(MessageDescriptor),
+}
+
+thread_local! {
+    /// Each message type's fields with their slots, worked out once per type and thread (field
+    /// reflection and the key's name cost more than reading most fields).
+    static SLOTS: RefCell<HashMap<MessageDescriptor, Rc<[(FieldDescriptor, Slot)]>>> = RefCell::new(HashMap::new());
+}
+
+fn slots(descriptor: &MessageDescriptor) -> Rc<[(FieldDescriptor, Slot)]> {
+    if let Some(slots) = SLOTS.with(|s| s.borrow().get(descriptor).cloned()) {
+        return slots;
+    }
+    let renames_schema_fields = descriptor.full_name().ends_with("apiextensions.v1.JSONSchemaProps");
+    let slots: Rc<[(FieldDescriptor, Slot)]> = descriptor
+        .fields()
+        .filter_map(|field| {
+            let slot = if is_inline(&field) {
+                match field.runtime_field_type() {
+                    RuntimeFieldType::Singular(RuntimeType::Message(inner)) => Slot::Inline(inner),
+                    _ => return None,
+                }
+            } else if renames_schema_fields {
+                Slot::Key(schema_field_name(field.name()))
+            } else {
+                Slot::Key(json_field_name(field.name()))
+            };
+            Some((field, slot))
+        })
+        .collect();
+    SLOTS.with(|s| s.borrow_mut().insert(descriptor.clone(), Rc::clone(&slots)));
+    slots
+}
+
 /// Sets the fields of `message` from the keys of `object`.
 fn fill(descriptor: &MessageDescriptor, object: &Map<String, Value>, message: &mut dyn MessageDyn) -> Result<()> {
-    let renames_schema_fields = descriptor.full_name().ends_with("apiextensions.v1.JSONSchemaProps");
-    for field in descriptor.fields() {
-        if is_inline(&field) {
-            // The embedded struct's fields sit in this very object.
-            if let RuntimeFieldType::Singular(RuntimeType::Message(inner)) = field.runtime_field_type() {
+    for (field, slot) in slots(descriptor).iter() {
+        match slot {
+            Slot::Inline(inner) => {
+                // The embedded struct's fields sit in this very object.
                 let mut embedded = inner.new_instance();
-                fill(&inner, object, &mut *embedded)?;
+                fill(inner, object, &mut *embedded)?;
                 field.set_singular_field(message, ReflectValueBox::Message(embedded));
             }
-            continue;
-        }
-        let key = if renames_schema_fields { schema_field_name(field.name()) } else { json_field_name(field.name()) };
-        match object.get(&key) {
-            None | Some(Value::Null) => {}
-            Some(value) => set(&field, message, value).map_err(|e| e.within(&key))?,
+            Slot::Key(key) => match object.get(key) {
+                None | Some(Value::Null) => {}
+                Some(value) => set(field, message, value).map_err(|e| e.within(key))?,
+            },
         }
     }
     Ok(())
