@@ -142,7 +142,11 @@ pub async fn run(
     }
     let (after_pb, peak_pb) = rss(pid)?;
     rows.push((
-        format!("after one unpaginated protobuf list ({} MB body, {:.2} s)", mb(body.len() as u64), pb_time.as_secs_f64()),
+        format!(
+            "after one unpaginated protobuf list ({} MB body, {:.2} s)",
+            mb(body.len() as u64),
+            pb_time.as_secs_f64()
+        ),
         stored,
         after_pb,
     ));

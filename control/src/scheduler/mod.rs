@@ -105,12 +105,7 @@ impl Scheduler {
         {
             inf.wait_synced().await;
         }
-        let mut st = State {
-            queue: SchedulingQueue::new(),
-            cache: Cache::new(),
-            in_flight: 0,
-            start: 0,
-        };
+        let mut st = State { queue: SchedulingQueue::new(), cache: Cache::new(), in_flight: 0, start: 0 };
         self.resync(&mut st);
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Bound>();
         tracing::info!("scheduler started");

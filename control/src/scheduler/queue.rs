@@ -186,8 +186,16 @@ impl SchedulingQueue {
         let key: Arc<str> = Arc::from(info.key.as_str());
         self.seq += 1;
         let queued = self.seq;
-        let entry =
-            Queued { key, info: Some(info), priority, queued, attempts: 0, place: Place::Active, seq: 0, reported: None };
+        let entry = Queued {
+            key,
+            info: Some(info),
+            priority,
+            queued,
+            attempts: 0,
+            place: Place::Active,
+            seq: 0,
+            reported: None,
+        };
         self.pods.insert(Arc::clone(&uid), entry);
         self.push_active(&uid);
     }

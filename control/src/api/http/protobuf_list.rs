@@ -28,7 +28,12 @@ const KEEP_BYTES: usize = 8 << 20;
 
 /// The list answered as a streamed protobuf body; `None` when it has no protobuf form (a custom
 /// resource, a Table, an item that does not fit its message), for the caller to answer in JSON.
-pub async fn stream(registry: Arc<Registry>, ri: &ResourceInfo, q: ListQuery, shape: Shape) -> ApiResult<Option<Response>> {
+pub async fn stream(
+    registry: Arc<Registry>,
+    ri: &ResourceInfo,
+    q: ListQuery,
+    shape: Shape,
+) -> ApiResult<Option<Response>> {
     stream_keeping(registry, ri, q, shape, KEEP_BYTES).await
 }
 
@@ -81,7 +86,9 @@ async fn stream_keeping(
     let first = futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) });
     let last = futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(tail)) });
     let body = futures::StreamExt::chain(futures::StreamExt::chain(first, body), last);
-    Ok(Some((StatusCode::OK, [(axum::http::header::CONTENT_TYPE, content_type)], Body::from_stream(body)).into_response()))
+    Ok(Some(
+        (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, content_type)], Body::from_stream(body)).into_response(),
+    ))
 }
 
 /// The second pass: the items again, at the same revision, checked against the first pass's

@@ -109,7 +109,8 @@ impl ListEncoder {
     /// One item as its list carries it: the field's tag, the message's length, the message.
     pub fn item(&self, value: &Value) -> Result<Vec<u8>, EncodeError> {
         let kind = || self.list_kind.clone();
-        let message = from_json::message(&self.item, value).map_err(|source| EncodeError::Field { kind: kind(), source })?;
+        let message =
+            from_json::message(&self.item, value).map_err(|source| EncodeError::Field { kind: kind(), source })?;
         let body = wire::to_bytes(&*message)?;
         let mut out = Vec::with_capacity(body.len().saturating_add(8));
         length_delimited(&mut out, ITEMS_FIELD, body.len())?;

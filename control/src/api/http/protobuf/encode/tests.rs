@@ -284,7 +284,8 @@ fn a_list_in_pieces_is_the_list_encoded_whole() {
 /// read back (the bytes differ only in the order of map entries, which the library writes in hash
 /// order), and the same length.
 fn same_bytes_as_the_library(obj: &Value) {
-    let (api_version, kind) = (obj["apiVersion"].as_str().unwrap_or_default(), obj["kind"].as_str().unwrap_or_default());
+    let (api_version, kind) =
+        (obj["apiVersion"].as_str().unwrap_or_default(), obj["kind"].as_str().unwrap_or_default());
     let descriptor = crate::api::http::protobuf::descriptor_for(api_version, kind).expect("a message");
     let message = from_json::message(descriptor, obj).unwrap_or_else(|e| panic!("{e}"));
     let library = message.write_to_bytes_dyn().unwrap_or_else(|e| panic!("{e}"));
