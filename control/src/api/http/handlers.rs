@@ -215,14 +215,13 @@ async fn list(registry: Arc<Registry>, req: &Request<'_>) -> ApiResult<Response>
         return Ok(respond::send(n, StatusCode::OK, &respond::list(ri, listed, shape, &include), &[]));
     }
     // A protobuf list is streamed in two passes (its envelope's lengths come before its items);
-    // one the stream cannot encode (a Table, a custom resource) is built whole, as a page is.
+    // one without a protobuf form (an item that does not fit its message) is answered in JSON
+    // below, as `respond::send` answers an object without one.
     if n.media == Media::Protobuf {
         let streamed = list_query(ri, req.target.namespace.clone(), &req.query)?;
         if let Some(response) = super::protobuf_list::stream(Arc::clone(&registry), ri, streamed, shape).await? {
             return Ok(response);
         }
-        let listed = registry.list(ri, &q).await?;
-        return Ok(respond::send(n, StatusCode::OK, &respond::list(ri, listed, shape, &include), &[]));
     }
     // The whole collection: streamed page by page at the first page's revision, so memory stays
     // bounded by a page whatever the size of the list. The first page is read before answering,

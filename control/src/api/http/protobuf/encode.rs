@@ -8,8 +8,7 @@
 //! object enveloped as above.
 
 use protobuf::reflect::{MessageDescriptor, RuntimeFieldType, RuntimeType};
-use protobuf::rt::WireType;
-use protobuf::{CodedOutputStream, Message};
+use protobuf::Message;
 use serde_json::{json, Value};
 
 use super::from_json::{self, FromJsonError};
@@ -113,7 +112,7 @@ impl ListEncoder {
             from_json::message(&self.item, value).map_err(|source| EncodeError::Field { kind: kind(), source })?;
         let body = wire::to_bytes(&*message)?;
         let mut out = Vec::with_capacity(body.len().saturating_add(8));
-        length_delimited(&mut out, ITEMS_FIELD, body.len())?;
+        wire::length_prefix(&mut out, ITEMS_FIELD, body.len())?;
         out.extend_from_slice(&body);
         Ok(out)
     }
@@ -132,7 +131,7 @@ impl ListEncoder {
         unknown.typeMeta = Some(type_meta).into();
         let mut out = MAGIC.to_vec();
         unknown.write_to_vec(&mut out)?;
-        length_delimited(&mut out, RAW_FIELD, meta.len().saturating_add(items_len))?;
+        wire::length_prefix(&mut out, RAW_FIELD, meta.len().saturating_add(items_len))?;
         out.extend_from_slice(&meta);
         Ok(out)
     }
@@ -148,15 +147,6 @@ impl ListEncoder {
 
 /// `runtime.Unknown`'s field of the typed message (`raw`, 2).
 const RAW_FIELD: u32 = 2;
-
-/// Appends the tag of length-delimited field `field` and the length `len`.
-fn length_delimited(out: &mut Vec<u8>, field: u32, len: usize) -> Result<(), EncodeError> {
-    let mut os = CodedOutputStream::vec(out);
-    os.write_tag(field, WireType::LengthDelimited)?;
-    os.write_raw_varint64(len as u64)?;
-    os.flush()?;
-    Ok(())
-}
 
 /// One watch frame: the length of the `WatchEvent` message (4 bytes, big-endian), then the
 /// message, whose object is `object` in its enveloped form.

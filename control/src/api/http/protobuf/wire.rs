@@ -24,14 +24,14 @@ pub fn to_bytes(message: &dyn MessageDyn) -> protobuf::Result<Vec<u8>> {
 }
 
 /// How a field is written, read from its descriptor once per message type and thread.
-enum Shape {
+enum Layout {
     Singular(Type),
     Repeated(Type),
     Map(Type, Type),
 }
 
 /// A message type's fields in the order they are written.
-type Plan = Rc<[(FieldDescriptor, u32, Shape)]>;
+type Plan = Rc<[(FieldDescriptor, u32, Layout)]>;
 
 thread_local! {
     static PLANS: RefCell<HashMap<MessageDescriptor, Plan>> = RefCell::new(HashMap::new());
@@ -47,19 +47,19 @@ fn plan(descriptor: &MessageDescriptor) -> protobuf::Result<Plan> {
     for field in descriptor.fields() {
         let proto = field.proto();
         let number = proto.number() as u32;
-        let shape = match field.runtime_field_type() {
-            RuntimeFieldType::Singular(_) => Shape::Singular(proto.type_()),
+        let layout = match field.runtime_field_type() {
+            RuntimeFieldType::Singular(_) => Layout::Singular(proto.type_()),
             RuntimeFieldType::Repeated(_) if proto.options.get_or_default().packed() => {
                 // Kubernetes' messages have no packed fields.
                 return Err(protobuf::Error::from(std::io::Error::other("packed repeated fields are not written")));
             }
-            RuntimeFieldType::Repeated(_) => Shape::Repeated(proto.type_()),
+            RuntimeFieldType::Repeated(_) => Layout::Repeated(proto.type_()),
             RuntimeFieldType::Map(_, _) => {
                 let (key, value) = map_types(&field).ok_or_else(|| mismatch(number))?;
-                Shape::Map(key, value)
+                Layout::Map(key, value)
             }
         };
-        fields.push((field, number, shape));
+        fields.push((field, number, layout));
     }
     let plan: Plan = fields.into();
     PLANS.with(|p| p.borrow_mut().insert(descriptor.clone(), Rc::clone(&plan)));
@@ -68,21 +68,21 @@ fn plan(descriptor: &MessageDescriptor) -> protobuf::Result<Plan> {
 
 fn write_message(message: &dyn MessageDyn, out: &mut Vec<u8>) -> protobuf::Result<()> {
     let plan = plan(&message.descriptor_dyn())?;
-    for (field, number, shape) in plan.iter() {
+    for (field, number, layout) in plan.iter() {
         let number = *number;
-        match shape {
-            Shape::Singular(ty) => {
+        match layout {
+            Layout::Singular(ty) => {
                 if let Some(value) = field.get_singular(message) {
                     write_value(*ty, number, &value, out)?;
                 }
             }
-            Shape::Repeated(ty) => {
+            Layout::Repeated(ty) => {
                 let repeated = field.get_repeated(message);
                 for i in 0..repeated.len() {
                     write_value(*ty, number, &repeated.get(i), out)?;
                 }
             }
-            Shape::Map(key_type, value_type) => {
+            Layout::Map(key_type, value_type) => {
                 let map = field.get_map(message);
                 let mut entries: Vec<(ReflectValueRef, ReflectValueRef)> = map.into_iter().collect();
                 // Sorted by key, as Kubernetes' generated marshallers write maps.
@@ -115,10 +115,16 @@ fn map_types(field: &FieldDescriptor) -> Option<(Type, Type)> {
 
 /// Field `number`'s tag, `bytes`' length and `bytes`.
 fn length_delimited(number: u32, bytes: &[u8], out: &mut Vec<u8>) -> protobuf::Result<()> {
+    length_prefix(out, number, bytes.len())?;
+    out.extend_from_slice(bytes);
+    Ok(())
+}
+
+/// Appends the tag of length-delimited field `number` and the length `len` of what follows.
+pub fn length_prefix(out: &mut Vec<u8>, number: u32, len: usize) -> protobuf::Result<()> {
     let mut os = CodedOutputStream::vec(out);
     os.write_tag(number, WireType::LengthDelimited)?;
-    os.write_raw_varint64(bytes.len() as u64)?;
-    os.write_raw_bytes(bytes)?;
+    os.write_raw_varint64(len as u64)?;
     os.flush()
 }
 
